@@ -1,0 +1,1 @@
+"""The single contract between server, agent and dashboard: models, enums, event names."""

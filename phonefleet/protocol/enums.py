@@ -1,0 +1,73 @@
+"""Enumerations shared by every side of the contract."""
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    scheduled = "scheduled"
+    active = "active"
+    paused = "paused"
+    completed = "completed"
+    cancelled = "cancelled"
+
+
+class AssignmentStatus(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    running = "running"
+    paused = "paused"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+    timed_out = "timed_out"
+
+
+class DeviceState(StrEnum):
+    idle = "idle"
+    busy = "busy"
+    paused = "paused"
+    offline = "offline"
+    unhealthy = "unhealthy"
+
+
+class AgentStatus(StrEnum):
+    online = "online"
+    offline = "offline"
+    paused = "paused"
+
+
+class TargetType(StrEnum):
+    all_devices = "all_devices"
+    percentage = "percentage"
+    device_count = "device_count"
+
+
+class PausedBy(StrEnum):
+    agent = "agent"
+    server = "server"
+
+
+class PauseScope(StrEnum):
+    agent = "agent"
+    device = "device"
+    job = "job"
+
+
+class FinishOutcome(StrEnum):
+    """What an agent reports when an assignment ends on a phone."""
+
+    completed = "completed"
+    failed = "failed"
+    timed_out = "timed_out"
+    cancelled = "cancelled"
+
+
+OPEN_ASSIGNMENT_STATUSES: tuple[AssignmentStatus, ...] = (
+    AssignmentStatus.pending,
+    AssignmentStatus.delivered,
+    AssignmentStatus.running,
+)
+"""Statuses in which an assignment still occupies its phone."""
+
+LIVE_ASSIGNMENT_STATUSES: tuple[AssignmentStatus, ...] = (*OPEN_ASSIGNMENT_STATUSES, AssignmentStatus.paused)
+"""Statuses from which an assignment can still end (cancel reaches these)."""

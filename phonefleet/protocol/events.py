@@ -1,0 +1,284 @@
+"""Socket.IO namespaces, event names and payloads.
+
+Payloads that can concern many assignments carry lists, so a fleet of thousands of phones costs a
+handful of messages per job rather than one per phone. The polling fallback carries the very same
+payloads (``POST /api/agent/events``), so server and agent have one code path per event.
+"""
+
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from phonefleet.protocol.enums import (
+    AssignmentStatus,
+    FinishOutcome,
+    JobStatus,
+    PausedBy,
+    PauseScope,
+)
+from phonefleet.protocol.models import Device, Id
+from phonefleet.protocol.plan import Step
+
+AGENT_NAMESPACE: Final = "/agent"
+DASHBOARD_NAMESPACE: Final = "/dashboard"
+
+# agent -> server
+AGENT_HELLO: Final = "agent:hello"
+AGENT_HEARTBEAT: Final = "agent:heartbeat"
+DEVICE_UPDATE: Final = "device:update"
+ASSIGNMENT_STARTED: Final = "assignment:started"
+ASSIGNMENT_PROGRESS: Final = "assignment:progress"
+ASSIGNMENT_FINISHED: Final = "assignment:finished"
+AGENT_PAUSE: Final = "agent:pause"
+AGENT_RESUME: Final = "agent:resume"
+
+# server -> agent
+JOB_ASSIGN: Final = "job:assign"
+JOB_PAUSED: Final = "job:paused"
+JOB_RESUMED: Final = "job:resumed"
+JOB_CANCELLED: Final = "job:cancelled"
+DEVICE_PAUSE: Final = "device:pause"
+DEVICE_RESUME: Final = "device:resume"
+
+# server -> dashboard
+JOB_STATUS_UPDATE: Final = "job:status:update"
+JOB_PROGRESS: Final = "job:progress"
+DASHBOARD_DEVICE_UPDATE: Final = "device:update"
+FLEET_STATS: Final = "fleet:stats"
+PAUSE_CHANGED: Final = "pause:changed"
+AGENT_UPDATE: Final = "agent:update"
+JOB_DELETED: Final = "job:deleted"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- agent -> server
+
+
+class DeviceReport(_Payload):
+    """What an agent knows of one phone."""
+
+    serial: str = Field(min_length=1, max_length=200)
+    online: bool = True
+    healthy: bool = True
+    health_reason: str | None = Field(default=None, max_length=500)
+    model: str | None = Field(default=None, max_length=200)
+    android_version: str | None = Field(default=None, max_length=50)
+    battery: int | None = Field(default=None, ge=0, le=100)
+    screen_on: bool | None = None
+    tags: list[str] = Field(default_factory=list, max_length=50)
+
+
+class AgentHello(_Payload):
+    version: str | None = Field(default=None, max_length=100)
+    hostname: str | None = Field(default=None, max_length=255)
+    devices: list[DeviceReport] = Field(default_factory=list, max_length=10_000)
+    paused: bool = False
+    paused_serials: list[str] = Field(default_factory=list)
+    paused_job_ids: list[Id] = Field(default_factory=list)
+
+
+class DeviceUpdate(_Payload):
+    devices: list[DeviceReport] = Field(max_length=10_000)
+    full: bool = Field(default=False, description="The list is every phone the agent has; others are gone.")
+
+
+class Heartbeat(_Payload):
+    running: list[Id] = Field(default_factory=list, description="Assignment ids running now.")
+
+
+class StartedItem(_Payload):
+    assignment_id: Id
+    at: datetime | None = None
+
+
+class AssignmentStarted(_Payload):
+    items: list[StartedItem] = Field(min_length=1, max_length=10_000)
+
+
+class ProgressItem(_Payload):
+    assignment_id: Id
+    step_index: int = Field(ge=0, le=10_000)
+    step_count: int = Field(ge=1, le=10_000)
+    progress: float = Field(ge=0, le=1)
+    message: str | None = Field(default=None, max_length=1000)
+
+
+class AssignmentProgress(_Payload):
+    items: list[ProgressItem] = Field(min_length=1, max_length=10_000)
+
+
+class FinishedItem(_Payload):
+    assignment_id: Id
+    outcome: FinishOutcome
+    error: str | None = Field(default=None, max_length=10_000)
+    error_code: str | None = Field(default=None, max_length=100)
+    retryable: bool = True
+    result: dict[str, Any] | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class AssignmentFinished(_Payload):
+    results: list[FinishedItem] = Field(min_length=1, max_length=10_000)
+
+
+class PauseRequest(_Payload):
+    """``agent:pause`` / ``agent:resume``: the whole agent, one phone, or one job on this agent."""
+
+    scope: PauseScope
+    serial: str | None = None
+    job_id: Id | None = None
+
+
+class Ack(BaseModel):
+    """Every agent event is acknowledged with one of these."""
+
+    ok: bool
+    error: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------- server -> agent
+
+
+class AssignmentOrder(BaseModel):
+    """One assignment as an agent needs it to run the plan on one phone."""
+
+    assignment_id: int
+    job_id: int
+    device_id: int
+    serial: str
+    title: str
+    plan: list[Step]
+    priority: int
+    timeout_sec: int
+    attempt: int
+    status: AssignmentStatus
+
+
+class JobAssign(BaseModel):
+    assignments: list[AssignmentOrder]
+
+
+class JobAssignAck(BaseModel):
+    received: list[Id] = Field(max_length=100_000)
+
+
+class HelloAck(BaseModel):
+    agent_id: int
+    agent_name: str
+    assignments: list[AssignmentOrder]
+    paused: bool
+    paused_serials: list[str]
+    paused_job_ids: list[int]
+    heartbeat_sec: float
+    poll_sec: float
+
+
+class JobControl(BaseModel):
+    """``job:paused`` / ``job:resumed`` / ``job:cancelled``."""
+
+    job_id: int
+    assignment_ids: list[int]
+    abort_running: bool = False
+
+
+class DeviceControl(BaseModel):
+    """``device:pause`` / ``device:resume``."""
+
+    device_id: int
+    serial: str
+
+
+class AgentPoll(BaseModel):
+    """``GET /api/agent/assignments``: the agent's open assignments, which it reconciles against."""
+
+    agent_id: int
+    assignments: list[AssignmentOrder]
+    paused: bool
+    paused_serials: list[str]
+    paused_job_ids: list[int]
+    poll_sec: float
+    hello_required: bool = Field(default=False, description="The server had considered the agent gone.")
+
+
+class AgentEvent(BaseModel):
+    event: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentEventBatch(_Payload):
+    events: list[AgentEvent] = Field(min_length=1, max_length=1_000)
+
+
+class AgentEventResults(BaseModel):
+    results: list[Ack]
+
+
+# ---------------------------------------------------------------- server -> dashboard
+
+
+class JobStatusUpdate(BaseModel):
+    job_id: int
+    title: str
+    status: JobStatus
+    priority: int
+    target_count: int | None
+    assigned_count: int
+    completed_count: int
+    failed_count: int
+    running_count: int
+    paused_count: int
+    updated_at: datetime
+
+
+class DeviceUpdateBroadcast(BaseModel):
+    devices: list[Device]
+
+
+class FleetStats(BaseModel):
+    agents_online: int
+    connected_devices: int
+    devices: dict[str, int]
+
+
+class PauseChanged(BaseModel):
+    source: PausedBy
+    paused: bool
+    scope: PauseScope
+    agent_id: int | None = None
+    agent_name: str | None = None
+    serial: str | None = None
+    device_id: int | None = None
+    job_id: int | None = None
+
+
+class JobDeleted(BaseModel):
+    job_id: int
+
+
+class AgentUpdate(BaseModel):
+    agent_id: int
+    name: str
+    status: str
+    paused: bool
+    connected: bool
+
+
+AGENT_EVENT_MODELS: dict[str, type[BaseModel]] = {
+    AGENT_HELLO: AgentHello,
+    AGENT_HEARTBEAT: Heartbeat,
+    DEVICE_UPDATE: DeviceUpdate,
+    ASSIGNMENT_STARTED: AssignmentStarted,
+    ASSIGNMENT_PROGRESS: AssignmentProgress,
+    ASSIGNMENT_FINISHED: AssignmentFinished,
+    AGENT_PAUSE: PauseRequest,
+    AGENT_RESUME: PauseRequest,
+}
+"""Every event an agent may send, with the model that validates its payload."""
+
+JobControlKind = Literal["paused", "resumed", "cancelled"]

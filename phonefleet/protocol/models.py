@@ -1,0 +1,208 @@
+"""Resources and REST bodies: what the server stores, answers and accepts."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from phonefleet.protocol.enums import (
+    AgentStatus,
+    AssignmentStatus,
+    DeviceState,
+    JobStatus,
+    PausedBy,
+    TargetType,
+)
+from phonefleet.protocol.plan import Step
+
+Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
+"""A database id: a positive bigint."""
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Naive times are taken as UTC rather than rejected or misread as local time."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class _Body(BaseModel):
+    """Request bodies reject unknown fields, so a typo is a 422 rather than silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Resource(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class JobFilters(_Body):
+    """Which phones may take a job; every given criterion must match."""
+
+    models: list[str] | None = Field(default=None, max_length=100)
+    android_versions: list[str] | None = Field(default=None, max_length=100)
+    tags: list[str] | None = Field(default=None, max_length=50, description="The phone must carry all of them.")
+    agents: list[str] | None = Field(default=None, max_length=500, description="Agent names.")
+    serials: list[str] | None = Field(default=None, max_length=20_000)
+
+
+class JobCreate(_Body):
+    title: str = Field(min_length=1, max_length=200)
+    plan: list[Step] = Field(min_length=1, max_length=200)
+    target_type: TargetType
+    target_value: int | None = Field(
+        default=None,
+        validate_default=True,
+        description="Percentage (1-100) or phone count (>= 1); ignored for all_devices.",
+    )
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    filters: JobFilters = Field(default_factory=JobFilters)
+    timeout_sec: int = Field(default=3600, ge=1, le=7 * 86_400, description="Per assignment.")
+    max_retries: int = Field(default=0, ge=0, le=100)
+    run_at: datetime | None = None
+    depends_on: list[Id] = Field(default_factory=list, max_length=100)
+
+    @field_validator("run_at")
+    @classmethod
+    def _run_at_utc(cls, value: datetime | None) -> datetime | None:
+        return _utc(value)
+
+    @field_validator("target_value")
+    @classmethod
+    def _target_value_in_range(cls, value: int | None, info: ValidationInfo) -> int | None:
+        target_type = info.data.get("target_type")
+        if target_type is TargetType.percentage and (value is None or not 1 <= value <= 100):
+            raise ValueError("a percentage must be between 1 and 100")
+        if target_type is TargetType.device_count and (value is None or not 1 <= value <= 1_000_000):
+            raise ValueError("a device count must be at least 1")
+        return value
+
+
+class JobPatch(_Body):
+    status: Literal["paused", "active", "cancelled"] | None = None
+    title: str | None = Field(default=None, min_length=1, max_length=200)
+    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    timeout_sec: int | None = Field(default=None, ge=1, le=7 * 86_400)
+    max_retries: int | None = Field(default=None, ge=0, le=100)
+
+
+class Job(_Resource):
+    id: int
+    title: str
+    plan: list[Step]
+    target_type: TargetType
+    target_value: int | None
+    target_count: int | None = Field(description="Resolved phone count; null until the job is activated.")
+    filters: JobFilters
+    priority: int
+    status: JobStatus
+    timeout_sec: int
+    max_retries: int
+    run_at: datetime | None
+    depends_on: list[int]
+    assigned_count: int
+    completed_count: int
+    failed_count: int
+    running_count: int = 0
+    paused_count: int = 0
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+
+
+class JobList(BaseModel):
+    items: list[Job]
+    total: int
+    limit: int
+    offset: int
+
+
+class Assignment(_Resource):
+    id: int
+    job_id: int
+    device_id: int
+    agent_id: int
+    serial: str | None = None
+    status: AssignmentStatus
+    attempt: int
+    progress: float
+    step_index: int | None
+    result: dict[str, Any] | None
+    error: str | None
+    error_code: str | None
+    lease_until: datetime | None
+    retry_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class AssignmentList(BaseModel):
+    items: list[Assignment]
+    total: int
+
+
+class Device(_Resource):
+    id: int
+    serial: str
+    agent_id: int
+    agent_name: str | None = None
+    model: str | None
+    android_version: str | None
+    tags: list[str]
+    battery: int | None
+    state: DeviceState
+    paused_by: PausedBy | None
+    last_seen_at: datetime | None
+
+
+class DevicePatch(_Body):
+    paused: bool
+
+
+class Agent(_Resource):
+    id: int
+    name: str
+    hostname: str | None
+    version: str | None
+    status: AgentStatus
+    paused: bool
+    connected: bool = Field(description="Seen within the grace period, by socket or by polling.")
+    device_count: int = 0
+    last_seen_at: datetime | None
+    created_at: datetime
+
+
+class AgentCreated(BaseModel):
+    agent: Agent
+    token: str = Field(description="Shown once; the server keeps only its hash.")
+
+
+class Stats(BaseModel):
+    jobs: dict[str, int]
+    assignments: dict[str, int]
+    devices: dict[str, int]
+    agents: dict[str, int]
+    connected_devices: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    database: Literal["ok"]
+    version: str
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = None
+    message: str
+    type: str | None = None
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="e.g. validation_error, not_found, conflict, unauthorized, forbidden")
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    error: ErrorInfo

@@ -1,0 +1,1 @@
+"""The phonefleet server: aiohttp + python-socketio on PostgreSQL."""

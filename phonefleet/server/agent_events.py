@@ -1,0 +1,226 @@
+"""Everything an agent says, by socket or by the polling fallback: one code path per event."""
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, ValidationError
+
+from phonefleet.protocol import events as ev
+from phonefleet.server.auth import Principal
+from phonefleet.server.completion import Completion
+from phonefleet.server.config import Settings
+from phonefleet.server.distributor import Distributor, order_from_row
+from phonefleet.server.errors import Invalid, ServiceError
+from phonefleet.server.pauses import Pauses
+from phonefleet.server.realtime import Realtime
+from phonefleet.server.store import Conn
+from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import assignments as assignments_store
+from phonefleet.server.store import devices as devices_store
+from phonefleet.server.transactions import in_transaction
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Principal, Any], Awaitable[dict[str, Any] | None]]
+
+
+def error_ack(exc: ServiceError) -> dict[str, Any]:
+    return {"ok": False, "error": exc.body()["error"]}
+
+
+class AgentEvents:
+    def __init__(self, pool: asyncpg.Pool, realtime: Realtime, distributor: Distributor, *,
+                 completion: Completion, pauses: Pauses, settings: Settings) -> None:
+        self.pool = pool
+        self.realtime = realtime
+        self.distributor = distributor
+        self.completion = completion
+        self.pauses = pauses
+        self.settings = settings
+        self._handlers: dict[str, tuple[type[BaseModel], Handler]] = {
+            ev.AGENT_HELLO: (ev.AgentHello, self._hello),
+            ev.AGENT_HEARTBEAT: (ev.Heartbeat, self._heartbeat),
+            ev.DEVICE_UPDATE: (ev.DeviceUpdate, self._device_update),
+            ev.ASSIGNMENT_STARTED: (ev.AssignmentStarted, self._started),
+            ev.ASSIGNMENT_PROGRESS: (ev.AssignmentProgress, self._progress),
+            ev.ASSIGNMENT_FINISHED: (ev.AssignmentFinished, self._finished),
+            ev.AGENT_PAUSE: (ev.PauseRequest, self._pause),
+            ev.AGENT_RESUME: (ev.PauseRequest, self._resume),
+        }
+
+    async def handle(self, agent: Principal, event: str, data: Any) -> dict[str, Any]:
+        """Validate and apply one event; always answers an ack, never raises."""
+        entry = self._handlers.get(event)
+        try:
+            if entry is None:
+                raise Invalid.field("event", f"unknown event {event!r}")
+            model, handler = entry
+            try:
+                payload = model.model_validate(data if data is not None else {})
+            except ValidationError as exc:
+                raise Invalid.from_validation(exc) from None
+            result = await handler(agent, payload)
+            return {"ok": True, "data": result} if result is not None else {"ok": True}
+        except ServiceError as exc:
+            return error_ack(exc)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("agent event failed", extra={"event": event, "error": str(exc)})
+            return {"ok": False, "error": {"code": "unavailable", "message": "try again", "retryable": True}}
+
+    async def _touch(self, agent: Principal) -> None:
+        assert agent.agent_id is not None
+        async with self.pool.acquire() as conn:
+            await agents_store.touch(conn, agent.agent_id)
+
+    # ------------------------------------------------------------------ events
+
+    async def _hello(self, agent: Principal, hello: Any) -> dict[str, Any]:
+        assert agent.agent_id is not None and agent.agent_name is not None
+        agent_id = agent.agent_id
+        paused_serials = {d.serial for d in hello.devices} if hello.paused else set(hello.paused_serials)
+
+        async def work(conn: Conn) -> tuple[list[Any], list[Any], list[Any]]:
+            await agents_store.hello(conn, agent_id, hello.hostname, hello.version, hello.paused)
+            changed = await devices_store.apply_reports(
+                conn, agent_id, [d.model_dump() for d in hello.devices], full=True, paused_serials=paused_serials
+            )
+            for job_id in await agents_store.paused_job_ids(conn, agent_id):
+                if job_id not in hello.paused_job_ids:
+                    await agents_store.resume_job(conn, agent_id, job_id)
+            for job_id in hello.paused_job_ids:
+                await agents_store.pause_job(conn, agent_id, job_id)
+            handed = await self._hand_back_unavailable(conn, changed)
+            await assignments_store.mark_delivered_all(conn, agent_id)
+            orders = await assignments_store.open_orders(conn, agent_id)
+            return changed, handed, orders
+
+        changed, handed, orders = await in_transaction(self.pool, work)
+        async with self.pool.acquire() as conn:
+            ack = ev.HelloAck(
+                agent_id=agent_id, agent_name=agent.agent_name,
+                assignments=[ev.AssignmentOrder.model_validate(order_from_row(o)) for o in orders],
+                paused=hello.paused,
+                paused_serials=await devices_store.paused_serials(conn, agent_id),
+                paused_job_ids=await agents_store.paused_job_ids(conn, agent_id),
+                heartbeat_sec=self.settings.heartbeat_sec, poll_sec=self.settings.poll_sec,
+            )
+        self._announce_devices(changed, handed)
+        await self._agent_update(agent)
+        self.distributor.request_fill()
+        return ack.model_dump(mode="json")
+
+    async def _heartbeat(self, agent: Principal, _hb: Any) -> dict[str, Any]:
+        assert agent.agent_id is not None
+        async with self.pool.acquire() as conn:
+            was_offline = await agents_store.touch(conn, agent.agent_id)
+            await assignments_store.extend_leases(conn, agent.agent_id, self.settings.lease_sec)
+        # An agent the server had given up on must re-register its phones with agent:hello.
+        return {"hello_required": was_offline}
+
+    async def _device_update(self, agent: Principal, update: Any) -> dict[str, Any]:
+        assert agent.agent_id is not None
+        agent_id = agent.agent_id
+
+        async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
+            await agents_store.touch(conn, agent_id)
+            changed = await devices_store.apply_reports(
+                conn, agent_id, [d.model_dump() for d in update.devices], full=update.full, paused_serials=None
+            )
+            return changed, await self._hand_back_unavailable(conn, changed)
+
+        changed, handed = await in_transaction(self.pool, work)
+        self._announce_devices(changed, handed)
+        if any(c["state"] == "idle" for c in changed) or handed:
+            self.distributor.request_fill()
+        return {"devices": len(changed), "handed_back": [h["id"] for h in handed]}
+
+    async def _started(self, agent: Principal, started: Any) -> dict[str, Any]:
+        assert agent.agent_id is not None
+        async with self.pool.acquire() as conn:
+            await agents_store.touch(conn, agent.agent_id)
+            rows = await assignments_store.mark_started(
+                conn, agent.agent_id, [i.assignment_id for i in started.items], self.settings.lease_sec
+            )
+        self.realtime.jobs_changed(r["job_id"] for r in rows)
+        return {"started": [r["id"] for r in rows]}
+
+    async def _progress(self, agent: Principal, progress: Any) -> dict[str, Any]:
+        assert agent.agent_id is not None
+        async with self.pool.acquire() as conn:
+            rows = await assignments_store.record_progress(
+                conn, agent.agent_id, [i.model_dump() for i in progress.items]
+            )
+        self.realtime.jobs_changed(r["job_id"] for r in rows)
+        return {"recorded": len(rows)}
+
+    async def _finished(self, agent: Principal, finished: Any) -> dict[str, Any]:
+        assert agent.agent_id is not None
+        async with self.pool.acquire() as conn:
+            await agents_store.touch(conn, agent.agent_id)
+        items = [i.model_dump() for i in finished.results]
+        recorded = await self.completion.end(items, agent_id=agent.agent_id)
+        # Already-ended (or foreign) ids are acknowledged too, so an outbox replay always drains.
+        return {"recorded": recorded, "acknowledged": [i["assignment_id"] for i in items]}
+
+    async def _pause(self, agent: Principal, request: Any) -> dict[str, Any]:
+        assert agent.agent_id is not None and agent.agent_name is not None
+        result = await self.pauses.from_agent(agent.agent_id, agent.agent_name, request, paused=True)
+        await self._agent_update(agent)
+        return result
+
+    async def _resume(self, agent: Principal, request: Any) -> dict[str, Any]:
+        assert agent.agent_id is not None and agent.agent_name is not None
+        result = await self.pauses.from_agent(agent.agent_id, agent.agent_name, request, paused=False)
+        await self._agent_update(agent)
+        return result
+
+    # ------------------------------------------------------------------ polling
+
+    async def poll(self, agent: Principal) -> ev.AgentPoll:
+        """``GET /api/agent/assignments``: what the agent should hold now; pending ones become delivered."""
+        assert agent.agent_id is not None
+        agent_id = agent.agent_id
+
+        async def work(conn: Conn) -> tuple[bool, list[Any], list[str], list[int], bool]:
+            was_offline = await agents_store.touch(conn, agent_id)
+            await assignments_store.extend_leases(conn, agent_id, self.settings.lease_sec)
+            await assignments_store.mark_delivered_all(conn, agent_id)
+            orders = await assignments_store.open_orders(conn, agent_id)
+            paused_row = await agents_store.get(conn, agent_id, self.settings.agent_grace_sec)
+            return (was_offline, orders, await devices_store.paused_serials(conn, agent_id),
+                    await agents_store.paused_job_ids(conn, agent_id), bool(paused_row and paused_row["paused"]))
+
+        was_offline, orders, serials, job_ids, paused = await in_transaction(self.pool, work)
+        return ev.AgentPoll(
+            agent_id=agent_id, assignments=[ev.AssignmentOrder.model_validate(order_from_row(o)) for o in orders],
+            paused=paused, paused_serials=serials, paused_job_ids=job_ids, poll_sec=self.settings.poll_sec,
+            hello_required=was_offline,
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _hand_back_unavailable(self, conn: Conn, changed: list[Any]) -> list[Any]:
+        """Phones that went offline, unhealthy or paused give their unstarted work back."""
+        gone = [c["id"] for c in changed if c["state"] in ("offline", "unhealthy", "paused")]
+        if not gone:
+            return []
+        handed = await assignments_store.hand_back(conn, device_ids=gone, reason="phone unavailable")
+        if handed:
+            await devices_store.refresh_states(conn, gone)
+        return handed
+
+    def _announce_devices(self, changed: list[Any], handed: list[Any]) -> None:
+        self.realtime.devices_changed(c["id"] for c in changed)
+        self.realtime.jobs_changed(h["job_id"] for h in handed)
+
+    async def _agent_update(self, agent: Principal) -> None:
+        assert agent.agent_id is not None
+        async with self.pool.acquire() as conn:
+            row = await agents_store.get(conn, agent.agent_id, self.settings.agent_grace_sec)
+        if row is not None:
+            await self.realtime.broadcast(ev.AGENT_UPDATE, ev.AgentUpdate(
+                agent_id=row["id"], name=row["name"], status=row["status"], paused=row["paused"],
+                connected=row["connected"],
+            ).model_dump())

@@ -1,0 +1,374 @@
+"""REST under ``/api``: a table of routes (also the source of the OpenAPI document) and their handlers.
+
+Handlers parse with the protocol's models and call a service; errors become
+``{"error": {"code", "message", "details"}}`` with a 4xx status.
+"""
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import asyncpg
+from aiohttp import web
+from pydantic import BaseModel, Field, ValidationError
+
+from phonefleet import __version__
+from phonefleet.protocol import events as ev
+from phonefleet.protocol.enums import AssignmentStatus, JobStatus
+from phonefleet.protocol.models import (
+    Agent,
+    AgentCreated,
+    Assignment,
+    AssignmentList,
+    Device,
+    DevicePatch,
+    ErrorBody,
+    Health,
+    Job,
+    JobCreate,
+    JobList,
+    JobPatch,
+    Stats,
+)
+from phonefleet.server.agent_events import AgentEvents
+from phonefleet.server.auth import AGENT_PREFIX, Authenticator, Principal, bearer, hash_token, new_token
+from phonefleet.server.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unauthorized
+from phonefleet.server.job_control import JobControl
+from phonefleet.server.metrics import Metrics
+from phonefleet.server.pauses import Pauses
+from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import assignments as assignments_store
+from phonefleet.server.store import devices as devices_store
+from phonefleet.server.store import jobs as jobs_store
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[["Api", web.Request], Awaitable[web.StreamResponse]]
+Access = Literal["public", "admin", "agent"]
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    access: Access = "admin"
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+class JobListQuery(BaseModel):
+    status: list[JobStatus] | None = None
+    search: str | None = Field(default=None, max_length=200)
+    limit: int = Field(default=50, ge=1, le=500)
+    offset: int = Field(default=0, ge=0)
+
+
+class AssignmentQuery(BaseModel):
+    status: AssignmentStatus | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0)
+
+
+class AgentCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(data, default=str, separators=(",", ":")), status=status, content_type="application/json"
+    )
+
+
+def model_response(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(body=model.model_dump_json(), status=status, content_type="application/json")
+
+
+def _int_id(request: web.Request, name: str = "id") -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or len(raw) > 18:
+        raise NotFound(f"no resource with id {raw!r}")
+    return int(raw)
+
+
+async def _body(request: web.Request, model: type[M]) -> M:
+    raw = await request.read()
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        raise Invalid.field("body", "not valid JSON") from None
+    if not isinstance(data, dict):
+        raise Invalid.field("body", "a JSON object is required")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise Invalid.from_validation(exc) from None
+
+
+def _query(request: web.Request, model: type[M]) -> M:
+    values: dict[str, Any] = {}
+    for key in request.query:
+        all_values = request.query.getall(key)
+        annotation = model.model_fields[key].annotation if key in model.model_fields else None
+        is_list = annotation is not None and "list" in str(annotation)
+        values[key] = [v for item in all_values for v in item.split(",")] if is_list else all_values[-1]
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise Invalid.from_validation(exc) from None
+
+
+async def render_jobs(conn: Any, rows: list[Any]) -> list[Job]:
+    counts = await jobs_store.assignment_counts(conn, [r["id"] for r in rows])
+    return [
+        Job.model_validate({
+            **dict(r.items()),
+            "running_count": counts.get(r["id"], {}).get("running", 0),
+            "paused_count": counts.get(r["id"], {}).get("paused", 0),
+        })
+        for r in rows
+    ]
+
+
+class Api:
+    """Routes are registered when the app is built; the services are bound once the database is up."""
+
+    def __init__(self, authenticator: Authenticator, metrics: Metrics, grace_sec: float) -> None:
+        self.authenticator = authenticator
+        self.metrics = metrics
+        self.grace_sec = grace_sec
+        self._pool: asyncpg.Pool | None = None
+        self._jobs: JobControl | None = None
+        self._pauses: Pauses | None = None
+        self._agent_events: AgentEvents | None = None
+
+    def bind(self, pool: asyncpg.Pool, jobs: JobControl, pauses: Pauses, agent_events: AgentEvents) -> None:
+        self._pool, self._jobs, self._pauses, self._agent_events = pool, jobs, pauses, agent_events
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None
+        return self._pool
+
+    @property
+    def jobs(self) -> JobControl:
+        assert self._jobs is not None
+        return self._jobs
+
+    @property
+    def pauses(self) -> Pauses:
+        assert self._pauses is not None
+        return self._pauses
+
+    @property
+    def agent_events(self) -> AgentEvents:
+        assert self._agent_events is not None
+        return self._agent_events
+
+    # ------------------------------------------------------------------ plumbing
+
+    def register(self, app: web.Application) -> None:
+        for route in ROUTES:
+            app.router.add_route(route.method, route.path, self._wrap(route))
+
+    def _wrap(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if self._pool is None:
+                return json_response({"error": {"code": "starting", "message": "starting up", "details": []}}, 503)
+            if route.access != "public":
+                request[PRINCIPAL] = await self._authorize(request, route.access)
+            return await route.handler(self, request)
+
+        return handler
+
+    async def _authorize(self, request: web.Request, access: Access) -> Principal:
+        token = bearer(request.headers.get("Authorization"))
+        if token is None:
+            raise Unauthorized("a bearer token is required")
+        async with self.pool.acquire() as conn:
+            principal = await self.authenticator.resolve(conn, token)
+        if principal is None:
+            raise Unauthorized("unknown token")
+        if principal.kind != access:
+            raise Forbidden(f"this route needs an {access} token")
+        return principal
+
+    async def _job(self, job_id: int) -> Job:
+        async with self.pool.acquire() as conn:
+            row = await jobs_store.get(conn, job_id)
+            if row is None:
+                raise NotFound(f"job {job_id} not found")
+            return (await render_jobs(conn, [row]))[0]
+
+    # ------------------------------------------------------------------ handlers
+
+    async def health(self, _request: web.Request) -> web.Response:
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+        return model_response(Health(status="ok", database="ok", version=__version__))
+
+    async def metrics_text(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        from phonefleet.server.openapi import build_openapi
+
+        return json_response(build_openapi(ROUTES))
+
+    async def create_job(self, request: web.Request) -> web.Response:
+        body = await _body(request, JobCreate)
+        row = await self.jobs.create(body)
+        return model_response(await self._job(row["id"]), status=201)
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        q = _query(request, JobListQuery)
+        async with self.pool.acquire() as conn:
+            rows, total = await jobs_store.list_page(
+                conn, statuses=[str(s) for s in q.status] if q.status else None, search=q.search,
+                limit=q.limit, offset=q.offset,
+            )
+            items = await render_jobs(conn, rows)
+        return model_response(JobList(items=items, total=total, limit=q.limit, offset=q.offset))
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        return model_response(await self._job(_int_id(request)))
+
+    async def patch_job(self, request: web.Request) -> web.Response:
+        job_id = _int_id(request)
+        body = await _body(request, JobPatch)
+        await self.jobs.patch(job_id, body)
+        return model_response(await self._job(job_id))
+
+    async def delete_job(self, request: web.Request) -> web.Response:
+        await self.jobs.delete(_int_id(request))
+        return web.Response(status=204)
+
+    async def job_assignments(self, request: web.Request) -> web.Response:
+        job_id = _int_id(request)
+        q = _query(request, AssignmentQuery)
+        async with self.pool.acquire() as conn:
+            if not await jobs_store.existing_ids(conn, [job_id]):
+                raise NotFound(f"job {job_id} not found")
+            rows = await assignments_store.list_for_job(conn, job_id, str(q.status) if q.status else None)
+        items = [Assignment.model_validate(dict(r.items())) for r in rows]
+        return model_response(AssignmentList(items=items, total=len(items)))
+
+    async def list_assignments(self, request: web.Request) -> web.Response:
+        q = _query(request, AssignmentQuery)
+        async with self.pool.acquire() as conn:
+            rows, total = await assignments_store.list_page(
+                conn, status=str(q.status) if q.status else None, limit=q.limit, offset=q.offset
+            )
+        items = [Assignment.model_validate(dict(r.items())) for r in rows]
+        return model_response(AssignmentList(items=items, total=total))
+
+    async def list_devices(self, _request: web.Request) -> web.Response:
+        async with self.pool.acquire() as conn:
+            rows = await devices_store.list_all(conn)
+        return json_response([Device.model_validate(dict(r.items())).model_dump(mode="json") for r in rows])
+
+    async def patch_device(self, request: web.Request) -> web.Response:
+        device_id = _int_id(request)
+        body = await _body(request, DevicePatch)
+        row = await self.pauses.set_device_paused(device_id, body.paused)
+        return model_response(Device.model_validate(dict(row.items())))
+
+    async def list_agents(self, _request: web.Request) -> web.Response:
+        async with self.pool.acquire() as conn:
+            rows = await agents_store.list_all(conn, self.grace_sec)
+        return json_response([Agent.model_validate(dict(r.items())).model_dump(mode="json") for r in rows])
+
+    async def create_agent(self, request: web.Request) -> web.Response:
+        body = await _body(request, AgentCreate)
+        token = new_token(AGENT_PREFIX)
+        async with self.pool.acquire() as conn:
+            if await agents_store.name_exists(conn, body.name):
+                raise Conflict(f"an agent named {body.name!r} exists")
+            row = await agents_store.create(conn, body.name, hash_token(token))
+            agent = await agents_store.get(conn, row["id"], self.grace_sec)
+        assert agent is not None
+        return model_response(AgentCreated(agent=Agent.model_validate(dict(agent.items())), token=token), 201)
+
+    async def stats(self, _request: web.Request) -> web.Response:
+        async with self.pool.acquire() as conn:
+            devices = await devices_store.counts_by_state(conn)
+            stats = Stats(
+                jobs=await jobs_store.counts_by_status(conn),
+                assignments=await assignments_store.counts_by_status(conn),
+                devices=devices,
+                agents=await agents_store.counts_by_status(conn, self.grace_sec),
+                connected_devices=devices["idle"] + devices["busy"] + devices["paused"] + devices["unhealthy"],
+            )
+        return model_response(stats)
+
+    async def agent_poll(self, request: web.Request) -> web.Response:
+        return model_response(await self.agent_events.poll(request[PRINCIPAL]))
+
+    async def agent_post_events(self, request: web.Request) -> web.Response:
+        batch = await _body(request, ev.AgentEventBatch)
+        results = [
+            ev.Ack.model_validate(await self.agent_events.handle(request[PRINCIPAL], e.event, e.data))
+            for e in batch.events
+        ]
+        return model_response(ev.AgentEventResults(results=results))
+
+
+ROUTES: list[Route] = [
+    Route("GET", "/healthz", Api.health, "Liveness and database reachability", "public", response=Health,
+          tags=("ops",)),
+    Route("GET", "/metrics", Api.metrics_text, "Prometheus metrics", "public", tags=("ops",)),
+    Route("GET", "/api/openapi.json", Api.openapi, "This document", "public", tags=("ops",)),
+    Route("POST", "/api/jobs", Api.create_job, "Create a job and distribute it", body=JobCreate, response=Job,
+          status=201, tags=("jobs",)),
+    Route("GET", "/api/jobs", Api.list_jobs, "List jobs", query=JobListQuery, response=JobList, tags=("jobs",)),
+    Route("GET", "/api/jobs/{id}", Api.get_job, "One job", response=Job, tags=("jobs",)),
+    Route("PATCH", "/api/jobs/{id}", Api.patch_job, "Pause, resume, cancel or edit a job", body=JobPatch,
+          response=Job, tags=("jobs",)),
+    Route("DELETE", "/api/jobs/{id}", Api.delete_job, "Delete a job, cancelling its work on the phones",
+          status=204, tags=("jobs",)),
+    Route("GET", "/api/jobs/{id}/assignments", Api.job_assignments, "A job's assignments", query=AssignmentQuery,
+          response=AssignmentList, tags=("jobs",)),
+    Route("GET", "/api/assignments", Api.list_assignments, "Assignments by status (dead letters: failed)",
+          query=AssignmentQuery, response=AssignmentList, tags=("jobs",)),
+    Route("GET", "/api/devices", Api.list_devices, "Every phone", response=Device, tags=("fleet",)),
+    Route("PATCH", "/api/devices/{id}", Api.patch_device, "Pause or resume a phone", body=DevicePatch,
+          response=Device, tags=("fleet",)),
+    Route("GET", "/api/agents", Api.list_agents, "Every agent", response=Agent, tags=("fleet",)),
+    Route("POST", "/api/agents", Api.create_agent, "Register an agent; answers its token once",
+          body=AgentCreate, response=AgentCreated, status=201, tags=("fleet",)),
+    Route("GET", "/api/stats", Api.stats, "Counts by state", response=Stats, tags=("ops",)),
+    Route("GET", "/api/agent/assignments", Api.agent_poll, "Polling fallback: the agent's open assignments",
+          "agent", response=ev.AgentPoll, tags=("agent",)),
+    Route("POST", "/api/agent/events", Api.agent_post_events, "Polling fallback: a batch of agent events",
+          "agent", body=ev.AgentEventBatch, response=ev.AgentEventResults, tags=("agent",)),
+]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                           ) -> web.StreamResponse:
+    """Every failure answers JSON in the contract's error shape; bad input is never a 500."""
+    try:
+        return await handler(request)
+    except ServiceError as exc:
+        return json_response(exc.body(), exc.status)
+    except web.HTTPRequestEntityTooLarge:
+        return json_response(ErrorBody.model_validate(
+            {"error": {"code": "too_large", "message": "request body above 1 MiB"}}).model_dump(), 413)
+    except web.HTTPException as exc:
+        if exc.status < 400 or request.path.startswith("/socket.io"):
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        return json_response({"error": {"code": code, "message": exc.reason, "details": []}}, exc.status)
+    except asyncpg.PostgresError as exc:
+        log.exception("database error")
+        return json_response({"error": {"code": "unavailable", "message": str(exc.__class__.__name__),
+                                        "details": []}}, 503)

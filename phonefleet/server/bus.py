@@ -1,0 +1,92 @@
+"""Cross-node messages over PostgreSQL LISTEN/NOTIFY.
+
+Several server processes may share one database; an agent's socket lives on exactly one of them.
+A node that must reach an agent it does not hold publishes a small message here, and the node
+that holds it delivers. PostgreSQL is already the single source of truth, so no broker is needed
+(and Supabase offers LISTEN/NOTIFY on its direct connection). Payloads stay small: large ones
+(a batch of assignments) travel as a "kick" that makes the holder re-read them from the database.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "phonefleet"
+MAX_PAYLOAD = 7000
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Bus:
+    def __init__(self, dsn: str, pool: asyncpg.Pool) -> None:
+        self.node_id = uuid.uuid4().hex[:12]
+        self._dsn = dsn
+        self._pool = pool
+        self._handler: Handler | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def on_message(self, handler: Handler) -> None:
+        self._handler = handler
+
+    async def start(self) -> None:
+        await self._connect()
+        self._task = asyncio.create_task(self._watch(), name="bus-watch")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
+
+    async def publish(self, message: dict[str, Any]) -> None:
+        payload = json.dumps({**message, "node": self.node_id}, separators=(",", ":"))
+        if len(payload) > MAX_PAYLOAD:
+            raise ValueError("bus payload too large; publish a kick instead")
+        try:
+            await self._pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        except (OSError, asyncpg.PostgresError) as exc:  # a lost message is recovered by polling
+            log.warning("bus publish failed", extra={"error": str(exc)})
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        await conn.add_listener(CHANNEL, self._on_notify)
+        self._conn = conn
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
+        try:
+            message = json.loads(str(payload))
+        except ValueError:
+            return
+        if message.get("node") == self.node_id or self._handler is None:
+            return
+        asyncio.get_running_loop().create_task(self._dispatch(message))
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
+        assert self._handler is not None
+        try:
+            await self._handler(message)
+        except Exception:
+            log.exception("bus message failed")
+
+    async def _watch(self) -> None:
+        """Reconnect the listening connection if the database drops it."""
+        while not self._stopping:
+            await asyncio.sleep(2.0)
+            if self._conn is None or self._conn.is_closed():
+                try:
+                    await self._connect()
+                except (OSError, asyncpg.PostgresError):
+                    continue

@@ -1,0 +1,42 @@
+"""Server settings: command-line flags override ``PHONEFLEET_*`` environment variables."""
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"PHONEFLEET_{name}", default)
+
+
+class Settings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8700, ge=0, le=65535)
+    data_dir: Path = Path("./.phonefleet")
+    database_url: str | None = Field(default=None, description="Any PostgreSQL; embedded when unset.")
+    admin_token: str | None = None
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    lease_sec: float = Field(default=30.0, gt=0, description="How long a running assignment lives unextended.")
+    agent_grace_sec: float = Field(default=20.0, gt=0, description="Silence after which an agent is gone.")
+    heartbeat_sec: float = Field(default=5.0, gt=0)
+    poll_sec: float = Field(default=3.0, gt=0)
+    maintenance_sec: float = Field(default=1.0, gt=0)
+    retry_base_sec: float = Field(default=2.0, ge=0)
+    retry_max_sec: float = Field(default=300.0, ge=0)
+    progress_hz: float = Field(default=10.0, gt=0, description="Dashboard progress events per job per second.")
+    max_body_bytes: int = 1024 * 1024
+    log_level: str = "WARNING"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "Settings":
+        values: dict[str, object] = {}
+        for field in cls.model_fields:
+            raw = _env(field.upper())
+            if raw is not None:
+                values[field] = raw
+        if "database_url" not in values and os.environ.get("DATABASE_URL"):
+            values["database_url"] = os.environ["DATABASE_URL"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)

@@ -1,0 +1,109 @@
+"""The database: an embedded PostgreSQL when no URL is given, the pool, and migrations."""
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from phonefleet.server.store import Conn
+
+log = logging.getLogger(__name__)
+
+MIGRATION_LOCK_KEY = 0x70686F6E65666C74  # "phonefltq" in ASCII-ish; any constant shared by all nodes
+
+Pool = asyncpg.Pool
+
+
+class EmbeddedPostgres:
+    """A private PostgreSQL in ``data_dir/pg`` (binaries from the pgserver wheel).
+
+    pgserver ships relocatable PostgreSQL 16 binaries on PyPI, so a fresh machine needs no system
+    PostgreSQL; it also reference-counts the processes that share one data directory, so the CLI
+    can reach the database of a running server.
+    """
+
+    def __init__(self, data_dir: Path, *, keep_running: bool = False) -> None:
+        self.data_dir = data_dir.resolve() / "pg"
+        self.keep_running = keep_running
+        self._server: Any = None
+
+    def start(self) -> str:
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent / "run"))
+        (self.data_dir.parent / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
+        from pgserver import postgres_server
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
+        mode = None if self.keep_running else "stop"
+        self._server = postgres_server.get_server(self.data_dir, cleanup_mode=mode)
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is not None and not self.keep_running:
+            self._server.cleanup()
+            self._server = None
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+def migrations_dir() -> Path:
+    """Installed wheels carry the SQL as package data; a checkout reads the top-level folder."""
+    packaged = Path(__file__).resolve().parent.parent / "_migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+async def migrate(conn: Conn, directory: Path | None = None) -> list[str]:
+    """Apply pending ``NNNN_name.sql`` files in order, under an advisory lock, each in a transaction."""
+    directory = directory or migrations_dir()
+    files = sorted(p for p in directory.glob("*.sql"))
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for path in files:
+            version = path.stem
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied.append(version)
+            log.info("migration applied", extra={"version": version})
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+    return applied
+
+
+async def wait_for_database(dsn: str, patience_sec: float = 30.0) -> None:
+    """Wait for a database that is still starting (docker-compose) rather than failing at once."""
+    deadline = asyncio.get_running_loop().time() + patience_sec
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn)
+            await conn.close()
+            return
+        except (OSError, asyncpg.PostgresError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)

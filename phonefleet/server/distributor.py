@@ -1,0 +1,135 @@
+"""The JobDistributor: match idle eligible phones to jobs with open slots, then push the work.
+
+Every fill is a set of short transactions (one per job, highest priority first): lock the job
+row, claim phones with ``FOR UPDATE SKIP LOCKED``, bulk-insert the assignments, bump the job's
+counters. Nothing is held in memory between fills, so any number of server processes may fill
+the same database at once without over-assigning.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from phonefleet.protocol.events import JobAssignAck
+from phonefleet.server.metrics import Metrics
+from phonefleet.server.realtime import Realtime
+from phonefleet.server.store import assignments as assignments_store
+from phonefleet.server.store import devices as devices_store
+from phonefleet.server.store import jobs as jobs_store
+
+log = logging.getLogger(__name__)
+
+
+def order_payload(job: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """An ``AssignmentOrder`` as plain JSON (the job's plan was validated when it was created)."""
+    return {
+        "assignment_id": row["id"], "job_id": job["id"], "device_id": row["device_id"], "serial": row["serial"],
+        "title": job["title"], "plan": job["plan"], "priority": job["priority"],
+        "timeout_sec": job["timeout_sec"], "attempt": row["attempt"], "status": "pending",
+    }
+
+
+def order_from_row(row: Any) -> dict[str, Any]:
+    return {
+        "assignment_id": row["assignment_id"], "job_id": row["job_id"], "device_id": row["device_id"],
+        "serial": row["serial"], "title": row["title"], "plan": row["plan"], "priority": row["priority"],
+        "timeout_sec": row["timeout_sec"], "attempt": row["attempt"], "status": row["status"],
+    }
+
+
+class Distributor:
+    def __init__(self, pool: asyncpg.Pool, realtime: Realtime, metrics: Metrics) -> None:
+        self.pool = pool
+        self.realtime = realtime
+        self.metrics = metrics
+        self.enabled = True
+        self._requested = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self.realtime.on_kick = self.resend_pending
+        self._task = asyncio.create_task(self._loop(), name="distributor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def request_fill(self) -> None:
+        """Ask for a fill soon; many requests while one runs collapse into one more pass."""
+        self._requested.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._requested.wait()
+            self._requested.clear()
+            try:
+                await self.fill()
+            except (OSError, asyncpg.PostgresError):
+                log.warning("fill failed; will retry on the next event", exc_info=True)
+
+    async def fill(self, job_ids: Sequence[int] | None = None) -> int:
+        """One pass over fillable jobs; returns the number of assignments created and pushed."""
+        if not self.enabled:
+            return 0
+        started = time.perf_counter()
+        created: list[tuple[Any, list[dict[str, Any]]]] = []
+        async with self._lock, self.pool.acquire() as conn:
+            idle = await devices_store.count_idle(conn)
+            if idle == 0:
+                return 0
+            for candidate in await jobs_store.fillable(conn, job_ids):
+                async with conn.transaction():
+                    job = await jobs_store.get(conn, candidate["id"], for_update=True)
+                    if job is None or job["status"] != "active" or job["target_count"] is None:
+                        continue
+                    limit = max(0, job["target_count"] - job["assigned_count"]) + job["retry_pending"]
+                    rows = await assignments_store.claim(conn, job, min(limit, idle))
+                if rows:
+                    created.append((job, rows))
+                    idle -= len(rows)
+                    if idle <= 0:
+                        break
+        total = sum(len(rows) for _, rows in created)
+        if total:
+            self.metrics.assignments_created.inc(total)
+            await self._push(created)
+        self.metrics.fill_seconds.observe(time.perf_counter() - started)
+        return total
+
+    async def _push(self, created: list[tuple[Any, list[dict[str, Any]]]]) -> None:
+        by_agent: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        device_ids: list[int] = []
+        for job, rows in created:
+            for row in rows:
+                by_agent[row["agent_id"]].append(order_payload(job, row))
+                device_ids.append(row["device_id"])
+        await asyncio.gather(*(self.realtime.send_orders(a, o, self.on_ack) for a, o in by_agent.items()))
+        self.realtime.jobs_changed(job["id"] for job, _ in created)
+        self.realtime.devices_changed(device_ids)
+
+    async def on_ack(self, agent_id: int, data: Any) -> None:
+        """The agent confirmed a ``job:assign``: its assignments are delivered."""
+        try:
+            ack = JobAssignAck.model_validate(data)
+        except ValueError:
+            log.warning("malformed job:assign ack", extra={"agent_id": agent_id})
+            return
+        if ack.received:
+            async with self.pool.acquire() as conn:
+                await assignments_store.mark_delivered(conn, agent_id, ack.received)
+
+    async def resend_pending(self, agent_id: int) -> None:
+        """Re-send assignments that were never acknowledged (agent reconnected, or a kick)."""
+        async with self.pool.acquire() as conn:
+            rows = await assignments_store.pending_orders(conn, agent_id)
+        if rows:
+            await self.realtime.send_orders(agent_id, [order_from_row(r) for r in rows], self.on_ack)

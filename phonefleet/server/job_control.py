@@ -1,0 +1,215 @@
+"""Creating jobs and moving them through their lifecycle, with every change pushed to agents."""
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from phonefleet.protocol import events as ev
+from phonefleet.protocol.enums import JobStatus, TargetType
+from phonefleet.protocol.models import JobCreate, JobPatch
+from phonefleet.protocol.states import JOB_TRANSITIONS, sources_of
+from phonefleet.server.distributor import Distributor, order_from_row
+from phonefleet.server.errors import Conflict, Invalid, NotFound
+from phonefleet.server.realtime import Realtime
+from phonefleet.server.store import Conn
+from phonefleet.server.store import assignments as assignments_store
+from phonefleet.server.store import devices as devices_store
+from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.transactions import in_transaction
+
+
+def resolve_target(target_type: str, target_value: int | None, eligible: int) -> int:
+    """Phones a job should reach: all eligible, a percentage of them (at least one), or a count."""
+    if target_type == TargetType.all_devices:
+        return eligible
+    if target_type == TargetType.percentage:
+        assert target_value is not None
+        return max(1, math.ceil(eligible * target_value / 100))
+    assert target_value is not None
+    return target_value
+
+
+def _by_agent(rows: Iterable[Any]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = defaultdict(list)
+    for r in rows:
+        out[r["agent_id"]].append(r["id"])
+    return out
+
+
+class JobControl:
+    def __init__(self, pool: asyncpg.Pool, realtime: Realtime, distributor: Distributor) -> None:
+        self.pool = pool
+        self.realtime = realtime
+        self.distributor = distributor
+
+    async def create(self, body: JobCreate, actor: str = "admin", *, allow_shell: bool = True) -> Any:
+        if not allow_shell and any(step.type == "shell" for step in body.plan):
+            raise Invalid.field("plan", "shell steps need the shell right")
+
+        async def work(conn: Conn) -> Any:
+            if body.depends_on:
+                missing = sorted(set(body.depends_on) - await jobs_store.existing_ids(conn, body.depends_on))
+                if missing:
+                    raise Invalid.field("depends_on", f"unknown job ids {missing}")
+            now = datetime.now(UTC)
+            waiting = (body.run_at is not None and body.run_at > now) or bool(body.depends_on)
+            filters = body.filters.model_dump(exclude_none=True)
+            target_count = None
+            if not waiting:
+                eligible = await jobs_store.count_eligible_connected(conn, filters)
+                target_count = resolve_target(body.target_type, body.target_value, eligible)
+            row = await jobs_store.insert(conn, {
+                "title": body.title,
+                "plan": [s.model_dump(mode="json", exclude_none=True) for s in body.plan],
+                "target_type": str(body.target_type), "target_value": body.target_value,
+                "target_count": target_count, "filters": filters, "priority": body.priority,
+                "status": JobStatus.scheduled if waiting else JobStatus.active,
+                "timeout_sec": body.timeout_sec, "max_retries": body.max_retries, "run_at": body.run_at,
+                "depends_on": body.depends_on, "allow_shell": allow_shell,
+            })
+            await jobs_store.add_event(conn, row["id"], "created", actor, {"target_count": target_count})
+            if target_count == 0:  # nothing to reach: done at once, and said so
+                await jobs_store.complete_finished(conn, [row["id"]])
+            return await jobs_store.get(conn, row["id"])
+
+        row = await in_transaction(self.pool, work)
+        if row["status"] == JobStatus.active:
+            await self.distributor.fill([row["id"]])
+        await self.realtime.job_status_changed([row["id"]])
+        return await self.get(row["id"])
+
+    async def get(self, job_id: int) -> Any:
+        async with self.pool.acquire() as conn:
+            row = await jobs_store.get(conn, job_id)
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return row
+
+    async def activate(self, conn: Conn, job: Any) -> Any:
+        """A scheduled job whose time has come: resolve its target and open it for distribution."""
+        eligible = await jobs_store.count_eligible_connected(conn, job["filters"])
+        target = resolve_target(job["target_type"], job["target_value"], eligible)
+        row = await jobs_store.activate(conn, job["id"], target)
+        if row is not None:
+            await jobs_store.add_event(conn, job["id"], "activated", "scheduler", {"target_count": target})
+            if target == 0:
+                await jobs_store.complete_finished(conn, [job["id"]])
+        return row
+
+    async def patch(self, job_id: int, body: JobPatch, actor: str = "admin") -> Any:
+        fields = body.model_dump(exclude_unset=True, exclude={"status"})
+        if fields:
+            async with self.pool.acquire() as conn:
+                if await jobs_store.update_fields(conn, job_id, fields) is None:
+                    raise NotFound(f"job {job_id} not found")
+            await self.realtime.job_status_changed([job_id])
+        if body.status == "paused":
+            return await self.pause(job_id, actor)
+        if body.status == "active":
+            return await self.resume(job_id, actor)
+        if body.status == "cancelled":
+            return await self.cancel(job_id, actor)
+        return await self.get(job_id)
+
+    async def _transition(self, conn: Conn, job_id: int, target: JobStatus) -> Any:
+        row = await jobs_store.transition(conn, job_id, target, sources_of(JOB_TRANSITIONS, target))
+        if row is None:
+            current = await jobs_store.get(conn, job_id)
+            if current is None:
+                raise NotFound(f"job {job_id} not found")
+            raise Conflict(f"job {job_id} is {current['status']}; it cannot become {target}")
+        return row
+
+    async def pause(self, job_id: int, actor: str = "admin") -> Any:
+        async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
+            await self._transition(conn, job_id, JobStatus.paused)
+            paused = await assignments_store.pause_job(conn, job_id)
+            devices = await devices_store.refresh_states(conn, sorted({r["device_id"] for r in paused}))
+            await jobs_store.add_event(conn, job_id, "paused", actor, {"assignments": len(paused)})
+            return paused, devices
+
+        paused, devices = await in_transaction(self.pool, work)
+        for agent_id, ids in _by_agent(paused).items():
+            await self.realtime.to_agent(agent_id, ev.JOB_PAUSED,
+                                         ev.JobControl(job_id=job_id, assignment_ids=ids).model_dump())
+        await self._after(job_id, devices)
+        return await self.get(job_id)
+
+    async def resume(self, job_id: int, actor: str = "admin") -> Any:
+        async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
+            job = await self._transition(conn, job_id, JobStatus.active)
+            if job["target_count"] is None:
+                eligible = await jobs_store.count_eligible_connected(conn, job["filters"])
+                target = resolve_target(job["target_type"], job["target_value"], eligible)
+                await jobs_store.set_target(conn, job_id, target)
+            resumed = await assignments_store.resume_job(conn, job_id)
+            devices = await devices_store.refresh_states(conn, sorted({r["device_id"] for r in resumed}))
+            await jobs_store.add_event(conn, job_id, "resumed", actor, {"assignments": len(resumed)})
+            await jobs_store.complete_finished(conn, [job_id])
+            return resumed, devices
+
+        resumed, devices = await in_transaction(self.pool, work)
+        if resumed:
+            async with self.pool.acquire() as conn:
+                orders = await assignments_store.orders_by_ids(conn, [r["id"] for r in resumed])
+            per_agent: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for o in orders:
+                per_agent[o["agent_id"]].append(order_from_row(o))
+            for agent_id, agent_orders in per_agent.items():
+                ids = [o["assignment_id"] for o in agent_orders]
+                await self.realtime.to_agent(agent_id, ev.JOB_RESUMED,
+                                             ev.JobControl(job_id=job_id, assignment_ids=ids).model_dump())
+                await self.realtime.send_orders(agent_id, agent_orders, self.distributor.on_ack)
+        await self.distributor.fill([job_id])
+        await self._after(job_id, devices)
+        return await self.get(job_id)
+
+    async def cancel(self, job_id: int, actor: str = "admin") -> Any:
+        async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
+            await self._transition(conn, job_id, JobStatus.cancelled)
+            cancelled = await assignments_store.cancel(conn, job_id=job_id, error="job cancelled")
+            await assignments_store.cancel_retries(conn, job_id)
+            devices = await devices_store.refresh_states(conn, sorted({r["device_id"] for r in cancelled}))
+            await jobs_store.add_event(conn, job_id, "cancelled", actor, {"assignments": len(cancelled)})
+            return cancelled, devices
+
+        cancelled, devices = await in_transaction(self.pool, work)
+        await self._tell_cancelled(job_id, cancelled)
+        await self._after(job_id, devices)
+        return await self.get(job_id)
+
+    async def delete(self, job_id: int, actor: str = "admin") -> None:
+        """Delete a job; its live assignments are cancelled on the phones first."""
+
+        async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
+            job = await jobs_store.get(conn, job_id, for_update=True)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            cancelled = await assignments_store.cancel(conn, job_id=job_id, error="job deleted")
+            device_ids = sorted({r["device_id"] for r in cancelled})
+            await jobs_store.delete(conn, job_id)
+            devices = await devices_store.refresh_states(conn, device_ids)
+            await jobs_store.add_event(conn, None, "deleted", actor, {"job_id": job_id})
+            return cancelled, devices
+
+        cancelled, devices = await in_transaction(self.pool, work)
+        await self._tell_cancelled(job_id, cancelled)
+        self.realtime.devices_changed(d["id"] for d in devices)
+        await self.realtime.broadcast(ev.JOB_DELETED, ev.JobDeleted(job_id=job_id).model_dump())
+        self.distributor.request_fill()
+
+    async def _tell_cancelled(self, job_id: int, cancelled: list[Any]) -> None:
+        for agent_id, ids in _by_agent(cancelled).items():
+            await self.realtime.to_agent(
+                agent_id, ev.JOB_CANCELLED,
+                ev.JobControl(job_id=job_id, assignment_ids=ids, abort_running=True).model_dump(),
+            )
+
+    async def _after(self, job_id: int, devices: list[Any]) -> None:
+        self.realtime.devices_changed(d["id"] for d in devices)
+        await self.realtime.job_status_changed([job_id])
+        self.distributor.request_fill()

@@ -1,0 +1,153 @@
+"""Background duties, each a small service (River's maintenance layout).
+
+Only the node holding the maintenance advisory lock runs them, so several server processes on
+one database do each duty once; if that node dies, its session lock goes with it and another
+node takes over on its next tick.
+"""
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+import asyncpg
+
+from phonefleet.server.completion import Completion
+from phonefleet.server.config import Settings
+from phonefleet.server.distributor import Distributor
+from phonefleet.server.job_control import JobControl
+from phonefleet.server.realtime import Realtime
+from phonefleet.server.store import Conn
+from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import assignments as assignments_store
+from phonefleet.server.store import devices as devices_store
+from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.transactions import in_transaction
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_LOCK_KEY = 0x70666D61696E74  # "pfmaint"
+
+
+class Duty(Protocol):
+    name: str
+
+    async def run_once(self) -> int: ...
+
+
+class LeaseRescuer:
+    """Agents silent past their grace go offline; their work, and any lapsed lease, ends as lost."""
+
+    name = "lease_rescuer"
+
+    def __init__(self, pool: asyncpg.Pool, completion: Completion, realtime: Realtime, settings: Settings) -> None:
+        self.pool = pool
+        self.completion = completion
+        self.realtime = realtime
+        self.settings = settings
+
+    async def run_once(self) -> int:
+        async def work(conn: Conn) -> tuple[list[int], list[int]]:
+            gone = await agents_store.expire_silent(conn, self.settings.agent_grace_sec)
+            devices: list[int] = []
+            for agent_id in gone:
+                devices += [d["id"] for d in await devices_store.disconnect_agent(conn, agent_id)]
+            return gone, devices
+
+        gone, devices = await in_transaction(self.pool, work)
+        async with self.pool.acquire() as conn:
+            lost = await assignments_store.lost(conn, gone)
+            overdue = await assignments_store.overdue(conn)
+        ended = await self.completion.end(lost, agent_id=None) + await self.completion.end(overdue, agent_id=None)
+        self.realtime.devices_changed(devices)
+        if gone:
+            log.info("agents gone", extra={"agents": gone, "lost_assignments": len(lost)})
+        return len(ended) + len(gone)
+
+
+class JobActivator:
+    """Scheduled jobs whose ``run_at`` has come and whose prerequisites completed start distributing."""
+
+    name = "job_activator"
+
+    def __init__(self, pool: asyncpg.Pool, jobs: JobControl, distributor: Distributor, realtime: Realtime) -> None:
+        self.pool = pool
+        self.jobs = jobs
+        self.distributor = distributor
+        self.realtime = realtime
+
+    async def run_once(self) -> int:
+        async def work(conn: Conn) -> list[int]:
+            activated = []
+            for job in await jobs_store.due_scheduled(conn):
+                if await self.jobs.activate(conn, job) is not None:
+                    activated.append(job["id"])
+            return activated
+
+        activated = await in_transaction(self.pool, work)
+        if activated:
+            await self.distributor.fill(activated)
+            await self.realtime.job_status_changed(activated)
+        return len(activated)
+
+
+class FillSweeper:
+    """A periodic fill: a safety net for a fill request that raced another node's transaction,
+    and the moment a retry's backoff ends."""
+
+    name = "fill_sweeper"
+
+    def __init__(self, distributor: Distributor) -> None:
+        self.distributor = distributor
+
+    async def run_once(self) -> int:
+        return await self.distributor.fill()
+
+
+class Maintenance:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, duties: list[Duty], settings: Settings) -> None:
+        self.pool = pool
+        self.dsn = dsn
+        self.duties = duties
+        self.interval = settings.maintenance_sec
+        self._task: asyncio.Task[None] | None = None
+        self._lock_conn: asyncpg.Connection | None = None
+        self.is_leader = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="maintenance")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._lock_conn is not None and not self._lock_conn.is_closed():
+            await self._lock_conn.close()
+
+    async def _lead(self) -> bool:
+        """Hold the maintenance lock on a connection of our own; True while we are the leader."""
+        try:
+            if self._lock_conn is None or self._lock_conn.is_closed():
+                self._lock_conn = await asyncpg.connect(self.dsn)
+                self.is_leader = False
+            if not self.is_leader:
+                self.is_leader = bool(
+                    await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK_KEY)
+                )
+        except (OSError, asyncpg.PostgresError):
+            self.is_leader = False
+        return self.is_leader
+
+    async def run_once(self) -> None:
+        for duty in self.duties:
+            try:
+                await duty.run_once()
+            except (OSError, asyncpg.PostgresError):
+                log.warning("maintenance duty failed", extra={"duty": duty.name}, exc_info=True)
+
+    async def _loop(self) -> None:
+        while True:
+            if await self._lead():
+                await self.run_once()
+            await asyncio.sleep(self.interval)

@@ -1,0 +1,117 @@
+"""Pausing phones, from either side.
+
+From the server (``PATCH /api/devices/{id}``) a pause reaches the agent as ``device:pause``; from
+the agent (``agent:pause``, whole agent / one phone / one job) it reaches every dashboard as
+``pause:changed``. Either way the phones leave distribution and hand their unstarted work back.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from phonefleet.protocol import events as ev
+from phonefleet.protocol.enums import PausedBy, PauseScope
+from phonefleet.server.distributor import Distributor
+from phonefleet.server.errors import Invalid, NotFound
+from phonefleet.server.realtime import Realtime
+from phonefleet.server.store import Conn
+from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import assignments as assignments_store
+from phonefleet.server.store import devices as devices_store
+from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.transactions import in_transaction
+
+
+class Pauses:
+    def __init__(self, pool: asyncpg.Pool, realtime: Realtime, distributor: Distributor) -> None:
+        self.pool = pool
+        self.realtime = realtime
+        self.distributor = distributor
+
+    async def set_device_paused(self, device_id: int, paused: bool) -> Any:
+        """Server-side pause or resume of one phone; returns the phone as it now stands."""
+
+        async def work(conn: Conn) -> tuple[Any, list[Any], list[Any]]:
+            device = await devices_store.get(conn, device_id)
+            if device is None:
+                raise NotFound(f"device {device_id} not found")
+            changed = await devices_store.set_paused(
+                conn, [device_id], PausedBy.server if paused else None, only_from=None
+            )
+            handed = []
+            if paused:
+                handed = await assignments_store.hand_back(conn, device_ids=[device_id],
+                                                           reason="phone paused by server")
+            if handed:
+                changed += await devices_store.refresh_states(conn, [device_id])
+            return device, changed, handed
+
+        device, changed, handed = await in_transaction(self.pool, work)
+        await self.realtime.to_agent(
+            device["agent_id"], ev.DEVICE_PAUSE if paused else ev.DEVICE_RESUME,
+            ev.DeviceControl(device_id=device_id, serial=device["serial"]).model_dump(),
+        )
+        await self._announce(changed, handed, ev.PauseChanged(
+            source=PausedBy.server, paused=paused, scope=PauseScope.device, agent_id=device["agent_id"],
+            agent_name=device["agent_name"], serial=device["serial"], device_id=device_id,
+        ))
+        async with self.pool.acquire() as conn:
+            return await devices_store.get(conn, device_id)
+
+    async def from_agent(
+        self, agent_id: int, agent_name: str, request: ev.PauseRequest, paused: bool
+    ) -> dict[str, Any]:
+        """``agent:pause`` / ``agent:resume`` from the operator at a PC."""
+
+        async def work(conn: Conn) -> tuple[list[Any], list[Any], int | None]:
+            device_ids: Sequence[int] = []
+            device_id: int | None = None
+            changed: list[Any] = []
+            handed: list[Any] = []
+            if request.scope is PauseScope.job:
+                if request.job_id is None:
+                    raise Invalid.field("job_id", "required for scope 'job'")
+                if not await jobs_store.existing_ids(conn, [request.job_id]):
+                    raise NotFound(f"job {request.job_id} not found")
+                if paused:
+                    await agents_store.pause_job(conn, agent_id, request.job_id)
+                    device_ids = await devices_store.ids_of_agent(conn, agent_id)
+                    handed = await assignments_store.hand_back(
+                        conn, device_ids=device_ids, job_id=request.job_id, reason="job paused on the agent")
+                else:
+                    await agents_store.resume_job(conn, agent_id, request.job_id)
+            else:
+                if request.scope is PauseScope.agent:
+                    await agents_store.set_paused(conn, agent_id, paused)
+                    device_ids = await devices_store.ids_of_agent(conn, agent_id)
+                else:
+                    if not request.serial:
+                        raise Invalid.field("serial", "required for scope 'device'")
+                    device_ids = await devices_store.ids_of_agent(conn, agent_id, request.serial)
+                    if not device_ids:
+                        raise NotFound(f"no phone {request.serial!r} on this agent")
+                    device_id = device_ids[0]
+                changed = await devices_store.set_paused(
+                    conn, device_ids, PausedBy.agent if paused else None,
+                    only_from=None if paused else PausedBy.agent,
+                )
+                if paused:
+                    handed = await assignments_store.hand_back(conn, device_ids=device_ids,
+                                                               reason="paused on the agent")
+            if handed:
+                changed += await devices_store.refresh_states(conn, sorted({h["device_id"] for h in handed}))
+            return changed, handed, device_id
+
+        changed, handed, device_id = await in_transaction(self.pool, work)
+        await self._announce(changed, handed, ev.PauseChanged(
+            source=PausedBy.agent, paused=paused, scope=request.scope, agent_id=agent_id, agent_name=agent_name,
+            serial=request.serial, device_id=device_id, job_id=request.job_id,
+        ))
+        return {"handed_back": [h["id"] for h in handed], "devices": [c["id"] for c in changed]}
+
+    async def _announce(self, changed: list[Any], handed: list[Any], notice: ev.PauseChanged) -> None:
+        self.realtime.devices_changed(c["id"] for c in changed)
+        self.realtime.jobs_changed(h["job_id"] for h in handed)
+        await self.realtime.broadcast(ev.PAUSE_CHANGED, notice.model_dump(mode="json"))
+        self.distributor.request_fill()

@@ -1,0 +1,128 @@
+"""SQL of agents, admin tokens and agent-side job pauses."""
+
+from typing import Any
+
+from phonefleet.server.store import Conn, Row
+
+AGENT_COLUMNS = """
+    a.id, a.name, a.hostname, a.version, a.status, a.paused, a.last_seen_at, a.created_at,
+    (a.last_seen_at IS NOT NULL AND a.last_seen_at > now() - make_interval(secs => $1)) AS connected,
+    (SELECT count(*) FROM devices d WHERE d.agent_id = a.id AND d.connected)::int AS device_count
+"""
+
+
+async def create(conn: Conn, name: str, token_hash: str) -> Row:
+    row = await conn.fetchrow(
+        "INSERT INTO agents (name, token_hash) VALUES ($1, $2) RETURNING id", name, token_hash
+    )
+    assert row is not None
+    return row
+
+
+async def get(conn: Conn, agent_id: int, grace_sec: float) -> Row | None:
+    return await conn.fetchrow(f"SELECT {AGENT_COLUMNS} FROM agents a WHERE a.id = $2", grace_sec, agent_id)
+
+
+async def list_all(conn: Conn, grace_sec: float) -> list[Row]:
+    return await conn.fetch(f"SELECT {AGENT_COLUMNS} FROM agents a ORDER BY a.name", grace_sec)
+
+
+async def by_token_hash(conn: Conn, token_hash: str) -> Row | None:
+    return await conn.fetchrow("SELECT id, name, paused FROM agents WHERE token_hash = $1", token_hash)
+
+
+async def name_exists(conn: Conn, name: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM agents WHERE name = $1)", name))
+
+
+async def hello(conn: Conn, agent_id: int, hostname: str | None, version: str | None, paused: bool) -> None:
+    await conn.execute(
+        """UPDATE agents SET hostname = coalesce($2, hostname), version = coalesce($3, version),
+               paused = $4, status = CASE WHEN $4 THEN 'paused' ELSE 'online' END, last_seen_at = now()
+           WHERE id = $1""",
+        agent_id, hostname, version, paused,
+    )
+
+
+async def touch(conn: Conn, agent_id: int) -> bool:
+    """Record that the agent is alive; True when it was considered gone (offline) before."""
+    was_offline = await conn.fetchval(
+        """UPDATE agents a SET last_seen_at = now(),
+               status = CASE WHEN a.paused THEN 'paused' ELSE 'online' END
+           FROM (SELECT status FROM agents WHERE id = $1) old
+           WHERE a.id = $1 RETURNING old.status = 'offline'""",
+        agent_id,
+    )
+    return bool(was_offline)
+
+
+async def set_paused(conn: Conn, agent_id: int, paused: bool) -> None:
+    await conn.execute(
+        """UPDATE agents SET paused = $2,
+               status = CASE WHEN status = 'offline' THEN 'offline'
+                             WHEN $2 THEN 'paused' ELSE 'online' END
+           WHERE id = $1""",
+        agent_id, paused,
+    )
+
+
+async def expire_silent(conn: Conn, grace_sec: float) -> list[int]:
+    """Mark agents silent past their grace offline; returns their ids."""
+    rows = await conn.fetch(
+        """UPDATE agents SET status = 'offline'
+           WHERE status <> 'offline' AND (last_seen_at IS NULL
+                 OR last_seen_at < now() - make_interval(secs => $1))
+           RETURNING id""",
+        grace_sec,
+    )
+    return [r["id"] for r in rows]
+
+
+async def pause_job(conn: Conn, agent_id: int, job_id: int) -> bool:
+    status = await conn.execute(
+        """INSERT INTO agent_job_pauses (agent_id, job_id)
+           SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $2)
+           ON CONFLICT DO NOTHING""",
+        agent_id, job_id,
+    )
+    return str(status).endswith(" 1")
+
+
+async def resume_job(conn: Conn, agent_id: int, job_id: int) -> bool:
+    status = await conn.execute(
+        "DELETE FROM agent_job_pauses WHERE agent_id = $1 AND job_id = $2", agent_id, job_id
+    )
+    return str(status).endswith(" 1")
+
+
+async def paused_job_ids(conn: Conn, agent_id: int) -> list[int]:
+    rows = await conn.fetch("SELECT job_id FROM agent_job_pauses WHERE agent_id = $1 ORDER BY job_id", agent_id)
+    return [r["job_id"] for r in rows]
+
+
+async def add_admin_token(conn: Conn, name: str, token_hash: str) -> None:
+    await conn.execute(
+        "INSERT INTO admin_tokens (name, token_hash) VALUES ($1, $2) ON CONFLICT (token_hash) DO NOTHING",
+        name, token_hash,
+    )
+
+
+async def admin_token_exists(conn: Conn, token_hash: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE token_hash = $1)", token_hash))
+
+
+async def count_admin_tokens(conn: Conn) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM admin_tokens"))
+
+
+async def counts_by_status(conn: Conn, grace_sec: float) -> dict[str, Any]:
+    row = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE status = 'online')::int AS online,
+                  count(*) FILTER (WHERE status = 'paused')::int AS paused,
+                  count(*) FILTER (WHERE status = 'offline')::int AS offline,
+                  count(*) FILTER (WHERE last_seen_at > now() - make_interval(secs => $1))::int AS connected
+           FROM agents""",
+        grace_sec,
+    )
+    assert row is not None
+    return dict(row.items())

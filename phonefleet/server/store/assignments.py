@@ -1,0 +1,346 @@
+"""SQL of assignments: claiming phones for a job, and every status change after that.
+
+Status guards come from ``protocol.states`` so no statement can make a transition the state
+machine does not list.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+from phonefleet.protocol.enums import AssignmentStatus as A
+from phonefleet.protocol.states import ASSIGNMENT_TRANSITIONS, sources_of
+from phonefleet.server.store import Conn, Row
+from phonefleet.server.store.jobs import filter_args, filter_sql
+
+ASSIGNMENT_COLUMNS = """
+    a.id, a.job_id, a.device_id, a.agent_id, a.status, a.attempt, a.progress, a.step_index, a.result,
+    a.error, a.error_code, a.lease_until, a.retry_at, a.created_at, a.started_at, a.finished_at
+"""
+
+ORDER_COLUMNS = """
+    a.id AS assignment_id, a.job_id, a.device_id, d.serial, j.title, j.plan, j.priority, j.timeout_sec,
+    a.attempt, a.status
+"""
+
+OPEN = ["pending", "delivered", "running"]
+
+
+def _from(target: A) -> list[str]:
+    return sources_of(ASSIGNMENT_TRANSITIONS, target)
+
+
+async def claim(conn: Conn, job: Row, limit: int) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` idle eligible phones for ``job`` and create their assignments.
+
+    Runs inside the caller's transaction, which holds the job row locked. Phones are locked with
+    ``FOR UPDATE SKIP LOCKED`` so concurrent fills (any process) never take the same phone, and
+    the unique (job_id, device_id) key keeps one run per phone per job.
+    """
+    if limit <= 0:
+        return []
+    devices = await conn.fetch(
+        f"""SELECT d.id, d.agent_id, d.serial FROM devices d JOIN agents ag ON ag.id = d.agent_id
+            WHERE d.state = 'idle' AND ag.status = 'online' AND NOT ag.paused AND {filter_sql(3)}
+              AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = $1 AND x.device_id = d.id)
+              AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = $1)
+            ORDER BY d.idle_since NULLS FIRST, d.id
+            LIMIT $2
+            FOR UPDATE OF d SKIP LOCKED""",
+        job["id"], limit, *filter_args(job["filters"]),
+    )
+    if not devices:
+        return []
+    device_ids = [d["id"] for d in devices]
+    retries = await conn.fetch(
+        """SELECT id, attempt FROM assignments WHERE job_id = $1 AND retry_at <= now()
+           ORDER BY retry_at, id LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        job["id"], len(device_ids),
+    )
+    attempts = [r["attempt"] + 1 for r in retries]
+    fresh = len(device_ids) - len(retries)
+    free_fresh = max(0, (job["target_count"] or 0) - job["assigned_count"])
+    if fresh > free_fresh:
+        fresh = free_fresh
+        device_ids = device_ids[: len(retries) + fresh]
+    attempts += [1] * fresh
+    agent_ids = [d["agent_id"] for d in devices[: len(device_ids)]]
+    await conn.execute(
+        "UPDATE devices SET state = 'busy' WHERE id = ANY($1::bigint[])", device_ids
+    )
+    if retries:
+        await conn.execute(
+            "UPDATE assignments SET retry_at = NULL WHERE id = ANY($1::bigint[])", [r["id"] for r in retries]
+        )
+    await conn.execute(
+        """UPDATE jobs SET assigned_count = assigned_count + $2, retry_pending = retry_pending - $3,
+               updated_at = now() WHERE id = $1""",
+        job["id"], fresh, len(retries),
+    )
+    rows = await conn.fetch(
+        """INSERT INTO assignments (job_id, device_id, agent_id, attempt)
+           SELECT $1, t.device_id, t.agent_id, t.attempt
+           FROM unnest($2::bigint[], $3::bigint[], $4::int[]) AS t(device_id, agent_id, attempt)
+           RETURNING id, device_id, agent_id, attempt""",
+        job["id"], device_ids, agent_ids, attempts,
+    )
+    serials = {d["id"]: d["serial"] for d in devices}
+    return [{**dict(r.items()), "serial": serials[r["device_id"]]} for r in rows]
+
+
+async def mark_delivered(conn: Conn, agent_id: int, ids: Sequence[int]) -> int:
+    status = await conn.execute(
+        """UPDATE assignments SET status = 'delivered'
+           WHERE id = ANY($1::bigint[]) AND agent_id = $2 AND status = 'pending'""",
+        list(ids), agent_id,
+    )
+    return int(str(status).rsplit(" ", 1)[-1])
+
+
+async def mark_delivered_all(conn: Conn, agent_id: int) -> None:
+    """The agent is about to receive its whole open list (hello ack or poll): pending ones are delivered."""
+    await conn.execute(
+        "UPDATE assignments SET status = 'delivered' WHERE agent_id = $1 AND status = 'pending'", agent_id
+    )
+
+
+async def mark_started(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec: float) -> list[Row]:
+    return await conn.fetch(
+        """UPDATE assignments SET status = 'running', started_at = coalesce(started_at, now()),
+               lease_until = now() + make_interval(secs => $3)
+           WHERE id = ANY($1::bigint[]) AND agent_id = $2 AND status = ANY($4::text[])
+           RETURNING id, job_id""",
+        list(ids), agent_id, lease_sec, _from(A.running),
+    )
+
+
+async def record_progress(conn: Conn, agent_id: int, items: Sequence[dict[str, Any]]) -> list[Row]:
+    return await conn.fetch(
+        """UPDATE assignments a SET progress = t.progress, step_index = t.step_index
+           FROM unnest($1::bigint[], $2::real[], $3::int[]) AS t(id, progress, step_index)
+           WHERE a.id = t.id AND a.agent_id = $4 AND a.status IN ('pending', 'delivered', 'running')
+           RETURNING a.id, a.job_id""",
+        [i["assignment_id"] for i in items], [i["progress"] for i in items], [i["step_index"] for i in items],
+        agent_id,
+    )
+
+
+async def extend_leases(conn: Conn, agent_id: int, lease_sec: float) -> None:
+    await conn.execute(
+        """UPDATE assignments SET lease_until = now() + make_interval(secs => $2)
+           WHERE agent_id = $1 AND status = 'running'""",
+        agent_id, lease_sec,
+    )
+
+
+async def finish(
+    conn: Conn,
+    items: Sequence[dict[str, Any]],
+    *,
+    agent_id: int | None,
+    retry_base_sec: float,
+    retry_max_sec: float,
+) -> list[Row]:
+    """End open assignments with the reported outcome, in one statement for a whole batch.
+
+    A retryable failure within the job's ``max_retries`` keeps its slot and gets a ``retry_at``
+    (exponential backoff with jitter); the fill later hands that slot to another phone. Reports for
+    assignments that have already ended change nothing, so an agent's outbox may replay freely.
+    Returns, per changed assignment: id, job_id, device_id, agent_id, status, retry_at.
+    """
+    if not items:
+        return []
+    return await conn.fetch(
+        """
+        WITH input AS (
+            SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::jsonb[],
+                                 $7::timestamptz[], $8::timestamptz[])
+                AS t(id, outcome, error, error_code, retryable, result, started_at, finished_at)
+        ), upd AS (
+            UPDATE assignments a SET
+                status = i.outcome,
+                error = i.error, error_code = i.error_code, result = i.result,
+                progress = CASE WHEN i.outcome = 'completed' THEN 1 ELSE a.progress END,
+                started_at = coalesce(a.started_at, i.started_at),
+                finished_at = coalesce(i.finished_at, now()),
+                lease_until = NULL,
+                retry_at = CASE WHEN i.outcome IN ('failed', 'timed_out') AND i.retryable
+                                     AND a.attempt <= j.max_retries AND j.status IN ('active', 'paused')
+                                THEN now() + make_interval(secs => least($10 * 2 ^ (a.attempt - 1), $11)
+                                                                   * (0.5 + random() / 2))
+                           END
+            FROM input i, jobs j
+            WHERE a.id = i.id AND j.id = a.job_id AND ($9::bigint IS NULL OR a.agent_id = $9)
+              AND a.status IN ('pending', 'delivered', 'running', 'paused')
+            RETURNING a.id, a.job_id, a.device_id, a.agent_id, a.status, a.retry_at
+        ), per_job AS (
+            SELECT job_id,
+                   count(*) FILTER (WHERE status = 'completed') AS completed,
+                   count(*) FILTER (WHERE status IN ('failed', 'timed_out') AND retry_at IS NULL) AS failed,
+                   count(*) FILTER (WHERE retry_at IS NOT NULL) AS retries
+            FROM upd GROUP BY job_id
+        ), bump AS (
+            UPDATE jobs j SET completed_count = j.completed_count + p.completed,
+                              failed_count = j.failed_count + p.failed,
+                              retry_pending = j.retry_pending + p.retries,
+                              updated_at = now()
+            FROM per_job p WHERE j.id = p.job_id
+        )
+        SELECT * FROM upd
+        """,
+        [i["assignment_id"] for i in items],
+        [str(i["outcome"]) for i in items],
+        [i.get("error") for i in items],
+        [i.get("error_code") for i in items],
+        [bool(i.get("retryable", True)) for i in items],
+        [i.get("result") for i in items],
+        [i.get("started_at") for i in items],
+        [i.get("finished_at") for i in items],
+        agent_id,
+        retry_base_sec,
+        retry_max_sec,
+    )
+
+
+async def pause_job(conn: Conn, job_id: int) -> list[Row]:
+    """Unstarted assignments of a paused job wait as ``paused``; their phones are free meanwhile."""
+    return await conn.fetch(
+        """UPDATE assignments SET status = 'paused' WHERE job_id = $1 AND status = ANY($2::text[])
+           AND status IN ('pending', 'delivered') RETURNING id, device_id, agent_id""",
+        job_id, _from(A.paused),
+    )
+
+
+async def resume_job(conn: Conn, job_id: int) -> list[Row]:
+    rows = await conn.fetch(
+        """UPDATE assignments SET status = 'pending' WHERE job_id = $1 AND status = 'paused'
+           RETURNING id, device_id, agent_id""",
+        job_id,
+    )
+    return rows
+
+
+async def cancel(conn: Conn, *, job_id: int | None = None, ids: Sequence[int] | None = None,
+                 error_code: str = "cancelled", error: str | None = None) -> list[Row]:
+    """End live assignments as cancelled (by job or by id); returns id, device_id, agent_id, job_id."""
+    return await conn.fetch(
+        """UPDATE assignments SET status = 'cancelled', finished_at = now(), lease_until = NULL,
+               error_code = $3, error = $4, retry_at = NULL
+           WHERE ($1::bigint IS NULL OR job_id = $1) AND ($2::bigint[] IS NULL OR id = ANY($2))
+             AND status = ANY($5::text[])
+           RETURNING id, device_id, agent_id, job_id""",
+        job_id, list(ids) if ids is not None else None, error_code, error, _from(A.cancelled),
+    )
+
+
+async def cancel_retries(conn: Conn, job_id: int) -> None:
+    """A cancelled job's pending retries will never run; their slots end as failed."""
+    await conn.execute(
+        """WITH r AS (UPDATE assignments SET retry_at = NULL WHERE job_id = $1 AND retry_at IS NOT NULL
+                      RETURNING id)
+           UPDATE jobs SET retry_pending = 0, failed_count = failed_count + (SELECT count(*) FROM r)
+           WHERE id = $1""",
+        job_id,
+    )
+
+
+async def hand_back(conn: Conn, *, device_ids: Sequence[int], job_id: int | None = None,
+                    reason: str) -> list[Row]:
+    """Give unstarted assignments on these phones back to their jobs: the slot opens for another phone."""
+    return await conn.fetch(
+        """WITH c AS (
+               UPDATE assignments SET status = 'cancelled', finished_at = now(), error_code = 'handed_back',
+                      error = $3
+               WHERE device_id = ANY($1::bigint[]) AND ($2::bigint IS NULL OR job_id = $2)
+                 AND status IN ('pending', 'delivered')
+               RETURNING id, device_id, agent_id, job_id
+           ), j AS (
+               UPDATE jobs SET assigned_count = assigned_count - n.k, updated_at = now()
+               FROM (SELECT job_id, count(*) AS k FROM c GROUP BY job_id) n WHERE jobs.id = n.job_id
+           )
+           SELECT * FROM c""",
+        list(device_ids), job_id, reason,
+    )
+
+
+async def open_orders(conn: Conn, agent_id: int) -> list[Row]:
+    """Everything an agent should be holding: its pending, delivered and running assignments."""
+    return await conn.fetch(
+        f"""SELECT {ORDER_COLUMNS} FROM assignments a
+            JOIN jobs j ON j.id = a.job_id JOIN devices d ON d.id = a.device_id
+            WHERE a.agent_id = $1 AND a.status IN ('pending', 'delivered', 'running')
+            ORDER BY j.priority DESC, a.id""",
+        agent_id,
+    )
+
+
+async def orders_by_ids(conn: Conn, ids: Sequence[int]) -> list[Row]:
+    return await conn.fetch(
+        f"""SELECT {ORDER_COLUMNS}, a.agent_id FROM assignments a
+            JOIN jobs j ON j.id = a.job_id JOIN devices d ON d.id = a.device_id
+            WHERE a.id = ANY($1::bigint[]) ORDER BY a.id""",
+        list(ids),
+    )
+
+
+async def pending_orders(conn: Conn, agent_id: int) -> list[Row]:
+    return await conn.fetch(
+        f"""SELECT {ORDER_COLUMNS} FROM assignments a
+            JOIN jobs j ON j.id = a.job_id JOIN devices d ON d.id = a.device_id
+            WHERE a.agent_id = $1 AND a.status = 'pending' ORDER BY j.priority DESC, a.id""",
+        agent_id,
+    )
+
+
+async def lost(conn: Conn, agent_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Open work of gone agents, and running work whose lease ran out: to be failed as lost."""
+    rows = await conn.fetch(
+        """SELECT id FROM assignments
+           WHERE (agent_id = ANY($1::bigint[]) AND status IN ('pending', 'delivered', 'running'))
+              OR (status = 'running' AND lease_until < now())
+           ORDER BY id""",
+        list(agent_ids),
+    )
+    return [{"assignment_id": r["id"], "outcome": "failed", "error": "lost: agent gone or lease expired",
+             "error_code": "lost", "retryable": True} for r in rows]
+
+
+async def overdue(conn: Conn) -> list[dict[str, Any]]:
+    """Running assignments past their job's timeout: the server ends them as timed out."""
+    rows = await conn.fetch(
+        """SELECT a.id FROM assignments a JOIN jobs j ON j.id = a.job_id
+           WHERE a.status = 'running' AND a.started_at + make_interval(secs => j.timeout_sec) < now()"""
+    )
+    return [{"assignment_id": r["id"], "outcome": "timed_out", "error": "timed out (detected by server)",
+             "error_code": "timeout", "retryable": True} for r in rows]
+
+
+async def list_for_job(conn: Conn, job_id: int, status: str | None = None) -> list[Row]:
+    return await conn.fetch(
+        f"""SELECT {ASSIGNMENT_COLUMNS}, d.serial FROM assignments a JOIN devices d ON d.id = a.device_id
+            WHERE a.job_id = $1 AND ($2::text IS NULL OR a.status = $2) ORDER BY a.id""",
+        job_id, status,
+    )
+
+
+async def list_page(conn: Conn, *, status: str | None, limit: int, offset: int) -> tuple[list[Row], int]:
+    rows = await conn.fetch(
+        f"""SELECT {ASSIGNMENT_COLUMNS}, d.serial FROM assignments a JOIN devices d ON d.id = a.device_id
+            WHERE ($1::text IS NULL OR a.status = $1) ORDER BY a.id DESC LIMIT $2 OFFSET $3""",
+        status, limit, offset,
+    )
+    total = await conn.fetchval("SELECT count(*) FROM assignments WHERE ($1::text IS NULL OR status = $1)", status)
+    return rows, int(total)
+
+
+async def owned_by(conn: Conn, agent_id: int, ids: Sequence[int]) -> set[int]:
+    rows = await conn.fetch(
+        "SELECT id FROM assignments WHERE id = ANY($1::bigint[]) AND agent_id = $2", list(ids), agent_id
+    )
+    return {r["id"] for r in rows}
+
+
+async def counts_by_status(conn: Conn) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*)::int AS n FROM assignments GROUP BY status")
+    counts = {str(s): 0 for s in A}
+    counts.update({r["status"]: r["n"] for r in rows})
+    return counts

@@ -1,0 +1,194 @@
+"""SQL of jobs: creation, listing, status transitions, counters, target resolution."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from phonefleet.server.store import Conn, Row
+
+JOB_COLUMNS = """
+    j.id, j.title, j.plan, j.target_type, j.target_value, j.target_count, j.filters, j.priority, j.status,
+    j.timeout_sec, j.max_retries, j.run_at, j.depends_on, j.assigned_count, j.completed_count,
+    j.failed_count, j.retry_pending, j.created_at, j.updated_at, j.finished_at
+"""
+
+# Eligibility of a phone for a job, minus the per-job "never before" and pause checks.
+# Parameters: $F1 models, $F2 android_versions, $F3 tags, $F4 agent names, $F5 serials.
+ELIGIBLE_FILTERS = """
+    ({m}::text[] IS NULL OR d.model = ANY({m}))
+    AND ({v}::text[] IS NULL OR d.android_version = ANY({v}))
+    AND ({t}::text[] IS NULL OR d.tags @> {t})
+    AND ({a}::text[] IS NULL OR ag.name = ANY({a}))
+    AND ({s}::text[] IS NULL OR d.serial = ANY({s}))
+"""
+
+
+def filter_sql(first_param: int) -> str:
+    n = first_param
+    return ELIGIBLE_FILTERS.format(m=f"${n}", v=f"${n + 1}", t=f"${n + 2}", a=f"${n + 3}", s=f"${n + 4}")
+
+
+def filter_args(filters: dict[str, Any]) -> list[list[str] | None]:
+    return [filters.get(k) for k in ("models", "android_versions", "tags", "agents", "serials")]
+
+
+async def insert(conn: Conn, job: dict[str, Any]) -> Row:
+    row = await conn.fetchrow(
+        f"""INSERT INTO jobs AS j (title, plan, target_type, target_value, target_count, filters, priority,
+                status, timeout_sec, max_retries, run_at, depends_on, allow_shell)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            RETURNING {JOB_COLUMNS}""",
+        job["title"], job["plan"], job["target_type"], job["target_value"], job["target_count"], job["filters"],
+        job["priority"], job["status"], job["timeout_sec"], job["max_retries"], job["run_at"],
+        job["depends_on"], job.get("allow_shell", False),
+    )
+    assert row is not None
+    return row
+
+
+async def get(conn: Conn, job_id: int, *, for_update: bool = False) -> Row | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1{lock}", job_id)
+
+
+async def get_many(conn: Conn, job_ids: Sequence[int]) -> list[Row]:
+    return await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ANY($1::bigint[]) ORDER BY j.id",
+                            list(job_ids))
+
+
+async def existing_ids(conn: Conn, job_ids: Sequence[int]) -> set[int]:
+    rows = await conn.fetch("SELECT id FROM jobs WHERE id = ANY($1::bigint[])", list(job_ids))
+    return {r["id"] for r in rows}
+
+
+async def list_page(
+    conn: Conn, *, statuses: Sequence[str] | None, search: str | None, limit: int, offset: int
+) -> tuple[list[Row], int]:
+    where = "($1::text[] IS NULL OR j.status = ANY($1)) AND ($2::text IS NULL OR j.title ILIKE '%' || $2 || '%')"
+    rows = await conn.fetch(
+        f"SELECT {JOB_COLUMNS} FROM jobs j WHERE {where} ORDER BY j.id DESC LIMIT $3 OFFSET $4",
+        list(statuses) if statuses else None, search, limit, offset,
+    )
+    total = await conn.fetchval(f"SELECT count(*) FROM jobs j WHERE {where}",
+                                list(statuses) if statuses else None, search)
+    return rows, int(total)
+
+
+async def assignment_counts(conn: Conn, job_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    rows = await conn.fetch(
+        """SELECT job_id, status, count(*)::int AS n FROM assignments
+           WHERE job_id = ANY($1::bigint[]) AND status IN ('pending', 'delivered', 'running', 'paused')
+           GROUP BY job_id, status""",
+        list(job_ids),
+    )
+    out: dict[int, dict[str, int]] = {}
+    for r in rows:
+        out.setdefault(r["job_id"], {})[r["status"]] = r["n"]
+    return out
+
+
+async def transition(conn: Conn, job_id: int, target: str, sources: Sequence[str]) -> Row | None:
+    """Move a job to ``target`` if it is in one of ``sources``; None when it was not."""
+    finished = target in ("completed", "cancelled")
+    return await conn.fetchrow(
+        f"""UPDATE jobs j SET status = $2, updated_at = now(),
+                finished_at = CASE WHEN $4 THEN now() ELSE j.finished_at END
+            WHERE j.id = $1 AND j.status = ANY($3::text[]) RETURNING {JOB_COLUMNS}""",
+        job_id, target, list(sources), finished,
+    )
+
+
+async def update_fields(conn: Conn, job_id: int, fields: dict[str, Any]) -> Row | None:
+    allowed = ("title", "priority", "timeout_sec", "max_retries")
+    sets = [f"{k} = ${i}" for i, k in enumerate((k for k in allowed if k in fields), start=2)]
+    if not sets:
+        return await get(conn, job_id)
+    values = [fields[k] for k in allowed if k in fields]
+    return await conn.fetchrow(
+        f"UPDATE jobs j SET {', '.join(sets)}, updated_at = now() WHERE j.id = $1 RETURNING {JOB_COLUMNS}",
+        job_id, *values,
+    )
+
+
+async def delete(conn: Conn, job_id: int) -> bool:
+    return str(await conn.execute("DELETE FROM jobs WHERE id = $1", job_id)).endswith(" 1")
+
+
+async def count_eligible_connected(conn: Conn, filters: dict[str, Any]) -> int:
+    """Phones that may take a job now or once they are free: connected, healthy, not paused."""
+    return int(
+        await conn.fetchval(
+            f"""SELECT count(*) FROM devices d JOIN agents ag ON ag.id = d.agent_id
+                WHERE d.state IN ('idle', 'busy') AND ag.status = 'online' AND {filter_sql(1)}""",
+            *filter_args(filters),
+        )
+    )
+
+
+async def activate(conn: Conn, job_id: int, target_count: int) -> Row | None:
+    return await conn.fetchrow(
+        f"""UPDATE jobs j SET status = 'active', target_count = coalesce(j.target_count, $2), updated_at = now()
+            WHERE j.id = $1 AND j.status = 'scheduled' RETURNING {JOB_COLUMNS}""",
+        job_id, target_count,
+    )
+
+
+async def set_target(conn: Conn, job_id: int, target_count: int) -> None:
+    await conn.execute("UPDATE jobs SET target_count = $2 WHERE id = $1 AND target_count IS NULL", job_id, target_count)
+
+
+async def due_scheduled(conn: Conn, now: datetime | None = None) -> list[Row]:
+    """Scheduled jobs whose time has come and whose prerequisites have all completed."""
+    return await conn.fetch(
+        f"""SELECT {JOB_COLUMNS} FROM jobs j
+            WHERE j.status = 'scheduled' AND (j.run_at IS NULL OR j.run_at <= coalesce($1, now()))
+              AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.id = ANY(j.depends_on) AND p.status <> 'completed')
+            ORDER BY j.priority DESC, j.created_at, j.id
+            FOR UPDATE SKIP LOCKED""",
+        now,
+    )
+
+
+async def fillable(conn: Conn, job_ids: Sequence[int] | None) -> list[Row]:
+    """Active jobs with an open slot or a retry that is due, highest priority first, then oldest."""
+    return await conn.fetch(
+        f"""SELECT {JOB_COLUMNS} FROM jobs j
+            WHERE j.status = 'active' AND ($1::bigint[] IS NULL OR j.id = ANY($1))
+              AND (j.assigned_count < j.target_count
+                   OR (j.retry_pending > 0 AND EXISTS (
+                        SELECT 1 FROM assignments a WHERE a.job_id = j.id AND a.retry_at <= now())))
+            ORDER BY j.priority DESC, j.created_at, j.id""",
+        list(job_ids) if job_ids is not None else None,
+    )
+
+
+async def complete_finished(conn: Conn, job_ids: Sequence[int]) -> list[Row]:
+    """Complete active jobs whose every slot has ended; returns them."""
+    return await conn.fetch(
+        f"""UPDATE jobs j SET status = 'completed', finished_at = now(), updated_at = now()
+            WHERE j.id = ANY($1::bigint[]) AND j.status = 'active' AND j.target_count IS NOT NULL
+              AND j.assigned_count >= j.target_count AND j.retry_pending = 0
+              AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.job_id = j.id
+                              AND a.status IN ('pending', 'delivered', 'running', 'paused'))
+            RETURNING {JOB_COLUMNS}""",
+        list(job_ids),
+    )
+
+
+async def counts_by_status(conn: Conn) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*)::int AS n FROM jobs GROUP BY status")
+    counts = {s: 0 for s in ("scheduled", "active", "paused", "completed", "cancelled")}
+    counts.update({r["status"]: r["n"] for r in rows})
+    return counts
+
+
+async def add_event(conn: Conn, job_id: int | None, kind: str, actor: str, data: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO job_events (job_id, kind, actor, data) VALUES ($1, $2, $3, $4)", job_id, kind, actor, data
+    )
+
+
+async def events(conn: Conn, job_id: int) -> list[Row]:
+    return await conn.fetch(
+        "SELECT id, kind, actor, data, created_at FROM job_events WHERE job_id = $1 ORDER BY id", job_id
+    )

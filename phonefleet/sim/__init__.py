@@ -1,0 +1,1 @@
+"""Protocol-level simulated agents: Socket.IO clients that pretend to hold phones (tests, benchmarks)."""

@@ -1,0 +1,179 @@
+"""Shared fixtures: a real PostgreSQL (embedded unless DATABASE_URL is set), a database per test
+cloned from a migrated template, and real servers on loopback ports."""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from phonefleet.server.app import SERVICES, Services, create_app
+from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
+from phonefleet.server.config import Settings
+from phonefleet.server.database import EmbeddedPostgres, migrate
+from phonefleet.server.store import agents as agents_store
+from phonefleet.sim.agent import SimAgent
+
+ADMIN = "pfadm_test-admin-token"
+TEMPLATE = "phonefleet_template"
+
+T = TypeVar("T")
+
+
+def _with_db(dsn: str, name: str) -> str:
+    base, _, query = dsn.partition("?")
+    root = base.rsplit("/", 1)[0]
+    return f"{root}/{name}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture(scope="session")
+def pg_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The server-level DSN: DATABASE_URL if given, else a private embedded PostgreSQL."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")))
+    yield embedded.start()
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_root: str) -> str:
+    conn = await asyncpg.connect(pg_root)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(_with_db(pg_root, TEMPLATE))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return TEMPLATE
+
+
+@pytest.fixture
+async def dsn(pg_root: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"pf_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(pg_root)
+    try:
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+    finally:
+        await conn.close()
+    yield _with_db(pg_root, name)
+    conn = await asyncpg.connect(pg_root)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+def test_settings(dsn: str, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": dsn, "admin_token": ADMIN, "data_dir": tmp_path, "port": 0,
+        "lease_sec": 5.0, "agent_grace_sec": 2.0, "heartbeat_sec": 0.5, "maintenance_sec": 0.2,
+        "retry_base_sec": 0.05, "retry_max_sec": 0.2, "progress_hz": 20.0, "db_pool_max": 10,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class RunningServer:
+    """A real server on a loopback port, with an admin HTTP client."""
+
+    def __init__(self, app: web.Application, runner: web.AppRunner, url: str, session: aiohttp.ClientSession):
+        self.app = app
+        self.runner = runner
+        self.url = url
+        self.session = session
+
+    @property
+    def services(self) -> Services:
+        return self.app[SERVICES]
+
+    async def request(self, method: str, path: str, *, token: str | None = ADMIN, json: Any = None,
+                      data: bytes | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.session.request(method, self.url + path, json=json, data=data, headers=headers) as r:
+            body = await r.json() if r.content_type == "application/json" else await r.text()
+            return r.status, body
+
+    async def ok(self, method: str, path: str, json: Any = None, expect: int | None = None) -> Any:
+        status, body = await self.request(method, path, json=json)
+        wanted = expect or {"POST": 201}.get(method, 200)
+        assert status == wanted, (status, body)
+        return body
+
+    async def add_agent(self, name: str) -> str:
+        token = new_token(AGENT_PREFIX)
+        async with self.services.pool.acquire() as conn:
+            await agents_store.create(conn, name, hash_token(token))
+        return token
+
+    async def sim_agent(self, name: str, phones: int, **kwargs: Any) -> SimAgent:
+        token = await self.add_agent(name)
+        agent = SimAgent(self.url, token, [f"{name}-{i:03d}" for i in range(phones)], **kwargs)
+        await agent.connect()
+        return agent
+
+
+async def start_server(settings: Settings) -> RunningServer:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return RunningServer(app, runner, f"http://127.0.0.1:{port}", aiohttp.ClientSession())
+
+
+@pytest.fixture
+async def server_factory(dsn: str, tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
+    started: list[RunningServer] = []
+    agents: list[SimAgent] = []
+
+    async def factory(**overrides: Any) -> RunningServer:
+        srv = await start_server(test_settings(dsn, tmp_path, **overrides))
+        started.append(srv)
+        return srv
+
+    factory.agents = agents  # type: ignore[attr-defined]
+    yield factory
+    for srv in started:
+        await srv.session.close()
+        await srv.runner.cleanup()
+
+
+@pytest.fixture
+async def server(server_factory: Callable[..., Awaitable[RunningServer]]) -> RunningServer:
+    return await server_factory()
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.05) -> T:
+    """Wait until ``check`` returns a truthy value (re-checked on a short interval), or fail."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(interval)
+
+
+def open_url_job(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "title": "open example",
+        "plan": [{"type": "open_url", "url": "https://example.com", "duration_sec": 1}],
+        "target_type": "all_devices",
+    }
+    body.update(overrides)
+    return body
