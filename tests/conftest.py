@@ -94,6 +94,14 @@ class RunningServer:
         self.runner = runner
         self.url = url
         self.session = session
+        self.clients: list[SimAgent] = []
+
+    async def close(self) -> None:
+        for client in self.clients:
+            if client.sio.connected:
+                await client.disconnect()
+        await self.session.close()
+        await self.runner.cleanup()
 
     @property
     def services(self) -> Services:
@@ -121,13 +129,14 @@ class RunningServer:
     async def sim_agent(self, name: str, phones: int, **kwargs: Any) -> SimAgent:
         token = await self.add_agent(name)
         agent = SimAgent(self.url, token, [f"{name}-{i:03d}" for i in range(phones)], **kwargs)
+        self.clients.append(agent)
         await agent.connect()
         return agent
 
 
 async def start_server(settings: Settings) -> RunningServer:
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -138,18 +147,15 @@ async def start_server(settings: Settings) -> RunningServer:
 @pytest.fixture
 async def server_factory(dsn: str, tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[RunningServer]]]:
     started: list[RunningServer] = []
-    agents: list[SimAgent] = []
 
     async def factory(**overrides: Any) -> RunningServer:
         srv = await start_server(test_settings(dsn, tmp_path, **overrides))
         started.append(srv)
         return srv
 
-    factory.agents = agents  # type: ignore[attr-defined]
     yield factory
     for srv in started:
-        await srv.session.close()
-        await srv.runner.cleanup()
+        await srv.close()
 
 
 @pytest.fixture

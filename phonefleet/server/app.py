@@ -81,6 +81,14 @@ def create_app(settings: Settings) -> web.Application:
     api = Api(authenticator, metrics, settings.agent_grace_sec)
     api.register(app)
 
+    async def close_sockets(_app: web.Application) -> None:
+        """Close agent and dashboard sockets first, so shutdown does not wait on them (agents reconnect)."""
+        if realtime.sio.eio.sockets:
+            await realtime.sio.eio.disconnect()
+        await realtime.sio.shutdown()
+
+    app.on_shutdown.append(close_sockets)
+
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         embedded: EmbeddedPostgres | None = None
         dsn = settings.database_url

@@ -12,9 +12,29 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import orjson
 import socketio
 
 from phonefleet.protocol import events as ev
+
+
+class _OrJson:
+    """orjson behind the interface python-socketio expects of a json module (as the server uses)."""
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        return orjson.dumps(obj, default=str).decode()
+
+    @staticmethod
+    def loads(s: str | bytes, **_: Any) -> Any:
+        return orjson.loads(s)
+
+
+class _Packet(socketio.packet.Packet):  # type: ignore[misc]
+    """The protocol never sends bytes, so skip python-socketio's walk of every payload looking for them;
+    with the stdlib json decoder this walk and the decode were most of a simulated agent's time."""
+
+    uses_binary_events = False
 
 
 class SimAgent:
@@ -26,7 +46,7 @@ class SimAgent:
         self.auto_finish = auto_finish
         self.auto_ack = auto_ack
         self.models = models or {}
-        self.sio = socketio.AsyncClient(reconnection=False, request_timeout=30)
+        self.sio = socketio.AsyncClient(reconnection=False, request_timeout=30, serializer=_Packet, json=_OrJson)
         self.orders: dict[int, dict[str, Any]] = {}
         self.received: list[tuple[str, Any, float]] = []
         self.agent_id: int | None = None
@@ -34,6 +54,7 @@ class SimAgent:
         self._changed = asyncio.Condition()
         self._finish_buffer: list[dict[str, Any]] = []
         self._flush_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._register()
 
     # ------------------------------------------------------------------ wiring
@@ -90,13 +111,26 @@ class SimAgent:
             self.orders[o["assignment_id"]] = o
         if self.auto_finish and ack["data"]["assignments"]:
             self.finish_soon([o["assignment_id"] for o in ack["data"]["assignments"]])
+        if self._heartbeat_task is None or self._heartbeat_task.done():
+            self._heartbeat_task = asyncio.get_running_loop().create_task(
+                self._heartbeats(float(ack["data"]["heartbeat_sec"])))
         return ack
 
+    async def _heartbeats(self, interval: float) -> None:
+        """Keep leases alive like a real agent; re-register when the server had given up on us."""
+        while self.sio.connected:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(socketio.exceptions.SocketIOError, asyncio.TimeoutError):
+                ack = await self.call(ev.AGENT_HEARTBEAT, {"running": []}, timeout=5)
+                if ack.get("data", {}).get("hello_required"):
+                    await self.hello()
+
     async def disconnect(self) -> None:
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flush_task
+        for task in (self._flush_task, self._heartbeat_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.sio.disconnect()
 
     async def call(self, event: str, data: Any, timeout: float = 30) -> dict[str, Any]:
@@ -166,3 +200,41 @@ class AgentHttp:
             data: dict[str, Any] = await r.json()
             results: list[dict[str, Any]] = data["results"]
             return results
+
+
+class SimDashboard:
+    """A ``/dashboard`` client that records what the server pushes."""
+
+    EVENTS = (ev.JOB_STATUS_UPDATE, ev.JOB_PROGRESS, ev.DASHBOARD_DEVICE_UPDATE, ev.FLEET_STATS,
+              ev.PAUSE_CHANGED, ev.AGENT_UPDATE, ev.JOB_DELETED)
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.received: list[tuple[str, Any]] = []
+        self._changed = asyncio.Condition()
+        for name in self.EVENTS:
+            self.sio.on(name, namespace=ev.DASHBOARD_NAMESPACE)(self._recorder(name))
+
+    def _recorder(self, name: str) -> Callable[[Any], Any]:
+        async def handler(data: Any) -> None:
+            async with self._changed:
+                self.received.append((name, data))
+                self._changed.notify_all()
+
+        return handler
+
+    async def connect(self) -> None:
+        await self.sio.connect(self.base_url, namespaces=[ev.DASHBOARD_NAMESPACE], auth={"token": self.token},
+                               transports=["websocket"], wait_timeout=10)
+
+    async def disconnect(self) -> None:
+        await self.sio.disconnect()
+
+    def events(self, name: str) -> list[Any]:
+        return [d for n, d in self.received if n == name]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), timeout)
