@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -33,20 +34,31 @@ def run(ctx: typer.Context, host: HostOpt = None, port: PortOpt = None, data_dir
         return
     settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
     setup_logging(settings.log_level)
-    app = create_app(settings)
+    asyncio.run(serve(settings))
 
-    async def announce(app: web.Application) -> None:
+
+async def serve(settings: Settings) -> None:
+    """Start, say where (only once the port is really listening), and run until SIGINT/SIGTERM."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
         services = app[SERVICES]
-        where = "embedded PostgreSQL in " + str(settings.data_dir.resolve() / "pg") \
-            if settings.database_url is None else "DATABASE_URL"
+        where = ("embedded PostgreSQL in " + str(settings.data_dir.resolve() / "pg")
+                 if settings.database_url is None else "DATABASE_URL")
         typer.echo(f"phonefleet server on http://{settings.host}:{settings.port}/  (database: {where})")
         if services.admin_token:
             typer.echo(f"admin token: {services.admin_token}")
         typer.echo("add an agent: phonefleet-server agents add NAME")
-
-    app.on_startup.append(announce)
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None,
-                handle_signals=True, shutdown_timeout=5)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 @agents_cli.command("add")

@@ -1,0 +1,120 @@
+"""The ``phonefleet-server`` command: embedded database by default, agents added while it runs,
+data kept across restarts."""
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from phonefleet.sim.agent import SimAgent
+from tests.conftest import eventually, open_url_job
+from tests.test_multinode import free_port
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PHONEFLEET_ADMIN_TOKEN")}
+        self.log = data_dir.parent / f"server-{port}-{time.monotonic_ns()}.log"
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "phonefleet.server.cli", "--data-dir", str(data_dir), "--port", str(port)],
+                env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def banner(self) -> tuple[str, str]:
+        """The URL and admin token the server prints once it is up."""
+
+        async def printed() -> re.Match[str] | None:
+            return re.search(r"admin token: (\S+)", self.log.read_text())
+
+        token = await eventually(printed, timeout=60, interval=0.1)
+        url = re.search(r"server on (\S+)", self.log.read_text())
+        assert url is not None and token is not None
+        return url.group(1), token.group(1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+async def data_dir(tmp_path: Path) -> AsyncIterator[Path]:
+    yield tmp_path / "data"
+
+
+def cli(data_dir: Path, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = subprocess.run([sys.executable, "-m", "phonefleet.server.cli", "--data-dir", str(data_dir), *args],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_server_runs_on_embedded_database_and_keeps_data_across_restarts(data_dir: Path) -> None:
+    port = free_port()
+    server = ServerProcess(data_dir, port)
+    try:
+        url, admin = await server.banner()
+        assert url == f"http://127.0.0.1:{port}/"
+        token = (await asyncio.to_thread(cli, data_dir, "agents", "add", "pc1")).strip()
+        assert token.startswith("pfagt_")
+        agent = SimAgent(server.url, token, ["emb-1", "emb-2"], auto_finish=True)
+        await agent.connect()
+        headers = {"Authorization": f"Bearer {admin}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.post(server.url + "/api/jobs", json=open_url_job()) as r:
+                assert r.status == 201
+                job = await r.json()
+
+            async def completed() -> bool:
+                async with session.get(f"{server.url}/api/jobs/{job['id']}") as r:
+                    return bool((await r.json())["status"] == "completed")
+
+            await eventually(completed)
+        await agent.disconnect()
+    finally:
+        server.stop()
+
+    again = ServerProcess(data_dir, port)
+    try:
+        _, admin_again = await again.banner()
+        assert admin_again == admin, "the admin token survives a restart"
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin}"}) as session:
+            async with session.get(f"{again.url}/api/jobs/{job['id']}") as r:
+                assert r.status == 200
+                assert (await r.json())["completed_count"] == 2
+            async with session.get(f"{again.url}/api/agents") as r:
+                assert [a["name"] for a in await r.json()] == ["pc1"]
+    finally:
+        again.stop()
+
+
+async def test_agents_add_refuses_a_duplicate_name(data_dir: Path) -> None:
+    await asyncio.to_thread(cli, data_dir, "agents", "add", "twice")
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "phonefleet.server.cli", "--data-dir", str(data_dir),
+                         "agents", "add", "twice"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "exists" in done.stderr
+
+
+def test_schema_command_exports_every_payload(tmp_path: Path) -> None:
+    out = tmp_path / "schema.json"
+    cli(tmp_path, "schema", str(out))
+    text = out.read_text()
+    for name in ("JobCreate", "AssignmentOrder", "AgentHello", "AssignmentFinished", "JobStatusUpdate",
+                 "OpenUrlStep", "ScreenshotStep", "PauseRequest", "FleetStats"):
+        assert f'"{name}"' in text, name
+    assert '"job:assign"' in text
