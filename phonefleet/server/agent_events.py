@@ -81,9 +81,9 @@ class AgentEvents:
         agent_id = agent.agent_id
         paused_serials = {d.serial for d in hello.devices} if hello.paused else set(hello.paused_serials)
 
-        async def work(conn: Conn) -> tuple[list[Any], list[Any], list[Any]]:
+        async def work(conn: Conn) -> tuple[list[int], list[Any], list[Any]]:
             await agents_store.hello(conn, agent_id, hello.hostname, hello.version, hello.paused)
-            changed = await devices_store.apply_reports(
+            touched, changed = await devices_store.apply_reports(
                 conn, agent_id, [d.model_dump() for d in hello.devices], full=True, paused_serials=paused_serials
             )
             for job_id in await agents_store.paused_job_ids(conn, agent_id):
@@ -94,9 +94,9 @@ class AgentEvents:
             handed = await self._hand_back_unavailable(conn, changed)
             await assignments_store.mark_delivered_all(conn, agent_id)
             orders = await assignments_store.open_orders(conn, agent_id)
-            return changed, handed, orders
+            return touched, handed, orders
 
-        changed, handed, orders = await in_transaction(self.pool, work)
+        touched, handed, orders = await in_transaction(self.pool, work)
         async with self.pool.acquire() as conn:
             ack = ev.HelloAck(
                 agent_id=agent_id, agent_name=agent.agent_name,
@@ -106,7 +106,7 @@ class AgentEvents:
                 paused_job_ids=await agents_store.paused_job_ids(conn, agent_id),
                 heartbeat_sec=self.settings.heartbeat_sec, poll_sec=self.settings.poll_sec,
             )
-        self._announce_devices(changed, handed)
+        self._announce_devices(touched, handed)
         await self._agent_update(agent)
         self.distributor.request_fill()
         return ack.model_dump(mode="json")
@@ -123,18 +123,18 @@ class AgentEvents:
         assert agent.agent_id is not None
         agent_id = agent.agent_id
 
-        async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
+        async def work(conn: Conn) -> tuple[list[int], list[Any], list[Any]]:
             await agents_store.touch(conn, agent_id)
-            changed = await devices_store.apply_reports(
+            touched, changed = await devices_store.apply_reports(
                 conn, agent_id, [d.model_dump() for d in update.devices], full=update.full, paused_serials=None
             )
-            return changed, await self._hand_back_unavailable(conn, changed)
+            return touched, changed, await self._hand_back_unavailable(conn, changed)
 
-        changed, handed = await in_transaction(self.pool, work)
-        self._announce_devices(changed, handed)
+        touched, changed, handed = await in_transaction(self.pool, work)
+        self._announce_devices(touched, handed)
         if any(c["state"] == "idle" for c in changed) or handed:
             self.distributor.request_fill()
-        return {"devices": len(changed), "handed_back": [h["id"] for h in handed]}
+        return {"devices": len(touched), "handed_back": [h["id"] for h in handed]}
 
     async def _started(self, agent: Principal, started: Any) -> dict[str, Any]:
         assert agent.agent_id is not None
@@ -211,8 +211,8 @@ class AgentEvents:
             await devices_store.refresh_states(conn, gone)
         return handed
 
-    def _announce_devices(self, changed: list[Any], handed: list[Any]) -> None:
-        self.realtime.devices_changed(c["id"] for c in changed)
+    def _announce_devices(self, device_ids: list[int], handed: list[Any]) -> None:
+        self.realtime.devices_changed(device_ids)
         self.realtime.jobs_changed(h["job_id"] for h in handed)
 
     async def _agent_update(self, agent: Principal) -> None:

@@ -36,7 +36,7 @@ class Pauses:
             device = await devices_store.get(conn, device_id)
             if device is None:
                 raise NotFound(f"device {device_id} not found")
-            changed = await devices_store.set_paused(
+            changed, _ = await devices_store.set_paused(
                 conn, [device_id], PausedBy.server if paused else None, only_from=None
             )
             handed = []
@@ -44,7 +44,7 @@ class Pauses:
                 handed = await assignments_store.hand_back(conn, device_ids=[device_id],
                                                            reason="phone paused by server")
             if handed:
-                changed += await devices_store.refresh_states(conn, [device_id])
+                await devices_store.refresh_states(conn, [device_id])
             return device, changed, handed
 
         device, changed, handed = await in_transaction(self.pool, work)
@@ -64,10 +64,10 @@ class Pauses:
     ) -> dict[str, Any]:
         """``agent:pause`` / ``agent:resume`` from the operator at a PC."""
 
-        async def work(conn: Conn) -> tuple[list[Any], list[Any], int | None]:
+        async def work(conn: Conn) -> tuple[list[int], list[Any], int | None]:
             device_ids: Sequence[int] = []
             device_id: int | None = None
-            changed: list[Any] = []
+            changed: list[int] = []
             handed: list[Any] = []
             if request.scope is PauseScope.job:
                 if request.job_id is None:
@@ -92,7 +92,7 @@ class Pauses:
                     if not device_ids:
                         raise NotFound(f"no phone {request.serial!r} on this agent")
                     device_id = device_ids[0]
-                changed = await devices_store.set_paused(
+                changed, _ = await devices_store.set_paused(
                     conn, device_ids, PausedBy.agent if paused else None,
                     only_from=None if paused else PausedBy.agent,
                 )
@@ -100,7 +100,9 @@ class Pauses:
                     handed = await assignments_store.hand_back(conn, device_ids=device_ids,
                                                                reason="paused on the agent")
             if handed:
-                changed += await devices_store.refresh_states(conn, sorted({h["device_id"] for h in handed}))
+                touched = sorted({h["device_id"] for h in handed})
+                await devices_store.refresh_states(conn, touched)
+                changed = sorted({*changed, *touched})
             return changed, handed, device_id
 
         changed, handed, device_id = await in_transaction(self.pool, work)
@@ -108,10 +110,10 @@ class Pauses:
             source=PausedBy.agent, paused=paused, scope=request.scope, agent_id=agent_id, agent_name=agent_name,
             serial=request.serial, device_id=device_id, job_id=request.job_id,
         ))
-        return {"handed_back": [h["id"] for h in handed], "devices": [c["id"] for c in changed]}
+        return {"handed_back": [h["id"] for h in handed], "devices": changed}
 
-    async def _announce(self, changed: list[Any], handed: list[Any], notice: ev.PauseChanged) -> None:
-        self.realtime.devices_changed(c["id"] for c in changed)
+    async def _announce(self, changed: list[int], handed: list[Any], notice: ev.PauseChanged) -> None:
+        self.realtime.devices_changed(changed)
         self.realtime.jobs_changed(h["job_id"] for h in handed)
         await self.realtime.broadcast(ev.PAUSE_CHANGED, notice.model_dump(mode="json"))
         self.distributor.request_fill()

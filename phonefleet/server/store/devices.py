@@ -29,8 +29,8 @@ def state_expr(prefix: str = "devices.") -> str:
 
 async def apply_reports(
     conn: Conn, agent_id: int, reports: Sequence[dict[str, Any]], *, full: bool, paused_serials: set[str] | None
-) -> list[Row]:
-    """Upsert the phones an agent reports and return every row whose state may have changed.
+) -> tuple[list[int], list[Row]]:
+    """Upsert the phones an agent reports; returns the ids touched and the rows whose state changed.
 
     ``paused_serials`` (from ``agent:hello``) makes the agent authoritative about its own pauses.
     """
@@ -86,21 +86,23 @@ async def apply_reports(
             agent_id, serials,
         )
         ids.extend(r["id"] for r in gone)
-    return await refresh_states(conn, ids)
+    return ids, await refresh_states(conn, ids)
 
 
 async def refresh_states(conn: Conn, device_ids: Sequence[int]) -> list[Row]:
-    """Recompute ``state`` from the facts; returns the rows with their state before and after."""
+    """Recompute ``state`` from the facts; returns the rows whose state changed, before and after."""
     if not device_ids:
         return []
     return await conn.fetch(
         f"""
-        WITH old AS (SELECT id, state FROM devices WHERE id = ANY($1::bigint[]) FOR UPDATE)
-        UPDATE devices SET state = {state_expr()},
-               idle_since = CASE WHEN {state_expr()} = 'idle' AND old.state <> 'idle' THEN now()
-                                 ELSE devices.idle_since END
-        FROM old WHERE devices.id = old.id
-        RETURNING devices.id, devices.agent_id, devices.serial, old.state AS old_state, devices.state
+        WITH cur AS (
+            SELECT devices.id, devices.state AS old_state, {state_expr()} AS new_state
+            FROM devices WHERE devices.id = ANY($1::bigint[]) ORDER BY devices.id FOR UPDATE
+        )
+        UPDATE devices SET state = cur.new_state,
+               idle_since = CASE WHEN cur.new_state = 'idle' THEN now() ELSE devices.idle_since END
+        FROM cur WHERE devices.id = cur.id AND cur.new_state <> cur.old_state
+        RETURNING devices.id, devices.agent_id, devices.serial, cur.old_state, devices.state
         """,
         list(device_ids),
     )
@@ -115,7 +117,7 @@ async def disconnect_agent(conn: Conn, agent_id: int) -> list[Row]:
 
 async def set_paused(
     conn: Conn, device_ids: Sequence[int], paused_by: str | None, *, only_from: str | None
-) -> list[Row]:
+) -> tuple[list[int], list[Row]]:
     """Pause (``paused_by`` set) or resume (None) phones; ``only_from`` limits a resume to one side's pauses."""
     rows = await conn.fetch(
         """UPDATE devices SET paused_by = $2
@@ -125,7 +127,8 @@ async def set_paused(
            RETURNING id""",
         list(device_ids), paused_by, only_from,
     )
-    return await refresh_states(conn, [r["id"] for r in rows])
+    ids = [r["id"] for r in rows]
+    return ids, await refresh_states(conn, ids)
 
 
 async def ids_of_agent(conn: Conn, agent_id: int, serial: str | None = None) -> list[int]:
