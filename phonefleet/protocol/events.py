@@ -8,7 +8,7 @@ payloads (``POST /api/agent/events``), so server and agent have one code path pe
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from phonefleet.protocol.enums import (
     AssignmentStatus,
@@ -17,7 +17,7 @@ from phonefleet.protocol.enums import (
     PausedBy,
     PauseScope,
 )
-from phonefleet.protocol.models import Device, Id
+from phonefleet.protocol.models import Device, Id, UtcDatetime
 from phonefleet.protocol.plan import Step
 
 AGENT_NAMESPACE: Final = "/agent"
@@ -72,18 +72,32 @@ class DeviceReport(_Payload):
     tags: list[str] = Field(default_factory=list, max_length=50)
 
 
+def _unique_serials(devices: list[DeviceReport]) -> list[DeviceReport]:
+    """One report per phone: the store upserts a batch in one statement, which cannot touch a row twice."""
+    seen: set[str] = set()
+    for d in devices:
+        if d.serial in seen:
+            raise ValueError(f"serial {d.serial!r} is reported twice")
+        seen.add(d.serial)
+    return devices
+
+
 class AgentHello(_Payload):
     version: str | None = Field(default=None, max_length=100)
     hostname: str | None = Field(default=None, max_length=255)
     devices: list[DeviceReport] = Field(default_factory=list, max_length=10_000)
     paused: bool = False
-    paused_serials: list[str] = Field(default_factory=list)
-    paused_job_ids: list[Id] = Field(default_factory=list)
+    paused_serials: list[str] = Field(default_factory=list, max_length=10_000)
+    paused_job_ids: list[Id] = Field(default_factory=list, max_length=10_000)
+
+    _devices_unique = field_validator("devices")(_unique_serials)
 
 
 class DeviceUpdate(_Payload):
     devices: list[DeviceReport] = Field(max_length=10_000)
     full: bool = Field(default=False, description="The list is every phone the agent has; others are gone.")
+
+    _devices_unique = field_validator("devices")(_unique_serials)
 
 
 class Heartbeat(_Payload):
@@ -92,7 +106,7 @@ class Heartbeat(_Payload):
 
 class StartedItem(_Payload):
     assignment_id: Id
-    at: datetime | None = None
+    at: UtcDatetime | None = None
 
 
 class AssignmentStarted(_Payload):
@@ -118,8 +132,8 @@ class FinishedItem(_Payload):
     error_code: str | None = Field(default=None, max_length=100)
     retryable: bool = True
     result: dict[str, Any] | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
 
 
 class AssignmentFinished(_Payload):
@@ -158,6 +172,7 @@ class AssignmentOrder(BaseModel):
     timeout_sec: int
     attempt: int
     status: AssignmentStatus
+    allow_shell: bool = Field(default=False, description="The job's creator holds the shell right.")
 
 
 class JobAssign(BaseModel):
@@ -208,7 +223,7 @@ class AgentPoll(BaseModel):
 
 class AgentEvent(BaseModel):
     event: str
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: Any = Field(default=None, description="The event's payload; checked per event, like on the socket.")
 
 
 class AgentEventBatch(_Payload):

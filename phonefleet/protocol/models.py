@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from phonefleet.protocol.enums import (
     AgentStatus,
@@ -15,15 +15,28 @@ from phonefleet.protocol.enums import (
 )
 from phonefleet.protocol.plan import Step
 
-Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
-"""A database id: a positive bigint."""
+Id = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]
+"""A database id: a positive bigint, and a JSON integer: ``"12"``, ``12.0`` and ``true`` are not ids."""
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    """Naive times are taken as UTC rather than rejected or misread as local time."""
-    if value is not None and value.tzinfo is None:
+    """Naive times are taken as UTC rather than rejected or misread as local time.
+
+    Aware times are converted to UTC here, so one that has no UTC equivalent (``0001-01-01T00:00+14:00``)
+    is a validation error rather than an overflow in the database driver.
+    """
+    if value is None:
+        return None
+    if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("date out of range") from None
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+"""A timestamp, taken as UTC when naive."""
 
 
 class _Body(BaseModel):
@@ -47,18 +60,23 @@ class JobFilters(_Body):
 
 
 class JobCreate(_Body):
+    """Integers are strict: ``true``, ``"5"`` and ``5.0`` are wrong types, not 1 and 5."""
+
     title: str = Field(min_length=1, max_length=200)
     plan: list[Step] = Field(min_length=1, max_length=200)
     target_type: TargetType
     target_value: int | None = Field(
         default=None,
         validate_default=True,
+        ge=0,
+        le=1_000_000,
+        strict=True,
         description="Percentage (1-100) or phone count (>= 1); ignored for all_devices.",
     )
-    priority: int = Field(default=0, ge=-1000, le=1000)
+    priority: int = Field(default=0, ge=-1000, le=1000, strict=True)
     filters: JobFilters = Field(default_factory=JobFilters)
-    timeout_sec: int = Field(default=3600, ge=1, le=7 * 86_400, description="Per assignment.")
-    max_retries: int = Field(default=0, ge=0, le=100)
+    timeout_sec: int = Field(default=3600, ge=1, le=7 * 86_400, strict=True, description="Per assignment.")
+    max_retries: int = Field(default=0, ge=0, le=100, strict=True)
     run_at: datetime | None = None
     depends_on: list[Id] = Field(default_factory=list, max_length=100)
 
@@ -81,9 +99,17 @@ class JobCreate(_Body):
 class JobPatch(_Body):
     status: Literal["paused", "active", "cancelled"] | None = None
     title: str | None = Field(default=None, min_length=1, max_length=200)
-    priority: int | None = Field(default=None, ge=-1000, le=1000)
-    timeout_sec: int | None = Field(default=None, ge=1, le=7 * 86_400)
-    max_retries: int | None = Field(default=None, ge=0, le=100)
+    priority: int | None = Field(default=None, ge=-1000, le=1000, strict=True)
+    timeout_sec: int | None = Field(default=None, ge=1, le=7 * 86_400, strict=True)
+    max_retries: int | None = Field(default=None, ge=0, le=100, strict=True)
+
+    @field_validator("title", "priority", "timeout_sec", "max_retries")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        """Left out means unchanged; an explicit null would mean "no value", which these cannot have."""
+        if value is None:
+            raise ValueError("may be left out but not null")
+        return value
 
 
 class Job(_Resource):
@@ -157,7 +183,7 @@ class Device(_Resource):
 
 
 class DevicePatch(_Body):
-    paused: bool
+    paused: bool = Field(strict=True, description='A JSON boolean; "yes" and 1 are wrong types.')
 
 
 class Agent(_Resource):

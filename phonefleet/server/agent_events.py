@@ -52,11 +52,12 @@ class AgentEvents:
 
     async def handle(self, agent: Principal, event: str, data: Any) -> dict[str, Any]:
         """Validate and apply one event; always answers an ack, never raises."""
-        entry = self._handlers.get(event)
+        entry = self._handlers.get(event) if isinstance(event, str) else None
         try:
             if entry is None:
-                raise Invalid.field("event", f"unknown event {event!r}")
+                raise Invalid.field("event", f"unknown event {str(event)[:100]!r}")
             model, handler = entry
+            Invalid.check_text(data)
             try:
                 payload = model.model_validate(data if data is not None else {})
             except ValidationError as exc:
@@ -67,7 +68,12 @@ class AgentEvents:
             return error_ack(exc)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("agent event failed", extra={"event": event, "error": str(exc)})
-            return {"ok": False, "error": {"code": "unavailable", "message": "try again", "retryable": True}}
+            return {"ok": False, "error": {"code": "unavailable", "message": "try again", "details": [],
+                                           "retryable": True}}
+        except Exception:  # a bug, not bad input: still an ack, so the agent's call does not hang
+            log.exception("agent event crashed", extra={"event": event})
+            return {"ok": False, "error": {"code": "internal_error", "message": "the server failed on this event",
+                                           "details": [], "retryable": True}}
 
     async def _touch(self, agent: Principal) -> None:
         assert agent.agent_id is not None

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from phonefleet import __version__
 from phonefleet.protocol import events as ev
@@ -65,20 +65,26 @@ class Route:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
+MAX_OFFSET = 2**63 - 1
+"""PostgreSQL's OFFSET is a bigint; a larger one must be a 422, not a driver overflow."""
+
+
 class JobListQuery(BaseModel):
     status: list[JobStatus] | None = None
     search: str | None = Field(default=None, max_length=200)
     limit: int = Field(default=50, ge=1, le=500)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class AssignmentQuery(BaseModel):
     status: AssignmentStatus | None = None
     limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
 class AgentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -94,19 +100,27 @@ def model_response(model: BaseModel, status: int = 200) -> web.Response:
 
 def _int_id(request: web.Request, name: str = "id") -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
-        raise NotFound(f"no resource with id {raw!r}")
+    # ASCII only: str.isdigit() also accepts superscripts (int() refuses them: a 500) and other
+    # scripts' digits (int() reads fullwidth or Arabic-Indic one as 1: another job's id).
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise NotFound(f"no resource with id {raw[:40]!r}")
     return int(raw)
 
 
-async def _body(request: web.Request, model: type[M]) -> M:
+def _not_json_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def _body(request: web.Request, model: type[M], *, check_text: bool = True) -> M:
     raw = await request.read()
     try:
-        data = json.loads(raw) if raw else None
-    except ValueError:
+        data = json.loads(raw, parse_constant=_not_json_constant) if raw else None
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         raise Invalid.field("body", "not valid JSON") from None
     if not isinstance(data, dict):
         raise Invalid.field("body", "a JSON object is required")
+    if check_text:
+        Invalid.check_text(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -120,6 +134,7 @@ def _query(request: web.Request, model: type[M]) -> M:
         annotation = model.model_fields[key].annotation if key in model.model_fields else None
         is_list = annotation is not None and "list" in str(annotation)
         values[key] = [v for item in all_values for v in item.split(",")] if is_list else all_values[-1]
+    Invalid.check_text(values)
     try:
         return model.model_validate(values)
     except ValidationError as exc:
@@ -313,12 +328,10 @@ class Api:
         return model_response(await self.agent_events.poll(request[PRINCIPAL]))
 
     async def agent_post_events(self, request: web.Request) -> web.Response:
-        batch = await _body(request, ev.AgentEventBatch)
-        results = [
-            ev.Ack.model_validate(await self.agent_events.handle(request[PRINCIPAL], e.event, e.data))
-            for e in batch.events
-        ]
-        return model_response(ev.AgentEventResults(results=results))
+        # Each event's payload is checked by the handler, so one bad event is one error ack, as on the socket.
+        batch = await _body(request, ev.AgentEventBatch, check_text=False)
+        results = [await self.agent_events.handle(request[PRINCIPAL], e.event, e.data) for e in batch.events]
+        return json_response({"results": results})  # the very acks the socket answers
 
 
 ROUTES: list[Route] = [

@@ -1,5 +1,6 @@
 """Errors a service raises on bad input or an impossible request; REST and socket acks render them."""
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,6 +33,37 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+MAX_DETAILS = 100
+"""A body with thousands of bad items answers the first ones, not a response larger than the request."""
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_text_path(data: Any) -> str | None:
+    """The path (``a.0.b``) of a string, key or value, that PostgreSQL cannot store, or None.
+
+    NUL characters and lone surrogates pass JSON parsing (``"\\u0000"``, ``"\\ud800"``) and some
+    model fields (free-form dicts), but text and jsonb columns refuse them; they are bad input, not
+    a database failure. Iterative, so a deeply nested body cannot exhaust the stack.
+    """
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                name = _UNSTORABLE.sub("\ufffd", str(key))
+                sub = f"{path}.{name}" if path else name
+                if isinstance(key, str) and _UNSTORABLE.search(key):
+                    return sub
+                stack.append((sub, item))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{path}.{i}" if path else str(i), item) for i, item in reversed(list(enumerate(value))))
+    return None
+
+
 class Invalid(ServiceError):
     status = 422
     code = "validation_error"
@@ -41,9 +73,17 @@ class Invalid(ServiceError):
         return cls(f"{field}: {message}", [ErrorDetail(field=field, message=message)])
 
     @classmethod
+    def check_text(cls, data: Any, prefix: str = "") -> None:
+        """Raise naming the first string PostgreSQL cannot store (see ``unstorable_text_path``)."""
+        path = unstorable_text_path(data)
+        if path is not None:
+            raise cls.field(f"{prefix}{path}" if path else (prefix.rstrip(".") or "body"),
+                            "text may not contain NUL characters or unpaired surrogates")
+
+    @classmethod
     def from_validation(cls, exc: ValidationError, prefix: str = "") -> "Invalid":
         details = []
-        for err in exc.errors(include_url=False):
+        for err in exc.errors(include_url=False)[:MAX_DETAILS]:
             loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
             field = f"{prefix}{loc}" if loc else (prefix.rstrip(".") or None)
             message = err["msg"].removeprefix("Value error, ")

@@ -101,18 +101,19 @@ class JobControl:
         return row
 
     async def patch(self, job_id: int, body: JobPatch, actor: str = "admin") -> Any:
+        """The transition first: when it is impossible (409) the edits are not made either."""
+        if body.status == "paused":
+            await self.pause(job_id, actor)
+        elif body.status == "active":
+            await self.resume(job_id, actor)
+        elif body.status == "cancelled":
+            await self.cancel(job_id, actor)
         fields = body.model_dump(exclude_unset=True, exclude={"status"})
         if fields:
             async with self.pool.acquire() as conn:
                 if await jobs_store.update_fields(conn, job_id, fields) is None:
                     raise NotFound(f"job {job_id} not found")
             await self.realtime.job_status_changed([job_id])
-        if body.status == "paused":
-            return await self.pause(job_id, actor)
-        if body.status == "active":
-            return await self.resume(job_id, actor)
-        if body.status == "cancelled":
-            return await self.cancel(job_id, actor)
         return await self.get(job_id)
 
     async def _transition(self, conn: Conn, job_id: int, target: JobStatus) -> Any:

@@ -56,18 +56,29 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         super().__init__(ev.AGENT_NAMESPACE)
         self.rt = realtime
 
+    def _is_lifecycle(self, event: str, sid: Any) -> bool:
+        """A real connect or disconnect, as opposed to a client *emitting* an event of that name.
+
+        python-socketio hands both to ``trigger_event``; the real ones come while the sid is pending
+        (not yet, or no longer, connected), a client's event only while it is connected. Without this
+        an agent emitting ``disconnect`` would be forgotten while still connected.
+        """
+        return event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, self.namespace)
+
     async def trigger_event(self, event: str, *args: Any) -> Any:
-        if event == "connect":
-            return await self._connect(args[0], args[2] if len(args) > 2 else None)
-        if event == "disconnect":
+        if self._is_lifecycle(event, args[0]):
+            if event == "connect":
+                return await self._connect(args[0], args[2] if len(args) > 2 else None)
             self.rt.forget_agent_sid(args[0])
             return None
         sid = args[0]
         data = args[1] if len(args) > 1 else None
         principal = self.rt.agent_principal(sid)
         if principal is None or self.rt.agent_handler is None:
-            return {"ok": False, "error": {"code": "unauthorized", "message": "not authenticated"}}
-        self.rt.metrics.socket_events.labels(namespace="agent", event=event[:40]).inc()
+            return {"ok": False, "error": {"code": "unauthorized", "message": "not authenticated", "details": []}}
+        # Known names only as labels: a client must not grow the metrics without bound.
+        label = event if event in ev.AGENT_EVENT_MODELS else "unknown"
+        self.rt.metrics.socket_events.labels(namespace="agent", event=label).inc()
         return await self.rt.agent_handler(principal, event, data)
 
     async def _connect(self, sid: str, auth: Any) -> bool:
@@ -86,18 +97,24 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         super().__init__(ev.DASHBOARD_NAMESPACE)
         self.rt = realtime
 
+    def _is_lifecycle(self, event: str, sid: Any) -> bool:
+        """A real connect or disconnect, not a client emitting one (see ``AgentNamespace._is_lifecycle``)."""
+        return event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, self.namespace)
+
     async def trigger_event(self, event: str, *args: Any) -> Any:
-        if event == "connect":
-            async with self.rt.pool.acquire() as conn:
-                principal = await self.rt.authenticator.resolve(conn, _token_from(args[2] if len(args) > 2 else None))
-            if principal is None or principal.kind != "admin":
-                raise socketio.exceptions.ConnectionRefusedError("an admin token is required")
-            self.rt.dashboards.add(args[0])
-            return True
-        if event == "disconnect":
+        if self._is_lifecycle(event, args[0]):
+            if event == "connect":
+                async with self.rt.pool.acquire() as conn:
+                    principal = await self.rt.authenticator.resolve(
+                        conn, _token_from(args[2] if len(args) > 2 else None))
+                if principal is None or principal.kind != "admin":
+                    raise socketio.exceptions.ConnectionRefusedError("an admin token is required")
+                self.rt.dashboards.add(args[0])
+                return True
             self.rt.dashboards.discard(args[0])
             return None
-        return {"ok": False, "error": {"code": "unknown_event", "message": f"unknown event {event!r}"}}
+        return {"ok": False, "error": {"code": "unknown_event", "message": f"unknown event {str(event)[:100]!r}",
+                                       "details": []}}
 
 
 class Realtime:

@@ -19,7 +19,7 @@ ASSIGNMENT_COLUMNS = """
 
 ORDER_COLUMNS = """
     a.id AS assignment_id, a.job_id, a.device_id, d.serial, j.title, j.plan, j.priority, j.timeout_sec,
-    a.attempt, a.status
+    a.attempt, a.status, j.allow_shell
 """
 
 OPEN = ["pending", "delivered", "running"]

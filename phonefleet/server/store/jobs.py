@@ -9,7 +9,7 @@ from phonefleet.server.store import Conn, Row
 JOB_COLUMNS = """
     j.id, j.title, j.plan, j.target_type, j.target_value, j.target_count, j.filters, j.priority, j.status,
     j.timeout_sec, j.max_retries, j.run_at, j.depends_on, j.assigned_count, j.completed_count,
-    j.failed_count, j.retry_pending, j.created_at, j.updated_at, j.finished_at
+    j.failed_count, j.retry_pending, j.allow_shell, j.created_at, j.updated_at, j.finished_at
 """
 
 # Eligibility of a phone for a job, minus the per-job "never before" and pause checks.

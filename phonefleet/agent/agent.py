@@ -1,0 +1,273 @@
+"""The PC agent: phones from ADB, work from the server, reports through the durable outbox."""
+
+import asyncio
+import json
+import logging
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import adbutils
+import aiohttp
+
+from phonefleet import __version__
+from phonefleet.agent.actions import Registry
+from phonefleet.agent.config import AgentSettings
+from phonefleet.agent.control import ControlServer
+from phonefleet.agent.devices import DeviceTracker, PhoneState
+from phonefleet.agent.link import Handlers, ServerLink
+from phonefleet.agent.outbox import Outbox
+from phonefleet.agent.runner import PhoneWorker
+from phonefleet.protocol import events as ev
+
+if TYPE_CHECKING:
+    from phonefleet.agent.virtual_phone import VirtualFleet
+
+log = logging.getLogger(__name__)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def adb_binary(settings: AgentSettings) -> str:
+    """The adb in the adbutils wheel unless told otherwise (Debian's adb 29 misses TCP devices going offline)."""
+    return settings.adb_path or str(adbutils.adb_path())
+
+
+def ensure_adb_server(settings: AgentSettings) -> adbutils.AdbClient:
+    subprocess.run([adb_binary(settings), "-P", str(settings.adb_port), "start-server"], check=True,
+                   capture_output=True, timeout=30)
+    return adbutils.AdbClient(host=settings.adb_host, port=settings.adb_port)
+
+
+class Agent(Handlers):
+    def __init__(self, settings: AgentSettings) -> None:
+        if not settings.token:
+            raise ValueError("an agent token is required (phonefleet-server agents add NAME prints one)")
+        self.settings = settings
+        self.state_dir = settings.state_dir.resolve()
+        self.artifacts_dir = self.state_dir / "artifacts"
+        self.outbox = Outbox(self.state_dir / "outbox.sqlite3")
+        self.registry = Registry()
+        self.link = ServerLink(settings.server, settings.token, self.outbox, self)
+        self.tracker: DeviceTracker | None = None
+        self.workers: dict[str, PhoneWorker] = {}
+        self.paused = False  # the operator at this PC paused the whole agent
+        self.local_paused_serials: set[str] = set()
+        self.server_paused_serials: set[str] = set()
+        self.paused_jobs: set[int] = set()
+        self.fleet: VirtualFleet | None = None
+        self.control = ControlServer(self, self.state_dir, settings.control_port)
+        self._pause_file = self.state_dir / "pauses.json"
+        self._load_pauses()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _load_pauses(self) -> None:
+        """Local pauses survive a restart of the agent: the operator's word is not lost."""
+        if self._pause_file.exists():
+            saved = json.loads(self._pause_file.read_text())
+            self.paused = bool(saved.get("paused"))
+            self.local_paused_serials = set(saved.get("serials", []))
+            self.paused_jobs.update(int(j) for j in saved.get("jobs", []))
+
+    def _save_pauses(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._pause_file.write_text(json.dumps({"paused": self.paused, "serials": sorted(self.local_paused_serials),
+                                                "jobs": sorted(self.paused_jobs)}))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, progress: Callable[[str], None] | None = None) -> None:
+        say = progress or (lambda _line: None)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._session = aiohttp.ClientSession()
+        say(f"adb server on {self.settings.adb_host}:{self.settings.adb_port} ({adb_binary(self.settings)})")
+        client = await asyncio.to_thread(ensure_adb_server, self.settings)
+        if self.settings.virtual:
+            from phonefleet.agent.virtual_phone import VirtualFleet
+
+            say(f"starting {self.settings.virtual} virtual phones and adb-connecting them ...")
+            self.fleet = VirtualFleet(self.settings.virtual, adb_host=self.settings.adb_host,
+                                      adb_port=self.settings.adb_port)
+            await self.fleet.start()
+        self.tracker = DeviceTracker(client, self._devices_changed, probe_sec=self.settings.probe_sec,
+                                     min_battery=self.settings.min_battery)
+        await self.tracker.start()
+        port = await self.control.start()
+        say(f"control endpoint on 127.0.0.1:{port} (phonefleet-agent status|pause|resume)")
+        await self.link.start()
+
+    async def stop(self) -> None:
+        await self.link.stop()
+        await self.control.stop()
+        if self.tracker is not None:
+            await self.tracker.stop()
+        if self.fleet is not None:
+            await self.fleet.stop()
+        for worker in self.workers.values():
+            await worker.stop()
+        if self._session is not None:
+            await self._session.close()
+        self.outbox.close()
+
+    # ------------------------------------------------------------------ reports
+
+    def report(self, event: str, data: dict[str, Any]) -> None:
+        self.outbox.put(event, data)
+        self.link.notify()
+
+    async def fetch(self, url: str, dest: Path) -> None:
+        assert self._session is not None
+        async with self._session.get(url) as r:
+            r.raise_for_status()
+            data = await r.read()
+        await asyncio.to_thread(_write, dest, data)
+
+    # ------------------------------------------------------------------ phones
+
+    def _worker(self, serial: str) -> PhoneWorker:
+        worker = self.workers.get(serial)
+        if worker is None:
+            assert self.tracker is not None
+            worker = PhoneWorker(serial, self.tracker.phone(serial), self.registry, self.report,
+                                 self.artifacts_dir, fetch=self.fetch)
+            worker.paused_jobs = self.paused_jobs
+            self.workers[serial] = worker
+            worker.start()
+        self._apply_pause(worker)
+        return worker
+
+    def _apply_pause(self, worker: PhoneWorker) -> None:
+        worker.paused = self.paused or worker.serial in self.local_paused_serials or (
+            worker.serial in self.server_paused_serials)
+        worker.wake()
+
+    async def _devices_changed(self, phones: list[PhoneState], full: bool) -> None:
+        assert self.tracker is not None
+        for phone in phones:
+            worker = self._worker(phone.serial)
+            worker.online = phone.status == "device"
+            if not worker.online and worker.current is not None:
+                log.info("phone lost mid-run", extra={"serial": phone.serial})
+            worker.wake()
+        self.report(ev.DEVICE_UPDATE, {"devices": [p.report(self.tracker.min_battery) for p in
+                                                   (self.tracker.phones.values() if full else phones)],
+                                       "full": full})
+
+    # ------------------------------------------------------------------ Handlers (from the link)
+
+    def hello(self) -> dict[str, Any]:
+        return {"version": __version__, "hostname": socket.gethostname(),
+                "devices": self.tracker.reports() if self.tracker else [], "paused": self.paused,
+                "paused_serials": sorted(self.local_paused_serials), "paused_job_ids": sorted(self.paused_jobs)}
+
+    async def on_orders(self, orders: list[dict[str, Any]], *, full: bool) -> None:
+        for order in orders:
+            self._worker(str(order["serial"])).offer(order)
+        if full:  # the server's whole list: anything else we hold is no longer ours to run
+            listed = {int(o["assignment_id"]) for o in orders}
+            for worker in self.workers.values():
+                stale = set(worker.queued_ids()) - listed
+                if worker.current is not None and worker.current["assignment_id"] not in listed:
+                    stale.add(int(worker.current["assignment_id"]))
+                if stale:
+                    worker.drop(stale, stop_running=True)
+
+    async def on_control(self, event: str, data: dict[str, Any]) -> None:
+        if event in (ev.JOB_PAUSED, ev.JOB_CANCELLED, ev.JOB_RESUMED):
+            ids = {int(i) for i in data.get("assignment_ids", [])}
+            for worker in self.workers.values():
+                if event == ev.JOB_PAUSED:
+                    worker.drop(ids, hold=True, now=bool(data.get("abort_running")))
+                elif event == ev.JOB_CANCELLED:
+                    worker.drop(ids, stop_running=True)
+                else:
+                    worker.restore(ids)
+        elif event in (ev.DEVICE_PAUSE, ev.DEVICE_RESUME):
+            serial = str(data.get("serial"))
+            if event == ev.DEVICE_PAUSE:
+                self.server_paused_serials.add(serial)
+            else:
+                self.server_paused_serials.discard(serial)
+            if serial in self.workers:
+                self._apply_pause(self.workers[serial])
+
+    async def on_pause_state(self, paused: bool, serials: list[str], job_ids: list[int]) -> None:
+        """The server's view of pauses: phones it lists that we did not pause here were paused there.
+        The agent stays the authority on its own pauses (they are kept in its state directory)."""
+        del paused, job_ids
+        self.server_paused_serials = set(serials) - self.local_paused_serials
+        for worker in self.workers.values():
+            self._apply_pause(worker)
+
+    def running_ids(self) -> list[int]:
+        return sorted(int(w.current["assignment_id"]) for w in self.workers.values() if w.current is not None)
+
+    # ------------------------------------------------------------------ local control (the operator at this PC)
+
+    def pause(self, scope: str, serial: str | None = None, job_id: int | None = None, *, resume: bool = False
+              ) -> dict[str, Any]:
+        """Stop new work at once where asked, then tell the server (through the outbox)."""
+        if scope == "agent":
+            self.paused = not resume
+        elif scope == "device":
+            if serial is None:
+                raise ValueError("--device is required")
+            if resume:
+                self.local_paused_serials.discard(serial)
+            else:
+                self.local_paused_serials.add(serial)
+        elif scope == "job":
+            if job_id is None:
+                raise ValueError("--job is required")
+            if resume:
+                self.paused_jobs.discard(job_id)
+            else:
+                self.paused_jobs.add(job_id)
+        else:
+            raise ValueError(f"unknown scope {scope!r}")
+        self._save_pauses()
+        for worker in self.workers.values():
+            self._apply_pause(worker)
+        self.report(ev.AGENT_RESUME if resume else ev.AGENT_PAUSE,
+                    {"scope": scope, "serial": serial, "job_id": job_id})
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "server": self.settings.server, "link": self.link.mode, "polls": self.link.polls,
+            "outbox": len(self.outbox), "paused": self.paused, "paused_serials": sorted(self.local_paused_serials),
+            "server_paused_serials": sorted(self.server_paused_serials), "paused_jobs": sorted(self.paused_jobs),
+            "phones": [{
+                "serial": w.serial, "online": w.online, "paused": w.paused, "queued": w.queued_ids(),
+                "running": w.current["assignment_id"] if w.current else None, "done": w.done_count,
+            } for w in sorted(self.workers.values(), key=lambda w: w.serial)],
+        }
+
+    def devices(self) -> list[dict[str, Any]]:
+        if self.tracker is None:
+            return []
+        return [{**p.report(self.tracker.min_battery), "adb_status": p.status}
+                for p in sorted(self.tracker.phones.values(), key=lambda p: p.serial)]
+
+    async def virtual(self, serial: str | None, action: str | None) -> dict[str, Any]:
+        """Inspect or steer the virtual phones: their action logs, and offline/online for tests and demos."""
+        if self.fleet is None:
+            raise ValueError("this agent runs no virtual phones (start it with --virtual N)")
+        if serial is None:
+            return {"phones": [{"serial": p.adb_serial, "serialno": p.serialno, "model": p.model,
+                                "online": p.online, "actions": len(p.actions.records)} for p in self.fleet.phones]}
+        phone = self.fleet.phone(serial)
+        if action == "offline":
+            await phone.go_offline()
+        elif action == "online":
+            await phone.come_back()
+        elif action != "log":
+            raise ValueError(f"unknown action {action!r}: offline, online or log")
+        return {"serial": phone.adb_serial, "online": phone.online,
+                "log": [{"at": r.timestamp, "service": r.service, "command": r.command}
+                        for r in phone.actions.records[-500:]]}

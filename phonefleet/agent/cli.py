@@ -1,0 +1,138 @@
+"""``phonefleet-agent``: run the agent beside the phones, and steer a running one from this PC."""
+
+import asyncio
+import json
+import signal
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from phonefleet.agent.config import AgentSettings
+from phonefleet.agent.control import CONTROL_FILE
+from phonefleet.logs import setup_logging
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help="The phonefleet PC agent.")
+
+StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="Outbox, artifacts, control file "
+                                                                   "[env PHONEFLEET_AGENT_STATE_DIR].")]
+
+
+@cli.command()
+def run(  # noqa: PLR0917 (one option each; typer passes them by keyword)
+    server: Annotated[str | None, typer.Option(help="Server URL [env PHONEFLEET_AGENT_SERVER].")] = None,
+    token: Annotated[str | None, typer.Option(help="Agent token [env PHONEFLEET_AGENT_TOKEN].")] = None,
+    virtual: Annotated[int | None, typer.Option(help="Start N virtual phones.")] = None,
+    state_dir: StateOpt = None,
+    adb_port: Annotated[int | None, typer.Option(help="The adb server's port (5037).")] = None,
+    adb_path: Annotated[str | None, typer.Option(help="adb binary (default: the adbutils wheel's).")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with the same settings.")] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "WARNING",
+) -> None:
+    """Run the agent: track phones over ADB, take work from the server, report back."""
+    from phonefleet.agent.agent import Agent
+
+    setup_logging(log_level)
+    settings = AgentSettings.load(config, server=server, token=token, virtual=virtual, state_dir=state_dir,
+                                  adb_port=adb_port, adb_path=adb_path)
+    if not settings.token:
+        raise typer.BadParameter("an agent token is required (phonefleet-server agents add NAME prints one)",
+                                 param_hint="--token")
+
+    async def main() -> None:
+        agent = Agent(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await agent.start(progress=typer.echo)
+        typer.echo(f"agent connected to {settings.server} ({len(agent.workers)} phones); Ctrl-C stops it")
+        try:
+            await stop.wait()
+        finally:
+            await agent.stop()
+
+    asyncio.run(main())
+
+
+def _control(state_dir: Path | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    directory = state_dir or AgentSettings.load(state_dir=state_dir).state_dir
+    try:
+        info = json.loads((directory / CONTROL_FILE).read_text())
+    except FileNotFoundError:
+        typer.echo(f"no running agent found in {directory} (start one with `phonefleet-agent run`)", err=True)
+        raise typer.Exit(2) from None
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{info['port']}{path}", method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {info['token']}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        typer.echo(f"agent refused: {exc.read().decode()}", err=True)
+        raise typer.Exit(1) from None
+    except urllib.error.URLError as exc:
+        typer.echo(f"agent not reachable: {exc.reason}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _pause_body(device: str | None, job: int | None) -> dict[str, Any]:
+    if device and job:
+        raise typer.BadParameter("give --device or --job, not both")
+    return {"scope": "device" if device else "job" if job else "agent", "serial": device, "job_id": job}
+
+
+@cli.command()
+def pause(device: Annotated[str | None, typer.Option("--device", help="One phone's serial.")] = None,
+          job: Annotated[int | None, typer.Option("--job", help="One job id.")] = None,
+          state_dir: StateOpt = None) -> None:
+    """Stop new work here at once (whole agent, one phone, or one job); the server and dashboards hear of it."""
+    _print(_control(state_dir, "POST", "/pause", _pause_body(device, job)))
+
+
+@cli.command()
+def resume(device: Annotated[str | None, typer.Option("--device")] = None,
+           job: Annotated[int | None, typer.Option("--job")] = None, state_dir: StateOpt = None) -> None:
+    """Undo a pause made here."""
+    _print(_control(state_dir, "POST", "/resume", _pause_body(device, job)))
+
+
+@cli.command()
+def status(state_dir: StateOpt = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """The link, the outbox, and what each phone is doing."""
+    _print(_control(state_dir, "GET", "/status"), as_json=as_json)
+
+
+@cli.command()
+def devices(state_dir: StateOpt = None,
+            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The phones this agent sees, with their health."""
+    _print(_control(state_dir, "GET", "/devices"), as_json=as_json)
+
+
+def _print(data: Any, *, as_json: bool = True) -> None:
+    if as_json or not isinstance(data, dict):
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"link: {data['link']}   outbox: {data['outbox']}   paused: {data['paused']}")
+    for phone in data["phones"]:
+        state = "paused" if phone["paused"] else ("running" if phone["running"] else "idle")
+        state = state if phone["online"] else "offline"
+        typer.echo(f"  {phone['serial']:<24} {state:<8} queued={len(phone['queued'])} done={phone['done']}")
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Agent settings: command-line flags over ``PHONEFLEET_AGENT_*`` environment variables over a TOML file."""
+
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+DEFAULT_STATE_DIR = Path("./.phonefleet-agent")
+
+
+class AgentSettings(BaseModel):
+    server: str = "http://127.0.0.1:8700"
+    token: str | None = None
+    state_dir: Path = DEFAULT_STATE_DIR
+    virtual: int = Field(default=0, ge=0, le=900, description="Virtual phones to start and adb-connect "
+                         "(one adb server handles about 1,000 connections: it uses select()).")
+    adb_host: str = "127.0.0.1"
+    adb_port: int = Field(default=5037, ge=1, le=65535)
+    adb_path: str | None = Field(default=None, description="adb binary; the one in the adbutils wheel by default.")
+    min_battery: int = Field(default=15, ge=0, le=100)
+    probe_sec: float = Field(default=30.0, gt=0)
+    control_port: int = Field(default=0, ge=0, le=65535, description="Loopback control endpoint; 0 picks one.")
+    tags: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def load(cls, config: Path | None = None, **overrides: object) -> "AgentSettings":
+        values: dict[str, object] = {}
+        env_config = os.environ.get("PHONEFLEET_AGENT_CONFIG")
+        path = config or (Path(env_config) if env_config else None)
+        state_dir = overrides.get("state_dir") or os.environ.get("PHONEFLEET_AGENT_STATE_DIR") or DEFAULT_STATE_DIR
+        if path is None:
+            candidate = Path(str(state_dir)) / "agent.toml"
+            path = candidate if candidate.exists() else None
+        if path is not None:
+            values.update(tomllib.loads(path.read_text()))
+        for name in cls.model_fields:
+            raw = os.environ.get(f"PHONEFLEET_AGENT_{name.upper()}")
+            if raw is not None:
+                values[name] = raw.split(",") if name == "tags" else raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)

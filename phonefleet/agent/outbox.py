@@ -1,0 +1,65 @@
+"""The durable outbox: every event for the server is written here first and leaves only when acked.
+
+SQLite in the agent's state directory, in WAL mode; a crash or restart of the agent (or the
+server) loses nothing: whatever was not acknowledged is replayed, in order, and the server's
+state machine makes a replayed result a no-op.
+"""
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    event: str
+    data: dict[str, Any]
+    created_at: float
+
+
+class Outbox:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL, data TEXT NOT NULL,"
+            " created_at REAL NOT NULL)"
+        )
+
+    def put(self, event: str, data: dict[str, Any]) -> int:
+        with self._lock:
+            cur = self._db.execute(
+                "INSERT INTO outbox (event, data, created_at) VALUES (?, ?, ?)",
+                (event, json.dumps(data, default=str), time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def peek(self, limit: int = 500) -> list[OutboxItem]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, event, data, created_at FROM outbox ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    def ack(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        with self._lock:
+            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

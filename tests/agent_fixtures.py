@@ -1,0 +1,54 @@
+"""Fixtures for agent tests: the real adb server (the adbutils wheel's binary) on a private port,
+and real agents with virtual phones, against a real server."""
+
+import os
+import socket
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import adbutils
+import pytest
+
+from phonefleet.agent.agent import Agent
+from phonefleet.agent.config import AgentSettings
+from tests.conftest import RunningServer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def adb_server() -> Iterator[int]:
+    """A private adb server (the adbutils wheel's binary) for this test session only."""
+    adb, port = str(adbutils.adb_path()), _free_port()
+    env = {**os.environ, "ADB_LIBUSB": "0", "ADB_EMU": "0"}  # no USB scan, no emulator port scan
+    subprocess.run([adb, "-P", str(port), "start-server"], check=True, capture_output=True, timeout=60, env=env)
+    yield port
+    subprocess.run([adb, "-P", str(port), "kill-server"], check=False, capture_output=True, timeout=60)
+
+
+AgentFactory = Callable[..., Awaitable[Agent]]
+
+
+@pytest.fixture
+async def agent_factory(server: RunningServer, adb_server: int, tmp_path: Path) -> AsyncIterator[AgentFactory]:
+    started: list[Agent] = []
+
+    async def factory(name: str = "pc", virtual: int = 3, **overrides: Any) -> Agent:
+        token = overrides.pop("token", None) or await server.add_agent(name)
+        values: dict[str, Any] = {"server": server.url, "token": token, "state_dir": tmp_path / name,
+                                  "virtual": virtual, "adb_port": adb_server, "probe_sec": 0.5, **overrides}
+        agent = Agent(AgentSettings(**values))
+        await agent.start()
+        started.append(agent)
+        return agent
+
+    yield factory
+    for agent in started:
+        await agent.stop()
