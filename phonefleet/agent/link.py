@@ -18,6 +18,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from phonefleet.agent.outbox import Outbox, OutboxItem
 from phonefleet.protocol import events as ev
+from phonefleet.protocol.wire import OrJson, TextPacket
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class ServerLink:
         self.reconnect_max_sec = reconnect_max_sec
         self.mode: Mode = "connecting"
         self.polls = 0
-        self.sio = socketio.AsyncClient(reconnection=False, request_timeout=30)
+        self.sio = socketio.AsyncClient(reconnection=False, request_timeout=30, serializer=TextPacket, json=OrJson)
         self._session: aiohttp.ClientSession | None = None
         self._pending = asyncio.Event()
         self._socket_down = asyncio.Event()

@@ -121,11 +121,13 @@ def create_app(settings: Settings) -> web.Application:
             await bus.start()
             await realtime.start(pool, bus)
             await distributor.start()
+            completion.start()
             await maintenance.start()
             try:
                 yield
             finally:
                 await maintenance.stop()
+                await completion.stop()
                 await distributor.stop()
                 await realtime.stop()
                 await bus.stop()

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from phonefleet.protocol.events import JobAssignAck
+from phonefleet.server.batching import Coalescer
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import assignments as assignments_store
@@ -54,12 +55,20 @@ class Distributor:
         self._requested = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._acks: Coalescer[tuple[int, int], None] = Coalescer(self._deliver, name="delivery-acks")
 
     async def start(self) -> None:
         self.realtime.on_kick = self.resend_pending
         self._task = asyncio.create_task(self._loop(), name="distributor")
+        self._acks.start()
+
+    async def _deliver(self, pairs: list[tuple[int, int]]) -> list[None]:
+        async with self.pool.acquire() as conn:
+            await assignments_store.mark_delivered(conn, pairs)
+        return [None] * len(pairs)
 
     async def stop(self) -> None:
+        await self._acks.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -126,8 +135,10 @@ class Distributor:
             log.warning("malformed job:assign ack", extra={"agent_id": agent_id})
             return
         if ack.received:
-            async with self.pool.acquire() as conn:
-                await assignments_store.mark_delivered(conn, agent_id, ack.received)
+            try:
+                await self._acks.submit([(agent_id, aid) for aid in ack.received])
+            except (OSError, asyncpg.PostgresError):
+                log.warning("delivery ack not recorded; the agent's next hello or poll re-syncs it", exc_info=True)
 
     async def resend_pending(self, agent_id: int) -> None:
         """Re-send assignments that were never acknowledged (agent reconnected, or a kick)."""

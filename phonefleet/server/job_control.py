@@ -1,5 +1,6 @@
 """Creating jobs and moving them through their lifecycle, with every change pushed to agents."""
 
+import asyncio
 import math
 from collections import defaultdict
 from collections.abc import Iterable
@@ -126,17 +127,21 @@ class JobControl:
         return row
 
     async def pause(self, job_id: int, actor: str = "admin") -> Any:
-        async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
+        async def work(conn: Conn) -> list[Any]:
             await self._transition(conn, job_id, JobStatus.paused)
             paused = await assignments_store.pause_job(conn, job_id)
-            devices = await devices_store.refresh_states(conn, sorted({r["device_id"] for r in paused}))
             await jobs_store.add_event(conn, job_id, "paused", actor, {"assignments": len(paused)})
-            return paused, devices
+            return paused
 
-        paused, devices = await in_transaction(self.pool, work)
-        for agent_id, ids in _by_agent(paused).items():
-            await self.realtime.to_agent(agent_id, ev.JOB_PAUSED,
-                                         ev.JobControl(job_id=job_id, assignment_ids=ids).model_dump())
+        paused = await in_transaction(self.pool, work)
+        await asyncio.gather(*(
+            self.realtime.to_agent(agent_id, ev.JOB_PAUSED,
+                                   ev.JobControl(job_id=job_id, assignment_ids=ids).model_dump())
+            for agent_id, ids in _by_agent(paused).items()
+        ))
+        # The agents know first; freeing their phones for other jobs can follow in its own transaction.
+        device_ids = sorted({r["device_id"] for r in paused})
+        devices = await in_transaction(self.pool, lambda conn: devices_store.refresh_states(conn, device_ids))
         await self._after(job_id, devices)
         return await self.get(job_id)
 

@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import asyncpg
-import orjson
 import socketio
 
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.models import Device
+from phonefleet.protocol.wire import OrJson, TextPacket
 from phonefleet.server.auth import Authenticator, Principal
 from phonefleet.server.bus import Bus
 from phonefleet.server.metrics import Metrics
@@ -28,18 +28,6 @@ log = logging.getLogger(__name__)
 
 AgentEventHandler = Callable[[Principal, str, Any], Awaitable[dict[str, Any]]]
 AckCallback = Callable[[int, Any], Coroutine[Any, Any, None]]
-
-
-class _Json:
-    """orjson behind the interface python-socketio expects of a json module."""
-
-    @staticmethod
-    def dumps(obj: Any, **_: Any) -> str:
-        return orjson.dumps(obj, default=str).decode()
-
-    @staticmethod
-    def loads(s: str | bytes, **_: Any) -> Any:
-        return orjson.loads(s)
 
 
 def _token_from(auth: Any) -> str | None:
@@ -125,7 +113,8 @@ class Realtime:
         self.metrics = metrics
         self.grace_sec = grace_sec
         self.sio = socketio.AsyncServer(
-            async_mode="aiohttp", cors_allowed_origins="*", json=_Json, logger=False, engineio_logger=False,
+            async_mode="aiohttp", cors_allowed_origins="*", serializer=TextPacket, json=OrJson, logger=False,
+            engineio_logger=False,
             max_http_buffer_size=16 * 1024 * 1024, ping_interval=10, ping_timeout=10,
         )
         self.sio.register_namespace(AgentNamespace(self))

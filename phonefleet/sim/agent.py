@@ -12,29 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-import orjson
 import socketio
 
 from phonefleet.protocol import events as ev
-
-
-class _OrJson:
-    """orjson behind the interface python-socketio expects of a json module (as the server uses)."""
-
-    @staticmethod
-    def dumps(obj: Any, **_: Any) -> str:
-        return orjson.dumps(obj, default=str).decode()
-
-    @staticmethod
-    def loads(s: str | bytes, **_: Any) -> Any:
-        return orjson.loads(s)
-
-
-class _Packet(socketio.packet.Packet):  # type: ignore[misc]
-    """The protocol never sends bytes, so skip python-socketio's walk of every payload looking for them;
-    with the stdlib json decoder this walk and the decode were most of a simulated agent's time."""
-
-    uses_binary_events = False
+from phonefleet.protocol.wire import OrJson, TextPacket
 
 
 class SimAgent:
@@ -46,7 +27,7 @@ class SimAgent:
         self.auto_finish = auto_finish
         self.auto_ack = auto_ack
         self.models = models or {}
-        self.sio = socketio.AsyncClient(reconnection=False, request_timeout=30, serializer=_Packet, json=_OrJson)
+        self.sio = socketio.AsyncClient(reconnection=False, request_timeout=30, serializer=TextPacket, json=OrJson)
         self.orders: dict[int, dict[str, Any]] = {}
         self.received: list[tuple[str, Any, float]] = []
         self.agent_id: int | None = None
@@ -211,7 +192,7 @@ class SimDashboard:
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
-        self.sio = socketio.AsyncClient(reconnection=False)
+        self.sio = socketio.AsyncClient(reconnection=False, serializer=TextPacket, json=OrJson)
         self.received: list[tuple[str, Any]] = []
         self._changed = asyncio.Condition()
         for name in self.EVENTS:

@@ -29,24 +29,46 @@ def _from(target: A) -> list[str]:
     return sources_of(ASSIGNMENT_TRANSITIONS, target)
 
 
+_ELIGIBLE_IDLE = """
+    SELECT d.id, d.agent_id, d.serial FROM devices d JOIN agents ag ON ag.id = d.agent_id
+    WHERE d.state = 'idle' AND ag.status = 'online' AND NOT ag.paused AND {filters}
+      AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = $1 AND x.device_id = d.id)
+      AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = $1)
+    ORDER BY d.idle_since NULLS FIRST, d.id
+    LIMIT $2
+    FOR UPDATE OF d SKIP LOCKED
+"""
+
+
 async def claim(conn: Conn, job: Row, limit: int) -> list[dict[str, Any]]:
     """Claim up to ``limit`` idle eligible phones for ``job`` and create their assignments.
 
     Runs inside the caller's transaction, which holds the job row locked. Phones are locked with
     ``FOR UPDATE SKIP LOCKED`` so concurrent fills (any process) never take the same phone, and
-    the unique (job_id, device_id) key keeps one run per phone per job.
+    the unique (job_id, device_id) key keeps one run per phone per job. Without due retries this
+    is a single statement (pick, mark busy, insert, count), the hot path of a fan-out.
     """
     if limit <= 0:
         return []
+    if job["retry_pending"] == 0:
+        rows = await conn.fetch(
+            f"""WITH picked AS ({_ELIGIBLE_IDLE.format(filters=filter_sql(3))}),
+                busy AS (UPDATE devices SET state = 'busy' FROM picked WHERE devices.id = picked.id),
+                bump AS (UPDATE jobs SET assigned_count = assigned_count + (SELECT count(*) FROM picked),
+                                         updated_at = now()
+                         WHERE id = $1 AND EXISTS (SELECT 1 FROM picked)),
+                ins AS (INSERT INTO assignments (job_id, device_id, agent_id, attempt)
+                        SELECT $1, picked.id, picked.agent_id, 1 FROM picked
+                        RETURNING id, device_id, agent_id, attempt)
+            SELECT ins.id, ins.device_id, ins.agent_id, ins.attempt,
+                   (SELECT d.serial FROM devices d WHERE d.id = ins.device_id) AS serial
+            FROM ins""",  # serial by primary key: joining the two CTEs would be quadratic (no index)
+            job["id"], min(limit, max(0, (job["target_count"] or 0) - job["assigned_count"])),
+            *filter_args(job["filters"]),
+        )
+        return [dict(r.items()) for r in rows]
     devices = await conn.fetch(
-        f"""SELECT d.id, d.agent_id, d.serial FROM devices d JOIN agents ag ON ag.id = d.agent_id
-            WHERE d.state = 'idle' AND ag.status = 'online' AND NOT ag.paused AND {filter_sql(3)}
-              AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = $1 AND x.device_id = d.id)
-              AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = $1)
-            ORDER BY d.idle_since NULLS FIRST, d.id
-            LIMIT $2
-            FOR UPDATE OF d SKIP LOCKED""",
-        job["id"], limit, *filter_args(job["filters"]),
+        _ELIGIBLE_IDLE.format(filters=filter_sql(3)), job["id"], limit, *filter_args(job["filters"])
     )
     if not devices:
         return []
@@ -87,11 +109,13 @@ async def claim(conn: Conn, job: Row, limit: int) -> list[dict[str, Any]]:
     return [{**dict(r.items()), "serial": serials[r["device_id"]]} for r in rows]
 
 
-async def mark_delivered(conn: Conn, agent_id: int, ids: Sequence[int]) -> int:
+async def mark_delivered(conn: Conn, pairs: Sequence[tuple[int, int]]) -> int:
+    """(agent_id, assignment_id) pairs an agent acknowledged: those still pending are delivered."""
     status = await conn.execute(
-        """UPDATE assignments SET status = 'delivered'
-           WHERE id = ANY($1::bigint[]) AND agent_id = $2 AND status = 'pending'""",
-        list(ids), agent_id,
+        """UPDATE assignments a SET status = 'delivered'
+           FROM unnest($1::bigint[], $2::bigint[]) AS t(agent_id, id)
+           WHERE a.id = t.id AND a.agent_id = t.agent_id AND a.status = 'pending'""",
+        [p[0] for p in pairs], [p[1] for p in pairs],
     )
     return int(str(status).rsplit(" ", 1)[-1])
 
@@ -136,16 +160,18 @@ async def finish(
     conn: Conn,
     items: Sequence[dict[str, Any]],
     *,
-    agent_id: int | None,
     retry_base_sec: float,
     retry_max_sec: float,
 ) -> list[Row]:
     """End open assignments with the reported outcome, in one statement for a whole batch.
 
-    A retryable failure within the job's ``max_retries`` keeps its slot and gets a ``retry_at``
-    (exponential backoff with jitter); the fill later hands that slot to another phone. Reports for
-    assignments that have already ended change nothing, so an agent's outbox may replay freely.
-    Returns, per changed assignment: id, job_id, device_id, agent_id, status, retry_at.
+    Each item may carry the ``agent_id`` that reported it (an agent may end only its own work;
+    None for the server itself). A retryable failure within the job's ``max_retries`` keeps its
+    slot and gets a ``retry_at`` (exponential backoff with jitter); the fill later hands that slot
+    to another phone. Reports for assignments that have already ended change nothing, so an
+    agent's outbox may replay freely. Returns, per changed assignment: id, job_id, device_id,
+    agent_id, status, retry_at. The job counters are the caller's next statement
+    (``jobs.apply_outcomes``), so the job row is locked for as short a time as possible.
     """
     if not items:
         return []
@@ -153,39 +179,25 @@ async def finish(
         """
         WITH input AS (
             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::jsonb[],
-                                 $7::timestamptz[], $8::timestamptz[])
-                AS t(id, outcome, error, error_code, retryable, result, started_at, finished_at)
-        ), upd AS (
-            UPDATE assignments a SET
-                status = i.outcome,
-                error = i.error, error_code = i.error_code, result = i.result,
-                progress = CASE WHEN i.outcome = 'completed' THEN 1 ELSE a.progress END,
-                started_at = coalesce(a.started_at, i.started_at),
-                finished_at = coalesce(i.finished_at, now()),
-                lease_until = NULL,
-                retry_at = CASE WHEN i.outcome IN ('failed', 'timed_out') AND i.retryable
-                                     AND a.attempt <= j.max_retries AND j.status IN ('active', 'paused')
-                                THEN now() + make_interval(secs => least($10 * 2 ^ (a.attempt - 1), $11)
-                                                                   * (0.5 + random() / 2))
-                           END
-            FROM input i, jobs j
-            WHERE a.id = i.id AND j.id = a.job_id AND ($9::bigint IS NULL OR a.agent_id = $9)
-              AND a.status IN ('pending', 'delivered', 'running', 'paused')
-            RETURNING a.id, a.job_id, a.device_id, a.agent_id, a.status, a.retry_at
-        ), per_job AS (
-            SELECT job_id,
-                   count(*) FILTER (WHERE status = 'completed') AS completed,
-                   count(*) FILTER (WHERE status IN ('failed', 'timed_out') AND retry_at IS NULL) AS failed,
-                   count(*) FILTER (WHERE retry_at IS NOT NULL) AS retries
-            FROM upd GROUP BY job_id
-        ), bump AS (
-            UPDATE jobs j SET completed_count = j.completed_count + p.completed,
-                              failed_count = j.failed_count + p.failed,
-                              retry_pending = j.retry_pending + p.retries,
-                              updated_at = now()
-            FROM per_job p WHERE j.id = p.job_id
+                                 $7::timestamptz[], $8::timestamptz[], $9::bigint[])
+                AS t(id, outcome, error, error_code, retryable, result, started_at, finished_at, agent_id)
         )
-        SELECT * FROM upd
+        UPDATE assignments a SET
+            status = i.outcome,
+            error = i.error, error_code = i.error_code, result = i.result,
+            progress = CASE WHEN i.outcome = 'completed' THEN 1 ELSE a.progress END,
+            started_at = coalesce(a.started_at, i.started_at),
+            finished_at = coalesce(i.finished_at, now()),
+            lease_until = NULL,
+            retry_at = CASE WHEN i.outcome IN ('failed', 'timed_out') AND i.retryable
+                                 AND a.attempt <= j.max_retries AND j.status IN ('active', 'paused')
+                            THEN now() + make_interval(secs => least($10 * 2 ^ (a.attempt - 1), $11)
+                                                               * (0.5 + random() / 2))
+                       END
+        FROM input i, jobs j
+        WHERE a.id = i.id AND j.id = a.job_id AND (i.agent_id IS NULL OR a.agent_id = i.agent_id)
+          AND a.status IN ('pending', 'delivered', 'running', 'paused')
+        RETURNING a.id, a.job_id, a.device_id, a.agent_id, a.status, a.retry_at
         """,
         [i["assignment_id"] for i in items],
         [str(i["outcome"]) for i in items],
@@ -195,7 +207,7 @@ async def finish(
         [i.get("result") for i in items],
         [i.get("started_at") for i in items],
         [i.get("finished_at") for i in items],
-        agent_id,
+        [i.get("agent_id") for i in items],
         retry_base_sec,
         retry_max_sec,
     )

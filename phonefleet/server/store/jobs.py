@@ -162,6 +162,27 @@ async def fillable(conn: Conn, job_ids: Sequence[int] | None) -> list[Row]:
     )
 
 
+async def apply_outcomes(conn: Conn, counts: dict[int, tuple[int, int, int]]) -> list[Row]:
+    """Add (completed, failed, retries) to each job's counters, then complete the jobs whose every slot
+    has ended; returns the jobs that completed. Meant as the last statements of a transaction, so
+    the job rows stay locked only briefly."""
+    if not counts:
+        return []
+    ids = sorted(counts)
+    rows = await conn.fetch(
+        """UPDATE jobs j SET completed_count = j.completed_count + t.completed,
+                             failed_count = j.failed_count + t.failed,
+                             retry_pending = j.retry_pending + t.retries, updated_at = now()
+           FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[]) AS t(id, completed, failed, retries)
+           WHERE j.id = t.id
+           RETURNING j.id, j.status, j.target_count, j.assigned_count, j.retry_pending""",
+        ids, [counts[i][0] for i in ids], [counts[i][1] for i in ids], [counts[i][2] for i in ids],
+    )
+    done = [r["id"] for r in rows if r["status"] == "active" and r["target_count"] is not None
+            and r["assigned_count"] >= r["target_count"] and r["retry_pending"] == 0]
+    return await complete_finished(conn, done) if done else []
+
+
 async def complete_finished(conn: Conn, job_ids: Sequence[int]) -> list[Row]:
     """Complete active jobs whose every slot has ended; returns them."""
     return await conn.fetch(
