@@ -13,7 +13,7 @@ import pytest
 
 from phonefleet.agent.agent import Agent
 from phonefleet.agent.config import AgentSettings
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, eventually
 
 
 def _free_port() -> int:
@@ -36,17 +36,25 @@ def adb_server() -> Iterator[int]:
 AgentFactory = Callable[..., Awaitable[Agent]]
 
 
+async def _idle_phones(server: RunningServer, agent_name: str, count: int) -> bool:
+    devices = await server.ok("GET", "/api/devices")
+    return bool(sum(d["agent_name"] == agent_name and d["state"] == "idle" for d in devices) >= count)
+
+
 @pytest.fixture
 async def agent_factory(server: RunningServer, adb_server: int, tmp_path: Path) -> AsyncIterator[AgentFactory]:
     started: list[Agent] = []
 
-    async def factory(name: str = "pc", virtual: int = 3, **overrides: Any) -> Agent:
+    async def factory(name: str = "pc", virtual: int = 3, *, wait_idle: bool = True, **overrides: Any) -> Agent:
+        """Start an agent; by default wait until the server lists all its phones as idle."""
         token = overrides.pop("token", None) or await server.add_agent(name)
         values: dict[str, Any] = {"server": server.url, "token": token, "state_dir": tmp_path / name,
                                   "virtual": virtual, "adb_port": adb_server, "probe_sec": 0.5, **overrides}
         agent = Agent(AgentSettings(**values))
         await agent.start()
         started.append(agent)
+        if virtual and wait_idle:
+            await eventually(lambda: _idle_phones(server, name, virtual), timeout=30)
         return agent
 
     yield factory

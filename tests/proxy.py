@@ -12,6 +12,7 @@ class FlakyProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.block_websockets = False
+        self.block_all = False  # the server is unreachable
         self._sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -43,6 +44,8 @@ class FlakyProxy:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         target = self.upstream + request.rel_url.human_repr()
+        if self.block_all:
+            return web.Response(status=502, text="upstream unreachable")
         if request.headers.get("Upgrade", "").lower() == "websocket":
             if self.block_websockets:
                 return web.Response(status=503, text="websockets blocked")

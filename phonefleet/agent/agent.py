@@ -53,7 +53,7 @@ class Agent(Handlers):
         self.artifacts_dir = self.state_dir / "artifacts"
         self.outbox = Outbox(self.state_dir / "outbox.sqlite3")
         self.registry = Registry()
-        self.link = ServerLink(settings.server, settings.token, self.outbox, self)
+        self.link = ServerLink(settings.server, settings.token, self.outbox, self, artifacts_dir=self.artifacts_dir)
         self.tracker: DeviceTracker | None = None
         self.workers: dict[str, PhoneWorker] = {}
         self.paused = False  # the operator at this PC paused the whole agent
@@ -62,6 +62,9 @@ class Agent(Handlers):
         self.paused_jobs: set[int] = set()
         self.fleet: VirtualFleet | None = None
         self.control = ControlServer(self, self.state_dir, settings.control_port)
+        # Results still in the outbox after a restart: those runs are done, whatever the server says yet.
+        self._done: set[int] = {int(r["assignment_id"]) for item in self.outbox.peek(1_000_000)
+                                if item.event == ev.ASSIGNMENT_FINISHED for r in item.data["results"]}
         self._pause_file = self.state_dir / "pauses.json"
         self._load_pauses()
         self._session: aiohttp.ClientSession | None = None
@@ -91,12 +94,24 @@ class Agent(Handlers):
             from phonefleet.agent.virtual_phone import VirtualFleet
 
             say(f"starting {self.settings.virtual} virtual phones and adb-connecting them ...")
+            ports_file = self.state_dir / "virtual_ports.json"
+            ports = json.loads(ports_file.read_text()) if ports_file.exists() else []
             self.fleet = VirtualFleet(self.settings.virtual, adb_host=self.settings.adb_host,
-                                      adb_port=self.settings.adb_port)
-            await self.fleet.start()
+                                      adb_port=self.settings.adb_port, ports=ports)
+            try:
+                await self.fleet.start()
+            except OSError:  # a remembered port is taken now: fresh ports, fresh serials
+                await self.fleet.stop()
+                self.fleet = VirtualFleet(self.settings.virtual, adb_host=self.settings.adb_host,
+                                          adb_port=self.settings.adb_port)
+                await self.fleet.start()
+            ports_file.write_text(json.dumps([p.port for p in self.fleet.phones]))
         self.tracker = DeviceTracker(client, self._devices_changed, probe_sec=self.settings.probe_sec,
                                      min_battery=self.settings.min_battery)
         await self.tracker.start()
+        phones = list(self.tracker.phones.values())
+        say(f"{len(phones)} phones: " + ", ".join(f"{p.serial} ({p.model or '?'})" for p in phones[:4])
+            + (" ..." if len(phones) > 4 else ""))
         port = await self.control.start()
         say(f"control endpoint on 127.0.0.1:{port} (phonefleet-agent status|pause|resume)")
         await self.link.start()
@@ -150,9 +165,10 @@ class Agent(Handlers):
         assert self.tracker is not None
         for phone in phones:
             worker = self._worker(phone.serial)
-            worker.online = phone.status == "device"
-            if not worker.online and worker.current is not None:
+            if phone.status != "device" and worker.current is not None:
                 log.info("phone lost mid-run", extra={"serial": phone.serial})
+                worker.lose_phone()
+            worker.online = phone.status == "device"
             worker.wake()
         self.report(ev.DEVICE_UPDATE, {"devices": [p.report(self.tracker.min_battery) for p in
                                                    (self.tracker.phones.values() if full else phones)],
@@ -167,7 +183,8 @@ class Agent(Handlers):
 
     async def on_orders(self, orders: list[dict[str, Any]], *, full: bool) -> None:
         for order in orders:
-            self._worker(str(order["serial"])).offer(order)
+            if int(order["assignment_id"]) not in self._done:
+                self._worker(str(order["serial"])).offer(order)
         if full:  # the server's whole list: anything else we hold is no longer ours to run
             listed = {int(o["assignment_id"]) for o in orders}
             for worker in self.workers.values():
@@ -246,6 +263,10 @@ class Agent(Handlers):
                 "serial": w.serial, "online": w.online, "paused": w.paused, "queued": w.queued_ids(),
                 "running": w.current["assignment_id"] if w.current else None, "done": w.done_count,
             } for w in sorted(self.workers.values(), key=lambda w: w.serial)],
+            "virtual": [{
+                "serial": p.adb_serial, "online": p.online, "commands": len(p.actions.records),
+                "recent": [r.command for r in p.actions.records[-10:]],
+            } for p in self.fleet.phones] if self.fleet is not None else [],
         }
 
     def devices(self) -> list[dict[str, Any]]:

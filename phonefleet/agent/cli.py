@@ -116,6 +116,17 @@ def devices(state_dir: StateOpt = None,
     _print(_control(state_dir, "GET", "/devices"), as_json=as_json)
 
 
+@cli.command()
+def virtual(serial: Annotated[str | None, typer.Argument(help="A virtual phone's serial (127.0.0.1:PORT).")] = None,
+            offline: Annotated[bool, typer.Option("--offline", help="Unplug it.")] = False,
+            online: Annotated[bool, typer.Option("--online", help="Plug it back in.")] = False,
+            state_dir: StateOpt = None) -> None:
+    """List the virtual phones, show one's command log, or unplug / plug it back (tests and demos)."""
+    action = "offline" if offline else "online" if online else "log"
+    path = f"/virtual/{serial}/{action}" if serial else "/virtual"
+    _print(_control(state_dir, "POST" if serial else "GET", path))
+
+
 def _print(data: Any, *, as_json: bool = True) -> None:
     if as_json or not isinstance(data, dict):
         typer.echo(json.dumps(data, indent=2))
@@ -125,6 +136,9 @@ def _print(data: Any, *, as_json: bool = True) -> None:
         state = "paused" if phone["paused"] else ("running" if phone["running"] else "idle")
         state = state if phone["online"] else "offline"
         typer.echo(f"  {phone['serial']:<24} {state:<8} queued={len(phone['queued'])} done={phone['done']}")
+    for phone in data.get("virtual", []):
+        last = phone["recent"][-1] if phone["recent"] else "-"
+        typer.echo(f"  virtual {phone['serial']:<22} {phone['commands']:>5} commands, last: {last[:60]}")
 
 
 def main() -> None:

@@ -66,6 +66,8 @@ class DeviceTracker:
         self.restarts = 0
 
     async def start(self) -> None:
+        """Read the phones there are now, then follow hot-plug in the background."""
+        await self._resync()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._track(), name="adb-track"),
                        loop.create_task(self._probe_loop(), name="adb-probe")]
@@ -99,8 +101,11 @@ class DeviceTracker:
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
         backoff = 0.2
+        first = True
         while True:
-            await self._resync()
+            if not first:  # start() has just read the list
+                await self._resync()
+            first = False
             thread = threading.Thread(target=pump, name="adb-track", daemon=True)
             thread.start()
             while (item := await queue.get()) is not None:

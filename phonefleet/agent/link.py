@@ -10,6 +10,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
@@ -68,9 +69,10 @@ class Handlers:
 
 
 class ServerLink:
-    def __init__(self, server_url: str, token: str, outbox: Outbox, handlers: Handlers, *,
+    def __init__(self, server_url: str, token: str, outbox: Outbox, handlers: Handlers, *, artifacts_dir: Path,
                  poll_sec: float = 3.0, heartbeat_sec: float = 5.0, reconnect_max_sec: float = 3.0) -> None:
         self.url = server_url.rstrip("/")
+        self.artifacts_dir = artifacts_dir
         self.token = token
         self.outbox = outbox
         self.handlers = handlers
@@ -207,10 +209,13 @@ class ServerLink:
         while True:
             if self._hello_needed:
                 await self._hello_socket()
-            items = self.outbox.peek()
+            self._pending.clear()  # before reading, so an event put meanwhile still wakes us
+            items = await self._upload_artifacts(self.outbox.peek())
             if not items:
-                self._pending.clear()
-                await self._pending.wait()
+                if self.outbox.peek(1):  # only files the server could not take yet
+                    await asyncio.sleep(1.0)
+                else:
+                    await self._pending.wait()
                 continue
             for event, data, ids in batch(items):
                 ack = await self._call(event, data)
@@ -267,6 +272,30 @@ class ServerLink:
                     return data
         raise AssertionError("unreachable")
 
+    async def _upload_artifacts(self, items: list[OutboxItem]) -> list[OutboxItem]:
+        """Send the files among these outbox items over HTTP; returns the other items."""
+        rest = [i for i in items if i.event != ev.ARTIFACT_UPLOAD]
+        for item in items:
+            if item.event != ev.ARTIFACT_UPLOAD:
+                continue
+            path = self.artifacts_dir / str(item.data["name"])
+            if not path.exists():
+                self.outbox.ack([item.id])
+                continue
+            assert self._session is not None
+            url = f"{self.url}/api/agent/artifacts/{int(item.data['assignment_id'])}/{path.name}"
+            try:
+                async with self._session.put(url, data=path.read_bytes()) as r:
+                    if r.status >= 500:
+                        continue  # the server will be back; the file stays in the outbox
+                    if r.status >= 400:
+                        log.warning("artifact refused", extra={"status": r.status, "body": await r.text()})
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                _still_cancelled()
+                continue
+            self.outbox.ack([item.id])
+        return rest
+
     async def _post_events(self, events: list[tuple[str, dict[str, Any], list[int]]]) -> None:
         body = {"events": [{"event": e, "data": d} for e, d, _ in events]}
         answer = await self._http("POST", "/api/agent/events", body)
@@ -279,7 +308,7 @@ class ServerLink:
             self._hello_needed = False
         for start in range(0, 10):  # flush the outbox in bounded chunks
             del start
-            groups = batch(self.outbox.peek())
+            groups = batch(await self._upload_artifacts(self.outbox.peek()))
             if not groups:
                 break
             await self._post_events(groups[:50])

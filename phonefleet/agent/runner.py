@@ -52,6 +52,7 @@ class PhoneWorker:
         self._wake = asyncio.Event()
         self.current: dict[str, Any] | None = None
         self._cancel_current = False
+        self._lost = False
         self._current_task: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.done_count = 0
@@ -87,6 +88,14 @@ class PhoneWorker:
             if now and self._current_task is not None:
                 self._current_task.cancel()
         return [q.order["assignment_id"] for q in dropped]
+
+    def lose_phone(self) -> None:
+        """The phone was unplugged: end the running assignment now as failed, so its slot goes elsewhere."""
+        self.online = False
+        if self.current is not None and self._current_task is not None:
+            self._lost = True
+            self._cancel_current = True
+            self._current_task.cancel()
 
     def restore(self, ids: set[int]) -> None:
         for aid in sorted(ids):
@@ -138,6 +147,7 @@ class PhoneWorker:
         aid = int(order["assignment_id"])
         self.current = order
         self._cancel_current = False
+        self._lost = False
         started = _now()
         self.report(ev.ASSIGNMENT_STARTED, {"items": [{"assignment_id": aid, "at": started}]})
         ctx = StepContext(serial=self.serial, phone=self.phone, assignment_id=aid,
@@ -153,8 +163,11 @@ class PhoneWorker:
         except asyncio.CancelledError:
             if not self._cancel_current:
                 raise
-            outcome, error, code = "cancelled", "cancelled", "cancelled"
             self._uncancel()
+            if self._lost:
+                outcome, error, code = "failed", "phone disconnected mid-run", "device_lost"
+            else:
+                outcome, error, code = "cancelled", "cancelled", "cancelled"
         except StepError as exc:
             outcome, error, code, retryable = "failed", str(exc), exc.code, exc.retryable
         except Exception as exc:  # an ADB failure: the phone went away, a command broke
@@ -169,6 +182,8 @@ class PhoneWorker:
                        "artifacts": ctx.artifacts},
             "started_at": started, "finished_at": _now(),
         }]})
+        for artifact in ctx.artifacts:
+            self.report(ev.ARTIFACT_UPLOAD, {"assignment_id": aid, "name": artifact["file"]})
         self.done_count += 1
         self.current = None
 

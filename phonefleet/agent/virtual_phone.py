@@ -1004,11 +1004,15 @@ class VirtualFleet:
         serial_prefix: str = "VPHONE",
         max_payload: int = MAX_PAYLOAD,
         timeout: float = 15.0,
+        ports: Sequence[int] = (),
     ) -> None:
+        """``ports`` reuses listening ports (hence adb serials) from an earlier run, as a rack of USB phones
+        keeps its serials when the agent restarts; phones beyond them get free ports."""
         self.adb = AdbHostClient(adb_host, adb_port)
         self.timeout = timeout
         self.phones = list(phones) if phones is not None else [
-            VirtualPhone(f"{serial_prefix}{index + 1:04d}", model=models[index % len(models)], max_payload=max_payload)
+            VirtualPhone(f"{serial_prefix}{index + 1:04d}", model=models[index % len(models)], max_payload=max_payload,
+                         port=ports[index] if index < len(ports) else 0)
             for index in range(count)
         ]  # fmt: skip
 

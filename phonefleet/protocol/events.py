@@ -32,6 +32,8 @@ ASSIGNMENT_PROGRESS: Final = "assignment:progress"
 ASSIGNMENT_FINISHED: Final = "assignment:finished"
 AGENT_PAUSE: Final = "agent:pause"
 AGENT_RESUME: Final = "agent:resume"
+ARTIFACT_UPLOAD: Final = "artifact:upload"
+"""Not a socket event: the agent's outbox entry for a file, sent as ``PUT /api/agent/artifacts/{id}/{name}``."""
 
 # server -> agent
 JOB_ASSIGN: Final = "job:assign"
@@ -167,7 +169,7 @@ class AssignmentOrder(BaseModel):
     device_id: int
     serial: str
     title: str
-    plan: list[Step]
+    plan: list[Step | dict[str, Any]] = Field(description="The agent fails a step type it does not know.")
     priority: int
     timeout_sec: int
     attempt: int

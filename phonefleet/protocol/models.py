@@ -115,7 +115,8 @@ class JobPatch(_Body):
 class Job(_Resource):
     id: int
     title: str
-    plan: list[Step]
+    plan: list[Step | dict[str, Any]] = Field(
+        description="As stored; a step type this server no longer knows is shown as it was.")
     target_type: TargetType
     target_value: int | None
     target_count: int | None = Field(description="Resolved phone count; null until the job is activated.")

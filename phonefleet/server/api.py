@@ -33,6 +33,7 @@ from phonefleet.protocol.models import (
     Stats,
 )
 from phonefleet.server.agent_events import AgentEvents
+from phonefleet.server.artifacts import ArtifactStore
 from phonefleet.server.auth import AGENT_PREFIX, Authenticator, Principal, bearer, hash_token, new_token
 from phonefleet.server.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unauthorized
 from phonefleet.server.job_control import JobControl
@@ -156,7 +157,9 @@ async def render_jobs(conn: Any, rows: list[Any]) -> list[Job]:
 class Api:
     """Routes are registered when the app is built; the services are bound once the database is up."""
 
-    def __init__(self, authenticator: Authenticator, metrics: Metrics, grace_sec: float) -> None:
+    def __init__(self, authenticator: Authenticator, metrics: Metrics, grace_sec: float,
+                 artifacts: ArtifactStore) -> None:
+        self.artifacts = artifacts
         self.authenticator = authenticator
         self.metrics = metrics
         self.grace_sec = grace_sec
@@ -327,6 +330,27 @@ class Api:
     async def agent_poll(self, request: web.Request) -> web.Response:
         return model_response(await self.agent_events.poll(request[PRINCIPAL]))
 
+    async def upload_artifact(self, request: web.Request) -> web.Response:
+        """An agent's file for one of its own assignments, streamed to the data directory."""
+        assignment_id = _int_id(request)
+        agent = request[PRINCIPAL]
+        assert agent.agent_id is not None
+        async with self.pool.acquire() as conn:
+            if not await assignments_store.owned_by(conn, agent.agent_id, [assignment_id]):
+                raise NotFound(f"assignment {assignment_id} not found")
+        name = request.match_info["name"]
+        size = await self.artifacts.save(assignment_id, name, request.content)
+        return json_response({"name": name, "bytes": size}, 201)
+
+    async def list_artifacts(self, request: web.Request) -> web.Response:
+        return json_response(self.artifacts.list(_int_id(request)))
+
+    async def get_artifact(self, request: web.Request) -> web.StreamResponse:
+        path = self.artifacts.path(_int_id(request), request.match_info["name"])
+        if not path.is_file():
+            raise NotFound("no such artifact")
+        return web.FileResponse(path)
+
     async def agent_post_events(self, request: web.Request) -> web.Response:
         # Each event's payload is checked by the handler, so one bad event is one error ack, as on the socket.
         batch = await _body(request, ev.AgentEventBatch, check_text=False)
@@ -351,6 +375,10 @@ ROUTES: list[Route] = [
           response=AssignmentList, tags=("jobs",)),
     Route("GET", "/api/assignments", Api.list_assignments, "Assignments by status (dead letters: failed)",
           query=AssignmentQuery, response=AssignmentList, tags=("jobs",)),
+    Route("GET", "/api/assignments/{id}/artifacts", Api.list_artifacts, "An assignment's artifacts (screenshots)",
+          tags=("jobs",)),
+    Route("GET", "/api/assignments/{id}/artifacts/{name}", Api.get_artifact, "One artifact's bytes",
+          tags=("jobs",)),
     Route("GET", "/api/devices", Api.list_devices, "Every phone", response=Device, tags=("fleet",)),
     Route("PATCH", "/api/devices/{id}", Api.patch_device, "Pause or resume a phone", body=DevicePatch,
           response=Device, tags=("fleet",)),
@@ -362,6 +390,9 @@ ROUTES: list[Route] = [
           "agent", response=ev.AgentPoll, tags=("agent",)),
     Route("POST", "/api/agent/events", Api.agent_post_events, "Polling fallback: a batch of agent events",
           "agent", body=ev.AgentEventBatch, response=ev.AgentEventResults, tags=("agent",)),
+    Route("PUT", "/api/agent/artifacts/{id}/{name}", Api.upload_artifact,
+          "Upload a file for one of the agent's assignments (raw body, up to 32 MiB)", "agent", status=201,
+          tags=("agent",)),
 ]
 
 

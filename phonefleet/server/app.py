@@ -10,6 +10,7 @@ from aiohttp import web
 
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.api import Api, error_middleware
+from phonefleet.server.artifacts import ArtifactStore
 from phonefleet.server.auth import ADMIN_PREFIX, Authenticator, hash_token, new_token
 from phonefleet.server.bus import Bus
 from phonefleet.server.completion import Completion
@@ -78,7 +79,7 @@ def create_app(settings: Settings) -> web.Application:
     authenticator = Authenticator(settings.admin_token)
     realtime = Realtime(authenticator, metrics, progress_hz=settings.progress_hz, grace_sec=settings.agent_grace_sec)
     realtime.sio.attach(app)
-    api = Api(authenticator, metrics, settings.agent_grace_sec)
+    api = Api(authenticator, metrics, settings.agent_grace_sec, ArtifactStore(settings.data_dir / "artifacts"))
     api.register(app)
 
     async def close_sockets(_app: web.Application) -> None:

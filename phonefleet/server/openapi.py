@@ -37,6 +37,8 @@ def build_openapi(routes: "list[Route]") -> dict[str, Any]:
         op: dict[str, Any] = {"summary": r.summary, "tags": list(r.tags), "responses": {}}
         params = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}] \
             if "{id}" in r.path else []
+        if "{name}" in r.path:
+            params.append({"name": "name", "in": "path", "required": True, "schema": {"type": "string"}})
         if r.query is not None:
             params += _query_parameters(r.query)
         if params:

@@ -1,0 +1,50 @@
+"""Files an agent produces for an assignment (screenshots), kept under ``data_dir/artifacts``."""
+
+import re
+from pathlib import Path
+
+from aiohttp import StreamReader
+
+from phonefleet.server.errors import Invalid, ServiceError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MAX_BYTES = 32 * 1024 * 1024
+
+
+class TooLarge(ServiceError):
+    status = 413
+    code = "too_large"
+
+
+class ArtifactStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, assignment_id: int, name: str) -> Path:
+        if not NAME.match(name):
+            raise Invalid.field("name", "letters, digits, '.', '_' and '-' only, at most 100")
+        return self.root / str(assignment_id) / name
+
+    async def save(self, assignment_id: int, name: str, body: StreamReader) -> int:
+        """Stream the upload to disk (screenshots can exceed the 1 MiB JSON body limit)."""
+        target = self.path(assignment_id, name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(target.suffix + ".part")
+        size = 0
+        with partial.open("wb") as out:
+            while chunk := await body.read(256 * 1024):
+                size += len(chunk)
+                if size > MAX_BYTES:
+                    out.close()
+                    partial.unlink(missing_ok=True)
+                    raise TooLarge(f"an artifact may be at most {MAX_BYTES // (1024 * 1024)} MiB")
+                out.write(chunk)
+        partial.replace(target)
+        return size
+
+    def list(self, assignment_id: int) -> list[dict[str, object]]:
+        folder = self.root / str(assignment_id)
+        if not folder.is_dir():
+            return []
+        return [{"name": p.name, "bytes": p.stat().st_size} for p in sorted(folder.iterdir())
+                if p.is_file() and not p.name.endswith(".part")]
