@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/phonefleet-server
+	$(BIN)/phonefleet-demo
 
 test: $(STAMP) lint
 	$(BIN)/pytest
