@@ -139,3 +139,12 @@ async def test_unknown_step_fails_with_a_clear_error_and_is_not_retried(
     assert row["error_code"] == "unknown_step"
     assert "teleport" in row["error"]
     assert (await server.ok("GET", f"/api/jobs/{job['id']}"))["failed_count"] == 1
+
+
+async def test_assignment_past_its_timeout_ends_timed_out(server: RunningServer, agent_factory: AgentFactory) -> None:
+    agent: Agent = await agent_factory("pc", virtual=1)
+    job = await server.ok("POST", "/api/jobs", open_url_job(
+        timeout_sec=1, plan=[{"type": "open_url", "url": "https://example.com/slow", "duration_sec": 30}]))
+    (row,) = await finished(server, job["id"])
+    assert row["status"] == "timed_out" and row["error_code"] == "timeout"
+    assert agent.status()["phones"][0]["running"] is None, "the phone is free again"

@@ -1,6 +1,7 @@
 """The PC agent: phones from ADB, work from the server, reports through the durable outbox."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -108,6 +109,7 @@ class Agent(Handlers):
             ports_file.write_text(json.dumps([p.port for p in self.fleet.phones]))
         self.tracker = DeviceTracker(client, self._devices_changed, probe_sec=self.settings.probe_sec,
                                      min_battery=self.settings.min_battery)
+        self.tracker.on_adb_restart = self._adb_restarted
         await self.tracker.start()
         phones = list(self.tracker.phones.values())
         say(f"{len(phones)} phones: " + ", ".join(f"{p.serial} ({p.model or '?'})" for p in phones[:4])
@@ -268,6 +270,16 @@ class Agent(Handlers):
                 "recent": [r.command for r in p.actions.records[-10:]],
             } for p in self.fleet.phones] if self.fleet is not None else [],
         }
+
+    async def _adb_restarted(self) -> None:
+        """The adb server died or restarted: start it again; virtual phones must be re-connected
+        (USB phones the new server finds by itself)."""
+        await asyncio.to_thread(ensure_adb_server, self.settings)
+        if self.fleet is not None:
+            for phone in self.fleet.phones:
+                if phone.online:
+                    with contextlib.suppress(Exception):
+                        await self.fleet.connect(phone)
 
     def devices(self) -> list[dict[str, Any]]:
         if self.tracker is None:

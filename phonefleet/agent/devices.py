@@ -64,6 +64,7 @@ class DeviceTracker:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = threading.Event()
         self.restarts = 0
+        self.on_adb_restart: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
         """Read the phones there are now, then follow hot-plug in the background."""
@@ -114,8 +115,11 @@ class DeviceTracker:
             self.restarts += 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.client.server_version)  # starts adb again when it died
+            if self.on_adb_restart is not None:
+                try:
+                    await self.on_adb_restart()  # start the adb server again if it died
+                except Exception as exc:
+                    log.warning("adb server restart failed", extra={"error": str(exc)})
 
     async def _resync(self) -> None:
         """Read the whole list (after a start or restart of the adb server), marking missing phones gone."""
