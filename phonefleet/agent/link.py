@@ -218,19 +218,21 @@ class ServerLink:
                     await self._pending.wait()
                 continue
             for event, data, ids in batch(items):
-                ack = await self._call(event, data)
-                self._settle(event, ack, ids)
-                if not ack.get("ok") and (ack.get("error") or {}).get("code") == "unavailable":
-                    await asyncio.sleep(1.0)
+                if self._settle(event, await self._call(event, data), ids):
+                    await asyncio.sleep(1.0)  # the server could not take it now; try again shortly
                     break
 
-    def _settle(self, event: str, ack: dict[str, Any], ids: list[int]) -> None:
-        """Acked events leave the outbox; so do events the server rejects as invalid (they never will pass)."""
+    def _settle(self, event: str, ack: dict[str, Any], ids: list[int]) -> bool:
+        """Acked events leave the outbox; so do events the server rejects as invalid (they never will pass).
+        Anything the server could not take now (retryable) stays for the next attempt."""
         error = ack.get("error") or {}
-        if ack.get("ok") or error.get("code") not in ("unavailable", "unauthorized"):
+        keep = bool(error.get("retryable")) or error.get("code") in ("unavailable", "unauthorized")
+        if ack.get("ok") or not keep:
             if not ack.get("ok"):
                 log.warning("server rejected an event", extra={"event": event, "error": error})
             self.outbox.ack(ids)
+            return False
+        return True
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -75,11 +75,6 @@ class AgentEvents:
             return {"ok": False, "error": {"code": "internal_error", "message": "the server failed on this event",
                                            "details": [], "retryable": True}}
 
-    async def _touch(self, agent: Principal) -> None:
-        assert agent.agent_id is not None
-        async with self.pool.acquire() as conn:
-            await agents_store.touch(conn, agent.agent_id)
-
     # ------------------------------------------------------------------ events
 
     async def _hello(self, agent: Principal, hello: Any) -> dict[str, Any]:
