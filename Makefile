@@ -1,10 +1,15 @@
-# The two set-up commands (see README): `make run` and `make test`. Both install what they need.
+# The two set-up commands (see README): `make run` and `make test`. Both install what they need:
+# the Python venv and packages, the dashboard's npm packages and build, and (for the browser tests)
+# Debian's chromium.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DASH   := dashboard/dist/index.html
+DASH_SOURCES := $(shell find dashboard/src dashboard/scripts -type f 2>/dev/null) dashboard/index.html \
+                dashboard/vite.config.ts dashboard/tsconfig.json
 
-.PHONY: run test lint bench schema clean
+.PHONY: run test lint browser bench schema clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "phonefleet needs Python 3.11+"'
@@ -14,11 +19,24 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-run: $(STAMP)
+$(DASH): dashboard/package.json dashboard/package-lock.json $(DASH_SOURCES)
+	@echo "building the dashboard (npm ci && npm run build) ..."
+	@cd dashboard && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent
+	@touch $(DASH)
+
+# Browser tests drive Debian's chromium (never a downloaded browser build).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then echo "installing Debian's chromium ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: install Debian's chromium (sudo apt-get install chromium) for the browser tests"; fi; }
+
+run: $(STAMP) $(DASH)
 	$(BIN)/phonefleet-demo
 
-test: $(STAMP) lint
+test: $(STAMP) $(DASH) browser lint
 	$(BIN)/pytest
+	cd dashboard && npm test --silent
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,4 +49,4 @@ schema: $(STAMP)
 	$(BIN)/phonefleet-server schema protocol.schema.json
 
 clean:
-	rm -rf $(VENV) .phonefleet .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .phonefleet .mypy_cache .ruff_cache .pytest_cache dashboard/node_modules dashboard/dist

@@ -22,6 +22,7 @@ from phonefleet.server.maintenance import FillSweeper, JobActivator, LeaseRescue
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.pauses import Pauses
 from phonefleet.server.realtime import Realtime
+from phonefleet.server.static import add_dashboard_routes, dashboard_dist
 from phonefleet.server.store import agents as agents_store
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def create_app(settings: Settings) -> web.Application:
     realtime.sio.attach(app)
     api = Api(authenticator, metrics, settings.agent_grace_sec, ArtifactStore(settings.data_dir / "artifacts"))
     api.register(app)
+    add_dashboard_routes(app, dashboard_dist())
 
     async def close_sockets(_app: web.Application) -> None:
         """Close agent and dashboard sockets first, so shutdown does not wait on them (agents reconnect)."""

@@ -1,0 +1,97 @@
+// REST client: every call carries the admin token; errors become ApiError with the contract's details.
+import type {
+  Agent, AssignmentList, Device, ErrorBody, ErrorDetail, Job, JobCreate, JobList, JobPatch, Stats,
+} from "./types";
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details: ErrorDetail[] = [],
+  ) {
+    super(message);
+  }
+}
+
+export const TOKEN_KEY = "phonefleet.token";
+
+type Listener = (err: ApiError) => void;
+
+export class Api {
+  private unauthorized: Listener[] = [];
+
+  constructor(public token: string, private base = "") {}
+
+  onUnauthorized(fn: Listener): void {
+    this.unauthorized.push(fn);
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await this.raw(method, path, body);
+    if (res.status === 204) return undefined as T;
+    return (await res.json()) as T;
+  }
+
+  async raw(method: string, path: string, body?: unknown): Promise<Response> {
+    let res: Response;
+    try {
+      res = await fetch(this.base + path, {
+        method,
+        headers: {
+          Authorization: `Bearer ${this.token}`,
+          ...(body === undefined ? {} : { "Content-Type": "application/json" }),
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      throw new ApiError(0, "network", `cannot reach the server (${(e as Error).message})`);
+    }
+    if (!res.ok) {
+      let err: ApiError;
+      try {
+        const data = (await res.json()) as ErrorBody;
+        err = new ApiError(res.status, data.error.code, data.error.message, data.error.details ?? []);
+      } catch {
+        err = new ApiError(res.status, "http_error", `${res.status} ${res.statusText}`);
+      }
+      if (res.status === 401) this.unauthorized.forEach((fn) => fn(err));
+      throw err;
+    }
+    return res;
+  }
+
+  stats = () => this.request<Stats>("GET", "/api/stats");
+  jobs = () => this.request<JobList>("GET", "/api/jobs?limit=500");
+  job = (id: number) => this.request<Job>("GET", `/api/jobs/${id}`);
+  createJob = (body: JobCreate) => this.request<Job>("POST", "/api/jobs", body);
+  patchJob = (id: number, body: JobPatch) => this.request<Job>("PATCH", `/api/jobs/${id}`, body);
+  deleteJob = (id: number) => this.request<void>("DELETE", `/api/jobs/${id}`);
+  assignments = (jobId: number) => this.request<AssignmentList>("GET", `/api/jobs/${jobId}/assignments`);
+  runningAssignments = () => this.request<AssignmentList>("GET", "/api/assignments?status=running&limit=1000");
+  devices = () => this.request<Device[]>("GET", "/api/devices");
+  patchDevice = (id: number, paused: boolean) => this.request<Device>("PATCH", `/api/devices/${id}`, { paused });
+  agents = () => this.request<Agent[]>("GET", "/api/agents");
+  artifacts = (assignmentId: number) =>
+    this.request<{ name: string; bytes: number }[]>("GET", `/api/assignments/${assignmentId}/artifacts`);
+
+  /** An artifact's bytes (the route needs the token, so no plain <img src>): show it via an object URL. */
+  async artifactUrl(assignmentId: number, name: string): Promise<string> {
+    const res = await this.raw("GET", `/api/assignments/${assignmentId}/artifacts/${encodeURIComponent(name)}`);
+    return URL.createObjectURL(await res.blob());
+  }
+}
+
+/** Sign-in: a token is good when /api/stats answers with it. */
+export async function checkToken(token: string, base = ""): Promise<string | null> {
+  const api = new Api(token, base);
+  try {
+    await api.stats();
+    return null;
+  } catch (e) {
+    const err = e as ApiError;
+    if (err.status === 401) return "That token was not accepted: check it and try again.";
+    if (err.status === 403) return "That is an agent token; the dashboard needs an admin token (pfadm_…).";
+    return `Cannot sign in: ${err.message}`;
+  }
+}

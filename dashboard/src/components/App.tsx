@@ -1,0 +1,93 @@
+import { useEffect, useMemo, useState } from "preact/hooks";
+import { Api, TOKEN_KEY } from "../api";
+import { useHash, useStore } from "../hooks";
+import { Live } from "../live";
+import { Store } from "../store";
+import { JobDetail } from "./JobDetail";
+import { JobsPage } from "./JobsPage";
+import { PhonesPage } from "./PhonesPage";
+import { SignIn } from "./SignIn";
+
+export function App() {
+  const [token, setToken] = useState<string | null>(() => localStorage.getItem(TOKEN_KEY));
+  const [notice, setNotice] = useState<string | null>(null);
+  if (!token) {
+    return (
+      <SignIn
+        notice={notice}
+        onSignedIn={(t) => {
+          localStorage.setItem(TOKEN_KEY, t);
+          setNotice(null);
+          setToken(t);
+        }}
+      />
+    );
+  }
+  return (
+    <Dashboard
+      key={token}
+      token={token}
+      onSignOut={(why) => {
+        localStorage.removeItem(TOKEN_KEY);
+        setNotice(why);
+        setToken(null);
+      }}
+    />
+  );
+}
+
+function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: string | null) => void }) {
+  const { api, store, live } = useMemo(() => {
+    const api = new Api(token);
+    const store = new Store();
+    return { api, store, live: new Live(api, store) };
+  }, [token]);
+  const [toast, setToast] = useState<string | null>(null);
+  useEffect(() => {
+    api.onUnauthorized(() => onSignOut("Your token is no longer accepted: sign in again."));
+    live.onPause = (p) => {
+      if (p.source !== "agent") return;
+      const what = p.scope === "device" ? `phone ${p.serial}` : p.scope === "job" ? `job ${p.job_id}` : "the agent";
+      setToast(`${p.paused ? "Paused" : "Resumed"} at ${p.agent_name ?? "an agent"}: ${what}`);
+    };
+    live.start();
+    return () => live.stop();
+  }, [api, live]);
+  useEffect(() => {
+    if (!toast) return;
+    const t = setTimeout(() => setToast(null), 6000);
+    return () => clearTimeout(t);
+  }, [toast]);
+  useStore(store);
+  const hash = useHash();
+  const detail = /^#\/jobs\/(\d+)/.exec(hash);
+  const page = detail ? "detail" : hash.startsWith("#/phones") ? "phones" : "jobs";
+
+  return (
+    <div class="shell">
+      <header class="topbar">
+        <span class="brand">phonefleet</span>
+        <nav aria-label="Pages">
+          <a href="#/jobs" aria-current={page !== "phones" ? "page" : undefined}>Jobs</a>
+          <a href="#/phones" aria-current={page === "phones" ? "page" : undefined}>Phones</a>
+        </nav>
+        <span class={`link link-${store.link}`} data-testid="link-state" role="status">
+          {store.link === "live" ? "Live" : store.link === "connecting" ? "Connecting…" : "Offline"}
+        </span>
+        <button type="button" class="ghost" onClick={() => onSignOut(null)}>Sign out</button>
+      </header>
+      {store.link === "offline" && (
+        <div class="banner" role="alert" data-testid="offline-banner">
+          Live connection lost: refreshing every few seconds until it comes back.
+          {store.lastSync && ` Last refresh ${new Date(store.lastSync).toLocaleTimeString()}.`}
+        </div>
+      )}
+      {toast && <div class="toast" role="status" data-testid="toast">{toast}</div>}
+      <main>
+        {page === "jobs" && <JobsPage api={api} store={store} />}
+        {page === "phones" && <PhonesPage api={api} store={store} />}
+        {page === "detail" && detail && <JobDetail api={api} store={store} jobId={Number(detail[1])} />}
+      </main>
+    </div>
+  );
+}

@@ -1,0 +1,106 @@
+import { useEffect, useState } from "preact/hooks";
+import { type Api, ApiError } from "../api";
+import { describeStep, duration } from "../logic";
+import type { Store } from "../store";
+import type { Assignment } from "../types";
+import { AssignmentTable } from "./AssignmentTable";
+import { JobActions, ProgressBar } from "./JobsPage";
+
+export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId: number }) {
+  const job = store.jobs.get(jobId);
+  const [items, setItems] = useState<Assignment[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [missing, setMissing] = useState(false);
+  const key = job ? `${job.status}:${job.assigned_count}:${job.completed_count}:${job.failed_count}:` +
+    `${job.running_count}:${job.paused_count}` : "none";
+
+  useEffect(() => {
+    if (job) return;
+    api.job(jobId).then((j) => store.putJob(j)).catch((e: ApiError) => e.status === 404 && setMissing(true));
+  }, [jobId]);
+
+  useEffect(() => {
+    let cancelled = false;
+    const t = setTimeout(async () => {
+      try {
+        const list = await api.assignments(jobId);
+        if (!cancelled) setItems(list.items);
+      } catch (e) {
+        if (!cancelled) {
+          if ((e as ApiError).status === 404) setMissing(true);
+          else setError((e as ApiError).message);
+        }
+      }
+    }, items === null ? 0 : 800);
+    return () => {
+      cancelled = true;
+      clearTimeout(t);
+    };
+  }, [jobId, key]);
+
+  if (missing) return <p class="empty">Job {jobId} does not exist (it may have been deleted). <a href="#/jobs">All jobs</a></p>;
+  if (!job) return <p class="muted">Loading job {jobId}…</p>;
+  return (
+    <section aria-labelledby="detail-title" data-testid="job-detail" class={`status-${job.status}`}>
+      <p><a href="#/jobs">← All jobs</a></p>
+      <div class="page-head">
+        <h1 id="detail-title">{job.title}</h1>
+        <span class={`badge badge-${job.status}`} data-testid="job-status">{job.status}</span>
+      </div>
+      <ProgressBar job={job} />
+      <JobActions api={api} store={store} job={job} onError={setError} />
+      {error && <p class="field-error" role="alert">{error}</p>}
+      <dl class="facts">
+        <div><dt>Target</dt><dd>{job.target_type === "all_devices" ? "all phones" : job.target_type === "percentage"
+          ? `${job.target_value}% of phones` : `${job.target_value} ${job.target_value === 1 ? "phone" : "phones"}`} → {job.target_count ?? "?"}</dd></div>
+        <div><dt>Priority</dt><dd>{job.priority}</dd></div>
+        <div><dt>Created</dt><dd>{new Date(job.created_at).toLocaleString()}</dd></div>
+        <div><dt>Ran for</dt><dd>{duration(job.created_at, job.finished_at) ?? "–"}</dd></div>
+        <div><dt>Plan</dt><dd><ol class="plan">{job.plan.map((s, i) => <li key={i}>{describeStep(s)}</li>)}</ol></dd></div>
+      </dl>
+      <h2>Phones</h2>
+      {items === null ? <p class="muted">Loading…</p> :
+        <AssignmentTable items={items} extra={(a) => <Artifacts api={api} assignment={a} />} />}
+    </section>
+  );
+}
+
+/** An assignment's files: listed, then fetched with the token as blobs and shown through object URLs. */
+function Artifacts({ api, assignment }: { api: Api; assignment: Assignment }) {
+  const [files, setFiles] = useState<{ name: string; url: string | null }[]>([]);
+  const finished = assignment.finished_at !== null;
+  useEffect(() => {
+    if (!finished && assignment.status !== "running") return;
+    let cancelled = false;
+    const urls: string[] = [];
+    (async () => {
+      try {
+        const list = await api.artifacts(assignment.id);
+        const shown = await Promise.all(list.map(async (f) => {
+          if (!/\.(png|jpe?g|webp|gif)$/i.test(f.name)) return { name: f.name, url: null };
+          const url = await api.artifactUrl(assignment.id, f.name);
+          urls.push(url);
+          return { name: f.name, url };
+        }));
+        if (!cancelled) setFiles(shown);
+      } catch {
+        /* none, or not reachable now */
+      }
+    })();
+    return () => {
+      cancelled = true;
+      urls.forEach((u) => URL.revokeObjectURL(u));
+    };
+  }, [assignment.id, finished]);
+  if (!files.length) return <span class="muted">–</span>;
+  return (
+    <div class="artifacts">
+      {files.map((f) => f.url ? (
+        <a key={f.name} href={f.url} target="_blank" rel="noopener" title={f.name}>
+          <img src={f.url} alt={`Screenshot ${f.name} from ${assignment.serial ?? assignment.device_id}`}
+            data-testid="artifact" loading="lazy" />
+        </a>
+      ) : <span key={f.name} class="mono">{f.name}</span>)}
+    </div>
+  );
+}

@@ -1,0 +1,19 @@
+import { useEffect, useState } from "preact/hooks";
+import type { Store } from "./store";
+
+/** Re-render on the store's (throttled) notifications. */
+export function useStore(store: Store): number {
+  const [, setVersion] = useState(store.version);
+  useEffect(() => store.subscribe(() => setVersion(store.version)), [store]);
+  return store.version;
+}
+
+export function useHash(): string {
+  const [hash, setHash] = useState(location.hash || "#/jobs");
+  useEffect(() => {
+    const on = () => setHash(location.hash || "#/jobs");
+    addEventListener("hashchange", on);
+    return () => removeEventListener("hashchange", on);
+  }, []);
+  return hash;
+}

@@ -1,0 +1,133 @@
+// Live link: the /dashboard socket feeds the store; while it is down the page says so and refreshes
+// over REST every few seconds, and socket.io keeps trying to reconnect (it recovers by itself).
+import { io, type Socket } from "socket.io-client";
+import type { Api } from "./api";
+import type { Store } from "./store";
+import {
+  EVENTS, type AgentUpdate, type DeviceUpdateBroadcast, type FleetStats, type JobDeleted, type JobStatusUpdate,
+  type PauseChanged,
+} from "./types";
+
+export const POLL_MS = 3000;
+
+export class Live {
+  socket: Socket | null = null;
+  private poller: ReturnType<typeof setInterval> | null = null;
+  private retry: ReturnType<typeof setTimeout> | null = null;
+  private fetching = false;
+  private stopped = false;
+  onPause: ((p: PauseChanged) => void) | null = null;
+
+  constructor(private api: Api, private store: Store, private url = "") {}
+
+  start(): void {
+    this.stopped = false;
+    void this.refresh();
+    const socket = io(`${this.url}${EVENTS.DASHBOARD_NAMESPACE}`, {
+      auth: { token: this.api.token },
+      transports: ["websocket", "polling"],
+      reconnectionDelay: 1000,
+      reconnectionDelayMax: 3000,
+    });
+    this.socket = socket;
+    socket.on("connect", () => {
+      this.store.setLink("live");
+      this.stopPolling();
+      void this.refresh(); // catch up on whatever changed while we were away
+    });
+    socket.on("disconnect", (reason) => {
+      this.lost();
+      if (reason === "io server disconnect") this.reconnectLater(); // the server closed it: no auto-retry
+    });
+    socket.on("connect_error", () => {
+      this.lost();
+      if (!socket.active) this.reconnectLater(); // refused by the namespace: socket.io will not retry
+    });
+    socket.on(EVENTS.JOB_STATUS_UPDATE, (u: JobStatusUpdate) => this.jobUpdate(u));
+    socket.on(EVENTS.JOB_PROGRESS, (u: JobStatusUpdate) => this.jobUpdate(u));
+    socket.on(EVENTS.JOB_DELETED, (d: JobDeleted) => this.store.jobDeleted(d.job_id));
+    socket.on(EVENTS.DASHBOARD_DEVICE_UPDATE, (d: DeviceUpdateBroadcast) => this.store.devicesUpdate(d.devices));
+    socket.on(EVENTS.FLEET_STATS, (s: FleetStats) => this.store.fleetStats(s));
+    socket.on(EVENTS.AGENT_UPDATE, (a: AgentUpdate) => {
+      if (!this.store.agents.has(a.agent_id)) void this.refreshAgents();
+      this.store.agentUpdate(a);
+    });
+    socket.on(EVENTS.PAUSE_CHANGED, (p: PauseChanged) => {
+      this.onPause?.(p);
+      if (p.scope === "agent") void this.refreshAgents();
+    });
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.stopPolling();
+    if (this.retry) clearTimeout(this.retry);
+    this.socket?.removeAllListeners();
+    this.socket?.disconnect();
+    this.socket = null;
+  }
+
+  private jobUpdate(u: JobStatusUpdate): void {
+    this.store.jobUpdate(u);
+    if (this.store.missingJobs.size) void this.fetchMissing();
+  }
+
+  private lost(): void {
+    if (this.stopped) return;
+    this.store.setLink("offline");
+    if (!this.poller) this.poller = setInterval(() => void this.refresh(), POLL_MS);
+  }
+
+  private reconnectLater(): void {
+    if (this.retry || this.stopped) return;
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      if (!this.stopped && this.socket && !this.socket.connected) this.socket.connect();
+    }, POLL_MS);
+  }
+
+  private stopPolling(): void {
+    if (this.poller) clearInterval(this.poller);
+    this.poller = null;
+  }
+
+  private async fetchMissing(): Promise<void> {
+    if (this.fetching) return;
+    this.fetching = true;
+    try {
+      while (this.store.missingJobs.size) {
+        const [id] = this.store.missingJobs;
+        this.store.missingJobs.delete(id);
+        try {
+          this.store.putJob(await this.api.job(id));
+        } catch {
+          /* deleted meanwhile, or offline: the next refresh settles it */
+        }
+      }
+    } finally {
+      this.fetching = false;
+    }
+  }
+
+  async refreshAgents(): Promise<void> {
+    try {
+      this.store.replaceAgents(await this.api.agents());
+    } catch {
+      /* shown by the link state */
+    }
+  }
+
+  /** Everything over REST: at start, on (re)connect, and every few seconds while the socket is down. */
+  async refresh(): Promise<void> {
+    try {
+      const [jobs, devices, agents] = await Promise.all([this.api.jobs(), this.api.devices(), this.api.agents()]);
+      this.store.replaceJobs(jobs.items, jobs.total);
+      this.store.replaceDevices(devices);
+      this.store.replaceAgents(agents);
+      this.store.lastSync = Date.now();
+      this.store.changed();
+    } catch {
+      /* the banner already says the link is down; the poller tries again */
+    }
+  }
+}

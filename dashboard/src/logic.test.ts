@@ -1,0 +1,152 @@
+import { describe, expect, it } from "vitest";
+import {
+  defaultTitle, duration, eligibleDevices, expectedPhones, filterJobs, formFieldOf, groupFieldErrors, parseList,
+  presetPlan, progressText, summarize, throttle,
+} from "./logic";
+import { Store } from "./store";
+import type { Device, Job, JobStatusUpdate } from "./types";
+
+const counts = { target_count: 20, assigned_count: 20, completed_count: 14, failed_count: 1 };
+
+function device(id: number, over: Partial<Device> = {}): Device {
+  return {
+    id, serial: `s${id}`, agent_id: 1, agent_name: "pc", model: "Pixel 7", android_version: "14", tags: ["lab"],
+    battery: 90, state: "idle", paused_by: null, last_seen_at: null, ...over,
+  };
+}
+
+function job(id: number, over: Partial<Job> = {}): Job {
+  return {
+    id, title: `job ${id}`, plan: [{ type: "screenshot" }], target_type: "all_devices", target_value: null,
+    target_count: 2, filters: {}, priority: 0, status: "active", timeout_sec: 60, max_retries: 0, run_at: null,
+    depends_on: [], assigned_count: 2, completed_count: 0, failed_count: 0, running_count: 2, paused_count: 0,
+    created_at: "2024-01-01T00:00:00Z", updated_at: "2024-01-01T00:00:00Z", finished_at: null, ...over,
+  };
+}
+
+describe("progress", () => {
+  it("reads as done/target phones (percent)", () => {
+    expect(progressText(counts)).toBe("15/20 phones (75%)");
+    expect(progressText({ ...counts, target_count: 1, completed_count: 1, failed_count: 0 })).toBe("1/1 phone (100%)");
+    expect(progressText({ target_count: null, assigned_count: 0, completed_count: 0, failed_count: 0 }))
+      .toBe("0/0 phones (0%)");
+  });
+});
+
+describe("expected phone count", () => {
+  it("rounds a percentage up, at least one", () => {
+    expect(expectedPhones("percentage", 50, 4)).toBe(2);
+    expect(expectedPhones("percentage", 30, 4)).toBe(2);
+    expect(expectedPhones("percentage", 1, 3)).toBe(1);
+    expect(expectedPhones("percentage", 100, 7)).toBe(7);
+    expect(expectedPhones("percentage", 50, 0)).toBe(0);
+  });
+  it("takes all and counts as they are", () => {
+    expect(expectedPhones("all_devices", null, 9)).toBe(9);
+    expect(expectedPhones("device_count", 12, 3)).toBe(12);
+    expect(expectedPhones("device_count", Number.NaN, 3)).toBe(0);
+  });
+  it("counts only idle or busy phones that match the filters", () => {
+    const fleet = [device(1), device(2, { state: "busy", model: "SM-A" }), device(3, { state: "paused" }),
+      device(4, { state: "offline" }), device(5, { android_version: "13", tags: [] })];
+    expect(eligibleDevices(fleet, {})).toBe(3);
+    expect(eligibleDevices(fleet, { models: ["Pixel 7"] })).toBe(2);
+    expect(eligibleDevices(fleet, { android_versions: ["13"] })).toBe(1);
+    expect(eligibleDevices(fleet, { tags: ["lab"] })).toBe(2);
+  });
+});
+
+describe("plans and titles", () => {
+  const values = { url: " https://example.com/a ", duration_sec: "60", package: "com.x.y", apk_url: "https://h/app.apk" };
+  it("makes preset plans", () => {
+    expect(presetPlan("open_url", values)).toEqual([{ type: "open_url", url: "https://example.com/a", duration_sec: 60 }]);
+    expect(presetPlan("launch_app", values)).toEqual([{ type: "launch_app", package: "com.x.y" }]);
+    expect(presetPlan("install_apk", values)).toEqual([{ type: "install_apk", url: "https://h/app.apk" }]);
+    expect(presetPlan("screenshot", values)).toEqual([{ type: "screenshot" }]);
+  });
+  it("titles a job from its plan", () => {
+    expect(defaultTitle(presetPlan("open_url", values))).toBe("Open example.com for 60 s");
+    expect(defaultTitle(presetPlan("install_apk", values))).toBe("Install app.apk");
+    expect(defaultTitle([{ type: "launch_app", package: "a.b" }, { type: "wait", duration_sec: 1 },
+      { type: "screenshot" }])).toBe("Launch a.b + 2 more steps");
+    expect(defaultTitle([])).toBe("");
+  });
+  it("parses comma lists", () => {
+    expect(parseList(" a, b ,, c ")).toEqual(["a", "b", "c"]);
+    expect(parseList("  ")).toBeNull();
+  });
+});
+
+describe("server field errors", () => {
+  it("map to the form's fields", () => {
+    expect(formFieldOf("plan.0.open_url.url", "open_url")).toBe("url");
+    expect(formFieldOf("plan.0.install_apk.url", "install_apk")).toBe("apk_url");
+    expect(formFieldOf("plan.2.wait.duration_sec", "custom")).toBe("plan.2");
+    expect(formFieldOf("plan", "open_url")).toBe("plan");
+    expect(formFieldOf("filters.models.0", "open_url")).toBe("filters.models");
+    expect(formFieldOf("target_value", "open_url")).toBe("target_value");
+    expect(groupFieldErrors([{ field: "priority", message: "too big" }, { field: "priority", message: "second" },
+      { field: null, message: "general" }], "open_url")).toEqual({ priority: "too big", "": "general" });
+  });
+});
+
+describe("job list", () => {
+  const jobs = [job(1, { title: "Open Site" }), job(2, { status: "paused" }), job(3, { status: "completed" })];
+  it("filters by status and title", () => {
+    expect(filterJobs(jobs, "all", "").map((j) => j.id)).toEqual([1, 2, 3]);
+    expect(filterJobs(jobs, "paused", "").map((j) => j.id)).toEqual([2]);
+    expect(filterJobs(jobs, "all", "site").map((j) => j.id)).toEqual([1]);
+  });
+  it("summarizes", () => {
+    expect(summarize(jobs)).toEqual({ total: 3, running: 1, paused: 1, completed: 1 });
+  });
+  it("formats durations", () => {
+    expect(duration(null, null)).toBeNull();
+    expect(duration("2024-01-01T00:00:00Z", "2024-01-01T00:02:05Z")).toBe("2 min 5 s");
+    expect(duration("2024-01-01T00:00:00Z", "2024-01-01T01:02:00Z")).toBe("1 h 2 min");
+  });
+});
+
+describe("store", () => {
+  function manual(): { run: () => void; schedule: (cb: () => void) => void } {
+    let pending: (() => void)[] = [];
+    return {
+      schedule: (cb) => { pending.push(cb); },
+      run: () => { const p = pending; pending = []; p.forEach((cb) => cb()); },
+    };
+  }
+
+  it("throttles: a burst of events is one notification", () => {
+    const clock = manual();
+    let calls = 0;
+    const fn = throttle(() => { calls += 1; }, 100, clock.schedule);
+    for (let i = 0; i < 1000; i++) fn();
+    clock.run();
+    expect(calls).toBe(1);
+  });
+
+  it("merges job updates, notes unknown jobs, and counts connected phones", () => {
+    const clock = manual();
+    const store = new Store(100, clock.schedule);
+    let heard = 0;
+    store.subscribe(() => { heard += 1; });
+    store.replaceJobs([job(1)], 1);
+    const update: JobStatusUpdate = {
+      job_id: 1, title: "job 1", status: "completed", priority: 0, target_count: 2, assigned_count: 2,
+      completed_count: 2, failed_count: 0, running_count: 0, paused_count: 0, updated_at: "2024-01-01T00:01:00Z",
+    };
+    store.jobUpdate(update);
+    store.jobUpdate({ ...update, job_id: 7 });
+    expect(store.jobs.get(1)?.status).toBe("completed");
+    expect(store.jobs.get(1)?.plan).toEqual([{ type: "screenshot" }]);
+    expect([...store.missingJobs]).toEqual([7]);
+    store.replaceDevices([device(1), device(2, { state: "offline" }), device(3, { state: "paused" })]);
+    expect(store.connectedPhones).toBe(2);
+    store.fleetStats({ agents_online: 1, connected_devices: 5, devices: {} });
+    expect(store.connectedPhones).toBe(5);
+    store.jobDeleted(1);
+    expect(store.jobs.size).toBe(0);
+    clock.run();
+    expect(heard).toBe(1);
+  });
+});

@@ -1,0 +1,130 @@
+// The dashboard's state: jobs, phones and agents by id, kept current by socket events (or REST while the
+// socket is down). Changes are batched: subscribers hear at most one notification per `intervalMs`, so
+// a burst of events for 1,000 phones costs one render, not a thousand.
+import { isConnected, throttle } from "./logic";
+import type { Agent, AgentUpdate, Device, FleetStats, Job, JobStatusUpdate } from "./types";
+
+export type LinkState = "connecting" | "live" | "offline";
+
+export class Store {
+  jobs = new Map<number, Job>();
+  jobsTotal = 0;
+  devices = new Map<number, Device>();
+  agents = new Map<number, Agent>();
+  fleet: FleetStats | null = null;
+  link: LinkState = "connecting";
+  lastSync: number | null = null;
+  version = 0;
+  /** Jobs the socket named before REST told us about them; the live layer fetches these. */
+  missingJobs = new Set<number>();
+  private listeners = new Set<() => void>();
+  readonly changed: () => void;
+
+  constructor(intervalMs = 150, schedule?: (cb: () => void, ms: number) => unknown) {
+    this.changed = throttle(() => {
+      this.version += 1;
+      this.listeners.forEach((fn) => fn());
+    }, intervalMs, schedule);
+  }
+
+  subscribe(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  /** Phones connected now: the server's count when it has sent one, else counted from the list. */
+  get connectedPhones(): number {
+    if (this.fleet) return this.fleet.connected_devices;
+    let n = 0;
+    for (const d of this.devices.values()) if (isConnected(d)) n += 1;
+    return n;
+  }
+
+  setLink(state: LinkState): void {
+    if (this.link !== state) {
+      this.link = state;
+      this.changed();
+    }
+  }
+
+  // ---------------------------------------------------------------- whole snapshots (REST)
+
+  replaceJobs(jobs: Job[], total: number): void {
+    this.jobs = new Map(jobs.map((j) => [j.id, j]));
+    this.jobsTotal = total;
+    this.changed();
+  }
+
+  replaceDevices(devices: Device[]): void {
+    this.devices = new Map(devices.map((d) => [d.id, d]));
+    this.fleet = null; // recount from the fresh list until the server sends fleet:stats
+    this.changed();
+  }
+
+  replaceAgents(agents: Agent[]): void {
+    this.agents = new Map(agents.map((a) => [a.id, a]));
+    this.changed();
+  }
+
+  putJob(job: Job): void {
+    if (!this.jobs.has(job.id)) this.jobsTotal += 1;
+    this.jobs.set(job.id, job);
+    this.missingJobs.delete(job.id);
+    this.changed();
+  }
+
+  putDevice(device: Device): void {
+    this.devices.set(device.id, device);
+    this.changed();
+  }
+
+  // ---------------------------------------------------------------- socket events
+
+  jobUpdate(u: JobStatusUpdate): void {
+    const job = this.jobs.get(u.job_id);
+    if (!job) {
+      this.missingJobs.add(u.job_id);
+      this.changed();
+      return;
+    }
+    this.jobs.set(u.job_id, {
+      ...job,
+      title: u.title,
+      status: u.status,
+      priority: u.priority,
+      target_count: u.target_count,
+      assigned_count: u.assigned_count,
+      completed_count: u.completed_count,
+      failed_count: u.failed_count,
+      running_count: u.running_count,
+      paused_count: u.paused_count,
+      updated_at: u.updated_at,
+    });
+    this.changed();
+  }
+
+  jobDeleted(id: number): void {
+    if (this.jobs.delete(id)) this.jobsTotal = Math.max(0, this.jobsTotal - 1);
+    this.missingJobs.delete(id);
+    this.changed();
+  }
+
+  devicesUpdate(devices: Device[]): void {
+    for (const d of devices) this.devices.set(d.id, d);
+    this.changed();
+  }
+
+  fleetStats(stats: FleetStats): void {
+    this.fleet = stats;
+    this.changed();
+  }
+
+  agentUpdate(u: AgentUpdate): void {
+    const agent = this.agents.get(u.agent_id);
+    if (!agent) return; // a new agent: the next refresh lists it
+    this.agents.set(u.agent_id, {
+      ...agent, name: u.name, status: u.status as Agent["status"], paused: u.paused, connected: u.connected,
+    });
+    this.changed();
+  }
+}
