@@ -35,8 +35,8 @@ run: $(STAMP) $(DASH)
 	$(BIN)/phonefleet-demo
 
 test: $(STAMP) $(DASH) browser lint
-	$(BIN)/pytest
 	cd dashboard && npm test --silent
+	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -99,7 +99,7 @@ async def demo(data_dir: Path, port: int, phones: int, adb_port: int) -> None:
                     break
                 await asyncio.sleep(0.5)
         typer.echo("")
-        typer.echo(f"phonefleet is running at {url}/   admin token: {admin}")
+        typer.echo(f"dashboard: {url}/   (sign in with the admin token: {admin})")
         typer.echo(f"  jobs:    curl -H 'Authorization: Bearer {admin}' {url}/api/jobs")
         typer.echo(f"  phones:  .venv/bin/phonefleet-agent status --state-dir {data_dir / 'agent'}")
         typer.echo(f"  API:     {url}/api/openapi.json      logs: {logs}")
