@@ -2,6 +2,7 @@
 // over REST every few seconds, and socket.io keeps trying to reconnect (it recovers by itself).
 import { io, type Socket } from "socket.io-client";
 import type { Api } from "./api";
+import { throttle } from "./logic";
 import type { Store } from "./store";
 import {
   EVENTS, type AgentUpdate, type DeviceUpdateBroadcast, type FleetStats, type JobDeleted, type JobStatusUpdate,
@@ -9,6 +10,8 @@ import {
 } from "./types";
 
 export const POLL_MS = 3000;
+/** Job counts (GET /api/stats) are refetched at most this often while job statuses change. */
+export const STATS_MS = 1000;
 
 export class Live {
   socket: Socket | null = null;
@@ -17,6 +20,7 @@ export class Live {
   private fetching = false;
   private stopped = false;
   onPause: ((p: PauseChanged) => void) | null = null;
+  private readonly statsSoon = throttle(() => void this.refreshStats(), STATS_MS);
 
   constructor(private api: Api, private store: Store, private url = "") {}
 
@@ -43,9 +47,15 @@ export class Live {
       this.lost();
       if (!socket.active) this.reconnectLater(); // refused by the namespace: socket.io will not retry
     });
-    socket.on(EVENTS.JOB_STATUS_UPDATE, (u: JobStatusUpdate) => this.jobUpdate(u));
+    socket.on(EVENTS.JOB_STATUS_UPDATE, (u: JobStatusUpdate) => {
+      this.jobUpdate(u);
+      this.statsSoon();
+    });
     socket.on(EVENTS.JOB_PROGRESS, (u: JobStatusUpdate) => this.jobUpdate(u));
-    socket.on(EVENTS.JOB_DELETED, (d: JobDeleted) => this.store.jobDeleted(d.job_id));
+    socket.on(EVENTS.JOB_DELETED, (d: JobDeleted) => {
+      this.store.jobDeleted(d.job_id);
+      this.statsSoon();
+    });
     socket.on(EVENTS.DASHBOARD_DEVICE_UPDATE, (d: DeviceUpdateBroadcast) => this.store.devicesUpdate(d.devices));
     socket.on(EVENTS.FLEET_STATS, (s: FleetStats) => this.store.fleetStats(s));
     socket.on(EVENTS.AGENT_UPDATE, (a: AgentUpdate) => {
@@ -109,6 +119,15 @@ export class Live {
     }
   }
 
+  async refreshStats(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      this.store.setJobCounts((await this.api.stats()).jobs);
+    } catch {
+      /* shown by the link state */
+    }
+  }
+
   async refreshAgents(): Promise<void> {
     try {
       this.store.replaceAgents(await this.api.agents());
@@ -120,7 +139,10 @@ export class Live {
   /** Everything over REST: at start, on (re)connect, and every few seconds while the socket is down. */
   async refresh(): Promise<void> {
     try {
-      const [jobs, devices, agents] = await Promise.all([this.api.jobs(), this.api.devices(), this.api.agents()]);
+      const [jobs, devices, agents, stats] = await Promise.all([
+        this.api.jobs(), this.api.devices(), this.api.agents(), this.api.stats(),
+      ]);
+      this.store.setJobCounts(stats.jobs);
       this.store.replaceJobs(jobs.items, jobs.total);
       this.store.replaceDevices(devices);
       this.store.replaceAgents(agents);

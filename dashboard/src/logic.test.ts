@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   defaultTitle, duration, eligibleDevices, expectedPhones, filterJobs, formFieldOf, groupFieldErrors, parseList,
-  presetPlan, progressText, summarize, throttle,
+  jobSummary, presetPlan, progressText, summarize, throttle,
 } from "./logic";
 import { Store } from "./store";
 import type { Device, Job, JobStatusUpdate } from "./types";
@@ -99,6 +99,13 @@ describe("job list", () => {
   });
   it("summarizes", () => {
     expect(summarize(jobs)).toEqual({ total: 3, running: 1, paused: 1, completed: 1 });
+  });
+
+  it("takes the server's job counts once more jobs exist than were loaded", () => {
+    const counts = { scheduled: 1, active: 400, paused: 7, completed: 900, cancelled: 2 };
+    expect(jobSummary(jobs, 3, 3, counts)).toEqual({ total: 3, running: 1, paused: 1, completed: 1 });
+    expect(jobSummary(jobs, 3, 1310, null)).toEqual({ total: 3, running: 1, paused: 1, completed: 1 });
+    expect(jobSummary(jobs, 3, 1310, counts)).toEqual({ total: 1310, running: 400, paused: 7, completed: 900 });
   });
   it("formats durations", () => {
     expect(duration(null, null)).toBeNull();

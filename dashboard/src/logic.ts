@@ -226,6 +226,19 @@ export function summarize(jobs: Iterable<Pick<Job, "status">>): Summary {
   return s;
 }
 
+/**
+ * The Jobs page's counts. While every job is loaded they are counted here (exact, and as current as the
+ * rows); once the server holds more jobs than the page loaded, its counts by status (GET /api/stats) are
+ * used, since the loaded page cannot know the rest.
+ */
+export function jobSummary(loaded: Iterable<Pick<Job, "status">>, loadedCount: number, total: number,
+  counts: Record<string, number> | null): Summary {
+  if (counts === null || loadedCount >= total) return summarize(loaded);
+  let sum = 0;
+  for (const n of Object.values(counts)) sum += n;
+  return { total: sum, running: counts.active ?? 0, paused: counts.paused ?? 0, completed: counts.completed ?? 0 };
+}
+
 /** "3 s", "2 min 5 s", "1 h 2 min"; null when not started. */
 export function duration(startIso: string | null | undefined, endIso: string | null | undefined, now = Date.now()):
   string | null {

@@ -12,6 +12,8 @@ export class Store {
   devices = new Map<number, Device>();
   agents = new Map<number, Agent>();
   fleet: FleetStats | null = null;
+  /** Jobs by status from GET /api/stats: right even when more jobs exist than the page loaded. */
+  jobCounts: Record<string, number> | null = null;
   link: LinkState = "connecting";
   lastSync: number | null = null;
   version = 0;
@@ -38,6 +40,11 @@ export class Store {
     let n = 0;
     for (const d of this.devices.values()) if (isConnected(d)) n += 1;
     return n;
+  }
+
+  setJobCounts(counts: Record<string, number>): void {
+    this.jobCounts = counts;
+    this.changed();
   }
 
   setLink(state: LinkState): void {

@@ -1,7 +1,7 @@
 import { memo } from "preact/compat";
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
-import { filterJobs, jobsByNewest, progressOf, progressText, type StatusFilter, summarize } from "../logic";
+import { filterJobs, jobsByNewest, progressOf, progressText, type StatusFilter, jobSummary } from "../logic";
 import type { Store } from "../store";
 import type { Assignment, Job, JobPatch } from "../types";
 import { AssignmentTable } from "./AssignmentTable";
@@ -18,7 +18,8 @@ export function JobsPage({ api, store }: { api: Api; store: Store }) {
   const [expanded, setExpanded] = useState<Set<number>>(new Set());
   const [error, setError] = useState<string | null>(null);
   const jobs = store.jobs;
-  const summary = useMemo(() => summarize(jobs.values()), [store.version]);
+  const summary = useMemo(() => jobSummary(jobs.values(), jobs.size, store.jobsTotal, store.jobCounts),
+    [store.version]);
   const visible = useMemo(() => jobsByNewest(filterJobs(jobs.values(), status, search)), [store.version, status, search]);
 
   const toggle = (id: number) => setExpanded((prev) => {
@@ -54,7 +55,9 @@ export function JobsPage({ api, store }: { api: Api; store: Store }) {
           <input type="search" placeholder="Title" value={search} data-testid="search"
             onInput={(e) => setSearch((e.target as HTMLInputElement).value)} />
         </label>
-        <span class="muted">{visible.length} shown</span>
+        <span class="muted" data-testid="jobs-shown">
+          {visible.length > shown ? `${shown} of ${visible.length} shown` : `${visible.length} shown`}
+        </span>
       </div>
       {error && <p class="field-error" role="alert">{error}</p>}
       {visible.length === 0 ? (

@@ -1,4 +1,4 @@
-import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
 import {
   defaultTitle, eligibleDevices, expectedPhones, groupFieldErrors, parseList, PRESETS, type PresetId, presetPlan,
@@ -37,7 +37,8 @@ export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; 
   const dialog = useRef<HTMLDivElement>(null);
   const opener = useRef<Element | null>(document.activeElement);
 
-  useEffect(() => {
+  // a layout effect, so focus is inside the dialog (and Escape closes it) before the next key press
+  useLayoutEffect(() => {
     dialog.current?.querySelector<HTMLElement>("select, input")?.focus();
     const prev = opener.current;
     return () => (prev as HTMLElement | null)?.focus?.();

@@ -1,14 +1,52 @@
 import { memo } from "preact/compat";
-import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
 import type { Store } from "../store";
 import type { Agent, Device } from "../types";
 
-const PAGE = 200;
+/** Rows drawn beyond the viewport on each side, so Tab and short scrolls find rows already there. */
+const OVERSCAN = 15;
+const ROW_PX = 37; // until the first row is measured
+
+/**
+ * The rows of a long table that are on screen (plus OVERSCAN): 1,000 rendered rows make every change
+ * relayout the whole table, a few dozen do not. The page itself scrolls; spacer rows keep its height.
+ */
+function useWindow(count: number, body: { current: HTMLElement | null }): [number, number, number] {
+  const [rowPx, setRowPx] = useState(ROW_PX);
+  const [range, setRange] = useState<[number, number]>([0, 60]);
+  useLayoutEffect(() => {
+    const measured = body.current?.querySelector<HTMLElement>("tr[data-testid=phone]")?.offsetHeight;
+    if (measured && Math.abs(measured - rowPx) > 0.5) setRowPx(measured);
+  });
+  useEffect(() => {
+    let frame = 0;
+    const update = () => {
+      frame = 0;
+      const el = body.current;
+      if (!el) return;
+      const top = el.getBoundingClientRect().top; // of the first row, relative to the viewport
+      const first = Math.max(0, Math.floor(-top / rowPx) - OVERSCAN);
+      const last = Math.min(count, Math.ceil((innerHeight - top) / rowPx) + OVERSCAN);
+      setRange((prev) => (prev[0] === first && prev[1] === last ? prev : [first, Math.max(first, last)]));
+    };
+    const schedule = () => {
+      if (!frame) frame = requestAnimationFrame(update);
+    };
+    update();
+    addEventListener("scroll", schedule, { passive: true });
+    addEventListener("resize", schedule);
+    return () => {
+      removeEventListener("scroll", schedule);
+      removeEventListener("resize", schedule);
+      if (frame) cancelAnimationFrame(frame);
+    };
+  }, [count, rowPx]);
+  return [Math.min(range[0], count), Math.min(range[1], count), rowPx];
+}
 
 export function PhonesPage({ api, store }: { api: Api; store: Store }) {
   const [search, setSearch] = useState("");
-  const [shown, setShown] = useState(PAGE);
   const [error, setError] = useState<string | null>(null);
   const agents = useMemo(() => [...store.agents.values()].sort((a, b) => a.name.localeCompare(b.name)), [store.version]);
   const running = useRunningJobs(api, store);
@@ -19,6 +57,8 @@ export function PhonesPage({ api, store }: { api: Api; store: Store }) {
         .some((v) => (v ?? "").toLowerCase().includes(q)))
       .sort((a, b) => (a.agent_name ?? "").localeCompare(b.agent_name ?? "") || a.serial.localeCompare(b.serial));
   }, [store.version, search]);
+  const body = useRef<HTMLTableSectionElement>(null);
+  const [first, last, rowPx] = useWindow(phones.length, body);
 
   return (
     <section aria-labelledby="phones-title">
@@ -37,11 +77,13 @@ export function PhonesPage({ api, store }: { api: Api; store: Store }) {
       <div class="toolbar" role="search">
         <label>Search <input type="search" placeholder="serial, model, state, tag…" value={search}
           onInput={(e) => setSearch((e.target as HTMLInputElement).value)} /></label>
-        <span class="muted">{phones.length} shown</span>
+        <span class="muted" data-testid="phones-shown">
+          {phones.length === store.devices.size ? `${phones.length} phones` : `${phones.length} of ${store.devices.size} match`}
+        </span>
       </div>
       {error && <p class="field-error" role="alert">{error}</p>}
       <div class="table-wrap">
-        <table class="phones" data-testid="phones">
+        <table class="phones" data-testid="phones" aria-rowcount={phones.length + 1}>
           <thead>
             <tr>
               <th scope="col">Serial</th><th scope="col">Agent</th><th scope="col">State</th>
@@ -49,20 +91,22 @@ export function PhonesPage({ api, store }: { api: Api; store: Store }) {
               <th scope="col">Job</th><th scope="col"><span class="sr-only">Actions</span></th>
             </tr>
           </thead>
-          <tbody>
-            {phones.slice(0, shown).map((d) => (
-              <PhoneRow key={d.id} device={d} job={running.get(d.id) ?? null} api={api} store={store} onError={setError} />
+          <tbody ref={body}>
+            {first > 0 && <Spacer px={first * rowPx} />}
+            {phones.slice(first, last).map((d, i) => (
+              <PhoneRow key={d.id} device={d} index={first + i + 2} job={running.get(d.id) ?? null} api={api}
+                store={store} onError={setError} />
             ))}
+            {last < phones.length && <Spacer px={(phones.length - last) * rowPx} />}
           </tbody>
         </table>
       </div>
-      {phones.length > shown && (
-        <button type="button" class="ghost" onClick={() => setShown(shown + PAGE)}>
-          Show more ({phones.length - shown} more)
-        </button>
-      )}
     </section>
   );
+}
+
+function Spacer({ px }: { px: number }) {
+  return <tr aria-hidden="true" class="spacer"><td colSpan={8} style={{ height: `${px}px` }} /></tr>;
 }
 
 /**
@@ -110,13 +154,15 @@ const AgentCard = memo(function AgentCard({ agent }: { agent: Agent }) {
 
 interface PhoneRowProps {
   device: Device;
+  /** aria-rowindex: the header is row 1. */
+  index: number;
   job: string | null;
   api: Api;
   store: Store;
   onError: (e: string | null) => void;
 }
 
-const PhoneRow = memo(function PhoneRow({ device: d, job, api, store, onError }: PhoneRowProps) {
+const PhoneRow = memo(function PhoneRow({ device: d, index, job, api, store, onError }: PhoneRowProps) {
   const [busy, setBusy] = useState(false);
   const paused = d.state === "paused";
   async function toggle() {
@@ -131,7 +177,7 @@ const PhoneRow = memo(function PhoneRow({ device: d, job, api, store, onError }:
     }
   }
   return (
-    <tr data-testid="phone" data-serial={d.serial} data-state={d.state}>
+    <tr data-testid="phone" aria-rowindex={index} data-serial={d.serial} data-state={d.state}>
       <td class="mono">{d.serial}</td>
       <td>{d.agent_name ?? d.agent_id}</td>
       <td>
@@ -144,7 +190,8 @@ const PhoneRow = memo(function PhoneRow({ device: d, job, api, store, onError }:
       <td>{job ?? (d.state === "busy" ? "busy" : "–")}</td>
       <td>
         {d.state !== "offline" && (
-          <button type="button" class="small" disabled={busy} onClick={toggle} data-testid="phone-toggle"
+          <button type="button" class={paused ? "small" : "small ghost"} disabled={busy} onClick={toggle}
+            data-testid="phone-toggle"
             aria-label={`${paused ? "Resume" : "Pause"} ${d.serial}`}>
             {paused ? "Resume" : "Pause"}
           </button>
