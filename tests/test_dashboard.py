@@ -6,6 +6,7 @@ package, and a built dashboard (``cd dashboard && npm ci && npm run build``). Sc
 saved under ``tests/artifacts/``.
 """
 
+import asyncio
 import os
 import re
 import shutil
@@ -236,8 +237,10 @@ async def test_pause_and_resume_reach_the_agent_and_agent_pauses_reach_the_page(
     await expect(page.get_by_test_id("connected-count")).to_have_text("2")
     await expect(page.get_by_test_id("agent")).to_contain_text("connected")
 
-    # a pause made at the PC appears on the page
-    agent.pause("device", held)
+    # a pause made at the PC (`phonefleet-agent pause --device ...`) appears on the page
+    from tests.test_agent_resilience import agent_cli
+
+    await asyncio.to_thread(agent_cli, agent.state_dir, "pause", "--device", held)
     held_row = page.locator(f"[data-testid=phone][data-serial='{held}']")
     await expect(held_row).to_have_attribute("data-state", "paused")
     await expect(held_row).to_contain_text("by agent")
