@@ -110,21 +110,11 @@ def _serve_bare(pipe: Connection, lean: bool) -> None:
 
 
 async def _serve_bare_async(pipe: Connection, lean: bool) -> None:
-    import orjson
     import socketio
     from aiohttp import web
 
-    class Json:
-        @staticmethod
-        def dumps(obj: Any, **_: Any) -> str:
-            return orjson.dumps(obj, default=str).decode()
-
-        @staticmethod
-        def loads(s: str | bytes, **_: Any) -> Any:
-            return orjson.loads(s)
-
-    class LeanPacket(socketio.packet.Packet):  # type: ignore[misc]
-        uses_binary_events = False
+    from phonefleet.protocol.wire import OrJson as Json
+    from phonefleet.protocol.wire import TextPacket as LeanPacket
 
     # The server's own configuration (orjson); ``lean`` also skips the per-emit walk looking for bytes.
     sio = socketio.AsyncServer(async_mode="aiohttp", json=Json, logger=False, engineio_logger=False,

@@ -23,15 +23,12 @@ from phonefleet.agent.agent import Agent
 from phonefleet.protocol.schema import main as export_schema
 from phonefleet.server.static import add_dashboard_routes, dashboard_dist
 from tests.agent_fixtures import AgentFactory
+from tests.browser_fixtures import DASHBOARD, ROOT
 from tests.conftest import ADMIN, RunningServer, eventually
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
-ROOT = Path(__file__).resolve().parent.parent
-DASHBOARD = ROOT / "dashboard"
-CHROMIUM = Path("/usr/bin/chromium")
-HAVE_CHROMIUM = CHROMIUM.exists()
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 TIMEOUT_MS = 20_000
 
@@ -97,23 +94,6 @@ def test_generated_types_match_the_protocol(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- browser
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator["Browser"]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("headless Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    try:
-        import playwright.async_api as playwright
-    except ImportError:
-        pytest.fail("the browser tests need Playwright for Python: pip install playwright (never `playwright install`)")
-    assert (DASHBOARD / "dist" / "index.html").is_file(), \
-        "the dashboard is not built: cd dashboard && npm ci && npm run build"
-    async with playwright.async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        await b.close()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.conftest import RunningServer, eventually
-from tests.test_dashboard import ARTIFACTS, CHROMIUM, DASHBOARD, HAVE_CHROMIUM, sign_in
+from tests.test_dashboard import ARTIFACTS, sign_in
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, ViewportSize
@@ -42,23 +42,6 @@ new PerformanceObserver((list) => {
   for (const e of list.getEntries()) window.__longTasks.push({ start: e.startTime, duration: e.duration });
 }).observe({ type: "longtask", buffered: true });
 """
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator["Browser"]:
-    if not HAVE_CHROMIUM:
-        pytest.skip("headless Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    try:
-        import playwright.async_api as playwright
-    except ImportError:
-        pytest.fail("the browser tests need Playwright for Python: pip install playwright (never `playwright install`)")
-    assert (DASHBOARD / "dist" / "index.html").is_file(), \
-        "the dashboard is not built: cd dashboard && npm ci && npm run build"
-    async with playwright.async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        await b.close()
 
 
 @pytest.fixture
