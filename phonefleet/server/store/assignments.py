@@ -139,9 +139,12 @@ async def mark_started(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec:
 
 async def record_progress(conn: Conn, agent_id: int, items: Sequence[dict[str, Any]]) -> list[Row]:
     return await conn.fetch(
-        """UPDATE assignments a SET progress = t.progress, step_index = t.step_index
-           FROM unnest($1::bigint[], $2::real[], $3::int[]) AS t(id, progress, step_index)
-           WHERE a.id = t.id AND a.agent_id = $4 AND a.status IN ('pending', 'delivered', 'running')
+        """WITH t AS (SELECT * FROM unnest($1::bigint[], $2::real[], $3::int[]) AS t(id, progress, step_index)),
+                locked AS (SELECT a.id FROM assignments a JOIN t ON t.id = a.id  -- in id order: no deadlocks
+                           WHERE a.agent_id = $4 AND a.status IN ('pending', 'delivered', 'running')
+                           ORDER BY a.id FOR UPDATE OF a)
+           UPDATE assignments a SET progress = t.progress, step_index = t.step_index
+           FROM t, locked WHERE a.id = t.id AND a.id = locked.id
            RETURNING a.id, a.job_id""",
         [i["assignment_id"] for i in items], [i["progress"] for i in items], [i["step_index"] for i in items],
         agent_id,
@@ -149,9 +152,13 @@ async def record_progress(conn: Conn, agent_id: int, items: Sequence[dict[str, A
 
 
 async def extend_leases(conn: Conn, agent_id: int, lease_sec: float) -> None:
+    """Rows another statement holds (a progress batch) are skipped: the next heartbeat extends them,
+    long before the lease runs out, and two statements locking one agent's rows never deadlock."""
     await conn.execute(
-        """UPDATE assignments SET lease_until = now() + make_interval(secs => $2)
-           WHERE agent_id = $1 AND status = 'running'""",
+        """WITH running AS (SELECT id FROM assignments WHERE agent_id = $1 AND status = 'running'
+                            ORDER BY id FOR UPDATE SKIP LOCKED)
+           UPDATE assignments a SET lease_until = now() + make_interval(secs => $2)
+           FROM running WHERE a.id = running.id""",
         agent_id, lease_sec,
     )
 
