@@ -22,18 +22,34 @@ def test_outbox_keeps_events_across_a_restart_until_acked(tmp_path: Path) -> Non
     again.close()
 
 
-def test_consecutive_reports_travel_as_one_event_in_order(tmp_path: Path) -> None:
+def test_reports_between_barriers_travel_as_one_event_per_kind(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.sqlite3")
     box.put(ev.ASSIGNMENT_STARTED, {"items": [{"assignment_id": 1}]})
+    box.put(ev.ASSIGNMENT_PROGRESS, {"items": [{"assignment_id": 1, "progress": 0.5}]})
     box.put(ev.ASSIGNMENT_STARTED, {"items": [{"assignment_id": 2}]})
-    box.put(ev.AGENT_PAUSE, {"scope": "agent"})
+    box.put(ev.ASSIGNMENT_PROGRESS, {"items": [{"assignment_id": 2, "progress": 0.5}]})
+    box.put(ev.ASSIGNMENT_PROGRESS, {"items": [{"assignment_id": 2, "progress": 0.9}]})
     box.put(ev.ASSIGNMENT_FINISHED, {"results": [{"assignment_id": 1, "outcome": "completed"}]})
+    box.put(ev.AGENT_PAUSE, {"scope": "agent"})  # a barrier: nothing moves across it
     box.put(ev.ASSIGNMENT_FINISHED, {"results": [{"assignment_id": 2, "outcome": "completed"}]})
     groups = batch(box.peek())
-    assert [(event, len(ids)) for event, _, ids in groups] == [
-        (ev.ASSIGNMENT_STARTED, 2), (ev.AGENT_PAUSE, 1), (ev.ASSIGNMENT_FINISHED, 2)]
-    assert [i["assignment_id"] for i in groups[2][1]["results"]] == [1, 2]
+    assert [event for event, _, _ in groups] == [
+        ev.ASSIGNMENT_STARTED, ev.ASSIGNMENT_PROGRESS, ev.ASSIGNMENT_FINISHED, ev.AGENT_PAUSE,
+        ev.ASSIGNMENT_FINISHED]
+    assert [i["assignment_id"] for i in groups[0][1]["items"]] == [1, 2]
+    assert groups[1][1]["items"] == [{"assignment_id": 2, "progress": 0.9}], "latest only; none for #1 (finished)"
+    assert sorted(id_ for _, _, ids in groups for id_ in ids) == [i.id for i in box.peek()], "every item acked once"
     assert box.peek()[0].data == {"items": [{"assignment_id": 1}]}, "merging never edits the stored items"
+    box.close()
+
+
+def test_progress_superseded_by_a_finish_leaves_with_the_finish(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.sqlite3")
+    progress = box.put(ev.ASSIGNMENT_PROGRESS, {"items": [{"assignment_id": 7, "progress": 0.5}]})
+    box.put(ev.ASSIGNMENT_FINISHED, {"results": [{"assignment_id": 7, "outcome": "completed"}]})
+    ((event, data, ids),) = batch(box.peek())
+    assert event == ev.ASSIGNMENT_FINISHED and progress in ids
+    assert data["results"][0]["assignment_id"] == 7
     box.close()
 
 
@@ -43,4 +59,5 @@ def test_batches_are_bounded(tmp_path: Path) -> None:
         box.put(ev.ASSIGNMENT_FINISHED, {"results": [{"assignment_id": i, "outcome": "completed"}] * 3})
     groups = batch(box.peek(), limit=7)
     assert [len(g[1]["results"]) for g in groups] == [6, 6, 3]
+    assert [len(g[2]) for g in groups] == [2, 2, 1]
     box.close()

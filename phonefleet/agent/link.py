@@ -29,16 +29,53 @@ MERGEABLE = {ev.ASSIGNMENT_STARTED: "items", ev.ASSIGNMENT_PROGRESS: "items", ev
 
 
 def batch(items: list[OutboxItem], limit: int = 2000) -> list[tuple[str, dict[str, Any], list[int]]]:
-    """Group consecutive mergeable outbox items into single events, in order."""
+    """Group outbox items into few events, keeping what order matters.
+
+    Between two events that do not merge (a pause, a device update, ...) the window's reports go out
+    as one ``started``, one ``progress`` and one ``finished`` event, in that order, so an assignment's
+    reports keep their order. Only the latest progress of an assignment is sent, and none for one that
+    finishes in the same window: the ids of the superseded items ride on the ``finished`` event and
+    leave the outbox with its ack. (At the end of a job every phone writes progress then finished;
+    merging only neighbours cost one round trip per phone.)
+    """
     out: list[tuple[str, dict[str, Any], list[int]]] = []
+    window: dict[str, tuple[list[dict[str, Any]], list[int]]] = {}
+
+    def flush() -> None:
+        finished = window.get(ev.ASSIGNMENT_FINISHED)
+        done = {r["assignment_id"] for r in finished[0]} if finished else set()
+        superseded: list[int] = []
+        for event in (ev.ASSIGNMENT_STARTED, ev.ASSIGNMENT_PROGRESS, ev.ASSIGNMENT_FINISHED):
+            entry = window.get(event)
+            if entry is None:
+                continue
+            reports, ids = entry
+            if event == ev.ASSIGNMENT_PROGRESS:
+                latest = {r["assignment_id"]: r for r in reports}
+                reports = [r for aid, r in latest.items() if aid not in done]
+                if not reports:
+                    superseded.extend(ids)
+                    continue
+            if event == ev.ASSIGNMENT_FINISHED:
+                ids = ids + superseded
+            out.append((event, {MERGEABLE[event]: reports}, ids))
+        window.clear()
+
     for item in items:
         key = MERGEABLE.get(item.event)
-        if out and key and out[-1][0] == item.event and len(out[-1][1][key]) + len(item.data[key]) <= limit:
-            out[-1][1][key].extend(item.data[key])
-            out[-1][2].append(item.id)
-        else:
-            data = {**item.data, key: list(item.data[key])} if key else item.data
-            out.append((item.event, data, [item.id]))
+        if key is None:
+            flush()
+            out.append((item.event, item.data, [item.id]))
+            continue
+        entry = window.get(item.event)
+        if entry is not None and len(entry[0]) + len(item.data[key]) > limit:
+            flush()
+            entry = None
+        if entry is None:
+            entry = window[item.event] = ([], [])
+        entry[0].extend(item.data[key])
+        entry[1].append(item.id)
+    flush()
     return out
 
 
