@@ -195,7 +195,10 @@ async def test_server_killed_mid_job_records_every_result_once(dsn: str, tmp_pat
         if agent is not None:
             await agent.stop()
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
         await conn.close()
 
 

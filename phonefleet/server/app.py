@@ -1,5 +1,6 @@
 """The application factory: everything is wired here, nothing is global."""
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -135,7 +136,10 @@ def create_app(settings: Settings) -> web.Application:
                 await realtime.stop()
                 await bus.stop()
         finally:
-            await pool.close()
+            try:  # a query stuck on a dying database must not hold the shutdown forever
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except TimeoutError:
+                pool.terminate()
             if embedded is not None:
                 embedded.stop()
 
