@@ -2,7 +2,6 @@
 and real agents with virtual phones, against a real server."""
 
 import os
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -13,20 +12,13 @@ import pytest
 
 from phonefleet.agent.agent import Agent
 from phonefleet.agent.config import AgentSettings
-from tests.conftest import RunningServer, eventually
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.conftest import RunningServer, eventually, free_port
 
 
 @pytest.fixture(scope="session")
 def adb_server() -> Iterator[int]:
     """A private adb server (the adbutils wheel's binary) for this test session only."""
-    adb, port = str(adbutils.adb_path()), _free_port()
+    adb, port = str(adbutils.adb_path()), free_port()
     env = {**os.environ, "ADB_LIBUSB": "0", "ADB_EMU": "0"}  # no USB scan, no emulator port scan
     subprocess.run([adb, "-P", str(port), "start-server"], check=True, capture_output=True, timeout=60, env=env)
     yield port

@@ -3,6 +3,7 @@ cloned from a migrated template, and real servers on loopback ports."""
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -175,6 +176,22 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+Agents = Callable[[str, int], Awaitable[SimAgent]]
+
+
+@pytest.fixture
+def agents(server: RunningServer) -> Agents:
+    """Start simulated agents; the server fixture disconnects them at the end, passed or failed."""
+    return server.sim_agent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 def open_url_job(**overrides: Any) -> dict[str, Any]:

@@ -1,7 +1,6 @@
 """Authentication and authorisation: admin tokens for REST and ``/dashboard``, one token per agent
 for ``/agent`` and the polling routes, and an agent may touch only its own phones and assignments."""
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -9,9 +8,7 @@ import socketio
 
 from phonefleet.protocol import events as ev
 from phonefleet.sim.agent import SimAgent
-from tests.conftest import ADMIN, RunningServer, eventually, open_url_job
-
-Agents = Callable[[str, int], Awaitable[SimAgent]]
+from tests.conftest import ADMIN, Agents, RunningServer, eventually, open_url_job
 
 ADMIN_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/jobs", None),
@@ -35,20 +32,7 @@ ALL_ROUTES = ADMIN_ROUTES + AGENT_ROUTES
 ROUTE_IDS = [f"{m} {p}" for m, p, _ in ALL_ROUTES]
 
 
-@pytest.fixture
-async def agents(server: RunningServer) -> AsyncIterator[Agents]:
-    """Simulated agents that are disconnected at the end of the test, passed or failed."""
-    started: list[SimAgent] = []
 
-    async def start(name: str, phones: int) -> SimAgent:
-        agent = await server.sim_agent(name, phones)
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        if agent.sio.connected:
-            await agent.disconnect()
 
 
 def assert_error(body: Any, code: str) -> None:

@@ -2,33 +2,19 @@
 never a change. Every error body has the contract's shape ``{"error": {"code", "message", "details"}}``."""
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from phonefleet.protocol import events as ev
 from phonefleet.sim.agent import SimAgent
-from tests.conftest import RunningServer, eventually, open_url_job
+from tests.conftest import Agents, RunningServer, eventually, open_url_job
 
 DataFn = Callable[[int], Any]
-Agents = Callable[[str, int], Awaitable[SimAgent]]
 
 
-@pytest.fixture
-async def agents(server: RunningServer) -> AsyncIterator[Agents]:
-    """Simulated agents that are disconnected at the end of the test, passed or failed."""
-    started: list[SimAgent] = []
 
-    async def start(name: str, phones: int) -> SimAgent:
-        agent = await server.sim_agent(name, phones)
-        started.append(agent)
-        return agent
-
-    yield start
-    for agent in started:
-        if agent.sio.connected:
-            await agent.disconnect()
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -14,8 +14,7 @@ import aiohttp
 import pytest
 
 from phonefleet.sim.agent import SimAgent
-from tests.conftest import eventually, open_url_job
-from tests.test_multinode import free_port
+from tests.conftest import eventually, free_port, open_url_job
 
 
 class ServerProcess:

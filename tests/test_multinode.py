@@ -4,7 +4,6 @@ on one node reaches agents connected to the other."""
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,14 +15,7 @@ import pytest
 
 from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
 from phonefleet.sim.agent import SimAgent
-from tests.conftest import ADMIN, eventually, open_url_job
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.conftest import ADMIN, eventually, free_port, open_url_job
 
 
 async def healthy(url: str) -> bool:

@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import io
 import re
-import socket
 import threading
 import time
 import zipfile
@@ -23,17 +22,13 @@ from PIL import Image
 
 from phonefleet.agent.virtual_phone import PHONE_MODELS, LocalAdbServer, VirtualFleet, VirtualPhone
 from phonefleet.agent.virtual_shell import BufferSink, BytesStdin, CommandIO, PhoneState, VirtualShell
-from tests.conftest import eventually
+from tests.conftest import eventually, free_port
 
 T = TypeVar("T")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+
 
 
 async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -43,7 +38,7 @@ async def blocking(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 @pytest.fixture(scope="module")
 async def adb_server() -> AsyncIterator[LocalAdbServer]:
-    server = LocalAdbServer(_free_port())
+    server = LocalAdbServer(free_port())
     await server.start()
     try:
         yield server
