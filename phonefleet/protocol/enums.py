@@ -9,6 +9,8 @@ class JobStatus(StrEnum):
     paused = "paused"
     completed = "completed"
     cancelled = "cancelled"
+    blocked = "blocked"
+    """A prerequisite failed or was cancelled; ``blocked_reason`` says which."""
 
 
 class AssignmentStatus(StrEnum):
@@ -28,6 +30,26 @@ class DeviceState(StrEnum):
     paused = "paused"
     offline = "offline"
     unhealthy = "unhealthy"
+
+
+class MisfirePolicy(StrEnum):
+    """What a schedule does about firings missed while no server ran: skip them, or run once."""
+
+    skip = "skip"
+    run_once = "run_once"
+
+
+class BatchAction(StrEnum):
+    pause = "pause"
+    resume = "resume"
+    cancel = "cancel"
+
+
+class RequeueScope(StrEnum):
+    failed = "failed"
+    """Slots that finally failed or timed out."""
+    all = "all"
+    """Every ended slot: the job runs again from the start."""
 
 
 class AgentStatus(StrEnum):

@@ -51,6 +51,8 @@ FLEET_STATS: Final = "fleet:stats"
 PAUSE_CHANGED: Final = "pause:changed"
 AGENT_UPDATE: Final = "agent:update"
 JOB_DELETED: Final = "job:deleted"
+SCHEDULER_UPDATE: Final = "scheduler:update"
+"""Distribution was stopped or started (payload: ``SchedulerSwitch``)."""
 
 
 class _Payload(BaseModel):
@@ -299,3 +301,9 @@ AGENT_EVENT_MODELS: dict[str, type[BaseModel]] = {
 """Every event an agent may send, with the model that validates its payload."""
 
 JobControlKind = Literal["paused", "resumed", "cancelled"]
+
+
+class SchedulerSwitch(_Payload):
+    running: bool
+    changed_at: datetime
+    changed_by: str | None

@@ -5,12 +5,16 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from phonefleet.protocol import recurrence
 from phonefleet.protocol.enums import (
     AgentStatus,
     AssignmentStatus,
+    BatchAction,
     DeviceState,
     JobStatus,
+    MisfirePolicy,
     PausedBy,
+    RequeueScope,
     TargetType,
 )
 from phonefleet.protocol.plan import Step
@@ -59,8 +63,11 @@ class JobFilters(_Body):
     serials: list[str] | None = Field(default=None, max_length=20_000)
 
 
-class JobCreate(_Body):
-    """Integers are strict: ``true``, ``"5"`` and ``5.0`` are wrong types, not 1 and 5."""
+class JobTemplate(_Body):
+    """What a job is, apart from when it runs: also the template a schedule fires.
+
+    Integers are strict: ``true``, ``"5"`` and ``5.0`` are wrong types, not 1 and 5.
+    """
 
     title: str = Field(min_length=1, max_length=200)
     plan: list[Step] = Field(min_length=1, max_length=200)
@@ -77,13 +84,8 @@ class JobCreate(_Body):
     filters: JobFilters = Field(default_factory=JobFilters)
     timeout_sec: int = Field(default=3600, ge=1, le=7 * 86_400, strict=True, description="Per assignment.")
     max_retries: int = Field(default=0, ge=0, le=100, strict=True)
-    run_at: datetime | None = None
-    depends_on: list[Id] = Field(default_factory=list, max_length=100)
-
-    @field_validator("run_at")
-    @classmethod
-    def _run_at_utc(cls, value: datetime | None) -> datetime | None:
-        return _utc(value)
+    max_parallel: int | None = Field(default=None, ge=1, le=1_000_000, strict=True,
+                                     description="At most this many phones run the job at once.")
 
     @field_validator("target_value")
     @classmethod
@@ -96,14 +98,24 @@ class JobCreate(_Body):
         return value
 
 
+class JobCreate(JobTemplate):
+    run_at: UtcDatetime | None = Field(default=None, description="Stays scheduled until then.")
+    depends_on: list[Id] = Field(default_factory=list, max_length=100,
+                                 description="Starts once every one of these jobs completed without failures.")
+
+
 class JobPatch(_Body):
     status: Literal["paused", "active", "cancelled"] | None = None
     title: str | None = Field(default=None, min_length=1, max_length=200)
     priority: int | None = Field(default=None, ge=-1000, le=1000, strict=True)
     timeout_sec: int | None = Field(default=None, ge=1, le=7 * 86_400, strict=True)
     max_retries: int | None = Field(default=None, ge=0, le=100, strict=True)
+    max_parallel: int | None = Field(default=None, ge=1, le=1_000_000, strict=True,
+                                     description="null removes the limit.")
+    depends_on: list[Id] | None = Field(default=None, max_length=100,
+                                        description="Only while the job waits (scheduled, blocked or paused).")
 
-    @field_validator("title", "priority", "timeout_sec", "max_retries")
+    @field_validator("title", "priority", "timeout_sec", "max_retries", "depends_on")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         """Left out means unchanged; an explicit null would mean "no value", which these cannot have."""
@@ -125,8 +137,12 @@ class Job(_Resource):
     status: JobStatus
     timeout_sec: int
     max_retries: int
+    max_parallel: int | None = None
     run_at: datetime | None
     depends_on: list[int]
+    blocked_reason: str | None = None
+    schedule_id: int | None = None
+    scheduled_for: datetime | None = Field(default=None, description="The schedule's firing that made this job.")
     assigned_count: int
     completed_count: int
     failed_count: int
@@ -134,6 +150,7 @@ class Job(_Resource):
     paused_count: int = 0
     created_at: datetime
     updated_at: datetime
+    activated_at: datetime | None = None
     finished_at: datetime | None = None
 
 
@@ -162,6 +179,8 @@ class Assignment(_Resource):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    retried: bool = Field(default=False, description="Failed, and another phone took over its slot.")
+    superseded: bool = Field(default=False, description="Ended, then requeued: a newer run replaces it.")
 
 
 class AssignmentList(BaseModel):
@@ -194,15 +213,27 @@ class Agent(_Resource):
     version: str | None
     status: AgentStatus
     paused: bool
+    max_running: int | None = Field(default=None, description="Phones that may run at once on this agent.")
     connected: bool = Field(description="Seen within the grace period, by socket or by polling.")
     device_count: int = 0
     last_seen_at: datetime | None
     created_at: datetime
 
 
+class AgentPatch(_Body):
+    max_running: int | None = Field(strict=True, ge=1, le=100_000,
+                                    description="null removes the limit.")
+
+
 class AgentCreated(BaseModel):
     agent: Agent
     token: str = Field(description="Shown once; the server keeps only its hash.")
+
+
+class DurationStats(BaseModel):
+    count: int
+    avg_sec: float | None
+    p95_sec: float | None
 
 
 class Stats(BaseModel):
@@ -211,6 +242,155 @@ class Stats(BaseModel):
     devices: dict[str, int]
     agents: dict[str, int]
     connected_devices: int
+    window_sec: int = Field(default=86_400, description="Rates and times cover assignments ended this recently.")
+    success_rate: float | None = Field(
+        default=None, description="completed / (completed + failed + timed out), retried attempts included.")
+    run_time: DurationStats | None = Field(default=None, description="started -> finished, completed only.")
+    queue_wait: DurationStats | None = Field(
+        default=None, description="job opened for distribution -> the phone started it.")
+
+
+class RequeueBody(_Body):
+    scope: RequeueScope = RequeueScope.failed
+
+
+class RequeueResult(BaseModel):
+    job: Job
+    requeued: int = Field(description="Slots that will run again.")
+
+
+class JobBatchFilter(_Body):
+    status: list[JobStatus] | None = Field(default=None, max_length=10)
+    search: str | None = Field(default=None, max_length=200)
+    schedule_id: Id | None = None
+
+
+class JobBatch(_Body):
+    """Exactly one of ``ids`` and ``filter``."""
+
+    action: BatchAction
+    ids: list[Id] | None = Field(default=None, min_length=1, max_length=1000)
+    filter: JobBatchFilter | None = Field(default=None, validate_default=True)
+
+    @field_validator("filter")
+    @classmethod
+    def _one_selector(cls, value: JobBatchFilter | None, info: ValidationInfo) -> JobBatchFilter | None:
+        if "ids" in info.data and (value is None) == (info.data["ids"] is None):
+            raise ValueError("give either ids or filter")
+        return value
+
+
+class BatchFailure(BaseModel):
+    id: int
+    code: str = Field(description="not_found or conflict")
+    message: str
+
+
+class JobBatchResult(BaseModel):
+    action: BatchAction
+    changed: list[int]
+    failed: list[BatchFailure]
+
+
+class ScheduleCreate(_Body):
+    """A job template fired by a cron expression (in ``timezone``) or every ``interval_sec``."""
+
+    name: str = Field(min_length=1, max_length=200)
+    template: JobTemplate
+    cron: str | None = Field(default=None, max_length=200,
+                             description="Five fields (minute hour day month weekday) or @hourly/@daily/...")
+    timezone: str = Field(default="UTC", max_length=64, description="IANA name, e.g. Europe/Berlin.")
+    interval_sec: int | None = Field(default=None, ge=1, le=366 * 86_400, strict=True, validate_default=True)
+    misfire_policy: MisfirePolicy = MisfirePolicy.run_once
+    enabled: bool = Field(default=True, strict=True)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else recurrence.check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        recurrence.zone(value)
+        return value
+
+    @field_validator("interval_sec", mode="after")
+    @classmethod
+    def _one_rule(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if "cron" not in info.data:  # the cron field itself was wrong: that is the error to report
+            return value
+        if (info.data["cron"] is None) == (value is None):
+            raise ValueError("give either cron or interval_sec")
+        return value
+
+
+class SchedulePatch(_Body):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    template: JobTemplate | None = None
+    cron: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(default=None, max_length=64)
+    interval_sec: int | None = Field(default=None, ge=1, le=366 * 86_400, strict=True)
+    misfire_policy: MisfirePolicy | None = None
+    enabled: bool | None = Field(default=None, strict=True)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return None if value is None else recurrence.check_cron(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            raise ValueError("may be left out but not null")
+        recurrence.zone(value)
+        return value
+
+    @field_validator("name", "template", "misfire_policy", "enabled")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be left out but not null")
+        return value
+
+
+class Schedule(_Resource):
+    id: int
+    name: str
+    template: JobTemplate
+    cron: str | None
+    timezone: str
+    interval_sec: int | None
+    misfire_policy: MisfirePolicy
+    enabled: bool
+    next_run_at: datetime | None = Field(description="null while disabled.")
+    last_run_at: datetime | None
+    last_job_id: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScheduleList(BaseModel):
+    items: list[Schedule]
+    total: int
+
+
+class ScheduleDue(BaseModel):
+    id: int
+    name: str
+    next_run_at: datetime
+
+
+class SchedulerStatus(BaseModel):
+    running: bool = Field(description="false: no new assignments anywhere; running work finishes.")
+    changed_at: datetime
+    changed_by: str | None
+    jobs: dict[str, int]
+    assignments: dict[str, int] = Field(description="Open assignments: pending, delivered, running, paused.")
+    connected_agents: int
+    idle_devices: int
+    next_schedule: ScheduleDue | None
 
 
 class Health(BaseModel):

@@ -15,12 +15,24 @@ from phonefleet.protocol.enums import JobStatus as J
 S = TypeVar("S", bound=StrEnum)
 
 JOB_TRANSITIONS: Mapping[J, frozenset[J]] = {
-    J.scheduled: frozenset({J.active, J.paused, J.cancelled}),
+    J.scheduled: frozenset({J.active, J.paused, J.cancelled, J.blocked}),
     J.active: frozenset({J.paused, J.completed, J.cancelled}),
-    J.paused: frozenset({J.active, J.cancelled}),
-    J.completed: frozenset(),
+    J.paused: frozenset({J.active, J.scheduled, J.cancelled}),
+    J.completed: frozenset({J.active}),
     J.cancelled: frozenset(),
+    J.blocked: frozenset({J.scheduled, J.cancelled}),
 }
+"""paused -> scheduled: resuming a job that was paused before it ever ran sends it back to wait.
+completed -> active: only a requeue (``JOB_ACTIONS``); blocked -> scheduled: a prerequisite was requeued."""
+
+JOB_ACTIONS: Mapping[str, frozenset[J]] = {
+    "pause": frozenset({J.scheduled, J.active}),
+    "resume": frozenset({J.paused}),
+    "cancel": frozenset({J.scheduled, J.active, J.paused, J.blocked}),
+    "requeue": frozenset({J.active, J.paused, J.completed}),
+    "edit_dependencies": frozenset({J.scheduled, J.blocked, J.paused}),
+}
+"""The states from which each operator action may start; every resulting move is in ``JOB_TRANSITIONS``."""
 
 ASSIGNMENT_TRANSITIONS: Mapping[A, frozenset[A]] = {
     A.pending: frozenset({A.delivered, A.running, A.completed, A.failed, A.timed_out, A.paused, A.cancelled}),
