@@ -20,6 +20,7 @@ from phonefleet.protocol.enums import AssignmentStatus, JobStatus
 from phonefleet.protocol.models import (
     Agent,
     AgentCreated,
+    AgentPatch,
     Assignment,
     AssignmentList,
     Device,
@@ -27,9 +28,18 @@ from phonefleet.protocol.models import (
     ErrorBody,
     Health,
     Job,
+    JobBatch,
+    JobBatchResult,
     JobCreate,
     JobList,
     JobPatch,
+    RequeueBody,
+    RequeueResult,
+    Schedule,
+    ScheduleCreate,
+    ScheduleList,
+    SchedulePatch,
+    SchedulerStatus,
     Stats,
 )
 from phonefleet.server.agent_events import AgentEvents
@@ -37,12 +47,15 @@ from phonefleet.server.artifacts import ArtifactStore
 from phonefleet.server.auth import AGENT_PREFIX, Authenticator, Principal, bearer, hash_token, new_token
 from phonefleet.server.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unauthorized
 from phonefleet.server.job_control import JobControl
-from phonefleet.server.metrics import Metrics
+from phonefleet.server.metrics import CONTENT_TYPE, Metrics
 from phonefleet.server.pauses import Pauses
+from phonefleet.server.scheduler_control import SchedulerControl
+from phonefleet.server.schedules import Schedules
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.store import stats as stats_store
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +92,17 @@ class JobListQuery(BaseModel):
 
 class AssignmentQuery(BaseModel):
     status: AssignmentStatus | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class StatsQuery(BaseModel):
+    window_sec: int = Field(default=86_400, ge=60, le=31_536_000,
+                            description="Rates and times cover this many seconds back from now.")
+
+
+class ScheduleListQuery(BaseModel):
+    enabled: bool | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
@@ -167,9 +191,27 @@ class Api:
         self._jobs: JobControl | None = None
         self._pauses: Pauses | None = None
         self._agent_events: AgentEvents | None = None
+        self._scheduler: SchedulerControl | None = None
+        self._schedules: Schedules | None = None
 
     def bind(self, pool: asyncpg.Pool, jobs: JobControl, pauses: Pauses, agent_events: AgentEvents) -> None:
         self._pool, self._jobs, self._pauses, self._agent_events = pool, jobs, pauses, agent_events
+
+    def bind_scheduler(self, scheduler: SchedulerControl) -> None:
+        self._scheduler = scheduler
+
+    @property
+    def scheduler(self) -> SchedulerControl:
+        assert self._scheduler is not None
+        return self._scheduler
+
+    def bind_schedules(self, schedules: Schedules) -> None:
+        self._schedules = schedules
+
+    @property
+    def schedules(self) -> Schedules:
+        assert self._schedules is not None
+        return self._schedules
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -234,7 +276,9 @@ class Api:
         return model_response(Health(status="ok", database="ok", version=__version__))
 
     async def metrics_text(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        async with self.pool.acquire() as conn:  # cluster-wide gauges come from the database, at scrape time
+            self.metrics.set_fleet(await stats_store.fleet_counts(conn, self.grace_sec))
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def openapi(self, _request: web.Request) -> web.Response:
         from phonefleet.server.openapi import build_openapi
@@ -315,17 +359,84 @@ class Api:
         assert agent is not None
         return model_response(AgentCreated(agent=Agent.model_validate(dict(agent.items())), token=token), 201)
 
-    async def stats(self, _request: web.Request) -> web.Response:
+    async def stats(self, request: web.Request) -> web.Response:
+        q = _query(request, StatsQuery)
         async with self.pool.acquire() as conn:
-            devices = await devices_store.counts_by_state(conn)
-            stats = Stats(
-                jobs=await jobs_store.counts_by_status(conn),
-                assignments=await assignments_store.counts_by_status(conn),
-                devices=devices,
-                agents=await agents_store.counts_by_status(conn, self.grace_sec),
-                connected_devices=devices["idle"] + devices["busy"] + devices["paused"] + devices["unhealthy"],
+            counts = await stats_store.fleet_counts(conn, self.grace_sec)
+            figures = await stats_store.window_figures(conn, q.window_sec)
+        return model_response(Stats.model_validate({
+            "jobs": counts.jobs, "assignments": counts.assignments, "devices": counts.devices,
+            "agents": counts.agents, "connected_devices": counts.connected_devices, **figures,
+        }))
+
+    async def requeue_job(self, request: web.Request) -> web.Response:
+        job_id = _int_id(request)
+        body = await _body(request, RequeueBody) if request.can_read_body else RequeueBody()
+        _, n = await self.jobs.requeue(job_id, body.scope)
+        return model_response(RequeueResult(job=await self._job(job_id), requeued=n))
+
+    async def batch_jobs(self, request: web.Request) -> web.Response:
+        body = await _body(request, JobBatch)
+        return model_response(await self.jobs.batch(body))
+
+    async def patch_agent(self, request: web.Request) -> web.Response:
+        agent_id = _int_id(request)
+        body = await _body(request, AgentPatch)
+        async with self.pool.acquire() as conn:
+            if not await agents_store.set_max_running(conn, agent_id, body.max_running):
+                raise NotFound(f"agent {agent_id} not found")
+            row = await agents_store.get(conn, agent_id, self.grace_sec)
+        assert row is not None
+        self.jobs.distributor.request_fill()  # a raised (or removed) cap frees room at once
+        return model_response(Agent.model_validate(dict(row.items())))
+
+    async def scheduler_status(self, _request: web.Request) -> web.Response:
+        return model_response(await self.scheduler.status())
+
+    async def scheduler_stop(self, _request: web.Request) -> web.Response:
+        return model_response(await self.scheduler.set_running(False))
+
+    async def scheduler_start(self, _request: web.Request) -> web.Response:
+        return model_response(await self.scheduler.set_running(True))
+
+    async def list_schedules(self, request: web.Request) -> web.Response:
+        q = _query(request, ScheduleListQuery)
+        rows, total = await self.schedules.list_page(enabled=q.enabled, limit=q.limit, offset=q.offset)
+        return model_response(ScheduleList(items=[Schedule.model_validate(dict(r.items())) for r in rows],
+                                           total=total))
+
+    async def create_schedule(self, request: web.Request) -> web.Response:
+        row = await self.schedules.create(await _body(request, ScheduleCreate))
+        return model_response(Schedule.model_validate(dict(row.items())), status=201)
+
+    async def get_schedule(self, request: web.Request) -> web.Response:
+        row = await self.schedules.get(_int_id(request))
+        return model_response(Schedule.model_validate(dict(row.items())))
+
+    async def patch_schedule(self, request: web.Request) -> web.Response:
+        schedule_id = _int_id(request)
+        row = await self.schedules.patch(schedule_id, await _body(request, SchedulePatch))
+        return model_response(Schedule.model_validate(dict(row.items())))
+
+    async def delete_schedule(self, request: web.Request) -> web.Response:
+        await self.schedules.delete(_int_id(request))
+        return web.Response(status=204)
+
+    async def run_schedule(self, request: web.Request) -> web.Response:
+        job = await self.schedules.run_now(_int_id(request))
+        return model_response(await self._job(job["id"]), status=201)
+
+    async def schedule_jobs(self, request: web.Request) -> web.Response:
+        schedule_id = _int_id(request)
+        q = _query(request, JobListQuery)
+        await self.schedules.get(schedule_id)
+        async with self.pool.acquire() as conn:
+            rows, total = await jobs_store.list_page(
+                conn, statuses=[str(s) for s in q.status] if q.status else None, search=q.search,
+                limit=q.limit, offset=q.offset, schedule_id=schedule_id,
             )
-        return model_response(stats)
+            items = await render_jobs(conn, rows)
+        return model_response(JobList(items=items, total=total, limit=q.limit, offset=q.offset))
 
     async def agent_poll(self, request: web.Request) -> web.Response:
         return model_response(await self.agent_events.poll(request[PRINCIPAL]))
@@ -366,7 +477,12 @@ ROUTES: list[Route] = [
     Route("POST", "/api/jobs", Api.create_job, "Create a job and distribute it", body=JobCreate, response=Job,
           status=201, tags=("jobs",)),
     Route("GET", "/api/jobs", Api.list_jobs, "List jobs", query=JobListQuery, response=JobList, tags=("jobs",)),
+    Route("POST", "/api/jobs/batch", Api.batch_jobs, "Pause, resume or cancel many jobs (by ids or a filter)",
+          body=JobBatch, response=JobBatchResult, tags=("jobs",)),
     Route("GET", "/api/jobs/{id}", Api.get_job, "One job", response=Job, tags=("jobs",)),
+    Route("POST", "/api/jobs/{id}/requeue", Api.requeue_job,
+          "Run a job's failed slots (or all of them) again; the body may be left out (failed)",
+          body=RequeueBody, response=RequeueResult, tags=("jobs",)),
     Route("PATCH", "/api/jobs/{id}", Api.patch_job, "Pause, resume, cancel or edit a job", body=JobPatch,
           response=Job, tags=("jobs",)),
     Route("DELETE", "/api/jobs/{id}", Api.delete_job, "Delete a job, cancelling its work on the phones",
@@ -385,7 +501,31 @@ ROUTES: list[Route] = [
     Route("GET", "/api/agents", Api.list_agents, "Every agent", response=Agent, tags=("fleet",)),
     Route("POST", "/api/agents", Api.create_agent, "Register an agent; answers its token once",
           body=AgentCreate, response=AgentCreated, status=201, tags=("fleet",)),
-    Route("GET", "/api/stats", Api.stats, "Counts by state", response=Stats, tags=("ops",)),
+    Route("PATCH", "/api/agents/{id}", Api.patch_agent, "Limit how many phones run at once on an agent",
+          body=AgentPatch, response=Agent, tags=("fleet",)),
+    Route("GET", "/api/scheduler", Api.scheduler_status, "Is distribution running; counts; next schedule due",
+          response=SchedulerStatus, tags=("ops",)),
+    Route("POST", "/api/scheduler/stop", Api.scheduler_stop,
+          "Stop distribution on every node: no new assignments; running work finishes",
+          response=SchedulerStatus, tags=("ops",)),
+    Route("POST", "/api/scheduler/start", Api.scheduler_start, "Start distribution again",
+          response=SchedulerStatus, tags=("ops",)),
+    Route("GET", "/api/schedules", Api.list_schedules, "Recurring schedules", query=ScheduleListQuery,
+          response=ScheduleList, tags=("schedules",)),
+    Route("POST", "/api/schedules", Api.create_schedule, "Create a schedule: a job template fired by cron or interval",
+          body=ScheduleCreate, response=Schedule, status=201, tags=("schedules",)),
+    Route("GET", "/api/schedules/{id}", Api.get_schedule, "One schedule", response=Schedule, tags=("schedules",)),
+    Route("PATCH", "/api/schedules/{id}", Api.patch_schedule,
+          "Edit, enable or disable a schedule; the next firing is computed again from now when the rule or "
+          "enabled changes", body=SchedulePatch, response=Schedule, tags=("schedules",)),
+    Route("DELETE", "/api/schedules/{id}", Api.delete_schedule,
+          "Delete a schedule; the jobs it created stay", status=204, tags=("schedules",)),
+    Route("POST", "/api/schedules/{id}/run", Api.run_schedule, "Create the schedule's job now",
+          response=Job, status=201, tags=("schedules",)),
+    Route("GET", "/api/schedules/{id}/jobs", Api.schedule_jobs, "The jobs a schedule created, newest first",
+          query=JobListQuery, response=JobList, tags=("schedules",)),
+    Route("GET", "/api/stats", Api.stats, "Counts by state; success rate, run time and queue wait over a window",
+          query=StatsQuery, response=Stats, tags=("ops",)),
     Route("GET", "/api/agent/assignments", Api.agent_poll, "Polling fallback: the agent's open assignments",
           "agent", response=ev.AgentPoll, tags=("agent",)),
     Route("POST", "/api/agent/events", Api.agent_post_events, "Polling fallback: a batch of agent events",

@@ -23,6 +23,8 @@ from phonefleet.server.maintenance import FillSweeper, JobActivator, LeaseRescue
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.pauses import Pauses
 from phonefleet.server.realtime import Realtime
+from phonefleet.server.scheduler_control import SchedulerControl
+from phonefleet.server.schedules import ScheduleFirer, Schedules
 from phonefleet.server.static import add_dashboard_routes, dashboard_dist
 from phonefleet.server.store import agents as agents_store
 
@@ -42,6 +44,8 @@ class Services:
     jobs: JobControl
     pauses: Pauses
     agent_events: AgentEvents
+    scheduler: SchedulerControl
+    schedules: Schedules
     maintenance: Maintenance
     bus: Bus
     admin_token: str | None
@@ -112,14 +116,20 @@ def create_app(settings: Settings) -> web.Application:
             agent_events = AgentEvents(pool, realtime, distributor, completion=completion, pauses=pauses,
                                        settings=settings)
             realtime.agent_handler = agent_events.handle
+            realtime.on_fill = distributor.request_fill
+            scheduler = SchedulerControl(pool, realtime, distributor, settings.agent_grace_sec)
+            api.bind_scheduler(scheduler)
+            schedules = Schedules(pool, jobs)
+            api.bind_schedules(schedules)
             maintenance = Maintenance(pool, dsn, [
                 LeaseRescuer(pool, completion, realtime, settings),
+                ScheduleFirer(pool, schedules, jobs, settings),
                 JobActivator(pool, jobs, distributor, realtime),
                 FillSweeper(distributor),
             ], settings)
             bus = Bus(dsn, pool)
             services = Services(settings, dsn, pool, realtime, distributor, completion, jobs, pauses,
-                                agent_events, maintenance, bus, admin_token)
+                                agent_events, scheduler, schedules, maintenance, bus, admin_token)
             app[SERVICES] = services
             api.bind(pool, jobs, pauses, agent_events)
             await bus.start()

@@ -71,6 +71,9 @@ class Completion:
             for row in changed:
                 status = "retrying" if row["retry_at"] is not None else row["status"]
                 self.metrics.assignments_finished.labels(status=status).inc()
+                if row["started_at"] is not None and row["status"] != "cancelled":
+                    seconds = (row["finished_at"] - row["started_at"]).total_seconds()
+                    self.metrics.run_seconds.labels(status=row["status"]).observe(max(0.0, seconds))
             self.realtime.jobs_changed(r["job_id"] for r in changed)
             self.realtime.devices_changed(d["id"] for d in devices)
             if completed:

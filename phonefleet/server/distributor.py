@@ -23,6 +23,7 @@ from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.store import scheduler as scheduler_store
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ class Distributor:
         self.pool = pool
         self.realtime = realtime
         self.metrics = metrics
-        self.enabled = True
         self._requested = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -89,21 +89,23 @@ class Distributor:
 
     async def fill(self, job_ids: Sequence[int] | None = None) -> int:
         """One pass over fillable jobs; returns the number of assignments created and pushed."""
-        if not self.enabled:
-            return 0
         started = time.perf_counter()
         created: list[tuple[Any, list[dict[str, Any]]]] = []
         async with self._lock, self.pool.acquire() as conn:
             idle = await devices_store.count_idle(conn)
-            if idle == 0:
+            if idle == 0 or not await scheduler_store.running(conn):
                 return 0
+            agent_caps = await assignments_store.has_agent_caps(conn)
             for candidate in await jobs_store.fillable(conn, job_ids):
                 async with conn.transaction():
+                    # Shares the switch's row lock: a stop waits for claims in flight, then no claim runs.
+                    if not await scheduler_store.running(conn, lock=True):
+                        break
                     job = await jobs_store.get(conn, candidate["id"], for_update=True)
                     if job is None or job["status"] != "active" or job["target_count"] is None:
                         continue
                     limit = max(0, job["target_count"] - job["assigned_count"]) + job["retry_pending"]
-                    rows = await assignments_store.claim(conn, job, min(limit, idle))
+                    rows = await assignments_store.claim(conn, job, min(limit, idle), agent_caps=agent_caps)
                 if rows:
                     created.append((job, rows))
                     idle -= len(rows)
@@ -113,6 +115,7 @@ class Distributor:
         if total:
             self.metrics.assignments_created.inc(total)
             await self._push(created)
+            self.metrics.fanout_seconds.observe(time.perf_counter() - started)
         self.metrics.fill_seconds.observe(time.perf_counter() - started)
         return total
 

@@ -10,11 +10,11 @@ from typing import Any
 import asyncpg
 
 from phonefleet.protocol import events as ev
-from phonefleet.protocol.enums import JobStatus, TargetType
-from phonefleet.protocol.models import JobCreate, JobPatch
-from phonefleet.protocol.states import JOB_TRANSITIONS, sources_of
+from phonefleet.protocol.enums import BatchAction, JobStatus, RequeueScope, TargetType
+from phonefleet.protocol.models import BatchFailure, JobBatch, JobBatchResult, JobCreate, JobPatch, JobTemplate
+from phonefleet.protocol.states import JOB_ACTIONS, JOB_TRANSITIONS
 from phonefleet.server.distributor import Distributor, order_from_row
-from phonefleet.server.errors import Conflict, Invalid, NotFound
+from phonefleet.server.errors import Conflict, Invalid, NotFound, ServiceError
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import Conn
 from phonefleet.server.store import assignments as assignments_store
@@ -48,40 +48,53 @@ class JobControl:
         self.distributor = distributor
 
     async def create(self, body: JobCreate, actor: str = "admin", *, allow_shell: bool = True) -> Any:
+        row = await in_transaction(
+            self.pool, lambda conn: self.insert(conn, body, actor, allow_shell=allow_shell))
+        await self.announce(row)
+        return await self.get(row["id"])
+
+    async def insert(self, conn: Conn, body: JobTemplate, actor: str, *, allow_shell: bool = True,
+                     schedule_id: int | None = None, scheduled_for: datetime | None = None) -> Any:
+        """Validate and store a job inside the caller's transaction; ``announce`` it after the commit.
+
+        A schedule's firing passes its ``schedule_id`` and ``scheduled_for``: the unique key on the
+        pair makes a firing create its job once, whichever server process reaches it.
+        """
         if not allow_shell and any(step.type == "shell" for step in body.plan):
             raise Invalid.field("plan", "shell steps need the shell right")
+        run_at = body.run_at if isinstance(body, JobCreate) else None
+        depends_on = body.depends_on if isinstance(body, JobCreate) else []
+        if depends_on:
+            missing = sorted(set(depends_on) - await jobs_store.existing_ids(conn, depends_on))
+            if missing:
+                raise Invalid.field("depends_on", f"unknown job ids {missing}")
+        now = datetime.now(UTC)
+        waiting = (run_at is not None and run_at > now) or bool(depends_on)
+        filters = body.filters.model_dump(exclude_none=True)
+        target_count = None
+        if not waiting:
+            eligible = await jobs_store.count_eligible_connected(conn, filters)
+            target_count = resolve_target(body.target_type, body.target_value, eligible)
+        row = await jobs_store.insert(conn, {
+            "title": body.title,
+            "plan": [s.model_dump(mode="json", exclude_none=True) for s in body.plan],
+            "target_type": str(body.target_type), "target_value": body.target_value,
+            "target_count": target_count, "filters": filters, "priority": body.priority,
+            "status": JobStatus.scheduled if waiting else JobStatus.active,
+            "timeout_sec": body.timeout_sec, "max_retries": body.max_retries, "run_at": run_at,
+            "depends_on": depends_on, "allow_shell": allow_shell, "max_parallel": body.max_parallel,
+            "schedule_id": schedule_id, "scheduled_for": scheduled_for,
+        })
+        await jobs_store.add_event(conn, row["id"], "created", actor, {"target_count": target_count})
+        if target_count == 0:  # nothing to reach: done at once, and said so
+            await jobs_store.complete_finished(conn, [row["id"]])
+        return await jobs_store.get(conn, row["id"])
 
-        async def work(conn: Conn) -> Any:
-            if body.depends_on:
-                missing = sorted(set(body.depends_on) - await jobs_store.existing_ids(conn, body.depends_on))
-                if missing:
-                    raise Invalid.field("depends_on", f"unknown job ids {missing}")
-            now = datetime.now(UTC)
-            waiting = (body.run_at is not None and body.run_at > now) or bool(body.depends_on)
-            filters = body.filters.model_dump(exclude_none=True)
-            target_count = None
-            if not waiting:
-                eligible = await jobs_store.count_eligible_connected(conn, filters)
-                target_count = resolve_target(body.target_type, body.target_value, eligible)
-            row = await jobs_store.insert(conn, {
-                "title": body.title,
-                "plan": [s.model_dump(mode="json", exclude_none=True) for s in body.plan],
-                "target_type": str(body.target_type), "target_value": body.target_value,
-                "target_count": target_count, "filters": filters, "priority": body.priority,
-                "status": JobStatus.scheduled if waiting else JobStatus.active,
-                "timeout_sec": body.timeout_sec, "max_retries": body.max_retries, "run_at": body.run_at,
-                "depends_on": body.depends_on, "allow_shell": allow_shell,
-            })
-            await jobs_store.add_event(conn, row["id"], "created", actor, {"target_count": target_count})
-            if target_count == 0:  # nothing to reach: done at once, and said so
-                await jobs_store.complete_finished(conn, [row["id"]])
-            return await jobs_store.get(conn, row["id"])
-
-        row = await in_transaction(self.pool, work)
+    async def announce(self, row: Any) -> None:
+        """After a job's creation committed: distribute it if it is open, and tell the dashboards."""
         if row["status"] == JobStatus.active:
             await self.distributor.fill([row["id"]])
         await self.realtime.job_status_changed([row["id"]])
-        return await self.get(row["id"])
 
     async def get(self, job_id: int) -> Any:
         async with self.pool.acquire() as conn:
@@ -103,32 +116,58 @@ class JobControl:
 
     async def patch(self, job_id: int, body: JobPatch, actor: str = "admin") -> Any:
         """The transition first: when it is impossible (409) the edits are not made either."""
+        depends_on = body.depends_on
+        if depends_on is not None:  # checked before anything changes, so a 422 leaves the job as it was
+            await in_transaction(self.pool, lambda conn: self._check_dependencies(conn, job_id, depends_on))
         if body.status == "paused":
             await self.pause(job_id, actor)
         elif body.status == "active":
             await self.resume(job_id, actor)
         elif body.status == "cancelled":
             await self.cancel(job_id, actor)
-        fields = body.model_dump(exclude_unset=True, exclude={"status"})
-        if fields:
-            async with self.pool.acquire() as conn:
+        fields = body.model_dump(exclude_unset=True, exclude={"status", "depends_on"})
+        if fields or depends_on is not None:
+            async def work(conn: Conn) -> None:
                 if await jobs_store.update_fields(conn, job_id, fields) is None:
                     raise NotFound(f"job {job_id} not found")
+                if depends_on is not None:
+                    await self._check_dependencies(conn, job_id, depends_on)
+                    await jobs_store.set_depends_on(conn, job_id, depends_on)
+                    await jobs_store.add_event(conn, job_id, "dependencies", actor, {"depends_on": depends_on})
+
+            await in_transaction(self.pool, work)
             await self.realtime.job_status_changed([job_id])
+            if "max_parallel" in fields:
+                self.distributor.request_fill()
         return await self.get(job_id)
 
-    async def _transition(self, conn: Conn, job_id: int, target: JobStatus) -> Any:
-        row = await jobs_store.transition(conn, job_id, target, sources_of(JOB_TRANSITIONS, target))
+    async def _check_dependencies(self, conn: Conn, job_id: int, depends_on: list[int]) -> None:
+        job = await jobs_store.get(conn, job_id, for_update=True)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if job["status"] not in JOB_ACTIONS["edit_dependencies"]:
+            raise Conflict(f"job {job_id} is {job['status']}; its dependencies can change only while it waits")
+        missing = sorted(set(depends_on) - await jobs_store.existing_ids(conn, depends_on))
+        if missing:
+            raise Invalid.field("depends_on", f"unknown job ids {missing}")
+        if await jobs_store.would_cycle(conn, job_id, depends_on):
+            raise Invalid.field("depends_on", f"job {job_id} would depend on itself (a cycle)")
+
+    async def _transition(self, conn: Conn, job_id: int, target: JobStatus, action: str) -> Any:
+        """Move the job if its status allows ``action``; 404 or 409 (naming the status) otherwise."""
+        sources = sorted(JOB_ACTIONS[action])
+        assert all(target in JOB_TRANSITIONS[JobStatus(s)] for s in sources), (action, target)
+        row = await jobs_store.transition(conn, job_id, target, sources)
         if row is None:
             current = await jobs_store.get(conn, job_id)
             if current is None:
                 raise NotFound(f"job {job_id} not found")
-            raise Conflict(f"job {job_id} is {current['status']}; it cannot become {target}")
+            raise Conflict(f"job {job_id} is {current['status']}; it cannot {action}")
         return row
 
     async def pause(self, job_id: int, actor: str = "admin") -> Any:
         async def work(conn: Conn) -> list[Any]:
-            await self._transition(conn, job_id, JobStatus.paused)
+            await self._transition(conn, job_id, JobStatus.paused, "pause")
             paused = await assignments_store.pause_job(conn, job_id)
             await jobs_store.add_event(conn, job_id, "paused", actor, {"assignments": len(paused)})
             return paused
@@ -147,7 +186,13 @@ class JobControl:
 
     async def resume(self, job_id: int, actor: str = "admin") -> Any:
         async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
-            job = await self._transition(conn, job_id, JobStatus.active)
+            current = await jobs_store.get(conn, job_id, for_update=True)
+            if current is not None and current["status"] == JobStatus.paused and current["activated_at"] is None:
+                # Paused before it ever ran: it waits again for its time and its prerequisites.
+                await self._transition(conn, job_id, JobStatus.scheduled, "resume")
+                await jobs_store.add_event(conn, job_id, "resumed", actor, {"assignments": 0})
+                return [], []
+            job = await self._transition(conn, job_id, JobStatus.active, "resume")
             if job["target_count"] is None:
                 eligible = await jobs_store.count_eligible_connected(conn, job["filters"])
                 target = resolve_target(job["target_type"], job["target_value"], eligible)
@@ -176,7 +221,7 @@ class JobControl:
 
     async def cancel(self, job_id: int, actor: str = "admin") -> Any:
         async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
-            await self._transition(conn, job_id, JobStatus.cancelled)
+            await self._transition(conn, job_id, JobStatus.cancelled, "cancel")
             cancelled = await assignments_store.cancel(conn, job_id=job_id, error="job cancelled")
             await assignments_store.cancel_retries(conn, job_id)
             devices = await devices_store.refresh_states(conn, sorted({r["device_id"] for r in cancelled}))
@@ -187,6 +232,49 @@ class JobControl:
         await self._tell_cancelled(job_id, cancelled)
         await self._after(job_id, devices)
         return await self.get(job_id)
+
+    async def requeue(self, job_id: int, scope: RequeueScope, actor: str = "admin") -> tuple[Any, int]:
+        """Run a job's finally failed slots (or all of them) again; returns the job and how many."""
+
+        async def work(conn: Conn) -> int:
+            job = await jobs_store.get(conn, job_id, for_update=True)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            if job["status"] not in JOB_ACTIONS["requeue"]:
+                raise Conflict(f"job {job_id} is {job['status']}; it cannot requeue")
+            n = await jobs_store.requeue(conn, job_id, str(scope))
+            await jobs_store.add_event(conn, job_id, "requeued", actor, {"scope": str(scope), "slots": n})
+            return n
+
+        n = await in_transaction(self.pool, work)
+        await self.realtime.job_status_changed([job_id])
+        if n:
+            await self.distributor.fill([job_id])
+        return await self.get(job_id), n
+
+    async def batch(self, body: JobBatch, actor: str = "admin", *, max_jobs: int = 10_000) -> JobBatchResult:
+        """One action on many jobs, each exactly as a single request would do it (and tell the agents)."""
+        if body.ids is not None:
+            ids = list(dict.fromkeys(body.ids))
+        else:
+            assert body.filter is not None
+            async with self.pool.acquire() as conn:
+                ids = await jobs_store.ids_matching(
+                    conn, statuses=[str(s) for s in body.filter.status] if body.filter.status else None,
+                    search=body.filter.search, schedule_id=body.filter.schedule_id, limit=max_jobs,
+                )
+        action = {BatchAction.pause: self.pause, BatchAction.resume: self.resume,
+                  BatchAction.cancel: self.cancel}[body.action]
+        changed: list[int] = []
+        failed: list[BatchFailure] = []
+        for job_id in ids:
+            try:
+                await action(job_id, actor)
+            except ServiceError as exc:
+                failed.append(BatchFailure(id=job_id, code=exc.code, message=exc.message))
+            else:
+                changed.append(job_id)
+        return JobBatchResult(action=body.action, changed=changed, failed=failed)
 
     async def delete(self, job_id: int, actor: str = "admin") -> None:
         """Delete a job; its live assignments are cancelled on the phones first."""

@@ -66,7 +66,9 @@ class LeaseRescuer:
 
 
 class JobActivator:
-    """Scheduled jobs whose ``run_at`` has come and whose prerequisites completed start distributing."""
+    """Scheduled jobs whose ``run_at`` has come and whose prerequisites completed start distributing;
+    those with a failed, cancelled or deleted prerequisite become blocked (and wait again once it is
+    requeued)."""
 
     name = "job_activator"
 
@@ -77,6 +79,15 @@ class JobActivator:
         self.realtime = realtime
 
     async def run_once(self) -> int:
+        async def settle(conn: Conn) -> list[int]:
+            changed = [r["id"] for r in await jobs_store.unblock_ready(conn)]
+            while blocked := await jobs_store.block_dependents(conn):  # cascades down dependency chains
+                for row in blocked:
+                    await jobs_store.add_event(conn, row["id"], "blocked", "scheduler",
+                                               {"reason": row["blocked_reason"]})
+                changed += [r["id"] for r in blocked]
+            return changed
+
         async def work(conn: Conn) -> list[int]:
             activated = []
             for job in await jobs_store.due_scheduled(conn):
@@ -84,11 +95,13 @@ class JobActivator:
                     activated.append(job["id"])
             return activated
 
+        settled = await in_transaction(self.pool, settle)
         activated = await in_transaction(self.pool, work)
         if activated:
             await self.distributor.fill(activated)
-            await self.realtime.job_status_changed(activated)
-        return len(activated)
+        if activated or settled:
+            await self.realtime.job_status_changed([*settled, *activated])
+        return len(activated) + len(settled)
 
 
 class FillSweeper:

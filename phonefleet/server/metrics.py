@@ -2,12 +2,17 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from phonefleet.server.store.stats import FleetCounts
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""Prometheus' text format, as ``generate_latest`` writes it."""
+
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.socket_events = Counter(
-            "phonefleet_socket_events", "Socket.IO events received from agents", ["namespace", "event"],
+            "phonefleet_socket_events", "Socket.IO events received from agents and dashboards", ["namespace", "event"],
             registry=self.registry,
         )
         self.assignments_created = Counter(
@@ -21,9 +26,36 @@ class Metrics:
             "phonefleet_fill_seconds", "Time of one distributor fill pass", registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+        self.run_seconds = Histogram(
+            "phonefleet_assignment_run_seconds", "Run time of assignments on the phone (started to finished)",
+            ["status"], registry=self.registry,
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600),
+        )
+        self.fanout_seconds = Histogram(
+            "phonefleet_fanout_seconds", "From the start of a fill to its job:assign events sent to the agents",
+            registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         self.connected_agents = Gauge(
             "phonefleet_connected_agents", "Agents with a socket on this node", registry=self.registry
         )
+        # Cluster-wide, from the database at scrape time (see ``set_fleet``): every node answers the same.
+        self.assignments = Gauge("phonefleet_assignments", "Assignments by status", ["status"],
+                                 registry=self.registry)
+        self.jobs = Gauge("phonefleet_jobs", "Jobs by status", ["status"], registry=self.registry)
+        self.devices = Gauge("phonefleet_devices", "Phones by state", ["state"], registry=self.registry)
+        self.agents_connected = Gauge(
+            "phonefleet_agents_connected", "Agents seen within the grace period, on any node", registry=self.registry
+        )
+
+    def set_fleet(self, counts: FleetCounts) -> None:
+        """The gauges counted in the database, refreshed by each scrape."""
+        for status, n in counts.assignments.items():
+            self.assignments.labels(status=status).set(n)
+        for status, n in counts.jobs.items():
+            self.jobs.labels(status=status).set(n)
+        for state, n in counts.devices.items():
+            self.devices.labels(state=state).set(n)
+        self.agents_connected.set(counts.agents["connected"])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

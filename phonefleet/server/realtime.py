@@ -101,6 +101,8 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 return True
             self.rt.dashboards.discard(args[0])
             return None
+        # Dashboards send no events of their own: every one is counted under a single label.
+        self.rt.metrics.socket_events.labels(namespace="dashboard", event="unknown").inc()
         return {"ok": False, "error": {"code": "unknown_event", "message": f"unknown event {str(event)[:100]!r}",
                                        "details": []}}
 
@@ -121,6 +123,8 @@ class Realtime:
         self.sio.register_namespace(DashboardNamespace(self))
         self.agent_handler: AgentEventHandler | None = None
         self.on_kick: Callable[[int], Awaitable[None]] | None = None
+        self.on_fill: Callable[[], None] | None = None
+        """Another node asks every node to fill (distribution was started again)."""
         self._agent_sids: dict[int, str] = {}
         self._sid_agents: dict[str, Principal] = {}
         self.dashboards: set[str] = set()
@@ -208,6 +212,8 @@ class Realtime:
                                    [int(d) for d in message.get("devices", [])])
         elif kind == "dashboard":
             await self._emit_dashboards(str(message["event"]), message.get("data"))
+        elif kind == "fill" and self.on_fill is not None:
+            self.on_fill()
 
     # ------------------------------------------------------------------ to dashboards
 
@@ -227,6 +233,11 @@ class Realtime:
         await self._emit_job_updates(ids, ev.JOB_STATUS_UPDATE)
         if self.bus is not None:
             await self.bus.publish({"kind": "dirty", "status": ids[:500]})
+
+    async def fill_everywhere(self) -> None:
+        """Ask every other node to run a fill (this node fills on its own)."""
+        if self.bus is not None:
+            await self.bus.publish({"kind": "fill"})
 
     async def broadcast(self, event: str, data: dict[str, Any]) -> None:
         """An event for every dashboard on every node."""

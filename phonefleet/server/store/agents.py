@@ -5,7 +5,7 @@ from typing import Any
 from phonefleet.server.store import Conn, Row
 
 AGENT_COLUMNS = """
-    a.id, a.name, a.hostname, a.version, a.status, a.paused, a.last_seen_at, a.created_at,
+    a.id, a.name, a.hostname, a.version, a.status, a.paused, a.max_running, a.last_seen_at, a.created_at,
     (a.last_seen_at IS NOT NULL AND a.last_seen_at > now() - make_interval(secs => $1)) AS connected,
     (SELECT count(*) FROM devices d WHERE d.agent_id = a.id AND d.connected)::int AS device_count
 """
@@ -29,6 +29,11 @@ async def list_all(conn: Conn, grace_sec: float) -> list[Row]:
 
 async def by_token_hash(conn: Conn, token_hash: str) -> Row | None:
     return await conn.fetchrow("SELECT id, name, paused FROM agents WHERE token_hash = $1", token_hash)
+
+
+async def set_max_running(conn: Conn, agent_id: int, max_running: int | None) -> bool:
+    status = await conn.execute("UPDATE agents SET max_running = $2 WHERE id = $1", agent_id, max_running)
+    return str(status).endswith(" 1")
 
 
 async def name_exists(conn: Conn, name: str) -> bool:

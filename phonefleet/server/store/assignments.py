@@ -14,7 +14,8 @@ from phonefleet.server.store.jobs import filter_args, filter_sql
 
 ASSIGNMENT_COLUMNS = """
     a.id, a.job_id, a.device_id, a.agent_id, a.status, a.attempt, a.progress, a.step_index, a.result,
-    a.error, a.error_code, a.lease_until, a.retry_at, a.created_at, a.started_at, a.finished_at
+    a.error, a.error_code, a.lease_until, a.retry_at, a.created_at, a.started_at, a.finished_at, a.retried,
+    a.superseded
 """
 
 ORDER_COLUMNS = """
@@ -29,28 +30,77 @@ def _from(target: A) -> list[str]:
     return sources_of(ASSIGNMENT_TRANSITIONS, target)
 
 
-_ELIGIBLE_IDLE = """
+_ELIGIBLE = """
+    d.state = 'idle' AND ag.status = 'online' AND NOT ag.paused AND {filters}
+    AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = $1 AND x.device_id = d.id AND NOT x.superseded)
+    AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = $1)
+"""
+
+_ELIGIBLE_IDLE = f"""
     SELECT d.id, d.agent_id, d.serial FROM devices d JOIN agents ag ON ag.id = d.agent_id
-    WHERE d.state = 'idle' AND ag.status = 'online' AND NOT ag.paused AND {filters}
-      AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = $1 AND x.device_id = d.id)
-      AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = $1)
+    WHERE {_ELIGIBLE}
     ORDER BY d.idle_since NULLS FIRST, d.id
     LIMIT $2
     FOR UPDATE OF d SKIP LOCKED
 """
 
+# Agents with a ``max_running`` cap: each may take only as many more phones as its cap leaves. The
+# window cannot run under FOR UPDATE, so the phones are picked first and locked after (a phone
+# another fill took meanwhile is skipped; the next fill covers it). Callers hold the capped
+# agents' advisory locks, so two fills never both spend an agent's last free place.
+_ELIGIBLE_IDLE_CAPPED = f"""
+    WITH open_per_agent AS (
+        SELECT o.agent_id, count(*) AS n FROM assignments o JOIN agents c ON c.id = o.agent_id
+        WHERE c.max_running IS NOT NULL AND o.status IN ('pending', 'delivered', 'running')
+        GROUP BY o.agent_id
+    ), ranked AS (
+        SELECT d.id, d.idle_since,
+               row_number() OVER (PARTITION BY d.agent_id ORDER BY d.idle_since NULLS FIRST, d.id) AS rn,
+               ag.max_running - coalesce(op.n, 0) AS room
+        FROM devices d JOIN agents ag ON ag.id = d.agent_id LEFT JOIN open_per_agent op ON op.agent_id = ag.id
+        WHERE {_ELIGIBLE}
+    ), picked AS (
+        SELECT id FROM ranked WHERE room IS NULL OR rn <= room
+        ORDER BY idle_since NULLS FIRST, id LIMIT $2
+    )
+    SELECT d.id, d.agent_id, d.serial FROM devices d
+    WHERE d.id IN (SELECT id FROM picked) AND d.state = 'idle'
+    ORDER BY d.idle_since NULLS FIRST, d.id
+    FOR UPDATE OF d SKIP LOCKED
+"""
 
-async def claim(conn: Conn, job: Row, limit: int) -> list[dict[str, Any]]:
+AGENT_CAP_LOCK = 0x70666370  # "pfcp": the advisory lock space of agents' max_running
+
+
+async def has_agent_caps(conn: Conn) -> bool:
+    """Is any online agent limited to a number of running phones? (Then claims take the capped path.)"""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM agents WHERE max_running IS NOT NULL AND status = 'online')"))
+
+
+async def open_count(conn: Conn, job_id: int) -> int:
+    """The job's assignments that occupy a phone now (for its ``max_parallel``)."""
+    return int(await conn.fetchval(
+        "SELECT count(*) FROM assignments WHERE job_id = $1 AND status IN ('pending', 'delivered', 'running')",
+        job_id,
+    ))
+
+
+async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -> list[dict[str, Any]]:
     """Claim up to ``limit`` idle eligible phones for ``job`` and create their assignments.
 
     Runs inside the caller's transaction, which holds the job row locked. Phones are locked with
     ``FOR UPDATE SKIP LOCKED`` so concurrent fills (any process) never take the same phone, and
-    the unique (job_id, device_id) key keeps one run per phone per job. Without due retries this
-    is a single statement (pick, mark busy, insert, count), the hot path of a fan-out.
+    the unique (job_id, device_id) key keeps one run per phone per job (a requeue supersedes the
+    old run). The job's ``max_parallel`` and, when ``agent_caps``, each agent's ``max_running`` cap
+    the claim. Without due retries or caps this is a single statement (pick, mark busy, insert,
+    count), the hot path of a fan-out.
     """
+    if job["max_parallel"] is not None and limit > 0:
+        limit = min(limit, job["max_parallel"] - await open_count(conn, job["id"]))
     if limit <= 0:
         return []
-    if job["retry_pending"] == 0:
+    if job["retry_pending"] == 0 and not agent_caps:
         rows = await conn.fetch(
             f"""WITH picked AS ({_ELIGIBLE_IDLE.format(filters=filter_sql(3))}),
                 busy AS (UPDATE devices SET state = 'busy' FROM picked WHERE devices.id = picked.id),
@@ -67,9 +117,16 @@ async def claim(conn: Conn, job: Row, limit: int) -> list[dict[str, Any]]:
             *filter_args(job["filters"]),
         )
         return [dict(r.items()) for r in rows]
-    devices = await conn.fetch(
-        _ELIGIBLE_IDLE.format(filters=filter_sql(3)), job["id"], limit, *filter_args(job["filters"])
-    )
+    if agent_caps:
+        await conn.execute(
+            """SELECT pg_advisory_xact_lock($1, (a.id % 2147483647)::int) FROM (
+                   SELECT id FROM agents WHERE max_running IS NOT NULL AND status = 'online' ORDER BY id) a""",
+            AGENT_CAP_LOCK,
+        )
+        query = _ELIGIBLE_IDLE_CAPPED
+    else:
+        query = _ELIGIBLE_IDLE
+    devices = await conn.fetch(query.format(filters=filter_sql(3)), job["id"], limit, *filter_args(job["filters"]))
     if not devices:
         return []
     device_ids = [d["id"] for d in devices]
@@ -91,7 +148,8 @@ async def claim(conn: Conn, job: Row, limit: int) -> list[dict[str, Any]]:
     )
     if retries:
         await conn.execute(
-            "UPDATE assignments SET retry_at = NULL WHERE id = ANY($1::bigint[])", [r["id"] for r in retries]
+            "UPDATE assignments SET retry_at = NULL, retried = true WHERE id = ANY($1::bigint[])",
+            [r["id"] for r in retries],
         )
     await conn.execute(
         """UPDATE jobs SET assigned_count = assigned_count + $2, retry_pending = retry_pending - $3,
@@ -177,7 +235,7 @@ async def finish(
     slot and gets a ``retry_at`` (exponential backoff with jitter); the fill later hands that slot
     to another phone. Reports for assignments that have already ended change nothing, so an
     agent's outbox may replay freely. Returns, per changed assignment: id, job_id, device_id,
-    agent_id, status, retry_at. The job counters are the caller's next statement
+    agent_id, status, retry_at, started_at, finished_at. The job counters are the caller's next statement
     (``jobs.apply_outcomes``), so the job row is locked for as short a time as possible.
     """
     if not items:
@@ -204,7 +262,7 @@ async def finish(
         FROM input i, jobs j
         WHERE a.id = i.id AND j.id = a.job_id AND (i.agent_id IS NULL OR a.agent_id = i.agent_id)
           AND a.status IN ('pending', 'delivered', 'running', 'paused')
-        RETURNING a.id, a.job_id, a.device_id, a.agent_id, a.status, a.retry_at
+        RETURNING a.id, a.job_id, a.device_id, a.agent_id, a.status, a.retry_at, a.started_at, a.finished_at
         """,
         [i["assignment_id"] for i in items],
         [str(i["outcome"]) for i in items],

@@ -4,12 +4,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from phonefleet.protocol.enums import JobStatus
 from phonefleet.server.store import Conn, Row
 
 JOB_COLUMNS = """
     j.id, j.title, j.plan, j.target_type, j.target_value, j.target_count, j.filters, j.priority, j.status,
     j.timeout_sec, j.max_retries, j.run_at, j.depends_on, j.assigned_count, j.completed_count,
-    j.failed_count, j.retry_pending, j.allow_shell, j.created_at, j.updated_at, j.finished_at
+    j.failed_count, j.retry_pending, j.allow_shell, j.created_at, j.updated_at, j.finished_at,
+    j.max_parallel, j.blocked_reason, j.schedule_id, j.scheduled_for, j.activated_at
 """
 
 # Eligibility of a phone for a job, minus the per-job "never before" and pause checks.
@@ -35,12 +37,15 @@ def filter_args(filters: dict[str, Any]) -> list[list[str] | None]:
 async def insert(conn: Conn, job: dict[str, Any]) -> Row:
     row = await conn.fetchrow(
         f"""INSERT INTO jobs AS j (title, plan, target_type, target_value, target_count, filters, priority,
-                status, timeout_sec, max_retries, run_at, depends_on, allow_shell)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                status, timeout_sec, max_retries, run_at, depends_on, allow_shell, max_parallel, schedule_id,
+                scheduled_for, activated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                    CASE WHEN $8 = 'active' THEN now() END)
             RETURNING {JOB_COLUMNS}""",
         job["title"], job["plan"], job["target_type"], job["target_value"], job["target_count"], job["filters"],
         job["priority"], job["status"], job["timeout_sec"], job["max_retries"], job["run_at"],
-        job["depends_on"], job.get("allow_shell", False),
+        sorted(set(job["depends_on"])), job.get("allow_shell", False), job.get("max_parallel"), job.get("schedule_id"),
+        job.get("scheduled_for"),
     )
     assert row is not None
     return row
@@ -62,15 +67,17 @@ async def existing_ids(conn: Conn, job_ids: Sequence[int]) -> set[int]:
 
 
 async def list_page(
-    conn: Conn, *, statuses: Sequence[str] | None, search: str | None, limit: int, offset: int
+    conn: Conn, *, statuses: Sequence[str] | None, search: str | None, limit: int, offset: int,
+    schedule_id: int | None = None,
 ) -> tuple[list[Row], int]:
-    where = "($1::text[] IS NULL OR j.status = ANY($1)) AND ($2::text IS NULL OR j.title ILIKE '%' || $2 || '%')"
+    where = ("($1::text[] IS NULL OR j.status = ANY($1)) AND ($2::text IS NULL OR j.title ILIKE '%' || $2 || '%')"
+             " AND ($3::bigint IS NULL OR j.schedule_id = $3)")
     rows = await conn.fetch(
-        f"SELECT {JOB_COLUMNS} FROM jobs j WHERE {where} ORDER BY j.id DESC LIMIT $3 OFFSET $4",
-        list(statuses) if statuses else None, search, limit, offset,
+        f"SELECT {JOB_COLUMNS} FROM jobs j WHERE {where} ORDER BY j.id DESC LIMIT $4 OFFSET $5",
+        list(statuses) if statuses else None, search, schedule_id, limit, offset,
     )
     total = await conn.fetchval(f"SELECT count(*) FROM jobs j WHERE {where}",
-                                list(statuses) if statuses else None, search)
+                                list(statuses) if statuses else None, search, schedule_id)
     return rows, int(total)
 
 
@@ -99,7 +106,7 @@ async def transition(conn: Conn, job_id: int, target: str, sources: Sequence[str
 
 
 async def update_fields(conn: Conn, job_id: int, fields: dict[str, Any]) -> Row | None:
-    allowed = ("title", "priority", "timeout_sec", "max_retries")
+    allowed = ("title", "priority", "timeout_sec", "max_retries", "max_parallel")
     sets = [f"{k} = ${i}" for i, k in enumerate((k for k in allowed if k in fields), start=2)]
     if not sets:
         return await get(conn, job_id)
@@ -127,7 +134,8 @@ async def count_eligible_connected(conn: Conn, filters: dict[str, Any]) -> int:
 
 async def activate(conn: Conn, job_id: int, target_count: int) -> Row | None:
     return await conn.fetchrow(
-        f"""UPDATE jobs j SET status = 'active', target_count = coalesce(j.target_count, $2), updated_at = now()
+        f"""UPDATE jobs j SET status = 'active', target_count = coalesce(j.target_count, $2), updated_at = now(),
+                activated_at = coalesce(j.activated_at, now())
             WHERE j.id = $1 AND j.status = 'scheduled' RETURNING {JOB_COLUMNS}""",
         job_id, target_count,
     )
@@ -138,15 +146,131 @@ async def set_target(conn: Conn, job_id: int, target_count: int) -> None:
 
 
 async def due_scheduled(conn: Conn, now: datetime | None = None) -> list[Row]:
-    """Scheduled jobs whose time has come and whose prerequisites have all completed."""
+    """Scheduled jobs whose time has come and whose prerequisites all completed without a failed slot."""
     return await conn.fetch(
         f"""SELECT {JOB_COLUMNS} FROM jobs j
             WHERE j.status = 'scheduled' AND (j.run_at IS NULL OR j.run_at <= coalesce($1, now()))
-              AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.id = ANY(j.depends_on) AND p.status <> 'completed')
+              AND (SELECT count(*) FROM jobs p WHERE p.id = ANY(j.depends_on) AND p.status = 'completed'
+                   AND p.failed_count = 0) = cardinality(j.depends_on)
             ORDER BY j.priority DESC, j.created_at, j.id
             FOR UPDATE SKIP LOCKED""",
         now,
     )
+
+
+# Why a prerequisite stops its dependents: it was deleted, cancelled, is blocked itself, or
+# completed with failed slots. Shared by blocking and unblocking so the two never disagree.
+_PREREQUISITE_FAILED = """
+    p.id IS NULL OR p.status IN ('cancelled', 'blocked') OR (p.status = 'completed' AND p.failed_count > 0)
+"""
+
+
+async def block_dependents(conn: Conn) -> list[Row]:
+    """Scheduled jobs with a failed prerequisite become ``blocked``, with the reason; returns them.
+
+    Blocking cascades: a blocked job is itself a failed prerequisite on the next pass."""
+    return await conn.fetch(
+        f"""WITH reasons AS (
+                SELECT j.id, string_agg(
+                    CASE WHEN p.id IS NULL THEN format('job %s was deleted', d.pid)
+                         WHEN p.status = 'cancelled' THEN format('job %s was cancelled', p.id)
+                         WHEN p.status = 'blocked' THEN format('job %s is blocked', p.id)
+                         ELSE format('job %s completed with %s failed slot(s)', p.id, p.failed_count) END,
+                    '; ' ORDER BY d.pid) AS reason
+                FROM jobs j CROSS JOIN LATERAL unnest(j.depends_on) AS d(pid) LEFT JOIN jobs p ON p.id = d.pid
+                WHERE j.status = 'scheduled' AND cardinality(j.depends_on) > 0 AND ({_PREREQUISITE_FAILED})
+                GROUP BY j.id)
+            UPDATE jobs j SET status = 'blocked', blocked_reason = reasons.reason, updated_at = now()
+            FROM reasons WHERE j.id = reasons.id AND j.status = 'scheduled'
+            RETURNING j.id, j.blocked_reason"""
+    )
+
+
+async def unblock_ready(conn: Conn) -> list[Row]:
+    """Blocked jobs whose prerequisites no longer fail (one was requeued) wait again as ``scheduled``."""
+    return await conn.fetch(
+        f"""UPDATE jobs j SET status = 'scheduled', blocked_reason = NULL, updated_at = now()
+            WHERE j.status = 'blocked' AND NOT EXISTS (
+                SELECT 1 FROM unnest(j.depends_on) AS d(pid) LEFT JOIN jobs p ON p.id = d.pid
+                WHERE {_PREREQUISITE_FAILED})
+            RETURNING j.id"""
+    )
+
+
+async def would_cycle(conn: Conn, job_id: int, depends_on: Sequence[int]) -> bool:
+    """Would ``job_id`` depending on ``depends_on`` close a cycle (is the job reachable from them)?"""
+    return bool(await conn.fetchval(
+        """WITH RECURSIVE reach(id) AS (
+               SELECT unnest($2::bigint[])
+               UNION
+               SELECT unnest(j.depends_on) FROM jobs j JOIN reach r ON j.id = r.id)
+           SELECT EXISTS (SELECT 1 FROM reach WHERE id = $1)""",
+        job_id, list(depends_on),
+    ))
+
+
+async def set_depends_on(conn: Conn, job_id: int, depends_on: Sequence[int]) -> None:
+    await conn.execute(
+        "UPDATE jobs SET depends_on = $2, updated_at = now() WHERE id = $1", job_id, sorted(set(depends_on))
+    )
+
+
+async def requeue(conn: Conn, job_id: int, scope: str) -> int:
+    """Reopen a job's ended slots so they run again; returns how many. The caller holds the job row.
+
+    ``failed``: slots that finally failed or timed out (not those another phone retried). ``all``:
+    every ended slot, and pending retries, with the counters reset. The old assignments are kept as
+    history, marked ``superseded``, so the same phones may take the job again.
+    """
+    if scope == "failed":
+        n = int(await conn.fetchval(
+            """WITH s AS (UPDATE assignments SET superseded = true
+                          WHERE job_id = $1 AND status IN ('failed', 'timed_out') AND NOT superseded
+                            AND NOT retried AND retry_at IS NULL
+                          RETURNING 1)
+               SELECT count(*) FROM s""",
+            job_id,
+        ))
+        await conn.execute(
+            """UPDATE jobs SET failed_count = greatest(0, failed_count - $2),
+                   assigned_count = greatest(0, assigned_count - $2), updated_at = now()
+               WHERE id = $1""",
+            job_id, n,
+        )
+    else:
+        await conn.execute(
+            """UPDATE assignments SET superseded = true, retry_at = NULL
+               WHERE job_id = $1 AND NOT superseded
+                 AND status IN ('completed', 'failed', 'timed_out', 'cancelled')""",
+            job_id,
+        )
+        n = int(await conn.fetchval(
+            """WITH live AS (SELECT count(*) AS k FROM assignments WHERE job_id = $1 AND NOT superseded)
+               UPDATE jobs j SET completed_count = 0, failed_count = 0, retry_pending = 0,
+                   assigned_count = live.k, updated_at = now()
+               FROM live WHERE j.id = $1
+               RETURNING greatest(0, coalesce(j.target_count, 0) - live.k)""",
+            job_id,
+        ))
+    if n:
+        await conn.execute(
+            """UPDATE jobs SET status = 'active', finished_at = NULL, updated_at = now()
+               WHERE id = $1 AND status = 'completed'""",
+            job_id,
+        )
+    return n
+
+
+async def ids_matching(conn: Conn, *, statuses: Sequence[str] | None, search: str | None,
+                       schedule_id: int | None, limit: int) -> list[int]:
+    rows = await conn.fetch(
+        """SELECT id FROM jobs
+           WHERE ($1::text[] IS NULL OR status = ANY($1)) AND ($2::text IS NULL OR title ILIKE '%' || $2 || '%')
+             AND ($3::bigint IS NULL OR schedule_id = $3)
+           ORDER BY id LIMIT $4""",
+        list(statuses) if statuses else None, search, schedule_id, limit,
+    )
+    return [r["id"] for r in rows]
 
 
 async def fillable(conn: Conn, job_ids: Sequence[int] | None) -> list[Row]:
@@ -198,7 +322,7 @@ async def complete_finished(conn: Conn, job_ids: Sequence[int]) -> list[Row]:
 
 async def counts_by_status(conn: Conn) -> dict[str, int]:
     rows = await conn.fetch("SELECT status, count(*)::int AS n FROM jobs GROUP BY status")
-    counts = {s: 0 for s in ("scheduled", "active", "paused", "completed", "cancelled")}
+    counts = {str(s): 0 for s in JobStatus}
     counts.update({r["status"]: r["n"] for r in rows})
     return counts
 

@@ -1,0 +1,50 @@
+"""The distribution switch and its status: stopped means no new assignments on any node, while
+work already on the phones finishes (and pauses, cancels and results keep flowing)."""
+
+from typing import Any
+
+import asyncpg
+
+from phonefleet.protocol import events as ev
+from phonefleet.protocol.models import ScheduleDue, SchedulerStatus
+from phonefleet.server.distributor import Distributor
+from phonefleet.server.realtime import Realtime
+from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import devices as devices_store
+from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.store import scheduler as scheduler_store
+from phonefleet.server.store import schedules as schedules_store
+from phonefleet.server.transactions import in_transaction
+
+
+class SchedulerControl:
+    def __init__(self, pool: asyncpg.Pool, realtime: Realtime, distributor: Distributor, grace_sec: float) -> None:
+        self.pool = pool
+        self.realtime = realtime
+        self.distributor = distributor
+        self.grace_sec = grace_sec
+
+    async def status(self) -> SchedulerStatus:
+        async with self.pool.acquire() as conn:
+            switch = await scheduler_store.state(conn)
+            due = await schedules_store.next_due(conn)
+            agents = await agents_store.counts_by_status(conn, self.grace_sec)
+            return SchedulerStatus(
+                running=switch["running"], changed_at=switch["changed_at"], changed_by=switch["changed_by"],
+                jobs=await jobs_store.counts_by_status(conn),
+                assignments=await scheduler_store.open_assignment_counts(conn),
+                connected_agents=int(agents.get("connected", 0)),
+                idle_devices=await devices_store.count_idle(conn),
+                next_schedule=ScheduleDue.model_validate(dict(due.items())) if due is not None else None,
+            )
+
+    async def set_running(self, running: bool, actor: str = "admin") -> SchedulerStatus:
+        """Waits for claims in flight (they share the switch's row lock): once a stop answers, no
+        node makes another assignment until a start."""
+        row: Any = await in_transaction(self.pool, lambda conn: scheduler_store.set_running(conn, running, actor))
+        await self.realtime.broadcast(ev.SCHEDULER_UPDATE, ev.SchedulerSwitch.model_validate(
+            dict(row.items())).model_dump(mode="json"))
+        if running:
+            self.distributor.request_fill()
+            await self.realtime.fill_everywhere()
+        return await self.status()

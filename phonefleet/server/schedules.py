@@ -1,0 +1,228 @@
+"""Recurring schedules: a job template fired by cron (in a time zone) or every N seconds.
+
+``Schedules`` keeps the definitions and runs one now; ``ScheduleFirer`` is the maintenance duty that
+fires the due ones. Both read time from ``Schedules.clock``, so tests move time by swapping it.
+"""
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+
+from phonefleet.protocol import recurrence
+from phonefleet.protocol.enums import MisfirePolicy
+from phonefleet.protocol.models import JobTemplate, ScheduleCreate, SchedulePatch
+from phonefleet.server.config import Settings
+from phonefleet.server.errors import Conflict, Invalid, NotFound, ServiceError
+from phonefleet.server.job_control import JobControl
+from phonefleet.server.store import Conn, Row
+from phonefleet.server.store import schedules as schedules_store
+from phonefleet.server.transactions import in_transaction
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+ACTOR = "scheduler"
+MISFIRE_MIN_SEC = 60.0
+"""A firing later than this (or two maintenance intervals, if longer) was missed, not merely late."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def first_firing(rule: Mapping[str, Any], now: datetime) -> datetime:
+    """The first firing strictly after ``now``: on create, on enable, and when the rule changes."""
+    return recurrence.next_fire(cron=rule["cron"], interval_sec=rule["interval_sec"], timezone=rule["timezone"],
+                                after=now)
+
+
+@dataclass(frozen=True)
+class Firing:
+    """What one due schedule does now: create a job for ``scheduled_for`` (None: none), then wait for
+    ``next_run_at``."""
+
+    scheduled_for: datetime | None
+    next_run_at: datetime
+    missed: bool
+
+
+def plan_firing(schedule: Row | Mapping[str, Any], now: datetime, misfire_after: timedelta) -> Firing:
+    """An on-time firing runs its due time and moves to the next one (a short lag is caught up one
+    firing at a time); a firing more than ``misfire_after`` late was missed while no server ran, and the
+    schedule's misfire policy decides: ``skip`` creates nothing, ``run_once`` one job for the latest
+    missed firing. Either way the schedule moves to its first future firing."""
+    due: datetime = schedule["next_run_at"]
+    rule = {"cron": schedule["cron"], "interval_sec": schedule["interval_sec"], "timezone": schedule["timezone"]}
+    if now - due <= misfire_after:
+        return Firing(due, recurrence.next_fire(**rule, after=due), missed=False)
+    if schedule["interval_sec"] is not None:  # keep the interval's phase: due + k * interval
+        step = timedelta(seconds=schedule["interval_sec"])
+        latest = due + ((now - due) // step) * step
+        upcoming = latest + step
+    else:
+        latest = max(due, recurrence.last_cron_fire(cron=schedule["cron"], timezone=schedule["timezone"],
+                                                    at_or_before=now))
+        upcoming = first_firing(rule, now)
+    keep = schedule["misfire_policy"] == MisfirePolicy.run_once
+    return Firing(latest if keep else None, upcoming, missed=True)
+
+
+def _template(row: Row) -> JobTemplate:
+    return JobTemplate.model_validate(row["template"])
+
+
+def _one_rule(cron: str | None, interval_sec: int | None, patched: set[str]) -> None:
+    if (cron is None) == (interval_sec is None):
+        field = "interval_sec" if "interval_sec" in patched else "cron"
+        raise Invalid.field(field, "give either cron or interval_sec")
+
+
+class Schedules:
+    """Schedule definitions; ``next_run_at`` is computed from ``clock`` whenever the rule or
+    ``enabled`` changes (null while disabled), so firings missed while disabled never count."""
+
+    def __init__(self, pool: asyncpg.Pool, jobs: JobControl, clock: Clock = utc_now) -> None:
+        self.pool = pool
+        self.jobs = jobs
+        self.clock = clock
+
+    async def create(self, body: ScheduleCreate) -> Row:
+        values = body.model_dump(mode="json", exclude={"template"})
+        values["template"] = body.template.model_dump(mode="json", exclude_none=True)
+        values["next_run_at"] = first_firing(values, self.clock()) if body.enabled else None
+        try:
+            async with self.pool.acquire() as conn:
+                return await schedules_store.insert(conn, values)
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"a schedule named {body.name!r} exists") from None
+
+    async def get(self, schedule_id: int) -> Row:
+        async with self.pool.acquire() as conn:
+            row = await schedules_store.get(conn, schedule_id)
+        if row is None:
+            raise NotFound(f"schedule {schedule_id} not found")
+        return row
+
+    async def list_page(self, *, enabled: bool | None, limit: int, offset: int) -> tuple[list[Row], int]:
+        async with self.pool.acquire() as conn:
+            return await schedules_store.list_page(conn, enabled=enabled, limit=limit, offset=offset)
+
+    async def patch(self, schedule_id: int, body: SchedulePatch) -> Row:
+        patched = set(body.model_fields_set)
+        fields = body.model_dump(mode="json", include=patched, exclude={"template"})
+        if body.template is not None:
+            fields["template"] = body.template.model_dump(mode="json", exclude_none=True)
+
+        async def work(conn: Conn) -> Row:
+            row = await schedules_store.get(conn, schedule_id, for_update=True)
+            if row is None:
+                raise NotFound(f"schedule {schedule_id} not found")
+            changes = dict(fields)
+            merged = {**dict(row.items()), **changes}
+            _one_rule(merged["cron"], merged["interval_sec"], patched)
+            rule_changed = any(merged[k] != row[k] for k in ("cron", "interval_sec", "timezone"))
+            if not merged["enabled"]:
+                changes["next_run_at"] = None
+            elif rule_changed or not row["enabled"]:
+                changes["next_run_at"] = first_firing(merged, self.clock())
+            updated = await schedules_store.update(conn, schedule_id, changes)
+            assert updated is not None
+            return updated
+
+        try:
+            return await in_transaction(self.pool, work)
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"a schedule named {body.name!r} exists") from None
+
+    async def delete(self, schedule_id: int) -> None:
+        """The jobs it created stay, no longer linked to it."""
+        async with self.pool.acquire() as conn:
+            if not await schedules_store.delete(conn, schedule_id):
+                raise NotFound(f"schedule {schedule_id} not found")
+
+    async def run_now(self, schedule_id: int, actor: str = "admin") -> Any:
+        """Create the template's job at once, for the clock's now; the next firing stays as it was."""
+        now = self.clock()
+
+        async def work(conn: Conn) -> Any:
+            row = await schedules_store.get(conn, schedule_id, for_update=True)
+            if row is None:
+                raise NotFound(f"schedule {schedule_id} not found")
+            job = await self.jobs.insert(conn, _template(row), actor, schedule_id=schedule_id, scheduled_for=now)
+            await schedules_store.record_run(conn, schedule_id, now, job["id"])
+            return job
+
+        try:
+            job = await in_transaction(self.pool, work)
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"schedule {schedule_id} already has a job for {now.isoformat()}") from None
+        await self.jobs.announce(job)
+        return job
+
+
+class ScheduleFirer:
+    """Fires due schedules, each firing in one transaction with its schedule row locked (SKIP LOCKED);
+    the unique (schedule_id, scheduled_for) key backs that up, so a firing makes one job cluster-wide."""
+
+    name = "schedule_firer"
+    max_firings = 1000
+    """Per run: a bound on catching up, the rest waits for the next run."""
+
+    def __init__(self, pool: asyncpg.Pool, schedules: Schedules, jobs: JobControl, settings: Settings) -> None:
+        self.pool = pool
+        self.schedules = schedules
+        self.jobs = jobs
+        self.misfire_after = timedelta(seconds=max(MISFIRE_MIN_SEC, 2 * settings.maintenance_sec))
+
+    async def run_once(self) -> int:
+        now = self.schedules.clock()
+        created = 0
+        for _ in range(self.max_firings):
+            found, job = await in_transaction(self.pool, lambda conn: self._fire_next(conn, now))
+            if not found:
+                break
+            if job is not None:
+                await self.jobs.announce(job)
+                created += 1
+        return created
+
+    async def _fire_next(self, conn: Conn, now: datetime) -> tuple[bool, Any]:
+        """Fire the oldest due schedule: (whether one was due, the job it created or None)."""
+        due = await schedules_store.claim_due(conn, now)
+        if not due:
+            return False, None
+        schedule = due[0]
+        try:
+            firing = plan_firing(schedule, now, self.misfire_after)
+        except (ValueError, StopIteration):  # a rule this tz database or cron reader no longer knows
+            log.warning("schedule disabled: no next firing", extra={"schedule": schedule["id"]}, exc_info=True)
+            await schedules_store.update(conn, schedule["id"], {"enabled": False, "next_run_at": None})
+            return True, None
+        if firing.missed:
+            log.info("schedule missed firings", extra={
+                "schedule": schedule["id"], "due": schedule["next_run_at"].isoformat(),
+                "policy": schedule["misfire_policy"], "next_run_at": firing.next_run_at.isoformat()})
+        job = await self._create_job(conn, schedule, firing.scheduled_for) if firing.scheduled_for else None
+        await schedules_store.advance(conn, schedule["id"], firing.next_run_at, ran_at=now if job else None,
+                                      job_id=job["id"] if job else None)
+        return True, job
+
+    async def _create_job(self, conn: Conn, schedule: Row, scheduled_for: datetime) -> Any:
+        """The firing's job, or None when it exists already (another node, or a run-now at that instant)
+        or the template cannot make one; the schedule advances either way."""
+        try:
+            async with conn.transaction():  # a savepoint: a refused insert leaves the advance possible
+                return await self.jobs.insert(conn, _template(schedule), ACTOR, schedule_id=schedule["id"],
+                                              scheduled_for=scheduled_for)
+        except asyncpg.UniqueViolationError:
+            log.info("schedule firing exists", extra={"schedule": schedule["id"],
+                                                      "scheduled_for": scheduled_for.isoformat()})
+        except (ServiceError, ValidationError):
+            log.warning("schedule template refused", extra={"schedule": schedule["id"]}, exc_info=True)
+        return None

@@ -1,0 +1,81 @@
+"""SQL of the fleet's figures: counts by state (``/api/stats`` and ``/metrics``) and rates and
+durations of the assignments of a recent window."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from phonefleet.server.store import Conn
+from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import assignments as assignments_store
+from phonefleet.server.store import devices as devices_store
+from phonefleet.server.store import jobs as jobs_store
+
+CONNECTED_STATES = ("idle", "busy", "paused", "unhealthy")
+"""Device states of a phone its agent reports as plugged in."""
+
+
+@dataclass(frozen=True)
+class FleetCounts:
+    jobs: dict[str, int]
+    assignments: dict[str, int]
+    devices: dict[str, int]
+    agents: dict[str, int]
+    """online, paused, offline by status; ``connected``: seen within the grace period, on any node."""
+
+    @property
+    def connected_devices(self) -> int:
+        return sum(self.devices.get(s, 0) for s in CONNECTED_STATES)
+
+
+async def fleet_counts(conn: Conn, grace_sec: float) -> FleetCounts:
+    """Everything counted by state, one small query per table."""
+    return FleetCounts(
+        jobs=await jobs_store.counts_by_status(conn),
+        assignments=await assignments_store.counts_by_status(conn),
+        devices=await devices_store.counts_by_state(conn),
+        agents=await agents_store.counts_by_status(conn, grace_sec),
+    )
+
+
+# Times are clamped at zero: agents may report their own start and finish times, and a phone's
+# clock a little behind the server's must not make a negative duration.
+_FINISHED_SQL = """
+    WITH ended AS (
+        SELECT a.status, greatest(0, extract(epoch FROM a.finished_at - a.started_at))::float8 AS run_sec
+        FROM assignments a
+        WHERE a.finished_at > now() - make_interval(secs => $1)
+          AND a.status IN ('completed', 'failed', 'timed_out')
+    )
+    SELECT count(*) FILTER (WHERE status = 'completed')::int AS completed,
+           count(*)::int AS ended,
+           count(run_sec) FILTER (WHERE status = 'completed')::int AS run_count,
+           avg(run_sec) FILTER (WHERE status = 'completed') AS run_avg,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY run_sec) FILTER (WHERE status = 'completed') AS run_p95
+    FROM ended
+"""
+
+_STARTED_SQL = """
+    WITH started AS (
+        SELECT greatest(0, extract(epoch FROM a.started_at - coalesce(j.activated_at, j.created_at)))::float8
+                   AS wait_sec
+        FROM assignments a JOIN jobs j ON j.id = a.job_id
+        WHERE a.started_at > now() - make_interval(secs => $1)
+    )
+    SELECT count(*)::int AS count, avg(wait_sec) AS avg_sec,
+           percentile_cont(0.95) WITHIN GROUP (ORDER BY wait_sec) AS p95_sec
+    FROM started
+"""
+
+
+async def window_figures(conn: Conn, window_sec: int) -> dict[str, Any]:
+    """Success rate and run time of the assignments that ended in the last ``window_sec`` seconds
+    (retried attempts included, cancelled ones not), and queue wait of those that started in it."""
+    ended = await conn.fetchrow(_FINISHED_SQL, float(window_sec))
+    started = await conn.fetchrow(_STARTED_SQL, float(window_sec))
+    assert ended is not None and started is not None
+    return {
+        "window_sec": window_sec,
+        "success_rate": ended["completed"] / ended["ended"] if ended["ended"] else None,
+        "run_time": {"count": ended["run_count"], "avg_sec": ended["run_avg"], "p95_sec": ended["run_p95"]},
+        "queue_wait": dict(started.items()),
+    }
