@@ -279,3 +279,22 @@ async def test_stopped_scheduler_makes_no_assignments_while_running_work_finishe
         await agent.wait_for(lambda: len(of_job(agent, waiting["id"])) == 2)
     finally:
         await dash.disconnect()
+
+
+async def test_a_new_job_never_takes_a_phone_a_waiting_higher_priority_job_could_use(
+        server: RunningServer) -> None:
+    agent = await server.sim_agent("pc", 1)
+    blocker = await server.ok("POST", "/api/jobs", open_url_job(title="blocker"))
+    high = await server.ok("POST", "/api/jobs", open_url_job(title="high", priority=10, target_type="device_count",
+                                                             target_value=1))
+    await agent.wait_for(lambda: len(agent.orders) == 1)
+    await server.ok("POST", "/api/scheduler/stop", expect=200)
+    await agent.finish(of_job(agent, blocker["id"]))
+    await status_is(server, blocker["id"], "completed")
+    async with server.services.pool.acquire() as conn:  # switch back on without the fill a start makes
+        await conn.execute("UPDATE scheduler_state SET running = true")
+    low = await server.ok("POST", "/api/jobs", open_url_job(title="low", priority=1, target_type="device_count",
+                                                            target_value=1))
+    await agent.wait_for(lambda: len(agent.orders) == 2)
+    assert agent.orders[max(agent.orders)]["job_id"] == high["id"]
+    assert (await job(server, low["id"]))["assigned_count"] == 0

@@ -274,10 +274,19 @@ async def ids_matching(conn: Conn, *, statuses: Sequence[str] | None, search: st
 
 
 async def fillable(conn: Conn, job_ids: Sequence[int] | None) -> list[Row]:
-    """Active jobs with an open slot or a retry that is due, highest priority first, then oldest."""
+    """Active jobs with an open slot or a retry that is due, highest priority first, then oldest.
+
+    With ``job_ids`` (a job was just created or resumed), also every job that ranks ahead of the
+    last of them: a new job never takes a phone that a waiting job of higher priority could use.
+    """
     return await conn.fetch(
-        f"""SELECT {JOB_COLUMNS} FROM jobs j
-            WHERE j.status = 'active' AND ($1::bigint[] IS NULL OR j.id = ANY($1))
+        f"""WITH asked AS (SELECT priority, created_at, id FROM jobs WHERE id = ANY($1::bigint[])
+                           ORDER BY priority, created_at DESC, id DESC LIMIT 1)
+            SELECT {JOB_COLUMNS} FROM jobs j
+            WHERE j.status = 'active'
+              AND ($1::bigint[] IS NULL OR j.id = ANY($1) OR EXISTS (
+                   SELECT 1 FROM asked WHERE (j.priority, -extract(epoch FROM j.created_at), -j.id)
+                                             > (asked.priority, -extract(epoch FROM asked.created_at), -asked.id)))
               AND (j.assigned_count < j.target_count
                    OR (j.retry_pending > 0 AND EXISTS (
                         SELECT 1 FROM assignments a WHERE a.job_id = j.id AND a.retry_at <= now())))
