@@ -1,6 +1,7 @@
 // REST client: every call carries the admin token; errors become ApiError with the contract's details.
 import type {
-  Agent, AssignmentList, Device, ErrorBody, ErrorDetail, Job, JobCreate, JobList, JobPatch, Stats,
+  Agent, AssignmentList, BatchAction, Device, ErrorBody, ErrorDetail, Job, JobBatchResult, JobCreate, JobList, JobPatch,
+  RequeueResult, RequeueScope, Schedule, ScheduleCreate, ScheduleList, SchedulePatch, SchedulerStatus, Stats,
 } from "./types";
 
 export class ApiError extends Error {
@@ -67,11 +68,23 @@ export class Api {
   createJob = (body: JobCreate) => this.request<Job>("POST", "/api/jobs", body);
   patchJob = (id: number, body: JobPatch) => this.request<Job>("PATCH", `/api/jobs/${id}`, body);
   deleteJob = (id: number) => this.request<void>("DELETE", `/api/jobs/${id}`);
+  requeueJob = (id: number, scope: RequeueScope) =>
+    this.request<RequeueResult>("POST", `/api/jobs/${id}/requeue`, { scope });
+  batchJobs = (action: BatchAction, ids: number[]) =>
+    this.request<JobBatchResult>("POST", "/api/jobs/batch", { action, ids });
   assignments = (jobId: number) => this.request<AssignmentList>("GET", `/api/jobs/${jobId}/assignments`);
   runningAssignments = () => this.request<AssignmentList>("GET", "/api/assignments?status=running&limit=1000");
   devices = () => this.request<Device[]>("GET", "/api/devices");
   patchDevice = (id: number, paused: boolean) => this.request<Device>("PATCH", `/api/devices/${id}`, { paused });
   agents = () => this.request<Agent[]>("GET", "/api/agents");
+  scheduler = () => this.request<SchedulerStatus>("GET", "/api/scheduler");
+  setSchedulerRunning = (running: boolean) =>
+    this.request<SchedulerStatus>("POST", `/api/scheduler/${running ? "start" : "stop"}`);
+  schedules = () => this.request<ScheduleList>("GET", "/api/schedules");
+  createSchedule = (body: ScheduleCreate) => this.request<Schedule>("POST", "/api/schedules", body);
+  patchSchedule = (id: number, body: SchedulePatch) => this.request<Schedule>("PATCH", `/api/schedules/${id}`, body);
+  deleteSchedule = (id: number) => this.request<void>("DELETE", `/api/schedules/${id}`);
+  runSchedule = (id: number) => this.request<Job>("POST", `/api/schedules/${id}/run`);
   artifacts = (assignmentId: number) =>
     this.request<{ name: string; bytes: number }[]>("GET", `/api/assignments/${assignmentId}/artifacts`);
 

@@ -4,14 +4,17 @@ import { io, type Socket } from "socket.io-client";
 import type { Api } from "./api";
 import { throttle } from "./logic";
 import type { Store } from "./store";
+import type { ApiError } from "./api";
 import {
   EVENTS, type AgentUpdate, type DeviceUpdateBroadcast, type FleetStats, type JobDeleted, type JobStatusUpdate,
-  type PauseChanged,
+  type PauseChanged, type SchedulerSwitch,
 } from "./types";
 
 export const POLL_MS = 3000;
 /** Job counts (GET /api/stats) are refetched at most this often while job statuses change. */
 export const STATS_MS = 1000;
+/** The scheduler panel's counts and next schedule due are refetched at most this often while jobs change. */
+export const SCHEDULER_MS = 5000;
 
 export class Live {
   socket: Socket | null = null;
@@ -21,6 +24,7 @@ export class Live {
   private stopped = false;
   onPause: ((p: PauseChanged) => void) | null = null;
   private readonly statsSoon = throttle(() => void this.refreshStats(), STATS_MS);
+  private readonly schedulerSoon = throttle(() => void this.refreshScheduler(), SCHEDULER_MS);
 
   constructor(private api: Api, private store: Store, private url = "") {}
 
@@ -50,11 +54,17 @@ export class Live {
     socket.on(EVENTS.JOB_STATUS_UPDATE, (u: JobStatusUpdate) => {
       this.jobUpdate(u);
       this.statsSoon();
+      this.schedulerSoon();
     });
     socket.on(EVENTS.JOB_PROGRESS, (u: JobStatusUpdate) => this.jobUpdate(u));
     socket.on(EVENTS.JOB_DELETED, (d: JobDeleted) => {
       this.store.jobDeleted(d.job_id);
       this.statsSoon();
+      this.schedulerSoon();
+    });
+    socket.on(EVENTS.SCHEDULER_UPDATE, (s: SchedulerSwitch) => {
+      this.store.schedulerSwitch(s);
+      void this.refreshScheduler();
     });
     socket.on(EVENTS.DASHBOARD_DEVICE_UPDATE, (d: DeviceUpdateBroadcast) => this.store.devicesUpdate(d.devices));
     socket.on(EVENTS.FLEET_STATS, (s: FleetStats) => this.store.fleetStats(s));
@@ -122,9 +132,19 @@ export class Live {
   async refreshStats(): Promise<void> {
     if (this.stopped) return;
     try {
-      this.store.setJobCounts((await this.api.stats()).jobs);
+      this.store.setStats(await this.api.stats());
     } catch {
       /* shown by the link state */
+    }
+  }
+
+  /** GET /api/scheduler; a server that answers 404 has no switch, and the panel is not shown. */
+  async refreshScheduler(): Promise<void> {
+    if (this.stopped || !this.store.schedulerAvailable) return;
+    try {
+      this.store.setScheduler(await this.api.scheduler());
+    } catch (e) {
+      if ((e as ApiError).status === 404) this.store.setScheduler(null, false);
     }
   }
 
@@ -142,7 +162,7 @@ export class Live {
       const [jobs, devices, agents, stats] = await Promise.all([
         this.api.jobs(), this.api.devices(), this.api.agents(), this.api.stats(),
       ]);
-      this.store.setJobCounts(stats.jobs);
+      this.store.setStats(stats);
       this.store.replaceJobs(jobs.items, jobs.total);
       this.store.replaceDevices(devices);
       this.store.replaceAgents(agents);
@@ -151,5 +171,6 @@ export class Live {
     } catch {
       /* the banner already says the link is down; the poller tries again */
     }
+    await this.refreshScheduler();
   }
 }

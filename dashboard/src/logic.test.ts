@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import {
-  defaultTitle, duration, eligibleDevices, expectedPhones, filterJobs, formFieldOf, groupFieldErrors, parseList,
-  jobSummary, presetPlan, progressText, summarize, throttle,
+  batchSummary, defaultTitle, duration, eligibleDevices, expectedPhones, filterJobs, formFieldOf, groupFieldErrors,
+  intervalText, parseList, jobSummary, percentText, presetPlan, progressText, relativeTime, requeueText, scheduleRule,
+  secondsText, summarize, targetText, throttle, waitingText, windowText,
 } from "./logic";
 import { Store } from "./store";
 import type { Device, Job, JobStatusUpdate } from "./types";
@@ -114,6 +115,56 @@ describe("job list", () => {
   });
 });
 
+describe("scheduling", () => {
+  const now = Date.parse("2024-06-01T12:00:00Z");
+  it("words a schedule's rule", () => {
+    expect(scheduleRule({ cron: "0 9 * * 1-5", timezone: "Europe/Berlin", interval_sec: null }))
+      .toBe("0 9 * * 1-5 (Europe/Berlin)");
+    expect(scheduleRule({ cron: null, timezone: "UTC", interval_sec: 45 })).toBe("every 45 s");
+    expect(scheduleRule({ cron: null, timezone: "UTC", interval_sec: 300 })).toBe("every 5 min");
+    expect(scheduleRule({ cron: null, timezone: "UTC", interval_sec: 7200 })).toBe("every 2 h");
+    expect(scheduleRule({ cron: null, timezone: "UTC", interval_sec: 86_400 })).toBe("every 1 d");
+    expect(intervalText(90)).toBe("90 s");
+  });
+  it("says how far a time is", () => {
+    expect(relativeTime("2024-06-01T12:05:00Z", now)).toBe("in 5 min");
+    expect(relativeTime("2024-06-01T09:00:00Z", now)).toBe("3 h ago");
+    expect(relativeTime("2024-06-01T12:00:02Z", now)).toBe("now");
+    expect(relativeTime("2024-06-05T12:00:00Z", now)).toBe("in 4 d");
+    expect(relativeTime("garbage", now)).toBe("");
+  });
+  it("says why a job waits", () => {
+    const base = { run_at: null, depends_on: [] as number[], blocked_reason: null };
+    expect(waitingText({ ...base, status: "blocked", blocked_reason: "job 3 failed" }, now)).toBe("blocked: job 3 failed");
+    expect(waitingText({ ...base, status: "blocked" }, now)).toBe("blocked");
+    expect(waitingText({ ...base, status: "scheduled", run_at: "2024-06-01T13:00:00Z", depends_on: [3, 4] }, now))
+      .toBe("starts in 1 h · after #3, #4");
+    expect(waitingText({ ...base, status: "scheduled" }, now)).toBeNull();
+    expect(waitingText({ ...base, status: "active", depends_on: [3] }, now)).toBeNull();
+  });
+  it("sums up a batch and a requeue", () => {
+    expect(batchSummary({ action: "pause", changed: [1, 2], failed: [] })).toBe("Paused 2 jobs.");
+    expect(batchSummary({ action: "cancel", changed: [1], failed: [{}] })).toBe("Cancelled 1 job; 1 failed.");
+    expect(batchSummary({ action: "resume", changed: [], failed: [{}, {}] })).toBe("No job resumed; 2 failed.");
+    expect(requeueText(4, "failed", 3)).toBe("Job #4: 3 slots requeued.");
+    expect(requeueText(4, "all", 1)).toBe("Job #4: 1 slot requeued.");
+    expect(requeueText(4, "failed", 0)).toBe("Job #4: nothing to requeue (no failed slots).");
+  });
+  it("formats the performance figures", () => {
+    expect(percentText(0.97514)).toBe("97.5%");
+    expect(percentText(null)).toBe("–");
+    expect(secondsText(0.42)).toBe("0.4 s");
+    expect(secondsText(12.4)).toBe("12 s");
+    expect(secondsText(125)).toBe("2 min 5 s");
+    expect(secondsText(null)).toBe("–");
+    expect(windowText(86_400)).toBe("24 h");
+    expect(windowText(7 * 86_400)).toBe("7 d");
+    expect(targetText("percentage", 50)).toBe("50% of phones");
+    expect(targetText("device_count", 1)).toBe("1 phone");
+    expect(targetText("all_devices", null)).toBe("all phones");
+  });
+});
+
 describe("store", () => {
   function manual(): { run: () => void; schedule: (cb: () => void) => void } {
     let pending: (() => void)[] = [];
@@ -155,5 +206,31 @@ describe("store", () => {
     expect(store.jobs.size).toBe(0);
     clock.run();
     expect(heard).toBe(1);
+  });
+
+  it("takes a blocked job's reason from the update, and clears it when the job leaves blocked", () => {
+    const store = new Store(100, () => {});
+    store.replaceJobs([job(1, { status: "scheduled", depends_on: [9] })], 1);
+    const update: JobStatusUpdate = {
+      job_id: 1, title: "job 1", status: "blocked", priority: 0, target_count: null, assigned_count: 0,
+      completed_count: 0, failed_count: 0, running_count: 0, paused_count: 0, updated_at: "2024-01-01T00:01:00Z",
+      blocked_reason: "job 9 was cancelled", max_parallel: 3,
+    };
+    store.jobUpdate(update);
+    expect(store.jobs.get(1)?.blocked_reason).toBe("job 9 was cancelled");
+    expect(store.jobs.get(1)?.max_parallel).toBe(3);
+    expect(store.missingJobs.size).toBe(0);
+    store.jobUpdate({ ...update, status: "scheduled", blocked_reason: null });
+    expect(store.jobs.get(1)?.blocked_reason).toBeNull();
+  });
+
+  it("keeps the scheduler switch current from scheduler:update", () => {
+    const store = new Store(100, () => {});
+    store.schedulerSwitch({ running: false, changed_at: "2024-01-01T00:00:00Z", changed_by: "admin" });
+    expect(store.scheduler).toBeNull(); // nothing known yet: the REST status comes first
+    store.setScheduler({ running: true, changed_at: "2024-01-01T00:00:00Z", changed_by: null, jobs: {},
+      assignments: {}, connected_agents: 1, idle_devices: 2, next_schedule: null });
+    store.schedulerSwitch({ running: false, changed_at: "2024-01-01T00:05:00Z", changed_by: "admin" });
+    expect(store.scheduler).toMatchObject({ running: false, changed_by: "admin", idle_devices: 2 });
   });
 });

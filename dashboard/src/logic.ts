@@ -273,3 +273,100 @@ export function throttle(fn: () => void, ms: number, schedule: (cb: () => void, 
 export function jobsByNewest<T extends { id: number }>(jobs: Iterable<T>): T[] {
   return [...jobs].sort((a, b) => b.id - a.id);
 }
+
+// ---------------------------------------------------------------- scheduling and job control
+
+/** Which operator action each job status allows (the server's JOB_ACTIONS, for showing the buttons). */
+export const JOB_ACTIONS = {
+  pause: new Set<JobStatus>(["scheduled", "active"]),
+  resume: new Set<JobStatus>(["paused"]),
+  cancel: new Set<JobStatus>(["scheduled", "active", "paused", "blocked"]),
+  requeue: new Set<JobStatus>(["active", "paused", "completed"]),
+} as const;
+
+/** "all phones", "50% of phones", "3 phones". */
+export function targetText(type: TargetType, value: number | null | undefined): string {
+  if (type === "all_devices") return "all phones";
+  if (type === "percentage") return `${value ?? "?"}% of phones`;
+  return `${value ?? "?"} ${value === 1 ? "phone" : "phones"}`;
+}
+
+/** 90 -> "90 s", 300 -> "5 min", 7200 -> "2 h", 86400 -> "1 d": the largest unit that divides it. */
+export function intervalText(sec: number): string {
+  if (sec > 0 && sec % 86_400 === 0) return `${sec / 86_400} d`;
+  if (sec > 0 && sec % 3600 === 0) return `${sec / 3600} h`;
+  if (sec > 0 && sec % 60 === 0) return `${sec / 60} min`;
+  return `${sec} s`;
+}
+
+/** A schedule's rule in words: "0 9 * * 1-5 (Europe/Berlin)" or "every 5 min". */
+export function scheduleRule(s: { cron: string | null; timezone: string; interval_sec: number | null }): string {
+  if (s.cron) return `${s.cron} (${s.timezone})`;
+  if (s.interval_sec !== null) return `every ${intervalText(s.interval_sec)}`;
+  return "–";
+}
+
+/** How far a time is from now, roughly: "in 5 min", "3 h ago", "now". */
+export function relativeTime(iso: string, now = Date.now()): string {
+  const ms = Date.parse(iso);
+  if (!Number.isFinite(ms)) return "";
+  const diff = Math.round((ms - now) / 1000);
+  const abs = Math.abs(diff);
+  if (abs < 5) return "now";
+  let text: string;
+  if (abs < 60) text = `${abs} s`;
+  else if (abs < 3600) text = `${Math.round(abs / 60)} min`;
+  else if (abs < 86_400 * 2) text = `${Math.round(abs / 3600)} h`;
+  else text = `${Math.round(abs / 86_400)} d`;
+  return diff > 0 ? `in ${text}` : `${text} ago`;
+}
+
+/** A figure in seconds, for run times: "0.4 s", "12 s", "2 min 5 s", "1 h 2 min"; null -> "–". */
+export function secondsText(sec: number | null | undefined): string {
+  if (sec === null || sec === undefined || !Number.isFinite(sec)) return "–";
+  if (sec < 10) return `${Math.round(sec * 10) / 10} s`;
+  return duration("1970-01-01T00:00:00Z", new Date(Math.round(sec) * 1000).toISOString()) ?? "–";
+}
+
+/** 0.9751 -> "97.5%"; null -> "–". */
+export function percentText(rate: number | null | undefined): string {
+  if (rate === null || rate === undefined || !Number.isFinite(rate)) return "–";
+  return `${Math.round(rate * 1000) / 10}%`;
+}
+
+/** The stats window in words: 86400 -> "24 h". */
+export function windowText(sec: number): string {
+  if (sec % 86_400 === 0 && sec >= 2 * 86_400) return `${sec / 86_400} d`;
+  if (sec % 3600 === 0) return `${sec / 3600} h`;
+  return intervalText(sec);
+}
+
+const DONE: Record<string, string> = { pause: "Paused", resume: "Resumed", cancel: "Cancelled" };
+
+function jobsWord(n: number): string {
+  return `${n} ${n === 1 ? "job" : "jobs"}`;
+}
+
+/** The headline of a batch result: "Paused 2 jobs; 1 failed." */
+export function batchSummary(r: { action: string; changed: number[]; failed: unknown[] }): string {
+  const done = DONE[r.action] ?? r.action;
+  const head = r.changed.length ? `${done} ${jobsWord(r.changed.length)}` : `No job ${done.toLowerCase()}`;
+  return r.failed.length ? `${head}; ${r.failed.length} failed.` : `${head}.`;
+}
+
+/** What a requeue did: "Job #4: 3 slots requeued." */
+export function requeueText(jobId: number, scope: "failed" | "all", n: number): string {
+  if (n === 0) return `Job #${jobId}: nothing to requeue${scope === "failed" ? " (no failed slots)" : ""}.`;
+  return `Job #${jobId}: ${n} ${n === 1 ? "slot" : "slots"} requeued.`;
+}
+
+/** Why a waiting job has not started: "blocked: job 3 failed", "starts in 5 min", "after #3, #4". */
+export function waitingText(job: Pick<Job, "status" | "blocked_reason" | "run_at" | "depends_on">,
+  now = Date.now()): string | null {
+  if (job.status === "blocked") return job.blocked_reason ? `blocked: ${job.blocked_reason}` : "blocked";
+  if (job.status !== "scheduled") return null;
+  const parts: string[] = [];
+  if (job.run_at && Date.parse(job.run_at) > now) parts.push(`starts ${relativeTime(job.run_at, now)}`);
+  if (job.depends_on.length) parts.push(`after ${job.depends_on.map((id) => `#${id}`).join(", ")}`);
+  return parts.length ? parts.join(" · ") : null;
+}

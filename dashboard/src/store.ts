@@ -2,7 +2,9 @@
 // socket is down). Changes are batched: subscribers hear at most one notification per `intervalMs`, so
 // a burst of events for 1,000 phones costs one render, not a thousand.
 import { isConnected, throttle } from "./logic";
-import type { Agent, AgentUpdate, Device, FleetStats, Job, JobStatusUpdate } from "./types";
+import type {
+  Agent, AgentUpdate, Device, FleetStats, Job, JobStatusUpdate, SchedulerStatus, SchedulerSwitch, Stats,
+} from "./types";
 
 export type LinkState = "connecting" | "live" | "offline";
 
@@ -14,6 +16,12 @@ export class Store {
   fleet: FleetStats | null = null;
   /** Jobs by status from GET /api/stats: right even when more jobs exist than the page loaded. */
   jobCounts: Record<string, number> | null = null;
+  /** The last GET /api/stats: counts, and success rate and times where the server gives them. */
+  stats: Stats | null = null;
+  /** The last GET /api/scheduler, kept current by scheduler:update; null until known. */
+  scheduler: SchedulerStatus | null = null;
+  /** false once GET /api/scheduler answered 404 (a server without the switch): nothing to show. */
+  schedulerAvailable = true;
   link: LinkState = "connecting";
   lastSync: number | null = null;
   version = 0;
@@ -44,6 +52,25 @@ export class Store {
 
   setJobCounts(counts: Record<string, number>): void {
     this.jobCounts = counts;
+    this.changed();
+  }
+
+  setStats(stats: Stats): void {
+    this.stats = stats;
+    this.jobCounts = stats.jobs;
+    this.changed();
+  }
+
+  setScheduler(status: SchedulerStatus | null, available = true): void {
+    this.scheduler = status;
+    this.schedulerAvailable = available;
+    this.changed();
+  }
+
+  /** scheduler:update: stopped or started somewhere (another dashboard, the CLI); counts wait for REST. */
+  schedulerSwitch(s: SchedulerSwitch): void {
+    if (!this.scheduler) return;
+    this.scheduler = { ...this.scheduler, running: s.running, changed_at: s.changed_at, changed_by: s.changed_by };
     this.changed();
   }
 
@@ -96,6 +123,8 @@ export class Store {
     }
     this.jobs.set(u.job_id, {
       ...job,
+      blocked_reason: u.blocked_reason ?? null,
+      max_parallel: u.max_parallel ?? null,
       title: u.title,
       status: u.status,
       priority: u.priority,

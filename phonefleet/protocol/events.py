@@ -253,6 +253,8 @@ class JobStatusUpdate(BaseModel):
     running_count: int
     paused_count: int
     updated_at: datetime
+    blocked_reason: str | None = None
+    max_parallel: int | None = None
 
 
 class DeviceUpdateBroadcast(BaseModel):

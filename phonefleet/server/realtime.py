@@ -265,6 +265,7 @@ class Realtime:
                 target_count=row["target_count"], assigned_count=row["assigned_count"],
                 completed_count=row["completed_count"], failed_count=row["failed_count"],
                 running_count=c.get("running", 0), paused_count=c.get("paused", 0), updated_at=row["updated_at"],
+                blocked_reason=row["blocked_reason"], max_parallel=row["max_parallel"],
             ).model_dump(mode="json")
             await self.sio.emit(event, payload, namespace=ev.DASHBOARD_NAMESPACE)
 

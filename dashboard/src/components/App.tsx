@@ -6,6 +6,8 @@ import { Store } from "../store";
 import { JobDetail } from "./JobDetail";
 import { JobsPage } from "./JobsPage";
 import { PhonesPage } from "./PhonesPage";
+import { SchedulerBanner, SchedulerControl } from "./SchedulerControl";
+import { SchedulesPage } from "./SchedulesPage";
 import { SignIn } from "./SignIn";
 
 export function App() {
@@ -61,16 +63,19 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
   useStore(store);
   const hash = useHash();
   const detail = /^#\/jobs\/(\d+)/.exec(hash);
-  const page = detail ? "detail" : hash.startsWith("#/phones") ? "phones" : "jobs";
+  const page = detail ? "detail" : hash.startsWith("#/phones") ? "phones" : hash.startsWith("#/schedules") ? "schedules"
+    : "jobs";
 
   return (
     <div class="shell">
       <header class="topbar">
         <span class="brand">phonefleet</span>
         <nav aria-label="Pages">
-          <a href="#/jobs" aria-current={page !== "phones" ? "page" : undefined}>Jobs</a>
+          <a href="#/jobs" aria-current={page === "jobs" || page === "detail" ? "page" : undefined}>Jobs</a>
           <a href="#/phones" aria-current={page === "phones" ? "page" : undefined}>Phones</a>
+          <a href="#/schedules" aria-current={page === "schedules" ? "page" : undefined}>Schedules</a>
         </nav>
+        <SchedulerControl api={api} store={store} />
         <span class={`link link-${store.link}`} data-testid="link-state" role="status">
           {store.link === "live" ? "Live" : store.link === "connecting" ? "Connecting…" : "Offline"}
         </span>
@@ -82,10 +87,14 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
           {store.lastSync && ` Last refresh ${new Date(store.lastSync).toLocaleTimeString()}.`}
         </div>
       )}
+      <SchedulerBanner store={store} />
       {toast && <div class="toast" role="status" data-testid="toast">{toast}</div>}
       <main>
         {page === "jobs" && <JobsPage api={api} store={store} />}
         {page === "phones" && <PhonesPage api={api} store={store} />}
+        {page === "schedules" && (
+          <SchedulesPage api={api} store={store} onChanged={() => void live.refreshScheduler()} />
+        )}
         {page === "detail" && detail && <JobDetail api={api} store={store} jobId={Number(detail[1])} />}
       </main>
     </div>

@@ -21,9 +21,16 @@ export function AssignmentTable({ items, compact, extra }:
         </thead>
         <tbody>
           {items.map((a) => (
-            <tr key={a.id} data-testid="assignment" data-status={a.status}>
+            <tr key={a.id} data-testid="assignment" data-status={a.status}
+              class={a.superseded || a.retried ? "replaced" : undefined}>
               <td>{a.serial ?? `device ${a.device_id}`}</td>
-              <td><span class={`badge badge-${a.status}`}>{a.status}</span></td>
+              <td>
+                <span class={`badge badge-${a.status}`}>{a.status}</span>
+                {a.superseded && <span class="muted" title="Ended, then requeued: a newer run replaces it"> requeued</span>}
+                {a.retried && !a.superseded && (
+                  <span class="muted" title="Failed, and another phone took over its slot"> retried</span>
+                )}
+              </td>
               <td>{Math.round(a.progress * 100)}%</td>
               {!compact && <td>{a.started_at ? new Date(a.started_at).toLocaleTimeString() : "–"}</td>}
               <td>{duration(a.started_at, a.finished_at) ?? "–"}</td>

@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
-import { describeStep, duration } from "../logic";
+import { describeStep, duration, relativeTime, targetText } from "../logic";
 import type { Store } from "../store";
 import type { Assignment } from "../types";
 import { AssignmentTable } from "./AssignmentTable";
@@ -10,6 +10,7 @@ export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId
   const job = store.jobs.get(jobId);
   const [items, setItems] = useState<Assignment[] | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [notice, setNotice] = useState<string | null>(null);
   const [missing, setMissing] = useState(false);
   const key = job ? `${job.status}:${job.assigned_count}:${job.completed_count}:${job.failed_count}:` +
     `${job.running_count}:${job.paused_count}` : "none";
@@ -47,15 +48,38 @@ export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId
         <h1 id="detail-title">{job.title}</h1>
         <span class={`badge badge-${job.status}`} data-testid="job-status">{job.status}</span>
       </div>
+      {job.status === "blocked" && (
+        <p class="blocked-reason" role="status" data-testid="blocked-reason">
+          Blocked: {job.blocked_reason ?? "a job it depends on failed or was cancelled"}
+        </p>
+      )}
       <ProgressBar job={job} />
-      <JobActions api={api} store={store} job={job} onError={setError} />
+      <JobActions api={api} store={store} job={job} onError={setError} onNotice={setNotice} />
       {error && <p class="field-error" role="alert">{error}</p>}
+      {notice && <p class="notice" role="status" data-testid="notice">{notice}</p>}
       <dl class="facts">
-        <div><dt>Target</dt><dd>{job.target_type === "all_devices" ? "all phones" : job.target_type === "percentage"
-          ? `${job.target_value}% of phones` : `${job.target_value} ${job.target_value === 1 ? "phone" : "phones"}`} → {job.target_count ?? "?"}</dd></div>
+        <div><dt>Target</dt><dd>{targetText(job.target_type, job.target_value)} → {job.target_count ?? "?"}</dd></div>
         <div><dt>Priority</dt><dd>{job.priority}</dd></div>
+        <div><dt>Max parallel</dt><dd data-testid="fact-max-parallel">{job.max_parallel ?? "no limit"}</dd></div>
+        <div><dt>Max retries</dt><dd data-testid="fact-max-retries">{job.max_retries}</dd></div>
+        {job.run_at && (
+          <div><dt>Run at</dt><dd data-testid="fact-run-at">{new Date(job.run_at).toLocaleString()}
+            {" "}<span class="muted">({relativeTime(job.run_at)})</span></dd></div>
+        )}
+        {job.depends_on.length > 0 && (
+          <div><dt>Depends on</dt><dd data-testid="fact-depends-on">
+            {job.depends_on.map((id, i) => <span key={id}>{i > 0 && ", "}<a href={`#/jobs/${id}`}>#{id}</a></span>)}
+          </dd></div>
+        )}
+        {job.schedule_id != null && (
+          <div><dt>Schedule</dt><dd><a href="#/schedules">schedule #{job.schedule_id}</a>
+            {job.scheduled_for && <span class="muted"> · for {new Date(job.scheduled_for).toLocaleString()}</span>}
+          </dd></div>
+        )}
         <div><dt>Created</dt><dd>{new Date(job.created_at).toLocaleString()}</dd></div>
-        <div><dt>Ran for</dt><dd>{duration(job.created_at, job.finished_at) ?? "–"}</dd></div>
+        {job.activated_at && <div><dt>Started</dt><dd>{new Date(job.activated_at).toLocaleString()}</dd></div>}
+        <div><dt>Ran for</dt><dd>{(job.activated_at === undefined ? duration(job.created_at, job.finished_at)
+          : duration(job.activated_at, job.finished_at)) ?? "–"}</dd></div>
         <div><dt>Plan</dt><dd><ol class="plan">{job.plan.map((s, i) => <li key={i}>{describeStep(s)}</li>)}</ol></dd></div>
       </dl>
       <h2>Phones</h2>

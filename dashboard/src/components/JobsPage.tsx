@@ -1,14 +1,19 @@
 import { memo } from "preact/compat";
-import { useEffect, useMemo, useState } from "preact/hooks";
+import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
-import { filterJobs, jobsByNewest, progressOf, progressText, type StatusFilter, jobSummary } from "../logic";
+import {
+  batchSummary, filterJobs, JOB_ACTIONS, jobsByNewest, jobSummary, percentText, progressOf, progressText, requeueText,
+  secondsText, type StatusFilter, waitingText, windowText,
+} from "../logic";
 import type { Store } from "../store";
-import type { Assignment, Job, JobPatch } from "../types";
+import type { Assignment, BatchAction, DurationStats, Job, JobBatchResult, JobPatch, RequeueScope, Stats } from "../types";
 import { AssignmentTable } from "./AssignmentTable";
 import { NewJobDialog } from "./NewJobDialog";
 
-const STATUSES: StatusFilter[] = ["all", "scheduled", "active", "paused", "completed", "cancelled"];
+const STATUSES: StatusFilter[] = ["all", "scheduled", "blocked", "active", "paused", "completed", "cancelled"];
 const PAGE = 100;
+/** The most ids one POST /api/jobs/batch takes. */
+const BATCH_MAX = 1000;
 
 export function JobsPage({ api, store }: { api: Api; store: Store }) {
   const [status, setStatus] = useState<StatusFilter>("all");
@@ -17,17 +22,27 @@ export function JobsPage({ api, store }: { api: Api; store: Store }) {
   const [shown, setShown] = useState(PAGE);
   const [expanded, setExpanded] = useState<Set<number>>(new Set());
   const [error, setError] = useState<string | null>(null);
+  const [notice, setNotice] = useState<string | null>(null);
+  const [selected, setSelected] = useState<Set<number>>(new Set());
   const jobs = store.jobs;
   const summary = useMemo(() => jobSummary(jobs.values(), jobs.size, store.jobsTotal, store.jobCounts),
     [store.version]);
   const visible = useMemo(() => jobsByNewest(filterJobs(jobs.values(), status, search)), [store.version, status, search]);
 
-  const toggle = (id: number) => setExpanded((prev) => {
+  // stable callbacks, so a row re-renders only when its own job (or its open/selected state) changes
+  const toggle = useCallback((id: number) => setExpanded((prev) => {
     const next = new Set(prev);
     if (next.has(id)) next.delete(id);
     else next.add(id);
     return next;
-  });
+  }), []);
+  const select = useCallback((id: number, on: boolean) => setSelected((prev) => {
+    const next = new Set(prev);
+    if (on) next.add(id);
+    else next.delete(id);
+    return next;
+  }), []);
+  const page = visible.slice(0, shown);
 
   return (
     <section aria-labelledby="jobs-title">
@@ -42,6 +57,7 @@ export function JobsPage({ api, store }: { api: Api; store: Store }) {
         <div><dt>Completed</dt><dd data-testid="sum-completed">{summary.completed}</dd></div>
         <div><dt>Connected phones</dt><dd data-testid="connected-count">{store.connectedPhones}</dd></div>
       </dl>
+      {store.stats && <Performance stats={store.stats} />}
       <div class="toolbar" role="search">
         <label>
           Status{" "}
@@ -60,13 +76,16 @@ export function JobsPage({ api, store }: { api: Api; store: Store }) {
         </span>
       </div>
       {error && <p class="field-error" role="alert">{error}</p>}
+      {notice && <p class="notice" role="status" data-testid="notice">{notice}</p>}
+      <BatchBar api={api} store={store} page={page} selected={selected} onSelect={setSelected} />
       {visible.length === 0 ? (
         <p class="empty">{jobs.size ? "No job matches." : "No jobs yet: create one with New job."}</p>
       ) : (
         <ul class="jobs" data-testid="jobs">
-          {visible.slice(0, shown).map((job) => (
+          {page.map((job) => (
             <JobRow key={job.id} job={job} api={api} store={store} open={expanded.has(job.id)}
-              onToggle={toggle} onError={setError} />
+              selected={selected.has(job.id)} onSelect={select} onToggle={toggle} onError={setError}
+              onNotice={setNotice} />
           ))}
         </ul>
       )}
@@ -89,10 +108,41 @@ export async function jobAction(api: Api, store: Store, job: Job, action: JobPat
   }
 }
 
-export function JobActions({ api, store, job, onError }:
-  { api: Api; store: Store; job: Job; onError: (e: string | null) => void }) {
+export function JobActions({ api, store, job, onError, onNotice }: {
+  api: Api; store: Store; job: Job; onError: (e: string | null) => void; onNotice: (n: string | null) => void;
+}) {
   const [busy, setBusy] = useState<string | null>(null);
-  const open = job.status === "active" || job.status === "paused" || job.status === "scheduled";
+  const menu = useRef<HTMLDetailsElement>(null);
+  const [menuOpen, setMenuOpen] = useState(false);
+  const open = JOB_ACTIONS.cancel.has(job.status);
+  // the open Requeue menu closes on a press or focus anywhere else
+  useEffect(() => {
+    if (!menuOpen) return;
+    const away = (e: Event) => {
+      if (menu.current && !menu.current.contains(e.target as Node)) menu.current.open = false;
+    };
+    document.addEventListener("pointerdown", away);
+    document.addEventListener("focusin", away);
+    return () => {
+      document.removeEventListener("pointerdown", away);
+      document.removeEventListener("focusin", away);
+    };
+  }, [menuOpen]);
+  async function requeue(scope: RequeueScope) {
+    if (menu.current) menu.current.open = false;
+    setBusy("requeue");
+    onError(null);
+    onNotice(null);
+    try {
+      const r = await api.requeueJob(job.id, scope);
+      store.putJob(r.job);
+      onNotice(requeueText(job.id, scope, r.requeued));
+    } catch (e) {
+      onError(`Job ${job.id}: ${(e as ApiError).message}`);
+    } finally {
+      setBusy(null);
+    }
+  }
   async function run(action: JobPatch["status"] | "delete") {
     setBusy(action ?? null);
     onError(null);
@@ -113,6 +163,27 @@ export function JobActions({ api, store, job, onError }:
       {job.status === "paused" && (
         <button type="button" disabled={!!busy} onClick={() => run("active")} aria-label={`Resume ${job.title}`}
           data-testid="resume">{busy === "active" ? "Resuming…" : "Resume"}</button>
+      )}
+      {JOB_ACTIONS.requeue.has(job.status) && (
+        <details class="menu" ref={menu} data-testid="requeue-menu"
+          onToggle={(e) => setMenuOpen((e.currentTarget as HTMLDetailsElement).open)}
+          onKeyDown={(e) => {
+            if (e.key === "Escape" && menu.current?.open) {
+              e.stopPropagation();
+              menu.current.open = false;
+              menu.current.querySelector("summary")?.focus();
+            }
+          }}>
+          <summary class={`button ghost${busy ? " disabled" : ""}`} aria-label={`Requeue ${job.title}`}
+            data-testid="requeue">{busy === "requeue" ? "Requeuing…" : "Requeue"}</summary>
+          <div class="menu-items" role="group" aria-label={`Requeue ${job.title}`}>
+            <button type="button" class="ghost small" disabled={!!busy} onClick={() => requeue("failed")}
+              data-testid="requeue-failed" title="Run the slots that finally failed or timed out again">
+              Failed slots</button>
+            <button type="button" class="ghost small" disabled={!!busy} onClick={() => requeue("all")}
+              data-testid="requeue-all" title="Run every ended slot again: the job starts over">All slots</button>
+          </div>
+        </details>
       )}
       {open && (
         <button type="button" class="ghost" disabled={!!busy} onClick={() => run("cancelled")}
@@ -142,28 +213,43 @@ interface RowProps {
   api: Api;
   store: Store;
   open: boolean;
+  selected: boolean;
+  onSelect: (id: number, on: boolean) => void;
   onToggle: (id: number) => void;
   onError: (e: string | null) => void;
+  onNotice: (n: string | null) => void;
 }
 
-const JobRow = memo(function JobRow({ job, api, store, open, onToggle, onError }: RowProps) {
+const JobRow = memo(function JobRow({ job, api, store, open, selected, onSelect, onToggle, onError, onNotice }:
+  RowProps) {
+  const waiting = waitingText(job);
   return (
     <li class={`job status-${job.status}`} data-testid="job" data-job-id={job.id} data-status={job.status}>
       <div class="job-main">
-        <button type="button" class="ghost expander" aria-expanded={open} aria-controls={`job-${job.id}-phones`}
-          onClick={() => onToggle(job.id)} title="Per-phone status">
-          {open ? "▾" : "▸"}<span class="sr-only">Phones of {job.title}</span>
-        </button>
+        <div class="row-pick">
+          <input type="checkbox" checked={selected} aria-label={`Select ${job.title}`} data-testid="select-job"
+            onChange={(e) => onSelect(job.id, (e.target as HTMLInputElement).checked)} />
+          <button type="button" class="ghost expander" aria-expanded={open} aria-controls={`job-${job.id}-phones`}
+            onClick={() => onToggle(job.id)} title="Per-phone status">
+            {open ? "▾" : "▸"}<span class="sr-only">Phones of {job.title}</span>
+          </button>
+        </div>
         <div class="job-title">
           <a href={`#/jobs/${job.id}`} data-testid="job-title">{job.title}</a>
           <span class="muted"> #{job.id} · priority {job.priority}</span>
         </div>
         <span class={`badge badge-${job.status}`} data-testid="job-status">{job.status}</span>
         <ProgressBar job={job} />
-        <span class="counts muted">
-          {job.running_count ?? 0} running · {job.paused_count ?? 0} paused · {job.failed_count} failed
-        </span>
-        <JobActions api={api} store={store} job={job} onError={onError} />
+        {waiting ? (
+          <span class={`counts ${job.status === "blocked" ? "blocked-reason" : "muted"}`} data-testid="waiting">
+            {waiting}
+          </span>
+        ) : (
+          <span class="counts muted">
+            {job.running_count ?? 0} running · {job.paused_count ?? 0} paused · {job.failed_count} failed
+          </span>
+        )}
+        <JobActions api={api} store={store} job={job} onError={onError} onNotice={onNotice} />
       </div>
       {open && <JobPhones api={api} job={job} />}
     </li>
@@ -195,6 +281,104 @@ function JobPhones({ api, job }: { api: Api; job: Job }) {
     <div id={`job-${job.id}-phones`} class="job-phones" data-testid="job-phones">
       {error && <p class="field-error">{error}</p>}
       {items === null ? <p class="muted">Loading…</p> : <AssignmentTable items={items} compact />}
+    </div>
+  );
+}
+
+/** Success rate, run time and queue wait over the server's window, where the server gives them. */
+function Performance({ stats }: { stats: Stats }) {
+  const times = (d: DurationStats | null) => (d && d.count ? `${secondsText(d.avg_sec)} / ${secondsText(d.p95_sec)}` : "–");
+  const cells: preact.ComponentChildren[] = [];
+  if (stats.success_rate !== undefined) {
+    cells.push(<div key="rate"><dt>Success rate</dt><dd data-testid="success-rate">{percentText(stats.success_rate)}</dd></div>);
+  }
+  if (stats.run_time !== undefined) {
+    cells.push(<div key="run"><dt>Run time <span class="sr-only">average / 95th percentile</span>
+      <span aria-hidden="true">avg / p95</span></dt><dd data-testid="run-time">{times(stats.run_time)}</dd></div>);
+  }
+  if (stats.queue_wait !== undefined) {
+    cells.push(<div key="wait"><dt>Queue wait <span class="sr-only">average / 95th percentile</span>
+      <span aria-hidden="true">avg / p95</span></dt><dd data-testid="queue-wait">{times(stats.queue_wait)}</dd></div>);
+  }
+  if (!cells.length) return null;
+  return (
+    <dl class="summary perf" data-testid="perf" aria-label="Performance">
+      {cells}
+      <div class="perf-window"><dt>Window</dt><dd>last {windowText(stats.window_sec ?? 86_400)}</dd></div>
+    </dl>
+  );
+}
+
+/** Pause, resume or cancel the selected jobs in one request each way; says what changed and what did not. */
+function BatchBar({ api, store, page, selected, onSelect }: {
+  api: Api; store: Store; page: Job[]; selected: Set<number>; onSelect: (s: Set<number>) => void;
+}) {
+  const [busy, setBusy] = useState<BatchAction | null>(null);
+  const [result, setResult] = useState<JobBatchResult | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const ids = [...selected].filter((id) => store.jobs.has(id)); // deleted meanwhile: no longer selected
+  const allShown = page.length > 0 && page.every((j) => selected.has(j.id));
+
+  async function run(action: BatchAction) {
+    setBusy(action);
+    setError(null);
+    setResult(null);
+    const total: JobBatchResult = { action, changed: [], failed: [] };
+    try {
+      for (let i = 0; i < ids.length; i += BATCH_MAX) {
+        const r = await api.batchJobs(action, ids.slice(i, i + BATCH_MAX));
+        total.changed.push(...r.changed);
+        total.failed.push(...r.failed);
+      }
+      setResult(total);
+      // the socket brings the new statuses too; fetch the changed ones so the rows are right at once
+      await Promise.all(total.changed.slice(0, 100).map((id) => api.job(id).then((j) => store.putJob(j), () => {})));
+    } catch (e) {
+      if (total.changed.length || total.failed.length) setResult(total);
+      setError((e as ApiError).message);
+    } finally {
+      setBusy(null);
+    }
+  }
+
+  return (
+    <div class="batch" role="group" aria-label="Selected jobs" data-testid="batch-bar">
+      <label class="select-all">
+        <input type="checkbox" checked={allShown} disabled={!page.length} data-testid="select-all"
+          onChange={(e) => {
+            const next = new Set(selected);
+            for (const j of page) {
+              if ((e.target as HTMLInputElement).checked) next.add(j.id);
+              else next.delete(j.id);
+            }
+            onSelect(next);
+          }} />
+        All shown
+      </label>
+      <span class="muted" data-testid="selected-count">{ids.length} selected</span>
+      {(["pause", "resume", "cancel"] as const).map((action) => (
+        <button key={action} type="button" class={action === "pause" ? "small" : "small ghost"}
+          disabled={!ids.length || !!busy} onClick={() => run(action)} data-testid={`batch-${action}`}>
+          {busy === action ? "Working…" : { pause: "Pause", resume: "Resume", cancel: "Cancel" }[action]}
+        </button>
+      ))}
+      {ids.length > 0 && (
+        <button type="button" class="small ghost" onClick={() => { onSelect(new Set()); setResult(null); }}
+          data-testid="batch-clear">Clear</button>
+      )}
+      {error && <p class="field-error" role="alert">{error}</p>}
+      {result && (
+        <div class="batch-result" role="status" data-testid="batch-result">
+          <span data-testid="batch-summary">{batchSummary(result)}</span>
+          {result.failed.length > 0 && (
+            <ul class="batch-failed" data-testid="batch-failed">
+              {result.failed.map((f) => (
+                <li key={f.id}><a href={`#/jobs/${f.id}`}>#{f.id}</a>: {f.message} <span class="muted">({f.code})</span></li>
+              ))}
+            </ul>
+          )}
+        </div>
+      )}
     </div>
   );
 }

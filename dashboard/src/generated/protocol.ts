@@ -22,6 +22,11 @@ export type AssignmentStatus =
 export type FinishOutcome = "completed" | "failed" | "timed_out" | "cancelled";
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "BatchAction".
+ */
+export type BatchAction = "pause" | "resume" | "cancel";
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "PausedBy".
  */
 export type PausedBy = "agent" | "server";
@@ -34,17 +39,34 @@ export type DeviceState = "idle" | "busy" | "paused" | "offline" | "unhealthy";
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "JobStatus".
  */
-export type JobStatus = "scheduled" | "active" | "paused" | "completed" | "cancelled";
+export type JobStatus = "scheduled" | "active" | "paused" | "completed" | "cancelled" | "blocked";
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "TargetType".
  */
 export type TargetType = "all_devices" | "percentage" | "device_count";
 /**
+ * What a schedule does about firings missed while no server ran: skip them, or run once.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "MisfirePolicy".
+ */
+export type MisfirePolicy = "skip" | "run_once";
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "PauseScope".
  */
 export type PauseScope = "agent" | "device" | "job";
+export type RequeueScope = "failed" | "all";
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "RequeueScope".
+ */
+export type RequeueScope1 = "failed" | "all";
+/**
+ * What a schedule does about firings missed while no server ran: skip them, or run once.
+ */
+export type MisfirePolicy1 = "skip" | "run_once";
 
 /**
  * Every model of the phonefleet contract, by name.
@@ -57,6 +79,7 @@ export interface Contract {
   AgentEventBatch: AgentEventBatch;
   AgentEventResults: AgentEventResults;
   AgentHello: AgentHello;
+  AgentPatch: AgentPatch;
   AgentPoll: AgentPoll;
   AgentStatus: AgentStatus;
   AgentUpdate: AgentUpdate;
@@ -67,6 +90,8 @@ export interface Contract {
   AssignmentProgress: AssignmentProgress;
   AssignmentStarted: AssignmentStarted;
   AssignmentStatus: AssignmentStatus;
+  BatchAction: BatchAction;
+  BatchFailure: BatchFailure;
   Device: Device;
   DeviceControl: DeviceControl;
   DevicePatch: DevicePatch;
@@ -74,6 +99,7 @@ export interface Contract {
   DeviceState: DeviceState;
   DeviceUpdate: DeviceUpdate;
   DeviceUpdateBroadcast: DeviceUpdateBroadcast;
+  DurationStats: DurationStats;
   ErrorBody: ErrorBody;
   ErrorDetail: ErrorDetail;
   ErrorInfo: ErrorInfo;
@@ -87,6 +113,9 @@ export interface Contract {
   Job: Job;
   JobAssign: JobAssign;
   JobAssignAck: JobAssignAck;
+  JobBatch: JobBatch;
+  JobBatchFilter: JobBatchFilter;
+  JobBatchResult: JobBatchResult;
   JobControl: JobControl;
   JobCreate: JobCreate;
   JobDeleted: JobDeleted;
@@ -95,8 +124,10 @@ export interface Contract {
   JobPatch: JobPatch;
   JobStatus: JobStatus;
   JobStatusUpdate: JobStatusUpdate;
+  JobTemplate: JobTemplate;
   KeyeventStep: KeyeventStep;
   LaunchAppStep: LaunchAppStep;
+  MisfirePolicy: MisfirePolicy;
   OpenUrlStep: OpenUrlStep;
   PauseChanged: PauseChanged;
   PauseRequest: PauseRequest;
@@ -104,7 +135,17 @@ export interface Contract {
   PausedBy: PausedBy;
   Plan: Plan;
   ProgressItem: ProgressItem;
+  RequeueBody: RequeueBody;
+  RequeueResult: RequeueResult;
+  RequeueScope: RequeueScope1;
   RunTestsStep: RunTestsStep;
+  Schedule: Schedule;
+  ScheduleCreate: ScheduleCreate;
+  ScheduleDue: ScheduleDue;
+  ScheduleList: ScheduleList;
+  SchedulePatch: SchedulePatch;
+  SchedulerStatus: SchedulerStatus;
+  SchedulerSwitch: SchedulerSwitch;
   ScreenshotStep: ScreenshotStep;
   ShellStep: ShellStep;
   StartedItem: StartedItem;
@@ -145,6 +186,10 @@ export interface Agent {
   hostname: string | null;
   id: number;
   last_seen_at: string | null;
+  /**
+   * Phones that may run at once on this agent.
+   */
+  max_running?: number | null;
   name: string;
   paused: boolean;
   status: AgentStatus;
@@ -232,6 +277,16 @@ export interface DeviceReport {
    * @maxItems 50
    */
   tags?: string[];
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AgentPatch".
+ */
+export interface AgentPatch {
+  /**
+   * null removes the limit.
+   */
+  max_running: number | null;
 }
 /**
  * ``GET /api/agent/assignments``: the agent's open assignments, which it reconciles against.
@@ -501,11 +556,19 @@ export interface Assignment {
   result: {
     [k: string]: unknown;
   } | null;
+  /**
+   * Failed, and another phone took over its slot.
+   */
+  retried?: boolean;
   retry_at: string | null;
   serial?: string | null;
   started_at: string | null;
   status: AssignmentStatus;
   step_index: number | null;
+  /**
+   * Ended, then requeued: a newer run replaces it.
+   */
+  superseded?: boolean;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -585,6 +648,18 @@ export interface StartedItem {
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "BatchFailure".
+ */
+export interface BatchFailure {
+  /**
+   * not_found or conflict
+   */
+  code: string;
+  id: number;
+  message: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "Device".
  */
 export interface Device {
@@ -640,6 +715,15 @@ export interface DeviceUpdate {
  */
 export interface DeviceUpdateBroadcast {
   devices: Device[];
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "DurationStats".
+ */
+export interface DurationStats {
+  avg_sec: number | null;
+  count: number;
+  p95_sec: number | null;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -718,7 +802,9 @@ export interface HelloAck {
  * via the `definition` "Job".
  */
 export interface Job {
+  activated_at?: string | null;
   assigned_count: number;
+  blocked_reason?: string | null;
   completed_count: number;
   created_at: string;
   depends_on: number[];
@@ -726,6 +812,7 @@ export interface Job {
   filters: JobFilters;
   finished_at?: string | null;
   id: number;
+  max_parallel?: number | null;
   max_retries: number;
   paused_count?: number;
   /**
@@ -753,6 +840,11 @@ export interface Job {
   priority: number;
   run_at: string | null;
   running_count?: number;
+  schedule_id?: number | null;
+  /**
+   * The schedule's firing that made this job.
+   */
+  scheduled_for?: string | null;
   status: JobStatus;
   /**
    * Resolved phone count; null until the job is activated.
@@ -801,6 +893,58 @@ export interface JobAssignAck {
   received: number[];
 }
 /**
+ * Exactly one of ``ids`` and ``filter``.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "JobBatch".
+ */
+export interface JobBatch {
+  action: BatchAction;
+  filter?: JobBatchFilter | null;
+  ids?: [number, ...number[]] | null;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "JobBatchFilter".
+ */
+export interface JobBatchFilter {
+  schedule_id?: number | null;
+  search?: string | null;
+  status?:
+    | []
+    | [JobStatus]
+    | [JobStatus, JobStatus]
+    | [JobStatus, JobStatus, JobStatus]
+    | [JobStatus, JobStatus, JobStatus, JobStatus]
+    | [JobStatus, JobStatus, JobStatus, JobStatus, JobStatus]
+    | [JobStatus, JobStatus, JobStatus, JobStatus, JobStatus, JobStatus]
+    | [JobStatus, JobStatus, JobStatus, JobStatus, JobStatus, JobStatus, JobStatus]
+    | [JobStatus, JobStatus, JobStatus, JobStatus, JobStatus, JobStatus, JobStatus, JobStatus]
+    | [JobStatus, JobStatus, JobStatus, JobStatus, JobStatus, JobStatus, JobStatus, JobStatus, JobStatus]
+    | [
+        JobStatus,
+        JobStatus,
+        JobStatus,
+        JobStatus,
+        JobStatus,
+        JobStatus,
+        JobStatus,
+        JobStatus,
+        JobStatus,
+        JobStatus
+      ]
+    | null;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "JobBatchResult".
+ */
+export interface JobBatchResult {
+  action: BatchAction;
+  changed: number[];
+  failed: BatchFailure[];
+}
+/**
  * ``job:paused`` / ``job:resumed`` / ``job:cancelled``.
  *
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -812,17 +956,21 @@ export interface JobControl {
   job_id: number;
 }
 /**
- * Integers are strict: ``true``, ``"5"`` and ``5.0`` are wrong types, not 1 and 5.
- *
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "JobCreate".
  */
 export interface JobCreate {
   /**
+   * Starts once every one of these jobs completed without failures.
+   *
    * @maxItems 100
    */
   depends_on?: number[];
   filters?: JobFilters;
+  /**
+   * At most this many phones run the job at once.
+   */
+  max_parallel?: number | null;
   max_retries?: number;
   /**
    * @minItems 1
@@ -859,6 +1007,9 @@ export interface JobCreate {
     )[]
   ];
   priority?: number;
+  /**
+   * Stays scheduled until then.
+   */
   run_at?: string | null;
   target_type: TargetType;
   /**
@@ -893,6 +1044,14 @@ export interface JobList {
  * via the `definition` "JobPatch".
  */
 export interface JobPatch {
+  /**
+   * Only while the job waits (scheduled, blocked or paused).
+   */
+  depends_on?: number[] | null;
+  /**
+   * null removes the limit.
+   */
+  max_parallel?: number | null;
   max_retries?: number | null;
   priority?: number | null;
   status?: ("paused" | "active" | "cancelled") | null;
@@ -905,9 +1064,11 @@ export interface JobPatch {
  */
 export interface JobStatusUpdate {
   assigned_count: number;
+  blocked_reason?: string | null;
   completed_count: number;
   failed_count: number;
   job_id: number;
+  max_parallel?: number | null;
   paused_count: number;
   priority: number;
   running_count: number;
@@ -915,6 +1076,67 @@ export interface JobStatusUpdate {
   target_count: number | null;
   title: string;
   updated_at: string;
+}
+/**
+ * What a job is, apart from when it runs: also the template a schedule fires.
+ *
+ * Integers are strict: ``true``, ``"5"`` and ``5.0`` are wrong types, not 1 and 5.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "JobTemplate".
+ */
+export interface JobTemplate {
+  filters?: JobFilters;
+  /**
+   * At most this many phones run the job at once.
+   */
+  max_parallel?: number | null;
+  max_retries?: number;
+  /**
+   * @minItems 1
+   * @maxItems 200
+   */
+  plan: [
+    (
+      | OpenUrlStep
+      | WaitStep
+      | TapStep
+      | SwipeStep
+      | KeyeventStep
+      | TextStep
+      | LaunchAppStep
+      | StopAppStep
+      | InstallApkStep
+      | RunTestsStep
+      | ScreenshotStep
+      | ShellStep
+    ),
+    ...(
+      | OpenUrlStep
+      | WaitStep
+      | TapStep
+      | SwipeStep
+      | KeyeventStep
+      | TextStep
+      | LaunchAppStep
+      | StopAppStep
+      | InstallApkStep
+      | RunTestsStep
+      | ScreenshotStep
+      | ShellStep
+    )[]
+  ];
+  priority?: number;
+  target_type: TargetType;
+  /**
+   * Percentage (1-100) or phone count (>= 1); ignored for all_devices.
+   */
+  target_value?: number | null;
+  /**
+   * Per assignment.
+   */
+  timeout_sec?: number;
+  title: string;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -985,6 +1207,130 @@ export interface Plan {
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "RequeueBody".
+ */
+export interface RequeueBody {
+  scope?: RequeueScope;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "RequeueResult".
+ */
+export interface RequeueResult {
+  job: Job;
+  /**
+   * Slots that will run again.
+   */
+  requeued: number;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "Schedule".
+ */
+export interface Schedule {
+  created_at: string;
+  cron: string | null;
+  enabled: boolean;
+  id: number;
+  interval_sec: number | null;
+  last_job_id: number | null;
+  last_run_at: string | null;
+  misfire_policy: MisfirePolicy;
+  name: string;
+  /**
+   * null while disabled.
+   */
+  next_run_at: string | null;
+  template: JobTemplate;
+  timezone: string;
+  updated_at: string;
+}
+/**
+ * A job template fired by a cron expression (in ``timezone``) or every ``interval_sec``.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ScheduleCreate".
+ */
+export interface ScheduleCreate {
+  /**
+   * Five fields (minute hour day month weekday) or @hourly/@daily/...
+   */
+  cron?: string | null;
+  enabled?: boolean;
+  interval_sec?: number | null;
+  misfire_policy?: MisfirePolicy1;
+  name: string;
+  template: JobTemplate;
+  /**
+   * IANA name, e.g. Europe/Berlin.
+   */
+  timezone?: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ScheduleDue".
+ */
+export interface ScheduleDue {
+  id: number;
+  name: string;
+  next_run_at: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ScheduleList".
+ */
+export interface ScheduleList {
+  items: Schedule[];
+  total: number;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "SchedulePatch".
+ */
+export interface SchedulePatch {
+  cron?: string | null;
+  enabled?: boolean | null;
+  interval_sec?: number | null;
+  misfire_policy?: MisfirePolicy | null;
+  name?: string | null;
+  template?: JobTemplate | null;
+  timezone?: string | null;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "SchedulerStatus".
+ */
+export interface SchedulerStatus {
+  /**
+   * Open assignments: pending, delivered, running, paused.
+   */
+  assignments: {
+    [k: string]: number;
+  };
+  changed_at: string;
+  changed_by: string | null;
+  connected_agents: number;
+  idle_devices: number;
+  jobs: {
+    [k: string]: number;
+  };
+  next_schedule: ScheduleDue | null;
+  /**
+   * false: no new assignments anywhere; running work finishes.
+   */
+  running: boolean;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "SchedulerSwitch".
+ */
+export interface SchedulerSwitch {
+  changed_at: string;
+  changed_by: string | null;
+  running: boolean;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "Stats".
  */
 export interface Stats {
@@ -1001,6 +1347,22 @@ export interface Stats {
   jobs: {
     [k: string]: number;
   };
+  /**
+   * job opened for distribution -> the phone started it.
+   */
+  queue_wait?: DurationStats | null;
+  /**
+   * started -> finished, completed only.
+   */
+  run_time?: DurationStats | null;
+  /**
+   * completed / (completed + failed + timed out), retried attempts included.
+   */
+  success_rate?: number | null;
+  /**
+   * Rates and times cover assignments ended this recently.
+   */
+  window_sec?: number;
 }
 
 /** Socket.IO namespaces and event names (x-socketio). */
@@ -1028,7 +1390,8 @@ export const EVENTS = {
   "JOB_PROGRESS": "job:progress",
   "JOB_RESUMED": "job:resumed",
   "JOB_STATUS_UPDATE": "job:status:update",
-  "PAUSE_CHANGED": "pause:changed"
+  "PAUSE_CHANGED": "pause:changed",
+  "SCHEDULER_UPDATE": "scheduler:update"
 } as const;
 
 /** Step types the server knows (x-step-types). */
