@@ -506,15 +506,18 @@ def jobs_failed(
     ctx: typer.Context,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
     offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    attempts: Annotated[bool, typer.Option(
+        "--attempts", help="Every failed attempt, also those retried on another phone or requeued.")] = False,
 ) -> None:
-    """Dead letters: assignments that finally failed, with their errors."""
-    page = _run(ctx, lambda c: c.list_assignments(status="failed", limit=limit, offset=offset))
+    """Dead letters: assignments that failed or timed out for good, with their errors."""
+    page = _run(ctx, lambda c: c.list_assignments(status="failed", limit=limit, offset=offset) if attempts
+                else c.list_assignments(limit=limit, offset=offset, dead=True))
 
     def human() -> str:
         if not page.items:
             return "no failed assignments"
-        text = table(["ID", "JOB", "SERIAL", "ATTEMPT", "RETRIED", "FINISHED", "CODE", "ERROR"],
-                     [[a.id, a.job_id, a.serial, a.attempt, a.retried, a.finished_at, a.error_code,
+        text = table(["ID", "JOB", "SERIAL", "STATUS", "ATTEMPT", "RETRIED", "FINISHED", "CODE", "ERROR"],
+                     [[a.id, a.job_id, a.serial, a.status, a.attempt, a.retried, a.finished_at, a.error_code,
                        (a.error or "").splitlines()[0][:100] if a.error else None] for a in page.items])
         if page.total > len(page.items):
             text += f"\n{len(page.items)} of {page.total} (--offset/--limit for more)"

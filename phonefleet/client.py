@@ -211,9 +211,11 @@ class PhonefleetClient:
                                  params=_params(status=status))
 
     async def list_assignments(self, status: AssignmentStatus | str | None = None, limit: int | None = None,
-                               offset: int | None = None) -> AssignmentList:
+                               offset: int | None = None, *, dead: bool = False) -> AssignmentList:
+        """``dead``: only the attempts that ended their slot for good (dead letters)."""
         return await self._model(AssignmentList, "GET", "/api/assignments",
-                                 params=_params(status=status, limit=limit, offset=offset))
+                                 params=_params(status=status, limit=limit, offset=offset,
+                                                dead="true" if dead else None))
 
     # ------------------------------------------------------------------ fleet
 

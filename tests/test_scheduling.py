@@ -298,3 +298,24 @@ async def test_a_new_job_never_takes_a_phone_a_waiting_higher_priority_job_could
     await agent.wait_for(lambda: len(agent.orders) == 2)
     assert agent.orders[max(agent.orders)]["job_id"] == high["id"]
     assert (await job(server, low["id"]))["assigned_count"] == 0
+
+
+async def test_server_detects_a_timeout_retries_on_another_phone_and_keeps_the_dead_letter(
+        server: RunningServer) -> None:
+    agent = await server.sim_agent("pc", 2)
+    created = await server.ok("POST", "/api/jobs", open_url_job(target_type="device_count", target_value=1,
+                                                                timeout_sec=1, max_retries=1))
+    await agent.wait_for(lambda: len(of_job(agent, created["id"])) == 1)
+    await agent.start(of_job(agent, created["id"]))  # ... and never reports back: the server ends it
+    await agent.wait_for(lambda: len(of_job(agent, created["id"])) == 2)
+    first, second = of_job(agent, created["id"])
+    assert agent.orders[first]["serial"] != agent.orders[second]["serial"], "the retry goes to another phone"
+    await agent.start([second])
+    done = await status_is(server, created["id"], "completed")
+    assert (done["completed_count"], done["failed_count"]) == (0, 1)
+    history = {a["id"]: a for a in (await server.ok("GET", f"/api/jobs/{created['id']}/assignments"))["items"]}
+    assert [(history[i]["status"], history[i]["retried"]) for i in (first, second)] == [
+        ("timed_out", True), ("timed_out", False)]
+    assert history[second]["error"] == "timed out (detected by server)"
+    dead = await server.ok("GET", "/api/assignments?dead=true")
+    assert [a["id"] for a in dead["items"]] == [second]

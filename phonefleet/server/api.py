@@ -92,6 +92,8 @@ class JobListQuery(BaseModel):
 
 class AssignmentQuery(BaseModel):
     status: AssignmentStatus | None = None
+    dead: bool = Field(default=False, description="Only dead letters: failed or timed out for good "
+                                                  "(not retried on another phone, not requeued).")
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
@@ -327,7 +329,7 @@ class Api:
         q = _query(request, AssignmentQuery)
         async with self.pool.acquire() as conn:
             rows, total = await assignments_store.list_page(
-                conn, status=str(q.status) if q.status else None, limit=q.limit, offset=q.offset
+                conn, status=str(q.status) if q.status else None, dead=q.dead, limit=q.limit, offset=q.offset
             )
         items = [Assignment.model_validate(dict(r.items())) for r in rows]
         return model_response(AssignmentList(items=items, total=total))

@@ -399,13 +399,19 @@ async def list_for_job(conn: Conn, job_id: int, status: str | None = None) -> li
     )
 
 
-async def list_page(conn: Conn, *, status: str | None, limit: int, offset: int) -> tuple[list[Row], int]:
+_DEAD = """a.status IN ('failed', 'timed_out') AND NOT a.retried AND NOT a.superseded AND a.retry_at IS NULL"""
+"""Dead letters: attempts that ended a slot for good (not retried on another phone, not requeued)."""
+
+
+async def list_page(conn: Conn, *, status: str | None, dead: bool = False, limit: int,
+                    offset: int) -> tuple[list[Row], int]:
+    where = f"($1::text IS NULL OR a.status = $1) AND (NOT $2 OR ({_DEAD}))"
     rows = await conn.fetch(
         f"""SELECT {ASSIGNMENT_COLUMNS}, d.serial FROM assignments a JOIN devices d ON d.id = a.device_id
-            WHERE ($1::text IS NULL OR a.status = $1) ORDER BY a.id DESC LIMIT $2 OFFSET $3""",
-        status, limit, offset,
+            WHERE {where} ORDER BY a.id DESC LIMIT $3 OFFSET $4""",
+        status, dead, limit, offset,
     )
-    total = await conn.fetchval("SELECT count(*) FROM assignments WHERE ($1::text IS NULL OR status = $1)", status)
+    total = await conn.fetchval(f"SELECT count(*) FROM assignments a WHERE {where}", status, dead)
     return rows, int(total)
 
 
