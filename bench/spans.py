@@ -40,7 +40,7 @@ def install(app: web.Application) -> None:
     from phonefleet.server import agent_events, completion, distributor, job_control, realtime
     from phonefleet.server.api import Api
     from phonefleet.server.bus import Bus
-    from phonefleet.server.store import assignments, devices, jobs
+    from phonefleet.server.store import assignments, devices, jobs, scheduler
 
     for owner, attr, name in [
         (Api, "_authorize", "api: authorize token"),
@@ -52,7 +52,7 @@ def install(app: web.Application) -> None:
         (job_control, "in_transaction", "job transaction"),
         (jobs, "count_eligible_connected", "sql: count eligible"),
         (distributor.Distributor, "fill", "Distributor.fill"),
-        (devices, "count_idle", "sql: count idle"),
+        (scheduler, "fill_context", "sql: fill context (idle, switch, caps)"),
         (jobs, "fillable", "sql: fillable jobs"),
         (assignments, "claim", "sql: claim (select+update+insert)"),
         (assignments, "pause_job", "sql: pause assignments"),

@@ -21,7 +21,6 @@ from phonefleet.server.batching import Coalescer
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import assignments as assignments_store
-from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.store import scheduler as scheduler_store
 
@@ -92,20 +91,22 @@ class Distributor:
         started = time.perf_counter()
         created: list[tuple[Any, list[dict[str, Any]]]] = []
         async with self._lock, self.pool.acquire() as conn:
-            idle = await devices_store.count_idle(conn)
-            if idle == 0 or not await scheduler_store.running(conn):
+            context = await scheduler_store.fill_context(conn)
+            idle = context["idle"]
+            if idle == 0 or not context["running"]:
                 return 0
-            agent_caps = await assignments_store.has_agent_caps(conn)
             for candidate in await jobs_store.fillable(conn, job_ids):
                 async with conn.transaction():
-                    # Shares the switch's row lock: a stop waits for claims in flight, then no claim runs.
-                    if not await scheduler_store.running(conn, lock=True):
+                    job = await jobs_store.get_for_fill(conn, candidate["id"])
+                    if job is None:
+                        continue
+                    if not job["distribution_running"]:  # stopped since this pass began
                         break
-                    job = await jobs_store.get(conn, candidate["id"], for_update=True)
-                    if job is None or job["status"] != "active" or job["target_count"] is None:
+                    if job["status"] != "active" or job["target_count"] is None:
                         continue
                     limit = max(0, job["target_count"] - job["assigned_count"]) + job["retry_pending"]
-                    rows = await assignments_store.claim(conn, job, min(limit, idle), agent_caps=agent_caps)
+                    rows = await assignments_store.claim(conn, job, min(limit, idle),
+                                                         agent_caps=context["agent_caps"])
                 if rows:
                     created.append((job, rows))
                     idle -= len(rows)

@@ -72,12 +72,6 @@ _ELIGIBLE_IDLE_CAPPED = f"""
 AGENT_CAP_LOCK = 0x70666370  # "pfcp": the advisory lock space of agents' max_running
 
 
-async def has_agent_caps(conn: Conn) -> bool:
-    """Is any online agent limited to a number of running phones? (Then claims take the capped path.)"""
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM agents WHERE max_running IS NOT NULL AND status = 'online')"))
-
-
 async def open_count(conn: Conn, job_id: int) -> int:
     """The job's assignments that occupy a phone now (for its ``max_parallel``)."""
     return int(await conn.fetchval(

@@ -56,6 +56,16 @@ async def get(conn: Conn, job_id: int, *, for_update: bool = False) -> Row | Non
     return await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1{lock}", job_id)
 
 
+async def get_for_fill(conn: Conn, job_id: int) -> Row | None:
+    """Lock the job row, and share-lock the distribution switch: a stop waits for this claim, and a
+    claim after a stop sees ``distribution_running`` false."""
+    return await conn.fetchrow(
+        f"""SELECT {JOB_COLUMNS}, s.running AS distribution_running FROM jobs j, scheduler_state s
+            WHERE j.id = $1 AND s.id = 1 FOR UPDATE OF j FOR SHARE OF s""",
+        job_id,
+    )
+
+
 async def get_many(conn: Conn, job_ids: Sequence[int]) -> list[Row]:
     return await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ANY($1::bigint[]) ORDER BY j.id",
                             list(job_ids))

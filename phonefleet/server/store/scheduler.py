@@ -3,11 +3,15 @@
 from phonefleet.server.store import Conn, Row
 
 
-async def running(conn: Conn, *, lock: bool = False) -> bool:
-    """``lock`` takes a share lock for the rest of the caller's transaction, so a stop waits for it."""
-    value = await conn.fetchval(
-        "SELECT running FROM scheduler_state WHERE id = 1" + (" FOR SHARE" if lock else ""))
-    return value is None or bool(value)
+async def fill_context(conn: Conn) -> Row:
+    """What a fill pass needs first, in one round trip: idle phones, whether distribution runs, and
+    whether any online agent caps its running phones (claims then take the capped path)."""
+    row = await conn.fetchrow(
+        """SELECT (SELECT count(*) FROM devices WHERE state = 'idle')::int AS idle,
+                  coalesce((SELECT running FROM scheduler_state WHERE id = 1), true) AS running,
+                  EXISTS (SELECT 1 FROM agents WHERE max_running IS NOT NULL AND status = 'online') AS agent_caps""")
+    assert row is not None
+    return row
 
 
 async def state(conn: Conn) -> Row:
@@ -17,7 +21,7 @@ async def state(conn: Conn) -> Row:
 
 
 async def set_running(conn: Conn, running: bool, actor: str) -> Row:
-    """Flip the switch (waits for claims in flight, which hold the row's share lock)."""
+    """Flip the switch (waits for claims in flight: ``jobs.get_for_fill`` holds the row's share lock)."""
     row = await conn.fetchrow(
         """UPDATE scheduler_state SET running = $1,
                changed_at = CASE WHEN running = $1 THEN changed_at ELSE now() END,
