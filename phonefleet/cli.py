@@ -464,7 +464,7 @@ def _steer(ctx: typer.Context, action: BatchAction, ids: list[int]) -> None:
 
 @jobs_app.command("pause")
 def jobs_pause(ctx: typer.Context, ids: IdsArg) -> None:
-    """Pause jobs: no new phones take them; running phones pause."""
+    """Pause jobs: unstarted work waits and no new phones take them; runs already going finish."""
     _steer(ctx, BatchAction.pause, ids)
 
 
