@@ -20,9 +20,11 @@ phone (it had not run it). Lower is better; 0 means every phone went to the best
 
 import argparse
 import asyncio
+import contextlib
 import random
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,24 +135,34 @@ async def post_jobs(op: Operator, priorities: list[int], per_job: int, in_flight
     return ids
 
 
-async def measure_arrivals(root: str, size: Size, seed: int, what_if: frozenset[str]) -> None:
+def draw_priorities(seed: int, n: int) -> list[int]:
     rng = random.Random(seed)
-    priorities = [rng.randint(-50, 50) for _ in range(size.jobs)]
+    return [rng.randint(-50, 50) for _ in range(n)]
+
+
+@contextlib.asynccontextmanager
+async def fleet_and_server(root: str, size: Size, what_if: frozenset[str]) -> AsyncIterator[tuple[Operator, Watcher]]:
+    """A scratch database, the server, and ``size.phones`` instant phones, all idle."""
     async with scratch_database(root) as dsn, running_server(dsn, what_if=what_if) as server, session() as http:
         fleet = await Fleet.start(server.url, dsn, size.agents, size.phones_each, auto_finish=True)
         watcher = await Watcher.connect(dsn)
-        op = Operator(http, server.url)
         try:
             await watcher.wait_idle(size.phones, timeout=60)
-            t0 = time.perf_counter()
-            ids = await post_jobs(op, priorities, size.per_job, IN_FLIGHT)
-            t_end = await wait_all_completed(watcher.conn, ids, timeout=600)
-            total = int(await watcher.conn.fetchval(
-                "SELECT sum(completed_count) FROM jobs WHERE id = ANY($1::bigint[])", ids))
-            violations = {g: int(await watcher.conn.fetchval(VIOLATIONS_SQL, ids, g / 1000)) for g in GRACES_MS}
+            yield Operator(http, server.url), watcher
         finally:
             await watcher.close()
             await fleet.stop()
+
+
+async def measure_arrivals(root: str, size: Size, seed: int, what_if: frozenset[str]) -> None:
+    priorities = draw_priorities(seed, size.jobs)
+    async with fleet_and_server(root, size, what_if) as (op, watcher):
+        t0 = time.perf_counter()
+        ids = await post_jobs(op, priorities, size.per_job, IN_FLIGHT)
+        t_end = await wait_all_completed(watcher.conn, ids, timeout=600)
+        total = int(await watcher.conn.fetchval(
+            "SELECT sum(completed_count) FROM jobs WHERE id = ANY($1::bigint[])", ids))
+        violations = {g: int(await watcher.conn.fetchval(VIOLATIONS_SQL, ids, g / 1000)) for g in GRACES_MS}
     assert total == size.jobs * size.per_job, total
     elapsed = t_end - t0
     print(f"\n-- arrivals: {size.jobs} jobs x {size.per_job} phones posted while distribution runs "
@@ -164,34 +176,21 @@ async def measure_arrivals(root: str, size: Size, seed: int, what_if: frozenset[
 
 
 async def measure(root: str, size: Size, seed: int, what_if: frozenset[str]) -> None:
-    rng = random.Random(seed)
-    priorities = [rng.randint(-50, 50) for _ in range(size.jobs)]
-    async with scratch_database(root) as dsn, running_server(dsn, what_if=what_if) as server, session() as http:
-        fleet = await Fleet.start(server.url, dsn, size.agents, size.phones_each, auto_finish=True)
-        watcher = await Watcher.connect(dsn)
-        op = Operator(http, server.url)
-        try:
-            await watcher.wait_idle(size.phones, timeout=60)
-            await op.call("POST", "/api/scheduler/stop")
-            ids: list[int] = []
-            for n, priority in enumerate(priorities):
-                body: dict[str, Any] = {"title": f"priority {priority} #{n}", "plan": PLAN, "priority": priority,
-                                        "target_type": "device_count", "target_value": size.per_job}
-                ids.append((await op.call("POST", "/api/jobs", body, expect=201))["id"])
-            assigned = await watcher.conn.fetchval("SELECT count(*) FROM assignments")
-            assert assigned == 0, f"{assigned} assignments made while distribution was stopped"
-            t0 = time.perf_counter()
-            await op.call("POST", "/api/scheduler/start")
-            t_end = await wait_all_completed(watcher.conn, ids, timeout=600)
-            rows = await watcher.conn.fetch(
-                """SELECT j.id, j.priority, j.completed_count, min(a.created_at) AS first, max(a.created_at) AS last
-                   FROM jobs j JOIN assignments a ON a.job_id = j.id WHERE j.id = ANY($1::bigint[])
-                   GROUP BY j.id ORDER BY j.id""",
-                ids,
-            )
-        finally:
-            await watcher.close()
-            await fleet.stop()
+    priorities = draw_priorities(seed, size.jobs)
+    async with fleet_and_server(root, size, what_if) as (op, watcher):
+        await op.call("POST", "/api/scheduler/stop")
+        ids = await post_jobs(op, priorities, size.per_job, IN_FLIGHT)
+        assigned = await watcher.conn.fetchval("SELECT count(*) FROM assignments")
+        assert assigned == 0, f"{assigned} assignments made while distribution was stopped"
+        t0 = time.perf_counter()
+        await op.call("POST", "/api/scheduler/start")
+        t_end = await wait_all_completed(watcher.conn, ids, timeout=600)
+        rows = await watcher.conn.fetch(
+            """SELECT j.id, j.priority, j.completed_count, min(a.created_at) AS first, max(a.created_at) AS last
+               FROM jobs j JOIN assignments a ON a.job_id = j.id WHERE j.id = ANY($1::bigint[])
+               GROUP BY j.id ORDER BY j.id""",
+            ids,
+        )
 
     total = sum(r["completed_count"] for r in rows)
     assert total == size.jobs * size.per_job, total

@@ -246,3 +246,18 @@ async def test_requeue_runs_a_completed_job_again_and_the_stats_show_rates(
     await expect(row.get_by_test_id("assignment")).to_have_count(2)
     await expect(row.locator("[data-testid=assignment].replaced")).to_contain_text("requeued")
     await shot(page, "jobs-requeued")
+
+
+async def test_schedules_made_or_removed_elsewhere_appear_without_a_reload(server: RunningServer,
+                                                                            page: "Page") -> None:
+    from playwright.async_api import expect
+
+    await sign_in(page, server)
+    await page.get_by_role("link", name="Schedules").click()
+    await expect(page.get_by_text("No schedules yet")).to_be_visible()
+    made = await server.ok("POST", "/api/schedules", {"name": "from the CLI", "template": LONG_WAIT,
+                                                      "interval_sec": 3600})
+    row = page.locator("[data-testid=schedule]", has_text="from the CLI")
+    await expect(row.get_by_test_id("schedule-rule")).to_have_text("every 1 h")
+    await server.ok("DELETE", f"/api/schedules/{made['id']}", expect=204)
+    await expect(row).to_have_count(0)

@@ -14,6 +14,7 @@ import pytest
 
 from phonefleet.server.schedules import ScheduleFirer
 from phonefleet.server.store import schedules as schedules_store
+from phonefleet.sim.agent import SimDashboard
 from tests.conftest import ADMIN, RunningServer, eventually, free_port, open_url_job
 from tests.test_multinode import _spawn, healthy
 
@@ -314,6 +315,24 @@ async def test_deleting_a_schedule_keeps_its_jobs(quiet: RunningServer, clock: F
 
 
 # ---------------------------------------------------------------------------- several nodes
+
+
+async def test_dashboards_hear_every_schedule_change(quiet: RunningServer, clock: FakeClock) -> None:
+    dash = SimDashboard(quiet.url, ADMIN)
+    await dash.connect()
+    try:
+        created = await quiet.ok("POST", "/api/schedules", schedule_body())
+        await quiet.ok("PATCH", f"/api/schedules/{created['id']}", {"interval_sec": 30})
+        clock.advance(30)
+        assert await firer(quiet).run_once() == 1
+        clock.advance(1)
+        await quiet.ok("POST", f"/api/schedules/{created['id']}/run", expect=201)
+        await quiet.ok("DELETE", f"/api/schedules/{created['id']}", expect=204)
+        await dash.wait_for(lambda: len(dash.events("schedule:changed")) == 5)
+        assert dash.events("schedule:changed") == [{"schedule_id": created["id"], "deleted": False}] * 4 + [
+            {"schedule_id": created["id"], "deleted": True}]
+    finally:
+        await dash.disconnect()
 
 
 async def test_two_firers_racing_on_one_database_fire_once(server_factory: ServerFactory,

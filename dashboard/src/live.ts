@@ -7,7 +7,7 @@ import type { Store } from "./store";
 import type { ApiError } from "./api";
 import {
   EVENTS, type AgentUpdate, type DeviceUpdateBroadcast, type FleetStats, type JobDeleted, type JobStatusUpdate,
-  type PauseChanged, type SchedulerSwitch,
+  type PauseChanged, type ScheduleChanged, type SchedulerSwitch,
 } from "./types";
 
 export const POLL_MS = 3000;
@@ -41,6 +41,7 @@ export class Live {
     socket.on("connect", () => {
       this.store.setLink("live");
       this.stopPolling();
+      this.store.scheduleChanged();
       void this.refresh(); // catch up on whatever changed while we were away
     });
     socket.on("disconnect", (reason) => {
@@ -61,6 +62,10 @@ export class Live {
       this.store.jobDeleted(d.job_id);
       this.statsSoon();
       this.schedulerSoon();
+    });
+    socket.on(EVENTS.SCHEDULE_CHANGED, (_c: ScheduleChanged) => {
+      this.store.scheduleChanged();
+      this.schedulerSoon(); // the top bar's "next schedule due"
     });
     socket.on(EVENTS.SCHEDULER_UPDATE, (s: SchedulerSwitch) => {
       this.store.schedulerSwitch(s);

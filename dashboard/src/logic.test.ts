@@ -224,6 +224,14 @@ describe("store", () => {
     expect(store.jobs.get(1)?.blocked_reason).toBeNull();
   });
 
+  it("counts schedule:changed events so the Schedules page knows to re-read", () => {
+    const store = new Store(100, () => {});
+    expect(store.schedulesVersion).toBe(0);
+    store.scheduleChanged();
+    store.scheduleChanged();
+    expect(store.schedulesVersion).toBe(2);
+  });
+
   it("keeps the scheduler switch current from scheduler:update", () => {
     const store = new Store(100, () => {});
     store.schedulerSwitch({ running: false, changed_at: "2024-01-01T00:00:00Z", changed_by: "admin" });

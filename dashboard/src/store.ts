@@ -25,6 +25,8 @@ export class Store {
   link: LinkState = "connecting";
   lastSync: number | null = null;
   version = 0;
+  /** Bumped by schedule:changed (and a reconnect): the Schedules page re-reads the list then. */
+  schedulesVersion = 0;
   /** Jobs the socket named before REST told us about them; the live layer fetches these. */
   missingJobs = new Set<number>();
   private listeners = new Set<() => void>();
@@ -64,6 +66,12 @@ export class Store {
   setScheduler(status: SchedulerStatus | null, available = true): void {
     this.scheduler = status;
     this.schedulerAvailable = available;
+    this.changed();
+  }
+
+  /** schedule:changed: created, edited, deleted or fired somewhere (another dashboard, the CLI, a firing). */
+  scheduleChanged(): void {
+    this.schedulesVersion += 1;
     this.changed();
   }
 

@@ -33,6 +33,7 @@ export type {
   RequeueResult,
   RequeueScope,
   Schedule,
+  ScheduleChanged,
   ScheduleCreate,
   ScheduleList,
   SchedulePatch,

@@ -53,6 +53,8 @@ AGENT_UPDATE: Final = "agent:update"
 JOB_DELETED: Final = "job:deleted"
 SCHEDULER_UPDATE: Final = "scheduler:update"
 """Distribution was stopped or started (payload: ``SchedulerSwitch``)."""
+SCHEDULE_CHANGED: Final = "schedule:changed"
+"""A schedule was created, edited, deleted or fired (payload: ``ScheduleChanged``)."""
 
 
 class _Payload(BaseModel):
@@ -309,3 +311,8 @@ class SchedulerSwitch(_Payload):
     running: bool
     changed_at: datetime
     changed_by: str | None
+
+
+class ScheduleChanged(_Payload):
+    schedule_id: int
+    deleted: bool = False

@@ -119,7 +119,7 @@ def create_app(settings: Settings) -> web.Application:
             realtime.on_fill = distributor.request_fill
             scheduler = SchedulerControl(pool, realtime, distributor, settings.agent_grace_sec)
             api.bind_scheduler(scheduler)
-            schedules = Schedules(pool, jobs)
+            schedules = Schedules(pool, jobs, realtime)
             api.bind_schedules(schedules)
             maintenance = Maintenance(pool, dsn, [
                 LeaseRescuer(pool, completion, realtime, settings),

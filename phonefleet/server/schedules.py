@@ -13,12 +13,14 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
+from phonefleet.protocol import events as ev
 from phonefleet.protocol import recurrence
 from phonefleet.protocol.enums import MisfirePolicy
 from phonefleet.protocol.models import JobTemplate, ScheduleCreate, SchedulePatch
 from phonefleet.server.config import Settings
 from phonefleet.server.errors import Conflict, Invalid, NotFound, ServiceError
 from phonefleet.server.job_control import JobControl
+from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import Conn, Row
 from phonefleet.server.store import schedules as schedules_store
 from phonefleet.server.transactions import in_transaction
@@ -87,10 +89,16 @@ class Schedules:
     """Schedule definitions; ``next_run_at`` is computed from ``clock`` whenever the rule or
     ``enabled`` changes (null while disabled), so firings missed while disabled never count."""
 
-    def __init__(self, pool: asyncpg.Pool, jobs: JobControl, clock: Clock = utc_now) -> None:
+    def __init__(self, pool: asyncpg.Pool, jobs: JobControl, realtime: Realtime, clock: Clock = utc_now) -> None:
         self.pool = pool
         self.jobs = jobs
+        self.realtime = realtime
         self.clock = clock
+
+    async def changed(self, schedule_id: int, *, deleted: bool = False) -> None:
+        """Tell every dashboard (on every node) to re-read this schedule."""
+        await self.realtime.broadcast(ev.SCHEDULE_CHANGED,
+                                      ev.ScheduleChanged(schedule_id=schedule_id, deleted=deleted).model_dump())
 
     async def create(self, body: ScheduleCreate) -> Row:
         values = body.model_dump(mode="json", exclude={"template"})
@@ -98,9 +106,11 @@ class Schedules:
         values["next_run_at"] = first_firing(values, self.clock()) if body.enabled else None
         try:
             async with self.pool.acquire() as conn:
-                return await schedules_store.insert(conn, values)
+                row = await schedules_store.insert(conn, values)
         except asyncpg.UniqueViolationError:
             raise Conflict(f"a schedule named {body.name!r} exists") from None
+        await self.changed(row["id"])
+        return row
 
     async def get(self, schedule_id: int) -> Row:
         async with self.pool.acquire() as conn:
@@ -136,15 +146,18 @@ class Schedules:
             return updated
 
         try:
-            return await in_transaction(self.pool, work)
+            updated = await in_transaction(self.pool, work)
         except asyncpg.UniqueViolationError:
             raise Conflict(f"a schedule named {body.name!r} exists") from None
+        await self.changed(schedule_id)
+        return updated
 
     async def delete(self, schedule_id: int) -> None:
         """The jobs it created stay, no longer linked to it."""
         async with self.pool.acquire() as conn:
             if not await schedules_store.delete(conn, schedule_id):
                 raise NotFound(f"schedule {schedule_id} not found")
+        await self.changed(schedule_id, deleted=True)
 
     async def run_now(self, schedule_id: int, actor: str = "admin") -> Any:
         """Create the template's job at once, for the clock's now; the next firing stays as it was."""
@@ -163,6 +176,7 @@ class Schedules:
         except asyncpg.UniqueViolationError:
             raise Conflict(f"schedule {schedule_id} already has a job for {now.isoformat()}") from None
         await self.jobs.announce(job)
+        await self.changed(schedule_id)
         return job
 
 
@@ -184,26 +198,27 @@ class ScheduleFirer:
         now = self.schedules.clock()
         created = 0
         for _ in range(self.max_firings):
-            found, job = await in_transaction(self.pool, lambda conn: self._fire_next(conn, now))
-            if not found:
+            schedule_id, job = await in_transaction(self.pool, lambda conn: self._fire_next(conn, now))
+            if schedule_id is None:
                 break
             if job is not None:
                 await self.jobs.announce(job)
                 created += 1
+            await self.schedules.changed(schedule_id)
         return created
 
-    async def _fire_next(self, conn: Conn, now: datetime) -> tuple[bool, Any]:
-        """Fire the oldest due schedule: (whether one was due, the job it created or None)."""
+    async def _fire_next(self, conn: Conn, now: datetime) -> tuple[int | None, Any]:
+        """Fire the oldest due schedule: (its id, or None when none was due; the job it created or None)."""
         due = await schedules_store.claim_due(conn, now)
         if not due:
-            return False, None
+            return None, None
         schedule = due[0]
         try:
             firing = plan_firing(schedule, now, self.misfire_after)
         except (ValueError, StopIteration):  # a rule this tz database or cron reader no longer knows
             log.warning("schedule disabled: no next firing", extra={"schedule": schedule["id"]}, exc_info=True)
             await schedules_store.update(conn, schedule["id"], {"enabled": False, "next_run_at": None})
-            return True, None
+            return schedule["id"], None
         if firing.missed:
             log.info("schedule missed firings", extra={
                 "schedule": schedule["id"], "due": schedule["next_run_at"].isoformat(),
@@ -211,7 +226,7 @@ class ScheduleFirer:
         job = await self._create_job(conn, schedule, firing.scheduled_for) if firing.scheduled_for else None
         await schedules_store.advance(conn, schedule["id"], firing.next_run_at, ran_at=now if job else None,
                                       job_id=job["id"] if job else None)
-        return True, job
+        return schedule["id"], job
 
     async def _create_job(self, conn: Conn, schedule: Row, scheduled_for: datetime) -> Any:
         """The firing's job, or None when it exists already (another node, or a run-now at that instant)

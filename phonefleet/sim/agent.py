@@ -187,7 +187,8 @@ class SimDashboard:
     """A ``/dashboard`` client that records what the server pushes."""
 
     EVENTS = (ev.JOB_STATUS_UPDATE, ev.JOB_PROGRESS, ev.DASHBOARD_DEVICE_UPDATE, ev.FLEET_STATS,
-              ev.PAUSE_CHANGED, ev.AGENT_UPDATE, ev.JOB_DELETED, ev.SCHEDULER_UPDATE)
+              ev.PAUSE_CHANGED, ev.AGENT_UPDATE, ev.JOB_DELETED, ev.SCHEDULER_UPDATE,
+              ev.SCHEDULE_CHANGED)
 
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")

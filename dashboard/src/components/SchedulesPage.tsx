@@ -29,8 +29,8 @@ export function SchedulesPage({ api, store, onChanged }: { api: Api; store: Stor
     }
   }
 
-  // A firing makes a job, which the socket brings into the store: reload then (at most every 2 s) so
-  // "last run" and "next run" follow, and redraw the relative times on a slow clock.
+  // schedule:changed (a firing, or an edit anywhere) bumps the store's schedulesVersion: reload then (at
+  // most every 2 s) so "last run" and "next run" follow, and redraw the relative times on a slow clock.
   useEffect(() => {
     let cancelled = false;
     const t = setTimeout(() => !cancelled && void load(), Math.max(0, last.current + 2000 - Date.now()));
@@ -38,7 +38,7 @@ export function SchedulesPage({ api, store, onChanged }: { api: Api; store: Stor
       cancelled = true;
       clearTimeout(t);
     };
-  }, [store.version]);
+  }, [store.schedulesVersion]);
   useEffect(() => {
     const t = setInterval(() => setTick((n) => n + 1), CLOCK_MS);
     return () => clearInterval(t);

@@ -140,6 +140,7 @@ export interface Contract {
   RequeueScope: RequeueScope1;
   RunTestsStep: RunTestsStep;
   Schedule: Schedule;
+  ScheduleChanged: ScheduleChanged;
   ScheduleCreate: ScheduleCreate;
   ScheduleDue: ScheduleDue;
   ScheduleList: ScheduleList;
@@ -1246,6 +1247,14 @@ export interface Schedule {
   updated_at: string;
 }
 /**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ScheduleChanged".
+ */
+export interface ScheduleChanged {
+  deleted?: boolean;
+  schedule_id: number;
+}
+/**
  * A job template fired by a cron expression (in ``timezone``) or every ``interval_sec``.
  *
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -1391,7 +1400,8 @@ export const EVENTS = {
   "JOB_RESUMED": "job:resumed",
   "JOB_STATUS_UPDATE": "job:status:update",
   "PAUSE_CHANGED": "pause:changed",
-  "SCHEDULER_UPDATE": "scheduler:update"
+  "SCHEDULER_UPDATE": "scheduler:update",
+  "SCHEDULE_CHANGED": "schedule:changed"
 } as const;
 
 /** Step types the server knows (x-step-types). */
