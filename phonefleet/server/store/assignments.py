@@ -162,11 +162,16 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
 
 
 async def mark_delivered(conn: Conn, pairs: Sequence[tuple[int, int]]) -> int:
-    """(agent_id, assignment_id) pairs an agent acknowledged: those still pending are delivered."""
+    """(agent_id, assignment_id) pairs an agent acknowledged: those still pending are delivered.
+
+    Rows are locked in id order, and rows another statement holds (a completion batch ending them)
+    are skipped: marking them delivered would be moot, and two batches never deadlock."""
     status = await conn.execute(
-        """UPDATE assignments a SET status = 'delivered'
-           FROM unnest($1::bigint[], $2::bigint[]) AS t(agent_id, id)
-           WHERE a.id = t.id AND a.agent_id = t.agent_id AND a.status = 'pending'""",
+        """WITH t AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS t(agent_id, id)),
+                locked AS (SELECT a.id FROM assignments a JOIN t ON t.id = a.id AND t.agent_id = a.agent_id
+                           WHERE a.status = 'pending' ORDER BY a.id FOR UPDATE OF a SKIP LOCKED)
+           UPDATE assignments a SET status = 'delivered' FROM locked
+           WHERE a.id = locked.id AND a.status = 'pending'""",
         [p[0] for p in pairs], [p[1] for p in pairs],
     )
     return int(str(status).rsplit(" ", 1)[-1])
