@@ -148,3 +148,13 @@ async def test_assignment_past_its_timeout_ends_timed_out(server: RunningServer,
     (row,) = await finished(server, job["id"])
     assert row["status"] == "timed_out" and row["error_code"] == "timeout"
     assert agent.status()["phones"][0]["running"] is None, "the phone is free again"
+
+
+async def test_screenshots_on_more_phones_than_the_agent_has_threads_all_complete(
+        server: RunningServer, agent_factory: AgentFactory) -> None:
+    """The virtual phones encode their PNGs beside the agent's adb calls; they must never wait on each other."""
+    phones = 12  # twice asyncio's default executor on a 2-core machine
+    await agent_factory(virtual=phones)
+    job = await server.ok("POST", "/api/jobs", open_url_job(plan=[{"type": "screenshot"}]))
+    rows = await finished(server, job["id"])
+    assert [r["status"] for r in rows] == ["completed"] * phones, [(r["error_code"], r["error"]) for r in rows]

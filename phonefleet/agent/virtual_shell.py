@@ -7,6 +7,7 @@ is written to the phone's ``ActionLog`` so tests and demos can see what a client
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import io
 import posixpath
@@ -380,6 +381,12 @@ class PhoneState:
         self.foreground = LAUNCHER
 
 
+_ENCODER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="virtual-screencap")
+"""PNG encoding runs off the loop, but never on asyncio's default executor: in the agent's process that
+pool's threads are the ones blocked in adbutils reads waiting for this very output, so sharing it starved
+a fleet of concurrent screenshots until adb's read timeout."""
+
+
 class ScreenRenderer:
     """Builds real, valid PNG (and raw RGBA) screenshots: a status bar over a colour that tells the foreground app."""
 
@@ -401,7 +408,8 @@ class ScreenRenderer:
         if key not in self._cache:
             if len(self._cache) > 16:
                 self._cache.clear()
-            self._cache[key] = await asyncio.to_thread(self._encode_png, width, height, bar, app)
+            self._cache[key] = await asyncio.get_running_loop().run_in_executor(
+                _ENCODER, self._encode_png, width, height, bar, app)
         return self._cache[key]
 
     def raw(self, state: PhoneState) -> bytes:
