@@ -54,6 +54,47 @@ async def test_retryable_failure_backs_off_then_moves_to_another_phone(server: R
     assert done["failed_count"] == 1 and done["completed_count"] == 0
 
 
+async def test_retry_goes_back_to_a_phone_that_ran_it_when_no_other_is_eligible(server: RunningServer) -> None:
+    agent = await server.sim_agent("pc", 2)
+    job = await server.ok("POST", "/api/jobs", open_url_job(max_retries=2))  # both phones run it
+    await agent.wait_for(lambda: len(agent.orders) == 2)
+    first, other = sorted(agent.orders)
+    await agent.finish([first], outcome="failed", error="adb: device offline")
+    await agent.wait_for(lambda: len(agent.orders) == 3, timeout=10)
+    retry = agent.orders[max(agent.orders)]
+    assert retry["serial"] == agent.orders[first]["serial"] and retry["attempt"] == 2
+    await agent.finish([other, retry["assignment_id"]])
+    done = await server.ok("GET", f"/api/jobs/{job['id']}")
+    assert (done["status"], done["completed_count"], done["failed_count"]) == ("completed", 2, 0)
+    history = {a["id"]: a for a in (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]}
+    assert (history[first]["retried"], history[first]["superseded"]) == (True, True)
+
+
+async def test_retry_waits_for_a_busy_phone_that_never_ran_it(server: RunningServer) -> None:
+    agent = await server.sim_agent("pc", 2)
+    blocker = await server.ok("POST", "/api/jobs", open_url_job(title="blocker", target_type="device_count",
+                                                                target_value=1))
+    await agent.wait_for(lambda: len(agent.orders) == 1)
+    busy_serial = next(iter(agent.orders.values()))["serial"]
+    job = await server.ok("POST", "/api/jobs", open_url_job(target_type="device_count", target_value=1,
+                                                            max_retries=1))
+    await agent.wait_for(lambda: len(agent.orders) == 2)
+    failed = max(agent.orders)
+    await agent.finish([failed], outcome="failed", error="flaky")
+
+    async def retry_due() -> bool:
+        async with server.services.pool.acquire() as conn:
+            return bool(await conn.fetchval("SELECT retry_at <= now() FROM assignments WHERE id = $1", failed))
+
+    await eventually(retry_due)
+    await server.services.distributor.fill()
+    assert len(agent.orders) == 2, "the failed phone is idle, but a phone that never ran the job exists"
+    await agent.finish([i for i, o in agent.orders.items() if o["job_id"] == blocker["id"]])
+    await agent.wait_for(lambda: len(agent.orders) == 3, timeout=10)
+    assert agent.orders[max(agent.orders)]["serial"] == busy_serial
+    assert agent.orders[max(agent.orders)]["job_id"] == job["id"]
+
+
 async def test_non_retryable_failure_ends_the_slot_at_once(server: RunningServer) -> None:
     agent = await server.sim_agent("pc", 2)
     job = await server.ok("POST", "/api/jobs", open_url_job(target_type="device_count", target_value=1,

@@ -30,9 +30,18 @@ def _from(target: A) -> list[str]:
     return sources_of(ASSIGNMENT_TRANSITIONS, target)
 
 
+FRESH = "NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = $1 AND x.device_id = d.id AND NOT x.superseded)"
+"""A phone that has not run the job: one run per phone per job (a requeue supersedes the old run)."""
+
+NOT_RUNNING_IT = """NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = $1 AND x.device_id = d.id
+                                   AND x.status IN ('pending', 'delivered', 'running', 'paused'))"""
+"""A phone that may run the job again: only for retries, and only when no fresh phone is connected."""
+
+IDLE = "d.state = 'idle'"
+CONNECTED = "d.state IN ('idle', 'busy')"
+
 _ELIGIBLE = """
-    d.state = 'idle' AND ag.status = 'online' AND NOT ag.paused AND {filters}
-    AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = $1 AND x.device_id = d.id AND NOT x.superseded)
+    {state} AND ag.status = 'online' AND NOT ag.paused AND {filters} AND {runs}
     AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = $1)
 """
 
@@ -96,7 +105,7 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
         return []
     if job["retry_pending"] == 0 and not agent_caps:
         rows = await conn.fetch(
-            f"""WITH picked AS ({_ELIGIBLE_IDLE.format(filters=filter_sql(3))}),
+            f"""WITH picked AS ({_ELIGIBLE_IDLE.format(state=IDLE, filters=filter_sql(3), runs=FRESH)}),
                 busy AS (UPDATE devices SET state = 'busy' FROM picked WHERE devices.id = picked.id),
                 bump AS (UPDATE jobs SET assigned_count = assigned_count + (SELECT count(*) FROM picked),
                                          updated_at = now()
@@ -120,26 +129,38 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
         query = _ELIGIBLE_IDLE_CAPPED
     else:
         query = _ELIGIBLE_IDLE
-    devices = await conn.fetch(query.format(filters=filter_sql(3)), job["id"], limit, *filter_args(job["filters"]))
-    if not devices:
+    devices = list(await conn.fetch(query.format(state=IDLE, filters=filter_sql(3), runs=FRESH), job["id"], limit,
+                                    *filter_args(job["filters"])))
+    reused: list[Row] = []
+    if job["retry_pending"] and len(devices) < limit:
+        reused = await _phones_to_retry_on_again(conn, job, query, min(limit, job["retry_pending"]) - len(devices))
+    if not devices and not reused:
         return []
-    device_ids = [d["id"] for d in devices]
     retries = await conn.fetch(
         """SELECT id, attempt FROM assignments WHERE job_id = $1 AND retry_at <= now()
            ORDER BY retry_at, id LIMIT $2 FOR UPDATE SKIP LOCKED""",
-        job["id"], len(device_ids),
+        job["id"], len(devices) + len(reused),
     )
-    attempts = [r["attempt"] + 1 for r in retries]
-    fresh = len(device_ids) - len(retries)
-    free_fresh = max(0, (job["target_count"] or 0) - job["assigned_count"])
-    if fresh > free_fresh:
-        fresh = free_fresh
-        device_ids = device_ids[: len(retries) + fresh]
-    attempts += [1] * fresh
-    agent_ids = [d["agent_id"] for d in devices[: len(device_ids)]]
+    # Retries take the phones that ran the job before first (they may serve nothing else), then fresh ones.
+    reused = reused[: len(retries)]
+    retry_phones = (reused + devices)[: len(retries)]
+    fresh_phones = devices[max(0, len(retries) - len(reused)):]
+    fresh_phones = fresh_phones[: max(0, (job["target_count"] or 0) - job["assigned_count"])]
+    chosen = retry_phones + fresh_phones
+    if not chosen:
+        return []
+    device_ids = [d["id"] for d in chosen]
+    agent_ids = [d["agent_id"] for d in chosen]
+    attempts = [r["attempt"] + 1 for r in retries] + [1] * len(fresh_phones)
     await conn.execute(
         "UPDATE devices SET state = 'busy' WHERE id = ANY($1::bigint[])", device_ids
     )
+    if reused:  # their earlier runs become history, so the phone's new run is its one run of the job
+        await conn.execute(
+            """UPDATE assignments SET superseded = true
+               WHERE job_id = $1 AND device_id = ANY($2::bigint[]) AND NOT superseded""",
+            job["id"], [d["id"] for d in reused],
+        )
     if retries:
         await conn.execute(
             "UPDATE assignments SET retry_at = NULL, retried = true WHERE id = ANY($1::bigint[])",
@@ -148,7 +169,7 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
     await conn.execute(
         """UPDATE jobs SET assigned_count = assigned_count + $2, retry_pending = retry_pending - $3,
                updated_at = now() WHERE id = $1""",
-        job["id"], fresh, len(retries),
+        job["id"], len(fresh_phones), len(retries),
     )
     rows = await conn.fetch(
         """INSERT INTO assignments (job_id, device_id, agent_id, attempt)
@@ -157,8 +178,30 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
            RETURNING id, device_id, agent_id, attempt""",
         job["id"], device_ids, agent_ids, attempts,
     )
-    serials = {d["id"]: d["serial"] for d in devices}
+    serials = {d["id"]: d["serial"] for d in chosen}
     return [{**dict(r.items()), "serial": serials[r["device_id"]]} for r in rows]
+
+
+async def _phones_to_retry_on_again(conn: Conn, job: Row, query: str, wanted: int) -> list[Row]:
+    """Idle phones that ran the job before, for its due retries, but only when no connected eligible
+    phone is left that never ran it (idle or busy: a busy one will come free): a retry goes to another
+    phone where one is eligible, else back to one that ran it, rather than never."""
+    if wanted <= 0:
+        return []
+    due = int(await conn.fetchval(
+        "SELECT count(*) FROM assignments WHERE job_id = $1 AND retry_at <= now()", job["id"]))
+    wanted = min(wanted, due)
+    if wanted <= 0:
+        return []
+    fresh_left = await conn.fetchval(
+        f"""SELECT EXISTS (SELECT 1 FROM devices d JOIN agents ag ON ag.id = d.agent_id
+            WHERE {_ELIGIBLE.format(state=CONNECTED, filters=filter_sql(2), runs=FRESH)})""",
+        job["id"], *filter_args(job["filters"]),
+    )
+    if fresh_left:
+        return []
+    again = query.format(state=IDLE, filters=filter_sql(3), runs=NOT_RUNNING_IT)
+    return list(await conn.fetch(again, job["id"], wanted, *filter_args(job["filters"])))
 
 
 async def mark_delivered(conn: Conn, pairs: Sequence[tuple[int, int]]) -> int:
