@@ -82,3 +82,26 @@ async def _mode(agent: Agent, mode: str) -> bool:
 
 async def _polled(agent: Agent) -> bool:
     return agent.link.mode == "polling" and agent.link.polls > 0
+
+
+async def test_agent_declared_max_running_caps_its_phones_on_the_server(server: RunningServer,
+                                                                       agent_factory: AgentFactory) -> None:
+    await agent_factory("hub", virtual=4, max_running=2)
+    (listed,) = await server.ok("GET", "/api/agents")
+    assert listed["max_running"] == 2
+    job = await server.ok("POST", "/api/jobs", open_url_job(
+        plan=[{"type": "open_url", "url": "https://example.com", "duration_sec": 3}]))
+    assert job["target_count"] == 4
+
+    async def assigned(n: int) -> bool:
+        return bool((await server.ok("GET", f"/api/jobs/{job['id']}"))["assigned_count"] == n)
+
+    await eventually(lambda: assigned(2))
+    await server.services.distributor.fill()
+    assert await assigned(2), "two phones run; the other two wait for a free place on this PC"
+
+    async def completed() -> bool:
+        body = await server.ok("GET", f"/api/jobs/{job['id']}")
+        return bool(body["status"] == "completed" and body["completed_count"] == 4)
+
+    await eventually(completed, timeout=30)

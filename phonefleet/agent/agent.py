@@ -181,7 +181,8 @@ class Agent(Handlers):
     def hello(self) -> dict[str, Any]:
         return {"version": __version__, "hostname": socket.gethostname(),
                 "devices": self.tracker.reports() if self.tracker else [], "paused": self.paused,
-                "paused_serials": sorted(self.local_paused_serials), "paused_job_ids": sorted(self.paused_jobs)}
+                "paused_serials": sorted(self.local_paused_serials), "paused_job_ids": sorted(self.paused_jobs),
+                **({"max_running": self.settings.max_running} if self.settings.max_running else {})}
 
     async def on_orders(self, orders: list[dict[str, Any]], *, full: bool) -> None:
         for order in orders:

@@ -29,6 +29,8 @@ def run(  # noqa: PLR0917 (one option each; typer passes them by keyword)
     state_dir: StateOpt = None,
     adb_port: Annotated[int | None, typer.Option(help="The adb server's port (5037).")] = None,
     adb_path: Annotated[str | None, typer.Option(help="adb binary (default: the adbutils wheel's).")] = None,
+    max_running: Annotated[int | None, typer.Option(
+        help="Phones that may run at once on this PC (USB hub or CPU limits); the server honours it.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with the same settings.")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "WARNING",
 ) -> None:
@@ -37,7 +39,7 @@ def run(  # noqa: PLR0917 (one option each; typer passes them by keyword)
 
     setup_logging(log_level)
     settings = AgentSettings.load(config, server=server, token=token, virtual=virtual, state_dir=state_dir,
-                                  adb_port=adb_port, adb_path=adb_path)
+                                  adb_port=adb_port, adb_path=adb_path, max_running=max_running)
     if not settings.token:
         raise typer.BadParameter("an agent token is required (phonefleet-server agents add NAME prints one)",
                                  param_hint="--token")

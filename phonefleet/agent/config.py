@@ -22,6 +22,9 @@ class AgentSettings(BaseModel):
     probe_sec: float = Field(default=30.0, gt=0)
     control_port: int = Field(default=0, ge=0, le=65535, description="Loopback control endpoint; 0 picks one.")
     tags: list[str] = Field(default_factory=list)
+    max_running: int | None = Field(default=None, ge=1, le=100_000,
+                                    description="Phones that may run at once on this PC (USB hub or CPU limits); "
+                                                "sent to the server, which honours it.")
 
     @classmethod
     def load(cls, config: Path | None = None, **overrides: object) -> "AgentSettings":

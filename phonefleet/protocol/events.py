@@ -95,6 +95,10 @@ class AgentHello(_Payload):
     paused: bool = False
     paused_serials: list[str] = Field(default_factory=list, max_length=10_000)
     paused_job_ids: list[Id] = Field(default_factory=list, max_length=10_000)
+    max_running: int | None = Field(
+        default=None, ge=1, le=100_000, strict=True,
+        description="Phones that may run at once on this PC, as its operator set it (USB hub or CPU limits); "
+                    "when given it replaces the agent's limit on the server. Left out: the server's stays.")
 
     _devices_unique = field_validator("devices")(_unique_serials)
 

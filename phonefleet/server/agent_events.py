@@ -83,7 +83,8 @@ class AgentEvents:
         paused_serials = {d.serial for d in hello.devices} if hello.paused else set(hello.paused_serials)
 
         async def work(conn: Conn) -> tuple[list[int], list[Any], list[Any]]:
-            await agents_store.hello(conn, agent_id, hello.hostname, hello.version, hello.paused)
+            await agents_store.hello(conn, agent_id, hello.hostname, hello.version, hello.paused,
+                                     max_running=hello.max_running)
             touched, changed = await devices_store.apply_reports(
                 conn, agent_id, [d.model_dump() for d in hello.devices], full=True, paused_serials=paused_serials
             )

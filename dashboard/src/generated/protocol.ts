@@ -248,6 +248,10 @@ export interface AgentHello {
    */
   devices?: DeviceReport[];
   hostname?: string | null;
+  /**
+   * Phones that may run at once on this PC, as its operator set it (USB hub or CPU limits); when given it replaces the agent's limit on the server. Left out: the server's stays.
+   */
+  max_running?: number | null;
   paused?: boolean;
   /**
    * @maxItems 10000

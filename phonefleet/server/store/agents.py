@@ -40,12 +40,14 @@ async def name_exists(conn: Conn, name: str) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM agents WHERE name = $1)", name))
 
 
-async def hello(conn: Conn, agent_id: int, hostname: str | None, version: str | None, paused: bool) -> None:
+async def hello(conn: Conn, agent_id: int, hostname: str | None, version: str | None, paused: bool, *,
+                max_running: int | None = None) -> None:
     await conn.execute(
         """UPDATE agents SET hostname = coalesce($2, hostname), version = coalesce($3, version),
-               paused = $4, status = CASE WHEN $4 THEN 'paused' ELSE 'online' END, last_seen_at = now()
+               paused = $4, status = CASE WHEN $4 THEN 'paused' ELSE 'online' END, last_seen_at = now(),
+               max_running = coalesce($5, max_running)
            WHERE id = $1""",
-        agent_id, hostname, version, paused,
+        agent_id, hostname, version, paused, max_running,
     )
 
 
