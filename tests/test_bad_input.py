@@ -256,7 +256,12 @@ BODY_ROUTES = [
     ("PATCH", "/api/jobs/{job}"),
     ("PATCH", "/api/devices/{device}"),
     ("POST", "/api/agents"),
+    ("PATCH", "/api/agents/{agent}"),
+    ("POST", "/api/jobs/batch"),
+    ("POST", "/api/schedules"),
+    ("PATCH", "/api/schedules/{schedule}"),
 ]
+"""Every route that reads a JSON object (requeue's body may be left out: it defaults to failed slots)."""
 
 
 async def _route_ids(server: RunningServer) -> dict[str, int]:
@@ -265,7 +270,9 @@ async def _route_ids(server: RunningServer) -> dict[str, int]:
     await agent.disconnect()
     [device] = await server.ok("GET", "/api/devices")
     job = await server.ok("POST", "/api/jobs", job_body(target_type="device_count", target_value=5))
-    return {"job": job["id"], "device": device["id"]}
+    schedule = await server.ok("POST", "/api/schedules", {"name": "hourly", "template": job_body(),
+                                                          "interval_sec": 3600})
+    return {"job": job["id"], "device": device["id"], "agent": device["agent_id"], "schedule": schedule["id"]}
 
 
 @pytest.mark.parametrize("raw", [
@@ -351,8 +358,16 @@ BAD_IDS = ["987654", "0", "-1", "abc", "1.5", "1e3", "%C2%B2", "%EF%BC%91", "%D9
     ("GET", "/api/jobs/{}/assignments", None),
     ("PATCH", "/api/jobs/{}", {"status": "paused"}),
     ("DELETE", "/api/jobs/{}", None),
+    ("POST", "/api/jobs/{}/requeue", {"scope": "all"}),
     ("PATCH", "/api/devices/{}", {"paused": True}),
-], ids=["get-job", "job-assignments", "patch-job", "delete-job", "patch-device"])
+    ("PATCH", "/api/agents/{}", {"max_running": 2}),
+    ("GET", "/api/schedules/{}", None),
+    ("PATCH", "/api/schedules/{}", {"enabled": False}),
+    ("DELETE", "/api/schedules/{}", None),
+    ("POST", "/api/schedules/{}/run", None),
+    ("GET", "/api/schedules/{}/jobs", None),
+], ids=["get-job", "job-assignments", "patch-job", "delete-job", "requeue-job", "patch-device", "patch-agent",
+        "get-schedule", "patch-schedule", "delete-schedule", "run-schedule", "schedule-jobs"])
 async def test_unknown_or_non_numeric_id_is_not_found(server: RunningServer, agents: Agents, method: str,
                                                       template: str, body: Any) -> None:
     # A job and a phone with id 1 exist, so an id that merely *looks* like 1 must not reach them.
@@ -361,6 +376,8 @@ async def test_unknown_or_non_numeric_id_is_not_found(server: RunningServer, age
     assert job["id"] == 1
     [device] = await server.ok("GET", "/api/devices")
     assert device["id"] == 1
+    schedule = await server.ok("POST", "/api/schedules", {"name": "one", "template": job_body(), "interval_sec": 60})
+    assert schedule["id"] == 1
     for bad_id in BAD_IDS:
         error = await rejected(server, method, template.format(bad_id), json=body, status=404, code="not_found")
         assert error["message"], bad_id
@@ -564,6 +581,23 @@ async def test_nasty_bodies_never_yield_a_500(server: RunningServer, agents: Age
     for raw in NASTY_RAW_BODIES:
         for method, path in BODY_ROUTES:
             await _assert_never_500(server, method, path.format(**ids), data=raw)
+    for body in NASTY_JOB_BODIES:  # a schedule's template is a job without run_at and depends_on
+        await _assert_never_500(server, "POST", "/api/schedules", json={"name": "n", "template": body,
+                                                                        "interval_sec": 60})
+    for value in [BIG, -BIG, None, "\u0000", "\ud800", [True], {"a": [None]}, "", " * * * * *"]:
+        await _assert_never_500(server, "POST", "/api/schedules", json={"name": "n", "template": job_body(),
+                                                                        "cron": value, "timezone": value})
+        await _assert_never_500(server, "PATCH", f"/api/schedules/{ids['schedule']}",
+                                json={"interval_sec": value, "misfire_policy": value, "enabled": value})
+        await _assert_never_500(server, "POST", "/api/jobs/batch", json={"action": value, "ids": [value]})
+        if value is not None and value != "":  # null (or "" as a search) is no criterion: a valid batch
+            await _assert_never_500(server, "POST", "/api/jobs/batch", json={"action": "pause", "filter": {
+                "status": value, "search": value, "schedule_id": value}})
+        await _assert_never_500(server, "POST", f"/api/jobs/{ids['job']}/requeue", json={"scope": value})
+        if value is not None:  # null removes the agent's limit: a valid patch
+            await _assert_never_500(server, "PATCH", f"/api/agents/{ids['agent']}", json={"max_running": value})
+        await _assert_never_500(server, "PATCH", f"/api/jobs/{ids['job']}", json={"depends_on": value,
+                                                                                 "max_parallel": value})
     for value in [BIG, -BIG, None, "\u0000", "\ud800", [True], {"a": [None]}]:
         await _assert_never_500(server, "PATCH", f"/api/devices/{ids['device']}", json={"paused": value})
         await _assert_never_500(server, "PATCH", f"/api/jobs/{ids['job']}",
