@@ -220,7 +220,7 @@ def _target(job: Job | JobTemplate) -> str:
     elif job.target_type == "percentage":
         text = f"{job.target_value}%"
     else:
-        text = f"{job.target_value} phones"
+        text = f"{job.target_value} phone{'' if job.target_value == 1 else 's'}"
     count = getattr(job, "target_count", None)
     return f"{text} ({count})" if count is not None and job.target_type != "device_count" else text
 
