@@ -39,6 +39,13 @@ def _utc(value: datetime | None) -> datetime | None:
         raise ValueError("date out of range") from None
 
 
+def _present(value: Any) -> Any:
+    """Patch fields: left out means unchanged; an explicit null would mean "no value", which these cannot have."""
+    if value is None:
+        raise ValueError("may be left out but not null")
+    return value
+
+
 UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 """A timestamp, taken as UTC when naive."""
 
@@ -115,13 +122,7 @@ class JobPatch(_Body):
     depends_on: list[Id] | None = Field(default=None, max_length=100,
                                         description="Only while the job waits (scheduled, blocked or paused).")
 
-    @field_validator("title", "priority", "timeout_sec", "max_retries", "depends_on")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        """Left out means unchanged; an explicit null would mean "no value", which these cannot have."""
-        if value is None:
-            raise ValueError("may be left out but not null")
-        return value
+    _not_null = field_validator("title", "priority", "timeout_sec", "max_retries", "depends_on")(_present)
 
 
 class Job(_Resource):
@@ -342,17 +343,10 @@ class SchedulePatch(_Body):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str | None) -> str | None:
-        if value is None:
-            raise ValueError("may be left out but not null")
-        recurrence.zone(value)
+        recurrence.zone(_present(value))
         return value
 
-    @field_validator("name", "template", "misfire_policy", "enabled")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may be left out but not null")
-        return value
+    _not_null = field_validator("name", "template", "misfire_policy", "enabled")(_present)
 
 
 class Schedule(_Resource):
