@@ -10,6 +10,7 @@ from phonefleet.protocol.models import ScheduleDue, SchedulerStatus
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.store import scheduler as scheduler_store
@@ -32,7 +33,7 @@ class SchedulerControl:
             return SchedulerStatus(
                 running=switch["running"], changed_at=switch["changed_at"], changed_by=switch["changed_by"],
                 jobs=await jobs_store.counts_by_status(conn),
-                assignments=await scheduler_store.open_assignment_counts(conn),
+                assignments=await assignments_store.open_counts(conn),
                 connected_agents=int(agents.get("connected", 0)),
                 idle_devices=await devices_store.count_idle(conn),
                 next_schedule=ScheduleDue.model_validate(dict(due.items())) if due is not None else None,

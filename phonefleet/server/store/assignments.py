@@ -7,6 +7,7 @@ machine does not list.
 from collections.abc import Sequence
 from typing import Any
 
+from phonefleet.protocol.enums import LIVE_ASSIGNMENT_STATUSES
 from phonefleet.protocol.enums import AssignmentStatus as A
 from phonefleet.protocol.states import ASSIGNMENT_TRANSITIONS, sources_of
 from phonefleet.server.store import Conn, Row
@@ -462,6 +463,16 @@ async def owned_by(conn: Conn, agent_id: int, ids: Sequence[int]) -> set[int]:
         "SELECT id FROM assignments WHERE id = ANY($1::bigint[]) AND agent_id = $2", list(ids), agent_id
     )
     return {r["id"] for r in rows}
+
+
+async def open_counts(conn: Conn) -> dict[str, int]:
+    """Assignments that can still end, by status (the scheduler's status)."""
+    live = [str(s) for s in LIVE_ASSIGNMENT_STATUSES]
+    rows = await conn.fetch(
+        "SELECT status, count(*)::int AS n FROM assignments WHERE status = ANY($1::text[]) GROUP BY status", live)
+    counts = {s: 0 for s in live}
+    counts.update({r["status"]: r["n"] for r in rows})
+    return counts
 
 
 async def counts_by_status(conn: Conn) -> dict[str, int]:

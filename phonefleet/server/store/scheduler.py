@@ -31,12 +31,3 @@ async def set_running(conn: Conn, running: bool, actor: str) -> Row:
     )
     assert row is not None
     return row
-
-
-async def open_assignment_counts(conn: Conn) -> dict[str, int]:
-    rows = await conn.fetch(
-        """SELECT status, count(*)::int AS n FROM assignments
-           WHERE status IN ('pending', 'delivered', 'running', 'paused') GROUP BY status""")
-    counts = {s: 0 for s in ("pending", "delivered", "running", "paused")}
-    counts.update({r["status"]: r["n"] for r in rows})
-    return counts
