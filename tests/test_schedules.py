@@ -2,10 +2,8 @@
 run now, missed firings, and each firing making one job however many server processes run."""
 
 import asyncio
-import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,8 +13,10 @@ import pytest
 from phonefleet.server.schedules import ScheduleFirer
 from phonefleet.server.store import schedules as schedules_store
 from phonefleet.sim.agent import SimDashboard
-from tests.conftest import ADMIN, RunningServer, eventually, free_port, open_url_job
-from tests.test_multinode import _spawn, healthy
+from tests.conftest import ADMIN, RunningServer, eventually, open_url_job
+from tests.test_multinode import two_nodes
+
+__all__ = ["two_nodes"]  # the two-process fixture, shared with test_multinode.py
 
 T0 = datetime(2024, 1, 10, 7, 0, tzinfo=UTC)
 """A winter morning: Europe/Berlin is UTC+1."""
@@ -347,32 +347,12 @@ async def test_two_firers_racing_on_one_database_fire_once(server_factory: Serve
         assert len(await schedule_jobs(b, sid)) == n
 
 
-@pytest.fixture
-async def two_processes(dsn: str, tmp_path: Path) -> AsyncIterator[list[str]]:
-    """Two real server processes on one database, each with a 0.2 s maintenance interval."""
-    ports = [free_port(), free_port()]
-    procs = [_spawn(dsn, tmp_path, i, port) for i, port in enumerate(ports)]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    try:
-        for url in urls:
-            await eventually(lambda url=url: healthy(url), timeout=30, interval=0.1)  # type: ignore[misc]
-        yield urls
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-
-async def test_two_server_processes_fire_each_firing_once(two_processes: list[str], dsn: str) -> None:
+async def test_two_server_processes_fire_each_firing_once(two_nodes: list[str], dsn: str) -> None:
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as session:
-        async with session.post(two_processes[0] + "/api/schedules", json=schedule_body(interval_sec=1)) as r:
+        async with session.post(two_nodes[0] + "/api/schedules", json=schedule_body(interval_sec=1)) as r:
             assert r.status == 201, await r.text()
             sid = (await r.json())["id"]
-        async with session.get(f"{two_processes[1]}/api/schedules/{sid}") as r:
+        async with session.get(f"{two_nodes[1]}/api/schedules/{sid}") as r:
             assert r.status == 200, await r.text()
 
     conn = await asyncpg.connect(dsn)
