@@ -196,19 +196,17 @@ class Api:
         self._scheduler: SchedulerControl | None = None
         self._schedules: Schedules | None = None
 
-    def bind(self, pool: asyncpg.Pool, jobs: JobControl, pauses: Pauses, agent_events: AgentEvents) -> None:
-        self._pool, self._jobs, self._pauses, self._agent_events = pool, jobs, pauses, agent_events
-
-    def bind_scheduler(self, scheduler: SchedulerControl) -> None:
-        self._scheduler = scheduler
+    def bind(self, pool: asyncpg.Pool, *, jobs: JobControl, pauses: Pauses, agent_events: AgentEvents,
+             scheduler: SchedulerControl, schedules: Schedules) -> None:
+        """All at once: a request sees either none of the services (503 while starting) or all of them."""
+        self._jobs, self._pauses, self._agent_events = jobs, pauses, agent_events
+        self._scheduler, self._schedules = scheduler, schedules
+        self._pool = pool  # last: the handlers check it
 
     @property
     def scheduler(self) -> SchedulerControl:
         assert self._scheduler is not None
         return self._scheduler
-
-    def bind_schedules(self, schedules: Schedules) -> None:
-        self._schedules = schedules
 
     @property
     def schedules(self) -> Schedules:

@@ -118,9 +118,7 @@ def create_app(settings: Settings) -> web.Application:
             realtime.agent_handler = agent_events.handle
             realtime.on_fill = distributor.request_fill
             scheduler = SchedulerControl(pool, realtime, distributor, settings.agent_grace_sec)
-            api.bind_scheduler(scheduler)
             schedules = Schedules(pool, jobs, realtime)
-            api.bind_schedules(schedules)
             maintenance = Maintenance(pool, dsn, [
                 LeaseRescuer(pool, completion, realtime, settings),
                 ScheduleFirer(pool, schedules, jobs, settings),
@@ -131,7 +129,8 @@ def create_app(settings: Settings) -> web.Application:
             services = Services(settings, dsn, pool, realtime, distributor, completion, jobs, pauses,
                                 agent_events, scheduler, schedules, maintenance, bus, admin_token)
             app[SERVICES] = services
-            api.bind(pool, jobs, pauses, agent_events)
+            api.bind(pool, jobs=jobs, pauses=pauses, agent_events=agent_events, scheduler=scheduler,
+                     schedules=schedules)
             await bus.start()
             await realtime.start(pool, bus)
             await distributor.start()
