@@ -1,0 +1,142 @@
+"""A TCP proxy on loopback that breaks links the ways real networks do, for tests, benchmarks and the soak.
+
+Between an agent and the server it can pass traffic, **cut** every connection at once (RST, as a
+pulled cable seen by a router), **refuse** new connections (server unreachable), or **stall**:
+keep every connection open but silently drop what flows through it, in both directions, with no
+FIN and no RST (a half-open link behind a NAT or a dead Wi-Fi). New connections made while
+stalled are accepted and held, silent, as a SYN into a black hole would hang.
+"""
+
+import asyncio
+import contextlib
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Literal
+
+Mode = Literal["pass", "refuse", "stall"]
+
+
+@dataclass(eq=False)
+class _Link:
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST (SO_LINGER 0), not FIN: the peer sees ``connection reset``."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class TcpFaultProxy:
+    """``await proxy.start()`` returns the port to connect to instead of ``upstream``."""
+
+    def __init__(self, upstream_host: str, upstream_port: int, *, listen_port: int = 0) -> None:
+        self.upstream_host = upstream_host
+        self.upstream_port = upstream_port
+        self.listen_port = listen_port
+        self.mode: Mode = "pass"
+        self.port = 0
+        self.connections = 0
+        """Connections accepted so far (a test can wait for a reconnect)."""
+        self._links: set[_Link] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.listen_port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    # ------------------------------------------------------------------ faults
+
+    def cut(self) -> None:
+        """Reset every open connection now (new ones are still accepted unless the mode says otherwise)."""
+        for link in list(self._links):
+            self._drop(link, reset=True)
+
+    def refuse(self) -> None:
+        """Reset open connections and refuse new ones until ``heal``."""
+        self.mode = "refuse"
+        self.cut()
+
+    def stall(self) -> None:
+        """Half-open: every connection stays up but nothing gets through either way, until ``heal``."""
+        self.mode = "stall"
+
+    def heal(self) -> None:
+        """Pass traffic again. Connections that were stalled stay silent: the bytes they lost are gone, so
+        they are reset (the peers notice and reconnect, as after a real outage)."""
+        was = self.mode
+        self.mode = "pass"
+        if was == "stall":
+            self.cut()
+
+    # ------------------------------------------------------------------ relaying
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.mode == "refuse":
+            _reset(writer)
+            return
+        link = _Link(writer)
+        self._links.add(link)
+        if self.mode == "stall":  # held open, never answered
+            link.tasks.append(asyncio.create_task(self._swallow(reader, link)))
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
+        except OSError:
+            self._drop(link, reset=True)
+            return
+        link.upstream = up_writer
+        link.tasks += [asyncio.create_task(self._pump(reader, up_writer, link)),
+                       asyncio.create_task(self._pump(up_reader, writer, link))]
+
+    async def _swallow(self, reader: asyncio.StreamReader, link: _Link) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while await reader.read(65536):
+                pass
+        self._drop(link, reset=False)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link) -> None:
+        try:
+            while data := await reader.read(65536):
+                if self.mode == "stall":
+                    continue  # dropped on the floor: no FIN, no RST
+                writer.write(data)
+                await writer.drain()
+        except (OSError, asyncio.CancelledError):
+            pass
+        self._drop(link, reset=False)
+
+    def _drop(self, link: _Link, *, reset: bool) -> None:
+        if link not in self._links:
+            return
+        self._links.discard(link)
+        for w in (link.client, link.upstream):
+            if w is None:
+                continue
+            if reset:
+                _reset(w)
+            else:
+                w.close()
+        current = asyncio.current_task()
+        for task in link.tasks:
+            if task is not current:
+                task.cancel()
