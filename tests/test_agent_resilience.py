@@ -1,11 +1,9 @@
 """The agent when things break: unplugged phones, a killed server, a killed agent, pauses both ways."""
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
 from phonefleet.sim.agent import SimDashboard
 from tests.agent_fixtures import AgentFactory
 from tests.conftest import ADMIN, RunningServer, eventually, free_port, open_url_job
+from tests.processes import AgentProcess, agent_cli, finished_in_outbox
 from tests.test_multinode import _spawn, healthy
 
 
@@ -70,14 +69,6 @@ async def test_phone_unplugged_mid_assignment_gives_its_slot_to_another(
     rows = {r["serial"]: r for r in (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]}
     assert rows[first["serial"]]["status"] == "failed"
     assert rows[first["serial"]]["error_code"] == "device_lost"
-
-
-def agent_cli(state_dir: Path, *args: str) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "phonefleet.agent.cli", *args, "--state-dir", str(state_dir)],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
 
 
 async def test_pause_at_the_agent_cli_reaches_the_dashboard(server: RunningServer,
@@ -206,30 +197,6 @@ async def _drained(agent: Agent | None) -> bool:
     return agent is not None and len(agent.outbox) == 0
 
 
-class AgentProcess:
-    """``phonefleet-agent run`` as a real process (killed with SIGKILL in tests)."""
-
-    def __init__(self, server: str, token: str, state_dir: Path, adb_port: int, virtual: int) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.log = state_dir / f"agent-{len(list(state_dir.glob('agent-*.log')))}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "phonefleet.agent.cli", "run", "--server", server, "--token", token,
-                 "--virtual", str(virtual), "--state-dir", str(state_dir), "--adb-port", str(adb_port)],
-                stdout=out, stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-
-def outbox_size(state_dir: Path) -> int:
-    import sqlite3
-
-    with sqlite3.connect(state_dir / "outbox.sqlite3") as db:
-        return int(db.execute("SELECT count(*) FROM outbox WHERE event = 'assignment:finished'").fetchone()[0])
-
-
 async def test_agent_killed_and_restarted_loses_no_result(server_factory: Any, adb_server: int,
                                                           tmp_path: Path) -> None:
     from tests.proxy import FlakyProxy
@@ -256,7 +223,7 @@ async def test_agent_killed_and_restarted_loses_no_result(server_factory: Any, a
         await eventually(running, timeout=15)
         proxy.block_all = True  # the server becomes unreachable while the phones finish ...
         await proxy.kill_websockets()
-        await eventually(lambda: _finished_in_outbox(state, 2), timeout=15)
+        await eventually(lambda: finished_in_outbox(state, 2), timeout=15)
         agent.kill()  # ... and the agent dies with both results only in its outbox
         proxy.block_all = False
         agent = AgentProcess(proxy.url, token, state, adb_server, virtual=2)
@@ -267,7 +234,7 @@ async def test_agent_killed_and_restarted_loses_no_result(server_factory: Any, a
         await eventually(completed, timeout=30)
         rows = (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]
         assert [(r["status"], r["attempt"]) for r in rows] == [("completed", 1)] * 2, [r["error"] for r in rows]
-        await eventually(lambda: _finished_in_outbox(state, 0, exact=True), timeout=10)
+        await eventually(lambda: finished_in_outbox(state, 0, exact=True), timeout=10)
         status = await asyncio.to_thread(agent_cli, state, "status", "--json")
         assert len(status["virtual"]) == 2
         assert not any("example.com/once" in c for p in status["virtual"] for c in p["recent"]), \
@@ -275,11 +242,6 @@ async def test_agent_killed_and_restarted_loses_no_result(server_factory: Any, a
     finally:
         agent.kill()
         await proxy.stop()
-
-
-async def _finished_in_outbox(state: Path, count: int, *, exact: bool = False) -> bool:
-    n = await asyncio.to_thread(outbox_size, state)
-    return n == count if exact else n >= count
 
 
 async def test_adb_server_killed_is_restarted_and_phones_come_back(

@@ -61,3 +61,28 @@ def test_batches_are_bounded(tmp_path: Path) -> None:
     assert [len(g[1]["results"]) for g in groups] == [6, 6, 3]
     assert [len(g[2]) for g in groups] == [2, 2, 1]
     box.close()
+
+
+async def test_a_runs_journal_entry_leaves_with_its_result_and_survives_a_crash_otherwise(tmp_path: Path) -> None:
+    import asyncio
+
+    from phonefleet.agent.journal import RunJournal
+    from phonefleet.protocol.enums import OnInterrupt
+
+    box = Outbox(tmp_path / "o.sqlite3")
+    journal = RunJournal(box)
+    orders = [{"assignment_id": i, "job_id": 7, "attempt": 2, "on_interrupt": "rerun" if i == 3 else "fail"}
+              for i in (1, 2, 3)]
+    # Many phones starting at once share group commits; each returns once its entry is written.
+    await asyncio.gather(*(journal.step_started(o, 0, "open_url", "2026-01-01T00:00:00+00:00") for o in orders))
+    await journal.step_started(orders[1], 1, "screenshot", "2026-01-01T00:00:00+00:00")
+    journal.finish(1, {"assignment_id": 1, "outcome": "completed"})
+    journal.close()
+    box.close()  # the agent dies with runs 2 and 3 on a step
+
+    again = Outbox(tmp_path / "o.sqlite3")
+    entries = RunJournal(again).entries()
+    assert [(e.assignment_id, e.step_index, e.step_type, e.attempt, e.on_interrupt) for e in entries] == [
+        (2, 1, "screenshot", 2, OnInterrupt.fail), (3, 0, "open_url", 2, OnInterrupt.rerun)]
+    assert [i.data["results"][0]["assignment_id"] for i in again.peek()] == [1]
+    again.close()

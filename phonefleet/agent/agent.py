@@ -7,6 +7,7 @@ import logging
 import socket
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +19,12 @@ from phonefleet.agent.actions import Registry
 from phonefleet.agent.config import AgentSettings
 from phonefleet.agent.control import ControlServer
 from phonefleet.agent.devices import DeviceTracker, PhoneState
+from phonefleet.agent.journal import JournalEntry, RunJournal
 from phonefleet.agent.link import Handlers, ServerLink
 from phonefleet.agent.outbox import Outbox
 from phonefleet.agent.runner import PhoneWorker
 from phonefleet.protocol import events as ev
+from phonefleet.protocol.enums import ErrorCode, OnInterrupt
 
 if TYPE_CHECKING:
     from phonefleet.agent.virtual_phone import VirtualFleet
@@ -63,6 +66,14 @@ class Agent(Handlers):
         self.paused_jobs: set[int] = set()
         self.fleet: VirtualFleet | None = None
         self.control = ControlServer(self, self.state_dir, settings.control_port)
+        self.journal = RunJournal(self.outbox)
+        self._reruns: dict[int, JournalEntry] = {}
+        """Runs a crash cut short whose job says ``on_interrupt: rerun``: run again if the server still lists them."""
+        for entry in self.journal.entries():
+            if entry.on_interrupt == OnInterrupt.rerun:
+                self._reruns[entry.assignment_id] = entry
+            else:
+                self._report_interrupted(entry)
         # Results still in the outbox after a restart: those runs are done, whatever the server says yet.
         self._done: set[int] = {int(r["assignment_id"]) for item in self.outbox.peek(1_000_000)
                                 if item.event == ev.ASSIGNMENT_FINISHED for r in item.data["results"]}
@@ -129,12 +140,26 @@ class Agent(Handlers):
             await worker.stop()
         if self._session is not None:
             await self._session.close()
+        self.journal.close()
         self.outbox.close()
 
     # ------------------------------------------------------------------ reports
 
     def report(self, event: str, data: dict[str, Any]) -> None:
         self.outbox.put(event, data)
+        self.link.notify()
+
+    def _report_interrupted(self, entry: JournalEntry) -> None:
+        """A run the last crash cut short: a failure the server retries per the job's max_retries."""
+        log.warning("run interrupted by an agent stop", extra={"assignment_id": entry.assignment_id,
+                                                               "step_index": entry.step_index})
+        self.journal.finish(entry.assignment_id, {
+            "assignment_id": entry.assignment_id, "outcome": "failed", "error_code": str(ErrorCode.interrupted),
+            "error": f"the agent stopped during step {entry.step_index + 1} ({entry.step_type}); "
+                     "the run was cut short",
+            "retryable": True, "result": {"interrupted_step": entry.step_index, "attempt": entry.attempt},
+            "started_at": entry.started_at, "finished_at": datetime.now(UTC).isoformat(),
+        })
         self.link.notify()
 
     async def fetch(self, url: str, dest: Path) -> None:
@@ -151,7 +176,7 @@ class Agent(Handlers):
         if worker is None:
             assert self.tracker is not None
             worker = PhoneWorker(serial, self.tracker.phone(serial), self.registry, self.report,
-                                 self.artifacts_dir, fetch=self.fetch)
+                                 self.artifacts_dir, journal=self.journal, notify=self.link.notify, fetch=self.fetch)
             worker.paused_jobs = self.paused_jobs
             self.workers[serial] = worker
             worker.start()
@@ -186,10 +211,18 @@ class Agent(Handlers):
 
     async def on_orders(self, orders: list[dict[str, Any]], *, full: bool) -> None:
         for order in orders:
-            if int(order["assignment_id"]) not in self._done:
-                self._worker(str(order["serial"])).offer(order)
+            aid = int(order["assignment_id"])
+            if aid in self._done:
+                continue
+            worker = self._worker(str(order["serial"]))
+            interrupted = self._reruns.pop(aid, None)
+            if interrupted is not None:
+                worker.reruns[aid] = interrupted.step_index
+            worker.offer(order)
         if full:  # the server's whole list: anything else we hold is no longer ours to run
             listed = {int(o["assignment_id"]) for o in orders}
+            for aid in [a for a in self._reruns if a not in listed]:  # no longer ours to run again: say so
+                self._report_interrupted(self._reruns.pop(aid))
             for worker in self.workers.values():
                 stale = set(worker.queued_ids()) - listed
                 if worker.current is not None and worker.current["assignment_id"] not in listed:

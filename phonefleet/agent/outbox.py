@@ -9,6 +9,8 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +39,35 @@ class Outbox:
 
     def put(self, event: str, data: dict[str, Any]) -> int:
         with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO outbox (event, data, created_at) VALUES (?, ?, ?)",
-                (event, json.dumps(data, default=str), time.time()),
-            )
-            return int(cur.lastrowid or 0)
+            return self.insert(self._db, event, data)
+
+    @staticmethod
+    def insert(db: sqlite3.Connection, event: str, data: dict[str, Any]) -> int:
+        """Add an event on ``db`` (inside a ``transaction`` of this outbox)."""
+        cur = db.execute(
+            "INSERT INTO outbox (event, data, created_at) VALUES (?, ?, ?)",
+            (event, json.dumps(data, default=str), time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    @contextmanager
+    def transaction(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One atomic write to this database (the run journal shares it, so a result and the end of its
+        journal entry land together). ``durable`` syncs it to disk before returning, against power loss."""
+        with self._lock:
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
 
     def peek(self, limit: int = 500) -> list[OutboxItem]:
         with self._lock:

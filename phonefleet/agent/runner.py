@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from phonefleet.agent.actions import Registry, Shell, StepContext, StepError
+from phonefleet.agent.journal import RunJournal
 from phonefleet.protocol import events as ev
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,15 @@ class _Queued:
 
 class PhoneWorker:
     def __init__(self, serial: str, phone: Shell, registry: Registry, report: Report, artifacts_dir: Path,
-                 *, fetch: Any = None) -> None:
+                 *, journal: RunJournal, notify: Callable[[], None], fetch: Any = None) -> None:
         self.serial = serial
         self.phone = phone
         self.registry = registry
         self.report = report
+        self.journal = journal
+        self.notify = notify
+        self.reruns: dict[int, int] = {}
+        """Assignments to run again from their first step, with the step a crash interrupted (set by the agent)."""
         self.artifacts_dir = artifacts_dir
         self.fetch = fetch
         self.paused = False
@@ -149,7 +154,9 @@ class PhoneWorker:
         self._cancel_current = False
         self._lost = False
         started = _now()
-        self.report(ev.ASSIGNMENT_STARTED, {"items": [{"assignment_id": aid, "at": started}]})
+        rerun = self.reruns.pop(aid, None)
+        self.report(ev.ASSIGNMENT_STARTED, {"items": [{"assignment_id": aid, "at": started,
+                                                       **({"rerun_after_step": rerun} if rerun is not None else {})}]})
         ctx = StepContext(serial=self.serial, phone=self.phone, assignment_id=aid,
                           artifacts_dir=self.artifacts_dir, allow_shell=bool(order.get("allow_shell")),
                           cancelled=lambda: self._cancel_current, fetch=self.fetch)
@@ -157,7 +164,8 @@ class PhoneWorker:
         t0 = time.monotonic()
         self._current_task = asyncio.current_task()
         try:
-            result = await asyncio.wait_for(self._steps(ctx, order), timeout=float(order["timeout_sec"]))
+            result = await asyncio.wait_for(self._steps(ctx, order, started),
+                                            timeout=float(order["timeout_sec"]))
         except TimeoutError:
             outcome, error, code = "timed_out", f"timed out after {order['timeout_sec']} s", "timeout"
         except asyncio.CancelledError:
@@ -176,12 +184,13 @@ class PhoneWorker:
                 error, code = f"phone disconnected: {exc}", "device_lost"
         finally:
             self._current_task = None
-        self.report(ev.ASSIGNMENT_FINISHED, {"results": [{
+        self.journal.finish(aid, {  # the result and the end of the journal entry land together
             "assignment_id": aid, "outcome": outcome, "error": error, "error_code": code, "retryable": retryable,
             "result": {**(result or {}), "duration_sec": round(time.monotonic() - t0, 3),
                        "artifacts": ctx.artifacts},
             "started_at": started, "finished_at": _now(),
-        }]})
+        })
+        self.notify()
         for artifact in ctx.artifacts:
             self.report(ev.ARTIFACT_UPLOAD, {"assignment_id": aid, "name": artifact["file"]})
         self.done_count += 1
@@ -192,7 +201,7 @@ class PhoneWorker:
         if task is not None:
             task.uncancel()
 
-    async def _steps(self, ctx: StepContext, order: dict[str, Any]) -> dict[str, Any]:
+    async def _steps(self, ctx: StepContext, order: dict[str, Any], started: str) -> dict[str, Any]:
         plan: list[dict[str, Any]] = order["plan"]
         results: list[Any] = []
         for index, step in enumerate(plan):
@@ -201,6 +210,7 @@ class PhoneWorker:
             if not self.online:
                 raise StepError("phone disconnected", code="device_lost")
             fn = self.registry.get(str(step.get("type")))
+            await self.journal.step_started(order, index, str(step.get("type")), started)  # a crash now is known
             results.append(await fn(ctx, step))
             self.report(ev.ASSIGNMENT_PROGRESS, {"items": [{
                 "assignment_id": ctx.assignment_id, "step_index": index, "step_count": len(plan),

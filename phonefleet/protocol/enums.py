@@ -52,6 +52,32 @@ class RequeueScope(StrEnum):
     """Every ended slot: the job runs again from the start."""
 
 
+class OnInterrupt(StrEnum):
+    """What a run cut short by an agent crash means (the agent journals each step it starts)."""
+
+    fail = "fail"
+    """Reported as a failure with error_code ``interrupted``, retried per ``max_retries`` on any eligible phone."""
+    rerun = "rerun"
+    """Run again from its first step on the same phone, recorded as a rerun of the same attempt."""
+
+
+class ErrorCode(StrEnum):
+    """Error codes the server and agents give ended assignments (third-party steps may add their own)."""
+
+    lost = "lost"
+    """The server's guess: the agent went silent past its grace, or the lease ran out."""
+    interrupted = "interrupted"
+    """The agent crashed or stopped while the run was on a step; it says so when it is back."""
+    device_lost = "device_lost"
+    timeout = "timeout"
+    adb_error = "adb_error"
+    cancelled = "cancelled"
+    handed_back = "handed_back"
+    """Unstarted work given back to its job because its phone went away, paused or was taken."""
+    superseded = "superseded"
+    """An unstarted retry, made needless by the late result of the attempt it replaced."""
+
+
 class AgentStatus(StrEnum):
     online = "online"
     offline = "offline"

@@ -14,6 +14,7 @@ from phonefleet.protocol.enums import (
     AssignmentStatus,
     FinishOutcome,
     JobStatus,
+    OnInterrupt,
     PausedBy,
     PauseScope,
 )
@@ -117,6 +118,10 @@ class Heartbeat(_Payload):
 class StartedItem(_Payload):
     assignment_id: Id
     at: UtcDatetime | None = None
+    rerun_after_step: int | None = Field(
+        default=None, ge=0, le=10_000,
+        description="This start runs the plan again from its first step after an agent crash interrupted it on "
+                    "this step (the job's on_interrupt is rerun); the server records the rerun.")
 
 
 class AssignmentStarted(_Payload):
@@ -183,6 +188,8 @@ class AssignmentOrder(BaseModel):
     attempt: int
     status: AssignmentStatus
     allow_shell: bool = Field(default=False, description="The job's creator holds the shell right.")
+    on_interrupt: OnInterrupt = Field(default=OnInterrupt.fail,
+                                      description="What the agent does with this run if it crashes mid-plan.")
 
 
 class JobAssign(BaseModel):

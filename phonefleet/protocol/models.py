@@ -13,6 +13,7 @@ from phonefleet.protocol.enums import (
     DeviceState,
     JobStatus,
     MisfirePolicy,
+    OnInterrupt,
     PausedBy,
     RequeueScope,
     TargetType,
@@ -93,6 +94,12 @@ class JobTemplate(_Body):
     max_retries: int = Field(default=0, ge=0, le=100, strict=True)
     max_parallel: int | None = Field(default=None, ge=1, le=1_000_000, strict=True,
                                      description="At most this many phones run the job at once.")
+    on_interrupt: OnInterrupt = Field(
+        default=OnInterrupt.fail,
+        description="A run cut short by an agent crash: 'fail' reports it (error_code interrupted) and retries it "
+                    "per max_retries on any eligible phone; 'rerun' runs it again from its first step on the same "
+                    "phone, counted in the assignment's reruns. A plan that installs or runs shell never runs twice "
+                    "without a record of both.")
 
     @field_validator("target_value")
     @classmethod
@@ -139,6 +146,7 @@ class Job(_Resource):
     timeout_sec: int
     max_retries: int
     max_parallel: int | None = None
+    on_interrupt: OnInterrupt = OnInterrupt.fail
     run_at: datetime | None
     depends_on: list[int]
     blocked_reason: str | None = None
@@ -182,6 +190,10 @@ class Assignment(_Resource):
     finished_at: datetime | None
     retried: bool = Field(default=False, description="Failed, and another phone took over its slot.")
     superseded: bool = Field(default=False, description="Ended, then requeued: a newer run replaces it.")
+    slot_id: int | None = Field(default=None, description="The slot's first attempt, on a retry (null on a first "
+                                                          "attempt: its own id names the slot).")
+    reruns: int = Field(default=0, description="Times the run started again from its first step after an agent "
+                                               "crash interrupted it (on_interrupt: rerun).")
 
 
 class AssignmentList(BaseModel):

@@ -40,11 +40,40 @@ ASSIGNMENT_TRANSITIONS: Mapping[A, frozenset[A]] = {
     A.running: frozenset({A.completed, A.failed, A.timed_out, A.cancelled}),
     A.paused: frozenset({A.pending, A.cancelled}),
     A.completed: frozenset(),
-    A.failed: frozenset(),
+    A.failed: frozenset({A.completed, A.timed_out}),
     A.cancelled: frozenset(),
     A.timed_out: frozenset(),
 }
-"""pending -> running/completed directly covers an agent whose ``delivered`` ack was lost."""
+"""pending -> running/completed directly covers an agent whose ``delivered`` ack was lost.
+failed -> completed | timed_out: only a run the server declared lost, overturned by its phone (``LATE_RESULT_RULE``)."""
+
+ASSIGNMENT_ENDING_FROM: frozenset[A] = frozenset({A.pending, A.delivered, A.running, A.paused})
+"""Where an ordinary result may end an assignment (an agent's report, a lease rescue, a server timeout)."""
+
+LOST_ERROR_CODE = "lost"
+
+LATE_RESULTS: Mapping[A, frozenset[A]] = {A.failed: frozenset({A.completed, A.failed, A.timed_out})}
+"""What a late result may do to an assignment the server ended as ``failed`` with ``LOST_ERROR_CODE``."""
+
+LATE_RESULT_RULE = """
+A late result wins over the server's guess. When an agent is silent past its grace, the server ends its
+open assignments as failed with error_code 'lost' and, within max_retries, makes a retry for each slot.
+If the phone that ran such an assignment later reports its result (from the same agent, out of its
+durable outbox), that result replaces the guess:
+- failed or timed_out: the assignment keeps its place in the accounting (it was counted as a failure or
+  its retry is under way); only the outcome, error and times become the phone's own.
+- completed: the assignment becomes completed, and its slot is settled exactly once:
+  - the slot already has a completed attempt (its retry completed first): the late result is kept as
+    history and nothing is counted again;
+  - a retry of the slot is waiting for its backoff: it is dropped (retry_pending - 1, completed + 1);
+  - a retry of the slot is made but not started (pending, delivered, paused): it is cancelled with
+    error_code 'superseded' and its phone freed (completed + 1);
+  - a retry of the slot is running: it runs on, and its own end is kept as history (completed + 1 now);
+  - the slot ended failed for good, by the guess or by a failed retry: failed - 1, completed + 1.
+A retry that ends after its slot was settled this way is history too: it is not counted and not retried.
+The agent's own results never overturn anything else: a server-detected timeout, a cancel, or a result
+of another agent stay as they are.
+"""
 
 DEVICE_TRANSITIONS: Mapping[D, frozenset[D]] = {
     D.idle: frozenset({D.busy, D.paused, D.offline, D.unhealthy}),

@@ -19,6 +19,7 @@ from phonefleet.server.store import Conn
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
+from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.transactions import in_transaction
 
 log = logging.getLogger(__name__)
@@ -140,11 +141,26 @@ class AgentEvents:
 
     async def _started(self, agent: Principal, started: Any) -> dict[str, Any]:
         assert agent.agent_id is not None
-        async with self.pool.acquire() as conn:
-            await agents_store.touch(conn, agent.agent_id)
-            rows = await assignments_store.mark_started(
-                conn, agent.agent_id, [i.assignment_id for i in started.items], self.settings.lease_sec
-            )
+        agent_id = agent.agent_id
+        fresh = [i.assignment_id for i in started.items if i.rerun_after_step is None]
+        again = {i.assignment_id: i.rerun_after_step for i in started.items if i.rerun_after_step is not None}
+
+        async def work(conn: Conn) -> list[Any]:
+            await agents_store.touch(conn, agent_id)
+            rows = list(await assignments_store.mark_started(conn, agent_id, fresh, self.settings.lease_sec))
+            if again:
+                reruns = await assignments_store.record_reruns(conn, agent_id, list(again), self.settings.lease_sec)
+                for r in reruns:
+                    await jobs_store.add_event(conn, r["job_id"], "rerun", f"agent:{agent_id}", {
+                        "assignment_id": r["id"], "interrupted_step": again[r["id"]], "reruns": r["reruns"]})
+                rows += reruns
+            return rows
+
+        if again:  # rare: the rerun and its record in one transaction
+            rows = await in_transaction(self.pool, work)
+        else:
+            async with self.pool.acquire() as conn:
+                rows = await work(conn)
         self.realtime.jobs_changed(r["job_id"] for r in rows)
         return {"started": [r["id"] for r in rows]}
 

@@ -90,9 +90,15 @@ def create_app(settings: Settings) -> web.Application:
     add_dashboard_routes(app, dashboard_dist())
 
     async def close_sockets(_app: web.Application) -> None:
-        """Close agent and dashboard sockets first, so shutdown does not wait on them (agents reconnect)."""
-        if realtime.sio.eio.sockets:
-            await realtime.sio.eio.disconnect()
+        """Close agent and dashboard sockets first, so shutdown does not wait on them (agents reconnect).
+
+        Bounded: engine.io waits for each socket's send queue to drain, which never happens on a
+        connection that was reset under it."""
+        try:
+            if realtime.sio.eio.sockets:
+                await asyncio.wait_for(realtime.sio.eio.disconnect(), timeout=2)
+        except TimeoutError:
+            log.warning("sockets did not close in time; shutting down anyway")
         await realtime.sio.shutdown()
 
     app.on_shutdown.append(close_sockets)

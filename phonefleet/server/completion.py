@@ -5,12 +5,14 @@ the jobs whose every slot has ended, and tell the dashboards. Concurrent reports
 finishing at once) are merged into one transaction by a ``Coalescer``.
 """
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 
+from phonefleet.protocol import events as ev
 from phonefleet.server.batching import Coalescer
 from phonefleet.server.config import Settings
 from phonefleet.server.distributor import Distributor
@@ -20,7 +22,11 @@ from phonefleet.server.store import Conn
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.store import slots as slots_store
+from phonefleet.server.store.slots import Overturned, Tally
 from phonefleet.server.transactions import in_transaction
+
+log = logging.getLogger(__name__)
 
 
 class Completion:
@@ -48,24 +54,34 @@ class Completion:
         return [r for r in results if r is not None]
 
     async def _end_batch(self, items: list[dict[str, Any]]) -> list[int | None]:
-        async def work(conn: Conn) -> tuple[list[Any], list[Any], list[Any]]:
-            changed = await assignments_store.finish(
+        async def work(conn: Conn) -> tuple[list[Any], list[Any], list[Any], Overturned]:
+            changed = list(await assignments_store.finish(
                 conn, items, retry_base_sec=self.settings.retry_base_sec, retry_max_sec=self.settings.retry_max_sec,
-            )
-            devices = await devices_store.refresh_states(conn, sorted({r["device_id"] for r in changed}))
-            counts: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # completed, failed, retries
+            ))
+            taken = {r["id"] for r in changed}
+            late = await slots_store.overturn_lost(conn, [i for i in items if int(i["assignment_id"]) not in taken])
+            tallies: dict[int, Tally] = defaultdict(Tally)
             for r in changed:
-                entry = counts[r["job_id"]]  # every touched job, so a cancelled report can complete it too
+                tally = tallies[r["job_id"]]  # every touched job, so a cancelled report can complete it too
+                if r["settled"]:
+                    continue  # its slot was completed by an earlier attempt's late result: history
                 if r["retry_at"] is not None:
-                    entry[2] += 1
+                    tally.retries += 1
                 elif r["status"] == "completed":
-                    entry[0] += 1
+                    tally.completed += 1
                 elif r["status"] in ("failed", "timed_out"):
-                    entry[1] += 1
-            completed = await jobs_store.apply_outcomes(conn, {k: (v[0], v[1], v[2]) for k, v in counts.items()})
-            return changed, devices, completed
+                    tally.failed += 1
+            for job_id, tally in late.tallies.items():
+                tallies[job_id].add(tally)
+            for job_id, data in late.events:
+                await jobs_store.add_event(conn, job_id, "late_result", "agent", data)
+            changed += late.changed
+            touched = {r["device_id"] for r in changed} | {r["device_id"] for r in late.cancelled}
+            devices = await devices_store.refresh_states(conn, sorted(touched))
+            completed = await jobs_store.apply_outcomes(conn, dict(tallies))
+            return changed, devices, completed, late
 
-        changed, devices, completed = await in_transaction(self.pool, work)
+        changed, devices, completed, late = await in_transaction(self.pool, work)
         ids = {r["id"] for r in changed}
         if changed:
             for row in changed:
@@ -80,6 +96,12 @@ class Completion:
                 await self.realtime.job_status_changed(r["id"] for r in completed)
             if devices or any(r["retry_at"] is not None for r in changed):
                 self.distributor.request_fill()
+        if late.changed:
+            log.info("late results overturned lost assignments", extra={"assignments": [r["id"] for r in late.changed]})
+            await self.realtime.job_status_changed({r["job_id"] for r in late.changed})
+        for row in late.cancelled:  # unstarted retries a late result made needless: off their phones
+            await self.realtime.to_agent(row["agent_id"], ev.JOB_CANCELLED, ev.JobControl(
+                job_id=row["job_id"], assignment_ids=[row["id"]], abort_running=True).model_dump())
         recorded: list[int | None] = []
         for item in items:
             aid = int(item["assignment_id"])

@@ -33,7 +33,7 @@ def order_payload(job: Any, row: dict[str, Any]) -> dict[str, Any]:
         "assignment_id": row["id"], "job_id": job["id"], "device_id": row["device_id"], "serial": row["serial"],
         "title": job["title"], "plan": job["plan"], "priority": job["priority"],
         "timeout_sec": job["timeout_sec"], "attempt": row["attempt"], "status": "pending",
-        "allow_shell": job["allow_shell"],
+        "allow_shell": job["allow_shell"], "on_interrupt": job["on_interrupt"],
     }
 
 
@@ -42,7 +42,7 @@ def order_from_row(row: Any) -> dict[str, Any]:
         "assignment_id": row["assignment_id"], "job_id": row["job_id"], "device_id": row["device_id"],
         "serial": row["serial"], "title": row["title"], "plan": row["plan"], "priority": row["priority"],
         "timeout_sec": row["timeout_sec"], "attempt": row["attempt"], "status": row["status"],
-        "allow_shell": row["allow_shell"],
+        "allow_shell": row["allow_shell"], "on_interrupt": row["on_interrupt"],
     }
 
 

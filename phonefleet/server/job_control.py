@@ -83,7 +83,7 @@ class JobControl:
             "status": JobStatus.scheduled if waiting else JobStatus.active,
             "timeout_sec": body.timeout_sec, "max_retries": body.max_retries, "run_at": run_at,
             "depends_on": depends_on, "allow_shell": allow_shell, "max_parallel": body.max_parallel,
-            "schedule_id": schedule_id, "scheduled_for": scheduled_for,
+            "schedule_id": schedule_id, "scheduled_for": scheduled_for, "on_interrupt": body.on_interrupt,
         })
         await jobs_store.add_event(conn, row["id"], "created", actor, {"target_count": target_count})
         if target_count == 0:  # nothing to reach: done at once, and said so

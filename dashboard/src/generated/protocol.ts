@@ -8,6 +8,10 @@
  */
 export type AgentStatus = "online" | "offline" | "paused";
 /**
+ * What the agent does with this run if it crashes mid-plan.
+ */
+export type OnInterrupt = "fail" | "rerun";
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "AssignmentStatus".
  */
@@ -36,6 +40,10 @@ export type PausedBy = "agent" | "server";
  */
 export type DeviceState = "idle" | "busy" | "paused" | "offline" | "unhealthy";
 /**
+ * What a run cut short by an agent crash means (the agent journals each step it starts).
+ */
+export type OnInterrupt1 = "fail" | "rerun";
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "JobStatus".
  */
@@ -46,12 +54,27 @@ export type JobStatus = "scheduled" | "active" | "paused" | "completed" | "cance
  */
 export type TargetType = "all_devices" | "percentage" | "device_count";
 /**
+ * A run cut short by an agent crash: 'fail' reports it (error_code interrupted) and retries it per max_retries on any eligible phone; 'rerun' runs it again from its first step on the same phone, counted in the assignment's reruns. A plan that installs or runs shell never runs twice without a record of both.
+ */
+export type OnInterrupt2 = "fail" | "rerun";
+/**
+ * A run cut short by an agent crash: 'fail' reports it (error_code interrupted) and retries it per max_retries on any eligible phone; 'rerun' runs it again from its first step on the same phone, counted in the assignment's reruns. A plan that installs or runs shell never runs twice without a record of both.
+ */
+export type OnInterrupt3 = "fail" | "rerun";
+/**
  * What a schedule does about firings missed while no server ran: skip them, or run once.
  *
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "MisfirePolicy".
  */
 export type MisfirePolicy = "skip" | "run_once";
+/**
+ * What a run cut short by an agent crash means (the agent journals each step it starts).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "OnInterrupt".
+ */
+export type OnInterrupt4 = "fail" | "rerun";
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "PauseScope".
@@ -128,6 +151,7 @@ export interface Contract {
   KeyeventStep: KeyeventStep;
   LaunchAppStep: LaunchAppStep;
   MisfirePolicy: MisfirePolicy;
+  OnInterrupt: OnInterrupt4;
   OpenUrlStep: OpenUrlStep;
   PauseChanged: PauseChanged;
   PauseRequest: PauseRequest;
@@ -326,6 +350,7 @@ export interface AssignmentOrder {
   attempt: number;
   device_id: number;
   job_id: number;
+  on_interrupt?: OnInterrupt;
   /**
    * The agent fails a step type it does not know.
    */
@@ -558,6 +583,10 @@ export interface Assignment {
   job_id: number;
   lease_until: string | null;
   progress: number;
+  /**
+   * Times the run started again from its first step after an agent crash interrupted it (on_interrupt: rerun).
+   */
+  reruns?: number;
   result: {
     [k: string]: unknown;
   } | null;
@@ -567,6 +596,10 @@ export interface Assignment {
   retried?: boolean;
   retry_at: string | null;
   serial?: string | null;
+  /**
+   * The slot's first attempt, on a retry (null on a first attempt: its own id names the slot).
+   */
+  slot_id?: number | null;
   started_at: string | null;
   status: AssignmentStatus;
   step_index: number | null;
@@ -650,6 +683,10 @@ export interface AssignmentStarted {
 export interface StartedItem {
   assignment_id: number;
   at?: string | null;
+  /**
+   * This start runs the plan again from its first step after an agent crash interrupted it on this step (the job's on_interrupt is rerun); the server records the rerun.
+   */
+  rerun_after_step?: number | null;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -819,6 +856,7 @@ export interface Job {
   id: number;
   max_parallel?: number | null;
   max_retries: number;
+  on_interrupt?: OnInterrupt1;
   paused_count?: number;
   /**
    * As stored; a step type this server no longer knows is shown as it was.
@@ -977,6 +1015,7 @@ export interface JobCreate {
    */
   max_parallel?: number | null;
   max_retries?: number;
+  on_interrupt?: OnInterrupt2;
   /**
    * @minItems 1
    * @maxItems 200
@@ -1097,6 +1136,7 @@ export interface JobTemplate {
    */
   max_parallel?: number | null;
   max_retries?: number;
+  on_interrupt?: OnInterrupt3;
   /**
    * @minItems 1
    * @maxItems 200

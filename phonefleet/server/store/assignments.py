@@ -9,19 +9,20 @@ from typing import Any
 
 from phonefleet.protocol.enums import LIVE_ASSIGNMENT_STATUSES
 from phonefleet.protocol.enums import AssignmentStatus as A
-from phonefleet.protocol.states import ASSIGNMENT_TRANSITIONS, sources_of
+from phonefleet.protocol.states import ASSIGNMENT_ENDING_FROM, ASSIGNMENT_TRANSITIONS, LOST_ERROR_CODE, sources_of
 from phonefleet.server.store import Conn, Row
 from phonefleet.server.store.jobs import filter_args, filter_sql
+from phonefleet.server.store.slots import SLOT_SETTLED
 
 ASSIGNMENT_COLUMNS = """
     a.id, a.job_id, a.device_id, a.agent_id, a.status, a.attempt, a.progress, a.step_index, a.result,
     a.error, a.error_code, a.lease_until, a.retry_at, a.created_at, a.started_at, a.finished_at, a.retried,
-    a.superseded
+    a.superseded, a.slot_id, a.reruns
 """
 
 ORDER_COLUMNS = """
     a.id AS assignment_id, a.job_id, a.device_id, d.serial, j.title, j.plan, j.priority, j.timeout_sec,
-    a.attempt, a.status, j.allow_shell
+    a.attempt, a.status, j.allow_shell, j.on_interrupt
 """
 
 OPEN = ["pending", "delivered", "running"]
@@ -138,7 +139,7 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
     if not devices and not reused:
         return []
     retries = await conn.fetch(
-        """SELECT id, attempt FROM assignments WHERE job_id = $1 AND retry_at <= now()
+        """SELECT id, attempt, coalesce(slot_id, id) AS slot FROM assignments WHERE job_id = $1 AND retry_at <= now()
            ORDER BY retry_at, id LIMIT $2 FOR UPDATE SKIP LOCKED""",
         job["id"], len(devices) + len(reused),
     )
@@ -153,6 +154,7 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
     device_ids = [d["id"] for d in chosen]
     agent_ids = [d["agent_id"] for d in chosen]
     attempts = [r["attempt"] + 1 for r in retries] + [1] * len(fresh_phones)
+    slots = [r["slot"] for r in retries] + [None] * len(fresh_phones)
     await conn.execute(
         "UPDATE devices SET state = 'busy' WHERE id = ANY($1::bigint[])", device_ids
     )
@@ -173,11 +175,11 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
         job["id"], len(fresh_phones), len(retries),
     )
     rows = await conn.fetch(
-        """INSERT INTO assignments (job_id, device_id, agent_id, attempt)
-           SELECT $1, t.device_id, t.agent_id, t.attempt
-           FROM unnest($2::bigint[], $3::bigint[], $4::int[]) AS t(device_id, agent_id, attempt)
+        """INSERT INTO assignments (job_id, device_id, agent_id, attempt, slot_id)
+           SELECT $1, t.device_id, t.agent_id, t.attempt, t.slot_id
+           FROM unnest($2::bigint[], $3::bigint[], $4::int[], $5::bigint[]) AS t(device_id, agent_id, attempt, slot_id)
            RETURNING id, device_id, agent_id, attempt""",
-        job["id"], device_ids, agent_ids, attempts,
+        job["id"], device_ids, agent_ids, attempts, slots,
     )
     serials = {d["id"]: d["serial"] for d in chosen}
     return [{**dict(r.items()), "serial": serials[r["device_id"]]} for r in rows]
@@ -238,6 +240,18 @@ async def mark_started(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec:
     )
 
 
+async def record_reruns(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec: float) -> list[Row]:
+    """Runs the agent starts again from their first step after a crash interrupted them (``on_interrupt:
+    rerun``): each rerun is counted, so no run happens twice without a record of both."""
+    return await conn.fetch(
+        """UPDATE assignments SET status = 'running', reruns = reruns + 1, progress = 0, step_index = NULL,
+               started_at = coalesce(started_at, now()), lease_until = now() + make_interval(secs => $3)
+           WHERE id = ANY($1::bigint[]) AND agent_id = $2 AND status = ANY($4::text[])
+           RETURNING id, job_id, reruns""",
+        list(ids), agent_id, lease_sec, [*_from(A.running), str(A.running)],
+    )
+
+
 async def record_progress(conn: Conn, agent_id: int, items: Sequence[dict[str, Any]]) -> list[Row]:
     return await conn.fetch(
         """WITH t AS (SELECT * FROM unnest($1::bigint[], $2::real[], $3::int[]) AS t(id, progress, step_index)),
@@ -277,14 +291,16 @@ async def finish(
     None for the server itself). A retryable failure within the job's ``max_retries`` keeps its
     slot and gets a ``retry_at`` (exponential backoff with jitter); the fill later hands that slot
     to another phone. Reports for assignments that have already ended change nothing, so an
-    agent's outbox may replay freely. Returns, per changed assignment: id, job_id, device_id,
-    agent_id, status, retry_at, started_at, finished_at. The job counters are the caller's next statement
-    (``jobs.apply_outcomes``), so the job row is locked for as short a time as possible.
+    agent's outbox may replay freely (``slots.overturn_lost`` takes the late results among them).
+    Returns, per changed assignment: id, job_id, device_id, agent_id, status, retry_at, started_at,
+    finished_at, and ``settled`` (its slot was already completed by an earlier attempt's late result:
+    this end is history, neither counted nor retried). The job counters are the caller's next
+    statement (``jobs.apply_outcomes``), so the job row is locked for as short a time as possible.
     """
     if not items:
         return []
     return await conn.fetch(
-        """
+        f"""
         WITH input AS (
             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::jsonb[],
                                  $7::timestamptz[], $8::timestamptz[], $9::bigint[])
@@ -299,13 +315,15 @@ async def finish(
             lease_until = NULL,
             retry_at = CASE WHEN i.outcome IN ('failed', 'timed_out') AND i.retryable
                                  AND a.attempt <= j.max_retries AND j.status IN ('active', 'paused')
+                                 AND NOT {SLOT_SETTLED}
                             THEN now() + make_interval(secs => least($10 * 2 ^ (a.attempt - 1), $11)
                                                                * (0.5 + random() / 2))
                        END
         FROM input i, jobs j
         WHERE a.id = i.id AND j.id = a.job_id AND (i.agent_id IS NULL OR a.agent_id = i.agent_id)
-          AND a.status IN ('pending', 'delivered', 'running', 'paused')
-        RETURNING a.id, a.job_id, a.device_id, a.agent_id, a.status, a.retry_at, a.started_at, a.finished_at
+          AND a.status = ANY($12::text[])
+        RETURNING a.id, a.job_id, a.device_id, a.agent_id, a.status, a.retry_at, a.started_at, a.finished_at,
+                  {SLOT_SETTLED} AS settled
         """,
         [i["assignment_id"] for i in items],
         [str(i["outcome"]) for i in items],
@@ -318,6 +336,7 @@ async def finish(
         [i.get("agent_id") for i in items],
         retry_base_sec,
         retry_max_sec,
+        sorted(str(s) for s in ASSIGNMENT_ENDING_FROM),
     )
 
 
@@ -421,7 +440,7 @@ async def lost(conn: Conn, agent_ids: Sequence[int]) -> list[dict[str, Any]]:
         list(agent_ids),
     )
     return [{"assignment_id": r["id"], "outcome": "failed", "error": "lost: agent gone or lease expired",
-             "error_code": "lost", "retryable": True} for r in rows]
+             "error_code": LOST_ERROR_CODE, "retryable": True} for r in rows]
 
 
 async def overdue(conn: Conn) -> list[dict[str, Any]]:

@@ -6,12 +6,13 @@ from typing import Any
 
 from phonefleet.protocol.enums import JobStatus
 from phonefleet.server.store import Conn, Row
+from phonefleet.server.store.slots import Tally
 
 JOB_COLUMNS = """
     j.id, j.title, j.plan, j.target_type, j.target_value, j.target_count, j.filters, j.priority, j.status,
     j.timeout_sec, j.max_retries, j.run_at, j.depends_on, j.assigned_count, j.completed_count,
     j.failed_count, j.retry_pending, j.allow_shell, j.created_at, j.updated_at, j.finished_at,
-    j.max_parallel, j.blocked_reason, j.schedule_id, j.scheduled_for, j.activated_at
+    j.max_parallel, j.blocked_reason, j.schedule_id, j.scheduled_for, j.activated_at, j.on_interrupt
 """
 
 # Eligibility of a phone for a job, minus the per-job "never before" and pause checks.
@@ -38,14 +39,14 @@ async def insert(conn: Conn, job: dict[str, Any]) -> Row:
     row = await conn.fetchrow(
         f"""INSERT INTO jobs AS j (title, plan, target_type, target_value, target_count, filters, priority,
                 status, timeout_sec, max_retries, run_at, depends_on, allow_shell, max_parallel, schedule_id,
-                scheduled_for, activated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                scheduled_for, on_interrupt, activated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
                     CASE WHEN $8 = 'active' THEN now() END)
             RETURNING {JOB_COLUMNS}""",
         job["title"], job["plan"], job["target_type"], job["target_value"], job["target_count"], job["filters"],
         job["priority"], job["status"], job["timeout_sec"], job["max_retries"], job["run_at"],
         sorted(set(job["depends_on"])), job.get("allow_shell", False), job.get("max_parallel"), job.get("schedule_id"),
-        job.get("scheduled_for"),
+        job.get("scheduled_for"), str(job.get("on_interrupt", "fail")),
     )
     assert row is not None
     return row
@@ -305,21 +306,24 @@ async def fillable(conn: Conn, job_ids: Sequence[int] | None) -> list[Row]:
     )
 
 
-async def apply_outcomes(conn: Conn, counts: dict[int, tuple[int, int, int]]) -> list[Row]:
-    """Add (completed, failed, retries) to each job's counters, then complete the jobs whose every slot
-    has ended; returns the jobs that completed. Meant as the last statements of a transaction, so
-    the job rows stay locked only briefly."""
-    if not counts:
+async def apply_outcomes(conn: Conn, tallies: dict[int, Tally]) -> list[Row]:
+    """Add each job's tally to its counters, then complete the jobs whose every slot has ended; returns the
+    jobs that completed. Meant as the last statements of a transaction, so the job rows stay locked only
+    briefly."""
+    if not tallies:
         return []
-    ids = sorted(counts)
+    ids = sorted(tallies)
     rows = await conn.fetch(
         """UPDATE jobs j SET completed_count = j.completed_count + t.completed,
                              failed_count = j.failed_count + t.failed,
-                             retry_pending = j.retry_pending + t.retries, updated_at = now()
-           FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[]) AS t(id, completed, failed, retries)
+                             retry_pending = j.retry_pending + t.retries,
+                             assigned_count = j.assigned_count + t.assigned, updated_at = now()
+           FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::int[])
+                AS t(id, completed, failed, retries, assigned)
            WHERE j.id = t.id
            RETURNING j.id, j.status, j.target_count, j.assigned_count, j.retry_pending""",
-        ids, [counts[i][0] for i in ids], [counts[i][1] for i in ids], [counts[i][2] for i in ids],
+        ids, [tallies[i].completed for i in ids], [tallies[i].failed for i in ids],
+        [tallies[i].retries for i in ids], [tallies[i].assigned for i in ids],
     )
     done = [r["id"] for r in rows if r["status"] == "active" and r["target_count"] is not None
             and r["assigned_count"] >= r["target_count"] and r["retry_pending"] == 0]
