@@ -39,6 +39,15 @@ class ServerProcess:
         assert url is not None and token is not None
         return url.group(1), token.group(1)
 
+    async def kept_banner(self) -> None:
+        """A start that did not generate the token says where it is kept, not what it is."""
+
+        async def printed() -> re.Match[str] | None:
+            return re.search(r"admin token kept in (\S+) \(not shown again\)", self.log.read_text())
+
+        await eventually(printed, timeout=60, interval=0.1)
+        assert "admin token:" not in self.log.read_text()
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -85,10 +94,13 @@ async def test_server_runs_on_embedded_database_and_keeps_data_across_restarts(d
     finally:
         server.stop()
 
+    assert (data_dir / "admin_token").read_text().strip() == admin
+    assert (data_dir / "admin_token").stat().st_mode & 0o777 == 0o600
     again = ServerProcess(data_dir, port)
     try:
-        _, admin_again = await again.banner()
-        assert admin_again == admin, "the admin token survives a restart"
+        await again.kept_banner()
+        assert admin not in again.log.read_text(), "a kept token is never printed again"
+        assert (data_dir / "admin_token").read_text().strip() == admin, "the admin token survives a restart"
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin}"}) as session:
             async with session.get(f"{again.url}/api/jobs/{job['id']}") as r:
                 assert r.status == 200
