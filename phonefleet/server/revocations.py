@@ -23,7 +23,10 @@ from phonefleet.server.store import agents as agents_store
 
 log = logging.getLogger(__name__)
 
+
 class Revocations:
+    """This node's side of every revocation, and the REST calls that make one here."""
+
     def __init__(self, pool: asyncpg.Pool, realtime: Realtime, maintenance: Maintenance, bus: Bus, *,
                  recheck_sec: float) -> None:
         """``recheck_sec``: how often this node checks its sockets' tokens (a missed message's worst delay)."""
