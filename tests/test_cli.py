@@ -121,6 +121,35 @@ async def test_agents_add_refuses_a_duplicate_name(data_dir: Path) -> None:
     assert "exists" in done.stderr
 
 
+async def test_tokens_are_revoked_and_rotated_while_the_embedded_server_runs(data_dir: Path) -> None:
+    """The CLI reaches the running server's embedded database, and the server hears its revocations at once."""
+    server = ServerProcess(data_dir, free_port())
+    try:
+        _url, _admin = await server.banner()
+        token = (await asyncio.to_thread(cli, data_dir, "agents", "add", "pc1")).strip()
+        agent = SimAgent(server.url, token, ["emb-1"])
+        await agent.connect()
+
+        async def dropped() -> bool:
+            return not agent.sio.connected
+
+        new = (await asyncio.to_thread(cli, data_dir, "agents", "rotate", "pc1")).strip()
+        assert new.startswith("pfagt_") and new != token
+        await eventually(dropped, timeout=5)
+        agent = SimAgent(server.url, new, ["emb-1"])
+        await agent.connect()
+        await asyncio.to_thread(cli, data_dir, "agents", "revoke", "pc1")
+        await eventually(dropped, timeout=5)
+
+        ci = (await asyncio.to_thread(cli, data_dir, "admins", "add", "ci")).strip()
+        listed = await asyncio.to_thread(cli, data_dir, "admins", "list")
+        names = [line.split()[0] for line in listed.splitlines()[1:]]
+        assert [n for n in names if n != "env"] == ["ci", "initial"]  # env: if this shell sets one
+        assert ci not in listed
+    finally:
+        server.stop()
+
+
 def test_schema_command_exports_every_payload(tmp_path: Path) -> None:
     out = tmp_path / "schema.json"
     cli(tmp_path, "schema", str(out))
