@@ -3,6 +3,7 @@ through their state directory (outbox, run journal) and their local control CLI.
 
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -19,9 +20,9 @@ class AgentProcess:
         self.log = state_dir / f"agent-{len(list(state_dir.glob('agent-*.log')))}.log"
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "phonefleet.agent.cli", "run", "--server", server, "--token", token,
+                [sys.executable, "-m", "phonefleet.agent.cli", "run", "--server", server,
                  "--virtual", str(virtual), "--state-dir", str(state_dir), "--adb-port", str(adb_port)],
-                stdout=out, stderr=subprocess.STDOUT)
+                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PHONEFLEET_AGENT_TOKEN": token})
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -17,7 +17,7 @@ from phonefleet.sim.agent import SimDashboard
 from tests.agent_fixtures import AgentFactory
 from tests.conftest import ADMIN, RunningServer, eventually, free_port, open_url_job
 from tests.processes import AgentProcess, agent_cli, finished_in_outbox
-from tests.test_multinode import _spawn, healthy
+from tests.server_processes import _spawn, healthy
 
 
 async def device_states(server: RunningServer) -> dict[str, str]:

@@ -39,6 +39,15 @@ class ServerProcess:
         assert url is not None and token is not None
         return url.group(1), token.group(1)
 
+    async def kept_banner(self) -> None:
+        """A start that did not generate the token says where it is kept, not what it is."""
+
+        async def printed() -> re.Match[str] | None:
+            return re.search(r"admin token kept in (\S+) \(not shown again\)", self.log.read_text())
+
+        await eventually(printed, timeout=60, interval=0.1)
+        assert "admin token:" not in self.log.read_text()
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -85,10 +94,13 @@ async def test_server_runs_on_embedded_database_and_keeps_data_across_restarts(d
     finally:
         server.stop()
 
+    assert (data_dir / "admin_token").read_text().strip() == admin
+    assert (data_dir / "admin_token").stat().st_mode & 0o777 == 0o600
     again = ServerProcess(data_dir, port)
     try:
-        _, admin_again = await again.banner()
-        assert admin_again == admin, "the admin token survives a restart"
+        await again.kept_banner()
+        assert admin not in again.log.read_text(), "a kept token is never printed again"
+        assert (data_dir / "admin_token").read_text().strip() == admin, "the admin token survives a restart"
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin}"}) as session:
             async with session.get(f"{again.url}/api/jobs/{job['id']}") as r:
                 assert r.status == 200
@@ -107,6 +119,35 @@ async def test_agents_add_refuses_a_duplicate_name(data_dir: Path) -> None:
                          "agents", "add", "twice"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "exists" in done.stderr
+
+
+async def test_tokens_are_revoked_and_rotated_while_the_embedded_server_runs(data_dir: Path) -> None:
+    """The CLI reaches the running server's embedded database, and the server hears its revocations at once."""
+    server = ServerProcess(data_dir, free_port())
+    try:
+        _url, _admin = await server.banner()
+        token = (await asyncio.to_thread(cli, data_dir, "agents", "add", "pc1")).strip()
+        agent = SimAgent(server.url, token, ["emb-1"])
+        await agent.connect()
+
+        async def dropped() -> bool:
+            return not agent.sio.connected
+
+        new = (await asyncio.to_thread(cli, data_dir, "agents", "rotate", "pc1")).strip()
+        assert new.startswith("pfagt_") and new != token
+        await eventually(dropped, timeout=5)
+        agent = SimAgent(server.url, new, ["emb-1"])
+        await agent.connect()
+        await asyncio.to_thread(cli, data_dir, "agents", "revoke", "pc1")
+        await eventually(dropped, timeout=5)
+
+        ci = (await asyncio.to_thread(cli, data_dir, "admins", "add", "ci")).strip()
+        listed = await asyncio.to_thread(cli, data_dir, "admins", "list")
+        names = [line.split()[0] for line in listed.splitlines()[1:]]
+        assert [n for n in names if n != "env"] == ["ci", "initial"]  # env: if this shell sets one
+        assert ci not in listed
+    finally:
+        server.stop()
 
 
 def test_schema_command_exports_every_payload(tmp_path: Path) -> None:

@@ -3,57 +3,16 @@ on one node reaches agents connected to the other."""
 
 import asyncio
 import contextlib
-import os
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import asyncpg
-import pytest
 
 from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
 from phonefleet.sim.agent import SimAgent
-from tests.conftest import ADMIN, eventually, free_port, open_url_job
+from tests.conftest import ADMIN, eventually, open_url_job
+from tests.server_processes import _spawn, healthy
 
-
-async def healthy(url: str) -> bool:
-    try:
-        async with aiohttp.ClientSession() as session, session.get(url + "/healthz") as r:
-            return r.status == 200
-    except aiohttp.ClientError:
-        return False
-
-
-def _spawn(dsn: str, tmp_path: Path, i: int, port: int) -> "subprocess.Popen[bytes]":
-    env = {**os.environ, "DATABASE_URL": dsn, "PHONEFLEET_ADMIN_TOKEN": ADMIN, "PHONEFLEET_PORT": str(port),
-           "PHONEFLEET_DATA_DIR": str(tmp_path / f"node{i}"), "PHONEFLEET_MAINTENANCE_SEC": "0.2",
-           "PHONEFLEET_AGENT_GRACE_SEC": "10"}
-    with (tmp_path / f"node{i}.log").open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "phonefleet.server.cli"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-
-
-@pytest.fixture
-async def two_nodes(dsn: str, tmp_path: Path) -> AsyncIterator[list[str]]:
-    """Two real server processes (``phonefleet-server``) on one database, maintenance every 0.2 s; stopped
-    even when they never came up."""
-    ports = [free_port(), free_port()]
-    procs = [_spawn(dsn, tmp_path, i, port) for i, port in enumerate(ports)]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    try:
-        for url in urls:
-            await eventually(lambda url=url: healthy(url), timeout=30, interval=0.1)  # type: ignore[misc]
-        yield urls
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+__all__ = ["_spawn", "healthy"]  # their home is tests.server_processes; kept importable from here for old callers
 
 
 async def test_two_server_processes_never_exceed_a_target(two_nodes: list[str], dsn: str) -> None:

@@ -14,9 +14,6 @@ from phonefleet.server.schedules import ScheduleFirer
 from phonefleet.server.store import schedules as schedules_store
 from phonefleet.sim.agent import SimDashboard
 from tests.conftest import ADMIN, RunningServer, eventually, open_url_job
-from tests.test_multinode import two_nodes
-
-__all__ = ["two_nodes"]  # the two-process fixture, shared with test_multinode.py
 
 T0 = datetime(2024, 1, 10, 7, 0, tzinfo=UTC)
 """A winter morning: Europe/Berlin is UTC+1."""

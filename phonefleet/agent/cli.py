@@ -11,8 +11,9 @@ from typing import Annotated, Any
 
 import typer
 
-from phonefleet.agent.config import AgentSettings
+from phonefleet.agent.config import AgentSettings, config_path
 from phonefleet.agent.control import CONTROL_FILE
+from phonefleet.agent.token_source import TokenSourceError, agent_token
 from phonefleet.logs import setup_logging
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="The phonefleet PC agent.")
@@ -24,7 +25,11 @@ StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="Outbox, arti
 @cli.command()
 def run(  # noqa: PLR0917 (one option each; typer passes them by keyword)
     server: Annotated[str | None, typer.Option(help="Server URL [env PHONEFLEET_AGENT_SERVER].")] = None,
-    token: Annotated[str | None, typer.Option(help="Agent token [env PHONEFLEET_AGENT_TOKEN].")] = None,
+    token: Annotated[str | None, typer.Option(hidden=True, help="Agent token: seen by every user in `ps`; "
+                                                                "use --token-file or PHONEFLEET_AGENT_TOKEN.")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="File holding the agent token, mode 0600 [env PHONEFLEET_AGENT_TOKEN_FILE; "
+                             "or PHONEFLEET_AGENT_TOKEN; or token_file / token in agent.toml].")] = None,
     virtual: Annotated[int | None, typer.Option(help="Start N virtual phones.")] = None,
     state_dir: StateOpt = None,
     adb_port: Annotated[int | None, typer.Option(help="The adb server's port (5037).")] = None,
@@ -38,11 +43,17 @@ def run(  # noqa: PLR0917 (one option each; typer passes them by keyword)
     from phonefleet.agent.agent import Agent
 
     setup_logging(log_level)
-    settings = AgentSettings.load(config, server=server, token=token, virtual=virtual, state_dir=state_dir,
+    if token:
+        typer.echo("warning: --token is visible to every user of this machine (ps); prefer --token-file or "
+                   "PHONEFLEET_AGENT_TOKEN", err=True)
+    settings = AgentSettings.load(config, server=server, virtual=virtual, state_dir=state_dir,
                                   adb_port=adb_port, adb_path=adb_path, max_running=max_running)
-    if not settings.token:
-        raise typer.BadParameter("an agent token is required (phonefleet-server agents add NAME prints one)",
-                                 param_hint="--token")
+    try:
+        secret = agent_token(flag_token=token, flag_file=token_file, config=config_path(config, state_dir))
+    except TokenSourceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings = settings.model_copy(update={"token": secret, "token_file": None})
 
     async def main() -> None:
         agent = Agent(settings)

@@ -11,7 +11,10 @@ DEFAULT_STATE_DIR = Path("./.phonefleet-agent")
 
 class AgentSettings(BaseModel):
     server: str = "http://127.0.0.1:8700"
-    token: str | None = None
+    token: str | None = Field(default=None, description="Prefer token_file or PHONEFLEET_AGENT_TOKEN; an agent.toml "
+                                                         "holding a token must be mode 0600.")
+    token_file: Path | None = Field(default=None, description="A file holding the token (mode 0600); relative to "
+                                                              "agent.toml's folder when given there.")
     state_dir: Path = DEFAULT_STATE_DIR
     virtual: int = Field(default=0, ge=0, le=900, description="Virtual phones to start and adb-connect "
                          "(one adb server handles about 1,000 connections: it uses select()).")
@@ -29,12 +32,7 @@ class AgentSettings(BaseModel):
     @classmethod
     def load(cls, config: Path | None = None, **overrides: object) -> "AgentSettings":
         values: dict[str, object] = {}
-        env_config = os.environ.get("PHONEFLEET_AGENT_CONFIG")
-        path = config or (Path(env_config) if env_config else None)
-        state_dir = overrides.get("state_dir") or os.environ.get("PHONEFLEET_AGENT_STATE_DIR") or DEFAULT_STATE_DIR
-        if path is None:
-            candidate = Path(str(state_dir)) / "agent.toml"
-            path = candidate if candidate.exists() else None
+        path = config_path(config, overrides.get("state_dir"))
         if path is not None:
             values.update(tomllib.loads(path.read_text()))
         for name in cls.model_fields:
@@ -43,3 +41,14 @@ class AgentSettings(BaseModel):
                 values[name] = raw.split(",") if name == "tags" else raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
+
+
+def config_path(config: Path | None, state_dir: object = None) -> Path | None:
+    """The TOML file in use: ``--config``, ``PHONEFLEET_AGENT_CONFIG``, or ``agent.toml`` in the state dir if there."""
+    env_config = os.environ.get("PHONEFLEET_AGENT_CONFIG")
+    path = config or (Path(env_config) if env_config else None)
+    if path is None:
+        directory = state_dir or os.environ.get("PHONEFLEET_AGENT_STATE_DIR") or DEFAULT_STATE_DIR
+        candidate = Path(str(directory)) / "agent.toml"
+        path = candidate if candidate.exists() else None
+    return path

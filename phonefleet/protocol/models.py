@@ -231,6 +231,10 @@ class Agent(_Resource):
     device_count: int = 0
     last_seen_at: datetime | None
     created_at: datetime
+    token_revoked: bool = Field(default=False, description="Its token was revoked: it cannot connect until "
+                                                           "rotated (POST /api/agents/{id}/token).")
+    token_changed_at: datetime | None = Field(default=None, description="When its token was last revoked or "
+                                                                        "rotated.")
 
 
 class AgentPatch(_Body):
@@ -240,6 +244,29 @@ class AgentPatch(_Body):
 
 class AgentCreated(BaseModel):
     agent: Agent
+    token: str = Field(description="Shown once; the server keeps only its hash.")
+
+
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class AdminToken(_Resource):
+    """A named admin token (never its secret). ``env`` is the servers' ``PHONEFLEET_ADMIN_TOKEN``."""
+
+    name: str
+    source: Literal["stored", "env"] = Field(description="stored: made by the server or `admins add`, "
+                                                         "revocable; env: from the environment, not revocable here.")
+    created_at: datetime | None = None
+    last_used_at: datetime | None = Field(default=None, description="Recorded at most once a minute.")
+
+
+class AdminTokenCreate(_Body):
+    name: str = Field(min_length=1, max_length=100, pattern=TOKEN_NAME_PATTERN,
+                      description="Unique; 'env' is reserved for the environment's token.")
+
+
+class AdminTokenCreated(BaseModel):
+    admin: AdminToken
     token: str = Field(description="Shown once; the server keeps only its hash.")
 
 

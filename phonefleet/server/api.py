@@ -18,6 +18,9 @@ from phonefleet import __version__
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.enums import AssignmentStatus, JobStatus
 from phonefleet.protocol.models import (
+    AdminToken,
+    AdminTokenCreate,
+    AdminTokenCreated,
     Agent,
     AgentCreated,
     AgentPatch,
@@ -44,13 +47,15 @@ from phonefleet.protocol.models import (
 )
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.artifacts import ArtifactStore
-from phonefleet.server.auth import AGENT_PREFIX, Authenticator, Principal, bearer, hash_token, new_token
+from phonefleet.server.auth import AGENT_PREFIX, ENV_ADMIN, Authenticator, Principal, bearer, hash_token, new_token
 from phonefleet.server.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unauthorized
 from phonefleet.server.job_control import JobControl
 from phonefleet.server.metrics import CONTENT_TYPE, Metrics
 from phonefleet.server.pauses import Pauses
+from phonefleet.server.revocations import Revocations
 from phonefleet.server.scheduler_control import SchedulerControl
 from phonefleet.server.schedules import Schedules
+from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
@@ -195,13 +200,20 @@ class Api:
         self._agent_events: AgentEvents | None = None
         self._scheduler: SchedulerControl | None = None
         self._schedules: Schedules | None = None
+        self._revocations: Revocations | None = None
 
     def bind(self, pool: asyncpg.Pool, *, jobs: JobControl, pauses: Pauses, agent_events: AgentEvents,
-             scheduler: SchedulerControl, schedules: Schedules) -> None:
+             scheduler: SchedulerControl, schedules: Schedules, revocations: Revocations) -> None:
         """All at once: a request sees either none of the services (503 while starting) or all of them."""
         self._jobs, self._pauses, self._agent_events = jobs, pauses, agent_events
         self._scheduler, self._schedules = scheduler, schedules
+        self._revocations = revocations
         self._pool = pool  # last: the handlers check it
+
+    @property
+    def revocations(self) -> Revocations:
+        assert self._revocations is not None
+        return self._revocations
 
     @property
     def scheduler(self) -> SchedulerControl:
@@ -359,6 +371,39 @@ class Api:
         assert agent is not None
         return model_response(AgentCreated(agent=Agent.model_validate(dict(agent.items())), token=token), 201)
 
+    async def _agent(self, agent_id: int) -> Agent:
+        async with self.pool.acquire() as conn:
+            row = await agents_store.get(conn, agent_id, self.grace_sec)
+        if row is None:
+            raise NotFound(f"agent {agent_id} not found")
+        return Agent.model_validate(dict(row.items()))
+
+    async def revoke_agent_token(self, request: web.Request) -> web.Response:
+        await self.revocations.revoke_agent(_int_id(request))
+        return web.Response(status=204)
+
+    async def rotate_agent_token(self, request: web.Request) -> web.Response:
+        agent_id = _int_id(request)
+        token = await self.revocations.rotate_agent(agent_id)
+        return model_response(AgentCreated(agent=await self._agent(agent_id), token=token), 201)
+
+    async def list_admins(self, _request: web.Request) -> web.Response:
+        async with self.pool.acquire() as conn:
+            rows = await admin_tokens_store.list_all(conn)
+        admins = [AdminToken(name=ENV_ADMIN, source="env")] if self.authenticator.has_env_admin else []
+        admins += [AdminToken.model_validate({**dict(r.items()), "source": "stored"}) for r in rows]
+        return json_response([a.model_dump(mode="json") for a in admins])
+
+    async def create_admin(self, request: web.Request) -> web.Response:
+        body = await _body(request, AdminTokenCreate)
+        row, token = await self.revocations.add_admin(body.name)
+        admin = AdminToken.model_validate({**dict(row.items()), "source": "stored"})
+        return model_response(AdminTokenCreated(admin=admin, token=token), 201)
+
+    async def revoke_admin(self, request: web.Request) -> web.Response:
+        await self.revocations.revoke_admin(request.match_info["name"])
+        return web.Response(status=204)
+
     async def stats(self, request: web.Request) -> web.Response:
         q = _query(request, StatsQuery)
         async with self.pool.acquire() as conn:
@@ -503,6 +548,20 @@ ROUTES: list[Route] = [
           body=AgentCreate, response=AgentCreated, status=201, tags=("fleet",)),
     Route("PATCH", "/api/agents/{id}", Api.patch_agent, "Limit how many phones run at once on an agent",
           body=AgentPatch, response=Agent, tags=("fleet",)),
+    Route("DELETE", "/api/agents/{id}/token", Api.revoke_agent_token,
+          "Revoke an agent's token: its sockets drop at once on every node, its REST calls answer 401, its "
+          "phones go offline and their work goes back to the jobs (as when its grace expires)",
+          status=204, tags=("fleet",)),
+    Route("POST", "/api/agents/{id}/token", Api.rotate_agent_token,
+          "Give an agent a new token (answered once); the old one is revoked as by DELETE",
+          response=AgentCreated, status=201, tags=("fleet",)),
+    Route("GET", "/api/admins", Api.list_admins, "Admin tokens by name (never their secret); 'env' is the "
+          "servers' PHONEFLEET_ADMIN_TOKEN", response=AdminToken, tags=("ops",)),
+    Route("POST", "/api/admins", Api.create_admin, "Make a named admin token; answers it once",
+          body=AdminTokenCreate, response=AdminTokenCreated, status=201, tags=("ops",)),
+    Route("DELETE", "/api/admins/{name}", Api.revoke_admin,
+          "Revoke an admin token: its dashboards drop at once on every node, its next call answers 401",
+          status=204, tags=("ops",)),
     Route("GET", "/api/scheduler", Api.scheduler_status, "Is distribution running; counts; next schedule due",
           response=SchedulerStatus, tags=("ops",)),
     Route("POST", "/api/scheduler/stop", Api.scheduler_stop,

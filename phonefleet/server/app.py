@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,26 @@ from phonefleet.server.maintenance import FillSweeper, JobActivator, LeaseRescue
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.pauses import Pauses
 from phonefleet.server.realtime import Realtime
+from phonefleet.server.revocations import Revocations
 from phonefleet.server.scheduler_control import SchedulerControl
 from phonefleet.server.schedules import ScheduleFirer, Schedules
 from phonefleet.server.static import add_dashboard_routes, dashboard_dist
-from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import admin_tokens as admin_tokens_store
 
 log = logging.getLogger(__name__)
+
+
+ADMIN_TOKEN_FILE = "admin_token"
+INITIAL_ADMIN = "initial"
+
+
+@dataclass(frozen=True)
+class AdminTokenAtStart:
+    """What start-up may say about the admin token: the secret only when this start generated it."""
+
+    generated: str | None = None
+    kept_in: Path | None = None
+    from_env: bool = False
 
 
 @dataclass
@@ -48,7 +63,8 @@ class Services:
     schedules: Schedules
     maintenance: Maintenance
     bus: Bus
-    admin_token: str | None
+    revocations: Revocations
+    admin_token: AdminTokenAtStart
 
 
 SERVICES = web.AppKey("services", Services)
@@ -59,24 +75,32 @@ def _read_token(path: Path) -> str | None:
 
 
 def _save_token(path: Path, token: str) -> None:
+    """Created with mode 0600 (never readable by others, not even for a moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
 
 
-async def ensure_admin_token(pool: asyncpg.Pool, data_dir: Path, env_token: str | None) -> str | None:
-    """The token to print at start-up: the configured one, or one made once and kept in the data dir."""
-    if env_token:
-        return env_token
-    path = data_dir / "admin_token"
+async def ensure_admin_token(pool: asyncpg.Pool, data_dir: Path, env_token: str | None) -> AdminTokenAtStart:
+    """Make the first admin token when there is none (no stored one, none in the environment) and keep it in
+    ``data_dir/admin_token``. A stale file (its token revoked) is removed, never written back to the database.
+    Several nodes starting at once make one token: the unique name decides."""
+    path = data_dir / ADMIN_TOKEN_FILE
     async with pool.acquire() as conn:
-        token = _read_token(path)
-        if token and await agents_store.admin_token_exists(conn, hash_token(token)):
-            return token
+        kept = _read_token(path)
+        if kept and (kept == env_token or await admin_tokens_store.by_hash(conn, hash_token(kept)) is not None):
+            return AdminTokenAtStart(kept_in=path, from_env=bool(env_token))
+        if kept is not None:
+            path.unlink(missing_ok=True)
+        if env_token or await admin_tokens_store.count(conn):
+            return AdminTokenAtStart(from_env=bool(env_token))
         token = new_token(ADMIN_PREFIX)
-        await agents_store.add_admin_token(conn, "initial", hash_token(token))
+        if await admin_tokens_store.add(conn, INITIAL_ADMIN, hash_token(token)) is None:
+            return AdminTokenAtStart()  # another node, starting at the same moment, made it
     _save_token(path, token)
-    return token
+    return AdminTokenAtStart(generated=token, kept_in=path)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -132,19 +156,23 @@ def create_app(settings: Settings) -> web.Application:
                 FillSweeper(distributor),
             ], settings)
             bus = Bus(dsn, pool)
+            revocations = Revocations(pool, realtime, maintenance, bus, recheck_sec=settings.token_recheck_sec)
+            realtime.on_revoked = revocations.apply
             services = Services(settings, dsn, pool, realtime, distributor, completion, jobs, pauses,
-                                agent_events, scheduler, schedules, maintenance, bus, admin_token)
+                                agent_events, scheduler, schedules, maintenance, bus, revocations, admin_token)
             app[SERVICES] = services
             api.bind(pool, jobs=jobs, pauses=pauses, agent_events=agent_events, scheduler=scheduler,
-                     schedules=schedules)
+                     schedules=schedules, revocations=revocations)
             await bus.start()
             await realtime.start(pool, bus)
             await distributor.start()
             completion.start()
             await maintenance.start()
+            await revocations.start()
             try:
                 yield
             finally:
+                await revocations.stop()
                 await maintenance.stop()
                 await completion.stop()
                 await distributor.stop()

@@ -3,14 +3,17 @@
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from phonefleet.server.store import Conn
+from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
 
 ADMIN_PREFIX = "pfadm_"
 AGENT_PREFIX = "pfagt_"
+ENV_ADMIN = "env"
+"""The name under which the environment's ``PHONEFLEET_ADMIN_TOKEN`` is listed; reserved, not revocable here."""
 
 
 def new_token(prefix: str) -> str:
@@ -27,6 +30,11 @@ class Principal:
     kind: Literal["admin", "agent"]
     agent_id: int | None = None
     agent_name: str | None = None
+    admin_token_id: int | None = None
+    """The stored admin token used (None for the environment's), so its sockets can be found on revoke."""
+    admin_name: str | None = None
+    token_hash: str | None = field(default=None, repr=False)
+    """Kept in memory only, so a node can check that a socket's token is still the agent's."""
 
 
 class Authenticator:
@@ -35,20 +43,26 @@ class Authenticator:
     def __init__(self, env_admin_token: str | None) -> None:
         self._env_admin_hash = hash_token(env_admin_token) if env_admin_token else None
 
+    @property
+    def has_env_admin(self) -> bool:
+        return self._env_admin_hash is not None
+
     async def resolve(self, conn: Conn, token: str | None) -> Principal | None:
         if not token or len(token) > 200:
             return None
         digest = hash_token(token)
         if self._env_admin_hash and hmac.compare_digest(digest, self._env_admin_hash):
-            return Principal("admin")
+            return Principal("admin", admin_name=ENV_ADMIN)
         if token.startswith(AGENT_PREFIX):
             row = await agents_store.by_token_hash(conn, digest)
             if row is not None:
-                return Principal("agent", agent_id=row["id"], agent_name=row["name"])
+                return Principal("agent", agent_id=row["id"], agent_name=row["name"], token_hash=digest)
             return None
-        if await agents_store.admin_token_exists(conn, digest):
-            return Principal("admin")
-        return None
+        admin = await admin_tokens_store.by_hash(conn, digest)
+        if admin is None:
+            return None
+        await admin_tokens_store.mark_used(conn, admin)
+        return Principal("admin", admin_token_id=admin["id"], admin_name=admin["name"], token_hash=digest)
 
 
 def bearer(header: str | None) -> str | None:

@@ -17,12 +17,28 @@ from typing import Any
 
 import asyncpg
 
+from phonefleet.server.store import Conn
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "phonefleet"
 MAX_PAYLOAD = 7000
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def encode(message: dict[str, Any], node: str) -> str:
+    """A message as every node reads it: JSON with the sender's node id (a node ignores its own)."""
+    payload = json.dumps({**message, "node": node}, separators=(",", ":"))
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError("bus payload too large; publish a kick instead")
+    return payload
+
+
+async def notify(conn: Conn, message: dict[str, Any], node: str) -> None:
+    """Send a message on ``conn``: inside a transaction it goes out on commit, and not at all on rollback.
+    Processes that are not nodes (the CLI) reach every node this way."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, encode(message, node))
 
 
 class Bus:
@@ -52,9 +68,7 @@ class Bus:
             await self._conn.close()
 
     async def publish(self, message: dict[str, Any]) -> None:
-        payload = json.dumps({**message, "node": self.node_id}, separators=(",", ":"))
-        if len(payload) > MAX_PAYLOAD:
-            raise ValueError("bus payload too large; publish a kick instead")
+        payload = encode(message, self.node_id)
         try:
             await self._pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
         except (OSError, asyncpg.PostgresError) as exc:  # a lost message is recovered by polling

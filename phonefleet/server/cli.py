@@ -3,22 +3,31 @@
 import asyncio
 import os
 import signal
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from aiohttp import web
 
 from phonefleet.logs import setup_logging
-from phonefleet.server.app import SERVICES, create_app
-from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
+from phonefleet.server import tokens
+from phonefleet.server.app import SERVICES, AdminTokenAtStart, create_app
+from phonefleet.server.auth import AGENT_PREFIX, ENV_ADMIN, hash_token, new_token
 from phonefleet.server.config import Settings
 from phonefleet.server.database import EmbeddedPostgres, create_pool, migrate
+from phonefleet.server.errors import ServiceError
+from phonefleet.server.store import Conn
+from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
 
 cli = typer.Typer(add_completion=False, no_args_is_help=False, help="The phonefleet server.")
-agents_cli = typer.Typer(help="Manage agents (works while the server runs).")
+agents_cli = typer.Typer(help="Manage agents and their tokens (works while the server runs).")
 cli.add_typer(agents_cli, name="agents")
+admins_cli = typer.Typer(help="Manage named admin tokens (works while the server runs).")
+cli.add_typer(admins_cli, name="admins")
 
 HostOpt = Annotated[str | None, typer.Option("--host", help="Listen address [env PHONEFLEET_HOST].")]
 PortOpt = Annotated[int | None, typer.Option("--port", help="Listen port [env PHONEFLEET_PORT].")]
@@ -49,8 +58,7 @@ async def serve(settings: Settings) -> None:
         where = ("embedded PostgreSQL in " + str(settings.data_dir.resolve() / "pg")
                  if settings.database_url is None else "DATABASE_URL")
         typer.echo(f"phonefleet server on http://{settings.host}:{settings.port}/  (database: {where})")
-        if services.admin_token:
-            typer.echo(f"admin token: {services.admin_token}")
+        _say_admin_token(services.admin_token)
         typer.echo("add an agent: phonefleet-server agents add NAME")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -61,12 +69,26 @@ async def serve(settings: Settings) -> None:
         await runner.cleanup()
 
 
-@agents_cli.command("add")
-def agents_add(ctx: typer.Context, name: str) -> None:
-    """Register an agent and print its token (shown once; only its hash is kept)."""
-    settings: Settings = ctx.obj
+def _say_admin_token(admin: AdminTokenAtStart) -> None:
+    """The secret only when this start generated it; otherwise where it is kept, never the token itself."""
+    if admin.generated:
+        typer.echo(f"admin token: {admin.generated}")
+        typer.echo(f"  (generated now and shown once; kept in {admin.kept_in}, mode 0600)")
+    elif admin.kept_in is not None:
+        typer.echo(f"admin token kept in {admin.kept_in} (not shown again)")
+    elif admin.from_env:
+        typer.echo("admin token from PHONEFLEET_ADMIN_TOKEN")
+    else:
+        typer.echo("admin tokens: see `phonefleet-server admins list`")
 
-    async def go() -> str:
+
+T = TypeVar("T")
+
+
+def _with_database(settings: Settings, work: Callable[[Conn], Awaitable[T]]) -> T:
+    """Run ``work`` on the server's database (DATABASE_URL, or the embedded one, also while the server runs)."""
+
+    async def go() -> T:
         embedded = None
         dsn = settings.database_url
         if dsn is None:
@@ -77,18 +99,106 @@ def agents_add(ctx: typer.Context, name: str) -> None:
             try:
                 async with pool.acquire() as conn:
                     await migrate(conn)
-                    if await agents_store.name_exists(conn, name):
-                        raise typer.BadParameter(f"an agent named {name!r} exists", param_hint="NAME")
-                    token = new_token(AGENT_PREFIX)
-                    await agents_store.create(conn, name, hash_token(token))
-                    return token
+                    return await work(conn)
             finally:
                 await pool.close()
         finally:
             if embedded is not None:
                 embedded.stop()
 
-    typer.echo(asyncio.run(go()))
+    try:
+        return asyncio.run(go())
+    except ServiceError as exc:  # unknown name, name taken, ...: one line, no traceback
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+CLI_NODE = "cli-" + uuid.uuid4().hex[:8]
+"""The sender id of this process's bus messages (server nodes ignore only their own)."""
+
+
+@agents_cli.command("add")
+def agents_add(ctx: typer.Context, name: str) -> None:
+    """Register an agent and print its token (shown once; only its hash is kept)."""
+    settings: Settings = ctx.obj
+
+    async def work(conn: Conn) -> str:
+        if await agents_store.name_exists(conn, name):
+            raise typer.BadParameter(f"an agent named {name!r} exists", param_hint="NAME")
+        token = new_token(AGENT_PREFIX)
+        await agents_store.create(conn, name, hash_token(token))
+        return token
+
+    typer.echo(_with_database(settings, work))
+
+
+@agents_cli.command("revoke")
+def agents_revoke(ctx: typer.Context, name: str) -> None:
+    """Revoke an agent's token: its sockets drop at once on every server, its phones go offline and their
+    work goes back to the jobs. `agents rotate NAME` gives it a new one."""
+    settings: Settings = ctx.obj
+
+    async def work(conn: Conn) -> None:
+        await tokens.revoke_agent(conn, await tokens.agent_id_by_name(conn, name), node=CLI_NODE)
+
+    _with_database(settings, work)
+    typer.echo(f"revoked the token of agent {name!r}; its phones go offline and their work goes back to the jobs",
+               err=True)
+
+
+@agents_cli.command("rotate")
+def agents_rotate(ctx: typer.Context, name: str) -> None:
+    """Give an agent a new token and print it (shown once); the old one is revoked as by `agents revoke`."""
+    settings: Settings = ctx.obj
+
+    async def work(conn: Conn) -> str:
+        return await tokens.rotate_agent(conn, await tokens.agent_id_by_name(conn, name), node=CLI_NODE)
+
+    typer.echo(_with_database(settings, work))
+
+
+@admins_cli.command("add")
+def admins_add(ctx: typer.Context, name: str) -> None:
+    """Make a named admin token and print it (shown once; only its hash is kept)."""
+    settings: Settings = ctx.obj
+
+    async def work(conn: Conn) -> str:
+        _row, token = await tokens.add_admin(conn, name)
+        return token
+
+    typer.echo(_with_database(settings, work))
+
+
+@admins_cli.command("list")
+def admins_list(ctx: typer.Context) -> None:
+    """Admin tokens by name, with when each was made and last used (never the secret)."""
+    settings: Settings = ctx.obj
+    rows = _with_database(settings, admin_tokens_store.list_all)
+    lines = [("NAME", "CREATED", "LAST USED", "")]
+    if settings.admin_token:
+        lines.append((ENV_ADMIN, "-", "-", "PHONEFLEET_ADMIN_TOKEN (not revocable here: change the environment)"))
+    for r in rows:
+        lines.append((r["name"], _when(r["created_at"]), _when(r["last_used_at"]), ""))
+    width = max(len(line[0]) for line in lines)
+    for name, created, used, note in lines:
+        typer.echo(f"{name:<{width}}  {created:<20}  {used:<20}  {note}".rstrip())
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else "never"
+
+
+@admins_cli.command("revoke")
+def admins_revoke(ctx: typer.Context, name: str) -> None:
+    """Revoke a named admin token: its dashboards drop at once on every server, its next call answers 401.
+    The environment's token ('env') cannot be revoked here: change PHONEFLEET_ADMIN_TOKEN where the servers run."""
+    settings: Settings = ctx.obj
+
+    async def work(conn: Conn) -> None:
+        await tokens.revoke_admin(conn, name, node=CLI_NODE)
+
+    _with_database(settings, work)
+    typer.echo(f"revoked the admin token {name!r}", err=True)
 
 
 @cli.command("schema")

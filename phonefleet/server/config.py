@@ -26,6 +26,8 @@ class Settings(BaseModel):
     retry_base_sec: float = Field(default=2.0, ge=0)
     retry_max_sec: float = Field(default=300.0, ge=0)
     progress_hz: float = Field(default=10.0, gt=0, description="Dashboard progress events per job per second.")
+    token_recheck_sec: float = Field(default=5.0, gt=0, description="How often each node checks its sockets' "
+                                                                   "tokens (covers a missed revocation message).")
     max_body_bytes: int = 1024 * 1024
     log_level: str = "WARNING"
 

@@ -126,6 +126,11 @@ class Maintenance:
         self._task: asyncio.Task[None] | None = None
         self._lock_conn: asyncpg.Connection | None = None
         self.is_leader = False
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Run the duties now, not at the next tick (a revoked agent is retired at once); only the leader runs them."""
+        self._wake.set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="maintenance")
@@ -161,6 +166,8 @@ class Maintenance:
 
     async def _loop(self) -> None:
         while True:
+            self._wake.clear()  # before the run: a wake during it runs the duties again at once
             if await self._lead():
                 await self.run_once()
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)

@@ -97,9 +97,9 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                         conn, _token_from(args[2] if len(args) > 2 else None))
                 if principal is None or principal.kind != "admin":
                     raise socketio.exceptions.ConnectionRefusedError("an admin token is required")
-                self.rt.dashboards.add(args[0])
+                self.rt.remember_dashboard(args[0], principal)
                 return True
-            self.rt.dashboards.discard(args[0])
+            self.rt.forget_dashboard(args[0])
             return None
         # Dashboards send no events of their own: every one is counted under a single label.
         self.rt.metrics.socket_events.labels(namespace="dashboard", event="unknown").inc()
@@ -125,9 +125,13 @@ class Realtime:
         self.on_kick: Callable[[int], Awaitable[None]] | None = None
         self.on_fill: Callable[[], None] | None = None
         """Another node asks every node to fill (distribution was started again)."""
+        self.on_revoked: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+        """A token was revoked (by another node or the CLI): drop its sockets here."""
         self._agent_sids: dict[int, str] = {}
         self._sid_agents: dict[str, Principal] = {}
         self.dashboards: set[str] = set()
+        self._dashboard_tokens: dict[str, int] = {}
+        """sid -> the stored admin token it connected with (the environment's token is not in here)."""
         self._dirty_jobs: set[int] = set()
         self._dirty_devices: set[int] = set()
         self._interval = 1.0 / progress_hz
@@ -160,6 +164,33 @@ class Realtime:
 
     def has_agent(self, agent_id: int) -> bool:
         return agent_id in self._agent_sids
+
+    def agent_sessions(self) -> list[tuple[str, Principal]]:
+        return list(self._sid_agents.items())
+
+    def remember_dashboard(self, sid: str, principal: Principal) -> None:
+        self.dashboards.add(sid)
+        if principal.admin_token_id is not None:
+            self._dashboard_tokens[sid] = principal.admin_token_id
+
+    def forget_dashboard(self, sid: str) -> None:
+        self.dashboards.discard(sid)
+        self._dashboard_tokens.pop(sid, None)
+
+    def dashboard_sessions(self) -> list[tuple[str, int]]:
+        """Dashboards signed in with a stored admin token, and that token's id."""
+        return list(self._dashboard_tokens.items())
+
+    async def drop_agent_sockets(self, sids: Iterable[str]) -> None:
+        """Disconnect these agent sockets now (their token was revoked); no event of theirs is handled after."""
+        for sid in list(sids):
+            self.forget_agent_sid(sid)
+            await self.sio.disconnect(sid, namespace=ev.AGENT_NAMESPACE)
+
+    async def drop_dashboard_sockets(self, sids: Iterable[str]) -> None:
+        for sid in list(sids):
+            self.forget_dashboard(sid)
+            await self.sio.disconnect(sid, namespace=ev.DASHBOARD_NAMESPACE)
 
     # ------------------------------------------------------------------ to agents
 
@@ -214,6 +245,8 @@ class Realtime:
             await self._emit_dashboards(str(message["event"]), message.get("data"))
         elif kind == "fill" and self.on_fill is not None:
             self.on_fill()
+        elif kind == "revoked" and self.on_revoked is not None:
+            await self.on_revoked(message)
 
     # ------------------------------------------------------------------ to dashboards
 

@@ -96,6 +96,9 @@ export type MisfirePolicy1 = "skip" | "run_once";
  */
 export interface Contract {
   Ack: Ack;
+  AdminToken: AdminToken;
+  AdminTokenCreate: AdminTokenCreate;
+  AdminTokenCreated: AdminTokenCreated;
   Agent: Agent;
   AgentCreated: AgentCreated;
   AgentEvent: AgentEvent;
@@ -198,6 +201,45 @@ export interface Ack {
   ok: boolean;
 }
 /**
+ * A named admin token (never its secret). ``env`` is the servers' ``PHONEFLEET_ADMIN_TOKEN``.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AdminToken".
+ */
+export interface AdminToken {
+  created_at?: string | null;
+  /**
+   * Recorded at most once a minute.
+   */
+  last_used_at?: string | null;
+  name: string;
+  /**
+   * stored: made by the server or `admins add`, revocable; env: from the environment, not revocable here.
+   */
+  source: "stored" | "env";
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AdminTokenCreate".
+ */
+export interface AdminTokenCreate {
+  /**
+   * Unique; 'env' is reserved for the environment's token.
+   */
+  name: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AdminTokenCreated".
+ */
+export interface AdminTokenCreated {
+  admin: AdminToken;
+  /**
+   * Shown once; the server keeps only its hash.
+   */
+  token: string;
+}
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "Agent".
  */
@@ -218,6 +260,14 @@ export interface Agent {
   name: string;
   paused: boolean;
   status: AgentStatus;
+  /**
+   * When its token was last revoked or rotated.
+   */
+  token_changed_at?: string | null;
+  /**
+   * Its token was revoked: it cannot connect until rotated (POST /api/agents/{id}/token).
+   */
+  token_revoked?: boolean;
   version: string | null;
 }
 /**

@@ -1,4 +1,4 @@
-"""SQL of agents, admin tokens and agent-side job pauses."""
+"""SQL of agents (and their token) and agent-side job pauses."""
 
 from typing import Any
 
@@ -7,7 +7,8 @@ from phonefleet.server.store import Conn, Row
 AGENT_COLUMNS = """
     a.id, a.name, a.hostname, a.version, a.status, a.paused, a.max_running, a.last_seen_at, a.created_at,
     (a.last_seen_at IS NOT NULL AND a.last_seen_at > now() - make_interval(secs => $1)) AS connected,
-    (SELECT count(*) FROM devices d WHERE d.agent_id = a.id AND d.connected)::int AS device_count
+    (SELECT count(*) FROM devices d WHERE d.agent_id = a.id AND d.connected)::int AS device_count,
+    a.token_hash IS NULL AS token_revoked, a.token_changed_at
 """
 
 
@@ -31,6 +32,28 @@ async def by_token_hash(conn: Conn, token_hash: str) -> Row | None:
     return await conn.fetchrow("SELECT id, name, paused FROM agents WHERE token_hash = $1", token_hash)
 
 
+async def id_by_name(conn: Conn, name: str) -> int | None:
+    agent_id = await conn.fetchval("SELECT id FROM agents WHERE name = $1", name)
+    return int(agent_id) if agent_id is not None else None
+
+
+async def replace_token(conn: Conn, agent_id: int, token_hash: str | None) -> bool:
+    """Revoke (None) or rotate the agent's token. The old token stops working with this commit, and the
+    lease rescuer retires the agent at its next run, as if its grace had expired (``retire_pending``)."""
+    status = await conn.execute(
+        """UPDATE agents SET token_hash = $2, token_changed_at = now(), retire_pending = true
+           WHERE id = $1""",
+        agent_id, token_hash,
+    )
+    return str(status).endswith(" 1")
+
+
+async def token_hashes(conn: Conn, agent_ids: list[int]) -> dict[int, str | None]:
+    """The current token hash of each of these agents (None: revoked); unknown ids are left out."""
+    rows = await conn.fetch("SELECT id, token_hash FROM agents WHERE id = ANY($1::bigint[])", agent_ids)
+    return {r["id"]: r["token_hash"] for r in rows}
+
+
 async def set_max_running(conn: Conn, agent_id: int, max_running: int | None) -> bool:
     status = await conn.execute("UPDATE agents SET max_running = $2 WHERE id = $1", agent_id, max_running)
     return str(status).endswith(" 1")
@@ -45,7 +68,7 @@ async def hello(conn: Conn, agent_id: int, hostname: str | None, version: str | 
     await conn.execute(
         """UPDATE agents SET hostname = coalesce($2, hostname), version = coalesce($3, version),
                paused = $4, status = CASE WHEN $4 THEN 'paused' ELSE 'online' END, last_seen_at = now(),
-               max_running = coalesce($5, max_running)
+               max_running = coalesce($5, max_running), retire_pending = false
            WHERE id = $1""",
         agent_id, hostname, version, paused, max_running,
     )
@@ -74,11 +97,13 @@ async def set_paused(conn: Conn, agent_id: int, paused: bool) -> None:
 
 
 async def expire_silent(conn: Conn, grace_sec: float) -> list[int]:
-    """Mark agents silent past their grace offline; returns their ids."""
+    """Mark agents silent past their grace offline, and those whose token was revoked or rotated since
+    their last hello (``retire_pending``); returns their ids."""
     rows = await conn.fetch(
-        """UPDATE agents SET status = 'offline'
-           WHERE status <> 'offline' AND (last_seen_at IS NULL
-                 OR last_seen_at < now() - make_interval(secs => $1))
+        """UPDATE agents SET status = 'offline', retire_pending = false
+           WHERE (status <> 'offline' AND (last_seen_at IS NULL
+                  OR last_seen_at < now() - make_interval(secs => $1)))
+              OR retire_pending
            RETURNING id""",
         grace_sec,
     )
@@ -105,21 +130,6 @@ async def resume_job(conn: Conn, agent_id: int, job_id: int) -> bool:
 async def paused_job_ids(conn: Conn, agent_id: int) -> list[int]:
     rows = await conn.fetch("SELECT job_id FROM agent_job_pauses WHERE agent_id = $1 ORDER BY job_id", agent_id)
     return [r["job_id"] for r in rows]
-
-
-async def add_admin_token(conn: Conn, name: str, token_hash: str) -> None:
-    await conn.execute(
-        "INSERT INTO admin_tokens (name, token_hash) VALUES ($1, $2) ON CONFLICT (token_hash) DO NOTHING",
-        name, token_hash,
-    )
-
-
-async def admin_token_exists(conn: Conn, token_hash: str) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM admin_tokens WHERE token_hash = $1)", token_hash))
-
-
-async def count_admin_tokens(conn: Conn) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM admin_tokens"))
 
 
 async def counts_by_status(conn: Conn, grace_sec: float) -> dict[str, Any]:

@@ -1,0 +1,118 @@
+"""Revoked tokens lose their sockets at once, on every node.
+
+A revocation (REST on any node, or the CLI) commits with a bus message; each node then drops the
+sockets it holds whose token is no longer valid, and the maintenance leader retires a revoked agent
+at once through the lease rescuer, the very path of an agent gone past its grace. A periodic check
+against the database covers a message this node missed (its listening connection was down).
+"""
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+
+from phonefleet.server import tokens
+from phonefleet.server.bus import Bus
+from phonefleet.server.maintenance import Maintenance
+from phonefleet.server.realtime import Realtime
+from phonefleet.server.store import Row
+from phonefleet.server.store import admin_tokens as admin_tokens_store
+from phonefleet.server.store import agents as agents_store
+
+log = logging.getLogger(__name__)
+
+
+class Revocations:
+    """This node's side of every revocation, and the REST calls that make one here."""
+
+    def __init__(self, pool: asyncpg.Pool, realtime: Realtime, maintenance: Maintenance, bus: Bus, *,
+                 recheck_sec: float) -> None:
+        """``recheck_sec``: how often this node checks its sockets' tokens (a missed message's worst delay)."""
+        self.pool = pool
+        self.realtime = realtime
+        self.maintenance = maintenance
+        self.bus = bus
+        self.recheck_sec = recheck_sec
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ REST (this node revokes)
+
+    async def revoke_agent(self, agent_id: int) -> None:
+        async with self.pool.acquire() as conn:
+            await tokens.revoke_agent(conn, agent_id, node=self.bus.node_id)
+        await self.apply(tokens.agent_revoked(agent_id))  # the bus skips the sender's own messages
+
+    async def rotate_agent(self, agent_id: int) -> str:
+        async with self.pool.acquire() as conn:
+            token = await tokens.rotate_agent(conn, agent_id, node=self.bus.node_id)
+        await self.apply(tokens.agent_revoked(agent_id))
+        return token
+
+    async def add_admin(self, name: str) -> tuple[Row, str]:
+        async with self.pool.acquire() as conn:
+            return await tokens.add_admin(conn, name)
+
+    async def revoke_admin(self, name: str) -> None:
+        async with self.pool.acquire() as conn:
+            token_id = await tokens.revoke_admin(conn, name, node=self.bus.node_id)
+        await self.apply(tokens.admin_revoked(token_id))
+
+    # ------------------------------------------------------------------ every node
+
+    async def apply(self, message: dict[str, Any]) -> None:
+        """A revocation message (from the bus, or this node's own): drop the sockets it ends."""
+        if message.get("agent_id") is not None:
+            dropped = await self.drop_stale_agents([int(message["agent_id"])])
+            self.maintenance.wake()  # the leader retires the agent now (phones offline, work lost)
+        elif message.get("admin_token_id") is not None:
+            dropped = await self.drop_stale_dashboards([int(message["admin_token_id"])])
+        else:
+            return
+        if dropped:
+            log.info("revoked sockets dropped", extra={"sockets": dropped})
+
+    async def drop_stale_agents(self, agent_ids: list[int] | None = None) -> int:
+        """Drop agent sockets (of these agents, or all) whose token is no longer their agent's; returns how many."""
+        sessions = [(sid, p) for sid, p in self.realtime.agent_sessions()
+                    if agent_ids is None or p.agent_id in agent_ids]
+        if not sessions:
+            return 0
+        async with self.pool.acquire() as conn:
+            current = await agents_store.token_hashes(conn, sorted({p.agent_id for _, p in sessions
+                                                                    if p.agent_id is not None}))
+        stale = [sid for sid, p in sessions if p.agent_id is None or current.get(p.agent_id) != p.token_hash]
+        await self.realtime.drop_agent_sockets(stale)
+        return len(stale)
+
+    async def drop_stale_dashboards(self, token_ids: list[int] | None = None) -> int:
+        """Drop dashboard sockets (of these admin tokens, or all) whose token was revoked; returns how many."""
+        sessions = [(sid, t) for sid, t in self.realtime.dashboard_sessions() if token_ids is None or t in token_ids]
+        if not sessions:
+            return 0
+        async with self.pool.acquire() as conn:
+            alive = await admin_tokens_store.existing_ids(conn, sorted({t for _, t in sessions}))
+        stale = [sid for sid, t in sessions if t not in alive]
+        await self.realtime.drop_dashboard_sockets(stale)
+        return len(stale)
+
+    async def recheck(self) -> int:
+        return await self.drop_stale_agents() + await self.drop_stale_dashboards()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="token-recheck")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_sec)
+            try:
+                await self.recheck()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("token recheck failed", extra={"error": str(exc)})
