@@ -13,3 +13,7 @@ CREATE INDEX assignments_slot_idx ON assignments (slot_id) WHERE slot_id IS NOT 
 -- counted here so no run happens twice without a record of both.
 ALTER TABLE jobs ADD COLUMN on_interrupt text NOT NULL DEFAULT 'fail' CHECK (on_interrupt IN ('fail', 'rerun'));
 ALTER TABLE assignments ADD COLUMN reruns integer NOT NULL DEFAULT 0 CHECK (reruns >= 0);
+
+-- One phone, one driver: an agent may not claim a phone another connected agent drives (two agents on
+-- one adb server both see every phone). The claim checks connected phones by serial.
+CREATE INDEX devices_connected_serial_idx ON devices (serial) WHERE connected;

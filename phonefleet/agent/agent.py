@@ -62,6 +62,9 @@ class Agent(Handlers):
         self.workers: dict[str, PhoneWorker] = {}
         self.paused = False  # the operator at this PC paused the whole agent
         self.local_paused_serials: set[str] = set()
+        self.refused: dict[str, str] = {}
+        """Phones another connected agent drives (serial -> its name): left alone, claimed again now and then."""
+        self._reclaim: asyncio.Task[None] | None = None
         self.server_paused_serials: set[str] = set()
         self.paused_jobs: set[int] = set()
         self.fleet: VirtualFleet | None = None
@@ -125,11 +128,14 @@ class Agent(Handlers):
         phones = list(self.tracker.phones.values())
         say(f"{len(phones)} phones: " + ", ".join(f"{p.serial} ({p.model or '?'})" for p in phones[:4])
             + (" ..." if len(phones) > 4 else ""))
+        self._reclaim = asyncio.create_task(self._reclaim_loop(), name="reclaim-phones")
         port = await self.control.start()
         say(f"control endpoint on 127.0.0.1:{port} (phonefleet-agent status|pause|resume)")
         await self.link.start()
 
     async def stop(self) -> None:
+        if self._reclaim is not None:
+            self._reclaim.cancel()
         await self.link.stop()
         await self.control.stop()
         if self.tracker is not None:
@@ -178,6 +184,7 @@ class Agent(Handlers):
             worker = PhoneWorker(serial, self.tracker.phone(serial), self.registry, self.report,
                                  self.artifacts_dir, journal=self.journal, notify=self.link.notify, fetch=self.fetch)
             worker.paused_jobs = self.paused_jobs
+            worker.refused = serial in self.refused
             self.workers[serial] = worker
             worker.start()
         self._apply_pause(worker)
@@ -257,6 +264,34 @@ class Agent(Handlers):
         for worker in self.workers.values():
             self._apply_pause(worker)
 
+    def on_device_ack(self, sent: dict[str, Any], ack_data: dict[str, Any]) -> None:
+        """Phones the server refused because another connected agent drives them are left alone here (said
+        once, loudly); a phone it took is this agent's again."""
+        refused = {str(r["serial"]): str(r["held_by"]) for r in ack_data.get("refused_devices") or []}
+        for report in sent.get("devices", []):
+            serial = str(report["serial"])
+            if serial in refused:
+                if serial not in self.refused:
+                    log.warning("phone already driven by another agent (two agents on one adb server?); this agent "
+                                "leaves it alone until that agent lets it go",
+                                extra={"serial": serial, "held_by": refused[serial]})
+                self.refused[serial] = refused[serial]
+            elif report.get("online", True) and self.refused.pop(serial, None) is not None:
+                log.warning("phone let go by the agent that drove it: this agent drives it now",
+                            extra={"serial": serial})
+            if serial in self.workers:
+                self.workers[serial].refused = serial in self.refused
+                self.workers[serial].wake()
+
+    async def _reclaim_loop(self) -> None:
+        """Claim refused phones again on every probe: when the agent holding one goes away, take it over."""
+        while True:
+            await asyncio.sleep(self.settings.probe_sec)
+            if self.refused and self.tracker is not None:
+                phones = [p for s, p in self.tracker.phones.items() if s in self.refused]
+                self.report(ev.DEVICE_UPDATE, {"devices": [p.report(self.tracker.min_battery) for p in phones],
+                                               "full": False})
+
     def running_ids(self) -> list[int]:
         return sorted(int(w.current["assignment_id"]) for w in self.workers.values() if w.current is not None)
 
@@ -295,6 +330,7 @@ class Agent(Handlers):
             "server": self.settings.server, "link": self.link.mode, "polls": self.link.polls,
             "outbox": len(self.outbox), "paused": self.paused, "paused_serials": sorted(self.local_paused_serials),
             "server_paused_serials": sorted(self.server_paused_serials), "paused_jobs": sorted(self.paused_jobs),
+            "refused": dict(sorted(self.refused.items())),
             "phones": [{
                 "serial": w.serial, "online": w.online, "paused": w.paused, "queued": w.queued_ids(),
                 "running": w.current["assignment_id"] if w.current else None, "done": w.done_count,

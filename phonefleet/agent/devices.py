@@ -90,16 +90,19 @@ class DeviceTracker:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
 
+        def put(item: tuple[str, str] | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed under this thread: the agent is gone
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
         def pump() -> None:
             try:
                 for event in self.client.track_devices():
                     if self._stop.is_set():
                         return
-                    status = event.status if event.present else "gone"
-                    loop.call_soon_threadsafe(queue.put_nowait, (event.serial, status))
+                    put((event.serial, event.status if event.present else "gone"))
             except Exception as exc:  # the adb server died or restarted
                 log.info("track-devices ended", extra={"error": str(exc)})
-            loop.call_soon_threadsafe(queue.put_nowait, None)
+            put(None)
 
         backoff = 0.2
         first = True

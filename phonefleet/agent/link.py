@@ -104,6 +104,10 @@ class Handlers:
     def running_ids(self) -> list[int]:
         raise NotImplementedError
 
+    def on_device_ack(self, sent: dict[str, Any], ack_data: dict[str, Any]) -> None:
+        """The server's answer to a hello or device update that reported ``sent["devices"]``."""
+        raise NotImplementedError
+
 
 class ServerLink:
     def __init__(self, server_url: str, token: str, outbox: Outbox, handlers: Handlers, *, artifacts_dir: Path,
@@ -229,9 +233,11 @@ class ServerLink:
         return ack
 
     async def _hello_socket(self) -> None:
-        ack = await self._call(ev.AGENT_HELLO, self.handlers.hello())
+        hello = self.handlers.hello()
+        ack = await self._call(ev.AGENT_HELLO, hello)
         if not ack.get("ok"):
             raise socketio.exceptions.SocketIOError(f"hello refused: {ack.get('error')}")
+        self.handlers.on_device_ack(hello, ack["data"])
         await self._apply_hello(ack["data"])
         self._hello_needed = False
 
@@ -255,13 +261,15 @@ class ServerLink:
                     await self._pending.wait()
                 continue
             for event, data, ids in batch(items):
-                if self._settle(event, await self._call(event, data), ids):
+                if self._settle(event, data, await self._call(event, data), ids):
                     await asyncio.sleep(1.0)  # the server could not take it now; try again shortly
                     break
 
-    def _settle(self, event: str, ack: dict[str, Any], ids: list[int]) -> bool:
+    def _settle(self, event: str, data: dict[str, Any], ack: dict[str, Any], ids: list[int]) -> bool:
         """Acked events leave the outbox; so do events the server rejects as invalid (they never will pass).
         Anything the server could not take now (retryable) stays for the next attempt."""
+        if ack.get("ok") and event in (ev.AGENT_HELLO, ev.DEVICE_UPDATE):
+            self.handlers.on_device_ack(data, ack.get("data") or {})
         error = ack.get("error") or {}
         keep = bool(error.get("retryable")) or error.get("code") in ("unavailable", "unauthorized")
         if ack.get("ok") or not keep:
@@ -338,8 +346,8 @@ class ServerLink:
     async def _post_events(self, events: list[tuple[str, dict[str, Any], list[int]]]) -> None:
         body = {"events": [{"event": e, "data": d} for e, d, _ in events]}
         answer = await self._http("POST", "/api/agent/events", body)
-        for (event, _, ids), ack in zip(events, answer["results"], strict=True):
-            self._settle(event, ack, ids)
+        for (event, data, ids), ack in zip(events, answer["results"], strict=True):
+            self._settle(event, data, ack, ids)
 
     async def _poll_once(self) -> None:
         if self._hello_needed:

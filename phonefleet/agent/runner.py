@@ -51,6 +51,8 @@ class PhoneWorker:
         self.paused = False
         self.paused_jobs: set[int] = set()
         self.online = True
+        self.refused = False
+        """Another connected agent drives this phone (two agents on one adb server): run nothing on it."""
         self._queue: list[_Queued] = []
         self._held: dict[int, dict[str, Any]] = {}  # assignments set aside by a job pause
         self._known: set[int] = set()
@@ -121,7 +123,7 @@ class PhoneWorker:
                 await self._task
 
     def _next(self) -> dict[str, Any] | None:
-        if self.paused or not self.online:
+        if self.paused or not self.online or self.refused:
             return None
         skipped: list[_Queued] = []
         chosen = None

@@ -200,6 +200,14 @@ class JobAssignAck(BaseModel):
     received: list[Id] = Field(max_length=100_000)
 
 
+class RefusedDevice(BaseModel):
+    """A phone this agent reported that another connected agent already drives (two agents on one adb
+    server, or one network phone seen from two PCs): the server leaves it to the first."""
+
+    serial: str
+    held_by: str = Field(description="The name of the agent that drives the phone.")
+
+
 class HelloAck(BaseModel):
     agent_id: int
     agent_name: str
@@ -209,6 +217,13 @@ class HelloAck(BaseModel):
     paused_job_ids: list[int]
     heartbeat_sec: float
     poll_sec: float
+    refused_devices: list[RefusedDevice] = Field(default_factory=list)
+
+
+class DeviceUpdateAck(BaseModel):
+    devices: int = Field(description="Phones recorded.")
+    handed_back: list[int] = Field(description="Unstarted assignments given back because their phone went away.")
+    refused_devices: list[RefusedDevice] = Field(default_factory=list)
 
 
 class JobControl(BaseModel):

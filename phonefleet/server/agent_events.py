@@ -27,6 +27,12 @@ log = logging.getLogger(__name__)
 Handler = Callable[[Principal, Any], Awaitable[dict[str, Any] | None]]
 
 
+def _refused(held: dict[str, str]) -> list[ev.RefusedDevice]:
+    if held:
+        log.info("phones refused: another connected agent drives them", extra={"phones": held})
+    return [ev.RefusedDevice(serial=serial, held_by=name) for serial, name in sorted(held.items())]
+
+
 def error_ack(exc: ServiceError) -> dict[str, Any]:
     return {"ok": False, "error": exc.body()["error"]}
 
@@ -83,10 +89,10 @@ class AgentEvents:
         agent_id = agent.agent_id
         paused_serials = {d.serial for d in hello.devices} if hello.paused else set(hello.paused_serials)
 
-        async def work(conn: Conn) -> tuple[list[int], list[Any], list[Any]]:
+        async def work(conn: Conn) -> tuple[list[int], list[Any], list[Any], dict[str, str]]:
             await agents_store.hello(conn, agent_id, hello.hostname, hello.version, hello.paused,
                                      max_running=hello.max_running)
-            touched, changed = await devices_store.apply_reports(
+            touched, changed, refused = await devices_store.apply_reports(
                 conn, agent_id, [d.model_dump() for d in hello.devices], full=True, paused_serials=paused_serials
             )
             for job_id in await agents_store.paused_job_ids(conn, agent_id):
@@ -97,9 +103,9 @@ class AgentEvents:
             handed = await self._hand_back_unavailable(conn, changed)
             await assignments_store.mark_delivered_all(conn, agent_id)
             orders = await assignments_store.open_orders(conn, agent_id)
-            return touched, handed, orders
+            return touched, handed, orders, refused
 
-        touched, handed, orders = await in_transaction(self.pool, work)
+        touched, handed, orders, refused = await in_transaction(self.pool, work)
         async with self.pool.acquire() as conn:
             ack = ev.HelloAck(
                 agent_id=agent_id, agent_name=agent.agent_name,
@@ -108,6 +114,7 @@ class AgentEvents:
                 paused_serials=await devices_store.paused_serials(conn, agent_id),
                 paused_job_ids=await agents_store.paused_job_ids(conn, agent_id),
                 heartbeat_sec=self.settings.heartbeat_sec, poll_sec=self.settings.poll_sec,
+                refused_devices=_refused(refused),
             )
         self._announce_devices(touched, handed)
         await self._agent_update(agent)
@@ -126,18 +133,19 @@ class AgentEvents:
         assert agent.agent_id is not None
         agent_id = agent.agent_id
 
-        async def work(conn: Conn) -> tuple[list[int], list[Any], list[Any]]:
+        async def work(conn: Conn) -> tuple[list[int], list[Any], list[Any], dict[str, str]]:
             await agents_store.touch(conn, agent_id)
-            touched, changed = await devices_store.apply_reports(
+            touched, changed, refused = await devices_store.apply_reports(
                 conn, agent_id, [d.model_dump() for d in update.devices], full=update.full, paused_serials=None
             )
-            return touched, changed, await self._hand_back_unavailable(conn, changed)
+            return touched, changed, await self._hand_back_unavailable(conn, changed), refused
 
-        touched, changed, handed = await in_transaction(self.pool, work)
+        touched, changed, handed, refused = await in_transaction(self.pool, work)
         self._announce_devices(touched, handed)
         if any(c["state"] == "idle" for c in changed) or handed:
             self.distributor.request_fill()
-        return {"devices": len(touched), "handed_back": [h["id"] for h in handed]}
+        return ev.DeviceUpdateAck(devices=len(touched), handed_back=[h["id"] for h in handed],
+                                  refused_devices=_refused(refused)).model_dump()
 
     async def _started(self, agent: Principal, started: Any) -> dict[str, Any]:
         assert agent.agent_id is not None

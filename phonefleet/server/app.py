@@ -118,9 +118,12 @@ def create_app(settings: Settings) -> web.Application:
 
         Bounded: engine.io waits for each socket's send queue to drain, which never happens on a
         connection that was reset under it."""
+        async def disconnect_all() -> None:
+            if realtime.sio.eio.sockets:  # checked in the same step as the disconnect starts
+                await realtime.sio.eio.disconnect()
+
         try:
-            if realtime.sio.eio.sockets:
-                await asyncio.wait_for(realtime.sio.eio.disconnect(), timeout=2)
+            await asyncio.wait_for(disconnect_all(), timeout=2)
         except TimeoutError:
             log.warning("sockets did not close in time; shutting down anyway")
         await realtime.sio.shutdown()

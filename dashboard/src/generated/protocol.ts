@@ -124,6 +124,7 @@ export interface Contract {
   DeviceReport: DeviceReport;
   DeviceState: DeviceState;
   DeviceUpdate: DeviceUpdate;
+  DeviceUpdateAck: DeviceUpdateAck;
   DeviceUpdateBroadcast: DeviceUpdateBroadcast;
   DurationStats: DurationStats;
   ErrorBody: ErrorBody;
@@ -162,6 +163,7 @@ export interface Contract {
   PausedBy: PausedBy;
   Plan: Plan;
   ProgressItem: ProgressItem;
+  RefusedDevice: RefusedDevice;
   RequeueBody: RequeueBody;
   RequeueResult: RequeueResult;
   RequeueScope: RequeueScope1;
@@ -803,6 +805,35 @@ export interface DeviceUpdate {
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "DeviceUpdateAck".
+ */
+export interface DeviceUpdateAck {
+  /**
+   * Phones recorded.
+   */
+  devices: number;
+  /**
+   * Unstarted assignments given back because their phone went away.
+   */
+  handed_back: number[];
+  refused_devices?: RefusedDevice[];
+}
+/**
+ * A phone this agent reported that another connected agent already drives (two agents on one adb
+ * server, or one network phone seen from two PCs): the server leaves it to the first.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "RefusedDevice".
+ */
+export interface RefusedDevice {
+  /**
+   * The name of the agent that drives the phone.
+   */
+  held_by: string;
+  serial: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "DeviceUpdateBroadcast".
  */
 export interface DeviceUpdateBroadcast {
@@ -888,6 +919,7 @@ export interface HelloAck {
   paused_job_ids: number[];
   paused_serials: string[];
   poll_sec: number;
+  refused_devices?: RefusedDevice[];
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema

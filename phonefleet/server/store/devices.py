@@ -27,13 +27,48 @@ def state_expr(prefix: str = "devices.") -> str:
     )
 
 
+SERIAL_LOCK = 0x70667372  # "pfsr": the advisory lock space of phone claims, keyed by serial
+
+HOST_LOCAL_SERIAL = r"^(emulator-[0-9]+|127\.[0-9.]+:[0-9]+|localhost:[0-9]+|\[::1\]:[0-9]+)$"
+"""Serials that name a phone only on one host (an emulator, a loopback adb connection): two PCs may both
+have an ``emulator-5554`` that are different phones, so these conflict only between agents on one host."""
+
+
+async def held_elsewhere(conn: Conn, agent_id: int, serials: Sequence[str]) -> dict[str, str]:
+    """Which of these serials another connected agent already drives: serial -> that agent's name.
+
+    Locks the serials (advisory, for the transaction, in a fixed order) so two agents claiming one phone
+    at the same moment are decided one after the other. Call inside the transaction that records the
+    claim."""
+    if not serials:
+        return {}
+    await conn.execute(
+        """SELECT pg_advisory_xact_lock($1, k) FROM (
+               SELECT DISTINCT hashtext(s) AS k FROM unnest($2::text[]) AS s ORDER BY k) t""",
+        SERIAL_LOCK, list(serials),
+    )
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (d.serial) d.serial, ag.name FROM devices d JOIN agents ag ON ag.id = d.agent_id
+           WHERE d.serial = ANY($2::text[]) AND d.connected AND d.agent_id <> $1 AND ag.status <> 'offline'
+             AND (d.serial !~ $3 OR ag.hostname IS NOT DISTINCT FROM (SELECT hostname FROM agents WHERE id = $1))
+           ORDER BY d.serial, d.id""",
+        agent_id, list(serials), HOST_LOCAL_SERIAL,
+    )
+    return {r["serial"]: r["name"] for r in rows}
+
+
 async def apply_reports(
     conn: Conn, agent_id: int, reports: Sequence[dict[str, Any]], *, full: bool, paused_serials: set[str] | None
-) -> tuple[list[int], list[Row]]:
-    """Upsert the phones an agent reports; returns the ids touched and the rows whose state changed.
+) -> tuple[list[int], list[Row], dict[str, str]]:
+    """Upsert the phones an agent reports; returns the ids touched, the rows whose state changed, and the
+    phones refused because another connected agent drives them (serial -> its name; recorded offline here).
 
     ``paused_serials`` (from ``agent:hello``) makes the agent authoritative about its own pauses.
     """
+    refused = await held_elsewhere(conn, agent_id, [r["serial"] for r in reports if r.get("online", True)])
+    if refused:
+        reports = [{**r, "online": False, "healthy": False, "health_reason": f"driven by agent {refused[r['serial']]}"}
+                   if r["serial"] in refused else r for r in reports]
     serials = [r["serial"] for r in reports]
     rows = await conn.fetch(
         """
@@ -86,7 +121,7 @@ async def apply_reports(
             agent_id, serials,
         )
         ids.extend(r["id"] for r in gone)
-    return ids, await refresh_states(conn, ids)
+    return ids, await refresh_states(conn, ids), refused
 
 
 async def refresh_states(conn: Conn, device_ids: Sequence[int]) -> list[Row]:
