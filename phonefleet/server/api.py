@@ -43,7 +43,7 @@ from phonefleet.protocol.models import (
     Stats,
 )
 from phonefleet.server.agent_events import AgentEvents
-from phonefleet.server.artifacts import ArtifactStore
+from phonefleet.server.artifacts import ArtifactStore, serving_headers
 from phonefleet.server.auth import AGENT_PREFIX, Authenticator, Principal, bearer, hash_token, new_token
 from phonefleet.server.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unauthorized
 from phonefleet.server.job_control import JobControl
@@ -457,10 +457,11 @@ class Api:
         return json_response(self.artifacts.list(_int_id(request)))
 
     async def get_artifact(self, request: web.Request) -> web.StreamResponse:
-        path = self.artifacts.path(_int_id(request), request.match_info["name"])
+        name = request.match_info["name"]
+        path = self.artifacts.path(_int_id(request), name)
         if not path.is_file():
             raise NotFound("no such artifact")
-        return web.FileResponse(path)
+        return web.FileResponse(path, headers=serving_headers(name))
 
     async def agent_post_events(self, request: web.Request) -> web.Response:
         # Each event's payload is checked by the handler, so one bad event is one error ack, as on the socket.
