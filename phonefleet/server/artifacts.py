@@ -17,6 +17,9 @@ INLINE_TYPES = {
     ".txt": "text/plain; charset=utf-8", ".log": "text/plain; charset=utf-8",
 }
 """What a browser may show in place; anything else (an APK, HTML, SVG, ...) is only ever downloaded."""
+DOWNLOAD_TYPE = "application/octet-stream"
+ARTIFACT_TYPES = (*sorted({t.partition(";")[0] for t in INLINE_TYPES.values()}), DOWNLOAD_TYPE)
+"""Every content type an artifact is served with."""
 
 
 def serving_headers(name: str) -> dict[str, str]:
@@ -32,7 +35,7 @@ def serving_headers(name: str) -> dict[str, str]:
         headers["Content-Type"] = inline
         headers["Content-Disposition"] = f'inline; filename="{name}"'
     else:
-        headers["Content-Type"] = "application/octet-stream"
+        headers["Content-Type"] = DOWNLOAD_TYPE
         headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return headers
 

@@ -18,6 +18,8 @@ class Settings(BaseModel):
     admin_token: str | None = None
     db_pool_min: int = 2
     db_pool_max: int = 10
+    db_timeout_sec: float = Field(default=60.0, gt=0, description="A database connect or query taking longer "
+                                  "fails the request with 503 database_unavailable (a stalled database).")
     lease_sec: float = Field(default=30.0, gt=0, description="How long a running assignment lives unextended.")
     agent_grace_sec: float = Field(default=20.0, gt=0, description="Silence after which an agent is gone.")
     heartbeat_sec: float = Field(default=5.0, gt=0)
