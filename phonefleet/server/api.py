@@ -258,7 +258,9 @@ class Api:
 
     def register(self, app: web.Application) -> None:
         for route in ROUTES:
-            app.router.add_route(route.method, route.path, self._wrap(route))
+            # Ids are digits in the router too: PATCH /api/jobs/batch is a method that path does not serve
+            # (405, Allow: POST), not the job "batch" (404).
+            app.router.add_route(route.method, route.path.replace("{id}", "{id:[0-9]+}"), self._wrap(route))
 
     def _wrap(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
