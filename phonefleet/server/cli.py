@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from aiohttp import web
 
 from phonefleet.logs import setup_logging
 from phonefleet.server.app import SERVICES, create_app
 from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
 from phonefleet.server.config import Settings
 from phonefleet.server.database import EmbeddedPostgres, create_pool, migrate
+from phonefleet.server.listener import GuardedTCPSite, app_runner
 from phonefleet.server.store import agents as agents_store
 
 cli = typer.Typer(add_completion=False, no_args_is_help=False, help="The phonefleet server.")
@@ -40,10 +40,10 @@ def run(ctx: typer.Context, host: HostOpt = None, port: PortOpt = None, data_dir
 async def serve(settings: Settings) -> None:
     """Start, say where (only once the port is really listening), and run until SIGINT/SIGTERM."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    runner = app_runner(app, settings.header_timeout_sec, access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = GuardedTCPSite(runner, settings.host, settings.port, header_timeout_sec=settings.header_timeout_sec)
         await site.start()
         services = app[SERVICES]
         where = ("embedded PostgreSQL in " + str(settings.data_dir.resolve() / "pg")

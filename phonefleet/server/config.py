@@ -29,6 +29,9 @@ class Settings(BaseModel):
     retry_max_sec: float = Field(default=300.0, ge=0)
     progress_hz: float = Field(default=10.0, gt=0, description="Dashboard progress events per job per second.")
     max_body_bytes: int = 1024 * 1024
+    header_timeout_sec: float = Field(default=30.0, gt=0, description="A connection must send a complete request "
+                                      "head within this long of opening or of its previous response (slowloris); "
+                                      "so it is also the keep-alive idle limit.")
     log_level: str = "WARNING"
 
     @classmethod
