@@ -33,7 +33,6 @@ CONFIG = schemathesis.Config.from_dict({
                "stateful": {"enabled": False}},
     "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
     "headers": {"Authorization": f"Bearer {ADMIN}"},
-    "operations": [{"include-tag": "agent", "headers": {"Authorization": f"Bearer {AGENT_TOKEN}"}}],
     "request-timeout": 30,
 })
 
@@ -65,4 +64,10 @@ def test_the_server_serves_the_document_under_test(threaded_server: ThreadedServ
 @schema.parametrize()
 def test_every_answer_is_the_one_the_document_promises(case: schemathesis.Case[Any], threaded_server: ThreadedServer,
                                                         session: requests.Session) -> None:
-    case.call_and_validate(base_url=threaded_server.url, session=session)
+    case.call_and_validate(base_url=threaded_server.url, session=session, headers=_credentials(case))
+
+
+def _credentials(case: schemathesis.Case[Any]) -> dict[str, str]:
+    """The token the operation's route asks for (the configured per-operation headers do not reach every
+    phase). A case that means to leave the token out (``ignored_auth``) is re-sent by schemathesis without it."""
+    return {"Authorization": f"Bearer {AGENT_TOKEN if 'agent' in case.operation.tags else ADMIN}"}

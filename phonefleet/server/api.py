@@ -580,6 +580,8 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     try:
         return await handler(request)
     except OUTAGE_ERRORS as exc:  # before ServiceError: DatabaseUnavailable is one
+        if request.transport is None or request.transport.is_closing():
+            raise  # the client hung up (a reset while reading its body): nothing to answer, no outage
         outage.report(exc, request.path)
         response = json_response(outage.outage_body(exc), 503)
         response.headers["Retry-After"] = str(outage.RETRY_AFTER_SEC)
