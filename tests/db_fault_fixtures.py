@@ -37,6 +37,8 @@ def proxy_for(dsn: str) -> tuple[TcpFaultProxy, str]:
 
 @pytest.fixture
 async def proxied_db(dsn: str) -> AsyncIterator[ProxiedDatabase]:
+    """Ask for it before ``server_factory``: fixtures stop in reverse, so the server stops while its
+    database is still reachable (a proxy gone first would fail the server's shutdown, not the test)."""
     proxy, template = proxy_for(dsn)
     port = await proxy.start()
     yield ProxiedDatabase(proxy, template.replace("{port}", str(port)), dsn)

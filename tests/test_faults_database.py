@@ -144,7 +144,7 @@ async def _connects_are_refused_cleanly(server: RunningServer, agent_token: str)
 
 
 async def test_refused_database_answers_503_everywhere_and_heals_without_restart(
-    server_factory: ServerFactory, proxied_db: ProxiedDatabase
+    proxied_db: ProxiedDatabase, server_factory: ServerFactory
 ) -> None:
     server = await server_factory(database_url=proxied_db.dsn)
     fleet = await _fleet(server)
@@ -176,7 +176,7 @@ async def _true(value: bool) -> bool:
 
 
 async def test_link_cut_mid_query_answers_503_then_heals(
-    server_factory: ServerFactory, proxied_db: ProxiedDatabase
+    proxied_db: ProxiedDatabase, server_factory: ServerFactory
 ) -> None:
     server = await server_factory(database_url=proxied_db.dsn)
     fleet = await _fleet(server)
@@ -200,7 +200,7 @@ async def test_link_cut_mid_query_answers_503_then_heals(
     await _assert_every_route_answers_normally(fleet)
 
 
-async def test_stalled_database_times_out_into_503(server_factory: ServerFactory, proxied_db: ProxiedDatabase) -> None:
+async def test_stalled_database_times_out_into_503(proxied_db: ProxiedDatabase, server_factory: ServerFactory) -> None:
     """A link that swallows everything (no RST) ends in a timeout: 503 after ``db_timeout_sec``, not a hang."""
     server = await server_factory(database_url=proxied_db.dsn, db_timeout_sec=1.5)
     fleet = await _fleet(server)
@@ -212,7 +212,7 @@ async def test_stalled_database_times_out_into_503(server_factory: ServerFactory
 
 
 async def test_backend_terminated_by_the_database_answers_503(
-    server_factory: ServerFactory, proxied_db: ProxiedDatabase
+    proxied_db: ProxiedDatabase, server_factory: ServerFactory
 ) -> None:
     """PostgreSQL shutting a backend down under a query (57P01, as in a fast shutdown) is an outage too."""
     server = await server_factory(database_url=proxied_db.dsn)
