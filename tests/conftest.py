@@ -21,7 +21,8 @@ from phonefleet.server.database import EmbeddedPostgres, migrate
 from phonefleet.server.store import agents as agents_store
 from phonefleet.sim.agent import SimAgent
 
-pytest_plugins = ["tests.agent_fixtures", "tests.browser_fixtures", "tests.server_processes"]
+pytest_plugins = ["tests.agent_fixtures", "tests.browser_fixtures", "tests.db_fault_fixtures",
+                  "tests.live_server_fixtures", "tests.process_fixtures", "tests.server_processes"]
 
 ADMIN = "pfadm_test-admin-token"
 TEMPLATE = "phonefleet_template"

@@ -1,7 +1,8 @@
 """The OpenAPI document describes every route the server answers, with its bodies."""
 
+from phonefleet.server.api import ROUTES
 from phonefleet.server.static import DASHBOARD_PATHS
-from tests.conftest import RunningServer
+from tests.conftest import ADMIN, RunningServer
 
 
 async def test_openapi_describes_every_route_and_body(server: RunningServer) -> None:
@@ -32,3 +33,54 @@ async def test_health_and_metrics_are_public(server: RunningServer) -> None:
     assert status == 200 and body["database"] == "ok"
     status, text = await server.request("GET", "/metrics", token=None)
     assert status == 200 and "phonefleet_assignments_created" in text
+
+
+async def test_list_endpoints_are_documented_as_arrays(server: RunningServer) -> None:
+    _, doc = await server.request("GET", "/api/openapi.json", token=None)
+    for path in ("/api/devices", "/api/agents", "/api/assignments/{id}/artifacts"):
+        schema = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert schema["type"] == "array" and "$ref" in schema["items"], (path, schema)
+    for path in ("/api/devices", "/api/agents"):
+        status, body = await server.request("GET", path)
+        assert status == 200 and isinstance(body, list)
+
+
+async def test_every_error_a_route_can_answer_is_documented(server: RunningServer) -> None:
+    _, doc = await server.request("GET", "/api/openapi.json", token=None)
+    for route in ROUTES:
+        responses = doc["paths"][route.path][route.method.lower()]["responses"]
+        expected = {str(route.status)}
+        if route.access != "public":
+            expected |= {"401", "403"}
+        if "{" in route.path:
+            expected.add("404")
+        if route.body is not None or route.raw_body:
+            expected |= {"413", "422"}
+        if route.query is not None or "{name}" in route.path:  # a bad query, or a bad file name
+            expected.add("422")
+        if route.database:
+            expected.add("503")
+        if route.access == "admin" and route.method != "GET":
+            expected.add("409")
+        assert set(responses) == expected, (route.method, route.path, sorted(responses))
+        for status, response in responses.items():
+            if status >= "400":
+                ref = response["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/ErrorBody"), (route.path, status)
+
+
+async def test_a_method_a_path_does_not_serve_answers_405_with_allow(server: RunningServer) -> None:
+    served: dict[str, set[str]] = {}
+    for route in ROUTES:
+        served.setdefault(route.path, set()).add(route.method)
+    for path, methods in served.items():
+        url = path.replace("{id}", "1").replace("{name}", "shot.png")
+        for method in {"GET", "POST", "PUT", "PATCH", "DELETE"} - methods:
+            async with server.session.request(method, server.url + url,
+                                              headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+                assert r.status == 405, (method, path, r.status)
+                assert set(r.headers["Allow"].split(",")) == methods, (method, path, r.headers.get("Allow"))
+                assert (await r.json())["error"]["code"] == "method_not_allowed"
+    # A word where an id goes is another path, not an unknown id: POST-only /api/jobs/batch answers 405.
+    status, body = await server.request("PATCH", "/api/jobs/batch", json={"status": "paused"})
+    assert status == 405 and body["error"]["code"] == "method_not_allowed"

@@ -8,11 +8,13 @@ import asyncpg
 from pydantic import BaseModel, ValidationError
 
 from phonefleet.protocol import events as ev
+from phonefleet.server import outage
 from phonefleet.server.auth import Principal
 from phonefleet.server.completion import Completion
 from phonefleet.server.config import Settings
 from phonefleet.server.distributor import Distributor, order_from_row
 from phonefleet.server.errors import Invalid, ServiceError
+from phonefleet.server.outage import OUTAGE_ERRORS
 from phonefleet.server.pauses import Pauses
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import Conn
@@ -71,10 +73,13 @@ class AgentEvents:
                 raise Invalid.from_validation(exc) from None
             result = await handler(agent, payload)
             return {"ok": True, "data": result} if result is not None else {"ok": True}
+        except OUTAGE_ERRORS as exc:  # before ServiceError: DatabaseUnavailable is one
+            outage.report(exc, f"agent event {str(event)[:100]}")
+            return outage.outage_ack(exc)
         except ServiceError as exc:
             return error_ack(exc)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("agent event failed", extra={"event": event, "error": str(exc)})
+        except asyncpg.PostgresError as exc:  # a query's own failure (a deadlock retried to the end, ...)
+            log.warning("agent event failed", extra={"event": event, "error": type(exc).__name__})
             return {"ok": False, "error": {"code": "unavailable", "message": "try again", "details": [],
                                            "retryable": True}}
         except Exception:  # a bug, not bad input: still an ack, so the agent's call does not hang

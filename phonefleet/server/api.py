@@ -45,12 +45,14 @@ from phonefleet.protocol.models import (
     SchedulerStatus,
     Stats,
 )
+from phonefleet.server import outage
 from phonefleet.server.agent_events import AgentEvents
-from phonefleet.server.artifacts import ArtifactStore
+from phonefleet.server.artifacts import ARTIFACT_TYPES, ArtifactStore, serving_headers
 from phonefleet.server.auth import AGENT_PREFIX, ENV_ADMIN, Authenticator, Principal, bearer, hash_token, new_token
 from phonefleet.server.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unauthorized
 from phonefleet.server.job_control import JobControl
 from phonefleet.server.metrics import CONTENT_TYPE, Metrics
+from phonefleet.server.outage import OUTAGE_ERRORS
 from phonefleet.server.pauses import Pauses
 from phonefleet.server.revocations import Revocations
 from phonefleet.server.scheduler_control import SchedulerControl
@@ -82,6 +84,14 @@ class Route:
     response: type[BaseModel] | None = None
     status: int = 200
     tags: tuple[str, ...] = field(default_factory=tuple)
+    many: bool = False
+    """The answer is a JSON array of ``response``."""
+    database: bool = True
+    """Needs the database: 503 ``database_unavailable`` during an outage (and ``starting`` before it is up)."""
+    raw_body: bool = False
+    """Takes the request's bytes as they are (an upload), not a JSON document."""
+    body_required: bool = True
+    produces: tuple[str, ...] = ("application/json",)
 
 
 MAX_OFFSET = 2**63 - 1
@@ -114,6 +124,11 @@ class ScheduleListQuery(BaseModel):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
+class ArtifactFile(BaseModel):
+    name: str
+    bytes: int = Field(ge=0)
+
+
 class AgentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -124,6 +139,12 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=json.dumps(data, default=str, separators=(",", ":")), status=status, content_type="application/json"
     )
+
+
+def _error(code: str, message: str, status: int, headers: dict[str, str] | None = None) -> web.Response:
+    response = json_response({"error": {"code": code, "message": message, "details": []}}, status)
+    response.headers.update(headers or {})
+    return response
 
 
 def model_response(model: BaseModel, status: int = 200) -> web.Response:
@@ -249,12 +270,14 @@ class Api:
 
     def register(self, app: web.Application) -> None:
         for route in ROUTES:
-            app.router.add_route(route.method, route.path, self._wrap(route))
+            # Ids are digits in the router too: PATCH /api/jobs/batch is a method that path does not serve
+            # (405, Allow: POST), not the job "batch" (404).
+            app.router.add_route(route.method, route.path.replace("{id}", "{id:[0-9]+}"), self._wrap(route))
 
     def _wrap(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
-            if self._pool is None:
-                return json_response({"error": {"code": "starting", "message": "starting up", "details": []}}, 503)
+            if self._pool is None and route.database:
+                return _error("starting", "starting up", 503, {"Retry-After": str(outage.RETRY_AFTER_SEC)})
             if route.access != "public":
                 request[PRINCIPAL] = await self._authorize(request, route.access)
             return await route.handler(self, request)
@@ -288,9 +311,19 @@ class Api:
         return model_response(Health(status="ok", database="ok", version=__version__))
 
     async def metrics_text(self, _request: web.Request) -> web.Response:
-        async with self.pool.acquire() as conn:  # cluster-wide gauges come from the database, at scrape time
-            self.metrics.set_fleet(await stats_store.fleet_counts(conn, self.grace_sec))
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        """Answered through a database outage too (when it matters most): ``phonefleet_database_up 0``, and
+        without the gauges counted in the database rather than with stale ones."""
+        fleet = None
+        if self._pool is not None:
+            try:
+                async with self.pool.acquire() as conn:  # cluster-wide gauges come from the database, at scrape time
+                    fleet = await stats_store.fleet_counts(conn, self.grace_sec)
+            except OUTAGE_ERRORS as exc:
+                outage.report(exc, "/metrics")
+        if fleet is not None:
+            self.metrics.set_fleet(fleet)
+        self.metrics.database_up.set(0 if fleet is None else 1)
+        return web.Response(body=self.metrics.render(fleet=fleet is not None), headers={"Content-Type": CONTENT_TYPE})
 
     async def openapi(self, _request: web.Request) -> web.Response:
         from phonefleet.server.openapi import build_openapi
@@ -496,16 +529,17 @@ class Api:
                 raise NotFound(f"assignment {assignment_id} not found")
         name = request.match_info["name"]
         size = await self.artifacts.save(assignment_id, name, request.content)
-        return json_response({"name": name, "bytes": size}, 201)
+        return model_response(ArtifactFile(name=name, bytes=size), 201)
 
     async def list_artifacts(self, request: web.Request) -> web.Response:
         return json_response(self.artifacts.list(_int_id(request)))
 
     async def get_artifact(self, request: web.Request) -> web.StreamResponse:
-        path = self.artifacts.path(_int_id(request), request.match_info["name"])
+        name = request.match_info["name"]
+        path = self.artifacts.path(_int_id(request), name)
         if not path.is_file():
             raise NotFound("no such artifact")
-        return web.FileResponse(path)
+        return web.FileResponse(path, headers=serving_headers(name))
 
     async def agent_post_events(self, request: web.Request) -> web.Response:
         # Each event's payload is checked by the handler, so one bad event is one error ack, as on the socket.
@@ -517,8 +551,10 @@ class Api:
 ROUTES: list[Route] = [
     Route("GET", "/healthz", Api.health, "Liveness and database reachability", "public", response=Health,
           tags=("ops",)),
-    Route("GET", "/metrics", Api.metrics_text, "Prometheus metrics", "public", tags=("ops",)),
-    Route("GET", "/api/openapi.json", Api.openapi, "This document", "public", tags=("ops",)),
+    Route("GET", "/metrics", Api.metrics_text, "Prometheus metrics; through a database outage too, with "
+          "phonefleet_database_up 0 and without the gauges counted in the database", "public", tags=("ops",),
+          database=False, produces=("text/plain",)),
+    Route("GET", "/api/openapi.json", Api.openapi, "This document", "public", tags=("ops",), database=False),
     Route("POST", "/api/jobs", Api.create_job, "Create a job and distribute it", body=JobCreate, response=Job,
           status=201, tags=("jobs",)),
     Route("GET", "/api/jobs", Api.list_jobs, "List jobs", query=JobListQuery, response=JobList, tags=("jobs",)),
@@ -527,7 +563,7 @@ ROUTES: list[Route] = [
     Route("GET", "/api/jobs/{id}", Api.get_job, "One job", response=Job, tags=("jobs",)),
     Route("POST", "/api/jobs/{id}/requeue", Api.requeue_job,
           "Run a job's failed slots (or all of them) again; the body may be left out (failed)",
-          body=RequeueBody, response=RequeueResult, tags=("jobs",)),
+          body=RequeueBody, body_required=False, response=RequeueResult, tags=("jobs",)),
     Route("PATCH", "/api/jobs/{id}", Api.patch_job, "Pause, resume, cancel or edit a job", body=JobPatch,
           response=Job, tags=("jobs",)),
     Route("DELETE", "/api/jobs/{id}", Api.delete_job, "Delete a job, cancelling its work on the phones",
@@ -537,13 +573,14 @@ ROUTES: list[Route] = [
     Route("GET", "/api/assignments", Api.list_assignments, "Assignments by status (dead letters: failed)",
           query=AssignmentQuery, response=AssignmentList, tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/artifacts", Api.list_artifacts, "An assignment's artifacts (screenshots)",
-          tags=("jobs",)),
-    Route("GET", "/api/assignments/{id}/artifacts/{name}", Api.get_artifact, "One artifact's bytes",
-          tags=("jobs",)),
-    Route("GET", "/api/devices", Api.list_devices, "Every phone", response=Device, tags=("fleet",)),
+          response=ArtifactFile, many=True, tags=("jobs",)),
+    Route("GET", "/api/assignments/{id}/artifacts/{name}", Api.get_artifact,
+          "One artifact's bytes: images and logs inline, anything else as an attachment", tags=("jobs",),
+          produces=ARTIFACT_TYPES),
+    Route("GET", "/api/devices", Api.list_devices, "Every phone", response=Device, many=True, tags=("fleet",)),
     Route("PATCH", "/api/devices/{id}", Api.patch_device, "Pause or resume a phone", body=DevicePatch,
           response=Device, tags=("fleet",)),
-    Route("GET", "/api/agents", Api.list_agents, "Every agent", response=Agent, tags=("fleet",)),
+    Route("GET", "/api/agents", Api.list_agents, "Every agent", response=Agent, many=True, tags=("fleet",)),
     Route("POST", "/api/agents", Api.create_agent, "Register an agent; answers its token once",
           body=AgentCreate, response=AgentCreated, status=201, tags=("fleet",)),
     Route("PATCH", "/api/agents/{id}", Api.patch_agent, "Limit how many phones run at once on an agent",
@@ -556,7 +593,7 @@ ROUTES: list[Route] = [
           "Give an agent a new token (answered once); the old one is revoked as by DELETE",
           response=AgentCreated, status=201, tags=("fleet",)),
     Route("GET", "/api/admins", Api.list_admins, "Admin tokens by name (never their secret); 'env' is the "
-          "servers' PHONEFLEET_ADMIN_TOKEN", response=AdminToken, tags=("ops",)),
+          "servers' PHONEFLEET_ADMIN_TOKEN", response=AdminToken, many=True, tags=("ops",)),
     Route("POST", "/api/admins", Api.create_admin, "Make a named admin token; answers it once",
           body=AdminTokenCreate, response=AdminTokenCreated, status=201, tags=("ops",)),
     Route("DELETE", "/api/admins/{name}", Api.revoke_admin,
@@ -591,7 +628,7 @@ ROUTES: list[Route] = [
           "agent", body=ev.AgentEventBatch, response=ev.AgentEventResults, tags=("agent",)),
     Route("PUT", "/api/agent/artifacts/{id}/{name}", Api.upload_artifact,
           "Upload a file for one of the agent's assignments (raw body, up to 32 MiB)", "agent", status=201,
-          tags=("agent",)),
+          response=ArtifactFile, raw_body=True, tags=("agent",)),
 ]
 
 
@@ -601,6 +638,13 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     """Every failure answers JSON in the contract's error shape; bad input is never a 500."""
     try:
         return await handler(request)
+    except OUTAGE_ERRORS as exc:  # before ServiceError: DatabaseUnavailable is one
+        if request.transport is None or request.transport.is_closing():
+            raise  # the client hung up (a reset while reading its body): nothing to answer, no outage
+        outage.report(exc, request.path)
+        response = json_response(outage.outage_body(exc), 503)
+        response.headers["Retry-After"] = str(outage.RETRY_AFTER_SEC)
+        return response
     except ServiceError as exc:
         return json_response(exc.body(), exc.status)
     except web.HTTPRequestEntityTooLarge:
@@ -610,8 +654,11 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         if exc.status < 400 or request.path.startswith("/socket.io"):
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-        return json_response({"error": {"code": code, "message": exc.reason, "details": []}}, exc.status)
-    except asyncpg.PostgresError as exc:
-        log.exception("database error")
-        return json_response({"error": {"code": "unavailable", "message": str(exc.__class__.__name__),
-                                        "details": []}}, 503)
+        kept = {name: exc.headers[name] for name in ("Allow",) if name in exc.headers}  # 405 names what is served
+        return _error(code, exc.reason, exc.status, kept)
+    except asyncpg.PostgresError as exc:  # a query's own failure (a deadlock retried to the end, ...)
+        log.warning("database error", extra={"path": request.path, "error": type(exc).__name__})
+        return _error("unavailable", type(exc).__name__, 503)
+    except Exception:  # a bug: still the contract's shape, never a bare text page
+        log.exception("request failed", extra={"path": request.path, "method": request.method})
+        return _error("internal_error", "the server failed on this request", 500)

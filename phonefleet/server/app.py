@@ -137,7 +137,8 @@ def create_app(settings: Settings) -> web.Application:
             embedded = EmbeddedPostgres(settings.data_dir)
             dsn = embedded.start()
         await wait_for_database(dsn)
-        pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max)
+        pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+                                 timeout_sec=settings.db_timeout_sec)
         try:
             async with pool.acquire() as conn:
                 await migrate(conn)

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from aiohttp import web
 
 from phonefleet.logs import setup_logging
 from phonefleet.server import tokens
@@ -19,6 +18,7 @@ from phonefleet.server.auth import AGENT_PREFIX, ENV_ADMIN, hash_token, new_toke
 from phonefleet.server.config import Settings
 from phonefleet.server.database import EmbeddedPostgres, create_pool, migrate
 from phonefleet.server.errors import ServiceError
+from phonefleet.server.listener import GuardedTCPSite, app_runner
 from phonefleet.server.store import Conn
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
@@ -49,10 +49,10 @@ def run(ctx: typer.Context, host: HostOpt = None, port: PortOpt = None, data_dir
 async def serve(settings: Settings) -> None:
     """Start, say where (only once the port is really listening), and run until SIGINT/SIGTERM."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    runner = app_runner(app, settings.header_timeout_sec, access_log=None, shutdown_timeout=5)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = GuardedTCPSite(runner, settings.host, settings.port, header_timeout_sec=settings.header_timeout_sec)
         await site.start()
         services = app[SERVICES]
         where = ("embedded PostgreSQL in " + str(settings.data_dir.resolve() / "pg")

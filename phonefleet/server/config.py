@@ -18,6 +18,8 @@ class Settings(BaseModel):
     admin_token: str | None = None
     db_pool_min: int = 2
     db_pool_max: int = 10
+    db_timeout_sec: float = Field(default=60.0, gt=0, description="A database connect or query taking longer "
+                                  "fails the request with 503 database_unavailable (a stalled database).")
     lease_sec: float = Field(default=30.0, gt=0, description="How long a running assignment lives unextended.")
     agent_grace_sec: float = Field(default=20.0, gt=0, description="Silence after which an agent is gone.")
     heartbeat_sec: float = Field(default=5.0, gt=0)
@@ -29,6 +31,9 @@ class Settings(BaseModel):
     token_recheck_sec: float = Field(default=5.0, gt=0, description="How often each node checks its sockets' "
                                                                    "tokens (covers a missed revocation message).")
     max_body_bytes: int = 1024 * 1024
+    header_timeout_sec: float = Field(default=30.0, gt=0, description="A connection must send a complete request "
+                                      "head within this long of opening or of its previous response (slowloris); "
+                                      "so it is also the keep-alive idle limit.")
     log_level: str = "WARNING"
 
     @classmethod

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from phonefleet.server import outage
 from phonefleet.server.store import Conn
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,11 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, timeout_sec: float = 60.0) -> asyncpg.Pool:
+    """Connects and queries give up after ``timeout_sec``; a connect that fails is ``DatabaseUnavailable``."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=timeout_sec,
+        timeout=timeout_sec, connect=outage.connect,
     )
     assert pool is not None
     return pool

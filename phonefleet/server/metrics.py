@@ -11,6 +11,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.fleet_registry = CollectorRegistry()
+        """The gauges counted in the database: left out of a scrape that could not read it."""
         self.socket_events = Counter(
             "phonefleet_socket_events", "Socket.IO events received from agents and dashboards", ["namespace", "event"],
             registry=self.registry,
@@ -38,13 +40,17 @@ class Metrics:
         self.connected_agents = Gauge(
             "phonefleet_connected_agents", "Agents with a socket on this node", registry=self.registry
         )
+        self.database_up = Gauge(
+            "phonefleet_database_up", "1 when this scrape could read the database, else 0", registry=self.registry
+        )
         # Cluster-wide, from the database at scrape time (see ``set_fleet``): every node answers the same.
         self.assignments = Gauge("phonefleet_assignments", "Assignments by status", ["status"],
-                                 registry=self.registry)
-        self.jobs = Gauge("phonefleet_jobs", "Jobs by status", ["status"], registry=self.registry)
-        self.devices = Gauge("phonefleet_devices", "Phones by state", ["state"], registry=self.registry)
+                                 registry=self.fleet_registry)
+        self.jobs = Gauge("phonefleet_jobs", "Jobs by status", ["status"], registry=self.fleet_registry)
+        self.devices = Gauge("phonefleet_devices", "Phones by state", ["state"], registry=self.fleet_registry)
         self.agents_connected = Gauge(
-            "phonefleet_agents_connected", "Agents seen within the grace period, on any node", registry=self.registry
+            "phonefleet_agents_connected", "Agents seen within the grace period, on any node",
+            registry=self.fleet_registry,
         )
 
     def set_fleet(self, counts: FleetCounts) -> None:
@@ -57,5 +63,7 @@ class Metrics:
             self.devices.labels(state=state).set(n)
         self.agents_connected.set(counts.agents["connected"])
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, *, fleet: bool = True) -> bytes:
+        """The text format; ``fleet=False`` when the database could not be read (stale counts would lie)."""
+        local = generate_latest(self.registry)
+        return local + generate_latest(self.fleet_registry) if fleet else local

@@ -8,7 +8,7 @@ number of messages whatever the rate of agent events.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
 import asyncpg
@@ -17,9 +17,11 @@ import socketio
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.models import Device
 from phonefleet.protocol.wire import OrJson, TextPacket
+from phonefleet.server import outage
 from phonefleet.server.auth import Authenticator, Principal
 from phonefleet.server.bus import Bus
 from phonefleet.server.metrics import Metrics
+from phonefleet.server.outage import DATABASE_ERRORS, OUTAGE_ERRORS
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
@@ -35,6 +37,17 @@ def _token_from(auth: Any) -> str | None:
         token = auth.get("token")
         return token if isinstance(token, str) else None
     return None
+
+
+@contextlib.contextmanager
+def refused_on_outage() -> Iterator[None]:
+    """A connect during a database outage is refused with the outage's error (the client tries again
+    later), never a handshake that crashes and leaves the client waiting."""
+    try:
+        yield
+    except OUTAGE_ERRORS as exc:
+        outage.report(exc, "socket connect")
+        raise socketio.exceptions.ConnectionRefusedError(outage.MESSAGE, outage.outage_ack(exc)["error"]) from exc
 
 
 class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -70,8 +83,9 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return await self.rt.agent_handler(principal, event, data)
 
     async def _connect(self, sid: str, auth: Any) -> bool:
-        async with self.rt.pool.acquire() as conn:
-            principal = await self.rt.authenticator.resolve(conn, _token_from(auth))
+        with refused_on_outage():
+            async with self.rt.pool.acquire() as conn:
+                principal = await self.rt.authenticator.resolve(conn, _token_from(auth))
         if principal is None or principal.kind != "agent" or principal.agent_id is None:
             raise socketio.exceptions.ConnectionRefusedError("an agent token is required")
         self.rt.remember_agent_sid(sid, principal)
@@ -92,9 +106,10 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def trigger_event(self, event: str, *args: Any) -> Any:
         if self._is_lifecycle(event, args[0]):
             if event == "connect":
-                async with self.rt.pool.acquire() as conn:
-                    principal = await self.rt.authenticator.resolve(
-                        conn, _token_from(args[2] if len(args) > 2 else None))
+                with refused_on_outage():
+                    async with self.rt.pool.acquire() as conn:
+                        principal = await self.rt.authenticator.resolve(
+                            conn, _token_from(args[2] if len(args) > 2 else None))
                 if principal is None or principal.kind != "admin":
                     raise socketio.exceptions.ConnectionRefusedError("an admin token is required")
                 self.rt.remember_dashboard(args[0], principal)
@@ -321,8 +336,8 @@ class Realtime:
             self._wake.clear()
             try:
                 await self.flush()
-            except (OSError, asyncpg.PostgresError):
-                log.warning("dashboard flush failed", exc_info=True)
+            except DATABASE_ERRORS as exc:  # an outage must not end the loop for good
+                log.warning("dashboard flush failed", extra={"error": type(exc).__name__})
             await asyncio.sleep(self._interval)
 
     async def flush(self) -> None:

@@ -36,14 +36,19 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 class TcpFaultProxy:
     """``await proxy.start()`` returns the port to connect to instead of ``upstream``."""
 
-    def __init__(self, upstream_host: str, upstream_port: int, *, listen_port: int = 0) -> None:
+    def __init__(self, upstream_host: str, upstream_port: int, *, listen_port: int = 0,
+                 upstream_unix: str | None = None) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
+        self.upstream_unix = upstream_unix
+        """A Unix socket to relay to instead of ``upstream_host:upstream_port`` (an embedded PostgreSQL)."""
         self.listen_port = listen_port
         self.mode: Mode = "pass"
         self.port = 0
         self.connections = 0
         """Connections accepted so far (a test can wait for a reconnect)."""
+        self.stalled_bytes = 0
+        """Bytes swallowed while stalled (a test can wait until a request is stuck in the link)."""
         self._links: set[_Link] = set()
         self._server: asyncio.Server | None = None
 
@@ -100,7 +105,10 @@ class TcpFaultProxy:
             link.tasks.append(asyncio.create_task(self._swallow(reader, link)))
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
+            if self.upstream_unix is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_unix)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
         except OSError:
             self._drop(link, reset=True)
             return
@@ -110,14 +118,15 @@ class TcpFaultProxy:
 
     async def _swallow(self, reader: asyncio.StreamReader, link: _Link) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
-            while await reader.read(65536):
-                pass
+            while data := await reader.read(65536):
+                self.stalled_bytes += len(data)
         self._drop(link, reset=False)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link) -> None:
         try:
             while data := await reader.read(65536):
                 if self.mode == "stall":
+                    self.stalled_bytes += len(data)
                     continue  # dropped on the floor: no FIN, no RST
                 writer.write(data)
                 await writer.drain()

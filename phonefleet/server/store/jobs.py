@@ -26,6 +26,18 @@ ELIGIBLE_FILTERS = """
 """
 
 
+def contains_pattern(text: str | None) -> str | None:
+    """A LIKE pattern for "contains ``text``", literally: its ``%``, ``_`` and ``\\`` match themselves."""
+    if text is None:
+        return None
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+TITLE_CONTAINS = "($2::text IS NULL OR j.title ILIKE $2 ESCAPE '\\')"
+"""Parameter $2 is a ``contains_pattern`` (never the raw search: a ``%`` in it would match every title)."""
+
+
 def filter_sql(first_param: int) -> str:
     n = first_param
     return ELIGIBLE_FILTERS.format(m=f"${n}", v=f"${n + 1}", t=f"${n + 2}", a=f"${n + 3}", s=f"${n + 4}")
@@ -81,14 +93,15 @@ async def list_page(
     conn: Conn, *, statuses: Sequence[str] | None, search: str | None, limit: int, offset: int,
     schedule_id: int | None = None,
 ) -> tuple[list[Row], int]:
-    where = ("($1::text[] IS NULL OR j.status = ANY($1)) AND ($2::text IS NULL OR j.title ILIKE '%' || $2 || '%')"
+    where = (f"($1::text[] IS NULL OR j.status = ANY($1)) AND {TITLE_CONTAINS}"
              " AND ($3::bigint IS NULL OR j.schedule_id = $3)")
+    pattern = contains_pattern(search)
     rows = await conn.fetch(
         f"SELECT {JOB_COLUMNS} FROM jobs j WHERE {where} ORDER BY j.id DESC LIMIT $4 OFFSET $5",
-        list(statuses) if statuses else None, search, schedule_id, limit, offset,
+        list(statuses) if statuses else None, pattern, schedule_id, limit, offset,
     )
     total = await conn.fetchval(f"SELECT count(*) FROM jobs j WHERE {where}",
-                                list(statuses) if statuses else None, search, schedule_id)
+                                list(statuses) if statuses else None, pattern, schedule_id)
     return rows, int(total)
 
 
@@ -275,11 +288,11 @@ async def requeue(conn: Conn, job_id: int, scope: str) -> int:
 async def ids_matching(conn: Conn, *, statuses: Sequence[str] | None, search: str | None,
                        schedule_id: int | None, limit: int) -> list[int]:
     rows = await conn.fetch(
-        """SELECT id FROM jobs
-           WHERE ($1::text[] IS NULL OR status = ANY($1)) AND ($2::text IS NULL OR title ILIKE '%' || $2 || '%')
-             AND ($3::bigint IS NULL OR schedule_id = $3)
-           ORDER BY id LIMIT $4""",
-        list(statuses) if statuses else None, search, schedule_id, limit,
+        f"""SELECT j.id FROM jobs j
+           WHERE ($1::text[] IS NULL OR j.status = ANY($1)) AND {TITLE_CONTAINS}
+             AND ($3::bigint IS NULL OR j.schedule_id = $3)
+           ORDER BY j.id LIMIT $4""",
+        list(statuses) if statuses else None, contains_pattern(search), schedule_id, limit,
     )
     return [r["id"] for r in rows]
 
