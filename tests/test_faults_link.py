@@ -237,6 +237,37 @@ async def _outbox_empty(agent: Agent) -> bool:
     return len(agent.outbox) == 0
 
 
+async def test_a_poll_stuck_on_a_dead_connection_gives_up_and_the_next_one_goes_through(
+        server: RunningServer, agent_factory: AgentFactory) -> None:
+    """Sockets are refused (an HTTP proxy that blocks WebSockets), so the agent polls over a keep-alive
+    connection; that connection goes silent while new ones pass. The poll on it must give up within
+    ``http_timeout_sec`` (not hang for aiohttp's default 5 minutes), and the next poll goes through."""
+    from tests.proxy import FlakyProxy
+
+    flaky = FlakyProxy(server.url)
+    await flaky.start()
+    port = urlsplit(flaky.url).port
+    assert port is not None
+    tcp = TcpFaultProxy("127.0.0.1", port)
+    await tcp.start()
+    try:
+        flaky.block_websockets = True
+        token = await server.add_agent("pc")
+        agent = await agent_factory("pc", virtual=1, token=token, server=tcp.url, http_timeout_sec=2.0)
+        await eventually(lambda: _polled_since(agent, 0), timeout=20)
+        polls = agent.link.polls
+        tcp.stall(new="pass")  # the keep-alive connection under the polls is dead; a new one would pass
+        await eventually(lambda: _polled_since(agent, polls), timeout=20)
+        assert tcp.stalled >= 1, "the dead connection is still held open: the poll on it had to time out"
+    finally:
+        await tcp.stop()
+        await flaky.stop()
+
+
+async def _polled_since(agent: Agent, polls: int) -> bool:
+    return agent.link.mode == "polling" and agent.link.polls > polls
+
+
 # ---------------------------------------------------------------------- the watch itself
 
 
