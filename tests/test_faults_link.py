@@ -115,7 +115,7 @@ async def test_stalled_link_switches_agent_to_polling_within_5s_and_server_keeps
 
     polling_at = await modes.first("polling", stalled_at)
     assert polling_at - stalled_at < PROMISE_SEC, f"polling {polling_at - stalled_at:.2f} s after the stall"
-    assert agent.link.stalls == 1, "the agent's watch noticed the silence"
+    assert agent.link.stalls >= 1, "the agent's watch noticed the silence"
 
     # The server drops the dead socket on its own (Engine.IO pings) but keeps the agent, within its grace.
     await eventually(lambda: _socket_gone(server, agent_id), timeout=GRACE_SEC)
@@ -152,7 +152,7 @@ async def test_nat_that_lost_its_state_polls_then_reconnects_without_heal(
     assert polling_at - stalled_at < PROMISE_SEC, f"polling {polling_at - stalled_at:.2f} s after the stall"
     await modes.first("socket", polling_at)  # a fresh socket, while the old one is still held half-open
     assert proxy.stalled >= 1
-    assert agent.link.stalls == 1, "the agent's watch noticed the silence"
+    assert agent.link.stalls >= 1, "the agent's watch noticed the silence"
 
     job = await server.ok("POST", "/api/jobs", open_url_job(
         plan=[{"type": "open_url", "url": "https://example.com/after-nat", "duration_sec": 0}]))
@@ -173,7 +173,7 @@ async def test_job_running_across_a_stall_completes_with_no_lost_or_duplicated_r
     stalled_at = modes.loop.time()
     proxy.stall()
     await modes.first("polling", stalled_at)
-    assert agent.link.stalls == 1, "the agent's watch noticed the silence"
+    assert agent.link.stalls >= 1, "the agent's watch noticed the silence"
     await eventually(lambda: _finished_in_outbox(agent, 3), timeout=30)  # the runs ended during the stall
     proxy.heal()
     await assert_ran_once_each(server, agent, job["id"], url)
@@ -198,7 +198,7 @@ async def test_reports_whose_acks_were_lost_are_replayed_and_recorded_once(
     proxy.stall(replies_only=True)
     unacked = await eventually(lambda: _recorded_but_held(server, agent, job["id"]), timeout=20)
     await modes.first("polling", stalled_at)
-    assert agent.link.stalls == 1, "the agent's watch noticed the silence"
+    assert agent.link.stalls >= 1, "the agent's watch noticed the silence"
     assert unacked <= await _reported_ids_in_outbox(agent), "no ack came back: still in the outbox after the switch"
 
     proxy.heal()
