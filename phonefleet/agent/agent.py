@@ -57,7 +57,8 @@ class Agent(Handlers):
         self.artifacts_dir = self.state_dir / "artifacts"
         self.outbox = Outbox(self.state_dir / "outbox.sqlite3")
         self.registry = Registry()
-        self.link = ServerLink(settings.server, settings.token, self.outbox, self, artifacts_dir=self.artifacts_dir)
+        self.link = ServerLink(settings.server, settings.token, self.outbox, self, artifacts_dir=self.artifacts_dir,
+                               timings=settings.link_timings())
         self.tracker: DeviceTracker | None = None
         self.workers: dict[str, PhoneWorker] = {}
         self.paused = False  # the operator at this PC paused the whole agent
@@ -328,6 +329,7 @@ class Agent(Handlers):
     def status(self) -> dict[str, Any]:
         return {
             "server": self.settings.server, "link": self.link.mode, "polls": self.link.polls,
+            "stalls": self.link.stalls,
             "outbox": len(self.outbox), "paused": self.paused, "paused_serials": sorted(self.local_paused_serials),
             "server_paused_serials": sorted(self.server_paused_serials), "paused_jobs": sorted(self.paused_jobs),
             "refused": dict(sorted(self.refused.items())),

@@ -4,7 +4,9 @@ import os
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from phonefleet.agent.liveness import LinkTimings
 
 DEFAULT_STATE_DIR = Path("./.phonefleet-agent")
 
@@ -28,6 +30,23 @@ class AgentSettings(BaseModel):
     max_running: int | None = Field(default=None, ge=1, le=100_000,
                                     description="Phones that may run at once on this PC (USB hub or CPU limits); "
                                                 "sent to the server, which honours it.")
+    stall_probe_sec: float = Field(default=1.0, gt=0, le=60, description="A socket quiet this long is probed "
+                                   "(agent:ping, one small message; nothing is sent while the server is talking).")
+    stall_sec: float = Field(default=3.0, gt=0, le=300, description="A socket silent this long is half-open: the "
+                             "agent polls at once and tries a new socket in the background.")
+    connect_timeout_sec: float = Field(default=5.0, gt=0, le=300, description="Bound on one socket or TCP connect.")
+    http_timeout_sec: float = Field(default=10.0, gt=0, le=3600, description="Bound on one polling request "
+                                    "(uploads get one more second per 256 kB).")
+
+    @model_validator(mode="after")
+    def _probe_before_stall(self) -> "AgentSettings":
+        if self.stall_probe_sec >= self.stall_sec:
+            raise ValueError("stall_probe_sec must be shorter than stall_sec")
+        return self
+
+    def link_timings(self) -> LinkTimings:
+        return LinkTimings(probe_sec=self.stall_probe_sec, stall_sec=self.stall_sec,
+                           connect_timeout_sec=self.connect_timeout_sec, http_timeout_sec=self.http_timeout_sec)
 
     @classmethod
     def load(cls, config: Path | None = None, **overrides: object) -> "AgentSettings":

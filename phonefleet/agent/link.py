@@ -3,20 +3,29 @@
 Events leave the durable outbox in order and are deleted only once acknowledged. While the socket
 is down the agent polls ``GET /api/agent/assignments`` every few seconds (with jitter) and posts its
 outbox to ``POST /api/agent/events``; as soon as the socket is back, polling stops.
+
+A socket that drops, or goes silent (half-open: see ``liveness``), hands over to polling at once,
+and a new socket is tried in the background. One sender at a time: the socket's sender is stopped
+before polling starts and the poller before the socket's sender starts, so an outbox item is never
+in flight twice; one whose ack was lost stays in the outbox and is sent again (the server's state
+machine makes the replay a no-op). Every request and connection attempt has a bound, so a stalled
+network never holds the link in one hung call.
 """
 
 import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
 import socketio
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from phonefleet.agent.liveness import LinkTimings, Liveness
 from phonefleet.agent.outbox import Outbox, OutboxItem
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.wire import OrJson, TextPacket
@@ -26,6 +35,8 @@ log = logging.getLogger(__name__)
 Mode = Literal["connecting", "socket", "polling", "stopped"]
 MERGEABLE = {ev.ASSIGNMENT_STARTED: "items", ev.ASSIGNMENT_PROGRESS: "items", ev.ASSIGNMENT_FINISHED: "results"}
 """Consecutive events of these kinds travel as one message (their lists are joined)."""
+UPLOAD_FLOOR_BYTES_PER_SEC = 256 * 1024
+"""An upload gets ``http_timeout_sec`` plus one second per this many bytes: slow links pass, dead ones do not."""
 
 
 def batch(items: list[OutboxItem], limit: int = 2000) -> list[tuple[str, dict[str, Any], list[int]]]:
@@ -86,6 +97,12 @@ def _still_cancelled() -> None:
         raise asyncio.CancelledError
 
 
+def _worth_retrying(exc: BaseException) -> bool:
+    """A refused or reset connection is retried at once; a timeout is not (the network is stalled: the next
+    poll tries again), nor is a refusal by the server (4xx)."""
+    return isinstance(exc, aiohttp.ClientError | OSError) and not isinstance(exc, TimeoutError | PermissionError)
+
+
 class Handlers:
     """What the link calls back into (the agent implements these)."""
 
@@ -109,9 +126,27 @@ class Handlers:
         raise NotImplementedError
 
 
+@dataclass(eq=False)
+class _Socket:
+    """One Socket.IO connection with its own HTTP session: a new one per attempt, so an abandoned
+    half-open connection keeps nothing the next one needs."""
+
+    sio: socketio.AsyncClient
+    http: aiohttp.ClientSession
+    down: asyncio.Event = field(default_factory=asyncio.Event)
+    greeted: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once ``agent:hello`` was answered on this socket (heartbeats wait for it: it sets their pace)."""
+    liveness: Liveness | None = None
+
+    def heard(self) -> None:
+        if self.liveness is not None:
+            self.liveness.heard()
+
+
 class ServerLink:
     def __init__(self, server_url: str, token: str, outbox: Outbox, handlers: Handlers, *, artifacts_dir: Path,
-                 poll_sec: float = 3.0, heartbeat_sec: float = 5.0, reconnect_max_sec: float = 3.0) -> None:
+                 poll_sec: float = 3.0, heartbeat_sec: float = 5.0, reconnect_max_sec: float = 3.0,
+                 timings: LinkTimings | None = None) -> None:
         self.url = server_url.rstrip("/")
         self.artifacts_dir = artifacts_dir
         self.token = token
@@ -120,58 +155,78 @@ class ServerLink:
         self.poll_sec = poll_sec
         self.heartbeat_sec = heartbeat_sec
         self.reconnect_max_sec = reconnect_max_sec
+        self.timings = timings or LinkTimings()
         self.mode: Mode = "connecting"
         self.polls = 0
-        self.sio = socketio.AsyncClient(reconnection=False, request_timeout=30, serializer=TextPacket, json=OrJson)
+        self.stalls = 0
+        """Half-open sockets noticed so far."""
         self._session: aiohttp.ClientSession | None = None
+        self._socket: _Socket | None = None
         self._pending = asyncio.Event()
-        self._socket_down = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._run_task: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._hello_needed = True
         self.on_mode_change: Callable[[Mode], Awaitable[None]] | None = None
-        self._register()
 
     # ------------------------------------------------------------------ server -> agent
 
-    def _register(self) -> None:
+    def _new_socket(self) -> _Socket:
+        http = aiohttp.ClientSession()
+        sock = _Socket(socketio.AsyncClient(reconnection=False, request_timeout=self.timings.connect_timeout_sec,
+                                            serializer=TextPacket, json=OrJson, http_session=http), http)
         ns = ev.AGENT_NAMESPACE
 
         async def on_assign(data: dict[str, Any]) -> dict[str, Any]:
+            sock.heard()
             orders = list(data.get("assignments", []))
             await self.handlers.on_orders(orders, full=False)
             return {"received": [int(o["assignment_id"]) for o in orders]}
 
-        self.sio.on(ev.JOB_ASSIGN, on_assign, namespace=ns)
-        for name in (ev.JOB_PAUSED, ev.JOB_RESUMED, ev.JOB_CANCELLED, ev.DEVICE_PAUSE, ev.DEVICE_RESUME):
-            self.sio.on(name, self._control_handler(name), namespace=ns)
-        self.sio.on("disconnect", self._on_disconnect, namespace=ns)
+        async def on_disconnect(*_: Any) -> None:
+            sock.down.set()
 
-    def _control_handler(self, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        sock.sio.on(ev.JOB_ASSIGN, on_assign, namespace=ns)
+        for name in (ev.JOB_PAUSED, ev.JOB_RESUMED, ev.JOB_CANCELLED, ev.DEVICE_PAUSE, ev.DEVICE_RESUME):
+            sock.sio.on(name, self._control_handler(sock, name), namespace=ns)
+        sock.sio.on("disconnect", on_disconnect, namespace=ns)
+        return sock
+
+    def _control_handler(self, sock: _Socket, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
         async def handler(data: dict[str, Any]) -> None:
+            sock.heard()
             await self.handlers.on_control(name, data)
 
         return handler
 
-    async def _on_disconnect(self, *_: Any) -> None:
-        self._socket_down.set()
-
     # ------------------------------------------------------------------ lifecycle
 
+    def _new_http(self) -> aiohttp.ClientSession:
+        timeout = aiohttp.ClientTimeout(total=self.timings.http_timeout_sec,
+                                        sock_connect=self.timings.connect_timeout_sec)
+        return aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout)
+
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.token}"},
-                                              timeout=aiohttp.ClientTimeout(total=30))
-        self._tasks = [asyncio.create_task(self._run(), name="link")]
+        self._session = self._new_http()
+        self._run_task = asyncio.create_task(self._run(), name="link")
 
     async def stop(self) -> None:
         self.mode = "stopped"
-        for task in self._tasks:
+        tasks = [t for t in (self._run_task, self._poller) if t is not None]
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
-        if self.sio.connected:
-            await self.sio.disconnect()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        if self._socket is not None:
+            await self._close_socket(self._socket, polite=True)
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
         if self._session is not None:
             await self._session.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._socket is not None and self._socket.sio.connected
 
     def notify(self) -> None:
         """New events are in the outbox."""
@@ -188,58 +243,103 @@ class ServerLink:
             if self.on_mode_change is not None:
                 await self.on_mode_change(mode)
 
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _run(self) -> None:
         backoff = 0.5
         while True:
+            sock = self._socket = self._new_socket()
             try:
-                await self.sio.connect(self.url, namespaces=[ev.AGENT_NAMESPACE], auth={"token": self.token},
-                                       transports=["websocket"], wait_timeout=5)
-            except (TimeoutError, socketio.exceptions.ConnectionError, OSError) as exc:
+                await asyncio.wait_for(self._connect(sock), self.timings.connect_timeout_sec)
+            except (TimeoutError, socketio.exceptions.ConnectionError, aiohttp.ClientError, OSError) as exc:
                 _still_cancelled()
-                log.info("socket unavailable; polling", extra={"error": str(exc)})
-                await self._poll_for(backoff)
+                self._abandon(sock)
+                log.info("socket unavailable; polling", extra={"error": str(exc) or type(exc).__name__})
+                await self._start_polling()
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.reconnect_max_sec)
                 continue
             backoff = 0.5
-            self._socket_down.clear()
-            await self._set_mode("socket")
-            try:
-                await self._socket_session()
-            except (TimeoutError, socketio.exceptions.SocketIOError, OSError) as exc:
-                _still_cancelled()
-                log.info("socket lost", extra={"error": str(exc)})
-            with contextlib.suppress(Exception):
-                await self.sio.disconnect()
+            await self._stop_polling()
+            self._hello_needed = True  # a new socket starts with the server's full view
+            if await self._socket_session(sock):
+                self._renew_http()
             self._hello_needed = True
+            await self._start_polling()  # at once: polling carries the work while a new socket is tried
+            self._abandon(sock)
+
+    async def _connect(self, sock: _Socket) -> None:
+        await sock.sio.connect(self.url, namespaces=[ev.AGENT_NAMESPACE], auth={"token": self.token},
+                               transports=["websocket"], wait_timeout=self.timings.connect_timeout_sec)
+
+    def _abandon(self, sock: _Socket) -> None:
+        """Let go of a socket without waiting for it: a half-open one would never answer a close."""
+        if self._socket is sock:
+            self._socket = None
+        self._in_background(self._close_socket(sock, polite=False))
+
+    async def _close_socket(self, sock: _Socket, *, polite: bool) -> None:
+        """``polite``: say goodbye first (the server forgets the socket at once); otherwise close the TCP
+        connection under it straight away, which needs no answer from the other end."""
+        if polite:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sock.sio.disconnect(), 2)
+        await sock.http.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sock.sio.disconnect(), 2)
+
+    def _renew_http(self) -> None:
+        """Keep-alive connections opened before a stall ride the same dead path: polling starts afresh."""
+        old, self._session = self._session, self._new_http()
+        if old is not None:
+            self._in_background(old.close())
 
     # ------------------------------------------------------------------ socket mode
 
-    async def _socket_session(self) -> None:
-        await self._hello_socket()
-        sender = asyncio.create_task(self._send_loop())
-        beat = asyncio.create_task(self._heartbeat_loop())
+    async def _socket_session(self, sock: _Socket) -> bool:
+        """Run the socket until it drops, fails or goes silent; True when it went silent (half-open)."""
+        sock.liveness = Liveness(self.timings.probe_sec, self.timings.stall_sec)
+        await self._set_mode("socket")
+        watch = asyncio.create_task(sock.liveness.watch(lambda: self._call(sock, ev.AGENT_PING, {},
+                                                                           timeout=self.timings.stall_sec)))
+        tasks: set[asyncio.Task[Any]] = {watch, asyncio.create_task(self._send_loop(sock)),
+                                         asyncio.create_task(self._heartbeat_loop(sock)),
+                                         asyncio.create_task(sock.down.wait())}
         try:
-            await self._socket_down.wait()
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sender, beat):
+            for task in tasks:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await asyncio.wait(tasks)
+        if watch in done:
+            self.stalls += 1
+            log.info("socket silent (half-open); polling", extra={"silent_sec": round(watch.result(), 2)})
+            return True
+        errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+        log.info("socket lost", extra={"error": str(errors[0]) if errors else "disconnected"})
+        return False
 
-    async def _call(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
-        ack = await self.sio.call(event, data, namespace=ev.AGENT_NAMESPACE, timeout=30)
+    async def _call(self, sock: _Socket, event: str, data: dict[str, Any], *,
+                    timeout: float | None = None) -> dict[str, Any]:
+        ack = await sock.sio.call(event, data, namespace=ev.AGENT_NAMESPACE,
+                                  timeout=timeout or self.timings.ack_timeout_sec)
+        sock.heard()
         if not isinstance(ack, dict):
             raise socketio.exceptions.SocketIOError(f"bad ack for {event}")
         return ack
 
-    async def _hello_socket(self) -> None:
+    async def _hello_socket(self, sock: _Socket) -> None:
         hello = self.handlers.hello()
-        ack = await self._call(ev.AGENT_HELLO, hello)
+        ack = await self._call(sock, ev.AGENT_HELLO, hello)
         if not ack.get("ok"):
             raise socketio.exceptions.SocketIOError(f"hello refused: {ack.get('error')}")
         self.handlers.on_device_ack(hello, ack["data"])
         await self._apply_hello(ack["data"])
         self._hello_needed = False
+        sock.greeted.set()
 
     async def _apply_hello(self, data: dict[str, Any]) -> None:
         self.heartbeat_sec = float(data.get("heartbeat_sec", self.heartbeat_sec))
@@ -248,10 +348,10 @@ class ServerLink:
         await self.handlers.on_pause_state(bool(data.get("paused")), list(data.get("paused_serials", [])),
                                            list(data.get("paused_job_ids", [])))
 
-    async def _send_loop(self) -> None:
+    async def _send_loop(self, sock: _Socket) -> None:
         while True:
             if self._hello_needed:
-                await self._hello_socket()
+                await self._hello_socket(sock)
             self._pending.clear()  # before reading, so an event put meanwhile still wakes us
             items = await self._upload_artifacts(self.outbox.peek())
             if not items:
@@ -261,7 +361,7 @@ class ServerLink:
                     await self._pending.wait()
                 continue
             for event, data, ids in batch(items):
-                if self._settle(event, data, await self._call(event, data), ids):
+                if self._settle(event, data, await self._call(sock, event, data), ids):
                     await asyncio.sleep(1.0)  # the server could not take it now; try again shortly
                     break
 
@@ -279,34 +379,44 @@ class ServerLink:
             return False
         return True
 
-    async def _heartbeat_loop(self) -> None:
+    async def _heartbeat_loop(self, sock: _Socket) -> None:
+        await sock.greeted.wait()
         while True:
             await asyncio.sleep(self.heartbeat_sec)
-            ack = await self._call(ev.AGENT_HEARTBEAT, {"running": self.handlers.running_ids()})
+            ack = await self._call(sock, ev.AGENT_HEARTBEAT, {"running": self.handlers.running_ids()})
             if (ack.get("data") or {}).get("hello_required"):
                 self.require_hello()
 
     # ------------------------------------------------------------------ polling mode
 
-    async def _poll_for(self, duration: float) -> None:
-        """Poll (and flush the outbox over HTTP) until ``duration`` has passed, then try the socket again."""
+    async def _start_polling(self) -> None:
         await self._set_mode("polling")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + duration
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll_loop(), name="link-poll")
+
+    async def _stop_polling(self) -> None:
+        """Stop the poller, even in the middle of a request (what it sent without an answer is sent again)."""
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.wait([self._poller])
+            self._poller = None
+
+    async def _poll_loop(self) -> None:
+        """Poll (and flush the outbox over HTTP) every few seconds until the socket is back."""
         while True:
             try:
                 await self._poll_once()
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 _still_cancelled()
-                log.info("poll failed", extra={"error": str(exc)})
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            await asyncio.sleep(min(left, self.poll_sec * random.uniform(0.8, 1.2)))
+                log.info("poll failed", extra={"error": str(exc) or type(exc).__name__})
+            except Exception:  # a bug, not the network: keep polling, say so once per poll
+                _still_cancelled()
+                log.warning("poll failed unexpectedly", exc_info=True)
+            await asyncio.sleep(self.poll_sec * random.uniform(0.8, 1.2))
 
     async def _http(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         assert self._session is not None
-        async for attempt in AsyncRetrying(retry=retry_if_exception_type((aiohttp.ClientError, OSError)),
+        async for attempt in AsyncRetrying(retry=retry_if_exception(_worth_retrying),
                                            stop=stop_after_attempt(3), wait=wait_random_exponential(0.2, 2),
                                            reraise=True):
             with attempt:
@@ -331,8 +441,11 @@ class ServerLink:
                 continue
             assert self._session is not None
             url = f"{self.url}/api/agent/artifacts/{int(item.data['assignment_id'])}/{path.name}"
+            body = path.read_bytes()
+            seconds = self.timings.http_timeout_sec + len(body) / UPLOAD_FLOOR_BYTES_PER_SEC
+            timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=self.timings.connect_timeout_sec)
             try:
-                async with self._session.put(url, data=path.read_bytes()) as r:
+                async with self._session.put(url, data=body, timeout=timeout) as r:
                     if r.status >= 500:
                         continue  # the server will be back; the file stays in the outbox
                     if r.status >= 400:

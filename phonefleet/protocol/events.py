@@ -27,6 +27,9 @@ DASHBOARD_NAMESPACE: Final = "/dashboard"
 # agent -> server
 AGENT_HELLO: Final = "agent:hello"
 AGENT_HEARTBEAT: Final = "agent:heartbeat"
+AGENT_PING: Final = "agent:ping"
+"""Socket only: the probe an agent sends when its socket has been quiet, to notice a half-open link in
+seconds. The server answers ``{"ok": true}`` at once, without touching the database."""
 DEVICE_UPDATE: Final = "device:update"
 ASSIGNMENT_STARTED: Final = "assignment:started"
 ASSIGNMENT_PROGRESS: Final = "assignment:progress"

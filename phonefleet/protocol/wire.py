@@ -5,10 +5,15 @@ payload looking for bytes (with thousands of assignments per ``job:assign`` that
 than the encoding). Server, agent and simulator all use this one codec.
 """
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import orjson
 import socketio
+
+MALFORMED_EVENT: Final = "\x00malformed"
+"""The event name a malformed event packet is delivered under (with a ``MalformedPacket`` as its one
+argument); no client can send it as such, since its argument is not something JSON can carry."""
 
 
 class OrJson:
@@ -23,6 +28,53 @@ class OrJson:
         return orjson.loads(s)
 
 
+@dataclass(frozen=True, slots=True)
+class MalformedPacket:
+    """A packet whose payload is not valid JSON (``NaN``, a cut-off text, ...), or an event that is not
+    ``[name, args...]``: handed on in place of the payload, so the receiver answers instead of crashing."""
+
+    reason: str
+    size: int
+
+
+def _event_problem(data: Any) -> str | None:
+    if not isinstance(data, list) or not data:
+        return "an event is a JSON array [name, ...]"
+    if not isinstance(data[0], str):
+        return "an event's name must be a string"
+    return None
+
+
 class TextPacket(socketio.packet.Packet):  # type: ignore[misc]
     uses_binary_events = False
     json = OrJson
+
+    def decode(self, encoded_packet: str) -> int:
+        """Decode as python-socketio does, except that a payload that does not parse never raises: python-socketio
+        would log the exception with a traceback and never answer the ack the client waits for.
+
+        An event becomes ``[MALFORMED_EVENT, MalformedPacket]`` (its namespace answers and logs it), an ack
+        ``[MalformedPacket]`` (the callback's validation refuses it), a connect's auth a ``MalformedPacket``
+        (no token: refused).
+        """
+        try:
+            attachments: int = super().decode(encoded_packet)
+        except ValueError as exc:  # orjson.JSONDecodeError is one; so are a bad id or attachment count
+            if self.packet_type not in (socketio.packet.EVENT, socketio.packet.ACK, socketio.packet.CONNECT):
+                raise
+            self._malformed(str(exc), encoded_packet)
+            return 0
+        if self.packet_type == socketio.packet.EVENT:
+            problem = _event_problem(self.data)
+            if problem is not None:
+                self._malformed(problem, encoded_packet)
+        return attachments
+
+    def _malformed(self, reason: str, encoded_packet: str) -> None:
+        bad = MalformedPacket(reason=reason[:200], size=len(encoded_packet))
+        data: object = bad
+        if self.packet_type == socketio.packet.EVENT:
+            data = [MALFORMED_EVENT, bad]
+        elif self.packet_type == socketio.packet.ACK:
+            data = [bad]
+        self.data = data

@@ -107,7 +107,9 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     metrics = Metrics()
     authenticator = Authenticator(settings.admin_token)
-    realtime = Realtime(authenticator, metrics, progress_hz=settings.progress_hz, grace_sec=settings.agent_grace_sec)
+    realtime = Realtime(authenticator, metrics, progress_hz=settings.progress_hz, grace_sec=settings.agent_grace_sec,
+                        ping_interval_sec=settings.socket_ping_interval_sec,
+                        ping_timeout_sec=settings.socket_ping_timeout_sec)
     realtime.sio.attach(app)
     api = Api(authenticator, metrics, settings.agent_grace_sec, ArtifactStore(settings.data_dir / "artifacts"))
     api.register(app)

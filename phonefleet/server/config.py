@@ -23,6 +23,10 @@ class Settings(BaseModel):
     lease_sec: float = Field(default=30.0, gt=0, description="How long a running assignment lives unextended.")
     agent_grace_sec: float = Field(default=20.0, gt=0, description="Silence after which an agent is gone.")
     heartbeat_sec: float = Field(default=5.0, gt=0)
+    socket_ping_interval_sec: int = Field(default=10, ge=1, le=300, description=(
+        "Engine.IO pings to every socket (agents and dashboards); a socket silent for interval + timeout is "
+        "dropped by the server. Agents notice a silent link themselves, much sooner (agent:ping)."))
+    socket_ping_timeout_sec: int = Field(default=10, ge=1, le=300)
     poll_sec: float = Field(default=3.0, gt=0)
     maintenance_sec: float = Field(default=1.0, gt=0)
     retry_base_sec: float = Field(default=2.0, ge=0)

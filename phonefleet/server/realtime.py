@@ -15,8 +15,8 @@ import asyncpg
 import socketio
 
 from phonefleet.protocol import events as ev
-from phonefleet.protocol.models import Device
-from phonefleet.protocol.wire import OrJson, TextPacket
+from phonefleet.protocol.models import Device, ErrorBody, ErrorDetail, ErrorInfo
+from phonefleet.protocol.wire import MALFORMED_EVENT, MalformedPacket, OrJson, TextPacket
 from phonefleet.server import outage
 from phonefleet.server.auth import Authenticator, Principal
 from phonefleet.server.bus import Bus
@@ -50,6 +50,20 @@ def refused_on_outage() -> Iterator[None]:
         raise socketio.exceptions.ConnectionRefusedError(outage.MESSAGE, outage.outage_ack(exc)["error"]) from exc
 
 
+def malformed_ack(namespace: str, sid: str, bad: MalformedPacket) -> dict[str, Any]:
+    """A packet that could not be read: one warning (no traceback: it is the client's fault, not ours) and
+    the error ack, which python-socketio sends only if the packet asked for one."""
+    log.warning("malformed socket packet", extra={"namespace": namespace, "sid": sid, "reason": bad.reason,
+                                                   "size": bad.size})
+    body = ErrorBody(error=ErrorInfo(code="malformed_packet", message=f"the packet could not be read: {bad.reason}",
+                                     details=[ErrorDetail(field="packet", message=bad.reason)]))
+    return {"ok": False, **body.model_dump(mode="json", exclude_none=True)}
+
+
+def _malformed(event: str, data: Any) -> MalformedPacket | None:
+    return data if event == MALFORMED_EVENT and isinstance(data, MalformedPacket) else None
+
+
 class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """``/agent``: one connection per PC agent, authenticated by its token."""
 
@@ -77,6 +91,10 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         principal = self.rt.agent_principal(sid)
         if principal is None or self.rt.agent_handler is None:
             return {"ok": False, "error": {"code": "unauthorized", "message": "not authenticated", "details": []}}
+        if (bad := _malformed(event, data)) is not None:
+            return malformed_ack(self.namespace, sid, bad)
+        if event == ev.AGENT_PING:  # a liveness probe: answered here, never reaching the database
+            return {"ok": True}
         # Known names only as labels: a client must not grow the metrics without bound.
         label = event if event in ev.AGENT_EVENT_MODELS else "unknown"
         self.rt.metrics.socket_events.labels(namespace="agent", event=label).inc()
@@ -116,6 +134,8 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 return True
             self.rt.forget_dashboard(args[0])
             return None
+        if (bad := _malformed(event, args[1] if len(args) > 1 else None)) is not None:
+            return malformed_ack(self.namespace, args[0], bad)
         # Dashboards send no events of their own: every one is counted under a single label.
         self.rt.metrics.socket_events.labels(namespace="dashboard", event="unknown").inc()
         return {"ok": False, "error": {"code": "unknown_event", "message": f"unknown event {str(event)[:100]!r}",
@@ -124,7 +144,8 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
 class Realtime:
     def __init__(self, authenticator: Authenticator, metrics: Metrics, *,
-                 progress_hz: float, grace_sec: float) -> None:
+                 progress_hz: float, grace_sec: float, ping_interval_sec: int = 10,
+                 ping_timeout_sec: int = 10) -> None:
         self._pool: asyncpg.Pool | None = None
         self.authenticator = authenticator
         self.metrics = metrics
@@ -132,7 +153,7 @@ class Realtime:
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp", cors_allowed_origins="*", serializer=TextPacket, json=OrJson, logger=False,
             engineio_logger=False,
-            max_http_buffer_size=16 * 1024 * 1024, ping_interval=10, ping_timeout=10,
+            max_http_buffer_size=16 * 1024 * 1024, ping_interval=ping_interval_sec, ping_timeout=ping_timeout_sec,
         )
         self.sio.register_namespace(AgentNamespace(self))
         self.sio.register_namespace(DashboardNamespace(self))

@@ -4,7 +4,11 @@ Between an agent and the server it can pass traffic, **cut** every connection at
 pulled cable seen by a router), **refuse** new connections (server unreachable), or **stall**:
 keep every connection open but silently drop what flows through it, in both directions, with no
 FIN and no RST (a half-open link behind a NAT or a dead Wi-Fi). New connections made while
-stalled are accepted and held, silent, as a SYN into a black hole would hang.
+stalled are accepted and held, silent, as a SYN into a black hole would hang. ``stall(new="pass")``
+is the other half-open case: a NAT that lost its state blackholes the connections open at that
+moment, while new ones go through (so polling, or a fresh socket, works again at once).
+``stall(replies_only=True)`` kills only the way back: what the client sends still reaches the
+server, which acts on it, but its answers are lost (a request done whose acknowledgement never came).
 """
 
 import asyncio
@@ -15,6 +19,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Mode = Literal["pass", "refuse", "stall"]
+NewConnections = Literal["hold", "pass"]
+Direction = Literal["up", "down"]
+"""up: client to upstream (requests); down: upstream to client (answers)."""
+BOTH: frozenset[Direction] = frozenset(("up", "down"))
 
 
 @dataclass(eq=False)
@@ -22,6 +30,8 @@ class _Link:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    dropping: frozenset[Direction] = frozenset()
+    """Directions whose bytes are dropped (set by ``stall``; the connection stays open)."""
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -80,17 +90,31 @@ class TcpFaultProxy:
         self.mode = "refuse"
         self.cut()
 
-    def stall(self) -> None:
-        """Half-open: every connection stays up but nothing gets through either way, until ``heal``."""
-        self.mode = "stall"
+    def stall(self, new: NewConnections = "hold", *, replies_only: bool = False) -> None:
+        """Half-open: every open connection stays up but nothing gets through either way, until ``heal``.
+
+        ``new="hold"``: connections made meanwhile are held silent (the network is a black hole, or its
+        way back is: a handshake cannot complete); ``new="pass"``: they go through (a NAT dropped its
+        state: only what was open is dead). ``replies_only``: open connections still carry what the
+        client sends, and drop only what comes back.
+        """
+        for link in self._links:
+            link.dropping = frozenset(("down",)) if replies_only else BOTH
+        if new == "hold":
+            self.mode = "stall"
+
+    @property
+    def stalled(self) -> int:
+        """Connections open now whose traffic is dropped."""
+        return sum(bool(link.dropping) for link in self._links)
 
     def heal(self) -> None:
         """Pass traffic again. Connections that were stalled stay silent: the bytes they lost are gone, so
         they are reset (the peers notice and reconnect, as after a real outage)."""
-        was = self.mode
         self.mode = "pass"
-        if was == "stall":
-            self.cut()
+        for link in list(self._links):
+            if link.dropping:
+                self._drop(link, reset=True)
 
     # ------------------------------------------------------------------ relaying
 
@@ -99,9 +123,9 @@ class TcpFaultProxy:
         if self.mode == "refuse":
             _reset(writer)
             return
-        link = _Link(writer)
+        link = _Link(writer, dropping=BOTH if self.mode == "stall" else frozenset())
         self._links.add(link)
-        if self.mode == "stall":  # held open, never answered
+        if link.dropping:  # held open, never answered
             link.tasks.append(asyncio.create_task(self._swallow(reader, link)))
             return
         try:
@@ -113,8 +137,8 @@ class TcpFaultProxy:
             self._drop(link, reset=True)
             return
         link.upstream = up_writer
-        link.tasks += [asyncio.create_task(self._pump(reader, up_writer, link)),
-                       asyncio.create_task(self._pump(up_reader, writer, link))]
+        link.tasks += [asyncio.create_task(self._pump(reader, up_writer, link, "up")),
+                       asyncio.create_task(self._pump(up_reader, writer, link, "down"))]
 
     async def _swallow(self, reader: asyncio.StreamReader, link: _Link) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
@@ -122,16 +146,19 @@ class TcpFaultProxy:
                 self.stalled_bytes += len(data)
         self._drop(link, reset=False)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link,
+                    direction: Direction) -> None:
         try:
             while data := await reader.read(65536):
-                if self.mode == "stall":
+                if direction in link.dropping:
                     self.stalled_bytes += len(data)
                     continue  # dropped on the floor: no FIN, no RST
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.CancelledError):
             pass
+        if link.dropping:
+            return  # a black hole swallows FINs and RSTs too: the other end stays open, silent, until heal or cut
         self._drop(link, reset=False)
 
     def _drop(self, link: _Link, *, reset: bool) -> None:

@@ -1506,6 +1506,7 @@ export const EVENTS = {
   "AGENT_HELLO": "agent:hello",
   "AGENT_NAMESPACE": "/agent",
   "AGENT_PAUSE": "agent:pause",
+  "AGENT_PING": "agent:ping",
   "AGENT_RESUME": "agent:resume",
   "AGENT_UPDATE": "agent:update",
   "ARTIFACT_UPLOAD": "artifact:upload",
