@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.models import (
+    AdminTokenCreate,
     AgentPatch,
     DevicePatch,
     JobBatch,
@@ -42,7 +43,8 @@ class Fleet:
         resource = route.path.split("/")[2] if route.path.startswith("/api/") else ""
         kind = {"jobs": "job", "devices": "device", "agents": "agent", "schedules": "schedule"}.get(
             resource, "assignment")
-        return route.path.replace("{id}", str(self.ids[kind])).replace("{name}", "shot.png")
+        name = "ci" if resource == "admins" else "shot.png"
+        return route.path.replace("{id}", str(self.ids[kind])).replace("{name}", name)
 
     def body(self, route: Route) -> dict[str, Any]:
         if route.raw_body:
@@ -51,7 +53,7 @@ class Fleet:
             JobCreate: open_url_job(target_type="device_count", target_value=1),
             JobPatch: {"priority": 3}, JobBatch: {"action": "pause", "ids": [self.ids["job"]]},
             RequeueBody: {"scope": "failed"}, DevicePatch: {"paused": False}, AgentCreate: {"name": "another-pc"},
-            AgentPatch: {"max_running": 2}, SchedulePatch: {"enabled": False},
+            AgentPatch: {"max_running": 2}, SchedulePatch: {"enabled": False}, AdminTokenCreate: {"name": "ci"},
             ScheduleCreate: {"name": "nightly-2", "interval_sec": 3600, "enabled": False,
                              "template": open_url_job()},
             ev.AgentEventBatch: {"events": [{"event": ev.AGENT_HEARTBEAT, "data": {"running": []}}]},
@@ -153,8 +155,9 @@ async def test_refused_database_answers_503_everywhere_and_heals_without_restart
     await _agent_event_is_refused_as_retryable(fleet.agent)
     await _connects_are_refused_cleanly(server, fleet.agent.token)
     proxied_db.proxy.heal()
-    await _assert_every_route_answers_normally(fleet)
+    await eventually(lambda: _status_is(fleet, ROUTES[0], 200), timeout=20)
     assert (await fleet.agent.call(ev.AGENT_HEARTBEAT, {"running": []}))["ok"]
+    await _assert_every_route_answers_normally(fleet)  # (this also revokes and rotates the agent's token)
     dashboard = socketio.AsyncClient(reconnection=False)  # connects are accepted again
     await dashboard.connect(server.url, namespaces=[ev.DASHBOARD_NAMESPACE], auth={"token": ADMIN},
                             transports=["websocket"], wait_timeout=10)

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.store import Conn
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Bus:
         payload = encode(message, self.node_id)
         try:
             await self._pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-        except (OSError, asyncpg.PostgresError) as exc:  # a lost message is recovered by polling
+        except DATABASE_ERRORS as exc:  # a lost message is recovered by polling
             log.warning("bus publish failed", extra={"error": str(exc)})
 
     async def _connect(self) -> None:
@@ -102,5 +103,5 @@ class Bus:
             if self._conn is None or self._conn.is_closed():
                 try:
                     await self._connect()
-                except (OSError, asyncpg.PostgresError):
+                except DATABASE_ERRORS:
                     continue

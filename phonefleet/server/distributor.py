@@ -19,6 +19,7 @@ import asyncpg
 from phonefleet.protocol.events import JobAssignAck
 from phonefleet.server.batching import Coalescer
 from phonefleet.server.metrics import Metrics
+from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import jobs as jobs_store
@@ -83,7 +84,7 @@ class Distributor:
             self._requested.clear()
             try:
                 await self.fill()
-            except (OSError, asyncpg.PostgresError):
+            except DATABASE_ERRORS:
                 log.warning("fill failed; will retry on the next event", exc_info=True)
 
     async def fill(self, job_ids: Sequence[int] | None = None) -> int:
@@ -141,7 +142,7 @@ class Distributor:
         if ack.received:
             try:
                 await self._acks.submit([(agent_id, aid) for aid in ack.received])
-            except (OSError, asyncpg.PostgresError):
+            except DATABASE_ERRORS:
                 log.warning("delivery ack not recorded; the agent's next hello or poll re-syncs it", exc_info=True)
 
     async def resend_pending(self, agent_id: int) -> None:

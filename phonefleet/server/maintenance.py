@@ -16,6 +16,7 @@ from phonefleet.server.completion import Completion
 from phonefleet.server.config import Settings
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.job_control import JobControl
+from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import Conn
 from phonefleet.server.store import agents as agents_store
@@ -153,7 +154,7 @@ class Maintenance:
                 self.is_leader = bool(
                     await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK_KEY)
                 )
-        except (OSError, asyncpg.PostgresError):
+        except DATABASE_ERRORS:
             self.is_leader = False
         return self.is_leader
 
@@ -161,7 +162,7 @@ class Maintenance:
         for duty in self.duties:
             try:
                 await duty.run_once()
-            except (OSError, asyncpg.PostgresError):
+            except DATABASE_ERRORS:
                 log.warning("maintenance duty failed", extra={"duty": duty.name}, exc_info=True)
 
     async def _loop(self) -> None:

@@ -16,6 +16,7 @@ import asyncpg
 from phonefleet.server import tokens
 from phonefleet.server.bus import Bus
 from phonefleet.server.maintenance import Maintenance
+from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import Row
 from phonefleet.server.store import admin_tokens as admin_tokens_store
@@ -114,5 +115,5 @@ class Revocations:
             await asyncio.sleep(self.recheck_sec)
             try:
                 await self.recheck()
-            except (OSError, asyncpg.PostgresError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("token recheck failed", extra={"error": str(exc)})
