@@ -17,3 +17,11 @@ ALTER TABLE assignments ADD COLUMN reruns integer NOT NULL DEFAULT 0 CHECK (reru
 -- One phone, one driver: an agent may not claim a phone another connected agent drives (two agents on
 -- one adb server both see every phone). The claim checks connected phones by serial.
 CREATE INDEX devices_connected_serial_idx ON devices (serial) WHERE connected;
+
+-- Jobs waiting for phones that are not there: an open slot, and no connected phone they may run on
+-- ('starved'). A fill pass skips them at the index, so a backlog of thousands costs it nothing; a phone
+-- that connects, comes back or is let go un-starves the jobs it could serve, and the maintenance sweep
+-- re-checks the backlog in bounded batches.
+ALTER TABLE jobs ADD COLUMN starved boolean NOT NULL DEFAULT false;
+CREATE INDEX jobs_open_idx ON jobs (priority DESC, created_at, id) WHERE status = 'active' AND NOT starved;
+CREATE INDEX jobs_starved_idx ON jobs (id) WHERE status = 'active' AND starved;

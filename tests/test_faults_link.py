@@ -83,8 +83,11 @@ async def agent_row(server: RunningServer, name: str) -> dict[str, Any]:
     return next(r for r in rows if r["name"] == name)
 
 
-async def device_states(server: RunningServer) -> dict[str, str]:
-    return {d["serial"]: d["state"] for d in await server.ok("GET", "/api/devices")}
+async def device_states(server: RunningServer, agent: Agent) -> dict[str, str]:
+    """This agent's phones (the shared adb server may also list other tests' phones, offline)."""
+    assert agent.fleet is not None
+    mine = {p.adb_serial for p in agent.fleet.phones}
+    return {d["serial"]: d["state"] for d in await server.ok("GET", "/api/devices") if d["serial"] in mine}
 
 
 async def job_done(server: RunningServer, job_id: int) -> dict[str, Any] | None:
@@ -120,7 +123,7 @@ async def test_stalled_link_switches_agent_to_polling_within_5s_and_server_keeps
     # The server drops the dead socket on its own (Engine.IO pings) but keeps the agent, within its grace.
     await eventually(lambda: _socket_gone(server, agent_id), timeout=GRACE_SEC)
     row = await agent_row(server, "pc")
-    states = await device_states(server)
+    states = await device_states(server, agent)
     assert modes.loop.time() - stalled_at < GRACE_SEC, "checked within the grace"
     assert (row["status"], row["connected"]) == ("online", True), row
     assert sorted(states.values()) == ["idle"] * 3, states

@@ -298,10 +298,10 @@ class Api:
 
     async def _job(self, job_id: int) -> Job:
         async with self.pool.acquire() as conn:
-            row = await jobs_store.get(conn, job_id)
-            if row is None:
-                raise NotFound(f"job {job_id} not found")
-            return (await render_jobs(conn, [row]))[0]
+            row = await jobs_store.get_rendered(conn, job_id)
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return Job.model_validate(dict(row.items()))
 
     # ------------------------------------------------------------------ handlers
 
@@ -332,8 +332,7 @@ class Api:
 
     async def create_job(self, request: web.Request) -> web.Response:
         body = await _body(request, JobCreate)
-        row = await self.jobs.create(body)
-        return model_response(await self._job(row["id"]), status=201)
+        return model_response(await self._job(await self.jobs.create(body)), status=201)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         q = _query(request, JobListQuery)

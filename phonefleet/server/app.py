@@ -159,7 +159,7 @@ def create_app(settings: Settings) -> web.Application:
                 LeaseRescuer(pool, completion, realtime, settings),
                 ScheduleFirer(pool, schedules, jobs, settings),
                 JobActivator(pool, jobs, distributor, realtime),
-                FillSweeper(distributor),
+                FillSweeper(pool, distributor),
             ], settings)
             bus = Bus(dsn, pool)
             revocations = Revocations(pool, realtime, maintenance, bus, recheck_sec=settings.token_recheck_sec)

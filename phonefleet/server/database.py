@@ -54,11 +54,17 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _no_session_reset(_conn: asyncpg.Connection) -> None:
+    """Pooled connections keep no session state (no SET, LISTEN or session advisory lock outlives its
+    use; transactions are context managers, and asyncpg rolls back a stray one before this runs), so
+    the default reset query, a round trip on every release, buys nothing."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, timeout_sec: float = 60.0) -> asyncpg.Pool:
     """Connects and queries give up after ``timeout_sec``; a connect that fails is ``DatabaseUnavailable``."""
     pool = await asyncpg.create_pool(
         dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=timeout_sec,
-        timeout=timeout_sec, connect=outage.connect,
+        timeout=timeout_sec, connect=outage.connect, reset=_no_session_reset,
     )
     assert pool is not None
     return pool

@@ -24,8 +24,15 @@ from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.store import scheduler as scheduler_store
+from phonefleet.server.store import waiting
 
 log = logging.getLogger(__name__)
+
+FILL_BATCH = 200
+"""Jobs a pass reads at a time: a backlog of thousands is taken in bounded steps."""
+PASS_WAIT_SEC = 5.0
+ANY_PHONES = 1_000_000
+"""A claim's limit when the job's own room is the only bound."""
 
 
 def order_payload(job: Any, row: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +60,11 @@ class Distributor:
         self.realtime = realtime
         self.metrics = metrics
         self._requested = asyncio.Event()
+        self._pass_due = True
+        """Phones may have come free since the last complete pass: the next fill must be a whole pass."""
+        self._passes_started = 0
+        self._passes_finished = 0
+        self._pass_done = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._acks: Coalescer[tuple[int, int], None] = Coalescer(self._deliver, name="delivery-acks")
@@ -76,6 +88,7 @@ class Distributor:
 
     def request_fill(self) -> None:
         """Ask for a fill soon; many requests while one runs collapse into one more pass."""
+        self._pass_due = True
         self._requested.set()
 
     async def _loop(self) -> None:
@@ -86,33 +99,128 @@ class Distributor:
                 await self.fill()
             except DATABASE_ERRORS:
                 log.warning("fill failed; will retry on the next event", exc_info=True)
+            except Exception:  # a bug must not stop distribution on this node
+                log.exception("fill crashed; will retry on the next event")
 
     async def fill(self, job_ids: Sequence[int] | None = None) -> int:
-        """One pass over fillable jobs; returns the number of assignments created and pushed."""
+        """A fill; returns the number of assignments it created and pushed.
+
+        Without ``job_ids``: a pass over every active job that may claim a phone now, in priority order,
+        in bounded batches (jobs waiting for phones that are not there are skipped at the index).
+
+        With ``job_ids`` (a job was created, resumed, requeued or activated) only those jobs are filled,
+        concurrently with other such fills: every idle phone was already offered to every waiting job by
+        the pass that left it idle, so nothing else can change, and the cost does not grow with the
+        backlog. If phones came free since the last pass, the next pass (which starts after these jobs
+        were committed) serves them instead, in priority order: a new job never takes a phone a waiting
+        job of higher priority could use, and many creates share one pass.
+        """
+        if job_ids is None:
+            return await self._pass()
+        if self._pass_due:
+            return await self._next_pass()
+        return await self._fill_jobs(job_ids)
+
+    async def _pass(self) -> int:
         started = time.perf_counter()
         created: list[tuple[Any, list[dict[str, Any]]]] = []
-        async with self._lock, self.pool.acquire() as conn:
-            context = await scheduler_store.fill_context(conn)
-            idle = context["idle"]
-            if idle == 0 or not context["running"]:
-                return 0
-            for candidate in await jobs_store.fillable(conn, job_ids):
-                async with conn.transaction():
-                    job = await jobs_store.get_for_fill(conn, candidate["id"])
-                    if job is None:
-                        continue
-                    if not job["distribution_running"]:  # stopped since this pass began
+        async with self._lock:  # one pass at a time on a node
+            self._passes_started += 1
+            seq = self._passes_started
+            self._pass_due = False  # a request made while this pass runs sets it again
+            complete = False
+            try:
+                async with self.pool.acquire() as conn:
+                    complete = await self._fill_pass(conn, created)
+            finally:
+                if not complete:  # the phones were not offered to every job: the next fill is a pass
+                    self._pass_due = True
+                async with self._pass_done:
+                    self._passes_finished = seq
+                    self._pass_done.notify_all()
+        return await self._finish_fill(created, started)
+
+    async def _next_pass(self) -> int:
+        """Wait for a pass that starts from now (asking for one); a pass that does not come soon (its
+        node's loop is busy with a large fan-out) is not waited for longer than ``PASS_WAIT_SEC``."""
+        target = self._passes_started + 1
+        self.request_fill()
+        try:
+            async with self._pass_done:
+                await asyncio.wait_for(self._pass_done.wait_for(lambda: self._passes_finished >= target),
+                                       PASS_WAIT_SEC)
+        except TimeoutError:
+            return await self._pass()
+        return 0
+
+    async def _fill_jobs(self, job_ids: Sequence[int]) -> int:
+        started = time.perf_counter()
+        created: list[tuple[Any, list[dict[str, Any]]]] = []
+        async with self.pool.acquire() as conn:
+            context = None
+            for job_id in job_ids:
+                job, rows = await assignments_store.claim_simple(conn, job_id, ANY_PHONES)
+                if job is None:  # not the common case: the general path, with the fleet's facts
+                    context = context or await scheduler_store.fill_context(conn)
+                    if not context["running"]:
                         break
-                    if job["status"] != "active" or job["target_count"] is None:
-                        continue
-                    limit = max(0, job["target_count"] - job["assigned_count"]) + job["retry_pending"]
-                    rows = await assignments_store.claim(conn, job, min(limit, idle),
-                                                         agent_caps=context["agent_caps"])
+                    rows, job, stopped = await self._claim_general(conn, job_id, max(0, context["idle"]),
+                                                                   agent_caps=context["agent_caps"])
+                    if stopped:
+                        break
+                if rows:
+                    created.append((job, rows))
+                elif job is not None and job["status"] == "active" and job["retry_pending"] == 0:
+                    await waiting.mark(conn, [job_id])  # no phone now: is there none connected at all?
+        return await self._finish_fill(created, started)
+
+    async def _fill_pass(self, conn: Any, created: list[tuple[Any, list[dict[str, Any]]]]) -> bool:
+        """Claim for every job that may, appending to ``created``; False when distribution is stopped, so
+        no job was offered the idle phones."""
+        context = await scheduler_store.fill_context(conn)
+        idle = context["idle"]
+        if not context["running"]:
+            return False
+        after: jobs_store.FillCursor | None = None
+        while idle > 0:
+            batch = await jobs_store.fillable(conn, None, after=after, limit=FILL_BATCH)
+            for candidate in batch:
+                rows, job, stopped = await self._claim(conn, candidate["id"], idle, agent_caps=context["agent_caps"])
+                if stopped:  # distribution was stopped since this pass began
+                    return False
                 if rows:
                     created.append((job, rows))
                     idle -= len(rows)
                     if idle <= 0:
                         break
+            if len(batch) < FILL_BATCH:
+                break
+            after = jobs_store.FillCursor.of(batch[-1])
+        return True
+
+    async def _claim(self, conn: Any, job_id: int, idle: int, *, agent_caps: bool
+                     ) -> tuple[list[dict[str, Any]], Any, bool]:
+        """Claim phones for one job in its own short transaction: (rows, job, whether distribution was
+        stopped since the pass began). The common case is one statement; retries, ``max_parallel``,
+        agents' caps and stopped distribution take the general path."""
+        if not agent_caps:
+            job, rows = await assignments_store.claim_simple(conn, job_id, idle)
+            if job is not None:
+                return rows, job, False
+        return await self._claim_general(conn, job_id, idle, agent_caps=agent_caps)
+
+    async def _claim_general(self, conn: Any, job_id: int, idle: int, *, agent_caps: bool
+                             ) -> tuple[list[dict[str, Any]], Any, bool]:
+        async with conn.transaction():
+            job = await jobs_store.get_for_fill(conn, job_id)
+            if job is None or job["status"] != "active" or job["target_count"] is None:
+                return [], job, job is not None and not job["distribution_running"]
+            if not job["distribution_running"]:
+                return [], job, True
+            limit = max(0, job["target_count"] - job["assigned_count"]) + job["retry_pending"]
+            return await assignments_store.claim(conn, job, min(limit, idle), agent_caps=agent_caps), job, False
+
+    async def _finish_fill(self, created: list[tuple[Any, list[dict[str, Any]]]], started: float) -> int:
         total = sum(len(rows) for _, rows in created)
         if total:
             self.metrics.assignments_created.inc(total)

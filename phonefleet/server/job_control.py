@@ -47,15 +47,17 @@ class JobControl:
         self.realtime = realtime
         self.distributor = distributor
 
-    async def create(self, body: JobCreate, actor: str = "admin", *, allow_shell: bool = True) -> Any:
-        row = await in_transaction(
-            self.pool, lambda conn: self.insert(conn, body, actor, allow_shell=allow_shell))
+    async def create(self, body: JobCreate, actor: str = "admin", *, allow_shell: bool = True) -> int:
+        """Store and distribute a job; returns its id (its row has changed since: read it again)."""
+        async with self.pool.acquire() as conn:  # one write statement: no transaction of its own needed
+            row = await self.insert(conn, body, actor, allow_shell=allow_shell)
         await self.announce(row)
-        return await self.get(row["id"])
+        return int(row["id"])
 
     async def insert(self, conn: Conn, body: JobTemplate, actor: str, *, allow_shell: bool = True,
                      schedule_id: int | None = None, scheduled_for: datetime | None = None) -> Any:
-        """Validate and store a job inside the caller's transaction; ``announce`` it after the commit.
+        """Validate and store a job (in the caller's transaction, if any: its one write is a single statement);
+        ``announce`` it after the commit.
 
         A schedule's firing passes its ``schedule_id`` and ``scheduled_for``: the unique key on the
         pair makes a firing create its job once, whichever server process reaches it.
@@ -73,7 +75,8 @@ class JobControl:
         filters = body.filters.model_dump(exclude_none=True)
         target_count = None
         if not waiting:
-            eligible = await jobs_store.count_eligible_connected(conn, filters)
+            eligible = 0 if body.target_type == TargetType.device_count else (
+                await jobs_store.count_eligible_connected(conn, filters))  # a count needs no census
             target_count = resolve_target(body.target_type, body.target_value, eligible)
         row = await jobs_store.insert(conn, {
             "title": body.title,
@@ -84,11 +87,8 @@ class JobControl:
             "timeout_sec": body.timeout_sec, "max_retries": body.max_retries, "run_at": run_at,
             "depends_on": depends_on, "allow_shell": allow_shell, "max_parallel": body.max_parallel,
             "schedule_id": schedule_id, "scheduled_for": scheduled_for, "on_interrupt": body.on_interrupt,
-        })
-        await jobs_store.add_event(conn, row["id"], "created", actor, {"target_count": target_count})
-        if target_count == 0:  # nothing to reach: done at once, and said so
-            await jobs_store.complete_finished(conn, [row["id"]])
-        return await jobs_store.get(conn, row["id"])
+        }, actor=actor)
+        return row
 
     async def announce(self, row: Any) -> None:
         """After a job's creation committed: distribute it if it is open, and tell the dashboards."""

@@ -18,7 +18,7 @@ from phonefleet.server.distributor import Distributor
 from phonefleet.server.job_control import JobControl
 from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.realtime import Realtime
-from phonefleet.server.store import Conn
+from phonefleet.server.store import Conn, waiting
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
@@ -106,15 +106,29 @@ class JobActivator:
 
 
 class FillSweeper:
-    """A periodic fill: a safety net for a fill request that raced another node's transaction,
-    and the moment a retry's backoff ends."""
+    """A periodic fill: a safety net for a fill request that raced another node's transaction, and the
+    moment a retry's backoff ends. Before it, one bounded step over the backlog: jobs no connected phone
+    may run are marked starved (fill passes skip them), and starved ones a phone may run now are freed
+    (``recheck`` of them a tick: a change no event reported is healed within backlog / recheck ticks)."""
 
     name = "fill_sweeper"
 
-    def __init__(self, distributor: Distributor) -> None:
+    def __init__(self, pool: asyncpg.Pool, distributor: Distributor, *, batch: int = 500, recheck: int = 100) -> None:
+        self.pool = pool
         self.distributor = distributor
+        self.batch = batch
+        self.recheck = recheck
+        self._waiting_after = 0
+        self._starved_after = 0
 
     async def run_once(self) -> int:
+        async with self.pool.acquire() as conn:
+            _, self._waiting_after = await waiting.sweep(conn, starved=False, after_id=self._waiting_after,
+                                                         limit=self.batch)
+            freed, self._starved_after = await waiting.sweep(conn, starved=True, after_id=self._starved_after,
+                                                             limit=self.recheck)
+        if freed:
+            self.distributor.request_fill()
         return await self.distributor.fill()
 
 

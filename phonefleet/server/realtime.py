@@ -170,6 +170,7 @@ class Realtime:
         """sid -> the stored admin token it connected with (the environment's token is not in here)."""
         self._dirty_jobs: set[int] = set()
         self._dirty_devices: set[int] = set()
+        self._status_for_bus: set[int] = set()
         self._interval = 1.0 / progress_hz
         self._flusher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -295,13 +296,15 @@ class Realtime:
         self._wake.set()
 
     async def job_status_changed(self, job_ids: Iterable[int]) -> None:
-        """Status changes (paused, completed, ...) go out at once, not throttled."""
+        """Status changes (paused, completed, ...) go out at once to this node's dashboards, not throttled;
+        other nodes hear of them with the next flush (one message for all the changes until then)."""
         ids = sorted(set(job_ids))
         if not ids:
             return
         await self._emit_job_updates(ids, ev.JOB_STATUS_UPDATE)
         if self.bus is not None:
-            await self.bus.publish({"kind": "dirty", "status": ids[:500]})
+            self._status_for_bus.update(ids)
+            self._wake.set()
 
     async def fill_everywhere(self) -> None:
         """Ask every other node to run a fill (this node fills on its own)."""
@@ -364,6 +367,9 @@ class Realtime:
     async def flush(self) -> None:
         jobs, self._dirty_jobs = sorted(self._dirty_jobs), set()
         devices, self._dirty_devices = sorted(self._dirty_devices), set()
+        status, self._status_for_bus = sorted(self._status_for_bus), set()
+        if self.bus is not None and status:
+            await self.bus.publish({"kind": "dirty", "status": status[:500]})
         if self.bus is not None and (jobs or devices):
             await self.bus.publish({"kind": "dirty", "jobs": jobs[:200], "devices": devices[:500]})
         await self._emit_local(jobs, devices)

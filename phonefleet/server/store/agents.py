@@ -121,10 +121,14 @@ async def pause_job(conn: Conn, agent_id: int, job_id: int) -> bool:
 
 
 async def resume_job(conn: Conn, agent_id: int, job_id: int) -> bool:
-    status = await conn.execute(
-        "DELETE FROM agent_job_pauses WHERE agent_id = $1 AND job_id = $2", agent_id, job_id
+    """Lift an agent's pause of a job; the job may find phones there again (no longer starved)."""
+    lifted = await conn.fetchval(
+        """WITH lifted AS (DELETE FROM agent_job_pauses WHERE agent_id = $1 AND job_id = $2 RETURNING job_id),
+                freed AS (UPDATE jobs SET starved = false WHERE id IN (SELECT job_id FROM lifted) AND starved)
+           SELECT count(*) FROM lifted""",
+        agent_id, job_id,
     )
-    return str(status).endswith(" 1")
+    return bool(lifted)
 
 
 async def paused_job_ids(conn: Conn, agent_id: int) -> list[int]:

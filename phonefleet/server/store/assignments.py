@@ -11,7 +11,7 @@ from phonefleet.protocol.enums import LIVE_ASSIGNMENT_STATUSES
 from phonefleet.protocol.enums import AssignmentStatus as A
 from phonefleet.protocol.states import ASSIGNMENT_ENDING_FROM, ASSIGNMENT_TRANSITIONS, LOST_ERROR_CODE, sources_of
 from phonefleet.server.store import Conn, Row
-from phonefleet.server.store.jobs import filter_args, filter_sql
+from phonefleet.server.store.jobs import JOB_COLUMNS, JOB_FILTERS_MATCH, filter_args, filter_sql
 from phonefleet.server.store.slots import SLOT_SETTLED
 
 ASSIGNMENT_COLUMNS = """
@@ -89,6 +89,45 @@ async def open_count(conn: Conn, job_id: int) -> int:
         "SELECT count(*) FROM assignments WHERE job_id = $1 AND status IN ('pending', 'delivered', 'running')",
         job_id,
     ))
+
+
+_CLAIM_SIMPLE = f"""
+    WITH j AS (
+        SELECT {JOB_COLUMNS.replace("j.", "jj.")} FROM jobs jj, scheduler_state s
+        WHERE jj.id = $1 AND s.id = 1 AND s.running AND jj.status = 'active' AND jj.target_count IS NOT NULL
+          AND jj.retry_pending = 0 AND jj.max_parallel IS NULL
+          AND NOT EXISTS (SELECT 1 FROM agents c WHERE c.max_running IS NOT NULL AND c.status = 'online')
+        FOR UPDATE OF jj FOR SHARE OF s),
+    picked AS (
+        SELECT d.id, d.agent_id, d.serial FROM j, devices d JOIN agents ag ON ag.id = d.agent_id
+        WHERE d.state = 'idle' AND ag.status = 'online' AND NOT ag.paused AND {JOB_FILTERS_MATCH}
+          AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = j.id AND x.device_id = d.id AND NOT x.superseded)
+          AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = j.id)
+        ORDER BY d.idle_since NULLS FIRST, d.id
+        LIMIT least($2, (SELECT greatest(0, target_count - assigned_count) FROM j))
+        FOR UPDATE OF d SKIP LOCKED),
+    busy AS (UPDATE devices SET state = 'busy' FROM picked WHERE devices.id = picked.id),
+    bump AS (UPDATE jobs SET assigned_count = assigned_count + (SELECT count(*) FROM picked), updated_at = now()
+             WHERE id = $1 AND EXISTS (SELECT 1 FROM picked)),
+    ins AS (INSERT INTO assignments (job_id, device_id, agent_id, attempt)
+            SELECT $1, picked.id, picked.agent_id, 1 FROM picked
+            RETURNING id, device_id, agent_id, attempt)
+    SELECT j.*, (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                     'id', ins.id, 'device_id', ins.device_id, 'agent_id', ins.agent_id, 'attempt', ins.attempt,
+                     'serial', (SELECT d.serial FROM devices d WHERE d.id = ins.device_id))), '[]') FROM ins) AS claimed
+    FROM j
+"""
+
+
+async def claim_simple(conn: Conn, job_id: int, limit: int) -> tuple[Row | None, list[dict[str, Any]]]:
+    """The common claim as one statement, its own transaction: an active job with no retry due and no
+    ``max_parallel``, distribution running, no agent capping its phones. Returns (the job row, the new
+    assignments), or (None, []) when that is not the case (``claim`` in a transaction of the caller's
+    serves it then)."""
+    row = await conn.fetchrow(_CLAIM_SIMPLE, job_id, limit)
+    if row is None:
+        return None, []
+    return row, list(row["claimed"])
 
 
 async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -> list[dict[str, Any]]:

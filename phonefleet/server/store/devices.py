@@ -3,7 +3,10 @@
 from collections.abc import Sequence
 from typing import Any
 
-from phonefleet.server.store import Conn, Row
+from phonefleet.server.store import Conn, Row, waiting
+
+CONNECTED_STATES = ("idle", "busy")
+"""States of a phone that may take work now or once it is free."""
 
 DEVICE_COLUMNS = """
     d.id, d.serial, d.agent_id, ag.name AS agent_name, d.model, d.android_version, d.tags, d.battery,
@@ -98,7 +101,7 @@ async def apply_reports(
                              WHEN $12::bool AND EXCLUDED.paused_by IS NULL AND devices.paused_by = 'agent' THEN NULL
                              ELSE devices.paused_by END,
             last_seen_at = now()
-        RETURNING devices.id
+        RETURNING devices.id, devices.connected, (devices.xmax = 0) AS inserted
         """,
         agent_id,
         serials,
@@ -114,6 +117,8 @@ async def apply_reports(
         paused_serials is not None,
     )
     ids = [r["id"] for r in rows]
+    # New phones, and on a hello every phone (its facts may have changed): jobs waiting for them wait no more.
+    await waiting.for_devices(conn, [r["id"] for r in rows if r["connected"] and (full or r["inserted"])])
     if full:
         gone = await conn.fetch(
             "UPDATE devices SET connected = false WHERE agent_id = $1 AND NOT (serial = ANY($2::text[]))"
@@ -128,7 +133,7 @@ async def refresh_states(conn: Conn, device_ids: Sequence[int]) -> list[Row]:
     """Recompute ``state`` from the facts; returns the rows whose state changed, before and after."""
     if not device_ids:
         return []
-    return await conn.fetch(
+    changed = await conn.fetch(
         f"""
         WITH cur AS (
             SELECT devices.id, devices.state AS old_state, {state_expr()} AS new_state
@@ -141,6 +146,9 @@ async def refresh_states(conn: Conn, device_ids: Sequence[int]) -> list[Row]:
         """,
         list(device_ids),
     )
+    back = [r["id"] for r in changed if r["state"] in CONNECTED_STATES and r["old_state"] not in CONNECTED_STATES]
+    await waiting.for_devices(conn, back)  # connected again, healthy again, or let go
+    return changed
 
 
 async def disconnect_agent(conn: Conn, agent_id: int) -> list[Row]:

@@ -1,6 +1,7 @@
 """SQL of jobs: creation, listing, status transitions, counters, target resolution."""
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -47,21 +48,42 @@ def filter_args(filters: dict[str, Any]) -> list[list[str] | None]:
     return [filters.get(k) for k in ("models", "android_versions", "tags", "agents", "serials")]
 
 
-async def insert(conn: Conn, job: dict[str, Any]) -> Row:
+async def insert(conn: Conn, job: dict[str, Any], *, actor: str) -> Row:
+    """Store a job and its ``created`` event in one statement (atomic without a transaction of its own).
+
+    A job with nothing to reach (a target of 0) is stored completed: done at once, and said so."""
     row = await conn.fetchrow(
-        f"""INSERT INTO jobs AS j (title, plan, target_type, target_value, target_count, filters, priority,
-                status, timeout_sec, max_retries, run_at, depends_on, allow_shell, max_parallel, schedule_id,
-                scheduled_for, on_interrupt, activated_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                    CASE WHEN $8 = 'active' THEN now() END)
-            RETURNING {JOB_COLUMNS}""",
+        f"""WITH j AS (
+                INSERT INTO jobs (title, plan, target_type, target_value, target_count, filters, priority, status,
+                    timeout_sec, max_retries, run_at, depends_on, allow_shell, max_parallel, schedule_id,
+                    scheduled_for, on_interrupt, activated_at, finished_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 = 'active' AND $5 = 0 THEN 'completed' ELSE $8 END,
+                        $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                        CASE WHEN $8 = 'active' THEN now() END, CASE WHEN $8 = 'active' AND $5 = 0 THEN now() END)
+                RETURNING *),
+            e AS (INSERT INTO job_events (job_id, kind, actor, data)
+                  SELECT j.id, 'created', $18, jsonb_build_object('target_count', j.target_count) FROM j)
+            SELECT {JOB_COLUMNS} FROM j""",
         job["title"], job["plan"], job["target_type"], job["target_value"], job["target_count"], job["filters"],
         job["priority"], job["status"], job["timeout_sec"], job["max_retries"], job["run_at"],
         sorted(set(job["depends_on"])), job.get("allow_shell", False), job.get("max_parallel"), job.get("schedule_id"),
-        job.get("scheduled_for"), str(job.get("on_interrupt", "fail")),
+        job.get("scheduled_for"), str(job.get("on_interrupt", "fail")), actor,
     )
     assert row is not None
     return row
+
+
+async def get_rendered(conn: Conn, job_id: int) -> Row | None:
+    """One job with its running and paused counts, in one query (what ``GET /api/jobs/{id}`` shows)."""
+    return await conn.fetchrow(
+        f"""SELECT {JOB_COLUMNS},
+                   (SELECT count(*) FROM assignments a WHERE a.job_id = j.id AND a.status = 'running')::int
+                       AS running_count,
+                   (SELECT count(*) FROM assignments a WHERE a.job_id = j.id AND a.status = 'paused')::int
+                       AS paused_count
+            FROM jobs j WHERE j.id = $1""",
+        job_id,
+    )
 
 
 async def get(conn: Conn, job_id: int, *, for_update: bool = False) -> Row | None:
@@ -122,7 +144,7 @@ async def transition(conn: Conn, job_id: int, target: str, sources: Sequence[str
     """Move a job to ``target`` if it is in one of ``sources``; None when it was not."""
     finished = target in ("completed", "cancelled")
     return await conn.fetchrow(
-        f"""UPDATE jobs j SET status = $2, updated_at = now(),
+        f"""UPDATE jobs j SET status = $2, updated_at = now(), starved = false,
                 finished_at = CASE WHEN $4 THEN now() ELSE j.finished_at END
             WHERE j.id = $1 AND j.status = ANY($3::text[]) RETURNING {JOB_COLUMNS}""",
         job_id, target, list(sources), finished,
@@ -159,6 +181,7 @@ async def count_eligible_connected(conn: Conn, filters: dict[str, Any]) -> int:
 async def activate(conn: Conn, job_id: int, target_count: int) -> Row | None:
     return await conn.fetchrow(
         f"""UPDATE jobs j SET status = 'active', target_count = coalesce(j.target_count, $2), updated_at = now(),
+                starved = false,
                 activated_at = coalesce(j.activated_at, now())
             WHERE j.id = $1 AND j.status = 'scheduled' RETURNING {JOB_COLUMNS}""",
         job_id, target_count,
@@ -282,6 +305,8 @@ async def requeue(conn: Conn, job_id: int, scope: str) -> int:
                WHERE id = $1 AND status = 'completed'""",
             job_id,
         )
+        # Its old phones may run it again: it no longer waits for phones that are not there.
+        await conn.execute("UPDATE jobs SET starved = false WHERE id = $1 AND starved", job_id)
     return n
 
 
@@ -297,25 +322,65 @@ async def ids_matching(conn: Conn, *, statuses: Sequence[str] | None, search: st
     return [r["id"] for r in rows]
 
 
-async def fillable(conn: Conn, job_ids: Sequence[int] | None) -> list[Row]:
-    """Active jobs with an open slot or a retry that is due, highest priority first, then oldest.
+JOB_FILTERS_MATCH = """
+    (j.filters->'models' IS NULL OR d.model = ANY(ARRAY(SELECT jsonb_array_elements_text(j.filters->'models'))))
+    AND (j.filters->'android_versions' IS NULL
+         OR d.android_version = ANY(ARRAY(SELECT jsonb_array_elements_text(j.filters->'android_versions'))))
+    AND (j.filters->'tags' IS NULL OR d.tags @> ARRAY(SELECT jsonb_array_elements_text(j.filters->'tags')))
+    AND (j.filters->'agents' IS NULL OR ag.name = ANY(ARRAY(SELECT jsonb_array_elements_text(j.filters->'agents'))))
+    AND (j.filters->'serials' IS NULL OR d.serial = ANY(ARRAY(SELECT jsonb_array_elements_text(j.filters->'serials'))))
+"""
+"""``ELIGIBLE_FILTERS`` over a job row ``j`` (its stored filters) instead of parameters: for set-based checks."""
 
-    With ``job_ids`` (a job was just created or resumed), also every job that ranks ahead of the
-    last of them: a new job never takes a phone that a waiting job of higher priority could use.
-    """
+def phone_for_job(states: str, *, among: str = "true") -> str:
+    """SQL (over a job row ``j``): a phone in one of ``states`` (a SQL list), and matching ``among``, that may
+    run the job: its agent online and not paused, the job's filters matched, the job never run on it, the
+    job not paused there."""
+    return f"""EXISTS (
+        SELECT 1 FROM devices d JOIN agents ag ON ag.id = d.agent_id
+        WHERE d.state IN ({states}) AND {among} AND ag.status = 'online' AND NOT ag.paused AND {JOB_FILTERS_MATCH}
+          AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = j.id AND x.device_id = d.id AND NOT x.superseded)
+          AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = j.id))"""
+
+
+_CAN_CLAIM = f"""(
+    (j.assigned_count < j.target_count AND {phone_for_job("'idle'")})
+    OR (j.retry_pending > 0 AND EXISTS (SELECT 1 FROM assignments a WHERE a.job_id = j.id AND a.retry_at <= now()))
+)"""
+"""A job that may claim a phone now: an open slot and an idle phone it may run on, or a retry that is due."""
+
+
+@dataclass(frozen=True)
+class FillCursor:
+    """Where a pass over fillable jobs stopped, in their order (priority first, then oldest)."""
+
+    priority: int
+    created_at: datetime
+    id: int
+
+    @classmethod
+    def of(cls, row: Row) -> "FillCursor":
+        return cls(row["priority"], row["created_at"], row["id"])
+
+
+async def fillable(conn: Conn, job_ids: Sequence[int] | None, *, after: FillCursor | None = None,
+                   limit: int = 200) -> list[Row]:
+    """Active jobs that may claim a phone now, highest priority first, then oldest: the given ones (a
+    job event), or every one (a pass), ``limit`` at a time after ``after``. A job waiting for phones
+    that are not there is left out in SQL, so a backlog of them costs a pass one query, not one
+    transaction each; and one no connected phone may run at all (``starved``) is skipped at the index."""
+    which = "j.id = ANY($1::bigint[])" if job_ids is not None else "NOT j.starved AND $1::bigint[] IS NULL"
     return await conn.fetch(
-        f"""WITH asked AS (SELECT priority, created_at, id FROM jobs WHERE id = ANY($1::bigint[])
-                           ORDER BY priority, created_at DESC, id DESC LIMIT 1)
-            SELECT {JOB_COLUMNS} FROM jobs j
-            WHERE j.status = 'active'
-              AND ($1::bigint[] IS NULL OR j.id = ANY($1) OR EXISTS (
-                   SELECT 1 FROM asked WHERE (j.priority, -extract(epoch FROM j.created_at), -j.id)
-                                             > (asked.priority, -extract(epoch FROM asked.created_at), -asked.id)))
-              AND (j.assigned_count < j.target_count
-                   OR (j.retry_pending > 0 AND EXISTS (
-                        SELECT 1 FROM assignments a WHERE a.job_id = j.id AND a.retry_at <= now())))
-            ORDER BY j.priority DESC, j.created_at, j.id""",
+        f"""SELECT {JOB_COLUMNS} FROM jobs j
+            WHERE j.status = 'active' AND {which}
+              AND ($2::int IS NULL OR (j.priority, -extract(epoch FROM j.created_at), -j.id)
+                                      < ($2, -extract(epoch FROM $3::timestamptz), -$4::bigint))
+              AND {_CAN_CLAIM}
+            ORDER BY j.priority DESC, j.created_at, j.id
+            LIMIT $5""",
         list(job_ids) if job_ids is not None else None,
+        after.priority if after else None, after.created_at if after else None, after.id if after else None,
+        limit,
     )
 
 
@@ -330,6 +395,7 @@ async def apply_outcomes(conn: Conn, tallies: dict[int, Tally]) -> list[Row]:
         """UPDATE jobs j SET completed_count = j.completed_count + t.completed,
                              failed_count = j.failed_count + t.failed,
                              retry_pending = j.retry_pending + t.retries,
+                             starved = j.starved AND t.retries <= 0,  -- a retry may go back to a phone
                              assigned_count = j.assigned_count + t.assigned, updated_at = now()
            FROM unnest($1::bigint[], $2::int[], $3::int[], $4::int[], $5::int[])
                 AS t(id, completed, failed, retries, assigned)
