@@ -22,7 +22,7 @@ from phonefleet.server.store import agents as agents_store
 from phonefleet.sim.agent import SimAgent
 
 pytest_plugins = ["tests.agent_fixtures", "tests.browser_fixtures", "tests.db_fault_fixtures",
-                  "tests.live_server_fixtures", "tests.process_fixtures", "tests.server_processes"]
+                  "tests.live_server_fixtures", "tests.server_processes"]
 
 ADMIN = "pfadm_test-admin-token"
 TEMPLATE = "phonefleet_template"

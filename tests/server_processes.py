@@ -63,3 +63,18 @@ async def server_nodes(dsn: str, tmp_path: Path) -> AsyncIterator[NodeFactory]:
 async def two_nodes(server_nodes: NodeFactory) -> list[str]:
     """Two real server processes (``phonefleet-server``) on one database, maintenance every 0.2 s."""
     return await server_nodes(2)
+
+
+ServerProcess = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def server_process(server_nodes: NodeFactory) -> ServerProcess:
+    """``await server_process(HEADER_TIMEOUT_SEC="1")``: one real server (``serve``, as deployed) with those
+    ``PHONEFLEET_*`` settings; answers its URL once it is healthy."""
+
+    async def start(**settings: str) -> str:
+        (url,) = await server_nodes(1, **{f"PHONEFLEET_{k}": v for k, v in settings.items()})
+        return url
+
+    return start

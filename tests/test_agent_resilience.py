@@ -15,8 +15,8 @@ from phonefleet.agent.config import AgentSettings
 from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
 from phonefleet.sim.agent import SimDashboard
 from tests.agent_fixtures import AgentFactory
+from tests.agent_processes import AgentProcess, agent_cli, finished_in_outbox
 from tests.conftest import ADMIN, RunningServer, eventually, free_port, open_url_job
-from tests.processes import AgentProcess, agent_cli, finished_in_outbox
 from tests.server_processes import _spawn, healthy
 
 

@@ -218,7 +218,7 @@ async def test_pause_and_resume_reach_the_agent_and_agent_pauses_reach_the_page(
     await expect(page.get_by_test_id("agent")).to_contain_text("connected")
 
     # a pause made at the PC (`phonefleet-agent pause --device ...`) appears on the page
-    from tests.processes import agent_cli
+    from tests.agent_processes import agent_cli
 
     await asyncio.to_thread(agent_cli, agent.state_dir, "pause", "--device", held)
     held_row = page.locator(f"[data-testid=phone][data-serial='{held}']")

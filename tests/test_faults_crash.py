@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from phonefleet.sim.netfault import TcpFaultProxy
+from tests.agent_processes import AgentProcess, agent_cli, finished_in_outbox, journal_size
 from tests.conftest import RunningServer, eventually
-from tests.processes import AgentProcess, agent_cli, finished_in_outbox, journal_size
 
 Factory = Callable[..., Awaitable[RunningServer]]
 

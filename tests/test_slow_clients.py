@@ -11,7 +11,7 @@ from aiohttp import web
 from phonefleet.protocol import events as ev
 from phonefleet.server.listener import GuardedTCPSite
 from tests.conftest import ADMIN, free_port
-from tests.process_fixtures import ServerProcess
+from tests.server_processes import ServerProcess
 
 TIMEOUT = 1.0
 
