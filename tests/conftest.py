@@ -63,21 +63,31 @@ async def template_db(pg_root: str) -> str:
     return TEMPLATE
 
 
-@pytest.fixture
-async def dsn(pg_root: str, template_db: str) -> AsyncIterator[str]:
-    """A fresh, migrated database for one test."""
+async def create_database(pg_root: str, template: str) -> str:
+    """A new database cloned from ``template``; returns its name."""
     name = f"pf_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(pg_root)
     try:
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template_db}")
+        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
     finally:
         await conn.close()
-    yield _with_db(pg_root, name)
+    return name
+
+
+async def drop_database(pg_root: str, name: str) -> None:
     conn = await asyncpg.connect(pg_root)
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def dsn(pg_root: str, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name = await create_database(pg_root, template_db)
+    yield _with_db(pg_root, name)
+    await drop_database(pg_root, name)
 
 
 def test_settings(dsn: str, tmp_path: Path, **overrides: Any) -> Settings:

@@ -4,18 +4,16 @@ test's loop, and so the server, while they wait for an answer."""
 
 import asyncio
 import threading
-import uuid
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
 import pytest
 
 from phonefleet.server.auth import hash_token
 from phonefleet.server.store import agents as agents_store
 from phonefleet.sim.agent import SimAgent
-from tests.conftest import RunningServer, _with_db, start_server, test_settings
+from tests.conftest import RunningServer, _with_db, create_database, drop_database, start_server, test_settings
 
 T = TypeVar("T")
 
@@ -78,34 +76,16 @@ async def _cancel_leftovers() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _create_database(pg_root: str, template: str) -> str:
-    name = f"pf_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(pg_root)
-    try:
-        await conn.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
-    finally:
-        await conn.close()
-    return name
-
-
-async def _drop_database(pg_root: str, name: str) -> None:
-    conn = await asyncpg.connect(pg_root)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def threaded_server(pg_root: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
                     ) -> Iterator[ThreadedServer]:
     """One server (and database) for a module's synchronous tests, with an agent of three phones."""
     live = ThreadedServer()
-    name = live.run(_create_database(pg_root, template_db))
+    name = live.run(create_database(pg_root, template_db))
     try:
         live.start(_with_db(pg_root, name), tmp_path_factory.mktemp("live"))
         yield live
     finally:
         live.stop()
-        live.run(_drop_database(pg_root, name))
+        live.run(drop_database(pg_root, name))
         live.shutdown()
