@@ -93,10 +93,7 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        # pgserver's import asks platformdirs for a runtime dir, which warns when none is set
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent / "run"))
-        (self.data_dir.parent / "run").mkdir(exist_ok=True, mode=0o700)
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
+        self._quiet_pgserver()
         with self._locked():
             holders = self._live_holders()
             postmaster = running_postmaster(self.data_dir)
@@ -128,6 +125,24 @@ class EmbeddedPostgres:
             if others or self.keep_running:
                 return
             _PgCtl(self.data_dir).stop()
+
+    def stop_orphan(self) -> bool:
+        """Stop this data dir's PostgreSQL if no live process holds it (its server was killed); True if
+        one was stopped. For a supervisor that outlives the server, such as the demo."""
+        self._quiet_pgserver()
+        with self._locked():
+            holders = self._live_holders()
+            self._save_holders(holders)
+            if holders or running_postmaster(self.data_dir) is None:
+                return False
+            _PgCtl(self.data_dir).stop()
+            return True
+
+    def _quiet_pgserver(self) -> None:
+        """pgserver's import asks platformdirs for a runtime dir, which warns when none is set."""
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent / "run"))
+        (self.data_dir.parent / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
 
     # ------------------------------------------------------------------ holders, under the lock
 
