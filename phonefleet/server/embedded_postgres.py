@@ -193,12 +193,21 @@ def _pg_command(name: str) -> Callable[..., str]:
     return command
 
 
+def _system_user() -> str | None:
+    return "pgserver" if os.geteuid() == 0 else None  # PostgreSQL refuses to run as root
+
+
+def pg_ctl(pgdata: Path, *args: str, timeout: float = STOP_TIMEOUT_SEC + 5) -> str:
+    """Run pgserver's ``pg_ctl`` on ``pgdata`` as the user PostgreSQL runs as (``restart``, ``stop``, ...)."""
+    return _pg_command("pg_ctl")(list(args), pgdata=pgdata, user=_system_user(), timeout=timeout)
+
+
 class _PgCtl:
     """Create, start and stop the cluster with pgserver's binaries (as its ``pgserver`` user under root)."""
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata
-        self.user = "pgserver" if os.geteuid() == 0 else None  # PostgreSQL refuses to run as root
+        self.user = _system_user()
 
     def start(self) -> Postmaster:
         from pgserver.utils import find_suitable_socket_dir
@@ -216,10 +225,8 @@ class _PgCtl:
 
             ensure_prefix_permissions(socket_dir)
             socket_dir.chmod(0o777)
-        pg_ctl = _pg_command("pg_ctl")
-        pg_ctl(["-w", "-t", str(int(START_TIMEOUT_SEC)), "-o", '-h ""', "-o", f"-k {socket_dir}",
-                "-l", str(self.pgdata / "log"), "start"],
-               pgdata=self.pgdata, user=self.user, timeout=START_TIMEOUT_SEC + 5)
+        pg_ctl(self.pgdata, "-w", "-t", str(int(START_TIMEOUT_SEC)), "-o", '-h ""', "-o", f"-k {socket_dir}",
+               "-l", str(self.pgdata / "log"), "start", timeout=START_TIMEOUT_SEC + 5)
         deadline = time.monotonic() + START_TIMEOUT_SEC
         while time.monotonic() < deadline:
             postmaster = running_postmaster(self.pgdata)
@@ -234,9 +241,7 @@ class _PgCtl:
         if postmaster is None:
             return
         try:
-            pg_ctl = _pg_command("pg_ctl")
-            pg_ctl(["-w", "-t", str(int(STOP_TIMEOUT_SEC)), "-m", "fast", "stop"],
-                   pgdata=self.pgdata, user=self.user, timeout=STOP_TIMEOUT_SEC + 5)
+            pg_ctl(self.pgdata, "-w", "-t", str(int(STOP_TIMEOUT_SEC)), "-m", "fast", "stop")
             return
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
             log.warning("pg_ctl stop failed; signalling PostgreSQL", extra={"pid": postmaster.pid})
