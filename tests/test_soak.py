@@ -24,7 +24,7 @@ def job(target: int = 1, completed: int = 1, failed: int = 0, status: str = "com
 
 def attempt(aid: int, serial: str, status: str = "completed", code: str | None = None, *, n: int = 1,
             retried: bool = False, created: float = T0 + 1, finished: float | None = T0 + 9) -> Attempt:
-    return Attempt(aid, 1, serial, status, code, n, retried, False, created, finished)
+    return Attempt(aid, 1, serial, status, code, n, retried, False, False, created, finished)
 
 
 def run(serial: str, started: float = T0 + 2, done: float | None = T0 + 5) -> PhoneRun:
@@ -49,6 +49,12 @@ def test_audit_passes_a_slot_retried_on_another_phone() -> None:
     first = attempt(1, A, "failed", "lost", retried=True, finished=T0 + 4)
     second = attempt(2, B, n=2, created=T0 + 6, finished=T0 + 12)
     verdict = check([job()], [first, second], [run(A, done=None), run(B, T0 + 7, T0 + 10)])
+    assert verdict.ok, verdict.violations
+
+
+def test_audit_passes_an_unstarted_attempt_handed_back_to_its_job() -> None:
+    back = attempt(1, A, "cancelled", "handed_back", finished=T0 + 1.5)
+    verdict = check([job()], [back, attempt(2, B, created=T0 + 2)], [run(B, T0 + 3, T0 + 6)])
     assert verdict.ok, verdict.violations
 
 

@@ -224,12 +224,16 @@ class Soak:
         rack_of = {p.adb_serial: rack.name for rack in self.racks for p in rack.fleet.phones}
         return audit(jobs, attempts, runs, Context(self.chaos.records, rack_of, self.t0), dropped)
 
-    async def stop(self) -> None:
+    async def stop(self, *, keep_data: bool) -> None:
         for rack in self.racks:
             await rack.stop()
         if self.server is not None:
             await asyncio.to_thread(self.server.stop)
-        await self.pg.stop()
+        await self.pg.stop(keep_data=keep_data)
+        if keep_data:
+            say(f"database {self.pg.database} kept" + (
+                f" in {self.work / 'pg'} (EmbeddedPostgres(Path({str(self.work)!r})).start() serves it)"
+                if self.pg.embedded else " in DATABASE_URL's server"))
 
 
 def _idle(status: dict[str, Any]) -> bool:
@@ -303,7 +307,7 @@ async def amain(opts: argparse.Namespace) -> int:
         ok = bool(fig["ok"])
         return 0 if ok else 1
     finally:
-        await soak.stop()
+        await soak.stop(keep_data=opts.keep or not ok)
         if ok and not opts.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:

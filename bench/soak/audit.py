@@ -14,7 +14,7 @@ created before it). Then, exactly:
   with no attempt at all;
 - **recorded but never ran**: a completed attempt whose phone never finished that run;
 - **not converged**: a job not ``completed``, with open attempts or pending retries, or whose counts do
-  not add up (completed + failed = target = assigned; attempts = assigned + retried).
+  not add up (completed + failed = target = assigned; attempts = assigned + retried + handed back).
 """
 
 from collections import Counter, defaultdict
@@ -31,6 +31,7 @@ CATEGORIES = ("lost", "recorded_twice", "run_twice_unrecorded", "recorded_not_ru
 OPEN = ("pending", "delivered", "running", "paused")
 UNPLUG_CODES = ("device_lost", "adb_error")  # what an agent reports when the phone vanished mid-command
 CRASH_CODES = ("interrupted",)  # what a restarted agent reports for a run its crash cut short
+HANDED_BACK = "handed_back"  # an unstarted attempt whose phone went away: its slot went back to the job
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Attempt:
     attempt: int
     retried: bool
     retry_due: bool
+    superseded: bool
     created: float
     finished: float | None
 
@@ -140,7 +142,8 @@ async def read_database(dsn: str) -> tuple[list[JobRow], list[Attempt]]:
                       completed_count, failed_count, retry_pending FROM jobs ORDER BY id""")
         rows = await conn.fetch(
             """SELECT a.id, a.job_id, d.serial, a.status, a.error_code, a.attempt, a.retried,
-                      a.retry_at IS NOT NULL AS retry_due, extract(epoch FROM a.created_at)::float8 AS created,
+                      a.retry_at IS NOT NULL AS retry_due, a.superseded,
+                      extract(epoch FROM a.created_at)::float8 AS created,
                       extract(epoch FROM a.finished_at)::float8 AS finished
                FROM assignments a JOIN devices d ON d.id = a.device_id ORDER BY a.created_at, a.id""")
     finally:
@@ -205,7 +208,7 @@ def audit(jobs: list[JobRow], attempts: list[Attempt], runs: list[PhoneRun], con
     for a in attempts:
         by_job[a.job_id].append(a)
     for job in jobs:
-        _check_job(job, by_job.get(job.id, []), verdict)
+        _check_job(job, by_job.get(job.id, []), context, verdict)
     return verdict
 
 
@@ -251,20 +254,27 @@ def _excuse(a: Attempt, run: PhoneRun, context: Context) -> str | None:
     return None
 
 
-def _check_job(job: JobRow, rows: list[Attempt], verdict: Verdict) -> None:
-    """The job's counters against its attempts. A completed attempt whose slot was handed on (``retried``)
-    is history: the slot's outcome is its successor's, so the job does not count it."""
+def _check_job(job: JobRow, rows: list[Attempt], context: Context, verdict: Verdict) -> None:
+    """The job's counters against its attempts. Every attempt is a slot's first (``assigned``), a retry's
+    successor (one per ``retried`` attempt), or replaced by one (``handed_back``: cancelled unstarted, its
+    slot reopened). A completed attempt whose slot was handed on (``retried``) is history: the slot's
+    outcome is its successor's, so the job does not count it."""
 
     def flag(category: str, detail: str) -> None:
-        verdict.violations.append(Violation(category, job.id, None, detail))
+        listed = "; ".join(f"#{a.id} {a.serial} attempt {a.attempt} {a.status}"
+                           + (f"/{a.error_code}" if a.error_code else "") + (" retried" if a.retried else "")
+                           + (" retry due" if a.retry_due else "") + (" superseded" if a.superseded else "")
+                           + f" created {context.at(a.created)} ended {context.at(a.finished)}" for a in rows)
+        verdict.violations.append(Violation(category, job.id, None, f"{detail} [{listed}]"))
 
     counted = sum(a.status == "completed" and not a.retried for a in rows)
     dead = sum(a.status in ("failed", "timed_out") and not a.retried and not a.retry_due for a in rows)
     retried = sum(a.retried for a in rows)
+    handed_back = sum(a.status == "cancelled" and a.error_code == HANDED_BACK for a in rows)
     open_rows = [a for a in rows if a.status in OPEN]
     counts = (f"target {job.target}, assigned {job.assigned}, completed {job.completed}, failed {job.failed}, "
               f"retry_pending {job.retry_pending}; attempts {len(rows)}: {counted} completed, {dead} failed for "
-              f"good, {retried} handed on to a retry, {len(open_rows)} open")
+              f"good, {retried} handed on to a retry, {handed_back} handed back unstarted, {len(open_rows)} open")
     if job.status != "completed":
         flag("not_converged", f"status {job.status}; {counts}")
     if open_rows:
@@ -277,9 +287,9 @@ def _check_job(job: JobRow, rows: list[Attempt], verdict: Verdict) -> None:
         flag("recorded_twice", f"counts more outcomes than its attempts hold; {counts}")
     if counted > job.target:
         flag("recorded_twice", f"more completed slots than its target; {counts}")
-    if len(rows) > job.assigned + retried:
+    if len(rows) > job.assigned + retried + handed_back:
         flag("recorded_twice", f"a slot was handed on twice; {counts}")
-    elif len(rows) < job.assigned + retried:
+    elif len(rows) < job.assigned + retried + handed_back:
         flag("not_converged", f"fewer attempts than slots handed out; {counts}")
     if job.completed < counted:
         flag("lost", f"completed attempts the job does not count; {counts}")

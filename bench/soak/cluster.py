@@ -81,7 +81,7 @@ class SoakPostgres:
         self.server_dsn = ""
         """Through the proxy (the server's)."""
         self._root_dsn = ""
-        self._database = f"soak_{uuid.uuid4().hex[:8]}"
+        self.database = f"soak_{uuid.uuid4().hex[:8]}"
 
     @property
     def kind(self) -> str:
@@ -99,16 +99,16 @@ class SoakPostgres:
             self._root_dsn = f"postgresql://postgres@{LOOPBACK}:{port}/postgres"
         conn = await asyncpg.connect(self._root_dsn)
         try:
-            await conn.execute(f"CREATE DATABASE {self._database}")
+            await conn.execute(f"CREATE DATABASE {self.database}")
         finally:
             await conn.close()
-        self.direct_dsn = _dsn(self._root_dsn, database=self._database)
+        self.direct_dsn = _dsn(self._root_dsn, database=self.database)
         upstream = urlsplit(self._root_dsn)
         if not upstream.hostname:
             raise SystemExit("the soak reaches PostgreSQL through a TCP proxy: DATABASE_URL needs a TCP host")
         self.proxy = TcpFaultProxy(upstream.hostname, upstream.port or 5432)
         await self.proxy.start()
-        self.server_dsn = _dsn(self._root_dsn, database=self._database, port=self.proxy.port)
+        self.server_dsn = _dsn(self._root_dsn, database=self.database, port=self.proxy.port)
 
     def _pg_ctl(self, *args: str) -> None:
         assert self.embedded is not None
@@ -132,13 +132,18 @@ class SoakPostgres:
         postmaster = running_postmaster(self.embedded.data_dir)
         return postmaster.pid if postmaster else None
 
-    async def stop(self) -> None:
+    async def stop(self, *, keep_data: bool = False) -> None:
+        """Stop; ``keep_data`` keeps the soak's database (the embedded one's files stay in the work dir)."""
         if self.proxy is not None:
             await self.proxy.stop()
+        if keep_data:
+            if self.embedded is not None:
+                await asyncio.to_thread(self.embedded.stop)
+            return
         with contextlib.suppress(OSError, asyncpg.PostgresError):
             conn = await asyncpg.connect(self._root_dsn)
             try:
-                await conn.execute(f"DROP DATABASE IF EXISTS {self._database} WITH (FORCE)")
+                await conn.execute(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
             finally:
                 await conn.close()
         if self.embedded is not None:
