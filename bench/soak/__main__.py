@@ -18,6 +18,7 @@ import random
 import secrets
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -81,9 +82,10 @@ class Soak:
         say("starting the server ...")
         self.server.start()
         await self.server.wait_healthy()
-        self.racks = [Rack(i, self.opts.phones, self.work, self.server.port, {}) for i in range(self.opts.agents)]
         say(f"starting {self.opts.agents} adb servers and {total} virtual phones ...")
-        for rack in self.racks:
+        for i in range(self.opts.agents):
+            rack = Rack(i, self.opts.phones, self.work, self.server.port, {})
+            self.racks.append(rack)
             await rack.start_phones()
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.admin}"}) as http:
             for rack in self.racks:
@@ -295,6 +297,16 @@ async def amain(opts: argparse.Namespace) -> int:
     say(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, load average "
         + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f"; work dir {work}")
     soak = Soak(opts, work)
+    main_task = asyncio.current_task()
+    assert main_task is not None
+
+    def stop_once() -> None:
+        """Ctrl-C or SIGTERM: cancel the soak once, so a second signal cannot cut its clean-up short."""
+        if not main_task.cancelling():
+            main_task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop_once)
     began = time.monotonic()
     ok = False
     try:
@@ -315,7 +327,11 @@ async def amain(opts: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return asyncio.run(amain(options(argv)))
+    try:
+        return asyncio.run(amain(options(argv)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        say("interrupted; everything the soak started is stopped")
+        return 130
 
 
 if __name__ == "__main__":

@@ -195,6 +195,8 @@ class Rack:
     """One PC: its adb server, its phones, its link to the server (through a proxy), its agent process."""
 
     def __init__(self, index: int, phones: int, work_dir: Path, server_port: int, env: dict[str, str]) -> None:
+        """Make racks one after another, each started before the next is made: its adb port is picked here,
+        and must not be taken meanwhile by another rack's phones (an adb client would talk to a phone)."""
         self.index = index
         self.name = f"soak-pc{index}"
         self.adb = LocalAdbServer(free_port())
