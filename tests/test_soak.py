@@ -104,7 +104,8 @@ async def test_two_minute_soak_loses_nothing_and_converges(tmp_path: Path) -> No
     out = tmp_path / "soak.json"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.soak", "--minutes", "2", "--agents", "4", "--phones", "10", "--seed", "1",
-        "--json", str(out), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        "--json", str(out), "--work-dir", str(tmp_path / "soak"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), 1400)
     finally:

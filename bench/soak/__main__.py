@@ -54,6 +54,8 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--converge-sec", type=float, default=300.0, help="how long jobs may take to converge (300)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs) even when the soak passes")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="logs, agent state and the embedded database (default: a new temp dir)")
     return p.parse_args(argv)
 
 
@@ -289,7 +291,8 @@ def report(fig: dict[str, Any], verdict: Verdict) -> None:
 
 
 async def amain(opts: argparse.Namespace) -> int:
-    work = Path(tempfile.mkdtemp(prefix="pfsoak-"))
+    work = opts.work_dir.resolve() if opts.work_dir else Path(tempfile.mkdtemp(prefix="pfsoak-"))
+    work.mkdir(parents=True, exist_ok=True)
     total = opts.agents * opts.phones
     say(f"== chaos soak: {opts.agents} agents x {opts.phones} virtual phones = {total}, "
         f"{opts.minutes:g} min of faults, seed {opts.seed}")

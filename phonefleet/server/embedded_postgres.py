@@ -9,6 +9,7 @@ adopts it; the last live holder to stop stops it. A CLI command sharing a runnin
 is one more holder, so it never stops the server's database.
 """
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -106,8 +107,6 @@ class EmbeddedPostgres:
                             extra={"pgdata": str(self.data_dir), "pid": postmaster.pid})
             self._holder = _this_process(uuid.uuid4().hex)
             self._save_holders([*holders, self._holder])
-        import atexit
-
         atexit.register(self.stop)
         return postmaster.uri
 
@@ -115,8 +114,6 @@ class EmbeddedPostgres:
         """Give up this process's hold; the last live holder stops PostgreSQL (unless ``keep_running``)."""
         if self._holder is None:
             return
-        import atexit
-
         atexit.unregister(self.stop)
         with self._locked():
             others = [h for h in self._live_holders() if h.id != self._holder.id]
