@@ -323,7 +323,7 @@ async def amain(opts: argparse.Namespace) -> int:
         return 0 if ok else 1
     finally:
         await soak.stop(keep_data=opts.keep or not ok)
-        if ok and not opts.keep:
+        if ok and not opts.keep and opts.work_dir is None:  # only a temp dir of its own
             shutil.rmtree(work, ignore_errors=True)
         else:
             say(f"logs kept in {work / 'logs'}")
