@@ -261,7 +261,7 @@ def figures(soak: Soak, verdict: Verdict, seconds: float) -> dict[str, Any]:
         "converged_after_sec": None if soak.converged_sec is None else round(soak.converged_sec, 1),
         "violations": {c: verdict.count(c) for c in CATEGORIES}, "jobs_not_converged": len(not_converged),
         "dropped_log_records": verdict.dropped_log_records, "ok": verdict.ok,
-        "details": [str(v) for v in verdict.violations[:500]],
+        "details": [str(v) for v in verdict.violations],
     }
 
 
