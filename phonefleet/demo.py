@@ -1,139 +1,269 @@
 """``phonefleet-demo`` (the README's run command): a server on the embedded database, an agent with
-20 virtual phones, and a first job you can watch reach them."""
+20 virtual phones, and a first job you can watch reach them. Ctrl-C stops everything it started."""
 
 import asyncio
 import contextlib
 import os
-import re
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import aiohttp
 import typer
 
 cli = typer.Typer(add_completion=False, help=__doc__)
 
+PROGRESS_SEC = 10.0  # a long wait says it is still waiting this often
+STOP_SEC = 30.0
+
+
+class DemoFailed(Exception):
+    """A step did not come about; the message says which, and where its log is."""
+
+
+def say(line: str) -> None:
+    typer.echo(line)
+
 
 class Child:
-    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+    """A process the demo started, in a session of its own: a Ctrl-C at the terminal reaches only the
+    demo, which stops its children in order. Its log starts fresh each run (the previous one is kept)."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if log.exists():
+            log.replace(log.with_name(log.stem + ".previous" + log.suffix))
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
+    def exited(self) -> str | None:
+        """Why the process is gone, with the end of its log, or None while it runs."""
+        if self.proc.poll() is None:
+            return None
+        tail = self.log.read_text(errors="replace")[-2000:]
+        return f"the {self.name} exited (code {self.proc.returncode}); see {self.log}:\n{tail}"
 
     def stop(self) -> None:
+        """SIGTERM (its own clean shutdown), then SIGKILL if it has not gone within STOP_SEC."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.terminate()
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=STOP_SEC)
             except subprocess.TimeoutExpired:
+                say(f"  the {self.name} did not stop within {STOP_SEC:.0f} s; killing it")
                 self.proc.kill()
+                self.proc.wait()
 
 
-async def _wait_for(check: Any, what: str, child: Child, seconds: float = 120) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while loop.time() < deadline:
-        if child.proc.poll() is not None:
-            raise SystemExit(f"{child.name} exited; see {child.log}:\n{child.text()[-2000:]}")
-        result = await check()
-        if result:
-            return result
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str, child: Child, seconds: float = 300) -> None:
+    """Poll ``check`` until it holds; fail at once if ``child`` exits; say every PROGRESS_SEC that it waits."""
+    start = time.monotonic()
+    said = start
+    while not await check():
+        if (why := child.exited()) is not None:
+            raise DemoFailed(why)
+        now = time.monotonic()
+        if now - start > seconds:
+            raise DemoFailed(f"timed out after {seconds:.0f} s waiting for {what}; see {child.log}")
+        if now - said >= PROGRESS_SEC:
+            say(f"  still waiting for {what} ({now - start:.0f} s) ...")
+            said = now
         await asyncio.sleep(0.25)
-    raise SystemExit(f"timed out waiting for {what}; see {child.log}")
 
 
-async def demo(data_dir: Path, port: int, phones: int, adb_port: int) -> None:
-    logs = data_dir / "logs"
-    py = sys.executable
-    typer.echo(f"starting the server (embedded PostgreSQL in {data_dir / 'pg'}) ...")
-    server = Child("server", [py, "-m", "phonefleet.server.cli", "--data-dir", str(data_dir), "--port", str(port)],
-                   logs / "server.log")
-    children = [server]
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def healthy(http: aiohttp.ClientSession, url: str) -> bool:
     try:
-        async def banner() -> re.Match[str] | None:
-            return re.search(r"admin token: (\S+)", server.text())
-
-        admin = (await _wait_for(banner, "the server", server)).group(1)
-        url = f"http://127.0.0.1:{port}"
-        headers = {"Authorization": f"Bearer {admin}"}
-        async with aiohttp.ClientSession(headers=headers) as http:
-            token = await _agent_token(http, url, data_dir)
-            typer.echo(f"starting an agent with {phones} virtual phones (adb server on port {adb_port}) ...")
-            agent = Child("agent", [py, "-m", "phonefleet.agent.cli", "run", "--server", url, "--token", token,
-                                    "--virtual", str(phones), "--state-dir", str(data_dir / "agent"),
-                                    "--adb-port", str(adb_port)], logs / "agent.log")
-            children.append(agent)
-
-            async def idle_phones() -> int:
-                async with http.get(url + "/api/devices") as r:
-                    return sum(d["state"] == "idle" for d in await r.json())
-
-            await _wait_for(lambda: _at_least(idle_phones, phones), f"{phones} idle phones", agent)
-            typer.echo(f"{phones} phones connected. Sending a job to half of them ...")
-            body = {"title": "demo: open example.com, take a screenshot",
-                    "plan": [{"type": "open_url", "url": "https://example.com/", "duration_sec": 3},
-                             {"type": "screenshot"}],
-                    "target_type": "percentage", "target_value": 50}
-            async with http.post(url + "/api/jobs", json=body) as r:
-                job = await r.json()
-            last = ""
-            while True:
-                async with http.get(f"{url}/api/jobs/{job['id']}") as r:
-                    job = await r.json()
-                done = job["completed_count"] + job["failed_count"]
-                line = (f"  job {job['id']} {job['status']}: {done}/{job['target_count']} phones "
-                        f"({100 * done // max(1, job['target_count'])}%), {job['running_count']} running")
-                if line != last:
-                    typer.echo(line)
-                    last = line
-                if job["status"] in ("completed", "cancelled"):
-                    break
-                await asyncio.sleep(0.5)
-        typer.echo("")
-        typer.echo(f"dashboard: {url}/   (sign in with the admin token: {admin})")
-        typer.echo(f"  jobs:    curl -H 'Authorization: Bearer {admin}' {url}/api/jobs")
-        typer.echo(f"  phones:  .venv/bin/phonefleet-agent status --state-dir {data_dir / 'agent'}")
-        typer.echo(f"  API:     {url}/api/openapi.json      logs: {logs}")
-        typer.echo("Ctrl-C stops everything.")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        watch = [asyncio.create_task(asyncio.to_thread(c.proc.wait)) for c in children]
-        await asyncio.wait([asyncio.create_task(stop.wait()), *watch], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for child in reversed(children):
-            child.stop()
+        async with http.get(url + "/healthz", timeout=aiohttp.ClientTimeout(total=5)) as r:
+            return r.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
 
 
-async def _at_least(count: Any, n: int) -> bool:
-    return bool(await count() >= n)
+def admin_token(data_dir: Path) -> str:
+    """The environment's admin token, else the one the server keeps in its data dir (never its log)."""
+    if token := os.environ.get("PHONEFLEET_ADMIN_TOKEN"):
+        return token
+    path = data_dir / "admin_token"
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise DemoFailed(f"the server is up but wrote no admin token to {path}: {exc}") from None
 
 
-async def _agent_token(http: aiohttp.ClientSession, url: str, data_dir: Path) -> str:
-    """The demo agent's token, registered once and kept in the data directory."""
+async def agent_token(http: aiohttp.ClientSession, url: str, data_dir: Path) -> str:
+    """The demo agent's token, registered once and kept in the data dir (again if the database lost it)."""
     path = data_dir / "demo-agent-token"
     if path.exists():
-        return path.read_text().strip()
-    name = "demo-pc"
-    for n in range(2, 100):
+        token = path.read_text().strip()
+        async with http.get(url + "/api/agent/assignments", headers={"Authorization": f"Bearer {token}"}) as r:
+            if r.status == 200:
+                return token
+    for n in range(1, 100):
+        name = "demo-pc" if n == 1 else f"demo-pc-{n}"
         async with http.post(url + "/api/agents", json={"name": name}) as r:
             if r.status == 201:
-                token: str = (await r.json())["token"]
+                token = str((await r.json())["token"])
                 path.write_text(token + "\n")
                 path.chmod(0o600)
                 return token
-        name = f"demo-pc-{n}"
-    raise SystemExit("could not register a demo agent")
+    raise DemoFailed("could not register a demo agent")
+
+
+class Demo:
+    """The server, the agent and its private adb server, started in order and stopped in reverse."""
+
+    def __init__(self, data_dir: Path, port: int, phones: int, adb_port: int) -> None:
+        import adbutils
+
+        self.data_dir = data_dir
+        self.port = port
+        self.phones = phones
+        self.adb_port = adb_port
+        self.adb = str(adbutils.adb_path())  # given to the agent too, so kill-server reaches its server
+        self.url = f"http://127.0.0.1:{port}"
+        self.logs = data_dir / "logs"
+        self.embedded = not os.environ.get("DATABASE_URL")
+        self.server: Child | None = None
+        self.agent: Child | None = None
+
+    async def show(self) -> None:
+        """Start everything, run a first job, print where to look; then watch until a process exits."""
+        if port_in_use(self.port):
+            raise DemoFailed(f"port {self.port} is in use (another phonefleet?); pick one with --port")
+        await self._start_server()
+        admin = admin_token(self.data_dir)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin}"}) as http:
+            token = await agent_token(http, self.url, self.data_dir)
+            await self._start_agent(http, token)
+            await self._run_job(http)
+        say("")
+        say(f"dashboard: {self.url}/   (sign in with the admin token in {self.data_dir / 'admin_token'})")
+        say(f"  jobs:    curl -H \"Authorization: Bearer $(cat {self.data_dir / 'admin_token'})\" {self.url}/api/jobs")
+        say(f"  phones:  .venv/bin/phonefleet-agent status --state-dir {self.data_dir / 'agent'}")
+        say(f"  API:     {self.url}/api/openapi.json      logs: {self.logs}")
+        say("Ctrl-C stops everything.")
+        children = [c for c in (self.server, self.agent) if c is not None]
+        exits = [asyncio.create_task(asyncio.to_thread(c.proc.wait)) for c in children]
+        try:
+            await asyncio.wait(exits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in exits:
+                task.cancel()  # the threads end when stop() ends the processes
+        raise DemoFailed(next(why for c in children if (why := c.exited())))
+
+    async def _start_server(self) -> None:
+        where = f"embedded PostgreSQL in {self.data_dir / 'pg'}" if self.embedded else "DATABASE_URL"
+        first = self.embedded and not (self.data_dir / "pg" / "PG_VERSION").exists()
+        say(f"starting the server on port {self.port} ({where}"
+            + ("; this first start creates the database" if first else "") + ") ...")
+        self.server = Child("server", [sys.executable, "-m", "phonefleet.server.cli", "--data-dir",
+                                       str(self.data_dir), "--port", str(self.port)], self.logs / "server.log")
+        async with aiohttp.ClientSession() as anonymous:
+            await wait_for(lambda: healthy(anonymous, self.url), "the server to answer /healthz", self.server)
+        say(f"server up at {self.url}")
+
+    async def _start_agent(self, http: aiohttp.ClientSession, token: str) -> None:
+        say(f"starting an agent with {self.phones} virtual phones (private adb server on port {self.adb_port}) ...")
+        self.agent = Child("agent", [sys.executable, "-m", "phonefleet.agent.cli", "run", "--server", self.url,
+                                     "--virtual", str(self.phones), "--state-dir", str(self.data_dir / "agent"),
+                                     "--adb-port", str(self.adb_port), "--adb-path", self.adb],
+                           self.logs / "agent.log", env={"PHONEFLEET_AGENT_TOKEN": token})
+        last = -1
+
+        async def all_idle() -> bool:
+            nonlocal last
+            async with http.get(self.url + "/api/devices") as r:
+                devices: list[dict[str, object]] = await r.json()
+            idle = sum(d["state"] == "idle" for d in devices)
+            if idle != last and idle:
+                say(f"  {idle}/{self.phones} phones connected")
+                last = idle
+            return idle >= self.phones
+
+        await wait_for(all_idle, f"{self.phones} idle phones", self.agent)
+
+    async def _run_job(self, http: aiohttp.ClientSession) -> None:
+        assert self.agent is not None and self.server is not None
+        say("sending a job to half of the phones ...")
+        body = {"title": "demo: open example.com, take a screenshot",
+                "plan": [{"type": "open_url", "url": "https://example.com/", "duration_sec": 3},
+                         {"type": "screenshot"}],
+                "target_type": "percentage", "target_value": 50}
+        async with http.post(self.url + "/api/jobs", json=body) as r:
+            job = await r.json()
+            if r.status != 201:
+                raise DemoFailed(f"the server refused the demo job: {job}")
+        last = ""
+
+        async def finished() -> bool:
+            nonlocal job, last
+            async with http.get(f"{self.url}/api/jobs/{job['id']}") as r:
+                job = await r.json()
+            done = job["completed_count"] + job["failed_count"]
+            line = (f"  job {job['id']} {job['status']}: {done}/{job['target_count']} phones "
+                    f"({100 * done // max(1, job['target_count'])}%), {job['running_count']} running")
+            if line != last:
+                say(line)
+                last = line
+            return job["status"] in ("completed", "cancelled")
+
+        await wait_for(finished, f"job {job['id']}", self.agent)
+
+    def stop(self) -> None:
+        """Agent first (it stops its virtual phones), then the server (it stops its PostgreSQL), then the
+        private adb server; then make sure no PostgreSQL of this data dir is left behind."""
+        if self.agent is not None:
+            say(f"stopping the agent and its {self.phones} virtual phones ...")
+            self.agent.stop()
+        if self.server is not None:
+            say("stopping the server" + (" and its PostgreSQL ..." if self.embedded else " ..."))
+            self.server.stop()
+        if self.agent is not None:
+            say(f"stopping the private adb server on port {self.adb_port} ...")
+            subprocess.run([self.adb, "-P", str(self.adb_port), "kill-server"], capture_output=True,
+                           timeout=STOP_SEC, check=False)
+        if self.embedded and self.server is not None:
+            from phonefleet.server.embedded_postgres import EmbeddedPostgres
+
+            if EmbeddedPostgres(self.data_dir).stop_orphan():
+                say("  stopped a PostgreSQL the server left running")
+        say("stopped.")
+
+
+async def demo(data_dir: Path, port: int, phones: int, adb_port: int) -> None:
+    """Run the show until Ctrl-C (SIGINT or SIGTERM) or a failure; stop everything either way."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    run = Demo(data_dir, port, phones, adb_port)
+    show = asyncio.create_task(run.show())
+    stopped = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([show, stopped], return_when=asyncio.FIRST_COMPLETED)
+        if show.done():
+            show.result()  # raises DemoFailed: the show only ends on a failure
+        else:
+            say("")
+    finally:
+        for task in (show, stopped):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, DemoFailed):
+            await show
+        await asyncio.to_thread(run.stop)
 
 
 @cli.command()
@@ -143,8 +273,11 @@ def main(
     phones: Annotated[int, typer.Option(min=1, max=900, help="Virtual phones.")] = 20,
     adb_port: Annotated[int, typer.Option(help="A private adb server's port (yours on 5037 is left alone).")] = 5137,
 ) -> None:
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(demo(data_dir.resolve(), port, phones, adb_port))
+    except DemoFailed as exc:
+        typer.echo(f"demo failed: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def run() -> None:

@@ -1,15 +1,15 @@
-"""The database: an embedded PostgreSQL when no URL is given, the pool, and migrations."""
+"""The database: the pool and migrations (the embedded PostgreSQL, used when no URL is given, has its
+own module and is re-exported here)."""
 
 import asyncio
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
 from phonefleet.server import outage
+from phonefleet.server.embedded_postgres import EmbeddedPostgres
 from phonefleet.server.store import Conn
 
 log = logging.getLogger(__name__)
@@ -17,36 +17,7 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK_KEY = 0x70686F6E65666C74  # "phonefltq" in ASCII-ish; any constant shared by all nodes
 
 Pool = asyncpg.Pool
-
-
-class EmbeddedPostgres:
-    """A private PostgreSQL in ``data_dir/pg`` (binaries from the pgserver wheel).
-
-    pgserver ships relocatable PostgreSQL 16 binaries on PyPI, so a fresh machine needs no system
-    PostgreSQL; it also reference-counts the processes that share one data directory, so the CLI
-    can reach the database of a running server.
-    """
-
-    def __init__(self, data_dir: Path, *, keep_running: bool = False) -> None:
-        self.data_dir = data_dir.resolve() / "pg"
-        self.keep_running = keep_running
-        self._server: Any = None
-
-    def start(self) -> str:
-        os.environ.setdefault("XDG_RUNTIME_DIR", str(self.data_dir.parent / "run"))
-        (self.data_dir.parent / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
-        from pgserver import postgres_server
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
-        mode = None if self.keep_running else "stop"
-        self._server = postgres_server.get_server(self.data_dir, cleanup_mode=mode)
-        return str(self._server.get_uri())
-
-    def stop(self) -> None:
-        if self._server is not None and not self.keep_running:
-            self._server.cleanup()
-            self._server = None
+__all__ = ["EmbeddedPostgres", "Pool", "create_pool", "migrate", "migrations_dir", "wait_for_database"]
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
