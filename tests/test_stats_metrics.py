@@ -33,15 +33,18 @@ def sample(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def run_job(server: RunningServer, agent: SimAgent, outcomes: list[str]) -> dict[str, Any]:
-    """A job on every phone of ``agent``; each phone starts it, then ends with its outcome in turn."""
+    """A job on every phone of ``agent``; each phone starts it, then ends with its outcome in turn (the
+    cancelled ones last, by cancelling the job: an agent does not cancel work on its own)."""
     job: dict[str, Any] = await server.ok("POST", "/api/jobs", open_url_job())
     await agent.wait_for(lambda: len(agent.orders) == len(outcomes))
     ids = sorted(agent.orders)
     assert (await agent.start(ids))["ok"]
-    for outcome in sorted(set(outcomes)):
+    for outcome in sorted(set(outcomes) - {"cancelled"}):
         mine = [i for i, o in zip(ids, outcomes, strict=True) if o == outcome]
         extra = {} if outcome == "completed" else {"error": "boom", "retryable": False}
         assert (await agent.finish(mine, outcome, **extra))["ok"]
+    if "cancelled" in outcomes:
+        await server.ok("PATCH", f"/api/jobs/{job['id']}", {"status": "cancelled"})
 
     async def ended() -> bool:
         counts = (await server.ok("GET", "/api/stats"))["assignments"]

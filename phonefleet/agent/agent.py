@@ -6,6 +6,7 @@ import json
 import logging
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +72,8 @@ class Agent(Handlers):
         self.fleet: VirtualFleet | None = None
         self.control = ControlServer(self, self.state_dir, settings.control_port)
         self.journal = RunJournal(self.outbox)
+        self._received: dict[int, float] = {}
+        """When each assignment the server still lists first reached this agent (``time.monotonic()``)."""
         self._reruns: dict[int, JournalEntry] = {}
         """Runs a crash cut short whose job says ``on_interrupt: rerun``: run again if the server still lists them."""
         for entry in self.journal.entries():
@@ -217,9 +220,11 @@ class Agent(Handlers):
                 "paused_serials": sorted(self.local_paused_serials), "paused_job_ids": sorted(self.paused_jobs),
                 **({"max_running": self.settings.max_running} if self.settings.max_running else {})}
 
-    async def on_orders(self, orders: list[dict[str, Any]], *, full: bool) -> None:
+    async def on_orders(self, orders: list[dict[str, Any]], *, full: bool, since: float | None = None) -> None:
+        now = time.monotonic()
         for order in orders:
             aid = int(order["assignment_id"])
+            self._received.setdefault(aid, now)
             if aid in self._done:
                 continue
             worker = self._worker(str(order["serial"]))
@@ -227,16 +232,23 @@ class Agent(Handlers):
             if interrupted is not None:
                 worker.reruns[aid] = interrupted.step_index
             worker.offer(order)
-        if full:  # the server's whole list: anything else we hold is no longer ours to run
+        if full:  # the server's whole list: anything else we held before asking is no longer ours to run
             listed = {int(o["assignment_id"]) for o in orders}
-            for aid in [a for a in self._reruns if a not in listed]:  # no longer ours to run again: say so
+            asked = now if since is None else since
+
+            def stale(aid: int) -> bool:  # a push that came after the list was asked for may be missing from it
+                return aid not in listed and self._received.get(aid, 0.0) < asked
+
+            for aid in [a for a in self._reruns if stale(a)]:  # no longer ours to run again: say so
                 self._report_interrupted(self._reruns.pop(aid))
             for worker in self.workers.values():
-                stale = set(worker.queued_ids()) - listed
-                if worker.current is not None and worker.current["assignment_id"] not in listed:
-                    stale.add(int(worker.current["assignment_id"]))
-                if stale:
-                    worker.drop(stale, stop_running=True)
+                dropped = {aid for aid in worker.queued_ids() if stale(aid)}
+                if worker.current is not None and stale(int(worker.current["assignment_id"])):
+                    dropped.add(int(worker.current["assignment_id"]))
+                if dropped:
+                    worker.drop(dropped, stop_running=True)
+            for aid in [a for a in self._received if a not in listed and self._received[a] < asked]:
+                del self._received[aid]  # forget what the server no longer lists
 
     async def on_control(self, event: str, data: dict[str, Any]) -> None:
         if event in (ev.JOB_PAUSED, ev.JOB_CANCELLED, ev.JOB_RESUMED):

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,9 @@ class Handlers:
     def hello(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    async def on_orders(self, orders: list[dict[str, Any]], *, full: bool) -> None:
+    async def on_orders(self, orders: list[dict[str, Any]], *, full: bool, since: float | None = None) -> None:
+        """New orders (a push), or the server's whole list (``full``: a hello ack or a poll, asked for at
+        ``since``, ``time.monotonic()``; what came by push after that may be missing from it)."""
         raise NotImplementedError
 
     async def on_control(self, event: str, data: dict[str, Any]) -> None:
@@ -174,7 +177,8 @@ class ServerLink:
     def _new_socket(self) -> _Socket:
         http = aiohttp.ClientSession()
         sock = _Socket(socketio.AsyncClient(reconnection=False, request_timeout=self.timings.connect_timeout_sec,
-                                            serializer=TextPacket, json=OrJson, http_session=http), http)
+                                            serializer=TextPacket, json=OrJson, http_session=http,
+                                            handle_sigint=False), http)  # Ctrl-C is the agent's to handle
         ns = ev.AGENT_NAMESPACE
 
         async def on_assign(data: dict[str, Any]) -> dict[str, Any]:
@@ -333,18 +337,19 @@ class ServerLink:
 
     async def _hello_socket(self, sock: _Socket) -> None:
         hello = self.handlers.hello()
+        since = time.monotonic()
         ack = await self._call(sock, ev.AGENT_HELLO, hello)
         if not ack.get("ok"):
             raise socketio.exceptions.SocketIOError(f"hello refused: {ack.get('error')}")
         self.handlers.on_device_ack(hello, ack["data"])
-        await self._apply_hello(ack["data"])
+        await self._apply_hello(ack["data"], since)
         self._hello_needed = False
         sock.greeted.set()
 
-    async def _apply_hello(self, data: dict[str, Any]) -> None:
+    async def _apply_hello(self, data: dict[str, Any], since: float) -> None:
         self.heartbeat_sec = float(data.get("heartbeat_sec", self.heartbeat_sec))
         self.poll_sec = float(data.get("poll_sec", self.poll_sec))
-        await self.handlers.on_orders(list(data.get("assignments", [])), full=True)
+        await self.handlers.on_orders(list(data.get("assignments", [])), full=True, since=since)
         await self.handlers.on_pause_state(bool(data.get("paused")), list(data.get("paused_serials", [])),
                                            list(data.get("paused_job_ids", [])))
 
@@ -472,11 +477,12 @@ class ServerLink:
             if not groups:
                 break
             await self._post_events(groups[:50])
+        since = time.monotonic()
         poll = await self._http("GET", "/api/agent/assignments")
         self.polls += 1
         self.poll_sec = float(poll.get("poll_sec", self.poll_sec))
         if poll.get("hello_required"):
             self._hello_needed = True
-        await self.handlers.on_orders(list(poll.get("assignments", [])), full=True)
+        await self.handlers.on_orders(list(poll.get("assignments", [])), full=True, since=since)
         await self.handlers.on_pause_state(bool(poll.get("paused")), list(poll.get("paused_serials", [])),
                                            list(poll.get("paused_job_ids", [])))

@@ -72,6 +72,8 @@ class ErrorCode(StrEnum):
     timeout = "timeout"
     adb_error = "adb_error"
     cancelled = "cancelled"
+    dropped = "dropped"
+    """The agent stopped a run the server still counted on (it believed the server no longer listed it)."""
     handed_back = "handed_back"
     """Unstarted work given back to its job because its phone went away, paused or was taken."""
     superseded = "superseded"

@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from phonefleet.protocol import events as ev
+from phonefleet.protocol.enums import ErrorCode, FinishOutcome
 from phonefleet.server.batching import Coalescer
 from phonefleet.server.config import Settings
 from phonefleet.server.distributor import Distributor
@@ -27,6 +28,16 @@ from phonefleet.server.store.slots import Overturned, Tally
 from phonefleet.server.transactions import in_transaction
 
 log = logging.getLogger(__name__)
+
+
+def _agent_cancel_is_a_failure(item: dict[str, Any]) -> dict[str, Any]:
+    """An agent stops a run on its own only when the server said so (the server ended it first, so the
+    report changes nothing) or when it believed the server no longer listed it. If the server still
+    counts on the run, that belief was wrong: the run is a retryable failure, so its slot is not lost."""
+    if str(item.get("outcome")) != FinishOutcome.cancelled:
+        return item
+    return {**item, "outcome": FinishOutcome.failed, "error_code": str(ErrorCode.dropped), "retryable": True,
+            "error": "the agent stopped this run on its own: " + str(item.get("error") or "cancelled")}
 
 
 class Completion:
@@ -50,6 +61,8 @@ class Completion:
         changed (others had already ended, or were not the agent's)."""
         if not items:
             return []
+        if agent_id is not None:
+            items = [_agent_cancel_is_a_failure(i) for i in items]
         results = await self.batcher.submit([{**i, "agent_id": agent_id} for i in items])
         return [r for r in results if r is not None]
 
