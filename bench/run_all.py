@@ -12,7 +12,8 @@ import time
 from bench.harness import command
 
 MODULE = "bench.run_all"
-BENCHMARKS = ["bench.fanout", "bench.pause", "bench.throughput", "bench.priority", "bench.adb"]
+BENCHMARKS = ["bench.fanout", "bench.pause", "bench.throughput", "bench.priority", "bench.create_rate", "bench.stall",
+              "bench.adb"]
 TIMEOUT_SEC = 600  # each benchmark's own sizes keep it to a few minutes; this only bounds a hang
 
 
@@ -33,7 +34,7 @@ def main() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
                 print(line, end="", flush=True)
-                if line.startswith(("goal", "-- ", "completed assignments/s", "POST ->", "PATCH paused ->",
+                if line.startswith(("goal", "-- ", "completed assignments/s", "POST ->", "PATCH paused ->", "stall ->",
                                     "adb commands/s", "order fidelity", "priority violations, grace  50")):
                     summary.append(f"{module}: {line.rstrip()}")
             try:

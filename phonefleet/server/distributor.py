@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 FILL_BATCH = 200
 """Jobs a pass reads at a time: a backlog of thousands is taken in bounded steps."""
 PASS_WAIT_SEC = 5.0
+"""How long a job event waits for the pass that serves it before making one itself."""
 ANY_PHONES = 1_000_000
 """A claim's limit when the job's own room is the only bound."""
 
@@ -103,7 +104,7 @@ class Distributor:
                 log.exception("fill crashed; will retry on the next event")
 
     async def fill(self, job_ids: Sequence[int] | None = None) -> int:
-        """A fill; returns the number of assignments it created and pushed.
+        """A fill; returns the number of assignments it created and pushed (0 when a pass served it).
 
         Without ``job_ids``: a pass over every active job that may claim a phone now, in priority order,
         in bounded batches (jobs waiting for phones that are not there are skipped at the index).
