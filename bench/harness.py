@@ -33,7 +33,6 @@ import aiohttp
 import asyncpg
 
 from phonefleet.protocol import events as ev
-from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
 from phonefleet.sim.agent import SimAgent
 
 ADMIN = "pfadm_bench-admin-token"
@@ -381,15 +380,13 @@ class Fleet:
     @classmethod
     async def start(cls, url: str, dsn: str, n_agents: int, phones_each: int, *, auto_finish: bool = False,
                     heartbeat_sec: float = 5.0) -> "Fleet":
-        from phonefleet.server.store import agents as agents_store
+        from phonefleet.server.tokens import add_agent
 
         tokens = []
         conn = await asyncpg.connect(dsn)
         try:
             for i in range(n_agents):
-                token = new_token(AGENT_PREFIX)
-                await agents_store.create(conn, f"bench-pc{i:03d}", hash_token(token))
-                tokens.append(token)
+                tokens.append((await add_agent(conn, f"bench-pc{i:03d}"))[1])
         finally:
             await conn.close()
         agents = [SimAgent(url, t, [f"pc{i:03d}-{p:04d}" for p in range(phones_each)], auto_finish=auto_finish)

@@ -37,24 +37,24 @@ def install(app: web.Application) -> None:
     """Wrap the steps of job creation, fill, push, pause and completion; add ``GET /bench/spans``."""
     import socketio
 
-    from phonefleet.server import agent_events, completion, distributor, job_control, realtime
+    from phonefleet.server import agent_events, completion, distributor, job_control, queries, realtime
     from phonefleet.server.api import Api
     from phonefleet.server.bus import Bus
     from phonefleet.server.store import assignments, devices, jobs, scheduler
 
     for owner, attr, name in [
         (Api, "_authorize", "api: authorize token"),
-        (Api, "_job", "api: render job for response"),
+        (queries.Queries, "job", "api: render job for response"),
         (job_control.JobControl, "create", "JobControl.create"),
         (job_control.JobControl, "pause", "JobControl.pause"),
         (job_control.JobControl, "get", "JobControl.get"),
         (job_control.JobControl, "_after", "JobControl._after"),
-        (job_control, "in_transaction", "job transaction"),
         (jobs, "count_eligible_connected", "sql: count eligible"),
         (distributor.Distributor, "fill", "Distributor.fill"),
         (scheduler, "fill_context", "sql: fill context (idle, switch, caps)"),
         (jobs, "fillable", "sql: fillable jobs"),
         (assignments, "claim", "sql: claim (select+update+insert)"),
+        (assignments, "claim_simple", "sql: claim, one statement"),
         (assignments, "pause_job", "sql: pause assignments"),
         (devices, "refresh_states", "sql: refresh device states"),
         (distributor.Distributor, "_push", "Distributor._push"),

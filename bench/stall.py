@@ -42,7 +42,6 @@ from phonefleet.agent.agent import Agent
 from phonefleet.agent.config import AgentSettings
 from phonefleet.agent.link import Mode
 from phonefleet.agent.virtual_phone import LocalAdbServer
-from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
 from phonefleet.sim.netfault import TcpFaultProxy
 
 MODULE = "bench.stall"
@@ -77,15 +76,13 @@ class ModeClock:
 
 
 async def add_agent(dsn: str, name: str) -> str:
-    from phonefleet.server.store import agents as agents_store
+    from phonefleet.server.tokens import add_agent as register
 
-    token = new_token(AGENT_PREFIX)
     conn = await asyncpg.connect(dsn)
     try:
-        await agents_store.create(conn, name, hash_token(token))
+        return (await register(conn, name))[1]
     finally:
         await conn.close()
-    return token
 
 
 async def agent_online(server_url: str, name: str) -> bool:

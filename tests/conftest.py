@@ -14,11 +14,10 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from phonefleet.server import tokens
 from phonefleet.server.app import SERVICES, Services, create_app
-from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
 from phonefleet.server.config import Settings
 from phonefleet.server.database import EmbeddedPostgres, migrate
-from phonefleet.server.store import agents as agents_store
 from phonefleet.sim.agent import SimAgent
 
 pytest_plugins = ["tests.agent_fixtures", "tests.browser_fixtures", "tests.db_fault_fixtures",
@@ -135,9 +134,8 @@ class RunningServer:
         return body
 
     async def add_agent(self, name: str) -> str:
-        token = new_token(AGENT_PREFIX)
         async with self.services.pool.acquire() as conn:
-            await agents_store.create(conn, name, hash_token(token))
+            _, token = await tokens.add_agent(conn, name)
         return token
 
     async def sim_agent(self, name: str, phones: int, **kwargs: Any) -> SimAgent:

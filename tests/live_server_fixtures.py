@@ -10,14 +10,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from phonefleet.server.auth import hash_token
-from phonefleet.server.store import agents as agents_store
 from phonefleet.sim.agent import SimAgent
 from tests.conftest import RunningServer, _with_db, create_database, drop_database, start_server, test_settings
 
 T = TypeVar("T")
 
-AGENT_TOKEN = "pfagt_live-server-agent-token"
 """The threaded server's agent's token, known before the server starts (a schema loaded at import uses it)."""
 
 
@@ -48,9 +45,8 @@ class ThreadedServer:
         self.agent = self.run(self._agent("pc", 3))
 
     async def _agent(self, name: str, phones: int) -> SimAgent:
-        async with self.server.services.pool.acquire() as conn:
-            await agents_store.create(conn, name, hash_token(AGENT_TOKEN))
-        agent = SimAgent(self.url, AGENT_TOKEN, [f"{name}-{i:03d}" for i in range(phones)])
+        self.agent_token = await self.server.add_agent(name)
+        agent = SimAgent(self.url, self.agent_token, [f"{name}-{i:03d}" for i in range(phones)])
         self.server.clients.append(agent)
         await agent.connect()
         return agent

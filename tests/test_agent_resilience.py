@@ -12,7 +12,7 @@ import asyncpg
 
 from phonefleet.agent.agent import Agent
 from phonefleet.agent.config import AgentSettings
-from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
+from phonefleet.server import tokens
 from phonefleet.sim.agent import SimDashboard
 from tests.agent_fixtures import AgentFactory
 from tests.agent_processes import AgentProcess, agent_cli, finished_in_outbox
@@ -143,8 +143,7 @@ async def test_server_killed_mid_job_records_every_result_once(dsn: str, tmp_pat
     agent: Agent | None = None
     try:
         await eventually(lambda: healthy(url), timeout=30)
-        token = new_token(AGENT_PREFIX)
-        await conn.execute("INSERT INTO agents (name, token_hash) VALUES ('pc', $1)", hash_token(token))
+        _, token = await tokens.add_agent(conn, "pc")
         agent = Agent(AgentSettings(server=url, token=token, state_dir=tmp_path / "agent", virtual=3,
                                     adb_port=adb_server))
         await agent.start()

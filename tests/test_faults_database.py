@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.models import (
     AdminTokenCreate,
+    AgentCreate,
     AgentPatch,
     DevicePatch,
     JobBatch,
@@ -24,7 +25,8 @@ from phonefleet.protocol.models import (
     SchedulePatch,
 )
 from phonefleet.server import outage
-from phonefleet.server.api import ROUTES, AgentCreate, Route
+from phonefleet.server.api import ROUTES
+from phonefleet.server.routes import Route
 from phonefleet.sim.agent import SimAgent
 from phonefleet.sim.netfault import TcpFaultProxy
 from tests.conftest import ADMIN, RunningServer, eventually, open_url_job

@@ -7,7 +7,7 @@ import contextlib
 import aiohttp
 import asyncpg
 
-from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
+from phonefleet.server import tokens
 from phonefleet.sim.agent import SimAgent
 from tests.conftest import ADMIN, eventually, open_url_job
 from tests.server_processes import _spawn, healthy
@@ -20,8 +20,7 @@ async def test_two_server_processes_never_exceed_a_target(two_nodes: list[str], 
     agents: list[SimAgent] = []
     try:
         for i in range(4):
-            token = new_token(AGENT_PREFIX)
-            await conn.execute("INSERT INTO agents (name, token_hash) VALUES ($1, $2)", f"pc{i}", hash_token(token))
+            _, token = await tokens.add_agent(conn, f"pc{i}")
             agent = SimAgent(two_nodes[i % 2], token, [f"pc{i}-{n:02d}" for n in range(10)], auto_finish=True)
             await agent.connect()
             agents.append(agent)

@@ -13,7 +13,7 @@ import schemathesis
 from phonefleet.server.api import ROUTES
 from phonefleet.server.openapi import build_openapi
 from tests.conftest import ADMIN
-from tests.live_server_fixtures import AGENT_TOKEN, ThreadedServer
+from tests.live_server_fixtures import ThreadedServer
 
 SEED = 90_210
 EXAMPLES_PER_OPERATION = 50
@@ -64,10 +64,11 @@ def test_the_server_serves_the_document_under_test(threaded_server: ThreadedServ
 @schema.parametrize()
 def test_every_answer_is_the_one_the_document_promises(case: schemathesis.Case[Any], threaded_server: ThreadedServer,
                                                         session: requests.Session) -> None:
-    case.call_and_validate(base_url=threaded_server.url, session=session, headers=_credentials(case))
+    case.call_and_validate(base_url=threaded_server.url, session=session,
+                           headers=_credentials(case, threaded_server.agent_token))
 
 
-def _credentials(case: schemathesis.Case[Any]) -> dict[str, str]:
+def _credentials(case: schemathesis.Case[Any], agent_token: str) -> dict[str, str]:
     """The token the operation's route asks for (the configured per-operation headers do not reach every
     phase). A case that means to leave the token out (``ignored_auth``) is re-sent by schemathesis without it."""
-    return {"Authorization": f"Bearer {AGENT_TOKEN if 'agent' in case.operation.tags else ADMIN}"}
+    return {"Authorization": f"Bearer {agent_token if 'agent' in case.operation.tags else ADMIN}"}

@@ -260,6 +260,12 @@ class AdminToken(_Resource):
     last_used_at: datetime | None = Field(default=None, description="Recorded at most once a minute.")
 
 
+class AgentCreate(_Body):
+    """Register an agent (``POST /api/agents``, ``phonefleet-server agents add NAME``)."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=TOKEN_NAME_PATTERN)
+
+
 class AdminTokenCreate(_Body):
     name: str = Field(min_length=1, max_length=100, pattern=TOKEN_NAME_PATTERN,
                       description="Unique; 'env' is reserved for the environment's token.")

@@ -6,25 +6,24 @@ Handlers parse with the protocol's models and call a service; errors become
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from phonefleet import __version__
 from phonefleet.protocol import events as ev
-from phonefleet.protocol.enums import AssignmentStatus, JobStatus
 from phonefleet.protocol.models import (
     AdminToken,
     AdminTokenCreate,
     AdminTokenCreated,
     Agent,
+    AgentCreate,
     AgentCreated,
     AgentPatch,
-    Assignment,
     AssignmentList,
     Device,
     DevicePatch,
@@ -48,91 +47,32 @@ from phonefleet.protocol.models import (
 from phonefleet.server import outage
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.artifacts import ARTIFACT_TYPES, ArtifactStore, serving_headers
-from phonefleet.server.auth import AGENT_PREFIX, ENV_ADMIN, Authenticator, Principal, bearer, hash_token, new_token
-from phonefleet.server.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError, Unauthorized
+from phonefleet.server.auth import Authenticator, Principal, TokenCheck, bearer
+from phonefleet.server.errors import Forbidden, Invalid, NotFound, ServiceError, Unauthorized
+from phonefleet.server.fleet import Fleet
 from phonefleet.server.job_control import JobControl
 from phonefleet.server.metrics import CONTENT_TYPE, Metrics
+from phonefleet.server.openapi import build_openapi
 from phonefleet.server.outage import OUTAGE_ERRORS
 from phonefleet.server.pauses import Pauses
+from phonefleet.server.queries import Queries
 from phonefleet.server.revocations import Revocations
+from phonefleet.server.routes import (
+    Access,
+    ArtifactFile,
+    AssignmentQuery,
+    JobListQuery,
+    Route,
+    ScheduleListQuery,
+    StatsQuery,
+)
 from phonefleet.server.scheduler_control import SchedulerControl
 from phonefleet.server.schedules import Schedules
-from phonefleet.server.store import admin_tokens as admin_tokens_store
-from phonefleet.server.store import agents as agents_store
-from phonefleet.server.store import assignments as assignments_store
-from phonefleet.server.store import devices as devices_store
-from phonefleet.server.store import jobs as jobs_store
-from phonefleet.server.store import stats as stats_store
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
-Handler = Callable[["Api", web.Request], Awaitable[web.StreamResponse]]
-Access = Literal["public", "admin", "agent"]
 PRINCIPAL = web.RequestKey("principal", Principal)
-
-
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    access: Access = "admin"
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
-    status: int = 200
-    tags: tuple[str, ...] = field(default_factory=tuple)
-    many: bool = False
-    """The answer is a JSON array of ``response``."""
-    database: bool = True
-    """Needs the database: 503 ``database_unavailable`` during an outage (and ``starting`` before it is up)."""
-    raw_body: bool = False
-    """Takes the request's bytes as they are (an upload), not a JSON document."""
-    body_required: bool = True
-    produces: tuple[str, ...] = ("application/json",)
-
-
-MAX_OFFSET = 2**63 - 1
-"""PostgreSQL's OFFSET is a bigint; a larger one must be a 422, not a driver overflow."""
-
-
-class JobListQuery(BaseModel):
-    status: list[JobStatus] | None = None
-    search: str | None = Field(default=None, max_length=200)
-    limit: int = Field(default=50, ge=1, le=500)
-    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
-
-
-class AssignmentQuery(BaseModel):
-    status: AssignmentStatus | None = None
-    dead: bool = Field(default=False, description="Only dead letters: failed or timed out for good "
-                                                  "(not retried on another phone, not requeued).")
-    limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
-
-
-class StatsQuery(BaseModel):
-    window_sec: int = Field(default=86_400, ge=60, le=31_536_000,
-                            description="Rates and times cover this many seconds back from now.")
-
-
-class ScheduleListQuery(BaseModel):
-    enabled: bool | None = None
-    limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
-
-
-class ArtifactFile(BaseModel):
-    name: str
-    bytes: int = Field(ge=0)
-
-
-class AgentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -145,6 +85,12 @@ def _error(code: str, message: str, status: int, headers: dict[str, str] | None 
     response = json_response({"error": {"code": code, "message": message, "details": []}}, status)
     response.headers.update(headers or {})
     return response
+
+
+def models_response(models: Sequence[BaseModel]) -> web.Response:
+    """A JSON array of models."""
+    body = b"[" + b",".join(m.model_dump_json().encode() for m in models) + b"]"
+    return web.Response(body=body, content_type="application/json")
 
 
 def model_response(model: BaseModel, status: int = 200) -> web.Response:
@@ -194,77 +140,39 @@ def _query(request: web.Request, model: type[M]) -> M:
         raise Invalid.from_validation(exc) from None
 
 
-async def render_jobs(conn: Any, rows: list[Any]) -> list[Job]:
-    counts = await jobs_store.assignment_counts(conn, [r["id"] for r in rows])
-    return [
-        Job.model_validate({
-            **dict(r.items()),
-            "running_count": counts.get(r["id"], {}).get("running", 0),
-            "paused_count": counts.get(r["id"], {}).get("paused", 0),
-        })
-        for r in rows
-    ]
+@dataclass(frozen=True)
+class ApiServices:
+    """Everything the handlers call, bound at once when the database is up."""
+
+    tokens: TokenCheck
+    queries: Queries
+    jobs: JobControl
+    pauses: Pauses
+    agent_events: AgentEvents
+    scheduler: SchedulerControl
+    schedules: Schedules
+    revocations: Revocations
+    fleet: Fleet
 
 
 class Api:
-    """Routes are registered when the app is built; the services are bound once the database is up."""
+    """Routes are registered when the app is built; the services are bound once the database is up. Each
+    handler parses, calls one service, and renders."""
 
-    def __init__(self, authenticator: Authenticator, metrics: Metrics, grace_sec: float,
-                 artifacts: ArtifactStore) -> None:
+    def __init__(self, authenticator: Authenticator, metrics: Metrics, artifacts: ArtifactStore) -> None:
         self.artifacts = artifacts
         self.authenticator = authenticator
         self.metrics = metrics
-        self.grace_sec = grace_sec
-        self._pool: asyncpg.Pool | None = None
-        self._jobs: JobControl | None = None
-        self._pauses: Pauses | None = None
-        self._agent_events: AgentEvents | None = None
-        self._scheduler: SchedulerControl | None = None
-        self._schedules: Schedules | None = None
-        self._revocations: Revocations | None = None
+        self._services: ApiServices | None = None
 
-    def bind(self, pool: asyncpg.Pool, *, jobs: JobControl, pauses: Pauses, agent_events: AgentEvents,
-             scheduler: SchedulerControl, schedules: Schedules, revocations: Revocations) -> None:
+    def bind(self, services: ApiServices) -> None:
         """All at once: a request sees either none of the services (503 while starting) or all of them."""
-        self._jobs, self._pauses, self._agent_events = jobs, pauses, agent_events
-        self._scheduler, self._schedules = scheduler, schedules
-        self._revocations = revocations
-        self._pool = pool  # last: the handlers check it
+        self._services = services
 
     @property
-    def revocations(self) -> Revocations:
-        assert self._revocations is not None
-        return self._revocations
-
-    @property
-    def scheduler(self) -> SchedulerControl:
-        assert self._scheduler is not None
-        return self._scheduler
-
-    @property
-    def schedules(self) -> Schedules:
-        assert self._schedules is not None
-        return self._schedules
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        assert self._pool is not None
-        return self._pool
-
-    @property
-    def jobs(self) -> JobControl:
-        assert self._jobs is not None
-        return self._jobs
-
-    @property
-    def pauses(self) -> Pauses:
-        assert self._pauses is not None
-        return self._pauses
-
-    @property
-    def agent_events(self) -> AgentEvents:
-        assert self._agent_events is not None
-        return self._agent_events
+    def s(self) -> ApiServices:
+        assert self._services is not None
+        return self._services
 
     # ------------------------------------------------------------------ plumbing
 
@@ -276,7 +184,7 @@ class Api:
 
     def _wrap(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
-            if self._pool is None and route.database:
+            if self._services is None and route.database:
                 return _error("starting", "starting up", 503, {"Retry-After": str(outage.RETRY_AFTER_SEC)})
             if route.access != "public":
                 request[PRINCIPAL] = await self._authorize(request, route.access)
@@ -288,36 +196,26 @@ class Api:
         token = bearer(request.headers.get("Authorization"))
         if token is None:
             raise Unauthorized("a bearer token is required")
-        async with self.pool.acquire() as conn:
-            principal = await self.authenticator.resolve(conn, token)
+        principal = await self.s.tokens.principal(token)
         if principal is None:
             raise Unauthorized("unknown token")
         if principal.kind != access:
             raise Forbidden(f"this route needs an {access} token")
         return principal
 
-    async def _job(self, job_id: int) -> Job:
-        async with self.pool.acquire() as conn:
-            row = await jobs_store.get_rendered(conn, job_id)
-        if row is None:
-            raise NotFound(f"job {job_id} not found")
-        return Job.model_validate(dict(row.items()))
-
     # ------------------------------------------------------------------ handlers
 
     async def health(self, _request: web.Request) -> web.Response:
-        async with self.pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
+        await self.s.queries.ping()
         return model_response(Health(status="ok", database="ok", version=__version__))
 
     async def metrics_text(self, _request: web.Request) -> web.Response:
         """Answered through a database outage too (when it matters most): ``phonefleet_database_up 0``, and
         without the gauges counted in the database rather than with stale ones."""
         fleet = None
-        if self._pool is not None:
-            try:
-                async with self.pool.acquire() as conn:  # cluster-wide gauges come from the database, at scrape time
-                    fleet = await stats_store.fleet_counts(conn, self.grace_sec)
+        if self._services is not None:
+            try:  # cluster-wide gauges come from the database, at scrape time
+                fleet = await self.s.queries.fleet_counts()
             except OUTAGE_ERRORS as exc:
                 outage.report(exc, "/metrics")
         if fleet is not None:
@@ -326,206 +224,139 @@ class Api:
         return web.Response(body=self.metrics.render(fleet=fleet is not None), headers={"Content-Type": CONTENT_TYPE})
 
     async def openapi(self, _request: web.Request) -> web.Response:
-        from phonefleet.server.openapi import build_openapi
-
         return json_response(build_openapi(ROUTES))
 
     async def create_job(self, request: web.Request) -> web.Response:
         body = await _body(request, JobCreate)
-        return model_response(await self._job(await self.jobs.create(body)), status=201)
+        return model_response(await self.s.queries.job(await self.s.jobs.create(body)), status=201)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         q = _query(request, JobListQuery)
-        async with self.pool.acquire() as conn:
-            rows, total = await jobs_store.list_page(
-                conn, statuses=[str(s) for s in q.status] if q.status else None, search=q.search,
-                limit=q.limit, offset=q.offset,
-            )
-            items = await render_jobs(conn, rows)
-        return model_response(JobList(items=items, total=total, limit=q.limit, offset=q.offset))
+        return model_response(await self.s.queries.jobs(
+            statuses=[str(s) for s in q.status or []], search=q.search, limit=q.limit, offset=q.offset))
 
     async def get_job(self, request: web.Request) -> web.Response:
-        return model_response(await self._job(_int_id(request)))
+        return model_response(await self.s.queries.job(_int_id(request)))
 
     async def patch_job(self, request: web.Request) -> web.Response:
         job_id = _int_id(request)
-        body = await _body(request, JobPatch)
-        await self.jobs.patch(job_id, body)
-        return model_response(await self._job(job_id))
+        await self.s.jobs.patch(job_id, await _body(request, JobPatch))
+        return model_response(await self.s.queries.job(job_id))
 
     async def delete_job(self, request: web.Request) -> web.Response:
-        await self.jobs.delete(_int_id(request))
+        await self.s.jobs.delete(_int_id(request))
         return web.Response(status=204)
 
     async def job_assignments(self, request: web.Request) -> web.Response:
         job_id = _int_id(request)
         q = _query(request, AssignmentQuery)
-        async with self.pool.acquire() as conn:
-            if not await jobs_store.existing_ids(conn, [job_id]):
-                raise NotFound(f"job {job_id} not found")
-            rows = await assignments_store.list_for_job(conn, job_id, str(q.status) if q.status else None)
-        items = [Assignment.model_validate(dict(r.items())) for r in rows]
-        return model_response(AssignmentList(items=items, total=len(items)))
+        return model_response(await self.s.queries.job_assignments(job_id, str(q.status) if q.status else None))
 
     async def list_assignments(self, request: web.Request) -> web.Response:
         q = _query(request, AssignmentQuery)
-        async with self.pool.acquire() as conn:
-            rows, total = await assignments_store.list_page(
-                conn, status=str(q.status) if q.status else None, dead=q.dead, limit=q.limit, offset=q.offset
-            )
-        items = [Assignment.model_validate(dict(r.items())) for r in rows]
-        return model_response(AssignmentList(items=items, total=total))
+        return model_response(await self.s.queries.assignments(
+            status=str(q.status) if q.status else None, dead=q.dead, limit=q.limit, offset=q.offset))
 
     async def list_devices(self, _request: web.Request) -> web.Response:
-        async with self.pool.acquire() as conn:
-            rows = await devices_store.list_all(conn)
-        return json_response([Device.model_validate(dict(r.items())).model_dump(mode="json") for r in rows])
+        return models_response(await self.s.queries.devices())
 
     async def patch_device(self, request: web.Request) -> web.Response:
         device_id = _int_id(request)
         body = await _body(request, DevicePatch)
-        row = await self.pauses.set_device_paused(device_id, body.paused)
-        return model_response(Device.model_validate(dict(row.items())))
+        return model_response(await self.s.pauses.set_device_paused(device_id, body.paused))
 
     async def list_agents(self, _request: web.Request) -> web.Response:
-        async with self.pool.acquire() as conn:
-            rows = await agents_store.list_all(conn, self.grace_sec)
-        return json_response([Agent.model_validate(dict(r.items())).model_dump(mode="json") for r in rows])
+        return models_response(await self.s.queries.agents())
 
     async def create_agent(self, request: web.Request) -> web.Response:
         body = await _body(request, AgentCreate)
-        token = new_token(AGENT_PREFIX)
-        async with self.pool.acquire() as conn:
-            if await agents_store.name_exists(conn, body.name):
-                raise Conflict(f"an agent named {body.name!r} exists")
-            row = await agents_store.create(conn, body.name, hash_token(token))
-            agent = await agents_store.get(conn, row["id"], self.grace_sec)
-        assert agent is not None
-        return model_response(AgentCreated(agent=Agent.model_validate(dict(agent.items())), token=token), 201)
-
-    async def _agent(self, agent_id: int) -> Agent:
-        async with self.pool.acquire() as conn:
-            row = await agents_store.get(conn, agent_id, self.grace_sec)
-        if row is None:
-            raise NotFound(f"agent {agent_id} not found")
-        return Agent.model_validate(dict(row.items()))
+        return model_response(await self.s.fleet.register(body.name), 201)
 
     async def revoke_agent_token(self, request: web.Request) -> web.Response:
-        await self.revocations.revoke_agent(_int_id(request))
+        await self.s.revocations.revoke_agent(_int_id(request))
         return web.Response(status=204)
 
     async def rotate_agent_token(self, request: web.Request) -> web.Response:
         agent_id = _int_id(request)
-        token = await self.revocations.rotate_agent(agent_id)
-        return model_response(AgentCreated(agent=await self._agent(agent_id), token=token), 201)
+        token = await self.s.revocations.rotate_agent(agent_id)
+        return model_response(AgentCreated(agent=await self.s.queries.agent(agent_id), token=token), 201)
 
     async def list_admins(self, _request: web.Request) -> web.Response:
-        async with self.pool.acquire() as conn:
-            rows = await admin_tokens_store.list_all(conn)
-        admins = [AdminToken(name=ENV_ADMIN, source="env")] if self.authenticator.has_env_admin else []
-        admins += [AdminToken.model_validate({**dict(r.items()), "source": "stored"}) for r in rows]
-        return json_response([a.model_dump(mode="json") for a in admins])
+        return models_response(await self.s.queries.admins(env_admin=self.authenticator.has_env_admin))
 
     async def create_admin(self, request: web.Request) -> web.Response:
         body = await _body(request, AdminTokenCreate)
-        row, token = await self.revocations.add_admin(body.name)
-        admin = AdminToken.model_validate({**dict(row.items()), "source": "stored"})
-        return model_response(AdminTokenCreated(admin=admin, token=token), 201)
+        return model_response(await self.s.revocations.add_admin(body.name), 201)
 
     async def revoke_admin(self, request: web.Request) -> web.Response:
-        await self.revocations.revoke_admin(request.match_info["name"])
+        await self.s.revocations.revoke_admin(request.match_info["name"])
         return web.Response(status=204)
 
     async def stats(self, request: web.Request) -> web.Response:
-        q = _query(request, StatsQuery)
-        async with self.pool.acquire() as conn:
-            counts = await stats_store.fleet_counts(conn, self.grace_sec)
-            figures = await stats_store.window_figures(conn, q.window_sec)
-        return model_response(Stats.model_validate({
-            "jobs": counts.jobs, "assignments": counts.assignments, "devices": counts.devices,
-            "agents": counts.agents, "connected_devices": counts.connected_devices, **figures,
-        }))
+        return model_response(await self.s.queries.stats(_query(request, StatsQuery).window_sec))
 
     async def requeue_job(self, request: web.Request) -> web.Response:
         job_id = _int_id(request)
         body = await _body(request, RequeueBody) if request.can_read_body else RequeueBody()
-        _, n = await self.jobs.requeue(job_id, body.scope)
-        return model_response(RequeueResult(job=await self._job(job_id), requeued=n))
+        n = await self.s.jobs.requeue(job_id, body.scope)
+        return model_response(RequeueResult(job=await self.s.queries.job(job_id), requeued=n))
 
     async def batch_jobs(self, request: web.Request) -> web.Response:
-        body = await _body(request, JobBatch)
-        return model_response(await self.jobs.batch(body))
+        return model_response(await self.s.jobs.batch(await _body(request, JobBatch)))
 
     async def patch_agent(self, request: web.Request) -> web.Response:
         agent_id = _int_id(request)
         body = await _body(request, AgentPatch)
-        async with self.pool.acquire() as conn:
-            if not await agents_store.set_max_running(conn, agent_id, body.max_running):
-                raise NotFound(f"agent {agent_id} not found")
-            row = await agents_store.get(conn, agent_id, self.grace_sec)
-        assert row is not None
-        self.jobs.distributor.request_fill()  # a raised (or removed) cap frees room at once
-        return model_response(Agent.model_validate(dict(row.items())))
+        return model_response(await self.s.fleet.set_max_running(agent_id, body.max_running))
 
     async def scheduler_status(self, _request: web.Request) -> web.Response:
-        return model_response(await self.scheduler.status())
+        return model_response(await self.s.scheduler.status())
 
     async def scheduler_stop(self, _request: web.Request) -> web.Response:
-        return model_response(await self.scheduler.set_running(False))
+        return model_response(await self.s.scheduler.set_running(False))
 
     async def scheduler_start(self, _request: web.Request) -> web.Response:
-        return model_response(await self.scheduler.set_running(True))
+        return model_response(await self.s.scheduler.set_running(True))
 
     async def list_schedules(self, request: web.Request) -> web.Response:
         q = _query(request, ScheduleListQuery)
-        rows, total = await self.schedules.list_page(enabled=q.enabled, limit=q.limit, offset=q.offset)
-        return model_response(ScheduleList(items=[Schedule.model_validate(dict(r.items())) for r in rows],
-                                           total=total))
+        return model_response(await self.s.schedules.list_page(enabled=q.enabled, limit=q.limit, offset=q.offset))
 
     async def create_schedule(self, request: web.Request) -> web.Response:
-        row = await self.schedules.create(await _body(request, ScheduleCreate))
-        return model_response(Schedule.model_validate(dict(row.items())), status=201)
+        return model_response(await self.s.schedules.create(await _body(request, ScheduleCreate)), status=201)
 
     async def get_schedule(self, request: web.Request) -> web.Response:
-        row = await self.schedules.get(_int_id(request))
-        return model_response(Schedule.model_validate(dict(row.items())))
+        return model_response(await self.s.schedules.get(_int_id(request)))
 
     async def patch_schedule(self, request: web.Request) -> web.Response:
         schedule_id = _int_id(request)
-        row = await self.schedules.patch(schedule_id, await _body(request, SchedulePatch))
-        return model_response(Schedule.model_validate(dict(row.items())))
+        return model_response(await self.s.schedules.patch(schedule_id, await _body(request, SchedulePatch)))
 
     async def delete_schedule(self, request: web.Request) -> web.Response:
-        await self.schedules.delete(_int_id(request))
+        await self.s.schedules.delete(_int_id(request))
         return web.Response(status=204)
 
     async def run_schedule(self, request: web.Request) -> web.Response:
-        job = await self.schedules.run_now(_int_id(request))
-        return model_response(await self._job(job["id"]), status=201)
+        job_id = await self.s.schedules.run_now(_int_id(request))
+        return model_response(await self.s.queries.job(job_id), status=201)
 
     async def schedule_jobs(self, request: web.Request) -> web.Response:
         schedule_id = _int_id(request)
         q = _query(request, JobListQuery)
-        await self.schedules.get(schedule_id)
-        async with self.pool.acquire() as conn:
-            rows, total = await jobs_store.list_page(
-                conn, statuses=[str(s) for s in q.status] if q.status else None, search=q.search,
-                limit=q.limit, offset=q.offset, schedule_id=schedule_id,
-            )
-            items = await render_jobs(conn, rows)
-        return model_response(JobList(items=items, total=total, limit=q.limit, offset=q.offset))
+        await self.s.schedules.get(schedule_id)
+        return model_response(await self.s.queries.jobs(
+            statuses=[str(s) for s in q.status or []], search=q.search, limit=q.limit, offset=q.offset,
+            schedule_id=schedule_id))
 
     async def agent_poll(self, request: web.Request) -> web.Response:
-        return model_response(await self.agent_events.poll(request[PRINCIPAL]))
+        return model_response(await self.s.agent_events.poll(request[PRINCIPAL]))
 
     async def upload_artifact(self, request: web.Request) -> web.Response:
         """An agent's file for one of its own assignments, streamed to the data directory."""
         assignment_id = _int_id(request)
         agent = request[PRINCIPAL]
         assert agent.agent_id is not None
-        async with self.pool.acquire() as conn:
-            if not await assignments_store.owned_by(conn, agent.agent_id, [assignment_id]):
-                raise NotFound(f"assignment {assignment_id} not found")
+        await self.s.queries.owns_assignment(agent.agent_id, assignment_id)
         name = request.match_info["name"]
         size = await self.artifacts.save(assignment_id, name, request.content)
         return model_response(ArtifactFile(name=name, bytes=size), 201)
@@ -543,7 +374,7 @@ class Api:
     async def agent_post_events(self, request: web.Request) -> web.Response:
         # Each event's payload is checked by the handler, so one bad event is one error ack, as on the socket.
         batch = await _body(request, ev.AgentEventBatch, check_text=False)
-        results = [await self.agent_events.handle(request[PRINCIPAL], e.event, e.data) for e in batch.events]
+        results = [await self.s.agent_events.handle(request[PRINCIPAL], e.event, e.data) for e in batch.events]
         return json_response({"results": results})  # the very acks the socket answers
 
 

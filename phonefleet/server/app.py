@@ -11,18 +11,20 @@ import asyncpg
 from aiohttp import web
 
 from phonefleet.server.agent_events import AgentEvents
-from phonefleet.server.api import Api, error_middleware
+from phonefleet.server.api import Api, ApiServices, error_middleware
 from phonefleet.server.artifacts import ArtifactStore
-from phonefleet.server.auth import ADMIN_PREFIX, Authenticator, hash_token, new_token
+from phonefleet.server.auth import ADMIN_PREFIX, Authenticator, TokenCheck, hash_token, new_token
 from phonefleet.server.bus import Bus
 from phonefleet.server.completion import Completion
 from phonefleet.server.config import Settings
 from phonefleet.server.database import EmbeddedPostgres, create_pool, migrate, wait_for_database
 from phonefleet.server.distributor import Distributor
+from phonefleet.server.fleet import Fleet
 from phonefleet.server.job_control import JobControl
 from phonefleet.server.maintenance import FillSweeper, JobActivator, LeaseRescuer, Maintenance
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.pauses import Pauses
+from phonefleet.server.queries import Queries
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.revocations import Revocations
 from phonefleet.server.scheduler_control import SchedulerControl
@@ -111,7 +113,7 @@ def create_app(settings: Settings) -> web.Application:
                         ping_interval_sec=settings.socket_ping_interval_sec,
                         ping_timeout_sec=settings.socket_ping_timeout_sec)
     realtime.sio.attach(app)
-    api = Api(authenticator, metrics, settings.agent_grace_sec, ArtifactStore(settings.data_dir / "artifacts"))
+    api = Api(authenticator, metrics, ArtifactStore(settings.data_dir / "artifacts"))
     api.register(app)
     add_dashboard_routes(app, dashboard_dist())
 
@@ -167,8 +169,10 @@ def create_app(settings: Settings) -> web.Application:
             services = Services(settings, dsn, pool, realtime, distributor, completion, jobs, pauses,
                                 agent_events, scheduler, schedules, maintenance, bus, revocations, admin_token)
             app[SERVICES] = services
-            api.bind(pool, jobs=jobs, pauses=pauses, agent_events=agent_events, scheduler=scheduler,
-                     schedules=schedules, revocations=revocations)
+            queries = Queries(pool, grace_sec=settings.agent_grace_sec)
+            api.bind(ApiServices(tokens=TokenCheck(authenticator, pool), queries=queries, jobs=jobs, pauses=pauses,
+                                 agent_events=agent_events, scheduler=scheduler, schedules=schedules,
+                                 revocations=revocations, fleet=Fleet(pool, queries, distributor)))
             await bus.start()
             await realtime.start(pool, bus)
             await distributor.start()

@@ -6,6 +6,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Literal
 
+import asyncpg
+
 from phonefleet.server.store import Conn
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
@@ -63,6 +65,18 @@ class Authenticator:
             return None
         await admin_tokens_store.mark_used(conn, admin)
         return Principal("admin", admin_token_id=admin["id"], admin_name=admin["name"], token_hash=digest)
+
+
+class TokenCheck:
+    """Who a token is, asked of the database: what REST handlers and socket connects call."""
+
+    def __init__(self, authenticator: Authenticator, pool: asyncpg.Pool) -> None:
+        self.authenticator = authenticator
+        self.pool = pool
+
+    async def principal(self, token: str | None) -> Principal | None:
+        async with self.pool.acquire() as conn:
+            return await self.authenticator.resolve(conn, token)
 
 
 def bearer(header: str | None) -> str | None:

@@ -14,14 +14,13 @@ import typer
 from phonefleet.logs import setup_logging
 from phonefleet.server import tokens
 from phonefleet.server.app import SERVICES, AdminTokenAtStart, create_app
-from phonefleet.server.auth import AGENT_PREFIX, ENV_ADMIN, hash_token, new_token
+from phonefleet.server.auth import ENV_ADMIN
 from phonefleet.server.config import Settings
 from phonefleet.server.database import EmbeddedPostgres, create_pool, migrate
 from phonefleet.server.errors import ServiceError
 from phonefleet.server.listener import GuardedTCPSite, app_runner
 from phonefleet.server.store import Conn
 from phonefleet.server.store import admin_tokens as admin_tokens_store
-from phonefleet.server.store import agents as agents_store
 
 cli = typer.Typer(add_completion=False, no_args_is_help=False, help="The phonefleet server.")
 agents_cli = typer.Typer(help="Manage agents and their tokens (works while the server runs).")
@@ -123,10 +122,7 @@ def agents_add(ctx: typer.Context, name: str) -> None:
     settings: Settings = ctx.obj
 
     async def work(conn: Conn) -> str:
-        if await agents_store.name_exists(conn, name):
-            raise typer.BadParameter(f"an agent named {name!r} exists", param_hint="NAME")
-        token = new_token(AGENT_PREFIX)
-        await agents_store.create(conn, name, hash_token(token))
+        _, token = await tokens.add_agent(conn, name)
         return token
 
     typer.echo(_with_database(settings, work))

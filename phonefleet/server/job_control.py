@@ -233,8 +233,8 @@ class JobControl:
         await self._after(job_id, devices)
         return await self.get(job_id)
 
-    async def requeue(self, job_id: int, scope: RequeueScope, actor: str = "admin") -> tuple[Any, int]:
-        """Run a job's finally failed slots (or all of them) again; returns the job and how many."""
+    async def requeue(self, job_id: int, scope: RequeueScope, actor: str = "admin") -> int:
+        """Run a job's finally failed slots (or all of them) again; returns how many."""
 
         async def work(conn: Conn) -> int:
             job = await jobs_store.get(conn, job_id, for_update=True)
@@ -250,7 +250,7 @@ class JobControl:
         await self.realtime.job_status_changed([job_id])
         if n:
             await self.distributor.fill([job_id])
-        return await self.get(job_id), n
+        return n
 
     async def batch(self, body: JobBatch, actor: str = "admin", *, max_jobs: int = 10_000) -> JobBatchResult:
         """One action on many jobs, each exactly as a single request would do it (and tell the agents)."""

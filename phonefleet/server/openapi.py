@@ -5,7 +5,7 @@ names a resource, takes a body or a query, writes, needs the database), never li
 new route is documented truthfully as soon as it is in the table.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -14,9 +14,7 @@ from phonefleet import __version__
 from phonefleet.protocol.models import ErrorBody
 from phonefleet.server.artifacts import NAME
 from phonefleet.server.outage import RETRY_AFTER_SEC
-
-if TYPE_CHECKING:
-    from phonefleet.server.api import Route
+from phonefleet.server.routes import Route
 
 REF = "#/components/schemas/{model}"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
@@ -52,7 +50,7 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
     return params
 
 
-def error_statuses(r: "Route") -> dict[str, str]:
+def error_statuses(r: Route) -> dict[str, str]:
     """Each error status the route can answer, with why, from the route's properties."""
     out: dict[str, str] = {}
     if r.access != "public":
@@ -72,7 +70,7 @@ def error_statuses(r: "Route") -> dict[str, str]:
     return out
 
 
-def _success(r: "Route") -> dict[str, Any]:
+def _success(r: Route) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "No content" if r.status == 204 else "OK"}
     if r.status == 204:
         return ok
@@ -88,7 +86,7 @@ def _success(r: "Route") -> dict[str, Any]:
     return ok
 
 
-def _request_body(r: "Route") -> dict[str, Any] | None:
+def _request_body(r: Route) -> dict[str, Any] | None:
     if r.raw_body:
         return {"required": True, "content": {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
@@ -98,7 +96,7 @@ def _request_body(r: "Route") -> dict[str, Any] | None:
         "application/json": {"schema": {"$ref": REF.format(model=r.body.__name__)}}}}
 
 
-def operation(r: "Route") -> dict[str, Any]:
+def operation(r: Route) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": r.summary, "tags": list(r.tags), "responses": {str(r.status): _success(r)}}
     params = _path_parameters(r.path) + (_query_parameters(r.query) if r.query is not None else [])
     if params:

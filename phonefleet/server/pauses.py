@@ -12,6 +12,7 @@ import asyncpg
 
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.enums import PausedBy, PauseScope
+from phonefleet.protocol.models import Device
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Invalid, NotFound
 from phonefleet.server.realtime import Realtime
@@ -29,7 +30,7 @@ class Pauses:
         self.realtime = realtime
         self.distributor = distributor
 
-    async def set_device_paused(self, device_id: int, paused: bool) -> Any:
+    async def set_device_paused(self, device_id: int, paused: bool) -> Device:
         """Server-side pause or resume of one phone; returns the phone as it now stands."""
 
         async def work(conn: Conn) -> tuple[Any, list[Any], list[Any]]:
@@ -57,7 +58,9 @@ class Pauses:
             agent_name=device["agent_name"], serial=device["serial"], device_id=device_id,
         ))
         async with self.pool.acquire() as conn:
-            return await devices_store.get(conn, device_id)
+            row = await devices_store.get(conn, device_id)
+        assert row is not None  # phones are never deleted
+        return Device.model_validate(dict(row.items()))
 
     async def from_agent(
         self, agent_id: int, agent_name: str, request: ev.PauseRequest, paused: bool

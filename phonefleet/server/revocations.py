@@ -13,12 +13,12 @@ from typing import Any
 
 import asyncpg
 
+from phonefleet.protocol.models import AdminToken, AdminTokenCreated
 from phonefleet.server import tokens
 from phonefleet.server.bus import Bus
 from phonefleet.server.maintenance import Maintenance
 from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.realtime import Realtime
-from phonefleet.server.store import Row
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
 
@@ -51,9 +51,11 @@ class Revocations:
         await self.apply(tokens.agent_revoked(agent_id))
         return token
 
-    async def add_admin(self, name: str) -> tuple[Row, str]:
+    async def add_admin(self, name: str) -> AdminTokenCreated:
         async with self.pool.acquire() as conn:
-            return await tokens.add_admin(conn, name)
+            row, token = await tokens.add_admin(conn, name)
+        return AdminTokenCreated(admin=AdminToken.model_validate({**dict(row.items()), "source": "stored"}),
+                                 token=token)
 
     async def revoke_admin(self, name: str) -> None:
         async with self.pool.acquire() as conn:

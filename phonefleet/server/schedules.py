@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from phonefleet.protocol import events as ev
 from phonefleet.protocol import recurrence
 from phonefleet.protocol.enums import MisfirePolicy
-from phonefleet.protocol.models import JobTemplate, ScheduleCreate, SchedulePatch
+from phonefleet.protocol.models import JobTemplate, Schedule, ScheduleCreate, ScheduleList, SchedulePatch
 from phonefleet.server.config import Settings
 from phonefleet.server.errors import Conflict, Invalid, NotFound, ServiceError
 from phonefleet.server.job_control import JobControl
@@ -100,7 +100,7 @@ class Schedules:
         await self.realtime.broadcast(ev.SCHEDULE_CHANGED,
                                       ev.ScheduleChanged(schedule_id=schedule_id, deleted=deleted).model_dump())
 
-    async def create(self, body: ScheduleCreate) -> Row:
+    async def create(self, body: ScheduleCreate) -> Schedule:
         values = body.model_dump(mode="json", exclude={"template"})
         values["template"] = body.template.model_dump(mode="json", exclude_none=True)
         values["next_run_at"] = first_firing(values, self.clock()) if body.enabled else None
@@ -110,20 +110,21 @@ class Schedules:
         except asyncpg.UniqueViolationError:
             raise Conflict(f"a schedule named {body.name!r} exists") from None
         await self.changed(row["id"])
-        return row
+        return Schedule.model_validate(dict(row.items()))
 
-    async def get(self, schedule_id: int) -> Row:
+    async def get(self, schedule_id: int) -> Schedule:
         async with self.pool.acquire() as conn:
             row = await schedules_store.get(conn, schedule_id)
         if row is None:
             raise NotFound(f"schedule {schedule_id} not found")
-        return row
+        return Schedule.model_validate(dict(row.items()))
 
-    async def list_page(self, *, enabled: bool | None, limit: int, offset: int) -> tuple[list[Row], int]:
+    async def list_page(self, *, enabled: bool | None, limit: int, offset: int) -> ScheduleList:
         async with self.pool.acquire() as conn:
-            return await schedules_store.list_page(conn, enabled=enabled, limit=limit, offset=offset)
+            rows, total = await schedules_store.list_page(conn, enabled=enabled, limit=limit, offset=offset)
+        return ScheduleList(items=[Schedule.model_validate(dict(r.items())) for r in rows], total=total)
 
-    async def patch(self, schedule_id: int, body: SchedulePatch) -> Row:
+    async def patch(self, schedule_id: int, body: SchedulePatch) -> Schedule:
         patched = set(body.model_fields_set)
         fields = body.model_dump(mode="json", include=patched, exclude={"template"})
         if body.template is not None:
@@ -150,7 +151,7 @@ class Schedules:
         except asyncpg.UniqueViolationError:
             raise Conflict(f"a schedule named {body.name!r} exists") from None
         await self.changed(schedule_id)
-        return updated
+        return Schedule.model_validate(dict(updated.items()))
 
     async def delete(self, schedule_id: int) -> None:
         """The jobs it created stay, no longer linked to it."""
@@ -159,8 +160,9 @@ class Schedules:
                 raise NotFound(f"schedule {schedule_id} not found")
         await self.changed(schedule_id, deleted=True)
 
-    async def run_now(self, schedule_id: int, actor: str = "admin") -> Any:
-        """Create the template's job at once, for the clock's now; the next firing stays as it was."""
+    async def run_now(self, schedule_id: int, actor: str = "admin") -> int:
+        """Create the template's job at once, for the clock's now, and return its id; the next firing stays
+        as it was."""
         now = self.clock()
 
         async def work(conn: Conn) -> Any:
@@ -177,7 +179,7 @@ class Schedules:
             raise Conflict(f"schedule {schedule_id} already has a job for {now.isoformat()}") from None
         await self.jobs.announce(job)
         await self.changed(schedule_id)
-        return job
+        return int(job["id"])
 
 
 class ScheduleFirer:

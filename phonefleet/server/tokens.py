@@ -6,9 +6,10 @@ hears of it exactly when it takes effect, whichever process made it: a node, or 
 
 from typing import Any
 
+import asyncpg
 from pydantic import ValidationError
 
-from phonefleet.protocol.models import AdminTokenCreate
+from phonefleet.protocol.models import AdminTokenCreate, AgentCreate
 from phonefleet.server import bus
 from phonefleet.server.auth import ADMIN_PREFIX, AGENT_PREFIX, ENV_ADMIN, hash_token, new_token
 from phonefleet.server.errors import Conflict, Invalid, NotFound
@@ -26,6 +27,21 @@ def agent_revoked(agent_id: int) -> dict[str, Any]:
 
 def admin_revoked(token_id: int) -> dict[str, Any]:
     return {"kind": REVOKED, "admin_token_id": token_id}
+
+
+async def add_agent(conn: Conn, name: str) -> tuple[int, str]:
+    """Register an agent: (its id, its token, shown once: only the hash is kept). The one way an agent is
+    made, whether by REST, by ``phonefleet-server agents add`` or by a test."""
+    try:
+        name = AgentCreate(name=name).name
+    except ValidationError as exc:
+        raise Invalid.from_validation(exc) from None
+    token = new_token(AGENT_PREFIX)
+    try:
+        row = await agents_store.create(conn, name, hash_token(token))
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"an agent named {name!r} exists") from None
+    return int(row["id"]), token
 
 
 async def agent_id_by_name(conn: Conn, name: str) -> int:

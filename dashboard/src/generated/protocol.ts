@@ -100,6 +100,7 @@ export interface Contract {
   AdminTokenCreate: AdminTokenCreate;
   AdminTokenCreated: AdminTokenCreated;
   Agent: Agent;
+  AgentCreate: AgentCreate;
   AgentCreated: AgentCreated;
   AgentEvent: AgentEvent;
   AgentEventBatch: AgentEventBatch;
@@ -271,6 +272,15 @@ export interface Agent {
    */
   token_revoked?: boolean;
   version: string | null;
+}
+/**
+ * Register an agent (``POST /api/agents``, ``phonefleet-server agents add NAME``).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AgentCreate".
+ */
+export interface AgentCreate {
+  name: string;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema

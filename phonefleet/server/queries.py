@@ -1,0 +1,126 @@
+"""Reads the API and the dashboards render: jobs, assignments, phones, agents, admin tokens and figures,
+each as the protocol's model, so no handler reads the store itself."""
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from phonefleet.protocol.models import (
+    AdminToken,
+    Agent,
+    Assignment,
+    AssignmentList,
+    Device,
+    Job,
+    JobList,
+    Stats,
+)
+from phonefleet.server.errors import NotFound
+from phonefleet.server.store import Conn, Row
+from phonefleet.server.store import admin_tokens as admin_tokens_store
+from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import assignments as assignments_store
+from phonefleet.server.store import devices as devices_store
+from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.store import stats as stats_store
+from phonefleet.server.store.stats import FleetCounts
+
+
+async def render_jobs(conn: Conn, rows: Sequence[Row]) -> list[Job]:
+    """Jobs as the API shows them: each with its running and paused counts (one query for all)."""
+    counts = await jobs_store.assignment_counts(conn, [r["id"] for r in rows])
+    return [Job.model_validate({**dict(r.items()), "running_count": counts.get(r["id"], {}).get("running", 0),
+                                "paused_count": counts.get(r["id"], {}).get("paused", 0)}) for r in rows]
+
+
+class Queries:
+    def __init__(self, pool: asyncpg.Pool, *, grace_sec: float) -> None:
+        self.pool = pool
+        self.grace_sec = grace_sec
+
+    async def ping(self) -> None:
+        """The database answers (``/healthz``); an outage raises."""
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    # ------------------------------------------------------------------ jobs
+
+    async def job(self, job_id: int) -> Job:
+        async with self.pool.acquire() as conn:
+            row = await jobs_store.get_rendered(conn, job_id)
+        if row is None:
+            raise NotFound(f"job {job_id} not found")
+        return Job.model_validate(dict(row.items()))
+
+    async def jobs(self, *, statuses: Sequence[str] | None, search: str | None, limit: int, offset: int,
+                   schedule_id: int | None = None) -> JobList:
+        async with self.pool.acquire() as conn:
+            rows, total = await jobs_store.list_page(conn, statuses=statuses or None, search=search, limit=limit,
+                                                     offset=offset, schedule_id=schedule_id)
+            items = await render_jobs(conn, rows)
+        return JobList(items=items, total=total, limit=limit, offset=offset)
+
+    async def jobs_by_ids(self, job_ids: Sequence[int]) -> list[Job]:
+        """Jobs that still exist among these (the dashboards' live updates)."""
+        async with self.pool.acquire() as conn:
+            return await render_jobs(conn, await jobs_store.get_many(conn, job_ids))
+
+    async def job_assignments(self, job_id: int, status: str | None) -> AssignmentList:
+        async with self.pool.acquire() as conn:
+            if not await jobs_store.existing_ids(conn, [job_id]):
+                raise NotFound(f"job {job_id} not found")
+            rows = await assignments_store.list_for_job(conn, job_id, status)
+        items = [Assignment.model_validate(dict(r.items())) for r in rows]
+        return AssignmentList(items=items, total=len(items))
+
+    async def assignments(self, *, status: str | None, dead: bool, limit: int, offset: int) -> AssignmentList:
+        async with self.pool.acquire() as conn:
+            rows, total = await assignments_store.list_page(conn, status=status, dead=dead, limit=limit,
+                                                            offset=offset)
+        return AssignmentList(items=[Assignment.model_validate(dict(r.items())) for r in rows], total=total)
+
+    async def owns_assignment(self, agent_id: int, assignment_id: int) -> None:
+        """NotFound unless the assignment is this agent's (an agent uploads files for its own work only)."""
+        async with self.pool.acquire() as conn:
+            if not await assignments_store.owned_by(conn, agent_id, [assignment_id]):
+                raise NotFound(f"assignment {assignment_id} not found")
+
+    # ------------------------------------------------------------------ fleet
+
+    async def devices(self) -> list[Device]:
+        async with self.pool.acquire() as conn:
+            rows = await devices_store.list_all(conn)
+        return [Device.model_validate(dict(r.items())) for r in rows]
+
+    async def agents(self) -> list[Agent]:
+        async with self.pool.acquire() as conn:
+            rows = await agents_store.list_all(conn, self.grace_sec)
+        return [Agent.model_validate(dict(r.items())) for r in rows]
+
+    async def agent(self, agent_id: int) -> Agent:
+        async with self.pool.acquire() as conn:
+            row = await agents_store.get(conn, agent_id, self.grace_sec)
+        if row is None:
+            raise NotFound(f"agent {agent_id} not found")
+        return Agent.model_validate(dict(row.items()))
+
+    async def admins(self, *, env_admin: bool) -> list[AdminToken]:
+        """Admin tokens by name, never their secret; ``env`` first when the servers have one."""
+        async with self.pool.acquire() as conn:
+            rows = await admin_tokens_store.list_all(conn)
+        stored = [AdminToken.model_validate({**dict(r.items()), "source": "stored"}) for r in rows]
+        return ([AdminToken(name="env", source="env")] if env_admin else []) + stored
+
+    # ------------------------------------------------------------------ figures
+
+    async def fleet_counts(self) -> FleetCounts:
+        async with self.pool.acquire() as conn:
+            return await stats_store.fleet_counts(conn, self.grace_sec)
+
+    async def stats(self, window_sec: int) -> Stats:
+        async with self.pool.acquire() as conn:
+            counts = await stats_store.fleet_counts(conn, self.grace_sec)
+            figures = await stats_store.window_figures(conn, window_sec)
+        return Stats.model_validate({"jobs": counts.jobs, "assignments": counts.assignments, "devices": counts.devices,
+                                     "agents": counts.agents, "connected_devices": counts.connected_devices,
+                                     **figures})

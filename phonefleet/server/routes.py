@@ -1,0 +1,73 @@
+"""The REST surface described as data: each route's method, path, access, bodies and answers, and the query
+models. ``api.ROUTES`` is the table; ``openapi`` builds the document from it."""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from phonefleet.protocol.enums import AssignmentStatus, JobStatus
+
+Handler = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
+"""An ``Api`` method: (the api, the request) -> the response."""
+Access = Literal["public", "admin", "agent"]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    access: Access = "admin"
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    many: bool = False
+    """The answer is a JSON array of ``response``."""
+    database: bool = True
+    """Needs the database: 503 ``database_unavailable`` during an outage (and ``starting`` before it is up)."""
+    raw_body: bool = False
+    """Takes the request's bytes as they are (an upload), not a JSON document."""
+    body_required: bool = True
+    produces: tuple[str, ...] = ("application/json",)
+
+
+MAX_OFFSET = 2**63 - 1
+"""PostgreSQL's OFFSET is a bigint; a larger one must be a 422, not a driver overflow."""
+
+
+class JobListQuery(BaseModel):
+    status: list[JobStatus] | None = None
+    search: str | None = Field(default=None, max_length=200)
+    limit: int = Field(default=50, ge=1, le=500)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class AssignmentQuery(BaseModel):
+    status: AssignmentStatus | None = None
+    dead: bool = Field(default=False, description="Only dead letters: failed or timed out for good "
+                                                  "(not retried on another phone, not requeued).")
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class StatsQuery(BaseModel):
+    window_sec: int = Field(default=86_400, ge=60, le=31_536_000,
+                            description="Rates and times cover this many seconds back from now.")
+
+
+class ScheduleListQuery(BaseModel):
+    enabled: bool | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class ArtifactFile(BaseModel):
+    name: str
+    bytes: int = Field(ge=0)
+
