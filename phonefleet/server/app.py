@@ -3,11 +3,12 @@
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import socketio
 from aiohttp import web
 
 from phonefleet.server.agent_events import AgentEvents
@@ -17,16 +18,20 @@ from phonefleet.server.auth import ADMIN_PREFIX, Authenticator, TokenCheck, hash
 from phonefleet.server.bus import Bus
 from phonefleet.server.completion import Completion
 from phonefleet.server.config import Settings
+from phonefleet.server.dashboard_push import DashboardPush
 from phonefleet.server.database import EmbeddedPostgres, create_pool, migrate, wait_for_database
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.fleet import Fleet
 from phonefleet.server.job_control import JobControl
 from phonefleet.server.maintenance import FillSweeper, JobActivator, LeaseRescuer, Maintenance
 from phonefleet.server.metrics import Metrics
+from phonefleet.server.namespaces import AgentNamespace, DashboardNamespace
 from phonefleet.server.pauses import Pauses
+from phonefleet.server.presence import Presence
 from phonefleet.server.queries import Queries
-from phonefleet.server.realtime import Realtime
+from phonefleet.server.realtime import Realtime, socket_server
 from phonefleet.server.revocations import Revocations
+from phonefleet.server.router import Router
 from phonefleet.server.scheduler_control import SchedulerControl
 from phonefleet.server.schedules import ScheduleFirer, Schedules
 from phonefleet.server.static import add_dashboard_routes, dashboard_dist
@@ -67,9 +72,12 @@ class Services:
     bus: Bus
     revocations: Revocations
     admin_token: AdminTokenAtStart
+    push: DashboardPush
+    router: Router
 
 
 SERVICES = web.AppKey("services", Services)
+API_SERVICES = web.AppKey("api_services", ApiServices)
 
 
 def _read_token(path: Path) -> str | None:
@@ -105,14 +113,106 @@ async def ensure_admin_token(pool: asyncpg.Pool, data_dir: Path, env_token: str 
     return AdminTokenAtStart(generated=token, kept_in=path)
 
 
+@dataclass(frozen=True)
+class Database:
+    dsn: str
+    pool: asyncpg.Pool
+    admin_token: AdminTokenAtStart
+
+
+DATABASE = web.AppKey("database", Database)
+
+
+def database_context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The database: the embedded PostgreSQL (unless ``DATABASE_URL``), the pool, migrations, the first
+    admin token. Stopped last."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        embedded: EmbeddedPostgres | None = None
+        dsn = settings.database_url
+        if dsn is None:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            dsn = embedded.start()
+        try:
+            await wait_for_database(dsn)
+            pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+                                     timeout_sec=settings.db_timeout_sec)
+            try:
+                async with pool.acquire() as conn:
+                    await migrate(conn)
+                admin_token = await ensure_admin_token(pool, settings.data_dir, settings.admin_token)
+                app[DATABASE] = Database(dsn, pool, admin_token)
+                yield
+            finally:
+                try:  # a query stuck on a dying database must not hold the shutdown forever
+                    await asyncio.wait_for(pool.close(), timeout=5)
+                except TimeoutError:
+                    pool.terminate()
+        finally:
+            if embedded is not None:
+                embedded.stop()
+
+    return context
+
+
+def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, authenticator: Authenticator,
+                   metrics: Metrics) -> tuple[Services, ApiServices]:
+    """Every service of this process, each given what it needs when it is made; nothing starts here."""
+    pool = db.pool
+    bus = Bus(db.dsn, pool)
+    presence = Presence(metrics)
+    queries = Queries(pool, grace_sec=settings.agent_grace_sec)
+    push = DashboardPush(sio, presence, queries, bus, progress_hz=settings.progress_hz)
+    realtime = Realtime(sio, presence, push, bus)
+    distributor = Distributor(pool, realtime, metrics)
+    completion = Completion(pool, realtime, distributor, metrics, settings)
+    jobs = JobControl(pool, realtime, distributor)
+    pauses = Pauses(pool, realtime, distributor)
+    agent_events = AgentEvents(pool, realtime, distributor, completion=completion, pauses=pauses, settings=settings)
+    scheduler = SchedulerControl(pool, realtime, distributor, settings.agent_grace_sec)
+    schedules = Schedules(pool, jobs, realtime)
+    maintenance = Maintenance(pool, db.dsn, [
+        LeaseRescuer(pool, completion, realtime, settings),
+        ScheduleFirer(pool, schedules, jobs, settings),
+        JobActivator(pool, jobs, distributor, realtime),
+        FillSweeper(pool, distributor),
+    ], settings)
+    revocations = Revocations(pool, realtime, maintenance, bus, recheck_sec=settings.token_recheck_sec)
+    router = Router(realtime, push, distributor, revocations)
+    tokens = TokenCheck(authenticator, pool)
+    sio.register_namespace(AgentNamespace(presence, tokens, agent_events.handle, metrics))
+    sio.register_namespace(DashboardNamespace(presence, tokens, metrics))
+    services = Services(settings, db.dsn, pool, realtime, distributor, completion, jobs, pauses, agent_events,
+                        scheduler, schedules, maintenance, bus, revocations, db.admin_token, push, router)
+    api = ApiServices(tokens=tokens, queries=queries, jobs=jobs, pauses=pauses, agent_events=agent_events,
+                      scheduler=scheduler, schedules=schedules, revocations=revocations,
+                      fleet=Fleet(pool, queries, distributor))
+    return services, api
+
+
+def running(start: Callable[[Services], Awaitable[None]], stop: Callable[[Services], Awaitable[None]]
+            ) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context for one running part: started in order, stopped in reverse, and a part that
+    failed to start leaves only the parts before it to stop."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        services = app[SERVICES]
+        await start(services)
+        try:
+            yield
+        finally:
+            await stop(services)
+
+    return context
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     metrics = Metrics()
     authenticator = Authenticator(settings.admin_token)
-    realtime = Realtime(authenticator, metrics, progress_hz=settings.progress_hz, grace_sec=settings.agent_grace_sec,
-                        ping_interval_sec=settings.socket_ping_interval_sec,
+    sio = socket_server(ping_interval_sec=settings.socket_ping_interval_sec,
                         ping_timeout_sec=settings.socket_ping_timeout_sec)
-    realtime.sio.attach(app)
+    sio.attach(app)
     api = Api(authenticator, metrics, ArtifactStore(settings.data_dir / "artifacts"))
     api.register(app)
     add_dashboard_routes(app, dashboard_dist())
@@ -123,78 +223,40 @@ def create_app(settings: Settings) -> web.Application:
         Bounded: engine.io waits for each socket's send queue to drain, which never happens on a
         connection that was reset under it."""
         async def disconnect_all() -> None:
-            if realtime.sio.eio.sockets:  # checked in the same step as the disconnect starts
-                await realtime.sio.eio.disconnect()
+            if sio.eio.sockets:  # checked in the same step as the disconnect starts
+                await sio.eio.disconnect()
 
         try:
             await asyncio.wait_for(disconnect_all(), timeout=2)
         except TimeoutError:
             log.warning("sockets did not close in time; shutting down anyway")
-        await realtime.sio.shutdown()
+        await sio.shutdown()
 
     app.on_shutdown.append(close_sockets)
 
-    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        embedded: EmbeddedPostgres | None = None
-        dsn = settings.database_url
-        if dsn is None:
-            embedded = EmbeddedPostgres(settings.data_dir)
-            dsn = embedded.start()
-        await wait_for_database(dsn)
-        pool = await create_pool(dsn, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
-                                 timeout_sec=settings.db_timeout_sec)
-        try:
-            async with pool.acquire() as conn:
-                await migrate(conn)
-            admin_token = await ensure_admin_token(pool, settings.data_dir, settings.admin_token)
-            distributor = Distributor(pool, realtime, metrics)
-            completion = Completion(pool, realtime, distributor, metrics, settings)
-            jobs = JobControl(pool, realtime, distributor)
-            pauses = Pauses(pool, realtime, distributor)
-            agent_events = AgentEvents(pool, realtime, distributor, completion=completion, pauses=pauses,
-                                       settings=settings)
-            realtime.agent_handler = agent_events.handle
-            realtime.on_fill = distributor.request_fill
-            scheduler = SchedulerControl(pool, realtime, distributor, settings.agent_grace_sec)
-            schedules = Schedules(pool, jobs, realtime)
-            maintenance = Maintenance(pool, dsn, [
-                LeaseRescuer(pool, completion, realtime, settings),
-                ScheduleFirer(pool, schedules, jobs, settings),
-                JobActivator(pool, jobs, distributor, realtime),
-                FillSweeper(pool, distributor),
-            ], settings)
-            bus = Bus(dsn, pool)
-            revocations = Revocations(pool, realtime, maintenance, bus, recheck_sec=settings.token_recheck_sec)
-            realtime.on_revoked = revocations.apply
-            services = Services(settings, dsn, pool, realtime, distributor, completion, jobs, pauses,
-                                agent_events, scheduler, schedules, maintenance, bus, revocations, admin_token)
-            app[SERVICES] = services
-            queries = Queries(pool, grace_sec=settings.agent_grace_sec)
-            api.bind(ApiServices(tokens=TokenCheck(authenticator, pool), queries=queries, jobs=jobs, pauses=pauses,
-                                 agent_events=agent_events, scheduler=scheduler, schedules=schedules,
-                                 revocations=revocations, fleet=Fleet(pool, queries, distributor)))
-            await bus.start()
-            await realtime.start(pool, bus)
-            await distributor.start()
-            completion.start()
-            await maintenance.start()
-            await revocations.start()
-            try:
-                yield
-            finally:
-                await revocations.stop()
-                await maintenance.stop()
-                await completion.stop()
-                await distributor.stop()
-                await realtime.stop()
-                await bus.stop()
-        finally:
-            try:  # a query stuck on a dying database must not hold the shutdown forever
-                await asyncio.wait_for(pool.close(), timeout=5)
-            except TimeoutError:
-                pool.terminate()
-            if embedded is not None:
-                embedded.stop()
+    async def services_context(app: web.Application) -> AsyncIterator[None]:
+        services, api_services = build_services(settings, app[DATABASE], sio, authenticator, metrics)
+        app[SERVICES] = services
+        app[API_SERVICES] = api_services
+        yield
 
-    app.cleanup_ctx.append(lifecycle)
+    async def serving(app: web.Application) -> AsyncIterator[None]:
+        api.bind(app[API_SERVICES])  # last: requests see every service started, or a 503 while starting
+        yield
+
+    app.cleanup_ctx.extend([
+        database_context(settings),
+        services_context,
+        running(lambda s: s.bus.start(s.router.dispatch), lambda s: s.bus.stop()),
+        running(lambda s: s.push.start(), lambda s: s.push.stop()),
+        running(lambda s: s.distributor.start(), lambda s: s.distributor.stop()),
+        running(_start_completion, lambda s: s.completion.stop()),
+        running(lambda s: s.maintenance.start(), lambda s: s.maintenance.stop()),
+        running(lambda s: s.revocations.start(), lambda s: s.revocations.stop()),
+        serving,
+    ])
     return app
+
+
+async def _start_completion(services: Services) -> None:
+    services.completion.start()

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from phonefleet.server.bus_messages import BUS_MESSAGE, BusMessage, _Message
 from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.store import Conn
 
@@ -25,18 +26,18 @@ log = logging.getLogger(__name__)
 CHANNEL = "phonefleet"
 MAX_PAYLOAD = 7000
 
-Handler = Callable[[dict[str, Any]], Awaitable[None]]
+Handler = Callable[[BusMessage], Awaitable[None]]
 
 
-def encode(message: dict[str, Any], node: str) -> str:
+def encode(message: _Message, node: str) -> str:
     """A message as every node reads it: JSON with the sender's node id (a node ignores its own)."""
-    payload = json.dumps({**message, "node": node}, separators=(",", ":"))
+    payload = json.dumps({**message.model_dump(mode="json"), "node": node}, separators=(",", ":"))
     if len(payload) > MAX_PAYLOAD:
         raise ValueError("bus payload too large; publish a kick instead")
     return payload
 
 
-async def notify(conn: Conn, message: dict[str, Any], node: str) -> None:
+async def notify(conn: Conn, message: _Message, node: str) -> None:
     """Send a message on ``conn``: inside a transaction it goes out on commit, and not at all on rollback.
     Processes that are not nodes (the CLI) reach every node this way."""
     await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, encode(message, node))
@@ -52,10 +53,9 @@ class Bus:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
-    def on_message(self, handler: Handler) -> None:
+    async def start(self, handler: Handler) -> None:
+        """Listen, handing every other node's message to ``handler``."""
         self._handler = handler
-
-    async def start(self) -> None:
         await self._connect()
         self._task = asyncio.create_task(self._watch(), name="bus-watch")
 
@@ -68,7 +68,7 @@ class Bus:
         if self._conn is not None and not self._conn.is_closed():
             await self._conn.close()
 
-    async def publish(self, message: dict[str, Any]) -> None:
+    async def publish(self, message: _Message) -> None:
         payload = encode(message, self.node_id)
         try:
             await self._pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
@@ -82,14 +82,16 @@ class Bus:
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:
         try:
-            message = json.loads(str(payload))
-        except ValueError:
-            return
-        if message.get("node") == self.node_id or self._handler is None:
+            raw = json.loads(str(payload))
+            if not isinstance(raw, dict) or raw.get("node") == self.node_id or self._handler is None:
+                return
+            message = BUS_MESSAGE.validate_python(raw)
+        except ValueError:  # not ours, or from a newer node: not for this one
+            log.info("bus message ignored", extra={"payload": str(payload)[:200]})
             return
         asyncio.get_running_loop().create_task(self._dispatch(message))
 
-    async def _dispatch(self, message: dict[str, Any]) -> None:
+    async def _dispatch(self, message: BusMessage) -> None:
         assert self._handler is not None
         try:
             await self._handler(message)

@@ -71,7 +71,6 @@ class Distributor:
         self._acks: Coalescer[tuple[int, int], None] = Coalescer(self._deliver, name="delivery-acks")
 
     async def start(self) -> None:
-        self.realtime.on_kick = self.resend_pending
         self._task = asyncio.create_task(self._loop(), name="distributor")
         self._acks.start()
 

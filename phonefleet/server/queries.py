@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from phonefleet.protocol.events import FleetStats
 from phonefleet.protocol.models import (
     AdminToken,
     Agent,
@@ -91,6 +92,19 @@ class Queries:
         async with self.pool.acquire() as conn:
             rows = await devices_store.list_all(conn)
         return [Device.model_validate(dict(r.items())) for r in rows]
+
+    async def devices_by_ids(self, device_ids: Sequence[int]) -> list[Device]:
+        async with self.pool.acquire() as conn:
+            rows = await devices_store.get_many(conn, device_ids)
+        return [Device.model_validate(dict(r.items())) for r in rows]
+
+    async def fleet_stats(self) -> FleetStats:
+        """Connected agents and phones by state, for the dashboards' header."""
+        async with self.pool.acquire() as conn:
+            states = await devices_store.counts_by_state(conn)
+            agents = await agents_store.counts_by_status(conn, self.grace_sec)
+        return FleetStats(agents_online=agents["connected"], devices=states,
+                          connected_devices=states["idle"] + states["busy"] + states["paused"] + states["unhealthy"])
 
     async def agents(self) -> list[Agent]:
         async with self.pool.acquire() as conn:

@@ -9,13 +9,13 @@ against the database covers a message this node missed (its listening connection
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 import asyncpg
 
 from phonefleet.protocol.models import AdminToken, AdminTokenCreated
 from phonefleet.server import tokens
 from phonefleet.server.bus import Bus
+from phonefleet.server.bus_messages import Revoked
 from phonefleet.server.maintenance import Maintenance
 from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.realtime import Realtime
@@ -64,13 +64,13 @@ class Revocations:
 
     # ------------------------------------------------------------------ every node
 
-    async def apply(self, message: dict[str, Any]) -> None:
+    async def apply(self, message: Revoked) -> None:
         """A revocation message (from the bus, or this node's own): drop the sockets it ends."""
-        if message.get("agent_id") is not None:
-            dropped = await self.drop_stale_agents([int(message["agent_id"])])
+        if message.agent_id is not None:
+            dropped = await self.drop_stale_agents([message.agent_id])
             self.maintenance.wake()  # the leader retires the agent now (phones offline, work lost)
-        elif message.get("admin_token_id") is not None:
-            dropped = await self.drop_stale_dashboards([int(message["admin_token_id"])])
+        elif message.admin_token_id is not None:
+            dropped = await self.drop_stale_dashboards([message.admin_token_id])
         else:
             return
         if dropped:

@@ -4,7 +4,6 @@ A revocation sends its bus message (``pg_notify``) in the same transaction, so e
 hears of it exactly when it takes effect, whichever process made it: a node, or the CLI.
 """
 
-from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
@@ -12,21 +11,19 @@ from pydantic import ValidationError
 from phonefleet.protocol.models import AdminTokenCreate, AgentCreate
 from phonefleet.server import bus
 from phonefleet.server.auth import ADMIN_PREFIX, AGENT_PREFIX, ENV_ADMIN, hash_token, new_token
+from phonefleet.server.bus_messages import Revoked
 from phonefleet.server.errors import Conflict, Invalid, NotFound
 from phonefleet.server.store import Conn, Row
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
 
-REVOKED = "revoked"
-"""The bus message kind: ``{"kind": "revoked", "agent_id": N}`` or ``{"kind": "revoked", "admin_token_id": N}``."""
+
+def agent_revoked(agent_id: int) -> Revoked:
+    return Revoked(agent_id=agent_id)
 
 
-def agent_revoked(agent_id: int) -> dict[str, Any]:
-    return {"kind": REVOKED, "agent_id": agent_id}
-
-
-def admin_revoked(token_id: int) -> dict[str, Any]:
-    return {"kind": REVOKED, "admin_token_id": token_id}
+def admin_revoked(token_id: int) -> Revoked:
+    return Revoked(admin_token_id=token_id)
 
 
 async def add_agent(conn: Conn, name: str) -> tuple[int, str]:

@@ -1,0 +1,64 @@
+"""What server nodes (and the CLI) tell each other over the bus: one typed message per kind.
+
+Small by design (``pg_notify`` carries 8 kB): a large payload travels as a ``Kick`` that makes the node
+holding the agent read it from the database.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # the sender's ``node`` rides along
+
+
+class ToAgent(_Message):
+    """An event for an agent connected to some other node."""
+
+    kind: Literal["agent"] = "agent"
+    agent_id: int
+    event: str
+    data: dict[str, Any] | None = None
+
+
+class Kick(_Message):
+    """The node holding this agent re-sends its pending assignments from the database."""
+
+    kind: Literal["kick"] = "kick"
+    agent_id: int
+
+
+class Dirty(_Message):
+    """Jobs and phones that changed on another node: its dashboards are told there, these are told here."""
+
+    kind: Literal["dirty"] = "dirty"
+    status: list[int] = Field(default_factory=list, description="Jobs whose status changed (sent at once).")
+    jobs: list[int] = Field(default_factory=list, description="Jobs whose progress changed (throttled).")
+    devices: list[int] = Field(default_factory=list)
+
+
+class ToDashboards(_Message):
+    """An event for every dashboard."""
+
+    kind: Literal["dashboard"] = "dashboard"
+    event: str
+    data: Any = None
+
+
+class FillAll(_Message):
+    """Every node fills (distribution was started again)."""
+
+    kind: Literal["fill"] = "fill"
+
+
+class Revoked(_Message):
+    """A token was revoked or rotated away: its sockets drop on every node."""
+
+    kind: Literal["revoked"] = "revoked"
+    agent_id: int | None = None
+    admin_token_id: int | None = None
+
+
+BusMessage = Annotated[ToAgent | Kick | Dirty | ToDashboards | FillAll | Revoked, Field(discriminator="kind")]
+BUS_MESSAGE: TypeAdapter[BusMessage] = TypeAdapter(BusMessage)

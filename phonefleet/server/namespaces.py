@@ -1,0 +1,137 @@
+"""The Socket.IO namespaces: ``/agent`` (one connection per PC agent) and ``/dashboard`` (browsers).
+
+Handlers only authenticate, parse and call a service: an agent's events go to ``AgentEvents.handle``,
+whose ack is the answer; dashboards only listen.
+"""
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import socketio
+
+from phonefleet.protocol import events as ev
+from phonefleet.protocol.models import ErrorBody, ErrorDetail, ErrorInfo
+from phonefleet.protocol.wire import MALFORMED_EVENT, MalformedPacket
+from phonefleet.server import outage
+from phonefleet.server.auth import Principal, TokenCheck
+from phonefleet.server.metrics import Metrics
+from phonefleet.server.outage import OUTAGE_ERRORS
+from phonefleet.server.presence import Presence
+
+log = logging.getLogger(__name__)
+
+AgentEventHandler = Callable[[Principal, str, Any], Awaitable[dict[str, Any]]]
+
+
+def _token_from(auth: Any) -> str | None:
+    if isinstance(auth, dict):
+        token = auth.get("token")
+        return token if isinstance(token, str) else None
+    return None
+
+
+@contextlib.contextmanager
+def refused_on_outage() -> Iterator[None]:
+    """A connect during a database outage is refused with the outage's error (the client tries again
+    later), never a handshake that crashes and leaves the client waiting."""
+    try:
+        yield
+    except OUTAGE_ERRORS as exc:
+        outage.report(exc, "socket connect")
+        raise socketio.exceptions.ConnectionRefusedError(outage.MESSAGE, outage.outage_ack(exc)["error"]) from exc
+
+
+def malformed_ack(namespace: str, sid: str, bad: MalformedPacket) -> dict[str, Any]:
+    """A packet that could not be read: one warning (no traceback: it is the client's fault, not ours) and
+    the error ack, which python-socketio sends only if the packet asked for one."""
+    log.warning("malformed socket packet", extra={"namespace": namespace, "sid": sid, "reason": bad.reason,
+                                                   "size": bad.size})
+    body = ErrorBody(error=ErrorInfo(code="malformed_packet", message=f"the packet could not be read: {bad.reason}",
+                                     details=[ErrorDetail(field="packet", message=bad.reason)]))
+    return {"ok": False, **body.model_dump(mode="json", exclude_none=True)}
+
+
+def _malformed(event: str, data: Any) -> MalformedPacket | None:
+    return data if event == MALFORMED_EVENT and isinstance(data, MalformedPacket) else None
+
+
+class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """``/agent``: one connection per PC agent, authenticated by its token."""
+
+    def __init__(self, presence: Presence, tokens: TokenCheck, handler: AgentEventHandler, metrics: Metrics) -> None:
+        super().__init__(ev.AGENT_NAMESPACE)
+        self.presence = presence
+        self.tokens = tokens
+        self.handler = handler
+        self.metrics = metrics
+
+    def _is_lifecycle(self, event: str, sid: Any) -> bool:
+        """A real connect or disconnect, as opposed to a client *emitting* an event of that name.
+
+        python-socketio hands both to ``trigger_event``; the real ones come while the sid is pending
+        (not yet, or no longer, connected), a client's event only while it is connected. Without this
+        an agent emitting ``disconnect`` would be forgotten while still connected.
+        """
+        return event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, self.namespace)
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if self._is_lifecycle(event, args[0]):
+            if event == "connect":
+                return await self._connect(args[0], args[2] if len(args) > 2 else None)
+            self.presence.forget_agent(args[0])
+            return None
+        sid = args[0]
+        data = args[1] if len(args) > 1 else None
+        principal = self.presence.agent_principal(sid)
+        if principal is None:
+            return {"ok": False, "error": {"code": "unauthorized", "message": "not authenticated", "details": []}}
+        if (bad := _malformed(event, data)) is not None:
+            return malformed_ack(self.namespace, sid, bad)
+        if event == ev.AGENT_PING:  # a liveness probe: answered here, never reaching the database
+            return {"ok": True}
+        # Known names only as labels: a client must not grow the metrics without bound.
+        label = event if event in ev.AGENT_EVENT_MODELS else "unknown"
+        self.metrics.socket_events.labels(namespace="agent", event=label).inc()
+        return await self.handler(principal, event, data)
+
+    async def _connect(self, sid: str, auth: Any) -> bool:
+        with refused_on_outage():
+            principal = await self.tokens.principal(_token_from(auth))
+        if principal is None or principal.kind != "agent" or principal.agent_id is None:
+            raise socketio.exceptions.ConnectionRefusedError("an agent token is required")
+        self.presence.remember_agent(sid, principal)
+        return True
+
+
+class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """``/dashboard``: browsers with an admin token; receive-only."""
+
+    def __init__(self, presence: Presence, tokens: TokenCheck, metrics: Metrics) -> None:
+        super().__init__(ev.DASHBOARD_NAMESPACE)
+        self.presence = presence
+        self.tokens = tokens
+        self.metrics = metrics
+
+    def _is_lifecycle(self, event: str, sid: Any) -> bool:
+        """A real connect or disconnect, not a client emitting one (see ``AgentNamespace._is_lifecycle``)."""
+        return event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, self.namespace)
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        if self._is_lifecycle(event, args[0]):
+            if event == "connect":
+                with refused_on_outage():
+                    principal = await self.tokens.principal(_token_from(args[2] if len(args) > 2 else None))
+                if principal is None or principal.kind != "admin":
+                    raise socketio.exceptions.ConnectionRefusedError("an admin token is required")
+                self.presence.remember_dashboard(args[0], principal)
+                return True
+            self.presence.forget_dashboard(args[0])
+            return None
+        if (bad := _malformed(event, args[1] if len(args) > 1 else None)) is not None:
+            return malformed_ack(self.namespace, args[0], bad)
+        # Dashboards send no events of their own: every one is counted under a single label.
+        self.metrics.socket_events.labels(namespace="dashboard", event="unknown").inc()
+        return {"ok": False, "error": {"code": "unknown_event", "message": f"unknown event {str(event)[:100]!r}",
+                                       "details": []}}

@@ -1,0 +1,51 @@
+"""Who is connected to this node: agent sockets by agent, dashboard sockets, and the tokens they used.
+
+Memory only (a cache of this node's sockets); the database says which agents are alive cluster-wide.
+"""
+
+from phonefleet.server.auth import Principal
+from phonefleet.server.metrics import Metrics
+
+
+class Presence:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._agent_sids: dict[int, str] = {}
+        self._sid_agents: dict[str, Principal] = {}
+        self.dashboards: set[str] = set()
+        self._dashboard_tokens: dict[str, int] = {}
+        """sid -> the stored admin token it connected with (the environment's token is not in here)."""
+
+    def remember_agent(self, sid: str, principal: Principal) -> None:
+        assert principal.agent_id is not None
+        self._agent_sids[principal.agent_id] = sid
+        self._sid_agents[sid] = principal
+        self.metrics.connected_agents.set(len(self._agent_sids))
+
+    def forget_agent(self, sid: str) -> None:
+        principal = self._sid_agents.pop(sid, None)
+        if principal is not None and self._agent_sids.get(principal.agent_id or -1) == sid:
+            del self._agent_sids[principal.agent_id or -1]
+        self.metrics.connected_agents.set(len(self._agent_sids))
+
+    def agent_principal(self, sid: str) -> Principal | None:
+        return self._sid_agents.get(sid)
+
+    def agent_sid(self, agent_id: int) -> str | None:
+        return self._agent_sids.get(agent_id)
+
+    def agent_sessions(self) -> list[tuple[str, Principal]]:
+        return list(self._sid_agents.items())
+
+    def remember_dashboard(self, sid: str, principal: Principal) -> None:
+        self.dashboards.add(sid)
+        if principal.admin_token_id is not None:
+            self._dashboard_tokens[sid] = principal.admin_token_id
+
+    def forget_dashboard(self, sid: str) -> None:
+        self.dashboards.discard(sid)
+        self._dashboard_tokens.pop(sid, None)
+
+    def dashboard_sessions(self) -> list[tuple[str, int]]:
+        """Dashboards signed in with a stored admin token, and that token's id."""
+        return list(self._dashboard_tokens.items())
