@@ -21,9 +21,13 @@ from phonefleet.server.config import Settings
 from phonefleet.server.dashboard_push import DashboardPush
 from phonefleet.server.database import EmbeddedPostgres, create_pool, migrate, wait_for_database
 from phonefleet.server.distributor import Distributor
+from phonefleet.server.duties.fill_sweeper import FillSweeper
+from phonefleet.server.duties.job_activator import JobActivator
+from phonefleet.server.duties.lease_rescuer import LeaseRescuer
+from phonefleet.server.duties.retry_waker import RetryWaker
 from phonefleet.server.fleet import Fleet
 from phonefleet.server.job_control import JobControl
-from phonefleet.server.maintenance import FillSweeper, JobActivator, LeaseRescuer, Maintenance
+from phonefleet.server.maintenance import Maintenance
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.namespaces import AgentNamespace, DashboardNamespace
 from phonefleet.server.pauses import Pauses
@@ -171,11 +175,13 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     agent_events = AgentEvents(pool, realtime, distributor, completion=completion, pauses=pauses, settings=settings)
     scheduler = SchedulerControl(pool, realtime, distributor, settings.agent_grace_sec)
     schedules = Schedules(pool, jobs, realtime)
+    every = settings.maintenance_sec
     maintenance = Maintenance(pool, db.dsn, [
         LeaseRescuer(pool, completion, realtime, settings),
         ScheduleFirer(pool, schedules, jobs, settings),
-        JobActivator(pool, jobs, distributor, realtime),
-        FillSweeper(pool, distributor),
+        JobActivator(pool, jobs, distributor, realtime, interval_sec=every),
+        RetryWaker(pool, distributor, interval_sec=every),
+        FillSweeper(pool, distributor, interval_sec=every),
     ], settings)
     revocations = Revocations(pool, realtime, maintenance, bus, recheck_sec=settings.token_recheck_sec)
     router = Router(realtime, push, distributor, revocations)

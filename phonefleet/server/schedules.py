@@ -195,6 +195,7 @@ class ScheduleFirer:
         self.schedules = schedules
         self.jobs = jobs
         self.misfire_after = timedelta(seconds=max(MISFIRE_MIN_SEC, 2 * settings.maintenance_sec))
+        self.interval_sec = settings.maintenance_sec
 
     async def run_once(self) -> int:
         now = self.schedules.clock()

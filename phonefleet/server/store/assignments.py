@@ -538,3 +538,14 @@ async def counts_by_status(conn: Conn) -> dict[str, int]:
     counts = {str(s): 0 for s in A}
     counts.update({r["status"]: r["n"] for r in rows})
     return counts
+
+
+async def jobs_with_due_retries(conn: Conn, limit: int) -> list[int]:
+    """Active jobs with a retry whose backoff has ended, oldest due first, at most ``limit``."""
+    rows = await conn.fetch(
+        """SELECT a.job_id FROM assignments a JOIN jobs j ON j.id = a.job_id
+           WHERE a.retry_at <= now() AND j.status = 'active'
+           GROUP BY a.job_id ORDER BY min(a.retry_at) LIMIT $1""",
+        limit,
+    )
+    return [r["job_id"] for r in rows]
