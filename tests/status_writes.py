@@ -384,9 +384,14 @@ def problems(source: Source, known: Mapping[str, Entity] | None = None) -> list[
 
 def unseen_writes(source: Source, known: Mapping[str, Entity]) -> list[str]:
     """SQL text that writes a status table but that no discovered statement runs (built some other way)."""
-    tables = "|".join(known)
-    columns = "|".join({e.column for e in known.values()})
-    pattern = re.compile(rf"\b(UPDATE|INSERT\s+INTO)\s+({tables})\b|\bSET\b[^;]*\b({columns})\s*=", re.I | re.S)
     rendered = [re.sub("\x00[^\x00]*\x00", " ", s.sql) for s in source.statements]  # not an opaque part's source
     return [f"{source.name}: SQL no discovered statement runs writes a status table: {text.strip()[:80]!r}"
-            for text in source.fragments() if pattern.search(text) and not any(text in sql for sql in rendered)]
+            for text in source.fragments() if writes_status(text, known) and not any(text in sql for sql in rendered)]
+
+
+def writes_status(text: str, known: Mapping[str, Entity]) -> bool:
+    """Does this text look like SQL that writes a status table (an UPDATE or INSERT of one, a SET of its column)?"""
+    tables = "|".join(known)
+    columns = "|".join({e.column for e in known.values()})
+    return re.search(rf"\b(UPDATE|INSERT\s+INTO)\s+({tables})\b|\bSET\b[^;]*\b({columns})\s*=", text,
+                     re.I | re.S) is not None

@@ -1,6 +1,7 @@
 """The state tables are the law: every status write in the store takes its guard from them (found in the
 store's source, not listed by hand), and the tables themselves are whole and agree with each other."""
 
+import ast
 import importlib
 import pkgutil
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from phonefleet.protocol.enums import (
 )
 from phonefleet.protocol.states import TransitionError, can_transition, checked_initial, checked_sources
 from phonefleet.server import store
-from tests.status_writes import Entity, Source, column_check, entities, problems, writes
+from tests.status_writes import ROOT, Entity, Source, column_check, entities, problems, writes, writes_status
 
 STORE_MODULES = sorted(m.name for m in pkgutil.iter_modules(store.__path__))
 
@@ -113,6 +114,16 @@ async def pause(conn, job_id):
 """
     found = problems(Source.of_text("example", text))
     assert any("no discovered statement runs" in p for p in found), found
+
+
+def test_no_status_write_lives_outside_the_store() -> None:
+    """All SQL lives in ``server/store``, so the search above sees every status write the project makes."""
+    known = entities()
+    outside = [f"{path.relative_to(ROOT)}:{node.lineno}"
+               for path in sorted((ROOT / "phonefleet").rglob("*.py")) if store.__path__[0] not in str(path)
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Constant) and isinstance(node.value, str) and writes_status(node.value, known)]
+    assert outside == []
 
 
 def test_a_table_change_the_sql_does_not_follow_fails() -> None:
