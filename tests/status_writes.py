@@ -7,6 +7,7 @@ must be a ``<column> = ANY($n)`` term of its WHERE whose argument is taken from 
 """
 
 import ast
+import functools
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,11 +36,13 @@ from tests.sql_clauses import (
 ROOT = Path(__file__).resolve().parent.parent
 RUNS_SQL = {"fetch", "fetchrow", "fetchval", "execute", "executemany"}
 STATES_MODULE = "phonefleet.protocol.states"
-RUNTIME_CHECKS = {"checked_sources", "checked_initial"}
 
 
 @dataclass(frozen=True)
 class Entity:
+    """A table with a status column: the column, its state machine, the states a new row may start in, and
+    the column's default in the migrations."""
+
     column: str
     table: Mapping[Any, frozenset[Any]]
     initial: Collection[Any]
@@ -58,6 +61,7 @@ def _split_columns(body: str) -> list[str]:
     return [*parts, current]
 
 
+@functools.cache
 def migration_columns() -> dict[str, dict[str, str]]:
     """table -> column -> its definition text, as the migrations leave it (a later CHECK constraint wins)."""
     out: dict[str, dict[str, str]] = {}
