@@ -1,15 +1,20 @@
-"""The state machines of jobs, assignments and devices: one table each, every write checks them.
+"""The state machines of jobs, assignments, devices and agents: one table each, every write checks them.
 
-The server's store derives its SQL guards (``WHERE status = ANY(...)``) from these tables, so a
-transition that is not listed here cannot happen, whichever code path asks for it.
+The server's store takes every SQL guard (``WHERE status = ANY(...)``) from these tables, or from a named
+set next to them, so a transition that is not listed here cannot happen, whichever code path asks for it
+(``tests/test_state_guards.py`` finds each status write in the store and checks it). Writing a state over
+itself is no transition (a hello of an online agent, a rerun of a running assignment): the tables list
+moves between different states. ``*_INITIAL`` are the states a new row may start in.
 """
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from enum import StrEnum
 from typing import TypeVar
 
+from phonefleet.protocol.enums import AgentStatus as G
 from phonefleet.protocol.enums import AssignmentStatus as A
 from phonefleet.protocol.enums import DeviceState as D
+from phonefleet.protocol.enums import FinishOutcome
 from phonefleet.protocol.enums import JobStatus as J
 
 S = TypeVar("S", bound=StrEnum)
@@ -25,6 +30,9 @@ JOB_TRANSITIONS: Mapping[J, frozenset[J]] = {
 """paused -> scheduled: resuming a job that was paused before it ever ran sends it back to wait.
 completed -> active: only a requeue (``JOB_ACTIONS``); blocked -> scheduled: a prerequisite was requeued."""
 
+JOB_INITIAL: frozenset[J] = frozenset({J.scheduled, J.active, J.completed})
+"""A job waits (``run_at``, prerequisites) or starts at once; one with a target of 0 is stored completed."""
+
 JOB_ACTIONS: Mapping[str, frozenset[J]] = {
     "pause": frozenset({J.scheduled, J.active}),
     "resume": frozenset({J.paused}),
@@ -34,21 +42,48 @@ JOB_ACTIONS: Mapping[str, frozenset[J]] = {
 }
 """The states from which each operator action may start; every resulting move is in ``JOB_TRANSITIONS``."""
 
+JOB_ACTIVATES_FROM: frozenset[J] = frozenset({J.scheduled})
+"""Only a waiting job is activated when its time comes (a paused one waits for its resume)."""
+
+JOB_UNBLOCKS_FROM: frozenset[J] = frozenset({J.blocked})
+"""Only a blocked job waits again when its prerequisites stop failing (a paused one stays paused)."""
+
+JOB_REQUEUE_REOPENS: frozenset[J] = frozenset({J.completed})
+"""A requeue reopens a completed job; an active or paused one keeps its status."""
+
 ASSIGNMENT_TRANSITIONS: Mapping[A, frozenset[A]] = {
     A.pending: frozenset({A.delivered, A.running, A.completed, A.failed, A.timed_out, A.paused, A.cancelled}),
     A.delivered: frozenset({A.running, A.completed, A.failed, A.timed_out, A.paused, A.cancelled}),
     A.running: frozenset({A.completed, A.failed, A.timed_out, A.cancelled}),
-    A.paused: frozenset({A.pending, A.cancelled}),
+    A.paused: frozenset({A.pending, A.completed, A.failed, A.timed_out, A.cancelled}),
     A.completed: frozenset(),
     A.failed: frozenset({A.completed, A.timed_out}),
     A.cancelled: frozenset(),
     A.timed_out: frozenset(),
 }
 """pending -> running/completed directly covers an agent whose ``delivered`` ack was lost.
+paused -> an end: the phone had started the run when the job's pause reached the server (its ``started`` was
+on the way); a job pause holds only unstarted work, so the run goes on and its agent's report ends it.
 failed -> completed | timed_out: only a run the server declared lost, overturned by its phone (``LATE_RESULT_RULE``)."""
 
+ASSIGNMENT_INITIAL: frozenset[A] = frozenset({A.pending})
+"""A new assignment waits for its agent's ack (the column's default)."""
+
+ASSIGNMENT_ENDINGS: frozenset[A] = frozenset(A(str(o)) for o in FinishOutcome)
+"""What an ordinary result may make of an assignment: an agent's ``FinishOutcome``, a rescue's or timeout's."""
+
 ASSIGNMENT_ENDING_FROM: frozenset[A] = frozenset({A.pending, A.delivered, A.running, A.paused})
-"""Where an ordinary result may end an assignment (an agent's report, a lease rescue, a server timeout)."""
+"""Where an ordinary result may end an assignment (an agent's report, a lease rescue, a server timeout); an
+ended one changes only by ``LATE_RESULTS``."""
+
+ASSIGNMENT_RERUN_FROM: frozenset[A] = frozenset({A.pending, A.delivered, A.running})
+"""A crash-interrupted run its agent starts again from step one: also (and mostly) from running."""
+
+ASSIGNMENT_UNSTARTED: frozenset[A] = frozenset({A.pending, A.delivered, A.paused})
+"""Work its phone has not begun: a retry made needless by a late result is cancelled from these."""
+
+ASSIGNMENT_HAND_BACK_FROM: frozenset[A] = frozenset({A.pending, A.delivered})
+"""Unstarted work on a phone that went away, paused or was taken goes back to its job (paused work is off it)."""
 
 LOST_ERROR_CODE = "lost"
 
@@ -75,13 +110,27 @@ The agent's own results never overturn anything else: a server-detected timeout,
 of another agent stay as they are.
 """
 
-DEVICE_TRANSITIONS: Mapping[D, frozenset[D]] = {
-    D.idle: frozenset({D.busy, D.paused, D.offline, D.unhealthy}),
-    D.busy: frozenset({D.idle, D.paused, D.offline, D.unhealthy}),
-    D.paused: frozenset({D.idle, D.busy, D.offline, D.unhealthy}),
-    D.offline: frozenset({D.idle, D.busy, D.paused, D.unhealthy}),
-    D.unhealthy: frozenset({D.idle, D.busy, D.paused, D.offline}),
+DEVICE_TRANSITIONS: Mapping[D, frozenset[D]] = {s: frozenset(D) - {s} for s in D}
+"""Any state may follow any other: ``devices.refresh_states`` computes a phone's state from facts that each
+change on their own (connected, healthy, ``paused_by``, open assignments), e.g. offline -> busy when its agent
+is back within its grace, paused -> busy when a phone paused mid-run is resumed before the run ends."""
+
+DEVICE_INITIAL: frozenset[D] = frozenset({D.idle, D.paused, D.offline, D.unhealthy})
+"""A phone first reported has no work yet: never busy."""
+
+DEVICE_CLAIM_FROM: frozenset[D] = frozenset({D.idle})
+"""Only an idle phone is claimed; the claim marks it busy itself, in the statement that takes it."""
+
+AGENT_TRANSITIONS: Mapping[G, frozenset[G]] = {
+    G.online: frozenset({G.paused, G.offline}),
+    G.paused: frozenset({G.online, G.offline}),
+    G.offline: frozenset({G.online, G.paused}),
 }
+"""online <-> paused: the operator at the PC; -> offline: silent past its grace, or its token was retired;
+offline -> online | paused: it calls in again, as it says it is."""
+
+AGENT_INITIAL: frozenset[G] = frozenset({G.offline})
+"""A registered agent is offline until its first hello (the column's default)."""
 
 
 class TransitionError(ValueError):
@@ -95,7 +144,8 @@ class TransitionError(ValueError):
 
 
 def can_transition(table: Mapping[S, frozenset[S]], current: S, target: S) -> bool:
-    return target in table[current]
+    """A move the table lists, or a state written over itself (no move at all)."""
+    return target == current or target in table[current]
 
 
 def sources_of(table: Mapping[S, frozenset[S]], target: S) -> list[str]:
@@ -103,6 +153,36 @@ def sources_of(table: Mapping[S, frozenset[S]], target: S) -> list[str]:
     return sorted(str(s) for s, targets in table.items() if target in targets)
 
 
+def every_state(table: Mapping[S, frozenset[S]]) -> list[str]:
+    """Every state of the table: the guard of a write whose targets each table row allows (its test checks)."""
+    return sorted(str(s) for s in table)
+
+
+def as_guard(states: Collection[S]) -> list[str]:
+    """A named set of states as a SQL guard (``= ANY($n::text[])``)."""
+    return sorted(str(s) for s in states)
+
+
 def check_transition(entity: str, table: Mapping[S, frozenset[S]], current: S, target: S) -> None:
     if not can_transition(table, current, target):
         raise TransitionError(entity, str(current), str(target))
+
+
+def _entity(kind: type[StrEnum]) -> str:
+    return kind.__name__.removesuffix("Status").removesuffix("State").lower()
+
+
+def checked_sources(table: Mapping[S, frozenset[S]], target: str, sources: Collection[str]) -> list[str]:
+    """``sources`` as the SQL guard of a move to ``target`` known only at run time (an operator action);
+    raises ``TransitionError`` when the table forbids a move from one of them."""
+    kind = type(next(iter(table)))
+    for source in sources:
+        check_transition(_entity(kind), table, kind(source), kind(target))
+    return sorted(str(s) for s in sources)
+
+
+def checked_initial(initial: Collection[S], state: str) -> str:
+    """``state`` for a new row, when ``initial`` allows it; raises ``TransitionError`` otherwise."""
+    if state not in initial:
+        raise TransitionError(_entity(type(next(iter(initial)))), "(new)", str(state))
+    return state

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+from phonefleet.protocol.enums import AgentStatus
+from phonefleet.protocol.states import AGENT_TRANSITIONS, every_state, sources_of
 from phonefleet.server.store import Conn, Row
 
 AGENT_COLUMNS = """
@@ -69,8 +71,8 @@ async def hello(conn: Conn, agent_id: int, hostname: str | None, version: str | 
         """UPDATE agents SET hostname = coalesce($2, hostname), version = coalesce($3, version),
                paused = $4, status = CASE WHEN $4 THEN 'paused' ELSE 'online' END, last_seen_at = now(),
                max_running = coalesce($5, max_running), retire_pending = false
-           WHERE id = $1""",
-        agent_id, hostname, version, paused, max_running,
+           WHERE id = $1 AND status = ANY($6::text[])""",
+        agent_id, hostname, version, paused, max_running, every_state(AGENT_TRANSITIONS),
     )
 
 
@@ -80,8 +82,8 @@ async def touch(conn: Conn, agent_id: int) -> bool:
         """UPDATE agents a SET last_seen_at = now(),
                status = CASE WHEN a.paused THEN 'paused' ELSE 'online' END
            FROM (SELECT status FROM agents WHERE id = $1) old
-           WHERE a.id = $1 RETURNING old.status = 'offline'""",
-        agent_id,
+           WHERE a.id = $1 AND a.status = ANY($2::text[]) RETURNING old.status = 'offline'""",
+        agent_id, every_state(AGENT_TRANSITIONS),
     )
     return bool(was_offline)
 
@@ -91,8 +93,8 @@ async def set_paused(conn: Conn, agent_id: int, paused: bool) -> None:
         """UPDATE agents SET paused = $2,
                status = CASE WHEN status = 'offline' THEN 'offline'
                              WHEN $2 THEN 'paused' ELSE 'online' END
-           WHERE id = $1""",
-        agent_id, paused,
+           WHERE id = $1 AND status = ANY($3::text[])""",
+        agent_id, paused, every_state(AGENT_TRANSITIONS),
     )
 
 
@@ -101,11 +103,12 @@ async def expire_silent(conn: Conn, grace_sec: float) -> list[int]:
     their last hello (``retire_pending``); returns their ids."""
     rows = await conn.fetch(
         """UPDATE agents SET status = 'offline', retire_pending = false
-           WHERE (status <> 'offline' AND (last_seen_at IS NULL
-                  OR last_seen_at < now() - make_interval(secs => $1)))
-              OR retire_pending
+           WHERE status = ANY($3::text[])  -- a retired token takes its agent offline from any state
+             AND ((status = ANY($2::text[]) AND (last_seen_at IS NULL
+                   OR last_seen_at < now() - make_interval(secs => $1)))
+                  OR retire_pending)
            RETURNING id""",
-        grace_sec,
+        grace_sec, sources_of(AGENT_TRANSITIONS, AgentStatus.offline), every_state(AGENT_TRANSITIONS),
     )
     return [r["id"] for r in rows]
 

@@ -9,7 +9,17 @@ from typing import Any
 
 from phonefleet.protocol.enums import LIVE_ASSIGNMENT_STATUSES
 from phonefleet.protocol.enums import AssignmentStatus as A
-from phonefleet.protocol.states import ASSIGNMENT_ENDING_FROM, ASSIGNMENT_TRANSITIONS, LOST_ERROR_CODE, sources_of
+from phonefleet.protocol.states import (
+    ASSIGNMENT_ENDING_FROM,
+    ASSIGNMENT_ENDINGS,
+    ASSIGNMENT_HAND_BACK_FROM,
+    ASSIGNMENT_RERUN_FROM,
+    ASSIGNMENT_TRANSITIONS,
+    DEVICE_CLAIM_FROM,
+    LOST_ERROR_CODE,
+    as_guard,
+    sources_of,
+)
 from phonefleet.server.store import Conn, Row
 from phonefleet.server.store.jobs import JOB_COLUMNS, JOB_FILTERS_MATCH, filter_args, filter_sql
 from phonefleet.server.store.slots import SLOT_SETTLED
@@ -24,9 +34,6 @@ ORDER_COLUMNS = """
     a.id AS assignment_id, a.job_id, a.device_id, d.serial, j.title, j.plan, j.priority, j.timeout_sec,
     a.attempt, a.status, j.allow_shell, j.on_interrupt
 """
-
-OPEN = ["pending", "delivered", "running"]
-
 
 def _from(target: A) -> list[str]:
     return sources_of(ASSIGNMENT_TRANSITIONS, target)
@@ -106,7 +113,8 @@ _CLAIM_SIMPLE = f"""
         ORDER BY d.idle_since NULLS FIRST, d.id
         LIMIT least($2, (SELECT greatest(0, target_count - assigned_count) FROM j))
         FOR UPDATE OF d SKIP LOCKED),
-    busy AS (UPDATE devices SET state = 'busy' FROM picked WHERE devices.id = picked.id),
+    busy AS (UPDATE devices SET state = 'busy' FROM picked
+             WHERE devices.id = picked.id AND devices.state = ANY($3::text[])),
     bump AS (UPDATE jobs SET assigned_count = assigned_count + (SELECT count(*) FROM picked), updated_at = now()
              WHERE id = $1 AND EXISTS (SELECT 1 FROM picked)),
     ins AS (INSERT INTO assignments (job_id, device_id, agent_id, attempt)
@@ -124,7 +132,7 @@ async def claim_simple(conn: Conn, job_id: int, limit: int) -> tuple[Row | None,
     ``max_parallel``, distribution running, no agent capping its phones. Returns (the job row, the new
     assignments), or (None, []) when that is not the case (``claim`` in a transaction of the caller's
     serves it then)."""
-    row = await conn.fetchrow(_CLAIM_SIMPLE, job_id, limit)
+    row = await conn.fetchrow(_CLAIM_SIMPLE, job_id, limit, as_guard(DEVICE_CLAIM_FROM))
     if row is None:
         return None, []
     return row, list(row["claimed"])
@@ -146,8 +154,9 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
         return []
     if job["retry_pending"] == 0 and not agent_caps:
         rows = await conn.fetch(
-            f"""WITH picked AS ({_ELIGIBLE_IDLE.format(state=IDLE, filters=filter_sql(3), runs=FRESH)}),
-                busy AS (UPDATE devices SET state = 'busy' FROM picked WHERE devices.id = picked.id),
+            f"""WITH picked AS ({_ELIGIBLE_IDLE.format(state=IDLE, filters=filter_sql(4), runs=FRESH)}),
+                busy AS (UPDATE devices SET state = 'busy' FROM picked
+                         WHERE devices.id = picked.id AND devices.state = ANY($3::text[])),
                 bump AS (UPDATE jobs SET assigned_count = assigned_count + (SELECT count(*) FROM picked),
                                          updated_at = now()
                          WHERE id = $1 AND EXISTS (SELECT 1 FROM picked)),
@@ -158,7 +167,7 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
                    (SELECT d.serial FROM devices d WHERE d.id = ins.device_id) AS serial
             FROM ins""",  # serial by primary key: joining the two CTEs would be quadratic (no index)
             job["id"], min(limit, max(0, (job["target_count"] or 0) - job["assigned_count"])),
-            *filter_args(job["filters"]),
+            as_guard(DEVICE_CLAIM_FROM), *filter_args(job["filters"]),
         )
         return [dict(r.items()) for r in rows]
     if agent_caps:
@@ -195,7 +204,8 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
     attempts = [r["attempt"] + 1 for r in retries] + [1] * len(fresh_phones)
     slots = [r["slot"] for r in retries] + [None] * len(fresh_phones)
     await conn.execute(
-        "UPDATE devices SET state = 'busy' WHERE id = ANY($1::bigint[])", device_ids
+        "UPDATE devices SET state = 'busy' WHERE id = ANY($1::bigint[]) AND state = ANY($2::text[])", device_ids,
+        as_guard(DEVICE_CLAIM_FROM),
     )
     if reused:  # their earlier runs become history, so the phone's new run is its one run of the job
         await conn.execute(
@@ -254,10 +264,11 @@ async def mark_delivered(conn: Conn, pairs: Sequence[tuple[int, int]]) -> int:
     status = await conn.execute(
         """WITH t AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS t(agent_id, id)),
                 locked AS (SELECT a.id FROM assignments a JOIN t ON t.id = a.id AND t.agent_id = a.agent_id
-                           WHERE a.status = 'pending' ORDER BY a.id FOR UPDATE OF a SKIP LOCKED)
+                           WHERE a.status = ANY($3::text[]) ORDER BY a.id FOR UPDATE OF a SKIP LOCKED)
            UPDATE assignments a SET status = 'delivered' FROM locked
-           WHERE a.id = locked.id AND a.status = 'pending'""",
+           WHERE a.id = locked.id AND a.status = ANY($3::text[])""",
         [p[0] for p in pairs], [p[1] for p in pairs],
+        _from(A.delivered),
     )
     return int(str(status).rsplit(" ", 1)[-1])
 
@@ -265,7 +276,8 @@ async def mark_delivered(conn: Conn, pairs: Sequence[tuple[int, int]]) -> int:
 async def mark_delivered_all(conn: Conn, agent_id: int) -> None:
     """The agent is about to receive its whole open list (hello ack or poll): pending ones are delivered."""
     await conn.execute(
-        "UPDATE assignments SET status = 'delivered' WHERE agent_id = $1 AND status = 'pending'", agent_id
+        "UPDATE assignments SET status = 'delivered' WHERE agent_id = $1 AND status = ANY($2::text[])", agent_id,
+        _from(A.delivered),
     )
 
 
@@ -287,7 +299,7 @@ async def record_reruns(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec
                started_at = coalesce(started_at, now()), lease_until = now() + make_interval(secs => $3)
            WHERE id = ANY($1::bigint[]) AND agent_id = $2 AND status = ANY($4::text[])
            RETURNING id, job_id, reruns""",
-        list(ids), agent_id, lease_sec, [*_from(A.running), str(A.running)],
+        list(ids), agent_id, lease_sec, as_guard(ASSIGNMENT_RERUN_FROM),
     )
 
 
@@ -360,7 +372,7 @@ async def finish(
                        END
         FROM input i, jobs j
         WHERE a.id = i.id AND j.id = a.job_id AND (i.agent_id IS NULL OR a.agent_id = i.agent_id)
-          AND a.status = ANY($12::text[])
+          AND a.status = ANY($12::text[]) AND i.outcome = ANY($13::text[])
         RETURNING a.id, a.job_id, a.device_id, a.agent_id, a.status, a.retry_at, a.started_at, a.finished_at,
                   {SLOT_SETTLED} AS settled
         """,
@@ -375,7 +387,8 @@ async def finish(
         [i.get("agent_id") for i in items],
         retry_base_sec,
         retry_max_sec,
-        sorted(str(s) for s in ASSIGNMENT_ENDING_FROM),
+        as_guard(ASSIGNMENT_ENDING_FROM),
+        as_guard(ASSIGNMENT_ENDINGS),
     )
 
 
@@ -383,16 +396,16 @@ async def pause_job(conn: Conn, job_id: int) -> list[Row]:
     """Unstarted assignments of a paused job wait as ``paused``; their phones are free meanwhile."""
     return await conn.fetch(
         """UPDATE assignments SET status = 'paused' WHERE job_id = $1 AND status = ANY($2::text[])
-           AND status IN ('pending', 'delivered') RETURNING id, device_id, agent_id""",
+           RETURNING id, device_id, agent_id""",
         job_id, _from(A.paused),
     )
 
 
 async def resume_job(conn: Conn, job_id: int) -> list[Row]:
     rows = await conn.fetch(
-        """UPDATE assignments SET status = 'pending' WHERE job_id = $1 AND status = 'paused'
+        """UPDATE assignments SET status = 'pending' WHERE job_id = $1 AND status = ANY($2::text[])
            RETURNING id, device_id, agent_id""",
-        job_id,
+        job_id, _from(A.pending),
     )
     return rows
 
@@ -429,14 +442,14 @@ async def hand_back(conn: Conn, *, device_ids: Sequence[int], job_id: int | None
                UPDATE assignments SET status = 'cancelled', finished_at = now(), error_code = 'handed_back',
                       error = $3
                WHERE device_id = ANY($1::bigint[]) AND ($2::bigint IS NULL OR job_id = $2)
-                 AND status IN ('pending', 'delivered')
+                 AND status = ANY($4::text[])
                RETURNING id, device_id, agent_id, job_id
            ), j AS (
                UPDATE jobs SET assigned_count = assigned_count - n.k, updated_at = now()
                FROM (SELECT job_id, count(*) AS k FROM c GROUP BY job_id) n WHERE jobs.id = n.job_id
            )
            SELECT * FROM c""",
-        list(device_ids), job_id, reason,
+        list(device_ids), job_id, reason, as_guard(ASSIGNMENT_HAND_BACK_FROM),
     )
 
 

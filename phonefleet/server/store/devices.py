@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
+from phonefleet.protocol.states import DEVICE_TRANSITIONS, every_state
 from phonefleet.server.store import Conn, Row, waiting
 
 CONNECTED_STATES = ("idle", "busy")
@@ -141,10 +142,10 @@ async def refresh_states(conn: Conn, device_ids: Sequence[int]) -> list[Row]:
         )
         UPDATE devices SET state = cur.new_state,
                idle_since = CASE WHEN cur.new_state = 'idle' THEN now() ELSE devices.idle_since END
-        FROM cur WHERE devices.id = cur.id AND cur.new_state <> cur.old_state
+        FROM cur WHERE devices.id = cur.id AND cur.new_state <> cur.old_state AND devices.state = ANY($2::text[])
         RETURNING devices.id, devices.agent_id, devices.serial, cur.old_state, devices.state
         """,
-        list(device_ids),
+        list(device_ids), every_state(DEVICE_TRANSITIONS),
     )
     back = [r["id"] for r in changed if r["state"] in CONNECTED_STATES and r["old_state"] not in CONNECTED_STATES]
     await waiting.for_devices(conn, back)  # connected again, healthy again, or let go

@@ -6,6 +6,17 @@ from datetime import datetime
 from typing import Any
 
 from phonefleet.protocol.enums import JobStatus
+from phonefleet.protocol.states import (
+    JOB_ACTIVATES_FROM,
+    JOB_INITIAL,
+    JOB_REQUEUE_REOPENS,
+    JOB_TRANSITIONS,
+    JOB_UNBLOCKS_FROM,
+    as_guard,
+    checked_initial,
+    checked_sources,
+    sources_of,
+)
 from phonefleet.server.store import Conn, Row
 from phonefleet.server.store.slots import Tally
 
@@ -65,7 +76,8 @@ async def insert(conn: Conn, job: dict[str, Any], *, actor: str) -> Row:
                   SELECT j.id, 'created', $18, jsonb_build_object('target_count', j.target_count) FROM j)
             SELECT {JOB_COLUMNS} FROM j""",
         job["title"], job["plan"], job["target_type"], job["target_value"], job["target_count"], job["filters"],
-        job["priority"], job["status"], job["timeout_sec"], job["max_retries"], job["run_at"],
+        job["priority"], checked_initial(JOB_INITIAL, job["status"]),
+        job["timeout_sec"], job["max_retries"], job["run_at"],
         sorted(set(job["depends_on"])), job.get("allow_shell", False), job.get("max_parallel"), job.get("schedule_id"),
         job.get("scheduled_for"), str(job.get("on_interrupt", "fail")), actor,
     )
@@ -147,7 +159,7 @@ async def transition(conn: Conn, job_id: int, target: str, sources: Sequence[str
         f"""UPDATE jobs j SET status = $2, updated_at = now(), starved = false,
                 finished_at = CASE WHEN $4 THEN now() ELSE j.finished_at END
             WHERE j.id = $1 AND j.status = ANY($3::text[]) RETURNING {JOB_COLUMNS}""",
-        job_id, target, list(sources), finished,
+        job_id, target, checked_sources(JOB_TRANSITIONS, target, sources), finished,
     )
 
 
@@ -183,8 +195,8 @@ async def activate(conn: Conn, job_id: int, target_count: int) -> Row | None:
         f"""UPDATE jobs j SET status = 'active', target_count = coalesce(j.target_count, $2), updated_at = now(),
                 starved = false,
                 activated_at = coalesce(j.activated_at, now())
-            WHERE j.id = $1 AND j.status = 'scheduled' RETURNING {JOB_COLUMNS}""",
-        job_id, target_count,
+            WHERE j.id = $1 AND j.status = ANY($3::text[]) RETURNING {JOB_COLUMNS}""",
+        job_id, target_count, as_guard(JOB_ACTIVATES_FROM),
     )
 
 
@@ -225,11 +237,12 @@ async def block_dependents(conn: Conn) -> list[Row]:
                          ELSE format('job %s completed with %s failed slot(s)', p.id, p.failed_count) END,
                     '; ' ORDER BY d.pid) AS reason
                 FROM jobs j CROSS JOIN LATERAL unnest(j.depends_on) AS d(pid) LEFT JOIN jobs p ON p.id = d.pid
-                WHERE j.status = 'scheduled' AND cardinality(j.depends_on) > 0 AND ({_PREREQUISITE_FAILED})
+                WHERE j.status = ANY($1::text[]) AND cardinality(j.depends_on) > 0 AND ({_PREREQUISITE_FAILED})
                 GROUP BY j.id)
             UPDATE jobs j SET status = 'blocked', blocked_reason = reasons.reason, updated_at = now()
-            FROM reasons WHERE j.id = reasons.id AND j.status = 'scheduled'
-            RETURNING j.id, j.blocked_reason"""
+            FROM reasons WHERE j.id = reasons.id AND j.status = ANY($1::text[])
+            RETURNING j.id, j.blocked_reason""",
+        sources_of(JOB_TRANSITIONS, JobStatus.blocked),
     )
 
 
@@ -237,10 +250,11 @@ async def unblock_ready(conn: Conn) -> list[Row]:
     """Blocked jobs whose prerequisites no longer fail (one was requeued) wait again as ``scheduled``."""
     return await conn.fetch(
         f"""UPDATE jobs j SET status = 'scheduled', blocked_reason = NULL, updated_at = now()
-            WHERE j.status = 'blocked' AND NOT EXISTS (
+            WHERE j.status = ANY($1::text[]) AND NOT EXISTS (
                 SELECT 1 FROM unnest(j.depends_on) AS d(pid) LEFT JOIN jobs p ON p.id = d.pid
                 WHERE {_PREREQUISITE_FAILED})
-            RETURNING j.id"""
+            RETURNING j.id""",
+        as_guard(JOB_UNBLOCKS_FROM),
     )
 
 
@@ -302,8 +316,8 @@ async def requeue(conn: Conn, job_id: int, scope: str) -> int:
     if n:
         await conn.execute(
             """UPDATE jobs SET status = 'active', finished_at = NULL, updated_at = now()
-               WHERE id = $1 AND status = 'completed'""",
-            job_id,
+               WHERE id = $1 AND status = ANY($2::text[])""",
+            job_id, as_guard(JOB_REQUEUE_REOPENS),
         )
         # Its old phones may run it again: it no longer waits for phones that are not there.
         await conn.execute("UPDATE jobs SET starved = false WHERE id = $1 AND starved", job_id)
@@ -413,12 +427,12 @@ async def complete_finished(conn: Conn, job_ids: Sequence[int]) -> list[Row]:
     """Complete active jobs whose every slot has ended; returns them."""
     return await conn.fetch(
         f"""UPDATE jobs j SET status = 'completed', finished_at = now(), updated_at = now()
-            WHERE j.id = ANY($1::bigint[]) AND j.status = 'active' AND j.target_count IS NOT NULL
+            WHERE j.id = ANY($1::bigint[]) AND j.status = ANY($2::text[]) AND j.target_count IS NOT NULL
               AND j.assigned_count >= j.target_count AND j.retry_pending = 0
               AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.job_id = j.id
                               AND a.status IN ('pending', 'delivered', 'running', 'paused'))
             RETURNING {JOB_COLUMNS}""",
-        list(job_ids),
+        list(job_ids), sources_of(JOB_TRANSITIONS, JobStatus.completed),
     )
 
 

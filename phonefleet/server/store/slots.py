@@ -11,7 +11,14 @@ from typing import Any
 
 from phonefleet.protocol.enums import AssignmentStatus as A
 from phonefleet.protocol.enums import ErrorCode
-from phonefleet.protocol.states import ASSIGNMENT_TRANSITIONS, LATE_RESULTS, LOST_ERROR_CODE, sources_of
+from phonefleet.protocol.states import (
+    ASSIGNMENT_TRANSITIONS,
+    ASSIGNMENT_UNSTARTED,
+    LATE_RESULTS,
+    LOST_ERROR_CODE,
+    as_guard,
+    sources_of,
+)
 from phonefleet.server.store import Conn, Row
 
 SLOT_SETTLED = """(a.slot_id IS NOT NULL AND EXISTS (
@@ -19,7 +26,7 @@ SLOT_SETTLED = """(a.slot_id IS NOT NULL AND EXISTS (
                                   AND s.status = 'completed' AND NOT s.superseded))"""
 """SQL (over ``assignments a``): another attempt of a's slot completed, so a's own end is history."""
 
-UNSTARTED = (str(A.pending), str(A.delivered), str(A.paused))
+UNSTARTED = tuple(as_guard(ASSIGNMENT_UNSTARTED))
 CANCEL_UNSTARTED_FROM = [s for s in sources_of(ASSIGNMENT_TRANSITIONS, A.cancelled) if s in UNSTARTED]
 
 
@@ -79,11 +86,12 @@ async def overturn_lost(conn: Conn, items: Sequence[dict[str, Any]]) -> Overturn
                    progress = CASE WHEN $2 = 'completed' THEN 1 ELSE a.progress END,
                    started_at = coalesce(a.started_at, $6), finished_at = coalesce($7, now()),
                    retry_at = CASE WHEN $2 = 'completed' THEN NULL ELSE a.retry_at END
-               WHERE a.id = $1
+               WHERE a.id = $1 AND a.status = ANY($8::text[]) AND $2 = ANY($9::text[])
                RETURNING a.id, a.job_id, a.device_id, a.agent_id, a.status, a.retry_at, a.started_at,
                          a.finished_at, true AS settled""",
             row["id"], outcome, item.get("error"), item.get("error_code"), item.get("result"),
             item.get("started_at"), item.get("finished_at"),
+            as_guard(LATE_RESULTS), as_guard(LATE_RESULTS[A.failed]),
         )
         assert changed is not None
         out.changed.append(changed)
