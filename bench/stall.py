@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 
@@ -99,7 +99,7 @@ async def stalls(server_url: str, dsn: str, adb_port: int, state_dir: Path, *, r
     proxy = TcpFaultProxy(host, int(port))
     await proxy.start()
     name = f"bench-stall-{label}"
-    overrides = {} if watch else {"stall_probe_sec": 60.0, "stall_sec": 300.0}
+    overrides: dict[str, Any] = {} if watch else {"stall_probe_sec": 60.0, "stall_sec": 300.0}
     agent = Agent(AgentSettings(server=proxy.url, token=await add_agent(dsn, name), state_dir=state_dir / label,
                                 virtual=2, adb_port=adb_port, probe_sec=30, **overrides))
     clock = ModeClock(agent)

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +24,10 @@ from phonefleet.server.static import add_dashboard_routes, dashboard_dist
 from tests.agent_fixtures import AgentFactory
 from tests.browser_fixtures import DASHBOARD, ROOT
 from tests.conftest import ADMIN, RunningServer, eventually
+from tests.dashboard_helpers import shot, sign_in
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Page
-
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-TIMEOUT_MS = 20_000
+    from playwright.async_api import Page
 
 
 # ---------------------------------------------------------------- serving (no browser needed)
@@ -94,32 +91,6 @@ def test_generated_types_match_the_protocol(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- browser
-
-
-@pytest.fixture
-async def page(browser: "Browser") -> AsyncIterator["Page"]:
-    context = await browser.new_context(viewport={"width": 1280, "height": 860})
-    context.set_default_timeout(TIMEOUT_MS)
-    p = await context.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    yield p
-    await context.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
-
-
-async def shot(page: "Page", name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-async def sign_in(page: "Page", server: RunningServer) -> None:
-    from playwright.async_api import expect
-
-    await page.goto(server.url + "/")
-    await page.fill("#token", ADMIN)
-    await page.click("button[type=submit]")
-    await expect(page.get_by_test_id("link-state")).to_have_text("Live")
 
 
 async def test_sign_in_rejects_a_wrong_token_and_survives_a_reload(server: RunningServer, page: "Page") -> None:

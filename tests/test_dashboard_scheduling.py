@@ -8,12 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from tests.agent_fixtures import AgentFactory
 from tests.conftest import RunningServer
-from tests.test_dashboard import page, shot, sign_in
+from tests.dashboard_helpers import shot, sign_in
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
-
-__all__ = ["page"]  # the browser page fixture, shared with test_dashboard.py
 
 LONG_WAIT = {"title": "long wait", "plan": [{"type": "open_url", "url": "https://example.com/long",
                                             "duration_sec": 300}], "target_type": "device_count", "target_value": 1}

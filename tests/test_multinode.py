@@ -10,9 +10,6 @@ import asyncpg
 from phonefleet.server import tokens
 from phonefleet.sim.agent import SimAgent
 from tests.conftest import ADMIN, eventually, open_url_job
-from tests.server_processes import _spawn, healthy
-
-__all__ = ["_spawn", "healthy"]  # their home is tests.server_processes; kept importable from here for old callers
 
 
 async def test_two_server_processes_never_exceed_a_target(two_nodes: list[str], dsn: str) -> None:

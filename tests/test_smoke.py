@@ -16,7 +16,8 @@ async def test_all_devices_job_reaches_every_phone_and_completes(server: Running
     await agent.disconnect()
 
     async def assignments_all_completed() -> bool:
-        body = await server.ok("GET", f"/api/jobs/{job['id']}/assignments")
-        return all(a["status"] == "completed" for a in body["items"])
+        items = (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]
+        assert len(items) == 5, items  # all() of an empty list would hold
+        return all(a["status"] == "completed" for a in items)
 
     await eventually(assignments_all_completed)

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 
-from phonefleet.agent.config import AgentSettings, config_path
+from phonefleet.agent.config import AgentSettings, ConfigFileError
 from phonefleet.agent.control import CONTROL_FILE
 from phonefleet.agent.token_source import TokenSourceError, agent_token
 from phonefleet.logs import setup_logging
@@ -46,10 +47,10 @@ def run(  # noqa: PLR0917 (one option each; typer passes them by keyword)
     if token:
         typer.echo("warning: --token is visible to every user of this machine (ps); prefer --token-file or "
                    "PHONEFLEET_AGENT_TOKEN", err=True)
-    settings = AgentSettings.load(config, server=server, virtual=virtual, state_dir=state_dir,
-                                  adb_port=adb_port, adb_path=adb_path, max_running=max_running)
+    settings = _settings(config, server=server, virtual=virtual, state_dir=state_dir,
+                         adb_port=adb_port, adb_path=adb_path, max_running=max_running)
     try:
-        secret = agent_token(flag_token=token, flag_file=token_file, config=config_path(config, state_dir))
+        secret = agent_token(flag_token=token, flag_file=token_file, config=settings.config)
     except TokenSourceError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -71,8 +72,21 @@ def run(  # noqa: PLR0917 (one option each; typer passes them by keyword)
     asyncio.run(main())
 
 
+def _settings(config: Path | None = None, **flags: object) -> AgentSettings:
+    """The settings in force, or exit 2 with one line per problem (a missing --config, a bad value)."""
+    try:
+        return AgentSettings.load(config, **flags)
+    except ConfigFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            typer.echo(f"error: {where}: {error['msg']}", err=True)
+    raise typer.Exit(2)
+
+
 def _control(state_dir: Path | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    directory = state_dir or AgentSettings.load(state_dir=state_dir).state_dir
+    directory = state_dir or _settings().state_dir
     try:
         info = json.loads((directory / CONTROL_FILE).read_text())
     except FileNotFoundError:

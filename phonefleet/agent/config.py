@@ -1,17 +1,28 @@
-"""Agent settings: command-line flags over ``PHONEFLEET_AGENT_*`` environment variables over a TOML file."""
+"""Agent settings: command-line flags over ``PHONEFLEET_AGENT_*`` variables over agent.toml over the defaults."""
 
-import os
 import tomllib
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from phonefleet.agent.liveness import LinkTimings
 
 DEFAULT_STATE_DIR = Path("./.phonefleet-agent")
+CONFIG_NAME = "agent.toml"
 
 
-class AgentSettings(BaseModel):
+class ConfigFileError(Exception):
+    """The agent's TOML file is named but missing, unreadable or not TOML: the message says which and why."""
+
+
+class AgentSettings(BaseSettings):
+    """Built from keyword values (the flags), then ``PHONEFLEET_AGENT_<FIELD>`` variables, then the TOML file."""
+
+    model_config = SettingsConfigDict(env_prefix="PHONEFLEET_AGENT_", extra="ignore")
+
     server: str = "http://127.0.0.1:8700"
     token: str | None = Field(default=None, description="Prefer token_file or PHONEFLEET_AGENT_TOKEN; an agent.toml "
                                                          "holding a token must be mode 0600.")
@@ -26,7 +37,8 @@ class AgentSettings(BaseModel):
     min_battery: int = Field(default=15, ge=0, le=100)
     probe_sec: float = Field(default=30.0, gt=0)
     control_port: int = Field(default=0, ge=0, le=65535, description="Loopback control endpoint; 0 picks one.")
-    tags: list[str] = Field(default_factory=list)
+    tags: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated in the "
+                                                 "environment (PHONEFLEET_AGENT_TAGS=a,b), a list in agent.toml.")
     max_running: int | None = Field(default=None, ge=1, le=100_000,
                                     description="Phones that may run at once on this PC (USB hub or CPU limits); "
                                                 "sent to the server, which honours it.")
@@ -37,6 +49,14 @@ class AgentSettings(BaseModel):
     connect_timeout_sec: float = Field(default=5.0, gt=0, le=300, description="Bound on one socket or TCP connect.")
     http_timeout_sec: float = Field(default=10.0, gt=0, le=3600, description="Bound on one polling request "
                                     "(uploads get one more second per 256 kB).")
+    config: Path | None = Field(default=None, description="The TOML file in use: --config, PHONEFLEET_AGENT_CONFIG "
+                                                          "(either must exist), else agent.toml in the state dir if "
+                                                          "there.")
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return [tag.strip() for tag in value.split(",") if tag.strip()] if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _probe_before_stall(self) -> "AgentSettings":
@@ -49,25 +69,42 @@ class AgentSettings(BaseModel):
                            connect_timeout_sec=self.connect_timeout_sec, http_timeout_sec=self.http_timeout_sec)
 
     @classmethod
-    def load(cls, config: Path | None = None, **overrides: object) -> "AgentSettings":
-        values: dict[str, object] = {}
-        path = config_path(config, overrides.get("state_dir"))
-        if path is not None:
-            values.update(tomllib.loads(path.read_text()))
-        for name in cls.model_fields:
-            raw = os.environ.get(f"PHONEFLEET_AGENT_{name.upper()}")
-            if raw is not None:
-                values[name] = raw.split(",") if name == "tags" else raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, AgentTomlSource(settings_cls)
+
+    @classmethod
+    def load(cls, config: Path | None = None, **flags: Any) -> "AgentSettings":
+        """The settings in force: ``flags`` given as None fall through to the environment, agent.toml, defaults."""
+        given = {name: value for name, value in {"config": config, **flags}.items() if value is not None}
+        return cls(**given)
 
 
-def config_path(config: Path | None, state_dir: object = None) -> Path | None:
-    """The TOML file in use: ``--config``, ``PHONEFLEET_AGENT_CONFIG``, or ``agent.toml`` in the state dir if there."""
-    env_config = os.environ.get("PHONEFLEET_AGENT_CONFIG")
-    path = config or (Path(env_config) if env_config else None)
-    if path is None:
-        directory = state_dir or os.environ.get("PHONEFLEET_AGENT_STATE_DIR") or DEFAULT_STATE_DIR
-        candidate = Path(str(directory)) / "agent.toml"
-        path = candidate if candidate.exists() else None
-    return path
+class AgentTomlSource(PydanticBaseSettingsSource):
+    """agent.toml as the layer under the flags and the environment, found from what those two say."""
+
+    def __call__(self) -> dict[str, Any]:
+        named = self.current_state.get("config")
+        if named is not None:
+            path = Path(str(named))
+        else:
+            path = Path(str(self.current_state.get("state_dir") or DEFAULT_STATE_DIR)) / CONFIG_NAME
+            if not path.exists():
+                return {}
+        return {**read_toml(path), "config": path}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole file at once
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The table in ``path``, or a one-line ``ConfigFileError`` naming the file and the reason."""
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read the config file '{path}': {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"the config file '{path}' is not valid TOML: {exc}") from None

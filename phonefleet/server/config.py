@@ -1,20 +1,22 @@
-"""Server settings: command-line flags override ``PHONEFLEET_*`` environment variables."""
+"""Server settings: command-line flags override ``PHONEFLEET_*`` environment variables, which override defaults."""
 
-import os
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"PHONEFLEET_{name}", default)
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseModel):
+class Settings(BaseSettings):
+    """Built from keyword values (the flags), then ``PHONEFLEET_<FIELD>`` variables, then the defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="PHONEFLEET_", extra="ignore", populate_by_name=True)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=0, le=65535)
     data_dir: Path = Path("./.phonefleet")
-    database_url: str | None = Field(default=None, description="Any PostgreSQL; embedded when unset.")
+    database_url: str | None = Field(default=None, description="Any PostgreSQL; embedded when unset.",
+                                     validation_alias=AliasChoices("PHONEFLEET_DATABASE_URL", "DATABASE_URL"))
     admin_token: str | None = None
     db_pool_min: int = 2
     db_pool_max: int = 10
@@ -40,14 +42,13 @@ class Settings(BaseModel):
                                       "so it is also the keep-alive idle limit.")
     log_level: str = "WARNING"
 
+    @field_validator("database_url", mode="before")
     @classmethod
-    def from_env(cls, **overrides: object) -> "Settings":
-        values: dict[str, object] = {}
-        for field in cls.model_fields:
-            raw = _env(field.upper())
-            if raw is not None:
-                values[field] = raw
-        if "database_url" not in values and os.environ.get("DATABASE_URL"):
-            values["database_url"] = os.environ["DATABASE_URL"]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+    def _blank_is_embedded(cls, value: object) -> object:
+        """An empty ``DATABASE_URL`` (as compose files leave it) means the embedded database, as if unset."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @classmethod
+    def from_env(cls, **flags: Any) -> "Settings":
+        """The settings in force: ``flags`` given as None fall through to the environment, then the defaults."""
+        return cls(**{name: value for name, value in flags.items() if value is not None})

@@ -1,0 +1,37 @@
+"""``phonefleet``: operate a running server from a terminal: jobs, phones, agents, schedules, the scheduler.
+
+Human tables by default, ``--json`` for the contract's JSON. Exit codes: 0 done, 1 the server refused or
+could not be reached, 2 a usage error (bad flags, unreadable files, a body that fails the contract locally).
+"""
+
+import sys
+
+import typer
+
+from phonefleet.cli.agents import agents_app
+from phonefleet.cli.config import global_options
+from phonefleet.cli.devices import devices_app
+from phonefleet.cli.jobs import jobs_app
+from phonefleet.cli.scheduler import scheduler_app
+from phonefleet.cli.schedules import schedules_app
+from phonefleet.cli.stats import stats
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+                  help="Operate a phonefleet server: jobs, phones, agents, schedules.")
+app.callback()(global_options)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(devices_app, name="devices")
+app.add_typer(agents_app, name="agents")
+app.add_typer(schedules_app, name="schedules")
+app.add_typer(scheduler_app, name="scheduler")
+app.command("stats")(stats)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+

@@ -1,0 +1,5 @@
+"""``python -m phonefleet.cli``: the same as the ``phonefleet`` command."""
+
+from phonefleet.cli import main
+
+main()
