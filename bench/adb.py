@@ -64,9 +64,9 @@ from phonefleet.agent.agent import Agent
 from phonefleet.agent.config import AgentSettings
 from phonefleet.agent.link import MERGEABLE
 from phonefleet.agent.phone import AdbPhone
-from phonefleet.agent.virtual_phone import LocalAdbServer, VirtualFleet, VirtualPhone
 from phonefleet.protocol import events as ev
 from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
+from phonefleet.virtual.phone import LocalAdbServer, VirtualFleet, VirtualPhone
 
 MODULE = "bench.adb"
 TAP = "input tap 1 1"
@@ -496,7 +496,7 @@ class Spy:
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*):(?P<line>\d+)\)$")
 LOOP_PARTS = [  # first match walking from the leaf up; asyncio's own frames are attributed to their caller
-    ("virtual phones (adbd protocol, fake sh)", ("phonefleet/agent/virtual_",)),
+    ("virtual phones (adbd protocol, fake sh)", ("phonefleet/virtual/",)),
     ("agent: outbox (SQLite INSERT per report, peek, DELETE per ack)", ("phonefleet/agent/outbox.py",)),
     ("agent: runner, steps, to_thread, tracker", ("phonefleet/agent/",)),
     ("link: python-socketio, engine.io, aiohttp", ("socketio/", "engineio/", "aiohttp/", "orjson", "websocket")),

@@ -41,9 +41,9 @@ from bench.harness import (
 from phonefleet.agent.agent import Agent
 from phonefleet.agent.config import AgentSettings
 from phonefleet.agent.link import Mode
-from phonefleet.agent.virtual_phone import LocalAdbServer
 from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
 from phonefleet.sim.netfault import TcpFaultProxy
+from phonefleet.virtual.phone import LocalAdbServer
 
 MODULE = "bench.stall"
 PROMISE_SEC = 5.0

@@ -20,8 +20,8 @@ import adbutils
 import pytest
 from PIL import Image
 
-from phonefleet.agent.virtual_phone import PHONE_MODELS, LocalAdbServer, VirtualFleet, VirtualPhone
-from phonefleet.agent.virtual_shell import BufferSink, BytesStdin, CommandIO, PhoneState, VirtualShell
+from phonefleet.virtual.phone import PHONE_MODELS, LocalAdbServer, VirtualFleet, VirtualPhone
+from phonefleet.virtual.shell import BufferSink, BytesStdin, CommandIO, PhoneState, VirtualShell
 from tests.conftest import eventually, free_port
 
 T = TypeVar("T")

@@ -3,7 +3,7 @@
 The real adb server ``adb connect``s them like any network device, so adbutils, the adb command line and
 the agent drive them exactly as they drive USB phones: CNXN/OPEN/OKAY/WRTE/CLSE with flow control, the
 ``shell:``, ``shell,v2,...:`` (exit codes), ``exec:`` and ``sync:`` services, and a fake sh behind them
-(``virtual_shell``). ``VirtualFleet`` starts several phones and connects them through a given adb server.
+(``phonefleet.virtual.shell``). ``VirtualFleet`` starts several phones and connects them through a given adb server.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from phonefleet.agent.virtual_shell import (
+from phonefleet.virtual.shell import (
     SDK_BY_RELEASE,
     ActionLog,
     BytesStdin,
