@@ -66,7 +66,7 @@ from phonefleet.agent.link import MERGEABLE
 from phonefleet.agent.phone import AdbPhone
 from phonefleet.protocol import events as ev
 from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
-from phonefleet.virtual.phone import LocalAdbServer, VirtualFleet, VirtualPhone
+from phonefleet.virtual import LocalAdbServer, VirtualFleet, VirtualPhone
 
 MODULE = "bench.adb"
 TAP = "input tap 1 1"

@@ -43,7 +43,7 @@ from phonefleet.agent.config import AgentSettings
 from phonefleet.agent.link import Mode
 from phonefleet.server.auth import AGENT_PREFIX, hash_token, new_token
 from phonefleet.sim.netfault import TcpFaultProxy
-from phonefleet.virtual.phone import LocalAdbServer
+from phonefleet.virtual import LocalAdbServer
 
 MODULE = "bench.stall"
 PROMISE_SEC = 5.0

@@ -20,8 +20,8 @@ import adbutils
 import pytest
 from PIL import Image
 
-from phonefleet.virtual.phone import PHONE_MODELS, LocalAdbServer, VirtualFleet, VirtualPhone
-from phonefleet.virtual.shell import BufferSink, BytesStdin, CommandIO, PhoneState, VirtualShell
+from phonefleet.virtual import PHONE_MODELS, LocalAdbServer, PhoneState, VirtualFleet, VirtualPhone, VirtualShell
+from phonefleet.virtual.commandio import BufferSink, BytesStdin, CommandIO
 from tests.conftest import eventually, free_port
 
 T = TypeVar("T")

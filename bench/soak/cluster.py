@@ -25,7 +25,7 @@ import asyncpg
 
 from phonefleet.server.embedded_postgres import EmbeddedPostgres, pg_ctl, running_postmaster
 from phonefleet.sim.netfault import TcpFaultProxy
-from phonefleet.virtual.phone import LocalAdbServer, VirtualFleet, VirtualPhone
+from phonefleet.virtual import LocalAdbServer, VirtualFleet, VirtualPhone
 
 LOOPBACK = "127.0.0.1"
 

@@ -28,7 +28,7 @@ from phonefleet.protocol import events as ev
 from phonefleet.protocol.enums import ErrorCode, OnInterrupt
 
 if TYPE_CHECKING:
-    from phonefleet.virtual.phone import VirtualFleet
+    from phonefleet.virtual import VirtualFleet
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Agent(Handlers):
         say(f"adb server on {self.settings.adb_host}:{self.settings.adb_port} ({adb_binary(self.settings)})")
         client = await asyncio.to_thread(ensure_adb_server, self.settings)
         if self.settings.virtual:
-            from phonefleet.virtual.phone import VirtualFleet
+            from phonefleet.virtual import VirtualFleet
 
             say(f"starting {self.settings.virtual} virtual phones and adb-connecting them ...")
             ports_file = self.state_dir / "virtual_ports.json"
