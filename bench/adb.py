@@ -769,10 +769,10 @@ async def measure_agent(server_url: str, dsn: str, port: int, phones: Phones, *,
     assigned: list[float] = []
     original = agent.on_orders
 
-    async def on_orders(orders: list[dict[str, Any]], *, full: bool) -> None:
+    async def on_orders(orders: list[ev.AssignmentOrder], *, full: bool, since: float | None = None) -> None:
         if orders and not full:
             assigned.append(time.time())
-        await original(orders, full=full)
+        await original(orders, full=full, since=since)
 
     setattr(agent, "on_orders", on_orders)  # noqa: B010 (the link looks the handler up on each job:assign)
     watcher = await Watcher.connect(dsn)
