@@ -110,7 +110,6 @@ Step = Annotated[
 ]
 
 
-
 @dataclass(frozen=True)
 class UnknownStep:
     """A plan step this side cannot read: a type it does not know (a newer server's), or fields that do not fit
