@@ -41,8 +41,8 @@ from bench.harness import (
 from phonefleet.agent.agent import Agent
 from phonefleet.agent.config import AgentSettings
 from phonefleet.agent.link import Mode
-from phonefleet.agent.virtual_phone import LocalAdbServer
 from phonefleet.sim.netfault import TcpFaultProxy
+from phonefleet.virtual import LocalAdbServer
 
 MODULE = "bench.stall"
 PROMISE_SEC = 5.0

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import adbutils
 
 from bench.harness import Summary, command, verdict
-from phonefleet.agent.virtual_phone import LocalAdbServer, VirtualFleet
+from phonefleet.virtual import LocalAdbServer, VirtualFleet
 
 MODULE = "bench.virtual_shell"
 GOAL_SEC = 15.0  # the bound tests/test_virtual_phone.py held 100 calls to, before timing left the tests

@@ -228,7 +228,7 @@ async def test_pause_and_resume_reach_the_agent_and_agent_pauses_reach_the_page(
     await expect(row.get_by_test_id("job-status")).to_have_text("active")
     await eventually(lambda: _workers_queued(agent, held))  # back on the phone's queue
     current = agent.workers[runner].current
-    assert current is not None and current["job_id"] == job["id"], "the running phone went on meanwhile"
+    assert current is not None and current.job_id == job["id"], "the running phone went on meanwhile"
 
     # a phone going offline changes the connected count without a reload
     await expect(page.get_by_test_id("connected-count")).to_have_text("2")

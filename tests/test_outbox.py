@@ -5,6 +5,7 @@ from pathlib import Path
 from phonefleet.agent.link import batch
 from phonefleet.agent.outbox import Outbox
 from phonefleet.protocol import events as ev
+from phonefleet.protocol.enums import AssignmentStatus, FinishOutcome
 
 
 def test_outbox_keeps_events_across_a_restart_until_acked(tmp_path: Path) -> None:
@@ -65,24 +66,29 @@ def test_batches_are_bounded(tmp_path: Path) -> None:
 
 async def test_a_runs_journal_entry_leaves_with_its_result_and_survives_a_crash_otherwise(tmp_path: Path) -> None:
     import asyncio
+    from datetime import UTC, datetime
 
     from phonefleet.agent.journal import RunJournal
     from phonefleet.protocol.enums import OnInterrupt
 
     box = Outbox(tmp_path / "o.sqlite3")
     journal = RunJournal(box)
-    orders = [{"assignment_id": i, "job_id": 7, "attempt": 2, "on_interrupt": "rerun" if i == 3 else "fail"}
-              for i in (1, 2, 3)]
+    orders = [ev.AssignmentOrder(
+        assignment_id=i, job_id=7, device_id=1, serial="phone", title="t", plan=[], priority=0, timeout_sec=60,
+        attempt=2, status=AssignmentStatus.delivered, on_interrupt=OnInterrupt.rerun if i == 3 else OnInterrupt.fail)
+        for i in (1, 2, 3)]
+    started = datetime(2026, 1, 1, tzinfo=UTC)
     # Many phones starting at once share group commits; each returns once its entry is written.
-    await asyncio.gather(*(journal.step_started(o, 0, "open_url", "2026-01-01T00:00:00+00:00") for o in orders))
-    await journal.step_started(orders[1], 1, "screenshot", "2026-01-01T00:00:00+00:00")
-    journal.finish(1, {"assignment_id": 1, "outcome": "completed"})
+    await asyncio.gather(*(journal.step_started(o, 0, "open_url", started) for o in orders))
+    await journal.step_started(orders[1], 1, "screenshot", started)
+    journal.finish(ev.FinishedItem(assignment_id=1, outcome=FinishOutcome.completed))
     journal.close()
     box.close()  # the agent dies with runs 2 and 3 on a step
 
     again = Outbox(tmp_path / "o.sqlite3")
     entries = RunJournal(again).entries()
-    assert [(e.assignment_id, e.step_index, e.step_type, e.attempt, e.on_interrupt) for e in entries] == [
-        (2, 1, "screenshot", 2, OnInterrupt.fail), (3, 0, "open_url", 2, OnInterrupt.rerun)]
+    assert [(e.assignment_id, e.step_index, e.step_type, e.attempt, e.on_interrupt, e.started_at)
+            for e in entries] == [(2, 1, "screenshot", 2, OnInterrupt.fail, started),
+                                  (3, 0, "open_url", 2, OnInterrupt.rerun, started)]
     assert [i.data["results"][0]["assignment_id"] for i in again.peek()] == [1]
     again.close()

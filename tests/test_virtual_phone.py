@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import re
+import shlex
 import threading
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -19,8 +20,8 @@ import adbutils
 import pytest
 from PIL import Image
 
-from phonefleet.agent.virtual_phone import PHONE_MODELS, LocalAdbServer, VirtualFleet, VirtualPhone
-from phonefleet.agent.virtual_shell import BufferSink, BytesStdin, CommandIO, PhoneState, VirtualShell
+from phonefleet.virtual import PHONE_MODELS, LocalAdbServer, PhoneState, VirtualFleet, VirtualPhone, VirtualShell
+from phonefleet.virtual.commandio import BufferSink, BytesStdin, CommandIO
 from tests.conftest import eventually, free_port
 
 T = TypeVar("T")
@@ -249,6 +250,9 @@ async def _sh(line: str, state: PhoneState | None = None) -> tuple[int, str, str
         ("sh -c 'exit 4'; echo $?", (0, "4\n", "")),
         ("echo 'unterminated", (1, "", "/system/bin/sh: syntax error: unterminated quoted string\n")),
         ("wm size", (0, "Physical size: 1080x2400\n", "")),
+        ("echo 'a;b' \"c|d\" e\\&\\&f '$HOME'", (0, "a;b c|d e&&f $HOME\n", "")),
+        ("echo $HOME; echo x | (cat)", (1, "", "/system/bin/sh: syntax error: '(' unexpected\n")),
+        ("echo a &&", (1, "", "/system/bin/sh: syntax error: newline unexpected\n")),
     ],
 )
 async def test_fake_shell(line: str, expected: tuple[int, str, str]) -> None:
@@ -269,3 +273,15 @@ async def test_fake_shell_android_tools_change_state() -> None:
     assert (status, out.strip().endswith("OK (3 tests)")) == (0, True)
     assert (await _sh("input tap 1", state))[0] == 1
     assert [r.command for r in state.actions.records][-1] == "input tap 1"
+
+
+async def test_fake_shell_keeps_quoted_text_whole_and_opens_a_url_in_the_named_browser() -> None:
+    state = VirtualPhone().state
+    text = "it's; a | test && more"
+    assert (await _sh(f"input text {shlex.quote(text)}", state))[0] == 0
+    assert state.actions.records[-1].argv == ("input", "text", text)
+    line = "am start -a android.intent.action.VIEW -d 'https://example.com/?a=1&b=2' com.android.chrome"
+    assert (await _sh(line, state))[0] == 0
+    assert state.current_url == "https://example.com/?a=1&b=2" and state.foreground_package == "com.android.chrome"
+    assert (await _sh("am start -a android.intent.action.VIEW -d https://example.com/ com.nope.browser", state))[0] \
+        == 255

@@ -25,7 +25,7 @@ import asyncpg
 
 from bench.soak.faults import FaultRecord
 from bench.soak.workload import DONE_SUFFIX, URL_PREFIX
-from phonefleet.agent.virtual_phone import VirtualPhone
+from phonefleet.virtual import VirtualPhone
 
 CATEGORIES = ("lost", "recorded_twice", "run_twice_unrecorded", "recorded_not_run", "not_converged")
 OPEN = ("pending", "delivered", "running", "paused")

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import asyncpg
 
-from phonefleet.agent.virtual_phone import LocalAdbServer, VirtualFleet, VirtualPhone
 from phonefleet.server.embedded_postgres import EmbeddedPostgres, pg_ctl, running_postmaster
 from phonefleet.sim.netfault import TcpFaultProxy
+from phonefleet.virtual import LocalAdbServer, VirtualFleet, VirtualPhone
 
 LOOPBACK = "127.0.0.1"
 

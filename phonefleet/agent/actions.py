@@ -1,12 +1,14 @@
 """The step registry: what each plan step does to a phone over ADB.
 
-Built-in steps are named here as ``module:function`` strings and imported on first use; third-party
-steps come from the ``phonefleet.steps`` entry-point group (the name is the step ``type``). A step
-is ``async def step(ctx: StepContext, step: dict) -> dict | None``; it raises ``StepError`` to fail
-the assignment with a clear message (and says whether a retry elsewhere could help).
+Built-in steps are named here as ``module:function`` strings and imported on first use; each takes its own
+protocol model (``open_url_step(ctx, step: OpenUrlStep)``). Third-party steps come from the
+``phonefleet.steps`` entry-point group (the name is the step ``type``) and receive the ``UnknownStep`` the
+protocol could not model. A step raises ``StepError`` to fail the assignment with a clear message (and
+says whether a retry elsewhere could help).
 """
 
 import asyncio
+import hashlib
 import importlib
 import shlex
 import urllib.parse
@@ -15,6 +17,26 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
+
+from pydantic import TypeAdapter, ValidationError
+
+from phonefleet.protocol.plan import (
+    STEP_TYPES,
+    InstallApkStep,
+    KeyeventStep,
+    LaunchAppStep,
+    OpenUrlStep,
+    RunTestsStep,
+    ScreenshotStep,
+    ShellStep,
+    Step,
+    StopAppStep,
+    SwipeStep,
+    TapStep,
+    TextStep,
+    UnknownStep,
+    WaitStep,
+)
 
 ENTRY_POINT_GROUP = "phonefleet.steps"
 
@@ -48,18 +70,17 @@ class StepContext:
     fetch: Callable[[str, Path], Awaitable[None]] | None = None
 
 
-StepFn = Callable[[StepContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+StepResult = dict[str, Any] | None
+BoundStep = Callable[[StepContext], Awaitable[StepResult]]
+"""A plan step bound to the function that runs it: all that is left is the phone to run it on."""
 
-BUILTIN: dict[str, str] = {
-    name: f"phonefleet.agent.actions:{name}_step"
-    for name in ("open_url", "wait", "tap", "swipe", "keyevent", "text", "launch_app", "stop_app",
-                 "install_apk", "run_tests", "screenshot", "shell")
-}
+BUILTIN: dict[str, str] = {name: f"phonefleet.agent.actions:{name}_step" for name in STEP_TYPES}
+_STEP = TypeAdapter[Step](Step)
 
 
 class Registry:
     def __init__(self) -> None:
-        self._loaded: dict[str, StepFn] = {}
+        self._loaded: dict[str, Callable[[StepContext, Any], Awaitable[StepResult]]] = {}
         self._external: dict[str, str] | None = None
 
     def _entry_points(self) -> dict[str, str]:
@@ -70,14 +91,33 @@ class Registry:
     def known(self) -> list[str]:
         return sorted({*BUILTIN, *self._entry_points()})
 
-    def get(self, step_type: str) -> StepFn:
+    def bind(self, step: Step | UnknownStep) -> BoundStep:
+        """The function for this step's type, bound to the step. A built-in type whose fields do not fit its model
+        (a newer server's) and a type no one here knows fail their assignment, never the agent."""
+        if isinstance(step, UnknownStep) and step.type in BUILTIN:
+            try:
+                _STEP.validate_python(step.fields)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'step'}: {e['msg']}"
+                                     for e in exc.errors())
+                raise StepError(f"{step.type} step this agent cannot read: {problems}", code="invalid_step",
+                                retryable=False) from None
+        fn = self._function(step.type)
+
+        async def bound(ctx: StepContext) -> StepResult:
+            return await fn(ctx, step)
+
+        return bound
+
+    def _function(self, step_type: str) -> Callable[[StepContext, Any], Awaitable[StepResult]]:
+        """Imported on first use; the registry hands each function only steps of its own type."""
         if step_type in self._loaded:
             return self._loaded[step_type]
         target = BUILTIN.get(step_type) or self._entry_points().get(step_type)
         if target is None:
             raise StepError(f"unknown step type {step_type!r}", code="unknown_step", retryable=False)
         module_name, _, attr = target.partition(":")
-        fn: StepFn = getattr(importlib.import_module(module_name), attr)
+        fn: Callable[[StepContext, Any], Awaitable[StepResult]] = getattr(importlib.import_module(module_name), attr)
         self._loaded[step_type] = fn
         return fn
 
@@ -99,66 +139,62 @@ async def _stay(ctx: StepContext, seconds: float) -> None:
         await asyncio.sleep(min(left, 0.2))
 
 
-async def open_url_step(ctx: StepContext, step: dict[str, Any]) -> dict[str, Any]:
-    url = str(step["url"])
-    package = f" {shlex.quote(step['package'])}" if step.get("package") else ""
+async def open_url_step(ctx: StepContext, step: OpenUrlStep) -> dict[str, Any]:
+    url = str(step.url)
+    package = f" {shlex.quote(step.package)}" if step.package else ""
     await _run(ctx, f"am start -a android.intent.action.VIEW -d {shlex.quote(url)}{package}")
-    await _stay(ctx, float(step.get("duration_sec") or 0))
+    await _stay(ctx, step.duration_sec)
     return {"url": url}
 
 
-async def wait_step(ctx: StepContext, step: dict[str, Any]) -> None:
-    await _stay(ctx, float(step["duration_sec"]))
+async def wait_step(ctx: StepContext, step: WaitStep) -> None:
+    await _stay(ctx, step.duration_sec)
 
 
-async def tap_step(ctx: StepContext, step: dict[str, Any]) -> None:
-    await _run(ctx, f"input tap {int(step['x'])} {int(step['y'])}")
+async def tap_step(ctx: StepContext, step: TapStep) -> None:
+    await _run(ctx, f"input tap {step.x} {step.y}")
 
 
-async def swipe_step(ctx: StepContext, step: dict[str, Any]) -> None:
-    coords = " ".join(str(int(step[k])) for k in ("x1", "y1", "x2", "y2"))
-    await _run(ctx, f"input swipe {coords} {int(step.get('duration_ms', 300))}")
+async def swipe_step(ctx: StepContext, step: SwipeStep) -> None:
+    await _run(ctx, f"input swipe {step.x1} {step.y1} {step.x2} {step.y2} {step.duration_ms}")
 
 
-async def keyevent_step(ctx: StepContext, step: dict[str, Any]) -> None:
-    await _run(ctx, f"input keyevent {shlex.quote(str(step['key']))}")
+async def keyevent_step(ctx: StepContext, step: KeyeventStep) -> None:
+    await _run(ctx, f"input keyevent {shlex.quote(step.key)}")
 
 
-async def text_step(ctx: StepContext, step: dict[str, Any]) -> None:
+async def text_step(ctx: StepContext, step: TextStep) -> None:
     # `input text` takes %s for spaces; everything else is shell-quoted.
-    await _run(ctx, f"input text {shlex.quote(str(step['text']).replace(' ', '%s'))}")
+    await _run(ctx, f"input text {shlex.quote(step.text.replace(' ', '%s'))}")
 
 
-async def launch_app_step(ctx: StepContext, step: dict[str, Any]) -> None:
-    package = str(step["package"])
-    if step.get("stop_first"):
-        await _run(ctx, f"am force-stop {shlex.quote(package)}")
-    if step.get("activity"):
-        await _run(ctx, f"am start -n {shlex.quote(package + '/' + str(step['activity']))}")
+async def launch_app_step(ctx: StepContext, step: LaunchAppStep) -> None:
+    if step.stop_first:
+        await _run(ctx, f"am force-stop {shlex.quote(step.package)}")
+    if step.activity:
+        await _run(ctx, f"am start -n {shlex.quote(step.package + '/' + step.activity)}")
     else:
-        await _run(ctx, f"monkey -p {shlex.quote(package)} -c android.intent.category.LAUNCHER 1")
+        await _run(ctx, f"monkey -p {shlex.quote(step.package)} -c android.intent.category.LAUNCHER 1")
 
 
-async def stop_app_step(ctx: StepContext, step: dict[str, Any]) -> None:
-    await _run(ctx, f"am force-stop {shlex.quote(str(step['package']))}")
+async def stop_app_step(ctx: StepContext, step: StopAppStep) -> None:
+    await _run(ctx, f"am force-stop {shlex.quote(step.package)}")
 
 
-async def install_apk_step(ctx: StepContext, step: dict[str, Any]) -> dict[str, Any]:
+async def install_apk_step(ctx: StepContext, step: InstallApkStep) -> dict[str, Any]:
     if ctx.fetch is None:
         raise StepError("this agent cannot download APKs", code="no_fetch", retryable=False)
-    url = str(step["url"])
+    url = str(step.url)
     name = Path(urllib.parse.urlparse(url).path).name or "app.apk"
     local = ctx.artifacts_dir / f"download-{ctx.assignment_id}-{name}"
     await ctx.fetch(url, local)
-    if step.get("sha256"):
-        import hashlib
-
+    if step.sha256:
         digest = hashlib.sha256(local.read_bytes()).hexdigest()
-        if digest != step["sha256"]:
+        if digest != step.sha256:
             raise StepError(f"APK checksum mismatch: {digest}", code="apk_checksum", retryable=False)
     remote = f"/data/local/tmp/phonefleet-{ctx.assignment_id}.apk"
     await ctx.phone.push(local, remote)
-    flags = ("-r " if step.get("reinstall", True) else "") + ("-g " if step.get("grant_permissions") else "")
+    flags = ("-r " if step.reinstall else "") + ("-g " if step.grant_permissions else "")
     code, output = await ctx.phone.shell(f"pm install {flags}{remote}", timeout=300)
     await ctx.phone.shell(f"rm -f {remote}")
     if code != 0 or "Success" not in output:
@@ -169,9 +205,9 @@ async def install_apk_step(ctx: StepContext, step: dict[str, Any]) -> dict[str, 
     return {"installed": name}
 
 
-async def run_tests_step(ctx: StepContext, step: dict[str, Any]) -> dict[str, Any]:
-    args = "".join(f" -e {shlex.quote(k)} {shlex.quote(v)}" for k, v in dict(step.get("args") or {}).items())
-    code, output = await ctx.phone.shell(f"am instrument -w -r{args} {shlex.quote(str(step['runner']))}",
+async def run_tests_step(ctx: StepContext, step: RunTestsStep) -> dict[str, Any]:
+    args = "".join(f" -e {shlex.quote(k)} {shlex.quote(v)}" for k, v in step.args.items())
+    code, output = await ctx.phone.shell(f"am instrument -w -r{args} {shlex.quote(step.runner)}",
                                          timeout=None)
     failed = code != 0 or "FAILURES!!!" in output or "INSTRUMENTATION_FAILED" in output
     if failed:
@@ -179,7 +215,7 @@ async def run_tests_step(ctx: StepContext, step: dict[str, Any]) -> dict[str, An
     return {"instrumentation": output.strip()[-2000:]}
 
 
-async def screenshot_step(ctx: StepContext, step: dict[str, Any]) -> dict[str, Any]:
+async def screenshot_step(ctx: StepContext, step: ScreenshotStep) -> dict[str, Any]:
     del step
     png = await ctx.phone.shell_bytes("screencap -p", timeout=30)
     if not png.startswith(b"\x89PNG"):
@@ -192,10 +228,10 @@ async def screenshot_step(ctx: StepContext, step: dict[str, Any]) -> dict[str, A
     return artifact
 
 
-async def shell_step(ctx: StepContext, step: dict[str, Any]) -> dict[str, Any]:
+async def shell_step(ctx: StepContext, step: ShellStep) -> dict[str, Any]:
     if not ctx.allow_shell:
         raise StepError("shell steps are not allowed for this job", code="shell_forbidden", retryable=False)
-    code, output = await ctx.phone.shell(str(step["command"]), timeout=float(step.get("timeout_sec", 60)))
+    code, output = await ctx.phone.shell(step.command, timeout=step.timeout_sec)
     if code != 0:
         raise StepError(f"shell exited {code}: {output.strip()[:500]}")
     return {"exit_code": code, "output": output[-4000:]}

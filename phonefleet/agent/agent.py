@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import adbutils
 import aiohttp
+from pydantic import BaseModel, ValidationError
 
 from phonefleet import __version__
 from phonefleet.agent.actions import Registry
@@ -21,14 +22,14 @@ from phonefleet.agent.config import AgentSettings
 from phonefleet.agent.control import ControlServer
 from phonefleet.agent.devices import DeviceTracker, PhoneState
 from phonefleet.agent.journal import JournalEntry, RunJournal
-from phonefleet.agent.link import Handlers, ServerLink
+from phonefleet.agent.link import Control, Handlers, PauseState, ServerLink
 from phonefleet.agent.outbox import Outbox
 from phonefleet.agent.runner import PhoneWorker
 from phonefleet.protocol import events as ev
-from phonefleet.protocol.enums import ErrorCode, OnInterrupt
+from phonefleet.protocol.enums import ErrorCode, FinishOutcome, OnInterrupt, PauseScope
 
 if TYPE_CHECKING:
-    from phonefleet.agent.virtual_phone import VirtualFleet
+    from phonefleet.virtual import VirtualFleet
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,21 @@ class Agent(Handlers):
                 self._reruns[entry.assignment_id] = entry
             else:
                 self._report_interrupted(entry)
-        # Results still in the outbox after a restart: those runs are done, whatever the server says yet.
-        self._done: set[int] = {int(r["assignment_id"]) for item in self.outbox.peek(1_000_000)
-                                if item.event == ev.ASSIGNMENT_FINISHED for r in item.data["results"]}
+        self._done = self._finished_in_outbox()
         self._pause_file = self.state_dir / "pauses.json"
         self._load_pauses()
         self._session: aiohttp.ClientSession | None = None
+
+    def _finished_in_outbox(self) -> set[int]:
+        """Results still in the outbox after a restart: those runs are done, whatever the server says yet."""
+        done: set[int] = set()
+        for item in self.outbox.peek(1_000_000):
+            if item.event == ev.ASSIGNMENT_FINISHED:
+                try:
+                    done.update(r.assignment_id for r in ev.AssignmentFinished.model_validate(item.data).results)
+                except ValidationError:
+                    log.warning("unreadable result in the outbox (sent as it is)", extra={"outbox_id": item.id})
+        return done
 
     def _load_pauses(self) -> None:
         """Local pauses survive a restart of the agent: the operator's word is not lost."""
@@ -110,7 +120,7 @@ class Agent(Handlers):
         say(f"adb server on {self.settings.adb_host}:{self.settings.adb_port} ({adb_binary(self.settings)})")
         client = await asyncio.to_thread(ensure_adb_server, self.settings)
         if self.settings.virtual:
-            from phonefleet.agent.virtual_phone import VirtualFleet
+            from phonefleet.virtual import VirtualFleet
 
             say(f"starting {self.settings.virtual} virtual phones and adb-connecting them ...")
             ports_file = self.state_dir / "virtual_ports.json"
@@ -155,21 +165,20 @@ class Agent(Handlers):
 
     # ------------------------------------------------------------------ reports
 
-    def report(self, event: str, data: dict[str, Any]) -> None:
-        self.outbox.put(event, data)
+    def report(self, event: str, payload: BaseModel) -> None:
+        self.outbox.put(event, payload)
         self.link.notify()
 
     def _report_interrupted(self, entry: JournalEntry) -> None:
         """A run the last crash cut short: a failure the server retries per the job's max_retries."""
         log.warning("run interrupted by an agent stop", extra={"assignment_id": entry.assignment_id,
                                                                "step_index": entry.step_index})
-        self.journal.finish(entry.assignment_id, {
-            "assignment_id": entry.assignment_id, "outcome": "failed", "error_code": str(ErrorCode.interrupted),
-            "error": f"the agent stopped during step {entry.step_index + 1} ({entry.step_type}); "
-                     "the run was cut short",
-            "retryable": True, "result": {"interrupted_step": entry.step_index, "attempt": entry.attempt},
-            "started_at": entry.started_at, "finished_at": datetime.now(UTC).isoformat(),
-        })
+        self.journal.finish(ev.FinishedItem(
+            assignment_id=entry.assignment_id, outcome=FinishOutcome.failed, error_code=ErrorCode.interrupted,
+            error=f"the agent stopped during step {entry.step_index + 1} ({entry.step_type[:200]}); "
+                  "the run was cut short",
+            retryable=True, result={"interrupted_step": entry.step_index, "attempt": entry.attempt},
+            started_at=entry.started_at, finished_at=datetime.now(UTC)))
         self.link.notify()
 
     async def fetch(self, url: str, dest: Path) -> None:
@@ -208,32 +217,32 @@ class Agent(Handlers):
                 worker.lose_phone()
             worker.online = phone.status == "device"
             worker.wake()
-        self.report(ev.DEVICE_UPDATE, {"devices": [p.report(self.tracker.min_battery) for p in
-                                                   (self.tracker.phones.values() if full else phones)],
-                                       "full": full})
+        self.report(ev.DEVICE_UPDATE, ev.DeviceUpdate(
+            devices=[p.report(self.tracker.min_battery) for p in (self.tracker.phones.values() if full else phones)],
+            full=full))
 
     # ------------------------------------------------------------------ Handlers (from the link)
 
-    def hello(self) -> dict[str, Any]:
-        return {"version": __version__, "hostname": socket.gethostname(),
-                "devices": self.tracker.reports() if self.tracker else [], "paused": self.paused,
-                "paused_serials": sorted(self.local_paused_serials), "paused_job_ids": sorted(self.paused_jobs),
-                **({"max_running": self.settings.max_running} if self.settings.max_running else {})}
+    def hello(self) -> ev.AgentHello:
+        return ev.AgentHello(version=__version__, hostname=socket.gethostname(),
+                             devices=self.tracker.reports() if self.tracker else [], paused=self.paused,
+                             paused_serials=sorted(self.local_paused_serials), paused_job_ids=sorted(self.paused_jobs),
+                             max_running=self.settings.max_running)
 
-    async def on_orders(self, orders: list[dict[str, Any]], *, full: bool, since: float | None = None) -> None:
+    async def on_orders(self, orders: list[ev.AssignmentOrder], *, full: bool, since: float | None = None) -> None:
         now = time.monotonic()
         for order in orders:
-            aid = int(order["assignment_id"])
+            aid = order.assignment_id
             self._received.setdefault(aid, now)
             if aid in self._done:
                 continue
-            worker = self._worker(str(order["serial"]))
+            worker = self._worker(order.serial)
             interrupted = self._reruns.pop(aid, None)
             if interrupted is not None:
                 worker.reruns[aid] = interrupted.step_index
             worker.offer(order)
         if full:  # the server's whole list: anything else we held before asking is no longer ours to run
-            listed = {int(o["assignment_id"]) for o in orders}
+            listed = {o.assignment_id for o in orders}
             asked = now if since is None else since
 
             def stale(aid: int) -> bool:  # a push that came after the list was asked for may be missing from it
@@ -243,53 +252,51 @@ class Agent(Handlers):
                 self._report_interrupted(self._reruns.pop(aid))
             for worker in self.workers.values():
                 dropped = {aid for aid in worker.queued_ids() if stale(aid)}
-                if worker.current is not None and stale(int(worker.current["assignment_id"])):
-                    dropped.add(int(worker.current["assignment_id"]))
+                if worker.current is not None and stale(worker.current.assignment_id):
+                    dropped.add(worker.current.assignment_id)
                 if dropped:
                     worker.drop(dropped, stop_running=True)
             for aid in [a for a in self._received if a not in listed and self._received[a] < asked]:
                 del self._received[aid]  # forget what the server no longer lists
 
-    async def on_control(self, event: str, data: dict[str, Any]) -> None:
-        if event in (ev.JOB_PAUSED, ev.JOB_CANCELLED, ev.JOB_RESUMED):
-            ids = {int(i) for i in data.get("assignment_ids", [])}
+    async def on_control(self, event: str, control: Control) -> None:
+        if isinstance(control, ev.JobControl):
+            ids = set(control.assignment_ids)
             for worker in self.workers.values():
                 if event == ev.JOB_PAUSED:
-                    worker.drop(ids, hold=True, now=bool(data.get("abort_running")))
+                    worker.drop(ids, hold=True, now=control.abort_running)
                 elif event == ev.JOB_CANCELLED:
                     worker.drop(ids, stop_running=True)
-                else:
+                elif event == ev.JOB_RESUMED:
                     worker.restore(ids)
-        elif event in (ev.DEVICE_PAUSE, ev.DEVICE_RESUME):
-            serial = str(data.get("serial"))
-            if event == ev.DEVICE_PAUSE:
-                self.server_paused_serials.add(serial)
-            else:
-                self.server_paused_serials.discard(serial)
-            if serial in self.workers:
-                self._apply_pause(self.workers[serial])
+            return
+        if event == ev.DEVICE_PAUSE:
+            self.server_paused_serials.add(control.serial)
+        elif event == ev.DEVICE_RESUME:
+            self.server_paused_serials.discard(control.serial)
+        if control.serial in self.workers:
+            self._apply_pause(self.workers[control.serial])
 
-    async def on_pause_state(self, paused: bool, serials: list[str], job_ids: list[int]) -> None:
+    async def on_pause_state(self, state: PauseState) -> None:
         """The server's view of pauses: phones it lists that we did not pause here were paused there.
         The agent stays the authority on its own pauses (they are kept in its state directory)."""
-        del paused, job_ids
-        self.server_paused_serials = set(serials) - self.local_paused_serials
+        self.server_paused_serials = set(state.paused_serials) - self.local_paused_serials
         for worker in self.workers.values():
             self._apply_pause(worker)
 
-    def on_device_ack(self, sent: dict[str, Any], ack_data: dict[str, Any]) -> None:
+    def on_device_ack(self, sent: list[ev.DeviceReport], refused_devices: list[ev.RefusedDevice]) -> None:
         """Phones the server refused because another connected agent drives them are left alone here (said
         once, loudly); a phone it took is this agent's again."""
-        refused = {str(r["serial"]): str(r["held_by"]) for r in ack_data.get("refused_devices") or []}
-        for report in sent.get("devices", []):
-            serial = str(report["serial"])
+        refused = {r.serial: r.held_by for r in refused_devices}
+        for report in sent:
+            serial = report.serial
             if serial in refused:
                 if serial not in self.refused:
                     log.warning("phone already driven by another agent (two agents on one adb server?); this agent "
                                 "leaves it alone until that agent lets it go",
                                 extra={"serial": serial, "held_by": refused[serial]})
                 self.refused[serial] = refused[serial]
-            elif report.get("online", True) and self.refused.pop(serial, None) is not None:
+            elif report.online and self.refused.pop(serial, None) is not None:
                 log.warning("phone let go by the agent that drove it: this agent drives it now",
                             extra={"serial": serial})
             if serial in self.workers:
@@ -302,40 +309,41 @@ class Agent(Handlers):
             await asyncio.sleep(self.settings.probe_sec)
             if self.refused and self.tracker is not None:
                 phones = [p for s, p in self.tracker.phones.items() if s in self.refused]
-                self.report(ev.DEVICE_UPDATE, {"devices": [p.report(self.tracker.min_battery) for p in phones],
-                                               "full": False})
+                self.report(ev.DEVICE_UPDATE, ev.DeviceUpdate(
+                    devices=[p.report(self.tracker.min_battery) for p in phones], full=False))
 
     def running_ids(self) -> list[int]:
-        return sorted(int(w.current["assignment_id"]) for w in self.workers.values() if w.current is not None)
+        return sorted(w.current.assignment_id for w in self.workers.values() if w.current is not None)
 
     # ------------------------------------------------------------------ local control (the operator at this PC)
 
     def pause(self, scope: str, serial: str | None = None, job_id: int | None = None, *, resume: bool = False
               ) -> dict[str, Any]:
         """Stop new work at once where asked, then tell the server (through the outbox)."""
-        if scope == "agent":
+        try:
+            kind = PauseScope(scope)
+        except ValueError:
+            raise ValueError(f"unknown scope {scope!r}") from None
+        if kind == PauseScope.agent:
             self.paused = not resume
-        elif scope == "device":
+        elif kind == PauseScope.device:
             if serial is None:
                 raise ValueError("--device is required")
             if resume:
                 self.local_paused_serials.discard(serial)
             else:
                 self.local_paused_serials.add(serial)
-        elif scope == "job":
-            if job_id is None:
-                raise ValueError("--job is required")
-            if resume:
-                self.paused_jobs.discard(job_id)
-            else:
-                self.paused_jobs.add(job_id)
+        elif job_id is None:
+            raise ValueError("--job is required")
+        elif resume:
+            self.paused_jobs.discard(job_id)
         else:
-            raise ValueError(f"unknown scope {scope!r}")
+            self.paused_jobs.add(job_id)
         self._save_pauses()
         for worker in self.workers.values():
             self._apply_pause(worker)
         self.report(ev.AGENT_RESUME if resume else ev.AGENT_PAUSE,
-                    {"scope": scope, "serial": serial, "job_id": job_id})
+                    ev.PauseRequest(scope=kind, serial=serial, job_id=job_id))
         return self.status()
 
     def status(self) -> dict[str, Any]:
@@ -347,7 +355,7 @@ class Agent(Handlers):
             "refused": dict(sorted(self.refused.items())),
             "phones": [{
                 "serial": w.serial, "online": w.online, "paused": w.paused, "queued": w.queued_ids(),
-                "running": w.current["assignment_id"] if w.current else None, "done": w.done_count,
+                "running": w.current.assignment_id if w.current else None, "done": w.done_count,
             } for w in sorted(self.workers.values(), key=lambda w: w.serial)],
             "virtual": [{
                 "serial": p.adb_serial, "online": p.online, "commands": len(p.actions.records),
@@ -368,7 +376,7 @@ class Agent(Handlers):
     def devices(self) -> list[dict[str, Any]]:
         if self.tracker is None:
             return []
-        return [{**p.report(self.tracker.min_battery), "adb_status": p.status}
+        return [{**p.report(self.tracker.min_battery).model_dump(mode="json"), "adb_status": p.status}
                 for p in sorted(self.tracker.phones.values(), key=lambda p: p.serial)]
 
     async def virtual(self, serial: str | None, action: str | None) -> dict[str, Any]:

@@ -10,11 +10,11 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import adbutils
 
 from phonefleet.agent.phone import AdbPhone
+from phonefleet.protocol import events as ev
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +38,23 @@ class PhoneState:
         return self.status == "device" and self.health_reason is None and (
             self.battery is None or self.battery >= min_battery)
 
-    def report(self, min_battery: int) -> dict[str, Any]:
+    def report(self, min_battery: int) -> ev.DeviceReport:
+        """What the server hears of this phone; what the phone said is cut to the protocol's bounds."""
         reason = self.health_reason
         if self.status == "unauthorized":
             reason = "adb unauthorized: accept the debugging prompt on the phone"
         elif self.battery is not None and self.battery < min_battery:
             reason = f"battery {self.battery}% below {min_battery}%"
-        return {"serial": self.serial, "online": self.online, "healthy": self.healthy(min_battery),
-                "health_reason": reason if self.online else None, "model": self.model,
-                "android_version": self.android_version, "battery": self.battery, "screen_on": self.screen_on,
-                "tags": self.tags}
+        battery = None if self.battery is None else max(0, min(100, self.battery))
+        return ev.DeviceReport(
+            serial=self.serial, online=self.online, healthy=self.healthy(min_battery),
+            health_reason=reason[:500] if reason and self.online else None, model=_cut(self.model, 200),
+            android_version=_cut(self.android_version, 50), battery=battery, screen_on=self.screen_on,
+            tags=self.tags)
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return text[:limit] if text else text
 
 
 Changed = Callable[[list[PhoneState], bool], Awaitable[None]]
@@ -83,7 +90,7 @@ class DeviceTracker:
     def phone(self, serial: str) -> AdbPhone:
         return AdbPhone(self.client.device(serial))
 
-    def reports(self) -> list[dict[str, Any]]:
+    def reports(self) -> list[ev.DeviceReport]:
         return [p.report(self.min_battery) for p in self.phones.values()]
 
     async def _track(self) -> None:
@@ -164,10 +171,10 @@ class DeviceTracker:
             phone.health_reason = f"probe failed: {exc}"
             return
         phone.health_reason = None
-        phone.model = info["model"] or phone.model
-        phone.android_version = info["android_version"] or phone.android_version
-        phone.battery = info["battery"]
-        phone.screen_on = info["screen_on"]
+        phone.model = info.model or phone.model
+        phone.android_version = info.android_version or phone.android_version
+        phone.battery = info.battery
+        phone.screen_on = info.screen_on
 
     async def _probe_loop(self) -> None:
         while True:

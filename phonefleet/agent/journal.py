@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from phonefleet.agent.outbox import Outbox
@@ -27,8 +28,8 @@ class JournalEntry:
     on_interrupt: OnInterrupt
     step_index: int
     step_type: str
-    started_at: str
-    """When the run started (ISO 8601), as reported in its ``assignment:started``."""
+    started_at: datetime
+    """When the run started, as reported in its ``assignment:started``."""
 
 
 class RunJournal:
@@ -48,11 +49,12 @@ class RunJournal:
                 " started_at TEXT NOT NULL, updated_at REAL NOT NULL)"
             )
 
-    async def step_started(self, order: dict[str, Any], step_index: int, step_type: str, started_at: str) -> None:
+    async def step_started(self, order: ev.AssignmentOrder, step_index: int, step_type: str,
+                           started_at: datetime) -> None:
         """Record that the run is entering this step; returns once it is written (the first step's entry
         synced to disk), so a crash from then on is known."""
-        row = (int(order["assignment_id"]), int(order["job_id"]), int(order.get("attempt") or 1),
-               str(order.get("on_interrupt") or OnInterrupt.fail), step_index, step_type, started_at, time.time())
+        row = (order.assignment_id, order.job_id, order.attempt, str(order.on_interrupt), step_index, step_type,
+               started_at.isoformat(), time.time())
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((row, done))
         if self._writer is None or self._writer.done():
@@ -87,11 +89,11 @@ class RunJournal:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
-    def finish(self, assignment_id: int, result: dict[str, Any]) -> int:
+    def finish(self, result: ev.FinishedItem) -> int:
         """Put the run's ``assignment:finished`` item in the outbox and end its entry, atomically."""
         with self.outbox.transaction() as db:
-            row_id = Outbox.insert(db, ev.ASSIGNMENT_FINISHED, {"results": [result]})
-            db.execute("DELETE FROM run_journal WHERE assignment_id = ?", (assignment_id,))
+            row_id = Outbox.insert(db, ev.ASSIGNMENT_FINISHED, ev.AssignmentFinished(results=[result]))
+            db.execute("DELETE FROM run_journal WHERE assignment_id = ?", (result.assignment_id,))
         return row_id
 
     def forget(self, assignment_ids: Sequence[int]) -> None:
@@ -105,4 +107,5 @@ class RunJournal:
                 "SELECT assignment_id, job_id, attempt, on_interrupt, step_index, step_type, started_at"
                 " FROM run_journal ORDER BY assignment_id"
             ).fetchall()
-        return [JournalEntry(r[0], r[1], r[2], OnInterrupt(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [JournalEntry(r[0], r[1], r[2], OnInterrupt(r[3]), r[4], r[5], datetime.fromisoformat(r[6]))
+                for r in rows]

@@ -20,14 +20,15 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import aiohttp
 import socketio
+from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from phonefleet.agent.liveness import LinkTimings, Liveness
-from phonefleet.agent.outbox import Outbox, OutboxItem
+from phonefleet.agent.outbox import ArtifactUpload, Outbox, OutboxItem
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.wire import OrJson, TextPacket
 
@@ -104,29 +105,72 @@ def _worth_retrying(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.ClientError | OSError) and not isinstance(exc, TimeoutError | PermissionError)
 
 
-class Handlers:
-    """What the link calls back into (the agent implements these)."""
+class PauseState(Protocol):
+    """The server's view of this agent's pauses, as a hello ack and a poll both carry it."""
 
-    def hello(self) -> dict[str, Any]:
+    paused: bool
+    paused_serials: list[str]
+    paused_job_ids: list[int]
+
+
+Control = ev.JobControl | ev.DeviceControl
+CONTROL_MODELS: dict[str, type[Control]] = {
+    ev.JOB_PAUSED: ev.JobControl, ev.JOB_RESUMED: ev.JobControl, ev.JOB_CANCELLED: ev.JobControl,
+    ev.DEVICE_PAUSE: ev.DeviceControl, ev.DEVICE_RESUME: ev.DeviceControl,
+}
+"""What the server may tell an agent besides ``job:assign``, with the model of each message."""
+
+
+class Handlers:
+    """What the link calls back into (the agent implements these); every message arrives parsed."""
+
+    def hello(self) -> ev.AgentHello:
         raise NotImplementedError
 
-    async def on_orders(self, orders: list[dict[str, Any]], *, full: bool, since: float | None = None) -> None:
+    async def on_orders(self, orders: list[ev.AssignmentOrder], *, full: bool, since: float | None = None) -> None:
         """New orders (a push), or the server's whole list (``full``: a hello ack or a poll, asked for at
         ``since``, ``time.monotonic()``; what came by push after that may be missing from it)."""
         raise NotImplementedError
 
-    async def on_control(self, event: str, data: dict[str, Any]) -> None:
+    async def on_control(self, event: str, control: Control) -> None:
         raise NotImplementedError
 
-    async def on_pause_state(self, paused: bool, serials: list[str], job_ids: list[int]) -> None:
+    async def on_pause_state(self, state: PauseState) -> None:
         raise NotImplementedError
 
     def running_ids(self) -> list[int]:
         raise NotImplementedError
 
-    def on_device_ack(self, sent: dict[str, Any], ack_data: dict[str, Any]) -> None:
-        """The server's answer to a hello or device update that reported ``sent["devices"]``."""
+    def on_device_ack(self, sent: list[ev.DeviceReport], refused: list[ev.RefusedDevice]) -> None:
+        """The server's answer to a hello or device update that reported ``sent``: the phones it left to
+        another agent."""
         raise NotImplementedError
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: object, what: str) -> M | None:
+    """A message from the server as its model, or None (logged) when it does not fit: a malformed message never
+    stops the link. Orders that do not fit are dropped from it, each logged, and the rest go on."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    places = [e["loc"] for e in errors]
+    orders = data.get("assignments") if isinstance(data, dict) else None
+    if isinstance(data, dict) and isinstance(orders, list) and all(
+            len(loc) > 1 and loc[0] == "assignments" for loc in places):
+        bad = {loc[1] for loc in places}
+        log.warning("malformed orders from the server ignored", extra={"what": what, "errors": errors[:5]})
+        return parse(model, {**data, "assignments": [o for i, o in enumerate(orders) if i not in bad]}, what)
+    log.warning("malformed message from the server ignored", extra={"what": what, "errors": errors[:5]})
+    return None
+
+
+def dump(payload: BaseModel) -> dict[str, Any]:
+    """A model as the JSON object it travels as (fields left at None are left out)."""
+    return payload.model_dump(mode="json", exclude_none=True)
 
 
 @dataclass(eq=False)
@@ -181,25 +225,28 @@ class ServerLink:
                                             handle_sigint=False), http)  # Ctrl-C is the agent's to handle
         ns = ev.AGENT_NAMESPACE
 
-        async def on_assign(data: dict[str, Any]) -> dict[str, Any]:
+        async def on_assign(data: object) -> dict[str, Any]:
             sock.heard()
-            orders = list(data.get("assignments", []))
+            assign = parse(ev.JobAssign, data, ev.JOB_ASSIGN)
+            orders = assign.assignments if assign is not None else []
             await self.handlers.on_orders(orders, full=False)
-            return {"received": [int(o["assignment_id"]) for o in orders]}
+            return ev.JobAssignAck(received=[o.assignment_id for o in orders]).model_dump()
 
         async def on_disconnect(*_: Any) -> None:
             sock.down.set()
 
         sock.sio.on(ev.JOB_ASSIGN, on_assign, namespace=ns)
-        for name in (ev.JOB_PAUSED, ev.JOB_RESUMED, ev.JOB_CANCELLED, ev.DEVICE_PAUSE, ev.DEVICE_RESUME):
+        for name in CONTROL_MODELS:
             sock.sio.on(name, self._control_handler(sock, name), namespace=ns)
         sock.sio.on("disconnect", on_disconnect, namespace=ns)
         return sock
 
-    def _control_handler(self, sock: _Socket, name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
-        async def handler(data: dict[str, Any]) -> None:
+    def _control_handler(self, sock: _Socket, name: str) -> Callable[[object], Awaitable[None]]:
+        async def handler(data: object) -> None:
             sock.heard()
-            await self.handlers.on_control(name, data)
+            control = parse(CONTROL_MODELS[name], data, name)
+            if control is not None:
+                await self.handlers.on_control(name, control)
 
         return handler
 
@@ -327,31 +374,29 @@ class ServerLink:
         return False
 
     async def _call(self, sock: _Socket, event: str, data: dict[str, Any], *,
-                    timeout: float | None = None) -> dict[str, Any]:
-        ack = await sock.sio.call(event, data, namespace=ev.AGENT_NAMESPACE,
-                                  timeout=timeout or self.timings.ack_timeout_sec)
+                    timeout: float | None = None) -> ev.Ack:
+        answer = await sock.sio.call(event, data, namespace=ev.AGENT_NAMESPACE,
+                                     timeout=timeout or self.timings.ack_timeout_sec)
         sock.heard()
-        if not isinstance(ack, dict):
+        ack = parse(ev.Ack, answer, f"ack of {event}")
+        if ack is None:
             raise socketio.exceptions.SocketIOError(f"bad ack for {event}")
         return ack
 
     async def _hello_socket(self, sock: _Socket) -> None:
         hello = self.handlers.hello()
         since = time.monotonic()
-        ack = await self._call(sock, ev.AGENT_HELLO, hello)
-        if not ack.get("ok"):
-            raise socketio.exceptions.SocketIOError(f"hello refused: {ack.get('error')}")
-        self.handlers.on_device_ack(hello, ack["data"])
-        await self._apply_hello(ack["data"], since)
+        ack = await self._call(sock, ev.AGENT_HELLO, dump(hello))
+        answer = parse(ev.HelloAck, ack.data, "agent:hello ack") if ack.ok else None
+        if answer is None:
+            raise socketio.exceptions.SocketIOError(f"hello refused: {ack.error}")
+        self.handlers.on_device_ack(hello.devices, answer.refused_devices)
+        self.heartbeat_sec = answer.heartbeat_sec
+        self.poll_sec = answer.poll_sec
+        await self.handlers.on_orders(answer.assignments, full=True, since=since)
+        await self.handlers.on_pause_state(answer)
         self._hello_needed = False
         sock.greeted.set()
-
-    async def _apply_hello(self, data: dict[str, Any], since: float) -> None:
-        self.heartbeat_sec = float(data.get("heartbeat_sec", self.heartbeat_sec))
-        self.poll_sec = float(data.get("poll_sec", self.poll_sec))
-        await self.handlers.on_orders(list(data.get("assignments", [])), full=True, since=since)
-        await self.handlers.on_pause_state(bool(data.get("paused")), list(data.get("paused_serials", [])),
-                                           list(data.get("paused_job_ids", [])))
 
     async def _send_loop(self, sock: _Socket) -> None:
         while True:
@@ -370,26 +415,37 @@ class ServerLink:
                     await asyncio.sleep(1.0)  # the server could not take it now; try again shortly
                     break
 
-    def _settle(self, event: str, data: dict[str, Any], ack: dict[str, Any], ids: list[int]) -> bool:
+    def _settle(self, event: str, data: dict[str, Any], ack: ev.Ack, ids: list[int]) -> bool:
         """Acked events leave the outbox; so do events the server rejects as invalid (they never will pass).
         Anything the server could not take now (retryable) stays for the next attempt."""
-        if ack.get("ok") and event in (ev.AGENT_HELLO, ev.DEVICE_UPDATE):
-            self.handlers.on_device_ack(data, ack.get("data") or {})
-        error = ack.get("error") or {}
-        keep = bool(error.get("retryable")) or error.get("code") in ("unavailable", "unauthorized")
-        if ack.get("ok") or not keep:
-            if not ack.get("ok"):
+        if ack.ok and event in (ev.AGENT_HELLO, ev.DEVICE_UPDATE):
+            self._device_ack(event, data, ack.data)
+        error = ack.error or {}
+        keep = error.get("retryable") is True or error.get("code") in ("unavailable", "unauthorized")
+        if ack.ok or not keep:
+            if not ack.ok:
                 log.warning("server rejected an event", extra={"event": event, "error": error})
             self.outbox.ack(ids)
             return False
         return True
 
+    def _device_ack(self, event: str, sent: dict[str, Any], answer: dict[str, Any] | None) -> None:
+        """Phones a hello or device update reported, and those of them the server left to another agent."""
+        if event == ev.AGENT_HELLO:
+            hello, hello_ack = parse(ev.AgentHello, sent, event), parse(ev.HelloAck, answer, f"ack of {event}")
+            if hello is not None and hello_ack is not None:
+                self.handlers.on_device_ack(hello.devices, hello_ack.refused_devices)
+            return
+        update, update_ack = parse(ev.DeviceUpdate, sent, event), parse(ev.DeviceUpdateAck, answer, f"ack of {event}")
+        if update is not None and update_ack is not None:
+            self.handlers.on_device_ack(update.devices, update_ack.refused_devices)
+
     async def _heartbeat_loop(self, sock: _Socket) -> None:
         await sock.greeted.wait()
         while True:
             await asyncio.sleep(self.heartbeat_sec)
-            ack = await self._call(sock, ev.AGENT_HEARTBEAT, {"running": self.handlers.running_ids()})
-            if (ack.get("data") or {}).get("hello_required"):
+            ack = await self._call(sock, ev.AGENT_HEARTBEAT, dump(ev.Heartbeat(running=self.handlers.running_ids())))
+            if (ack.data or {}).get("hello_required") is True:  # the server had given this agent up
                 self.require_hello()
 
     # ------------------------------------------------------------------ polling mode
@@ -440,12 +496,13 @@ class ServerLink:
         for item in items:
             if item.event != ev.ARTIFACT_UPLOAD:
                 continue
-            path = self.artifacts_dir / str(item.data["name"])
+            upload = ArtifactUpload.model_validate(item.data)
+            path = self.artifacts_dir / upload.name
             if not path.exists():
                 self.outbox.ack([item.id])
                 continue
             assert self._session is not None
-            url = f"{self.url}/api/agent/artifacts/{int(item.data['assignment_id'])}/{path.name}"
+            url = f"{self.url}/api/agent/artifacts/{upload.assignment_id}/{path.name}"
             body = path.read_bytes()
             seconds = self.timings.http_timeout_sec + len(body) / UPLOAD_FLOOR_BYTES_PER_SEC
             timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=self.timings.connect_timeout_sec)
@@ -463,13 +520,15 @@ class ServerLink:
 
     async def _post_events(self, events: list[tuple[str, dict[str, Any], list[int]]]) -> None:
         body = {"events": [{"event": e, "data": d} for e, d, _ in events]}
-        answer = await self._http("POST", "/api/agent/events", body)
-        for (event, data, ids), ack in zip(events, answer["results"], strict=True):
+        answer = parse(ev.AgentEventResults, await self._http("POST", "/api/agent/events", body), "event results")
+        if answer is None or len(answer.results) != len(events):
+            raise aiohttp.ClientPayloadError("the server's answer to posted events does not match them")
+        for (event, data, ids), ack in zip(events, answer.results, strict=True):
             self._settle(event, data, ack, ids)
 
     async def _poll_once(self) -> None:
         if self._hello_needed:
-            await self._post_events([(ev.AGENT_HELLO, self.handlers.hello(), [])])
+            await self._post_events([(ev.AGENT_HELLO, dump(self.handlers.hello()), [])])
             self._hello_needed = False
         for start in range(0, 10):  # flush the outbox in bounded chunks
             del start
@@ -478,11 +537,12 @@ class ServerLink:
                 break
             await self._post_events(groups[:50])
         since = time.monotonic()
-        poll = await self._http("GET", "/api/agent/assignments")
+        poll = parse(ev.AgentPoll, await self._http("GET", "/api/agent/assignments"), "poll")
         self.polls += 1
-        self.poll_sec = float(poll.get("poll_sec", self.poll_sec))
-        if poll.get("hello_required"):
+        if poll is None:
+            return
+        self.poll_sec = poll.poll_sec
+        if poll.hello_required:
             self._hello_needed = True
-        await self.handlers.on_orders(list(poll.get("assignments", [])), full=True, since=since)
-        await self.handlers.on_pause_state(bool(poll.get("paused")), list(poll.get("paused_serials", [])),
-                                           list(poll.get("paused_job_ids", [])))
+        await self.handlers.on_orders(poll.assignments, full=True, since=since)
+        await self.handlers.on_pause_state(poll)

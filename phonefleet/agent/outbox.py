@@ -2,7 +2,9 @@
 
 SQLite in the agent's state directory, in WAL mode; a crash or restart of the agent (or the
 server) loses nothing: whatever was not acknowledged is replayed, in order, and the server's
-state machine makes a replayed result a no-op.
+state machine makes a replayed result a no-op. Items are stored as the JSON objects they travel as
+(a protocol model is dumped on the way in), so an agent upgraded with results still in its outbox
+sends them as they are.
 """
 
 import json
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
@@ -22,6 +26,19 @@ class OutboxItem:
     event: str
     data: dict[str, Any]
     created_at: float
+
+
+class ArtifactUpload(BaseModel):
+    """The outbox entry for a run's file (``ARTIFACT_UPLOAD``): sent over HTTP, not as a socket event."""
+
+    assignment_id: int
+    name: str = Field(min_length=1)
+
+
+def _json(data: BaseModel | dict[str, Any]) -> str:
+    if isinstance(data, BaseModel):
+        return data.model_dump_json(exclude_none=True)
+    return json.dumps(data, default=str)
 
 
 class Outbox:
@@ -37,16 +54,16 @@ class Outbox:
             " created_at REAL NOT NULL)"
         )
 
-    def put(self, event: str, data: dict[str, Any]) -> int:
+    def put(self, event: str, data: BaseModel | dict[str, Any]) -> int:
         with self._lock:
             return self.insert(self._db, event, data)
 
     @staticmethod
-    def insert(db: sqlite3.Connection, event: str, data: dict[str, Any]) -> int:
+    def insert(db: sqlite3.Connection, event: str, data: BaseModel | dict[str, Any]) -> int:
         """Add an event on ``db`` (inside a ``transaction`` of this outbox)."""
         cur = db.execute(
             "INSERT INTO outbox (event, data, created_at) VALUES (?, ?, ?)",
-            (event, json.dumps(data, default=str), time.time()),
+            (event, _json(data), time.time()),
         )
         return int(cur.lastrowid or 0)
 

@@ -1,8 +1,19 @@
 """A phone as the plan runner sees it: adbutils' blocking calls, run off the event loop."""
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class PhoneInfo:
+    """The health probe's facts about a phone."""
+
+    model: str | None
+    android_version: str | None
+    battery: int | None
+    screen_on: bool
 
 
 class AdbPhone:
@@ -23,7 +34,7 @@ class AdbPhone:
     async def push(self, local: Path, remote: str) -> None:
         await asyncio.to_thread(self.device.sync.push, str(local), remote)
 
-    async def info(self) -> dict[str, Any]:
+    async def info(self) -> PhoneInfo:
         """Model, Android version, battery and screen state: the health probe's facts."""
         props = await asyncio.to_thread(
             self.device.shell, "getprop ro.product.model; getprop ro.build.version.release", timeout=10
@@ -37,5 +48,5 @@ class AdbPhone:
                 battery = int(value.strip())
         power = str(await asyncio.to_thread(self.device.shell, "dumpsys power", timeout=10))
         screen_on = "mWakefulness=Awake" in power or "Display Power: state=ON" in power
-        return {"model": model.strip() or None, "android_version": version.strip() or None,
-                "battery": battery, "screen_on": screen_on}
+        return PhoneInfo(model=model.strip() or None, android_version=version.strip() or None, battery=battery,
+                         screen_on=screen_on)

@@ -10,34 +10,50 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from phonefleet.agent.actions import Registry, Shell, StepContext, StepError
 from phonefleet.agent.journal import RunJournal
+from phonefleet.agent.outbox import ArtifactUpload
 from phonefleet.protocol import events as ev
+from phonefleet.protocol.enums import ErrorCode, FinishOutcome
+from phonefleet.protocol.plan import UnknownStep
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[str, dict[str, Any]], None]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+Report = Callable[[str, BaseModel], None]
+Fetch = Callable[[str, Path], Awaitable[None]]
 
 
 @dataclass(order=True)
 class _Queued:
     sort_key: tuple[int, int]
-    order: dict[str, Any] = field(compare=False)
+    order: ev.AssignmentOrder = field(compare=False)
+
+
+@dataclass
+class _Ending:
+    """How a run ended, before it becomes its ``FinishedItem``."""
+
+    outcome: FinishOutcome = FinishOutcome.completed
+    error: str | None = None
+    code: str | None = None
+    retryable: bool = True
+    result: dict[str, Any] = field(default_factory=dict)
+
+    def failed(self, outcome: FinishOutcome, error: str, code: str, *, retryable: bool = True) -> None:
+        self.outcome, self.error, self.code, self.retryable = outcome, error[:10_000], code[:100], retryable
 
 
 class PhoneWorker:
     def __init__(self, serial: str, phone: Shell, registry: Registry, report: Report, artifacts_dir: Path,
-                 *, journal: RunJournal, notify: Callable[[], None], fetch: Any = None) -> None:
+                 *, journal: RunJournal, notify: Callable[[], None], fetch: Fetch | None = None) -> None:
         self.serial = serial
         self.phone = phone
         self.registry = registry
@@ -54,10 +70,10 @@ class PhoneWorker:
         self.refused = False
         """Another connected agent drives this phone (two agents on one adb server): run nothing on it."""
         self._queue: list[_Queued] = []
-        self._held: dict[int, dict[str, Any]] = {}  # assignments set aside by a job pause
+        self._held: dict[int, ev.AssignmentOrder] = {}  # assignments set aside by a job pause
         self._known: set[int] = set()
         self._wake = asyncio.Event()
-        self.current: dict[str, Any] | None = None
+        self.current: ev.AssignmentOrder | None = None
         self._cancel_current = False
         self._lost = False
         self._current_task: asyncio.Task[None] | None = None
@@ -66,35 +82,35 @@ class PhoneWorker:
 
     # ------------------------------------------------------------------ queue
 
-    def offer(self, order: dict[str, Any]) -> bool:
+    def offer(self, order: ev.AssignmentOrder) -> bool:
         """Queue an assignment unless this phone has already seen it (the server may re-send)."""
-        aid = int(order["assignment_id"])
+        aid = order.assignment_id
         if aid in self._known:
             return False
         self._known.add(aid)
-        heapq.heappush(self._queue, _Queued((-int(order["priority"]), aid), order))
+        heapq.heappush(self._queue, _Queued((-order.priority, aid), order))
         self._wake.set()
         return True
 
     def queued_ids(self) -> list[int]:
-        return sorted(q.order["assignment_id"] for q in self._queue)
+        return sorted(q.order.assignment_id for q in self._queue)
 
     def drop(self, ids: set[int], *, stop_running: bool = False, now: bool = False, hold: bool = False) -> list[int]:
         """Remove queued assignments (kept aside when ``hold``); stop the running one between steps
         (``stop_running``) or at once (``now``)."""
-        dropped = [q for q in self._queue if q.order["assignment_id"] in ids]
-        self._queue = [q for q in self._queue if q.order["assignment_id"] not in ids]
+        dropped = [q.order for q in self._queue if q.order.assignment_id in ids]
+        self._queue = [q for q in self._queue if q.order.assignment_id not in ids]
         heapq.heapify(self._queue)
-        for q in dropped:
+        for order in dropped:
             if hold:
-                self._held[q.order["assignment_id"]] = q.order
+                self._held[order.assignment_id] = order
             else:
-                self._known.discard(q.order["assignment_id"])
-        if self.current is not None and self.current["assignment_id"] in ids and (stop_running or now):
+                self._known.discard(order.assignment_id)
+        if self.current is not None and self.current.assignment_id in ids and (stop_running or now):
             self._cancel_current = True
             if now and self._current_task is not None:
                 self._current_task.cancel()
-        return [q.order["assignment_id"] for q in dropped]
+        return [order.assignment_id for order in dropped]
 
     def lose_phone(self) -> None:
         """The phone was unplugged: end the running assignment now as failed, so its slot goes elsewhere."""
@@ -122,14 +138,14 @@ class PhoneWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def _next(self) -> dict[str, Any] | None:
+    def _next(self) -> ev.AssignmentOrder | None:
         if self.paused or not self.online or self.refused:
             return None
         skipped: list[_Queued] = []
         chosen = None
         while self._queue:
             item = heapq.heappop(self._queue)
-            if item.order["job_id"] in self.paused_jobs:
+            if item.order.job_id in self.paused_jobs:
                 skipped.append(item)
                 continue
             chosen = item.order
@@ -150,51 +166,47 @@ class PhoneWorker:
                 continue
             await self.run(order)
 
-    async def run(self, order: dict[str, Any]) -> None:
-        aid = int(order["assignment_id"])
+    async def run(self, order: ev.AssignmentOrder) -> None:
+        aid = order.assignment_id
         self.current = order
         self._cancel_current = False
         self._lost = False
-        started = _now()
-        rerun = self.reruns.pop(aid, None)
-        self.report(ev.ASSIGNMENT_STARTED, {"items": [{"assignment_id": aid, "at": started,
-                                                       **({"rerun_after_step": rerun} if rerun is not None else {})}]})
-        ctx = StepContext(serial=self.serial, phone=self.phone, assignment_id=aid,
-                          artifacts_dir=self.artifacts_dir, allow_shell=bool(order.get("allow_shell")),
-                          cancelled=lambda: self._cancel_current, fetch=self.fetch)
-        outcome, error, code, retryable, result = "completed", None, None, True, None
+        started = datetime.now(UTC)
+        self.report(ev.ASSIGNMENT_STARTED, ev.AssignmentStarted(items=[ev.StartedItem(
+            assignment_id=aid, at=started, rerun_after_step=self.reruns.pop(aid, None))]))
+        ctx = StepContext(serial=self.serial, phone=self.phone, assignment_id=aid, artifacts_dir=self.artifacts_dir,
+                          allow_shell=order.allow_shell, cancelled=lambda: self._cancel_current, fetch=self.fetch)
+        ending = _Ending()
         t0 = time.monotonic()
         self._current_task = asyncio.current_task()
         try:
-            result = await asyncio.wait_for(self._steps(ctx, order, started),
-                                            timeout=float(order["timeout_sec"]))
+            ending.result = await asyncio.wait_for(self._steps(ctx, order, started), timeout=order.timeout_sec)
         except TimeoutError:
-            outcome, error, code = "timed_out", f"timed out after {order['timeout_sec']} s", "timeout"
+            ending.failed(FinishOutcome.timed_out, f"timed out after {order.timeout_sec} s", ErrorCode.timeout)
         except asyncio.CancelledError:
             if not self._cancel_current:
                 raise
             self._uncancel()
             if self._lost:
-                outcome, error, code = "failed", "phone disconnected mid-run", "device_lost"
+                ending.failed(FinishOutcome.failed, "phone disconnected mid-run", ErrorCode.device_lost)
             else:
-                outcome, error, code = "cancelled", "cancelled", "cancelled"
+                ending.failed(FinishOutcome.cancelled, "cancelled", ErrorCode.cancelled)
         except StepError as exc:
-            outcome, error, code, retryable = "failed", str(exc), exc.code, exc.retryable
+            ending.failed(FinishOutcome.failed, str(exc), exc.code, retryable=exc.retryable)
         except Exception as exc:  # an ADB failure: the phone went away, a command broke
-            outcome, error, code = "failed", f"{type(exc).__name__}: {exc}", "adb_error"
-            if not self.online:
-                error, code = f"phone disconnected: {exc}", "device_lost"
+            if self.online:
+                ending.failed(FinishOutcome.failed, f"{type(exc).__name__}: {exc}", ErrorCode.adb_error)
+            else:
+                ending.failed(FinishOutcome.failed, f"phone disconnected: {exc}", ErrorCode.device_lost)
         finally:
             self._current_task = None
-        self.journal.finish(aid, {  # the result and the end of the journal entry land together
-            "assignment_id": aid, "outcome": outcome, "error": error, "error_code": code, "retryable": retryable,
-            "result": {**(result or {}), "duration_sec": round(time.monotonic() - t0, 3),
-                       "artifacts": ctx.artifacts},
-            "started_at": started, "finished_at": _now(),
-        })
+        self.journal.finish(ev.FinishedItem(  # the result and the end of the journal entry land together
+            assignment_id=aid, outcome=ending.outcome, error=ending.error, error_code=ending.code,
+            retryable=ending.retryable, started_at=started, finished_at=datetime.now(UTC),
+            result={**ending.result, "duration_sec": round(time.monotonic() - t0, 3), "artifacts": ctx.artifacts}))
         self.notify()
         for artifact in ctx.artifacts:
-            self.report(ev.ARTIFACT_UPLOAD, {"assignment_id": aid, "name": artifact["file"]})
+            self.report(ev.ARTIFACT_UPLOAD, ArtifactUpload(assignment_id=aid, name=artifact["file"]))
         self.done_count += 1
         self.current = None
 
@@ -203,19 +215,19 @@ class PhoneWorker:
         if task is not None:
             task.uncancel()
 
-    async def _steps(self, ctx: StepContext, order: dict[str, Any], started: str) -> dict[str, Any]:
-        plan: list[dict[str, Any]] = order["plan"]
+    async def _steps(self, ctx: StepContext, order: ev.AssignmentOrder, started: datetime) -> dict[str, Any]:
         results: list[Any] = []
-        for index, step in enumerate(plan):
+        count = len(order.plan)
+        for index, step in enumerate(order.plan):
             if self._cancel_current:
                 raise asyncio.CancelledError
             if not self.online:
-                raise StepError("phone disconnected", code="device_lost")
-            fn = self.registry.get(str(step.get("type")))
-            await self.journal.step_started(order, index, str(step.get("type")), started)  # a crash now is known
-            results.append(await fn(ctx, step))
-            self.report(ev.ASSIGNMENT_PROGRESS, {"items": [{
-                "assignment_id": ctx.assignment_id, "step_index": index, "step_count": len(plan),
-                "progress": round((index + 1) / len(plan), 4), "message": step.get("name") or step.get("type"),
-            }]})
+                raise StepError("phone disconnected", code=ErrorCode.device_lost)
+            bound = self.registry.bind(step)
+            await self.journal.step_started(order, index, step.type, started)  # a crash from now on is known
+            results.append(await bound(ctx))
+            label = step.type if isinstance(step, UnknownStep) else step.name or step.type
+            self.report(ev.ASSIGNMENT_PROGRESS, ev.AssignmentProgress(items=[ev.ProgressItem(
+                assignment_id=ctx.assignment_id, step_index=index, step_count=count,
+                progress=round((index + 1) / count, 4), message=label[:1000])]))
         return {"steps": results}

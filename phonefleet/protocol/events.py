@@ -19,7 +19,7 @@ from phonefleet.protocol.enums import (
     PauseScope,
 )
 from phonefleet.protocol.models import Device, Id, UtcDatetime
-from phonefleet.protocol.plan import Step
+from phonefleet.protocol.plan import AnyStep
 
 AGENT_NAMESPACE: Final = "/agent"
 DASHBOARD_NAMESPACE: Final = "/dashboard"
@@ -185,7 +185,7 @@ class AssignmentOrder(BaseModel):
     device_id: int
     serial: str
     title: str
-    plan: list[Step | dict[str, Any]] = Field(description="The agent fails a step type it does not know.")
+    plan: list[AnyStep] = Field(description="The agent fails a step type it does not know.")
     priority: int
     timeout_sec: int
     attempt: int

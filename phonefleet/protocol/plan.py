@@ -1,8 +1,10 @@
 """Action plans: an ordered list of generic device-lab steps, a discriminated union on ``type``."""
 
-from typing import Annotated, Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, HttpUrl
+from pydantic_core import core_schema
 
 PACKAGE_PATTERN = r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+$"
 
@@ -106,6 +108,30 @@ Step = Annotated[
     | ShellStep,
     Field(discriminator="type"),
 ]
+
+
+@dataclass(frozen=True)
+class UnknownStep:
+    """A plan step this side cannot read: a type it does not know (a newer server's), or fields that do not fit
+    its model. It travels as the plain object it came as, so that only the run that holds it fails, with a clear
+    error, instead of the whole message."""
+
+    type: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls._of, core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema()),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda step: step.fields))
+
+    @classmethod
+    def _of(cls, fields: dict[str, Any]) -> "UnknownStep":
+        return cls(str(fields.get("type", "")), fields)
+
+
+AnyStep = Annotated[Step | UnknownStep, Field(union_mode="left_to_right")]
+"""A step as an agent receives it: a ``Step`` when it fits one, else an ``UnknownStep``."""
 
 STEP_TYPES: tuple[str, ...] = (
     "open_url", "wait", "tap", "swipe", "keyevent", "text", "launch_app",

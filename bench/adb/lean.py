@@ -1,0 +1,74 @@
+"""A lean adb client: one connection to the adb server per command, ``shell,v2`` for the exit code. The floor
+measures it, and the what-ifs put it in place of adbutils."""
+
+import asyncio
+import socket
+import struct
+
+import adbutils
+
+from bench.harness import LOOPBACK
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the adb server closed the connection")
+        data += chunk
+    return bytes(data)
+
+
+def _request(sock: socket.socket, text: str) -> None:
+    encoded = text.encode()
+    sock.sendall(b"%04x" % len(encoded) + encoded)
+    status = _exactly(sock, 4)
+    if status != b"OKAY":
+        length = int(_exactly(sock, 4), 16) if status == b"FAIL" else 0
+        raise adbutils.AdbError(f"{text}: {status!r} {_exactly(sock, length).decode(errors='replace')}")
+
+
+def lean_shell(port: int, serial: str, cmd: str, timeout: float | None = 60) -> tuple[int, str]:
+    """One connection to the adb server per command: ``host:tport:serial:S`` then ``shell,v2:CMD``; the exit code
+    comes in the shell protocol's exit packet, so no ``; echo X4EXIT:$?`` and no second connection."""
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+        _request(sock, f"host:tport:serial:{serial}")
+        _exactly(sock, 8)  # transport id
+        _request(sock, f"shell,v2:{cmd}")
+        out = bytearray()
+        while True:
+            kind, length = struct.unpack("<BI", _exactly(sock, 5))
+            data = _exactly(sock, length)
+            if kind == 3:
+                return data[0], out.decode(errors="replace")
+            if kind in (1, 2):
+                out += data
+
+
+async def _arequest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, text: str) -> None:
+    encoded = text.encode()
+    writer.write(b"%04x" % len(encoded) + encoded)
+    status = await reader.readexactly(4)
+    if status != b"OKAY":
+        length = int(await reader.readexactly(4), 16) if status == b"FAIL" else 0
+        raise adbutils.AdbError(f"{text}: {status!r} {(await reader.readexactly(length)).decode(errors='replace')}")
+
+
+async def async_lean_shell(port: int, serial: str, cmd: str) -> tuple[int, str]:
+    """``lean_shell`` on the event loop: no thread, no GIL hand-off."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        await _arequest(reader, writer, f"host:tport:serial:{serial}")
+        await reader.readexactly(8)
+        await _arequest(reader, writer, f"shell,v2:{cmd}")
+        out = bytearray()
+        while True:
+            kind, length = struct.unpack("<BI", await reader.readexactly(5))
+            data = await reader.readexactly(length)
+            if kind == 3:
+                return data[0], out.decode(errors="replace")
+            if kind in (1, 2):
+                out += data
+    finally:
+        writer.close()
