@@ -108,7 +108,8 @@ async def test_pause_from_rest_stops_queued_work_on_the_agent(server: RunningSer
         return (await device_states(server))[phone.adb_serial] == "paused"
 
     await eventually(paused_on_server)
-    device_id = next(d["id"] for d in await server.ok("GET", "/api/devices"))
+    # its own phone (the shared adb server may list other tests' phones too, offline)
+    device_id = next(d["id"] for d in await server.ok("GET", "/api/devices") if d["serial"] == phone.adb_serial)
     await server.ok("PATCH", f"/api/devices/{device_id}", {"paused": False})  # ... the server overrides it
     job = await server.ok("POST", "/api/jobs", open_url_job(
         plan=[{"type": "open_url", "url": "https://example.com/queued", "duration_sec": 0}]))

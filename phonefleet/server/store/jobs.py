@@ -180,11 +180,12 @@ async def delete(conn: Conn, job_id: int) -> bool:
 
 
 async def count_eligible_connected(conn: Conn, filters: dict[str, Any]) -> int:
-    """Phones that may take a job now or once they are free: connected, healthy, not paused."""
+    """Phones that may take a job now or once they are free: connected, healthy, not paused (nor their agent),
+    matching the filters: the phones a claim may take."""
     return int(
         await conn.fetchval(
             f"""SELECT count(*) FROM devices d JOIN agents ag ON ag.id = d.agent_id
-                WHERE d.state IN ('idle', 'busy') AND ag.status = 'online' AND {filter_sql(1)}""",
+                WHERE d.state IN ('idle', 'busy') AND ag.status = 'online' AND NOT ag.paused AND {filter_sql(1)}""",
             *filter_args(filters),
         )
     )
