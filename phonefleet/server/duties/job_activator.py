@@ -19,8 +19,9 @@ class JobActivator:
     name = "job_activator"
 
     def __init__(self, pool: asyncpg.Pool, jobs: JobControl, distributor: Distributor, realtime: Realtime, *,
-                 interval_sec: float) -> None:
+                 interval_sec: float, batch: int = 1000) -> None:
         self.interval_sec = interval_sec
+        self.batch = batch
         self.pool = pool
         self.jobs = jobs
         self.distributor = distributor
@@ -38,7 +39,7 @@ class JobActivator:
 
         async def work(conn: Conn) -> list[int]:
             activated = []
-            for job in await jobs_store.due_scheduled(conn):
+            for job in await jobs_store.due_scheduled(conn, limit=self.batch):
                 if await self.jobs.activate(conn, job) is not None:
                     activated.append(job["id"])
             return activated

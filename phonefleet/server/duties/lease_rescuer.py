@@ -17,12 +17,15 @@ log = logging.getLogger(__name__)
 
 
 class LeaseRescuer:
-    """Agents silent past their grace go offline; their work, and any lapsed lease, ends as lost."""
+    """Agents silent past their grace go offline; their work, and any lapsed lease, ends as lost; running
+    work past its job's timeout ends as timed out. ``batch`` of each at a time."""
 
     name = "lease_rescuer"
 
-    def __init__(self, pool: asyncpg.Pool, completion: Completion, realtime: Realtime, settings: Settings) -> None:
+    def __init__(self, pool: asyncpg.Pool, completion: Completion, realtime: Realtime, settings: Settings, *,
+                 batch: int = 1000) -> None:
         self.interval_sec = settings.maintenance_sec
+        self.batch = batch
         self.pool = pool
         self.completion = completion
         self.realtime = realtime
@@ -30,7 +33,7 @@ class LeaseRescuer:
 
     async def run_once(self) -> int:
         async def work(conn: Conn) -> tuple[list[int], list[int]]:
-            gone = await agents_store.expire_silent(conn, self.settings.agent_grace_sec)
+            gone = await agents_store.expire_silent(conn, self.settings.agent_grace_sec, self.batch)
             devices: list[int] = []
             for agent_id in gone:
                 devices += [d["id"] for d in await devices_store.disconnect_agent(conn, agent_id)]
@@ -38,10 +41,11 @@ class LeaseRescuer:
 
         gone, devices = await in_transaction(self.pool, work)
         async with self.pool.acquire() as conn:
-            lost = await assignments_store.lost(conn, gone)
-            overdue = await assignments_store.overdue(conn)
-        ended = await self.completion.end(lost, agent_id=None) + await self.completion.end(overdue, agent_id=None)
+            lost = await assignments_store.lost(conn, self.batch)
+            overdue = await assignments_store.overdue(conn, self.batch)
+        await self.completion.end(lost, agent_id=None)
+        await self.completion.end(overdue, agent_id=None)
         self.realtime.devices_changed(devices)
-        if gone:
+        if gone or lost:
             log.info("agents gone", extra={"agents": gone, "lost_assignments": len(lost)})
-        return len(ended) + len(gone)
+        return max(len(gone), len(lost), len(overdue))  # a full batch of any: more to do at once

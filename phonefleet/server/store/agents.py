@@ -98,17 +98,21 @@ async def set_paused(conn: Conn, agent_id: int, paused: bool) -> None:
     )
 
 
-async def expire_silent(conn: Conn, grace_sec: float) -> list[int]:
+async def expire_silent(conn: Conn, grace_sec: float, limit: int = 1000) -> list[int]:
     """Mark agents silent past their grace offline, and those whose token was revoked or rotated since
-    their last hello (``retire_pending``); returns their ids."""
+    their last hello (``retire_pending``), at most ``limit``; returns their ids."""
     rows = await conn.fetch(
-        """UPDATE agents SET status = 'offline', retire_pending = false
+        """WITH due AS (
+               SELECT id FROM agents
+               WHERE (status = ANY($2::text[]) AND (last_seen_at IS NULL
+                      OR last_seen_at < now() - make_interval(secs => $1)))
+                  OR retire_pending
+               ORDER BY id LIMIT $4)
+           UPDATE agents SET status = 'offline', retire_pending = false
            WHERE status = ANY($3::text[])  -- a retired token takes its agent offline from any state
-             AND ((status = ANY($2::text[]) AND (last_seen_at IS NULL
-                   OR last_seen_at < now() - make_interval(secs => $1)))
-                  OR retire_pending)
+             AND id IN (SELECT id FROM due)
            RETURNING id""",
-        grace_sec, sources_of(AGENT_TRANSITIONS, AgentStatus.offline), every_state(AGENT_TRANSITIONS),
+        grace_sec, sources_of(AGENT_TRANSITIONS, AgentStatus.offline), every_state(AGENT_TRANSITIONS), limit,
     )
     return [r["id"] for r in rows]
 

@@ -7,7 +7,7 @@ machine does not list.
 from collections.abc import Sequence
 from typing import Any
 
-from phonefleet.protocol.enums import LIVE_ASSIGNMENT_STATUSES
+from phonefleet.protocol.enums import LIVE_ASSIGNMENT_STATUSES, OPEN_ASSIGNMENT_STATUSES
 from phonefleet.protocol.enums import AssignmentStatus as A
 from phonefleet.protocol.states import (
     ASSIGNMENT_ENDING_FROM,
@@ -482,24 +482,27 @@ async def pending_orders(conn: Conn, agent_id: int) -> list[Row]:
     )
 
 
-async def lost(conn: Conn, agent_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """Open work of gone agents, and running work whose lease ran out: to be failed as lost."""
+async def lost(conn: Conn, limit: int = 1000) -> list[dict[str, Any]]:
+    """Open work of agents that are gone (offline: an agent past its grace or retired), and running work
+    whose lease ran out: to be failed as lost, at most ``limit`` at a time."""
     rows = await conn.fetch(
-        """SELECT id FROM assignments
-           WHERE (agent_id = ANY($1::bigint[]) AND status IN ('pending', 'delivered', 'running'))
-              OR (status = 'running' AND lease_until < now())
-           ORDER BY id""",
-        list(agent_ids),
+        """SELECT a.id FROM assignments a JOIN agents ag ON ag.id = a.agent_id
+           WHERE (ag.status = 'offline' AND a.status = ANY($1::text[]))
+              OR (a.status = 'running' AND a.lease_until < now())
+           ORDER BY a.id LIMIT $2""",
+        [str(s) for s in OPEN_ASSIGNMENT_STATUSES], limit,
     )
     return [{"assignment_id": r["id"], "outcome": "failed", "error": "lost: agent gone or lease expired",
              "error_code": LOST_ERROR_CODE, "retryable": True} for r in rows]
 
 
-async def overdue(conn: Conn) -> list[dict[str, Any]]:
-    """Running assignments past their job's timeout: the server ends them as timed out."""
+async def overdue(conn: Conn, limit: int = 1000) -> list[dict[str, Any]]:
+    """Running assignments past their job's timeout, at most ``limit``: the server ends them as timed out."""
     rows = await conn.fetch(
         """SELECT a.id FROM assignments a JOIN jobs j ON j.id = a.job_id
-           WHERE a.status = 'running' AND a.started_at + make_interval(secs => j.timeout_sec) < now()"""
+           WHERE a.status = 'running' AND a.started_at + make_interval(secs => j.timeout_sec) < now()
+           ORDER BY a.id LIMIT $1""",
+        limit,
     )
     return [{"assignment_id": r["id"], "outcome": "timed_out", "error": "timed out (detected by server)",
              "error_code": "timeout", "retryable": True} for r in rows]

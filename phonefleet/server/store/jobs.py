@@ -205,16 +205,18 @@ async def set_target(conn: Conn, job_id: int, target_count: int) -> None:
     await conn.execute("UPDATE jobs SET target_count = $2 WHERE id = $1 AND target_count IS NULL", job_id, target_count)
 
 
-async def due_scheduled(conn: Conn, now: datetime | None = None) -> list[Row]:
-    """Scheduled jobs whose time has come and whose prerequisites all completed without a failed slot."""
+async def due_scheduled(conn: Conn, now: datetime | None = None, limit: int = 1000) -> list[Row]:
+    """Scheduled jobs whose time has come and whose prerequisites all completed without a failed slot,
+    highest priority first, at most ``limit``."""
     return await conn.fetch(
         f"""SELECT {JOB_COLUMNS} FROM jobs j
             WHERE j.status = 'scheduled' AND (j.run_at IS NULL OR j.run_at <= coalesce($1, now()))
               AND (SELECT count(*) FROM jobs p WHERE p.id = ANY(j.depends_on) AND p.status = 'completed'
                    AND p.failed_count = 0) = cardinality(j.depends_on)
             ORDER BY j.priority DESC, j.created_at, j.id
+            LIMIT $2
             FOR UPDATE SKIP LOCKED""",
-        now,
+        now, limit,
     )
 
 
