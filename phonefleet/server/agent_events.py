@@ -12,8 +12,10 @@ from phonefleet.server import outage
 from phonefleet.server.auth import Principal
 from phonefleet.server.completion import Completion
 from phonefleet.server.config import Settings
-from phonefleet.server.distributor import Distributor, order_from_row
+from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Invalid, ServiceError
+from phonefleet.server.orders import of_rows as orders_of_rows
+from phonefleet.server.orders import with_orders
 from phonefleet.server.outage import OUTAGE_ERRORS
 from phonefleet.server.pauses import Pauses
 from phonefleet.server.realtime import Realtime
@@ -112,9 +114,9 @@ class AgentEvents:
 
         touched, handed, orders, refused = await in_transaction(self.pool, work)
         async with self.pool.acquire() as conn:
+            listed = orders_of_rows(orders)
             ack = ev.HelloAck(
-                agent_id=agent_id, agent_name=agent.agent_name,
-                assignments=[ev.AssignmentOrder.model_validate(order_from_row(o)) for o in orders],
+                agent_id=agent_id, agent_name=agent.agent_name, assignments=[],
                 paused=hello.paused,
                 paused_serials=await devices_store.paused_serials(conn, agent_id),
                 paused_job_ids=await agents_store.paused_job_ids(conn, agent_id),
@@ -124,7 +126,7 @@ class AgentEvents:
         self._announce_devices(touched, handed)
         await self._agent_update(agent)
         self.distributor.request_fill()
-        return ack.model_dump(mode="json")
+        return with_orders(ack, listed)
 
     async def _heartbeat(self, agent: Principal, _hb: Any) -> dict[str, Any]:
         assert agent.agent_id is not None
@@ -224,10 +226,9 @@ class AgentEvents:
                     await agents_store.paused_job_ids(conn, agent_id), bool(paused_row and paused_row["paused"]))
 
         was_offline, orders, serials, job_ids, paused = await in_transaction(self.pool, work)
-        return ev.AgentPoll(
-            agent_id=agent_id, assignments=[ev.AssignmentOrder.model_validate(order_from_row(o)) for o in orders],
-            paused=paused, paused_serials=serials, paused_job_ids=job_ids, poll_sec=self.settings.poll_sec,
-            hello_required=was_offline,
+        return ev.AgentPoll.model_construct(  # the orders are built from trusted rows, not validated again
+            agent_id=agent_id, assignments=orders_of_rows(orders), paused=paused, paused_serials=serials,
+            paused_job_ids=job_ids, poll_sec=self.settings.poll_sec, hello_required=was_offline,
         )
 
     # ------------------------------------------------------------------ helpers

@@ -53,6 +53,7 @@ from phonefleet.server.fleet import Fleet
 from phonefleet.server.job_control import JobControl
 from phonefleet.server.metrics import CONTENT_TYPE, Metrics
 from phonefleet.server.openapi import build_openapi
+from phonefleet.server.orders import with_orders
 from phonefleet.server.outage import OUTAGE_ERRORS
 from phonefleet.server.pauses import Pauses
 from phonefleet.server.queries import Queries
@@ -349,7 +350,8 @@ class Api:
             schedule_id=schedule_id))
 
     async def agent_poll(self, request: web.Request) -> web.Response:
-        return model_response(await self.s.agent_events.poll(request[PRINCIPAL]))
+        poll = await self.s.agent_events.poll(request[PRINCIPAL])
+        return json_response(with_orders(poll, poll.assignments))
 
     async def upload_artifact(self, request: web.Request) -> web.Response:
         """An agent's file for one of its own assignments, streamed to the data directory."""

@@ -16,7 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from phonefleet.protocol.events import JobAssignAck
+from phonefleet.protocol.events import AssignmentOrder, JobAssignAck
+from phonefleet.server import orders
 from phonefleet.server.batching import Coalescer
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.outage import DATABASE_ERRORS
@@ -34,25 +35,6 @@ PASS_WAIT_SEC = 5.0
 """How long a job event waits for the pass that serves it before making one itself."""
 ANY_PHONES = 1_000_000
 """A claim's limit when the job's own room is the only bound."""
-
-
-def order_payload(job: Any, row: dict[str, Any]) -> dict[str, Any]:
-    """An ``AssignmentOrder`` as plain JSON (the job's plan was validated when it was created)."""
-    return {
-        "assignment_id": row["id"], "job_id": job["id"], "device_id": row["device_id"], "serial": row["serial"],
-        "title": job["title"], "plan": job["plan"], "priority": job["priority"],
-        "timeout_sec": job["timeout_sec"], "attempt": row["attempt"], "status": "pending",
-        "allow_shell": job["allow_shell"], "on_interrupt": job["on_interrupt"],
-    }
-
-
-def order_from_row(row: Any) -> dict[str, Any]:
-    return {
-        "assignment_id": row["assignment_id"], "job_id": row["job_id"], "device_id": row["device_id"],
-        "serial": row["serial"], "title": row["title"], "plan": row["plan"], "priority": row["priority"],
-        "timeout_sec": row["timeout_sec"], "attempt": row["attempt"], "status": row["status"],
-        "allow_shell": row["allow_shell"], "on_interrupt": row["on_interrupt"],
-    }
 
 
 class Distributor:
@@ -230,11 +212,11 @@ class Distributor:
         return total
 
     async def _push(self, created: list[tuple[Any, list[dict[str, Any]]]]) -> None:
-        by_agent: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        by_agent: dict[int, list[AssignmentOrder]] = defaultdict(list)
         device_ids: list[int] = []
         for job, rows in created:
-            for row in rows:
-                by_agent[row["agent_id"]].append(order_payload(job, row))
+            for row, made in zip(rows, orders.claimed(job, rows), strict=True):
+                by_agent[row["agent_id"]].append(made)
                 device_ids.append(row["device_id"])
         await asyncio.gather(*(self.realtime.send_orders(a, o, self.on_ack) for a, o in by_agent.items()))
         self.realtime.jobs_changed(job["id"] for job, _ in created)
@@ -258,4 +240,4 @@ class Distributor:
         async with self.pool.acquire() as conn:
             rows = await assignments_store.pending_orders(conn, agent_id)
         if rows:
-            await self.realtime.send_orders(agent_id, [order_from_row(r) for r in rows], self.on_ack)
+            await self.realtime.send_orders(agent_id, orders.of_rows(rows), self.on_ack)

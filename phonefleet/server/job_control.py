@@ -11,10 +11,12 @@ import asyncpg
 
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.enums import BatchAction, JobStatus, RequeueScope, TargetType
+from phonefleet.protocol.events import AssignmentOrder
 from phonefleet.protocol.models import BatchFailure, JobBatch, JobBatchResult, JobCreate, JobPatch, JobTemplate
 from phonefleet.protocol.states import JOB_ACTIONS, JOB_TRANSITIONS
-from phonefleet.server.distributor import Distributor, order_from_row
+from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Conflict, Invalid, NotFound, ServiceError
+from phonefleet.server.orders import of_rows as orders_of_rows
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import Conn
 from phonefleet.server.store import assignments as assignments_store
@@ -206,12 +208,12 @@ class JobControl:
         resumed, devices = await in_transaction(self.pool, work)
         if resumed:
             async with self.pool.acquire() as conn:
-                orders = await assignments_store.orders_by_ids(conn, [r["id"] for r in resumed])
-            per_agent: dict[int, list[dict[str, Any]]] = defaultdict(list)
-            for o in orders:
-                per_agent[o["agent_id"]].append(order_from_row(o))
+                rows = await assignments_store.orders_by_ids(conn, [r["id"] for r in resumed])
+            per_agent: dict[int, list[AssignmentOrder]] = defaultdict(list)
+            for row, made in zip(rows, orders_of_rows(rows), strict=True):
+                per_agent[row["agent_id"]].append(made)
             for agent_id, agent_orders in per_agent.items():
-                ids = [o["assignment_id"] for o in agent_orders]
+                ids = [o.assignment_id for o in agent_orders]
                 await self.realtime.to_agent(agent_id, ev.JOB_RESUMED,
                                              ev.JobControl(job_id=job_id, assignment_ids=ids).model_dump())
                 await self.realtime.send_orders(agent_id, agent_orders, self.distributor.on_ack)

@@ -9,11 +9,13 @@ from typing import Any
 import socketio
 
 from phonefleet.protocol import events as ev
+from phonefleet.protocol.events import AssignmentOrder
 from phonefleet.protocol.wire import OrJson, TextPacket
 from phonefleet.server.auth import Principal
 from phonefleet.server.bus import Bus
 from phonefleet.server.bus_messages import FillAll, Kick, ToAgent
 from phonefleet.server.dashboard_push import DashboardPush
+from phonefleet.server.orders import wire
 from phonefleet.server.presence import Presence
 
 AckCallback = Callable[[int, Any], Coroutine[Any, Any, None]]
@@ -80,7 +82,7 @@ class Realtime:
         await self.sio.emit(event, data, to=sid, namespace=ev.AGENT_NAMESPACE)
         return True
 
-    async def send_orders(self, agent_id: int, orders: list[dict[str, Any]], on_ack: AckCallback) -> bool:
+    async def send_orders(self, agent_id: int, orders: list[AssignmentOrder], on_ack: AckCallback) -> bool:
         """One ``job:assign`` with all of an agent's new assignments; ``on_ack(agent_id, ack)`` marks them
         delivered. An agent on another node is kicked to read them from the database."""
         sid = self.presence.agent_sid(agent_id)
@@ -91,7 +93,7 @@ class Realtime:
         def callback(*args: Any) -> None:
             asyncio.get_running_loop().create_task(on_ack(agent_id, args[0] if args else None))
 
-        await self.sio.emit(ev.JOB_ASSIGN, {"assignments": orders}, to=sid, namespace=ev.AGENT_NAMESPACE,
+        await self.sio.emit(ev.JOB_ASSIGN, {"assignments": wire(orders)}, to=sid, namespace=ev.AGENT_NAMESPACE,
                             callback=callback)
         return True
 
