@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from phonefleet.protocol.events import AssignmentOrder, JobAssignAck
+from phonefleet.protocol.events import JobAssignAck
 from phonefleet.server import orders
 from phonefleet.server.batching import Coalescer
 from phonefleet.server.metrics import Metrics
@@ -212,7 +212,7 @@ class Distributor:
         return total
 
     async def _push(self, created: list[tuple[Any, list[dict[str, Any]]]]) -> None:
-        by_agent: dict[int, list[AssignmentOrder]] = defaultdict(list)
+        by_agent: dict[int, list[dict[str, Any]]] = defaultdict(list)
         device_ids: list[int] = []
         for job, rows in created:
             for row, made in zip(rows, orders.claimed(job, rows), strict=True):

@@ -3,7 +3,7 @@ and through ``DashboardPush`` to dashboards. The sockets themselves are ``namesp
 other nodes arrive through ``router``."""
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import socketio
@@ -82,7 +82,8 @@ class Realtime:
         await self.sio.emit(event, data, to=sid, namespace=ev.AGENT_NAMESPACE)
         return True
 
-    async def send_orders(self, agent_id: int, orders: list[AssignmentOrder], on_ack: AckCallback) -> bool:
+    async def send_orders(self, agent_id: int, orders: Sequence[AssignmentOrder | dict[str, Any]],
+                          on_ack: AckCallback) -> bool:
         """One ``job:assign`` with all of an agent's new assignments; ``on_ack(agent_id, ack)`` marks them
         delivered. An agent on another node is kicked to read them from the database."""
         sid = self.presence.agent_sid(agent_id)
