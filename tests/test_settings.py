@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from phonefleet.agent.cli import cli as agent_cli
 from phonefleet.agent.config import AgentSettings, ConfigFileError
+from phonefleet.server.cli import cli as server_cli
 from phonefleet.server.config import Settings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -95,6 +96,17 @@ def test_server_values_out_of_range_are_refused_naming_the_field(monkeypatch: py
     with pytest.raises(ValidationError) as caught:
         Settings.from_env()
     assert name.removeprefix("PHONEFLEET_").lower() in str(caught.value)
+
+
+@pytest.mark.parametrize("args", [[], ["agents", "add", "rack-1"]])
+def test_the_server_cli_names_a_bad_variable_in_one_line_without_a_traceback(monkeypatch: pytest.MonkeyPatch,
+                                                                              args: list[str]) -> None:
+    monkeypatch.setenv("PHONEFLEET_PORT", "abc")
+    result = CliRunner().invoke(server_cli, args)
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: PHONEFLEET_PORT: Input should be a valid integer, unable to parse " \
+                                    "string as an integer"
+    assert "Traceback" not in result.output
 
 
 def agent_toml(directory: Path, text: str) -> Path:

@@ -7,15 +7,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from phonefleet.logs import setup_logging
 from phonefleet.server import tokens
 from phonefleet.server.app import SERVICES, AdminTokenAtStart, create_app
 from phonefleet.server.auth import ENV_ADMIN
-from phonefleet.server.config import Settings
+from phonefleet.server.config import ENV_PREFIX, Settings
 from phonefleet.server.database import EmbeddedPostgres, create_pool, migrate
 from phonefleet.server.errors import ServiceError
 from phonefleet.server.listener import GuardedTCPSite, app_runner
@@ -38,11 +39,23 @@ DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Embedded datab
 def run(ctx: typer.Context, host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None) -> None:
     """Run the server (the default command)."""
     if ctx.invoked_subcommand is not None:
-        ctx.obj = Settings.from_env(host=host, port=port, data_dir=data_dir)
+        ctx.obj = _settings(host=host, port=port, data_dir=data_dir)
         return
-    settings = Settings.from_env(host=host, port=port, data_dir=data_dir)
+    settings = _settings(host=host, port=port, data_dir=data_dir)
     setup_logging(settings.log_level)
     asyncio.run(serve(settings))
+
+
+def _settings(**flags: Any) -> Settings:
+    """The settings in force, or exit 2 with one line per bad value, naming its variable (no traceback)."""
+    try:
+        return Settings.from_env(**flags)
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"]) or "settings"
+            variable = name if name.isupper() else f"{ENV_PREFIX}{name.upper()}"
+            typer.echo(f"error: {variable}: {error['msg']}", err=True)
+    raise typer.Exit(2)
 
 
 async def serve(settings: Settings) -> None:

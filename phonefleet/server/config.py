@@ -6,11 +6,13 @@ from typing import Any
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+ENV_PREFIX = "PHONEFLEET_"
+
 
 class Settings(BaseSettings):
     """Built from keyword values (the flags), then ``PHONEFLEET_<FIELD>`` variables, then the defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="PHONEFLEET_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", populate_by_name=True)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8700, ge=0, le=65535)
