@@ -15,6 +15,7 @@ from phonefleet.server.job_control import resolve_target
 from phonefleet.server.store import Conn
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.store.records import ClaimedRow
 
 # ---------------------------------------------------------------- target resolution, the arithmetic
 
@@ -91,12 +92,13 @@ class Fleet:
             job_id)
         return run_id
 
-    async def claim(self, job_id: int, limit: int = 10) -> list[dict[str, Any]]:
+    async def claim(self, job_id: int, limit: int = 10) -> list[ClaimedRow]:
         """One claim as the distributor makes it on its general path (the job row locked in a transaction)."""
         async with self.conn.transaction():
             job = await jobs_store.get_for_fill(self.conn, job_id)
             assert job is not None
-            room = max(0, job["target_count"] - job["assigned_count"]) + job["retry_pending"]
+            assert job.target_count is not None
+            room = max(0, job.target_count - job.assigned_count) + job.retry_pending
             return await assignments_store.claim(self.conn, job, min(limit, room))
 
     async def run(self, run_id: int) -> asyncpg.Record:

@@ -24,6 +24,7 @@ from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.store.records import AssignmentRef, DeviceChange, JobPlacement, OrderRecord
 from phonefleet.server.transactions import in_transaction
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,12 @@ class AgentEvents:
 
     # ------------------------------------------------------------------ events
 
-    async def _hello(self, agent: Principal, hello: Any) -> dict[str, Any]:
+    async def _hello(self, agent: Principal, hello: ev.AgentHello) -> dict[str, Any]:
         assert agent.agent_id is not None and agent.agent_name is not None
         agent_id = agent.agent_id
         paused_serials = {d.serial for d in hello.devices} if hello.paused else set(hello.paused_serials)
 
-        async def work(conn: Conn) -> tuple[list[int], list[Any], list[Any], dict[str, str]]:
+        async def work(conn: Conn) -> tuple[list[int], list[JobPlacement], list[OrderRecord], dict[str, str]]:
             await agents_store.hello(conn, agent_id, hello.hostname, hello.version, hello.paused,
                                      max_running=hello.max_running)
             touched, changed, refused = await devices_store.apply_reports(
@@ -128,7 +129,7 @@ class AgentEvents:
         self.distributor.request_fill()
         return with_orders(ack, listed)
 
-    async def _heartbeat(self, agent: Principal, _hb: Any) -> dict[str, Any]:
+    async def _heartbeat(self, agent: Principal, _hb: ev.Heartbeat) -> dict[str, Any]:
         assert agent.agent_id is not None
         async with self.pool.acquire() as conn:
             was_offline = await agents_store.touch(conn, agent.agent_id)
@@ -136,11 +137,11 @@ class AgentEvents:
         # An agent the server had given up on must re-register its phones with agent:hello.
         return {"hello_required": was_offline}
 
-    async def _device_update(self, agent: Principal, update: Any) -> dict[str, Any]:
+    async def _device_update(self, agent: Principal, update: ev.DeviceUpdate) -> dict[str, Any]:
         assert agent.agent_id is not None
         agent_id = agent.agent_id
 
-        async def work(conn: Conn) -> tuple[list[int], list[Any], list[Any], dict[str, str]]:
+        async def work(conn: Conn) -> tuple[list[int], list[DeviceChange], list[JobPlacement], dict[str, str]]:
             await agents_store.touch(conn, agent_id)
             touched, changed, refused = await devices_store.apply_reports(
                 conn, agent_id, [d.model_dump() for d in update.devices], full=update.full, paused_serials=None
@@ -149,25 +150,25 @@ class AgentEvents:
 
         touched, changed, handed, refused = await in_transaction(self.pool, work)
         self._announce_devices(touched, handed)
-        if any(c["state"] == "idle" for c in changed) or handed:
+        if any(c.state == "idle" for c in changed) or handed:
             self.distributor.request_fill()
-        return ev.DeviceUpdateAck(devices=len(touched), handed_back=[h["id"] for h in handed],
+        return ev.DeviceUpdateAck(devices=len(touched), handed_back=[h.id for h in handed],
                                   refused_devices=_refused(refused)).model_dump()
 
-    async def _started(self, agent: Principal, started: Any) -> dict[str, Any]:
+    async def _started(self, agent: Principal, started: ev.AssignmentStarted) -> dict[str, Any]:
         assert agent.agent_id is not None
         agent_id = agent.agent_id
         fresh = [i.assignment_id for i in started.items if i.rerun_after_step is None]
         again = {i.assignment_id: i.rerun_after_step for i in started.items if i.rerun_after_step is not None}
 
-        async def work(conn: Conn) -> list[Any]:
+        async def work(conn: Conn) -> list[AssignmentRef]:
             await agents_store.touch(conn, agent_id)
             rows = list(await assignments_store.mark_started(conn, agent_id, fresh, self.settings.lease_sec))
             if again:
                 reruns = await assignments_store.record_reruns(conn, agent_id, list(again), self.settings.lease_sec)
                 for r in reruns:
-                    await jobs_store.add_event(conn, r["job_id"], "rerun", f"agent:{agent_id}", {
-                        "assignment_id": r["id"], "interrupted_step": again[r["id"]], "reruns": r["reruns"]})
+                    await jobs_store.add_event(conn, r.job_id, "rerun", f"agent:{agent_id}", {
+                        "assignment_id": r.id, "interrupted_step": again[r.id], "reruns": r.reruns})
                 rows += reruns
             return rows
 
@@ -176,19 +177,19 @@ class AgentEvents:
         else:
             async with self.pool.acquire() as conn:
                 rows = await work(conn)
-        self.realtime.jobs_changed(r["job_id"] for r in rows)
-        return {"started": [r["id"] for r in rows]}
+        self.realtime.jobs_changed(r.job_id for r in rows)
+        return {"started": [r.id for r in rows]}
 
-    async def _progress(self, agent: Principal, progress: Any) -> dict[str, Any]:
+    async def _progress(self, agent: Principal, progress: ev.AssignmentProgress) -> dict[str, Any]:
         assert agent.agent_id is not None
         async with self.pool.acquire() as conn:
             rows = await assignments_store.record_progress(
                 conn, agent.agent_id, [i.model_dump() for i in progress.items]
             )
-        self.realtime.jobs_changed(r["job_id"] for r in rows)
+        self.realtime.jobs_changed(r.job_id for r in rows)
         return {"recorded": len(rows)}
 
-    async def _finished(self, agent: Principal, finished: Any) -> dict[str, Any]:
+    async def _finished(self, agent: Principal, finished: ev.AssignmentFinished) -> dict[str, Any]:
         assert agent.agent_id is not None
         async with self.pool.acquire() as conn:
             await agents_store.touch(conn, agent.agent_id)
@@ -197,13 +198,13 @@ class AgentEvents:
         # Already-ended (or foreign) ids are acknowledged too, so an outbox replay always drains.
         return {"recorded": recorded, "acknowledged": [i["assignment_id"] for i in items]}
 
-    async def _pause(self, agent: Principal, request: Any) -> dict[str, Any]:
+    async def _pause(self, agent: Principal, request: ev.PauseRequest) -> dict[str, Any]:
         assert agent.agent_id is not None and agent.agent_name is not None
         result = await self.pauses.from_agent(agent.agent_id, agent.agent_name, request, paused=True)
         await self._agent_update(agent)
         return result
 
-    async def _resume(self, agent: Principal, request: Any) -> dict[str, Any]:
+    async def _resume(self, agent: Principal, request: ev.PauseRequest) -> dict[str, Any]:
         assert agent.agent_id is not None and agent.agent_name is not None
         result = await self.pauses.from_agent(agent.agent_id, agent.agent_name, request, paused=False)
         await self._agent_update(agent)
@@ -216,14 +217,14 @@ class AgentEvents:
         assert agent.agent_id is not None
         agent_id = agent.agent_id
 
-        async def work(conn: Conn) -> tuple[bool, list[Any], list[str], list[int], bool]:
+        async def work(conn: Conn) -> tuple[bool, list[OrderRecord], list[str], list[int], bool]:
             was_offline = await agents_store.touch(conn, agent_id)
             await assignments_store.extend_leases(conn, agent_id, self.settings.lease_sec)
             await assignments_store.mark_delivered_all(conn, agent_id)
             orders = await assignments_store.open_orders(conn, agent_id)
             paused_row = await agents_store.get(conn, agent_id, self.settings.agent_grace_sec)
             return (was_offline, orders, await devices_store.paused_serials(conn, agent_id),
-                    await agents_store.paused_job_ids(conn, agent_id), bool(paused_row and paused_row["paused"]))
+                    await agents_store.paused_job_ids(conn, agent_id), bool(paused_row and paused_row.paused))
 
         was_offline, orders, serials, job_ids, paused = await in_transaction(self.pool, work)
         return ev.AgentPoll.model_construct(  # the orders are built from trusted rows, not validated again
@@ -233,9 +234,9 @@ class AgentEvents:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _hand_back_unavailable(self, conn: Conn, changed: list[Any]) -> list[Any]:
+    async def _hand_back_unavailable(self, conn: Conn, changed: list[DeviceChange]) -> list[JobPlacement]:
         """Phones that went offline, unhealthy or paused give their unstarted work back."""
-        gone = [c["id"] for c in changed if c["state"] in ("offline", "unhealthy", "paused")]
+        gone = [c.id for c in changed if c.state in ("offline", "unhealthy", "paused")]
         if not gone:
             return []
         handed = await assignments_store.hand_back(conn, device_ids=gone, reason="phone unavailable")
@@ -243,9 +244,9 @@ class AgentEvents:
             await devices_store.refresh_states(conn, gone)
         return handed
 
-    def _announce_devices(self, device_ids: list[int], handed: list[Any]) -> None:
+    def _announce_devices(self, device_ids: list[int], handed: list[JobPlacement]) -> None:
         self.realtime.devices_changed(device_ids)
-        self.realtime.jobs_changed(h["job_id"] for h in handed)
+        self.realtime.jobs_changed(h.job_id for h in handed)
 
     async def _agent_update(self, agent: Principal) -> None:
         assert agent.agent_id is not None
@@ -253,6 +254,6 @@ class AgentEvents:
             row = await agents_store.get(conn, agent.agent_id, self.settings.agent_grace_sec)
         if row is not None:
             await self.realtime.broadcast(ev.AGENT_UPDATE, ev.AgentUpdate(
-                agent_id=row["id"], name=row["name"], status=row["status"], paused=row["paused"],
-                connected=row["connected"],
+                agent_id=row.id, name=row.name, status=row.status, paused=row.paused,
+                connected=row.connected,
             ).model_dump())

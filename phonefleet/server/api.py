@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -56,7 +56,7 @@ from phonefleet.server.openapi import build_openapi
 from phonefleet.server.orders import with_orders
 from phonefleet.server.outage import OUTAGE_ERRORS
 from phonefleet.server.pauses import Pauses
-from phonefleet.server.queries import Queries
+from phonefleet.server.queries import Queries, job_model
 from phonefleet.server.revocations import Revocations
 from phonefleet.server.routes import (
     Access,
@@ -107,7 +107,7 @@ def _int_id(request: web.Request, name: str = "id") -> int:
     return int(raw)
 
 
-def _not_json_constant(name: str) -> Any:
+def _not_json_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
@@ -240,9 +240,7 @@ class Api:
         return model_response(await self.s.queries.job(_int_id(request)))
 
     async def patch_job(self, request: web.Request) -> web.Response:
-        job_id = _int_id(request)
-        await self.s.jobs.patch(job_id, await _body(request, JobPatch))
-        return model_response(await self.s.queries.job(job_id))
+        return model_response(job_model(await self.s.jobs.patch(_int_id(request), await _body(request, JobPatch))))
 
     async def delete_job(self, request: web.Request) -> web.Response:
         await self.s.jobs.delete(_int_id(request))

@@ -58,13 +58,13 @@ class Authenticator:
         if token.startswith(AGENT_PREFIX):
             row = await agents_store.by_token_hash(conn, digest)
             if row is not None:
-                return Principal("agent", agent_id=row["id"], agent_name=row["name"], token_hash=digest)
+                return Principal("agent", agent_id=row.id, agent_name=row.name, token_hash=digest)
             return None
         admin = await admin_tokens_store.by_hash(conn, digest)
         if admin is None:
             return None
         await admin_tokens_store.mark_used(conn, admin)
-        return Principal("admin", admin_token_id=admin["id"], admin_name=admin["name"], token_hash=digest)
+        return Principal("admin", admin_token_id=admin.id, admin_name=admin.name, token_hash=digest)
 
 
 class TokenCheck:

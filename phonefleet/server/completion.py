@@ -24,6 +24,7 @@ from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.store import slots as slots_store
+from phonefleet.server.store.records import DeviceChange, Ended, JobRecord
 from phonefleet.server.store.slots import Overturned, Tally
 from phonefleet.server.transactions import in_transaction
 
@@ -67,54 +68,54 @@ class Completion:
         return [r for r in results if r is not None]
 
     async def _end_batch(self, items: list[dict[str, Any]]) -> list[int | None]:
-        async def work(conn: Conn) -> tuple[list[Any], list[Any], list[Any], Overturned]:
+        async def work(conn: Conn) -> tuple[list[Ended], list[DeviceChange], list[JobRecord], Overturned]:
             changed = list(await assignments_store.finish(
                 conn, items, retry_base_sec=self.settings.retry_base_sec, retry_max_sec=self.settings.retry_max_sec,
             ))
-            taken = {r["id"] for r in changed}
+            taken = {r.id for r in changed}
             late = await slots_store.overturn_lost(conn, [i for i in items if int(i["assignment_id"]) not in taken])
             tallies: dict[int, Tally] = defaultdict(Tally)
             for r in changed:
-                tally = tallies[r["job_id"]]  # every touched job, so a cancelled report can complete it too
-                if r["settled"]:
+                tally = tallies[r.job_id]  # every touched job, so a cancelled report can complete it too
+                if r.settled:
                     continue  # its slot was completed by an earlier attempt's late result: history
-                if r["retry_at"] is not None:
+                if r.retry_at is not None:
                     tally.retries += 1
-                elif r["status"] == "completed":
+                elif r.status == "completed":
                     tally.completed += 1
-                elif r["status"] in ("failed", "timed_out"):
+                elif r.status in ("failed", "timed_out"):
                     tally.failed += 1
             for job_id, tally in late.tallies.items():
                 tallies[job_id].add(tally)
             for job_id, data in late.events:
                 await jobs_store.add_event(conn, job_id, "late_result", "agent", data)
             changed += late.changed
-            touched = {r["device_id"] for r in changed} | {r["device_id"] for r in late.cancelled}
+            touched = {r.device_id for r in changed} | {r.device_id for r in late.cancelled}
             devices = await devices_store.refresh_states(conn, sorted(touched))
             completed = await jobs_store.apply_outcomes(conn, dict(tallies))
             return changed, devices, completed, late
 
         changed, devices, completed, late = await in_transaction(self.pool, work)
-        ids = {r["id"] for r in changed}
+        ids = {r.id for r in changed}
         if changed:
             for row in changed:
-                status = "retrying" if row["retry_at"] is not None else row["status"]
+                status = "retrying" if row.retry_at is not None else row.status
                 self.metrics.assignments_finished.labels(status=status).inc()
-                if row["started_at"] is not None and row["status"] != "cancelled":
-                    seconds = (row["finished_at"] - row["started_at"]).total_seconds()
-                    self.metrics.run_seconds.labels(status=row["status"]).observe(max(0.0, seconds))
-            self.realtime.jobs_changed(r["job_id"] for r in changed)
-            self.realtime.devices_changed(d["id"] for d in devices)
+                if row.started_at is not None and row.status != "cancelled":
+                    seconds = (row.finished_at - row.started_at).total_seconds()
+                    self.metrics.run_seconds.labels(status=row.status).observe(max(0.0, seconds))
+            self.realtime.jobs_changed(r.job_id for r in changed)
+            self.realtime.devices_changed(d.id for d in devices)
             if completed:
-                await self.realtime.job_status_changed(r["id"] for r in completed)
-            if devices or any(r["retry_at"] is not None for r in changed):
+                await self.realtime.job_status_changed(r.id for r in completed)
+            if devices or any(r.retry_at is not None for r in changed):
                 self.distributor.request_fill()
         if late.changed:
-            log.info("late results overturned lost assignments", extra={"assignments": [r["id"] for r in late.changed]})
-            await self.realtime.job_status_changed({r["job_id"] for r in late.changed})
-        for row in late.cancelled:  # unstarted retries a late result made needless: off their phones
-            await self.realtime.to_agent(row["agent_id"], ev.JOB_CANCELLED, ev.JobControl(
-                job_id=row["job_id"], assignment_ids=[row["id"]], abort_running=True).model_dump())
+            log.info("late results overturned lost assignments", extra={"assignments": [r.id for r in late.changed]})
+            await self.realtime.job_status_changed({r.job_id for r in late.changed})
+        for retry in late.cancelled:  # unstarted retries a late result made needless: off their phones
+            await self.realtime.to_agent(retry.agent_id, ev.JOB_CANCELLED, ev.JobControl(
+                job_id=retry.job_id, assignment_ids=[retry.id], abort_running=True).model_dump())
         recorded: list[int | None] = []
         for item in items:
             aid = int(item["assignment_id"])

@@ -22,10 +22,11 @@ from phonefleet.server.batching import Coalescer
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.realtime import Realtime
+from phonefleet.server.store import Conn, waiting
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.store import scheduler as scheduler_store
-from phonefleet.server.store import waiting
+from phonefleet.server.store.records import ClaimedRow, JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class Distributor:
 
     async def _pass(self) -> int:
         started = time.perf_counter()
-        created: list[tuple[Any, list[dict[str, Any]]]] = []
+        created: list[tuple[JobRecord, list[ClaimedRow]]] = []
         async with self._lock:  # one pass at a time on a node
             self._passes_started += 1
             seq = self._passes_started
@@ -137,40 +138,41 @@ class Distributor:
 
     async def _fill_jobs(self, job_ids: Sequence[int]) -> int:
         started = time.perf_counter()
-        created: list[tuple[Any, list[dict[str, Any]]]] = []
+        created: list[tuple[JobRecord, list[ClaimedRow]]] = []
         async with self.pool.acquire() as conn:
             context = None
             for job_id in job_ids:
+                job: JobRecord | None
                 job, rows = await assignments_store.claim_simple(conn, job_id, ANY_PHONES)
                 if job is None:  # not the common case: the general path, with the fleet's facts
                     context = context or await scheduler_store.fill_context(conn)
-                    if not context["running"]:
+                    if not context.running:
                         break
-                    rows, job, stopped = await self._claim_general(conn, job_id, max(0, context["idle"]),
-                                                                   agent_caps=context["agent_caps"])
+                    rows, job, stopped = await self._claim_general(conn, job_id, max(0, context.idle),
+                                                                   agent_caps=context.agent_caps)
                     if stopped:
                         break
-                if rows:
+                if rows and job is not None:  # rows: a job claimed them
                     created.append((job, rows))
-                elif job is not None and job["status"] == "active" and job["retry_pending"] == 0:
+                elif job is not None and job.status == "active" and job.retry_pending == 0:
                     await waiting.mark(conn, [job_id])  # no phone now: is there none connected at all?
         return await self._finish_fill(created, started)
 
-    async def _fill_pass(self, conn: Any, created: list[tuple[Any, list[dict[str, Any]]]]) -> bool:
+    async def _fill_pass(self, conn: Conn, created: list[tuple[JobRecord, list[ClaimedRow]]]) -> bool:
         """Claim for every job that may, appending to ``created``; False when distribution is stopped, so
         no job was offered the idle phones."""
         context = await scheduler_store.fill_context(conn)
-        idle = context["idle"]
-        if not context["running"]:
+        idle = context.idle
+        if not context.running:
             return False
         after: jobs_store.FillCursor | None = None
         while idle > 0:
             batch = await jobs_store.fillable(conn, None, after=after, limit=FILL_BATCH)
             for candidate in batch:
-                rows, job, stopped = await self._claim(conn, candidate["id"], idle, agent_caps=context["agent_caps"])
+                rows, job, stopped = await self._claim(conn, candidate.id, idle, agent_caps=context.agent_caps)
                 if stopped:  # distribution was stopped since this pass began
                     return False
-                if rows:
+                if rows and job is not None:
                     created.append((job, rows))
                     idle -= len(rows)
                     if idle <= 0:
@@ -180,8 +182,8 @@ class Distributor:
             after = jobs_store.FillCursor.of(batch[-1])
         return True
 
-    async def _claim(self, conn: Any, job_id: int, idle: int, *, agent_caps: bool
-                     ) -> tuple[list[dict[str, Any]], Any, bool]:
+    async def _claim(self, conn: Conn, job_id: int, idle: int, *, agent_caps: bool
+                     ) -> tuple[list[ClaimedRow], JobRecord | None, bool]:
         """Claim phones for one job in its own short transaction: (rows, job, whether distribution was
         stopped since the pass began). The common case is one statement; retries, ``max_parallel``,
         agents' caps and stopped distribution take the general path."""
@@ -191,18 +193,18 @@ class Distributor:
                 return rows, job, False
         return await self._claim_general(conn, job_id, idle, agent_caps=agent_caps)
 
-    async def _claim_general(self, conn: Any, job_id: int, idle: int, *, agent_caps: bool
-                             ) -> tuple[list[dict[str, Any]], Any, bool]:
+    async def _claim_general(self, conn: Conn, job_id: int, idle: int, *, agent_caps: bool
+                             ) -> tuple[list[ClaimedRow], JobRecord | None, bool]:
         async with conn.transaction():
             job = await jobs_store.get_for_fill(conn, job_id)
-            if job is None or job["status"] != "active" or job["target_count"] is None:
-                return [], job, job is not None and not job["distribution_running"]
-            if not job["distribution_running"]:
+            if job is None or job.status != "active" or job.target_count is None:
+                return [], job, job is not None and not job.distribution_running
+            if not job.distribution_running:
                 return [], job, True
-            limit = max(0, job["target_count"] - job["assigned_count"]) + job["retry_pending"]
+            limit = max(0, job.target_count - job.assigned_count) + job.retry_pending
             return await assignments_store.claim(conn, job, min(limit, idle), agent_caps=agent_caps), job, False
 
-    async def _finish_fill(self, created: list[tuple[Any, list[dict[str, Any]]]], started: float) -> int:
+    async def _finish_fill(self, created: list[tuple[JobRecord, list[ClaimedRow]]], started: float) -> int:
         total = sum(len(rows) for _, rows in created)
         if total:
             self.metrics.assignments_created.inc(total)
@@ -211,7 +213,7 @@ class Distributor:
         self.metrics.fill_seconds.observe(time.perf_counter() - started)
         return total
 
-    async def _push(self, created: list[tuple[Any, list[dict[str, Any]]]]) -> None:
+    async def _push(self, created: list[tuple[JobRecord, list[ClaimedRow]]]) -> None:
         by_agent: dict[int, list[dict[str, Any]]] = defaultdict(list)
         device_ids: list[int] = []
         for job, rows in created:
@@ -219,7 +221,7 @@ class Distributor:
                 by_agent[row["agent_id"]].append(made)
                 device_ids.append(row["device_id"])
         await asyncio.gather(*(self.realtime.send_orders(a, o, self.on_ack) for a, o in by_agent.items()))
-        self.realtime.jobs_changed(job["id"] for job, _ in created)
+        self.realtime.jobs_changed(job.id for job, _ in created)
         self.realtime.devices_changed(device_ids)
 
     async def on_ack(self, agent_id: int, data: Any) -> None:

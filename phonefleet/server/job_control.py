@@ -5,7 +5,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 import asyncpg
 
@@ -22,6 +21,7 @@ from phonefleet.server.store import Conn
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.store.records import DeviceChange, JobPlacement, JobRecord, Placement, RenderedJob
 from phonefleet.server.transactions import in_transaction
 
 
@@ -36,10 +36,10 @@ def resolve_target(target_type: str, target_value: int | None, eligible: int) ->
     return target_value
 
 
-def _by_agent(rows: Iterable[Any]) -> dict[int, list[int]]:
+def _by_agent(placed: Iterable[Placement]) -> dict[int, list[int]]:
     out: dict[int, list[int]] = defaultdict(list)
-    for r in rows:
-        out[r["agent_id"]].append(r["id"])
+    for p in placed:
+        out[p.agent_id].append(p.id)
     return out
 
 
@@ -54,10 +54,10 @@ class JobControl:
         async with self.pool.acquire() as conn:  # one write statement: no transaction of its own needed
             row = await self.insert(conn, body, actor, allow_shell=allow_shell)
         await self.announce(row)
-        return int(row["id"])
+        return row.id
 
     async def insert(self, conn: Conn, body: JobTemplate, actor: str, *, allow_shell: bool = True,
-                     schedule_id: int | None = None, scheduled_for: datetime | None = None) -> Any:
+                     schedule_id: int | None = None, scheduled_for: datetime | None = None) -> JobRecord:
         """Validate and store a job (in the caller's transaction, if any: its one write is a single statement);
         ``announce`` it after the commit.
 
@@ -80,7 +80,7 @@ class JobControl:
             eligible = 0 if body.target_type == TargetType.device_count else (
                 await jobs_store.count_eligible_connected(conn, filters))  # a count needs no census
             target_count = resolve_target(body.target_type, body.target_value, eligible)
-        row = await jobs_store.insert(conn, {
+        return await jobs_store.insert(conn, {
             "title": body.title,
             "plan": [s.model_dump(mode="json", exclude_none=True) for s in body.plan],
             "target_type": str(body.target_type), "target_value": body.target_value,
@@ -90,33 +90,33 @@ class JobControl:
             "depends_on": depends_on, "allow_shell": allow_shell, "max_parallel": body.max_parallel,
             "schedule_id": schedule_id, "scheduled_for": scheduled_for, "on_interrupt": body.on_interrupt,
         }, actor=actor)
-        return row
 
-    async def announce(self, row: Any) -> None:
+    async def announce(self, job: JobRecord) -> None:
         """After a job's creation committed: distribute it if it is open, and tell the dashboards."""
-        if row["status"] == JobStatus.active:
-            await self.distributor.fill([row["id"]])
-        await self.realtime.job_status_changed([row["id"]])
+        if job.status == JobStatus.active:
+            await self.distributor.fill([job.id])
+        await self.realtime.job_status_changed([job.id])
 
-    async def get(self, job_id: int) -> Any:
+    async def get(self, job_id: int) -> RenderedJob:
+        """The job as it is now, with its live counts (what the API shows)."""
         async with self.pool.acquire() as conn:
-            row = await jobs_store.get(conn, job_id)
-        if row is None:
+            job = await jobs_store.get_rendered(conn, job_id)
+        if job is None:
             raise NotFound(f"job {job_id} not found")
-        return row
+        return job
 
-    async def activate(self, conn: Conn, job: Any) -> Any:
+    async def activate(self, conn: Conn, job: JobRecord) -> JobRecord | None:
         """A scheduled job whose time has come: resolve its target and open it for distribution."""
-        eligible = await jobs_store.count_eligible_connected(conn, job["filters"])
-        target = resolve_target(job["target_type"], job["target_value"], eligible)
-        row = await jobs_store.activate(conn, job["id"], target)
-        if row is not None:
-            await jobs_store.add_event(conn, job["id"], "activated", "scheduler", {"target_count": target})
+        eligible = await jobs_store.count_eligible_connected(conn, job.filters)
+        target = resolve_target(job.target_type, job.target_value, eligible)
+        activated = await jobs_store.activate(conn, job.id, target)
+        if activated is not None:
+            await jobs_store.add_event(conn, job.id, "activated", "scheduler", {"target_count": target})
             if target == 0:
-                await jobs_store.complete_finished(conn, [job["id"]])
-        return row
+                await jobs_store.complete_finished(conn, [job.id])
+        return activated
 
-    async def patch(self, job_id: int, body: JobPatch, actor: str = "admin") -> Any:
+    async def patch(self, job_id: int, body: JobPatch, actor: str = "admin") -> RenderedJob:
         """The transition first: when it is impossible (409) the edits are not made either."""
         depends_on = body.depends_on
         if depends_on is not None:  # checked before anything changes, so a 422 leaves the job as it was
@@ -147,28 +147,28 @@ class JobControl:
         job = await jobs_store.get(conn, job_id, for_update=True)
         if job is None:
             raise NotFound(f"job {job_id} not found")
-        if job["status"] not in JOB_ACTIONS["edit_dependencies"]:
-            raise Conflict(f"job {job_id} is {job['status']}; its dependencies can change only while it waits")
+        if job.status not in JOB_ACTIONS["edit_dependencies"]:
+            raise Conflict(f"job {job_id} is {job.status}; its dependencies can change only while it waits")
         missing = sorted(set(depends_on) - await jobs_store.existing_ids(conn, depends_on))
         if missing:
             raise Invalid.field("depends_on", f"unknown job ids {missing}")
         if await jobs_store.would_cycle(conn, job_id, depends_on):
             raise Invalid.field("depends_on", f"job {job_id} would depend on itself (a cycle)")
 
-    async def _transition(self, conn: Conn, job_id: int, target: JobStatus, action: str) -> Any:
+    async def _transition(self, conn: Conn, job_id: int, target: JobStatus, action: str) -> JobRecord:
         """Move the job if its status allows ``action``; 404 or 409 (naming the status) otherwise."""
         sources = sorted(JOB_ACTIONS[action])
         assert all(target in JOB_TRANSITIONS[JobStatus(s)] for s in sources), (action, target)
-        row = await jobs_store.transition(conn, job_id, target, sources)
-        if row is None:
+        job = await jobs_store.transition(conn, job_id, target, sources)
+        if job is None:
             current = await jobs_store.get(conn, job_id)
             if current is None:
                 raise NotFound(f"job {job_id} not found")
-            raise Conflict(f"job {job_id} is {current['status']}; it cannot {action}")
-        return row
+            raise Conflict(f"job {job_id} is {current.status}; it cannot {action}")
+        return job
 
-    async def pause(self, job_id: int, actor: str = "admin") -> Any:
-        async def work(conn: Conn) -> list[Any]:
+    async def pause(self, job_id: int, actor: str = "admin") -> RenderedJob:
+        async def work(conn: Conn) -> list[Placement]:
             await self._transition(conn, job_id, JobStatus.paused, "pause")
             paused = await assignments_store.pause_job(conn, job_id)
             await jobs_store.add_event(conn, job_id, "paused", actor, {"assignments": len(paused)})
@@ -181,26 +181,26 @@ class JobControl:
             for agent_id, ids in _by_agent(paused).items()
         ))
         # The agents know first; freeing their phones for other jobs can follow in its own transaction.
-        device_ids = sorted({r["device_id"] for r in paused})
+        device_ids = sorted({p.device_id for p in paused})
         devices = await in_transaction(self.pool, lambda conn: devices_store.refresh_states(conn, device_ids))
         await self._after(job_id, devices)
         return await self.get(job_id)
 
-    async def resume(self, job_id: int, actor: str = "admin") -> Any:
-        async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
+    async def resume(self, job_id: int, actor: str = "admin") -> RenderedJob:
+        async def work(conn: Conn) -> tuple[list[Placement], list[DeviceChange]]:
             current = await jobs_store.get(conn, job_id, for_update=True)
-            if current is not None and current["status"] == JobStatus.paused and current["activated_at"] is None:
+            if current is not None and current.status == JobStatus.paused and current.activated_at is None:
                 # Paused before it ever ran: it waits again for its time and its prerequisites.
                 await self._transition(conn, job_id, JobStatus.scheduled, "resume")
                 await jobs_store.add_event(conn, job_id, "resumed", actor, {"assignments": 0})
                 return [], []
             job = await self._transition(conn, job_id, JobStatus.active, "resume")
-            if job["target_count"] is None:
-                eligible = await jobs_store.count_eligible_connected(conn, job["filters"])
-                target = resolve_target(job["target_type"], job["target_value"], eligible)
+            if job.target_count is None:
+                eligible = await jobs_store.count_eligible_connected(conn, job.filters)
+                target = resolve_target(job.target_type, job.target_value, eligible)
                 await jobs_store.set_target(conn, job_id, target)
             resumed = await assignments_store.resume_job(conn, job_id)
-            devices = await devices_store.refresh_states(conn, sorted({r["device_id"] for r in resumed}))
+            devices = await devices_store.refresh_states(conn, sorted({p.device_id for p in resumed}))
             await jobs_store.add_event(conn, job_id, "resumed", actor, {"assignments": len(resumed)})
             await jobs_store.complete_finished(conn, [job_id])
             return resumed, devices
@@ -208,10 +208,10 @@ class JobControl:
         resumed, devices = await in_transaction(self.pool, work)
         if resumed:
             async with self.pool.acquire() as conn:
-                rows = await assignments_store.orders_by_ids(conn, [r["id"] for r in resumed])
+                rows = await assignments_store.orders_by_ids(conn, [p.id for p in resumed])
             per_agent: dict[int, list[AssignmentOrder]] = defaultdict(list)
             for row, made in zip(rows, orders_of_rows(rows), strict=True):
-                per_agent[row["agent_id"]].append(made)
+                per_agent[row.agent_id].append(made)
             for agent_id, agent_orders in per_agent.items():
                 ids = [o.assignment_id for o in agent_orders]
                 await self.realtime.to_agent(agent_id, ev.JOB_RESUMED,
@@ -221,12 +221,12 @@ class JobControl:
         await self._after(job_id, devices)
         return await self.get(job_id)
 
-    async def cancel(self, job_id: int, actor: str = "admin") -> Any:
-        async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
+    async def cancel(self, job_id: int, actor: str = "admin") -> RenderedJob:
+        async def work(conn: Conn) -> tuple[list[JobPlacement], list[DeviceChange]]:
             await self._transition(conn, job_id, JobStatus.cancelled, "cancel")
             cancelled = await assignments_store.cancel(conn, job_id=job_id, error="job cancelled")
             await assignments_store.cancel_retries(conn, job_id)
-            devices = await devices_store.refresh_states(conn, sorted({r["device_id"] for r in cancelled}))
+            devices = await devices_store.refresh_states(conn, sorted({p.device_id for p in cancelled}))
             await jobs_store.add_event(conn, job_id, "cancelled", actor, {"assignments": len(cancelled)})
             return cancelled, devices
 
@@ -242,8 +242,8 @@ class JobControl:
             job = await jobs_store.get(conn, job_id, for_update=True)
             if job is None:
                 raise NotFound(f"job {job_id} not found")
-            if job["status"] not in JOB_ACTIONS["requeue"]:
-                raise Conflict(f"job {job_id} is {job['status']}; it cannot requeue")
+            if job.status not in JOB_ACTIONS["requeue"]:
+                raise Conflict(f"job {job_id} is {job.status}; it cannot requeue")
             n = await jobs_store.requeue(conn, job_id, str(scope))
             await jobs_store.add_event(conn, job_id, "requeued", actor, {"scope": str(scope), "slots": n})
             return n
@@ -281,12 +281,12 @@ class JobControl:
     async def delete(self, job_id: int, actor: str = "admin") -> None:
         """Delete a job; its live assignments are cancelled on the phones first."""
 
-        async def work(conn: Conn) -> tuple[list[Any], list[Any]]:
+        async def work(conn: Conn) -> tuple[list[JobPlacement], list[DeviceChange]]:
             job = await jobs_store.get(conn, job_id, for_update=True)
             if job is None:
                 raise NotFound(f"job {job_id} not found")
             cancelled = await assignments_store.cancel(conn, job_id=job_id, error="job deleted")
-            device_ids = sorted({r["device_id"] for r in cancelled})
+            device_ids = sorted({p.device_id for p in cancelled})
             await jobs_store.delete(conn, job_id)
             devices = await devices_store.refresh_states(conn, device_ids)
             await jobs_store.add_event(conn, None, "deleted", actor, {"job_id": job_id})
@@ -294,18 +294,18 @@ class JobControl:
 
         cancelled, devices = await in_transaction(self.pool, work)
         await self._tell_cancelled(job_id, cancelled)
-        self.realtime.devices_changed(d["id"] for d in devices)
+        self.realtime.devices_changed(d.id for d in devices)
         await self.realtime.broadcast(ev.JOB_DELETED, ev.JobDeleted(job_id=job_id).model_dump())
         self.distributor.request_fill()
 
-    async def _tell_cancelled(self, job_id: int, cancelled: list[Any]) -> None:
+    async def _tell_cancelled(self, job_id: int, cancelled: list[JobPlacement]) -> None:
         for agent_id, ids in _by_agent(cancelled).items():
             await self.realtime.to_agent(
                 agent_id, ev.JOB_CANCELLED,
                 ev.JobControl(job_id=job_id, assignment_ids=ids, abort_running=True).model_dump(),
             )
 
-    async def _after(self, job_id: int, devices: list[Any]) -> None:
-        self.realtime.devices_changed(d["id"] for d in devices)
+    async def _after(self, job_id: int, devices: list[DeviceChange]) -> None:
+        self.realtime.devices_changed(d.id for d in devices)
         await self.realtime.job_status_changed([job_id])
         self.distributor.request_fill()

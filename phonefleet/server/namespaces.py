@@ -57,6 +57,10 @@ def _malformed(event: str, data: Any) -> MalformedPacket | None:
     return data if event == MALFORMED_EVENT and isinstance(data, MalformedPacket) else None
 
 
+Ack = dict[str, Any]
+"""What a socket event answers (python-socketio sends it back as the event's acknowledgement)."""
+
+
 class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """``/agent``: one connection per PC agent, authenticated by its token."""
 
@@ -76,7 +80,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """
         return event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, self.namespace)
 
-    async def trigger_event(self, event: str, *args: Any) -> Any:
+    async def trigger_event(self, event: str, *args: Any) -> Ack | bool | None:
         if self._is_lifecycle(event, args[0]):
             if event == "connect":
                 return await self._connect(args[0], args[2] if len(args) > 2 else None)
@@ -118,7 +122,7 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """A real connect or disconnect, not a client emitting one (see ``AgentNamespace._is_lifecycle``)."""
         return event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, self.namespace)
 
-    async def trigger_event(self, event: str, *args: Any) -> Any:
+    async def trigger_event(self, event: str, *args: Any) -> Ack | bool | None:
         if self._is_lifecycle(event, args[0]):
             if event == "connect":
                 with refused_on_outage():

@@ -21,6 +21,7 @@ from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
+from phonefleet.server.store.records import DeviceRecord, JobPlacement
 from phonefleet.server.transactions import in_transaction
 
 
@@ -33,14 +34,14 @@ class Pauses:
     async def set_device_paused(self, device_id: int, paused: bool) -> Device:
         """Server-side pause or resume of one phone; returns the phone as it now stands."""
 
-        async def work(conn: Conn) -> tuple[Any, list[Any], list[Any]]:
+        async def work(conn: Conn) -> tuple[DeviceRecord, list[int], list[JobPlacement]]:
             device = await devices_store.get(conn, device_id)
             if device is None:
                 raise NotFound(f"device {device_id} not found")
             changed, _ = await devices_store.set_paused(
                 conn, [device_id], PausedBy.server if paused else None, only_from=None
             )
-            handed = []
+            handed: list[JobPlacement] = []
             if paused:
                 handed = await assignments_store.hand_back(conn, device_ids=[device_id],
                                                            reason="phone paused by server")
@@ -50,12 +51,12 @@ class Pauses:
 
         device, changed, handed = await in_transaction(self.pool, work)
         await self.realtime.to_agent(
-            device["agent_id"], ev.DEVICE_PAUSE if paused else ev.DEVICE_RESUME,
-            ev.DeviceControl(device_id=device_id, serial=device["serial"]).model_dump(),
+            device.agent_id, ev.DEVICE_PAUSE if paused else ev.DEVICE_RESUME,
+            ev.DeviceControl(device_id=device_id, serial=device.serial).model_dump(),
         )
         await self._announce(changed, handed, ev.PauseChanged(
-            source=PausedBy.server, paused=paused, scope=PauseScope.device, agent_id=device["agent_id"],
-            agent_name=device["agent_name"], serial=device["serial"], device_id=device_id,
+            source=PausedBy.server, paused=paused, scope=PauseScope.device, agent_id=device.agent_id,
+            agent_name=device.agent_name, serial=device.serial, device_id=device_id,
         ))
         async with self.pool.acquire() as conn:
             row = await devices_store.get(conn, device_id)
@@ -67,11 +68,11 @@ class Pauses:
     ) -> dict[str, Any]:
         """``agent:pause`` / ``agent:resume`` from the operator at a PC."""
 
-        async def work(conn: Conn) -> tuple[list[int], list[Any], int | None]:
+        async def work(conn: Conn) -> tuple[list[int], list[JobPlacement], int | None]:
             device_ids: Sequence[int] = []
             device_id: int | None = None
             changed: list[int] = []
-            handed: list[Any] = []
+            handed: list[JobPlacement] = []
             if request.scope is PauseScope.job:
                 if request.job_id is None:
                     raise Invalid.field("job_id", "required for scope 'job'")
@@ -103,7 +104,7 @@ class Pauses:
                     handed = await assignments_store.hand_back(conn, device_ids=device_ids,
                                                                reason="paused on the agent")
             if handed:
-                touched = sorted({h["device_id"] for h in handed})
+                touched = sorted({h.device_id for h in handed})
                 await devices_store.refresh_states(conn, touched)
                 changed = sorted({*changed, *touched})
             return changed, handed, device_id
@@ -113,10 +114,10 @@ class Pauses:
             source=PausedBy.agent, paused=paused, scope=request.scope, agent_id=agent_id, agent_name=agent_name,
             serial=request.serial, device_id=device_id, job_id=request.job_id,
         ))
-        return {"handed_back": [h["id"] for h in handed], "devices": changed}
+        return {"handed_back": [h.id for h in handed], "devices": changed}
 
-    async def _announce(self, changed: list[int], handed: list[Any], notice: ev.PauseChanged) -> None:
+    async def _announce(self, changed: list[int], handed: list[JobPlacement], notice: ev.PauseChanged) -> None:
         self.realtime.devices_changed(changed)
-        self.realtime.jobs_changed(h["job_id"] for h in handed)
+        self.realtime.jobs_changed(h.job_id for h in handed)
         await self.realtime.broadcast(ev.PAUSE_CHANGED, notice.model_dump(mode="json"))
         self.distributor.request_fill()

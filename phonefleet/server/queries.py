@@ -17,21 +17,27 @@ from phonefleet.protocol.models import (
     Stats,
 )
 from phonefleet.server.errors import NotFound
-from phonefleet.server.store import Conn, Row
+from phonefleet.server.store import Conn
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.store import stats as stats_store
+from phonefleet.server.store.records import JobRecord, RenderedJob
 from phonefleet.server.store.stats import FleetCounts
 
 
-async def render_jobs(conn: Conn, rows: Sequence[Row]) -> list[Job]:
+def job_model(job: RenderedJob) -> Job:
+    """A job as the API shows it."""
+    return Job.model_validate(dict(job.items()))
+
+
+async def render_jobs(conn: Conn, jobs: Sequence[JobRecord]) -> list[Job]:
     """Jobs as the API shows them: each with its running and paused counts (one query for all)."""
-    counts = await jobs_store.assignment_counts(conn, [r["id"] for r in rows])
-    return [Job.model_validate({**dict(r.items()), "running_count": counts.get(r["id"], {}).get("running", 0),
-                                "paused_count": counts.get(r["id"], {}).get("paused", 0)}) for r in rows]
+    counts = await jobs_store.assignment_counts(conn, [j.id for j in jobs])
+    return [Job.model_validate({**dict(j.items()), "running_count": counts.get(j.id, {}).get("running", 0),
+                                "paused_count": counts.get(j.id, {}).get("paused", 0)}) for j in jobs]
 
 
 class Queries:
@@ -48,10 +54,10 @@ class Queries:
 
     async def job(self, job_id: int) -> Job:
         async with self.pool.acquire() as conn:
-            row = await jobs_store.get_rendered(conn, job_id)
-        if row is None:
+            job = await jobs_store.get_rendered(conn, job_id)
+        if job is None:
             raise NotFound(f"job {job_id} not found")
-        return Job.model_validate(dict(row.items()))
+        return job_model(job)
 
     async def jobs(self, *, statuses: Sequence[str] | None, search: str | None, limit: int, offset: int,
                    schedule_id: int | None = None) -> JobList:

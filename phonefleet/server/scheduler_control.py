@@ -1,7 +1,6 @@
 """The distribution switch and its status: stopped means no new assignments on any node, while
 work already on the phones finishes (and pauses, cancels and results keep flowing)."""
 
-from typing import Any
 
 import asyncpg
 
@@ -31,20 +30,20 @@ class SchedulerControl:
             due = await schedules_store.next_due(conn)
             agents = await agents_store.counts_by_status(conn, self.grace_sec)
             return SchedulerStatus(
-                running=switch["running"], changed_at=switch["changed_at"], changed_by=switch["changed_by"],
+                running=switch.running, changed_at=switch.changed_at, changed_by=switch.changed_by,
                 jobs=await jobs_store.counts_by_status(conn),
                 assignments=await assignments_store.open_counts(conn),
                 connected_agents=int(agents.get("connected", 0)),
                 idle_devices=await devices_store.count_idle(conn),
-                next_schedule=ScheduleDue.model_validate(dict(due.items())) if due is not None else None,
+                next_schedule=ScheduleDue(id=due.id, name=due.name, next_run_at=due.next_run_at) if due else None,
             )
 
     async def set_running(self, running: bool, actor: str = "admin") -> SchedulerStatus:
         """Waits for claims in flight (they share the switch's row lock): once a stop answers, no
         node makes another assignment until a start."""
-        row: Any = await in_transaction(self.pool, lambda conn: scheduler_store.set_running(conn, running, actor))
-        await self.realtime.broadcast(ev.SCHEDULER_UPDATE, ev.SchedulerSwitch.model_validate(
-            dict(row.items())).model_dump(mode="json"))
+        switch = await in_transaction(self.pool, lambda conn: scheduler_store.set_running(conn, running, actor))
+        await self.realtime.broadcast(ev.SCHEDULER_UPDATE, ev.SchedulerSwitch(
+            running=switch.running, changed_at=switch.changed_at, changed_by=switch.changed_by).model_dump(mode="json"))
         if running:
             self.distributor.request_fill()
             await self.realtime.fill_everywhere()

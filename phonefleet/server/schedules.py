@@ -21,8 +21,9 @@ from phonefleet.server.config import Settings
 from phonefleet.server.errors import Conflict, Invalid, NotFound, ServiceError
 from phonefleet.server.job_control import JobControl
 from phonefleet.server.realtime import Realtime
-from phonefleet.server.store import Conn, Row
+from phonefleet.server.store import Conn
 from phonefleet.server.store import schedules as schedules_store
+from phonefleet.server.store.records import JobRecord, ScheduleRecord
 from phonefleet.server.transactions import in_transaction
 
 log = logging.getLogger(__name__)
@@ -54,29 +55,37 @@ class Firing:
     missed: bool
 
 
-def plan_firing(schedule: Row | Mapping[str, Any], now: datetime, misfire_after: timedelta) -> Firing:
+def plan_firing(schedule: ScheduleRecord, now: datetime, misfire_after: timedelta) -> Firing:
     """An on-time firing runs its due time and moves to the next one (a short lag is caught up one
     firing at a time); a firing more than ``misfire_after`` late was missed while no server ran, and the
     schedule's misfire policy decides: ``skip`` creates nothing, ``run_once`` one job for the latest
     missed firing. Either way the schedule moves to its first future firing."""
-    due: datetime = schedule["next_run_at"]
-    rule = {"cron": schedule["cron"], "interval_sec": schedule["interval_sec"], "timezone": schedule["timezone"]}
+    due = schedule.next_run_at
+    assert due is not None, "only an enabled schedule is due"
+    rule = {"cron": schedule.cron, "interval_sec": schedule.interval_sec, "timezone": schedule.timezone}
     if now - due <= misfire_after:
-        return Firing(due, recurrence.next_fire(**rule, after=due), missed=False)
-    if schedule["interval_sec"] is not None:  # keep the interval's phase: due + k * interval
-        step = timedelta(seconds=schedule["interval_sec"])
+        return Firing(due, recurrence.next_fire(cron=schedule.cron, interval_sec=schedule.interval_sec,
+                                                timezone=schedule.timezone, after=due), missed=False)
+    if schedule.interval_sec is not None:  # keep the interval's phase: due + k * interval
+        step = timedelta(seconds=schedule.interval_sec)
         latest = due + ((now - due) // step) * step
         upcoming = latest + step
     else:
-        latest = max(due, recurrence.last_cron_fire(cron=schedule["cron"], timezone=schedule["timezone"],
+        assert schedule.cron is not None, "a schedule has a cron or an interval"
+        latest = max(due, recurrence.last_cron_fire(cron=schedule.cron, timezone=schedule.timezone,
                                                     at_or_before=now))
         upcoming = first_firing(rule, now)
-    keep = schedule["misfire_policy"] == MisfirePolicy.run_once
+    keep = schedule.misfire_policy == MisfirePolicy.run_once
     return Firing(latest if keep else None, upcoming, missed=True)
 
 
-def _template(row: Row) -> JobTemplate:
-    return JobTemplate.model_validate(row["template"])
+def _template(schedule: ScheduleRecord) -> JobTemplate:
+    return JobTemplate.model_validate(schedule.template)
+
+
+def schedule_model(schedule: ScheduleRecord) -> Schedule:
+    """A schedule as the API shows it."""
+    return Schedule.model_validate(dict(schedule.items()))
 
 
 def _one_rule(cron: str | None, interval_sec: int | None, patched: set[str]) -> None:
@@ -106,23 +115,23 @@ class Schedules:
         values["next_run_at"] = first_firing(values, self.clock()) if body.enabled else None
         try:
             async with self.pool.acquire() as conn:
-                row = await schedules_store.insert(conn, values)
+                schedule = await schedules_store.insert(conn, values)
         except asyncpg.UniqueViolationError:
             raise Conflict(f"a schedule named {body.name!r} exists") from None
-        await self.changed(row["id"])
-        return Schedule.model_validate(dict(row.items()))
+        await self.changed(schedule.id)
+        return schedule_model(schedule)
 
     async def get(self, schedule_id: int) -> Schedule:
         async with self.pool.acquire() as conn:
-            row = await schedules_store.get(conn, schedule_id)
-        if row is None:
+            schedule = await schedules_store.get(conn, schedule_id)
+        if schedule is None:
             raise NotFound(f"schedule {schedule_id} not found")
-        return Schedule.model_validate(dict(row.items()))
+        return schedule_model(schedule)
 
     async def list_page(self, *, enabled: bool | None, limit: int, offset: int) -> ScheduleList:
         async with self.pool.acquire() as conn:
             rows, total = await schedules_store.list_page(conn, enabled=enabled, limit=limit, offset=offset)
-        return ScheduleList(items=[Schedule.model_validate(dict(r.items())) for r in rows], total=total)
+        return ScheduleList(items=[schedule_model(r) for r in rows], total=total)
 
     async def patch(self, schedule_id: int, body: SchedulePatch) -> Schedule:
         patched = set(body.model_fields_set)
@@ -130,17 +139,17 @@ class Schedules:
         if body.template is not None:
             fields["template"] = body.template.model_dump(mode="json", exclude_none=True)
 
-        async def work(conn: Conn) -> Row:
-            row = await schedules_store.get(conn, schedule_id, for_update=True)
-            if row is None:
+        async def work(conn: Conn) -> ScheduleRecord:
+            current = await schedules_store.get(conn, schedule_id, for_update=True)
+            if current is None:
                 raise NotFound(f"schedule {schedule_id} not found")
             changes = dict(fields)
-            merged = {**dict(row.items()), **changes}
+            merged = {**dict(current.items()), **changes}
             _one_rule(merged["cron"], merged["interval_sec"], patched)
-            rule_changed = any(merged[k] != row[k] for k in ("cron", "interval_sec", "timezone"))
+            rule_changed = any(merged[k] != current[k] for k in ("cron", "interval_sec", "timezone"))
             if not merged["enabled"]:
                 changes["next_run_at"] = None
-            elif rule_changed or not row["enabled"]:
+            elif rule_changed or not current.enabled:
                 changes["next_run_at"] = first_firing(merged, self.clock())
             updated = await schedules_store.update(conn, schedule_id, changes)
             assert updated is not None
@@ -151,7 +160,7 @@ class Schedules:
         except asyncpg.UniqueViolationError:
             raise Conflict(f"a schedule named {body.name!r} exists") from None
         await self.changed(schedule_id)
-        return Schedule.model_validate(dict(updated.items()))
+        return schedule_model(updated)
 
     async def delete(self, schedule_id: int) -> None:
         """The jobs it created stay, no longer linked to it."""
@@ -165,12 +174,13 @@ class Schedules:
         as it was."""
         now = self.clock()
 
-        async def work(conn: Conn) -> Any:
-            row = await schedules_store.get(conn, schedule_id, for_update=True)
-            if row is None:
+        async def work(conn: Conn) -> JobRecord:
+            schedule = await schedules_store.get(conn, schedule_id, for_update=True)
+            if schedule is None:
                 raise NotFound(f"schedule {schedule_id} not found")
-            job = await self.jobs.insert(conn, _template(row), actor, schedule_id=schedule_id, scheduled_for=now)
-            await schedules_store.record_run(conn, schedule_id, now, job["id"])
+            job = await self.jobs.insert(conn, _template(schedule), actor, schedule_id=schedule_id,
+                                         scheduled_for=now)
+            await schedules_store.record_run(conn, schedule_id, now, job.id)
             return job
 
         try:
@@ -179,7 +189,7 @@ class Schedules:
             raise Conflict(f"schedule {schedule_id} already has a job for {now.isoformat()}") from None
         await self.jobs.announce(job)
         await self.changed(schedule_id)
-        return int(job["id"])
+        return job.id
 
 
 class ScheduleFirer:
@@ -210,7 +220,7 @@ class ScheduleFirer:
             await self.schedules.changed(schedule_id)
         return created
 
-    async def _fire_next(self, conn: Conn, now: datetime) -> tuple[int | None, Any]:
+    async def _fire_next(self, conn: Conn, now: datetime) -> tuple[int | None, JobRecord | None]:
         """Fire the oldest due schedule: (its id, or None when none was due; the job it created or None)."""
         due = await schedules_store.claim_due(conn, now)
         if not due:
@@ -219,28 +229,29 @@ class ScheduleFirer:
         try:
             firing = plan_firing(schedule, now, self.misfire_after)
         except (ValueError, StopIteration):  # a rule this tz database or cron reader no longer knows
-            log.warning("schedule disabled: no next firing", extra={"schedule": schedule["id"]}, exc_info=True)
-            await schedules_store.update(conn, schedule["id"], {"enabled": False, "next_run_at": None})
-            return schedule["id"], None
+            log.warning("schedule disabled: no next firing", extra={"schedule": schedule.id}, exc_info=True)
+            await schedules_store.update(conn, schedule.id, {"enabled": False, "next_run_at": None})
+            return schedule.id, None
         if firing.missed:
             log.info("schedule missed firings", extra={
-                "schedule": schedule["id"], "due": schedule["next_run_at"].isoformat(),
-                "policy": schedule["misfire_policy"], "next_run_at": firing.next_run_at.isoformat()})
+                "schedule": schedule.id, "due": schedule.next_run_at and schedule.next_run_at.isoformat(),
+                "policy": schedule.misfire_policy, "next_run_at": firing.next_run_at.isoformat()})
         job = await self._create_job(conn, schedule, firing.scheduled_for) if firing.scheduled_for else None
-        await schedules_store.advance(conn, schedule["id"], firing.next_run_at, ran_at=now if job else None,
-                                      job_id=job["id"] if job else None)
-        return schedule["id"], job
+        await schedules_store.advance(conn, schedule.id, firing.next_run_at, ran_at=now if job else None,
+                                      job_id=job.id if job else None)
+        return schedule.id, job
 
-    async def _create_job(self, conn: Conn, schedule: Row, scheduled_for: datetime) -> Any:
+    async def _create_job(self, conn: Conn, schedule: ScheduleRecord,
+                          scheduled_for: datetime) -> JobRecord | None:
         """The firing's job, or None when it exists already (another node, or a run-now at that instant)
         or the template cannot make one; the schedule advances either way."""
         try:
             async with conn.transaction():  # a savepoint: a refused insert leaves the advance possible
-                return await self.jobs.insert(conn, _template(schedule), ACTOR, schedule_id=schedule["id"],
+                return await self.jobs.insert(conn, _template(schedule), ACTOR, schedule_id=schedule.id,
                                               scheduled_for=scheduled_for)
         except asyncpg.UniqueViolationError:
-            log.info("schedule firing exists", extra={"schedule": schedule["id"],
+            log.info("schedule firing exists", extra={"schedule": schedule.id,
                                                       "scheduled_for": scheduled_for.isoformat()})
         except (ServiceError, ValidationError):
-            log.warning("schedule template refused", extra={"schedule": schedule["id"]}, exc_info=True)
+            log.warning("schedule template refused", extra={"schedule": schedule.id}, exc_info=True)
         return None

@@ -35,10 +35,10 @@ async def add_agent(conn: Conn, name: str) -> tuple[int, str]:
         raise Invalid.from_validation(exc) from None
     token = new_token(AGENT_PREFIX)
     try:
-        row = await agents_store.create(conn, name, hash_token(token))
+        agent_id = await agents_store.create(conn, name, hash_token(token))
     except asyncpg.UniqueViolationError:
         raise Conflict(f"an agent named {name!r} exists") from None
-    return int(row["id"]), token
+    return agent_id, token
 
 
 async def agent_id_by_name(conn: Conn, name: str) -> int:

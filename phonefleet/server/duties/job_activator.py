@@ -29,19 +29,18 @@ class JobActivator:
 
     async def run_once(self) -> int:
         async def settle(conn: Conn) -> list[int]:
-            changed = [r["id"] for r in await jobs_store.unblock_ready(conn)]
+            changed = await jobs_store.unblock_ready(conn)
             while blocked := await jobs_store.block_dependents(conn):  # cascades down dependency chains
-                for row in blocked:
-                    await jobs_store.add_event(conn, row["id"], "blocked", "scheduler",
-                                               {"reason": row["blocked_reason"]})
-                changed += [r["id"] for r in blocked]
+                for job in blocked:
+                    await jobs_store.add_event(conn, job.id, "blocked", "scheduler", {"reason": job.blocked_reason})
+                changed += [job.id for job in blocked]
             return changed
 
         async def work(conn: Conn) -> list[int]:
             activated = []
             for job in await jobs_store.due_scheduled(conn, limit=self.batch):
                 if await self.jobs.activate(conn, job) is not None:
-                    activated.append(job["id"])
+                    activated.append(job.id)
             return activated
 
         settled = await in_transaction(self.pool, settle)

@@ -36,7 +36,7 @@ class LeaseRescuer:
             gone = await agents_store.expire_silent(conn, self.settings.agent_grace_sec, self.batch)
             devices: list[int] = []
             for agent_id in gone:
-                devices += [d["id"] for d in await devices_store.disconnect_agent(conn, agent_id)]
+                devices += [d.id for d in await devices_store.disconnect_agent(conn, agent_id)]
             return gone, devices
 
         gone, devices = await in_transaction(self.pool, work)

@@ -4,7 +4,8 @@ from typing import Any
 
 from phonefleet.protocol.enums import AgentStatus
 from phonefleet.protocol.states import AGENT_TRANSITIONS, every_state, sources_of
-from phonefleet.server.store import Conn, Row
+from phonefleet.server.store import Conn
+from phonefleet.server.store.records import AgentIdentity, AgentRecord
 
 AGENT_COLUMNS = """
     a.id, a.name, a.hostname, a.version, a.status, a.paused, a.max_running, a.last_seen_at, a.created_at,
@@ -14,24 +15,25 @@ AGENT_COLUMNS = """
 """
 
 
-async def create(conn: Conn, name: str, token_hash: str) -> Row:
-    row = await conn.fetchrow(
-        "INSERT INTO agents (name, token_hash) VALUES ($1, $2) RETURNING id", name, token_hash
-    )
-    assert row is not None
-    return row
+async def create(conn: Conn, name: str, token_hash: str) -> int:
+    """The new agent's id."""
+    return int(await conn.fetchval("INSERT INTO agents (name, token_hash) VALUES ($1, $2) RETURNING id", name,
+                                   token_hash))
 
 
-async def get(conn: Conn, agent_id: int, grace_sec: float) -> Row | None:
-    return await conn.fetchrow(f"SELECT {AGENT_COLUMNS} FROM agents a WHERE a.id = $2", grace_sec, agent_id)
+async def get(conn: Conn, agent_id: int, grace_sec: float) -> AgentRecord | None:
+    return await conn.fetchrow(f"SELECT {AGENT_COLUMNS} FROM agents a WHERE a.id = $2", grace_sec, agent_id,
+                               record_class=AgentRecord)
 
 
-async def list_all(conn: Conn, grace_sec: float) -> list[Row]:
-    return await conn.fetch(f"SELECT {AGENT_COLUMNS} FROM agents a ORDER BY a.name", grace_sec)
+async def list_all(conn: Conn, grace_sec: float) -> list[AgentRecord]:
+    return await conn.fetch(f"SELECT {AGENT_COLUMNS} FROM agents a ORDER BY a.name", grace_sec,
+                            record_class=AgentRecord)
 
 
-async def by_token_hash(conn: Conn, token_hash: str) -> Row | None:
-    return await conn.fetchrow("SELECT id, name, paused FROM agents WHERE token_hash = $1", token_hash)
+async def by_token_hash(conn: Conn, token_hash: str) -> AgentIdentity | None:
+    return await conn.fetchrow("SELECT id, name, paused FROM agents WHERE token_hash = $1", token_hash,
+                               record_class=AgentIdentity)
 
 
 async def id_by_name(conn: Conn, name: str) -> int | None:

@@ -5,7 +5,7 @@ machine does not list.
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from phonefleet.protocol.enums import LIVE_ASSIGNMENT_STATUSES, OPEN_ASSIGNMENT_STATUSES
 from phonefleet.protocol.enums import AssignmentStatus as A
@@ -22,6 +22,19 @@ from phonefleet.protocol.states import (
 )
 from phonefleet.server.store import Conn, Row
 from phonefleet.server.store.jobs import JOB_COLUMNS, JOB_FILTERS_MATCH, filter_args, filter_sql
+from phonefleet.server.store.records import (
+    AgentOrderRecord,
+    AssignmentRecord,
+    AssignmentRef,
+    ClaimedJob,
+    ClaimedRow,
+    Ended,
+    JobPlacement,
+    JobRecord,
+    OrderRecord,
+    Placement,
+    Rerun,
+)
 from phonefleet.server.store.slots import SLOT_SETTLED
 
 ASSIGNMENT_COLUMNS = """
@@ -127,18 +140,18 @@ _CLAIM_SIMPLE = f"""
 """
 
 
-async def claim_simple(conn: Conn, job_id: int, limit: int) -> tuple[Row | None, list[dict[str, Any]]]:
+async def claim_simple(conn: Conn, job_id: int, limit: int) -> tuple[ClaimedJob | None, list[ClaimedRow]]:
     """The common claim as one statement, its own transaction: an active job with no retry due and no
     ``max_parallel``, distribution running, no agent capping its phones. Returns (the job row, the new
     assignments), or (None, []) when that is not the case (``claim`` in a transaction of the caller's
     serves it then)."""
-    row = await conn.fetchrow(_CLAIM_SIMPLE, job_id, limit, as_guard(DEVICE_CLAIM_FROM))
+    row = await conn.fetchrow(_CLAIM_SIMPLE, job_id, limit, as_guard(DEVICE_CLAIM_FROM), record_class=ClaimedJob)
     if row is None:
         return None, []
-    return row, list(row["claimed"])
+    return row, row.claimed
 
 
-async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -> list[dict[str, Any]]:
+async def claim(conn: Conn, job: JobRecord, limit: int, *, agent_caps: bool = False) -> list[ClaimedRow]:
     """Claim up to ``limit`` idle eligible phones for ``job`` and create their assignments.
 
     Runs inside the caller's transaction, which holds the job row locked. Phones are locked with
@@ -148,11 +161,11 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
     the claim. Without due retries or caps this is a single statement (pick, mark busy, insert,
     count), the hot path of a fan-out.
     """
-    if job["max_parallel"] is not None and limit > 0:
-        limit = min(limit, job["max_parallel"] - await open_count(conn, job["id"]))
+    if job.max_parallel is not None and limit > 0:
+        limit = min(limit, job.max_parallel - await open_count(conn, job.id))
     if limit <= 0:
         return []
-    if job["retry_pending"] == 0 and not agent_caps:
+    if job.retry_pending == 0 and not agent_caps:
         rows = await conn.fetch(
             f"""WITH picked AS ({_ELIGIBLE_IDLE.format(state=IDLE, filters=filter_sql(4), runs=FRESH)}),
                 busy AS (UPDATE devices SET state = 'busy' FROM picked
@@ -166,10 +179,10 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
             SELECT ins.id, ins.device_id, ins.agent_id, ins.attempt,
                    (SELECT d.serial FROM devices d WHERE d.id = ins.device_id) AS serial
             FROM ins""",  # serial by primary key: joining the two CTEs would be quadratic (no index)
-            job["id"], min(limit, max(0, (job["target_count"] or 0) - job["assigned_count"])),
-            as_guard(DEVICE_CLAIM_FROM), *filter_args(job["filters"]),
+            job.id, min(limit, max(0, (job.target_count or 0) - job.assigned_count)),
+            as_guard(DEVICE_CLAIM_FROM), *filter_args(job.filters),
         )
-        return [dict(r.items()) for r in rows]
+        return [cast(ClaimedRow, dict(r.items())) for r in rows]
     if agent_caps:
         await conn.execute(
             """SELECT pg_advisory_xact_lock($1, (a.id % 2147483647)::int) FROM (
@@ -179,23 +192,23 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
         query = _ELIGIBLE_IDLE_CAPPED
     else:
         query = _ELIGIBLE_IDLE
-    devices = list(await conn.fetch(query.format(state=IDLE, filters=filter_sql(3), runs=FRESH), job["id"], limit,
-                                    *filter_args(job["filters"])))
+    devices = list(await conn.fetch(query.format(state=IDLE, filters=filter_sql(3), runs=FRESH), job.id, limit,
+                                    *filter_args(job.filters)))
     reused: list[Row] = []
-    if job["retry_pending"] and len(devices) < limit:
-        reused = await _phones_to_retry_on_again(conn, job, query, min(limit, job["retry_pending"]) - len(devices))
+    if job.retry_pending and len(devices) < limit:
+        reused = await _phones_to_retry_on_again(conn, job, query, min(limit, job.retry_pending) - len(devices))
     if not devices and not reused:
         return []
     retries = await conn.fetch(
         """SELECT id, attempt, coalesce(slot_id, id) AS slot FROM assignments WHERE job_id = $1 AND retry_at <= now()
            ORDER BY retry_at, id LIMIT $2 FOR UPDATE SKIP LOCKED""",
-        job["id"], len(devices) + len(reused),
+        job.id, len(devices) + len(reused),
     )
     # Retries take the phones that ran the job before first (they may serve nothing else), then fresh ones.
     reused = reused[: len(retries)]
     retry_phones = (reused + devices)[: len(retries)]
     fresh_phones = devices[max(0, len(retries) - len(reused)):]
-    fresh_phones = fresh_phones[: max(0, (job["target_count"] or 0) - job["assigned_count"])]
+    fresh_phones = fresh_phones[: max(0, (job.target_count or 0) - job.assigned_count)]
     chosen = retry_phones + fresh_phones
     if not chosen:
         return []
@@ -211,7 +224,7 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
         await conn.execute(
             """UPDATE assignments SET superseded = true
                WHERE job_id = $1 AND device_id = ANY($2::bigint[]) AND NOT superseded""",
-            job["id"], [d["id"] for d in reused],
+            job.id, [d["id"] for d in reused],
         )
     if retries:
         await conn.execute(
@@ -221,39 +234,40 @@ async def claim(conn: Conn, job: Row, limit: int, *, agent_caps: bool = False) -
     await conn.execute(
         """UPDATE jobs SET assigned_count = assigned_count + $2, retry_pending = retry_pending - $3,
                updated_at = now() WHERE id = $1""",
-        job["id"], len(fresh_phones), len(retries),
+        job.id, len(fresh_phones), len(retries),
     )
     rows = await conn.fetch(
         """INSERT INTO assignments (job_id, device_id, agent_id, attempt, slot_id)
            SELECT $1, t.device_id, t.agent_id, t.attempt, t.slot_id
            FROM unnest($2::bigint[], $3::bigint[], $4::int[], $5::bigint[]) AS t(device_id, agent_id, attempt, slot_id)
            RETURNING id, device_id, agent_id, attempt""",
-        job["id"], device_ids, agent_ids, attempts, slots,
+        job.id, device_ids, agent_ids, attempts, slots,
     )
     serials = {d["id"]: d["serial"] for d in chosen}
-    return [{**dict(r.items()), "serial": serials[r["device_id"]]} for r in rows]
+    return [ClaimedRow(id=r["id"], device_id=r["device_id"], agent_id=r["agent_id"], attempt=r["attempt"],
+                       serial=serials[r["device_id"]]) for r in rows]
 
 
-async def _phones_to_retry_on_again(conn: Conn, job: Row, query: str, wanted: int) -> list[Row]:
+async def _phones_to_retry_on_again(conn: Conn, job: JobRecord, query: str, wanted: int) -> list[Row]:
     """Idle phones that ran the job before, for its due retries, but only when no connected eligible
     phone is left that never ran it (idle or busy: a busy one will come free): a retry goes to another
     phone where one is eligible, else back to one that ran it, rather than never."""
     if wanted <= 0:
         return []
     due = int(await conn.fetchval(
-        "SELECT count(*) FROM assignments WHERE job_id = $1 AND retry_at <= now()", job["id"]))
+        "SELECT count(*) FROM assignments WHERE job_id = $1 AND retry_at <= now()", job.id))
     wanted = min(wanted, due)
     if wanted <= 0:
         return []
     fresh_left = await conn.fetchval(
         f"""SELECT EXISTS (SELECT 1 FROM devices d JOIN agents ag ON ag.id = d.agent_id
             WHERE {_ELIGIBLE.format(state=CONNECTED, filters=filter_sql(2), runs=FRESH)})""",
-        job["id"], *filter_args(job["filters"]),
+        job.id, *filter_args(job.filters),
     )
     if fresh_left:
         return []
     again = query.format(state=IDLE, filters=filter_sql(3), runs=NOT_RUNNING_IT)
-    return list(await conn.fetch(again, job["id"], wanted, *filter_args(job["filters"])))
+    return list(await conn.fetch(again, job.id, wanted, *filter_args(job.filters)))
 
 
 async def mark_delivered(conn: Conn, pairs: Sequence[tuple[int, int]]) -> int:
@@ -281,17 +295,17 @@ async def mark_delivered_all(conn: Conn, agent_id: int) -> None:
     )
 
 
-async def mark_started(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec: float) -> list[Row]:
+async def mark_started(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec: float) -> list[AssignmentRef]:
     return await conn.fetch(
         """UPDATE assignments SET status = 'running', started_at = coalesce(started_at, now()),
                lease_until = now() + make_interval(secs => $3)
            WHERE id = ANY($1::bigint[]) AND agent_id = $2 AND status = ANY($4::text[])
            RETURNING id, job_id""",
-        list(ids), agent_id, lease_sec, _from(A.running),
+        list(ids), agent_id, lease_sec, _from(A.running), record_class=AssignmentRef,
     )
 
 
-async def record_reruns(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec: float) -> list[Row]:
+async def record_reruns(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec: float) -> list[Rerun]:
     """Runs the agent starts again from their first step after a crash interrupted them (``on_interrupt:
     rerun``): each rerun is counted, so no run happens twice without a record of both."""
     return await conn.fetch(
@@ -299,11 +313,11 @@ async def record_reruns(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec
                started_at = coalesce(started_at, now()), lease_until = now() + make_interval(secs => $3)
            WHERE id = ANY($1::bigint[]) AND agent_id = $2 AND status = ANY($4::text[])
            RETURNING id, job_id, reruns""",
-        list(ids), agent_id, lease_sec, as_guard(ASSIGNMENT_RERUN_FROM),
+        list(ids), agent_id, lease_sec, as_guard(ASSIGNMENT_RERUN_FROM), record_class=Rerun,
     )
 
 
-async def record_progress(conn: Conn, agent_id: int, items: Sequence[dict[str, Any]]) -> list[Row]:
+async def record_progress(conn: Conn, agent_id: int, items: Sequence[dict[str, Any]]) -> list[AssignmentRef]:
     return await conn.fetch(
         """WITH t AS (SELECT * FROM unnest($1::bigint[], $2::real[], $3::int[]) AS t(id, progress, step_index)),
                 locked AS (SELECT a.id FROM assignments a JOIN t ON t.id = a.id  -- in id order: no deadlocks
@@ -313,7 +327,7 @@ async def record_progress(conn: Conn, agent_id: int, items: Sequence[dict[str, A
            FROM t, locked WHERE a.id = t.id AND a.id = locked.id
            RETURNING a.id, a.job_id""",
         [i["assignment_id"] for i in items], [i["progress"] for i in items], [i["step_index"] for i in items],
-        agent_id,
+        agent_id, record_class=AssignmentRef,
     )
 
 
@@ -335,7 +349,7 @@ async def finish(
     *,
     retry_base_sec: float,
     retry_max_sec: float,
-) -> list[Row]:
+) -> list[Ended]:
     """End open assignments with the reported outcome, in one statement for a whole batch.
 
     Each item may carry the ``agent_id`` that reported it (an agent may end only its own work;
@@ -388,30 +402,29 @@ async def finish(
         retry_base_sec,
         retry_max_sec,
         as_guard(ASSIGNMENT_ENDING_FROM),
-        as_guard(ASSIGNMENT_ENDINGS),
+        as_guard(ASSIGNMENT_ENDINGS), record_class=Ended,
     )
 
 
-async def pause_job(conn: Conn, job_id: int) -> list[Row]:
+async def pause_job(conn: Conn, job_id: int) -> list[Placement]:
     """Unstarted assignments of a paused job wait as ``paused``; their phones are free meanwhile."""
     return await conn.fetch(
         """UPDATE assignments SET status = 'paused' WHERE job_id = $1 AND status = ANY($2::text[])
            RETURNING id, device_id, agent_id""",
-        job_id, _from(A.paused),
+        job_id, _from(A.paused), record_class=Placement,
     )
 
 
-async def resume_job(conn: Conn, job_id: int) -> list[Row]:
-    rows = await conn.fetch(
+async def resume_job(conn: Conn, job_id: int) -> list[Placement]:
+    return await conn.fetch(
         """UPDATE assignments SET status = 'pending' WHERE job_id = $1 AND status = ANY($2::text[])
            RETURNING id, device_id, agent_id""",
-        job_id, _from(A.pending),
+        job_id, _from(A.pending), record_class=Placement,
     )
-    return rows
 
 
 async def cancel(conn: Conn, *, job_id: int | None = None, ids: Sequence[int] | None = None,
-                 error_code: str = "cancelled", error: str | None = None) -> list[Row]:
+                 error_code: str = "cancelled", error: str | None = None) -> list[JobPlacement]:
     """End live assignments as cancelled (by job or by id); returns id, device_id, agent_id, job_id."""
     return await conn.fetch(
         """UPDATE assignments SET status = 'cancelled', finished_at = now(), lease_until = NULL,
@@ -420,6 +433,7 @@ async def cancel(conn: Conn, *, job_id: int | None = None, ids: Sequence[int] | 
              AND status = ANY($5::text[])
            RETURNING id, device_id, agent_id, job_id""",
         job_id, list(ids) if ids is not None else None, error_code, error, _from(A.cancelled),
+        record_class=JobPlacement,
     )
 
 
@@ -435,7 +449,7 @@ async def cancel_retries(conn: Conn, job_id: int) -> None:
 
 
 async def hand_back(conn: Conn, *, device_ids: Sequence[int], job_id: int | None = None,
-                    reason: str) -> list[Row]:
+                    reason: str) -> list[JobPlacement]:
     """Give unstarted assignments on these phones back to their jobs: the slot opens for another phone."""
     return await conn.fetch(
         """WITH c AS (
@@ -449,36 +463,36 @@ async def hand_back(conn: Conn, *, device_ids: Sequence[int], job_id: int | None
                FROM (SELECT job_id, count(*) AS k FROM c GROUP BY job_id) n WHERE jobs.id = n.job_id
            )
            SELECT * FROM c""",
-        list(device_ids), job_id, reason, as_guard(ASSIGNMENT_HAND_BACK_FROM),
+        list(device_ids), job_id, reason, as_guard(ASSIGNMENT_HAND_BACK_FROM), record_class=JobPlacement,
     )
 
 
-async def open_orders(conn: Conn, agent_id: int) -> list[Row]:
+async def open_orders(conn: Conn, agent_id: int) -> list[OrderRecord]:
     """Everything an agent should be holding: its pending, delivered and running assignments."""
     return await conn.fetch(
         f"""SELECT {ORDER_COLUMNS} FROM assignments a
             JOIN jobs j ON j.id = a.job_id JOIN devices d ON d.id = a.device_id
             WHERE a.agent_id = $1 AND a.status IN ('pending', 'delivered', 'running')
             ORDER BY j.priority DESC, a.id""",
-        agent_id,
+        agent_id, record_class=OrderRecord,
     )
 
 
-async def orders_by_ids(conn: Conn, ids: Sequence[int]) -> list[Row]:
+async def orders_by_ids(conn: Conn, ids: Sequence[int]) -> list[AgentOrderRecord]:
     return await conn.fetch(
         f"""SELECT {ORDER_COLUMNS}, a.agent_id FROM assignments a
             JOIN jobs j ON j.id = a.job_id JOIN devices d ON d.id = a.device_id
             WHERE a.id = ANY($1::bigint[]) ORDER BY a.id""",
-        list(ids),
+        list(ids), record_class=AgentOrderRecord,
     )
 
 
-async def pending_orders(conn: Conn, agent_id: int) -> list[Row]:
+async def pending_orders(conn: Conn, agent_id: int) -> list[OrderRecord]:
     return await conn.fetch(
         f"""SELECT {ORDER_COLUMNS} FROM assignments a
             JOIN jobs j ON j.id = a.job_id JOIN devices d ON d.id = a.device_id
             WHERE a.agent_id = $1 AND a.status = 'pending' ORDER BY j.priority DESC, a.id""",
-        agent_id,
+        agent_id, record_class=OrderRecord,
     )
 
 
@@ -508,11 +522,11 @@ async def overdue(conn: Conn, limit: int = 1000) -> list[dict[str, Any]]:
              "error_code": "timeout", "retryable": True} for r in rows]
 
 
-async def list_for_job(conn: Conn, job_id: int, status: str | None = None) -> list[Row]:
+async def list_for_job(conn: Conn, job_id: int, status: str | None = None) -> list[AssignmentRecord]:
     return await conn.fetch(
         f"""SELECT {ASSIGNMENT_COLUMNS}, d.serial FROM assignments a JOIN devices d ON d.id = a.device_id
             WHERE a.job_id = $1 AND ($2::text IS NULL OR a.status = $2) ORDER BY a.id""",
-        job_id, status,
+        job_id, status, record_class=AssignmentRecord,
     )
 
 
@@ -521,12 +535,12 @@ _DEAD = """a.status IN ('failed', 'timed_out') AND NOT a.retried AND NOT a.super
 
 
 async def list_page(conn: Conn, *, status: str | None, dead: bool = False, limit: int,
-                    offset: int) -> tuple[list[Row], int]:
+                    offset: int) -> tuple[list[AssignmentRecord], int]:
     where = f"($1::text IS NULL OR a.status = $1) AND (NOT $2 OR ({_DEAD}))"
     rows = await conn.fetch(
         f"""SELECT {ASSIGNMENT_COLUMNS}, d.serial FROM assignments a JOIN devices d ON d.id = a.device_id
             WHERE {where} ORDER BY a.id DESC LIMIT $3 OFFSET $4""",
-        status, dead, limit, offset,
+        status, dead, limit, offset, record_class=AssignmentRecord,
     )
     total = await conn.fetchval(f"SELECT count(*) FROM assignments a WHERE {where}", status, dead)
     return rows, int(total)

@@ -4,7 +4,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from phonefleet.protocol.states import DEVICE_TRANSITIONS, every_state
-from phonefleet.server.store import Conn, Row, waiting
+from phonefleet.server.store import Conn, waiting
+from phonefleet.server.store.records import DeviceChange, DeviceRecord
 
 CONNECTED_STATES = ("idle", "busy")
 """States of a phone that may take work now or once it is free."""
@@ -63,7 +64,7 @@ async def held_elsewhere(conn: Conn, agent_id: int, serials: Sequence[str]) -> d
 
 async def apply_reports(
     conn: Conn, agent_id: int, reports: Sequence[dict[str, Any]], *, full: bool, paused_serials: set[str] | None
-) -> tuple[list[int], list[Row], dict[str, str]]:
+) -> tuple[list[int], list[DeviceChange], dict[str, str]]:
     """Upsert the phones an agent reports; returns the ids touched, the rows whose state changed, and the
     phones refused because another connected agent drives them (serial -> its name; recorded offline here).
 
@@ -130,7 +131,7 @@ async def apply_reports(
     return ids, await refresh_states(conn, ids), refused
 
 
-async def refresh_states(conn: Conn, device_ids: Sequence[int]) -> list[Row]:
+async def refresh_states(conn: Conn, device_ids: Sequence[int]) -> list[DeviceChange]:
     """Recompute ``state`` from the facts; returns the rows whose state changed, before and after."""
     if not device_ids:
         return []
@@ -145,14 +146,14 @@ async def refresh_states(conn: Conn, device_ids: Sequence[int]) -> list[Row]:
         FROM cur WHERE devices.id = cur.id AND cur.new_state <> cur.old_state AND devices.state = ANY($2::text[])
         RETURNING devices.id, devices.agent_id, devices.serial, cur.old_state, devices.state
         """,
-        list(device_ids), every_state(DEVICE_TRANSITIONS),
+        list(device_ids), every_state(DEVICE_TRANSITIONS), record_class=DeviceChange,
     )
-    back = [r["id"] for r in changed if r["state"] in CONNECTED_STATES and r["old_state"] not in CONNECTED_STATES]
+    back = [r.id for r in changed if r.state in CONNECTED_STATES and r.old_state not in CONNECTED_STATES]
     await waiting.for_devices(conn, back)  # connected again, healthy again, or let go
     return changed
 
 
-async def disconnect_agent(conn: Conn, agent_id: int) -> list[Row]:
+async def disconnect_agent(conn: Conn, agent_id: int) -> list[DeviceChange]:
     rows = await conn.fetch(
         "UPDATE devices SET connected = false WHERE agent_id = $1 AND connected RETURNING id", agent_id
     )
@@ -161,7 +162,7 @@ async def disconnect_agent(conn: Conn, agent_id: int) -> list[Row]:
 
 async def set_paused(
     conn: Conn, device_ids: Sequence[int], paused_by: str | None, *, only_from: str | None
-) -> tuple[list[int], list[Row]]:
+) -> tuple[list[int], list[DeviceChange]]:
     """Pause (``paused_by`` set) or resume (None) phones; ``only_from`` limits a resume to one side's pauses."""
     rows = await conn.fetch(
         """UPDATE devices SET paused_by = $2
@@ -183,26 +184,27 @@ async def ids_of_agent(conn: Conn, agent_id: int, serial: str | None = None) -> 
     return [r["id"] for r in rows]
 
 
-async def get(conn: Conn, device_id: int) -> Row | None:
+async def get(conn: Conn, device_id: int) -> DeviceRecord | None:
     return await conn.fetchrow(
-        f"SELECT {DEVICE_COLUMNS} FROM devices d JOIN agents ag ON ag.id = d.agent_id WHERE d.id = $1", device_id
+        f"SELECT {DEVICE_COLUMNS} FROM devices d JOIN agents ag ON ag.id = d.agent_id WHERE d.id = $1", device_id,
+        record_class=DeviceRecord,
     )
 
 
-async def get_many(conn: Conn, device_ids: Sequence[int]) -> list[Row]:
+async def get_many(conn: Conn, device_ids: Sequence[int]) -> list[DeviceRecord]:
     return await conn.fetch(
         f"SELECT {DEVICE_COLUMNS} FROM devices d JOIN agents ag ON ag.id = d.agent_id"
         " WHERE d.id = ANY($1::bigint[]) ORDER BY d.id",
-        list(device_ids),
+        list(device_ids), record_class=DeviceRecord,
     )
 
 
-async def list_all(conn: Conn, *, state: str | None = None, agent_id: int | None = None) -> list[Row]:
+async def list_all(conn: Conn, *, state: str | None = None, agent_id: int | None = None) -> list[DeviceRecord]:
     return await conn.fetch(
         f"""SELECT {DEVICE_COLUMNS} FROM devices d JOIN agents ag ON ag.id = d.agent_id
             WHERE ($1::text IS NULL OR d.state = $1) AND ($2::bigint IS NULL OR d.agent_id = $2)
             ORDER BY ag.name, d.serial""",
-        state, agent_id,
+        state, agent_id, record_class=DeviceRecord,
     )
 
 

@@ -17,7 +17,15 @@ from phonefleet.protocol.states import (
     checked_sources,
     sources_of,
 )
-from phonefleet.server.store import Conn, Row
+from phonefleet.server.store import Conn
+from phonefleet.server.store.records import (
+    BlockedJob,
+    FillJob,
+    JobEventRecord,
+    JobOutcome,
+    JobRecord,
+    RenderedJob,
+)
 from phonefleet.server.store.slots import Tally
 
 JOB_COLUMNS = """
@@ -59,7 +67,7 @@ def filter_args(filters: dict[str, Any]) -> list[list[str] | None]:
     return [filters.get(k) for k in ("models", "android_versions", "tags", "agents", "serials")]
 
 
-async def insert(conn: Conn, job: dict[str, Any], *, actor: str) -> Row:
+async def insert(conn: Conn, job: dict[str, Any], *, actor: str) -> JobRecord:
     """Store a job and its ``created`` event in one statement (atomic without a transaction of its own).
 
     A job with nothing to reach (a target of 0) is stored completed: done at once, and said so."""
@@ -79,13 +87,13 @@ async def insert(conn: Conn, job: dict[str, Any], *, actor: str) -> Row:
         job["priority"], checked_initial(JOB_INITIAL, job["status"]),
         job["timeout_sec"], job["max_retries"], job["run_at"],
         sorted(set(job["depends_on"])), job.get("allow_shell", False), job.get("max_parallel"), job.get("schedule_id"),
-        job.get("scheduled_for"), str(job.get("on_interrupt", "fail")), actor,
+        job.get("scheduled_for"), str(job.get("on_interrupt", "fail")), actor, record_class=JobRecord,
     )
     assert row is not None
     return row
 
 
-async def get_rendered(conn: Conn, job_id: int) -> Row | None:
+async def get_rendered(conn: Conn, job_id: int) -> RenderedJob | None:
     """One job with its running and paused counts, in one query (what ``GET /api/jobs/{id}`` shows)."""
     return await conn.fetchrow(
         f"""SELECT {JOB_COLUMNS},
@@ -94,28 +102,29 @@ async def get_rendered(conn: Conn, job_id: int) -> Row | None:
                    (SELECT count(*) FROM assignments a WHERE a.job_id = j.id AND a.status = 'paused')::int
                        AS paused_count
             FROM jobs j WHERE j.id = $1""",
-        job_id,
+        job_id, record_class=RenderedJob,
     )
 
 
-async def get(conn: Conn, job_id: int, *, for_update: bool = False) -> Row | None:
+async def get(conn: Conn, job_id: int, *, for_update: bool = False) -> JobRecord | None:
     lock = " FOR UPDATE" if for_update else ""
-    return await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1{lock}", job_id)
+    return await conn.fetchrow(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = $1{lock}", job_id,
+                               record_class=JobRecord)
 
 
-async def get_for_fill(conn: Conn, job_id: int) -> Row | None:
+async def get_for_fill(conn: Conn, job_id: int) -> FillJob | None:
     """Lock the job row, and share-lock the distribution switch: a stop waits for this claim, and a
     claim after a stop sees ``distribution_running`` false."""
     return await conn.fetchrow(
         f"""SELECT {JOB_COLUMNS}, s.running AS distribution_running FROM jobs j, scheduler_state s
             WHERE j.id = $1 AND s.id = 1 FOR UPDATE OF j FOR SHARE OF s""",
-        job_id,
+        job_id, record_class=FillJob,
     )
 
 
-async def get_many(conn: Conn, job_ids: Sequence[int]) -> list[Row]:
+async def get_many(conn: Conn, job_ids: Sequence[int]) -> list[JobRecord]:
     return await conn.fetch(f"SELECT {JOB_COLUMNS} FROM jobs j WHERE j.id = ANY($1::bigint[]) ORDER BY j.id",
-                            list(job_ids))
+                            list(job_ids), record_class=JobRecord)
 
 
 async def existing_ids(conn: Conn, job_ids: Sequence[int]) -> set[int]:
@@ -126,13 +135,13 @@ async def existing_ids(conn: Conn, job_ids: Sequence[int]) -> set[int]:
 async def list_page(
     conn: Conn, *, statuses: Sequence[str] | None, search: str | None, limit: int, offset: int,
     schedule_id: int | None = None,
-) -> tuple[list[Row], int]:
+) -> tuple[list[JobRecord], int]:
     where = (f"($1::text[] IS NULL OR j.status = ANY($1)) AND {TITLE_CONTAINS}"
              " AND ($3::bigint IS NULL OR j.schedule_id = $3)")
     pattern = contains_pattern(search)
     rows = await conn.fetch(
         f"SELECT {JOB_COLUMNS} FROM jobs j WHERE {where} ORDER BY j.id DESC LIMIT $4 OFFSET $5",
-        list(statuses) if statuses else None, pattern, schedule_id, limit, offset,
+        list(statuses) if statuses else None, pattern, schedule_id, limit, offset, record_class=JobRecord,
     )
     total = await conn.fetchval(f"SELECT count(*) FROM jobs j WHERE {where}",
                                 list(statuses) if statuses else None, pattern, schedule_id)
@@ -152,18 +161,18 @@ async def assignment_counts(conn: Conn, job_ids: Sequence[int]) -> dict[int, dic
     return out
 
 
-async def transition(conn: Conn, job_id: int, target: str, sources: Sequence[str]) -> Row | None:
+async def transition(conn: Conn, job_id: int, target: str, sources: Sequence[str]) -> JobRecord | None:
     """Move a job to ``target`` if it is in one of ``sources``; None when it was not."""
     finished = target in ("completed", "cancelled")
     return await conn.fetchrow(
         f"""UPDATE jobs j SET status = $2, updated_at = now(), starved = false,
                 finished_at = CASE WHEN $4 THEN now() ELSE j.finished_at END
             WHERE j.id = $1 AND j.status = ANY($3::text[]) RETURNING {JOB_COLUMNS}""",
-        job_id, target, checked_sources(JOB_TRANSITIONS, target, sources), finished,
+        job_id, target, checked_sources(JOB_TRANSITIONS, target, sources), finished, record_class=JobRecord,
     )
 
 
-async def update_fields(conn: Conn, job_id: int, fields: dict[str, Any]) -> Row | None:
+async def update_fields(conn: Conn, job_id: int, fields: dict[str, Any]) -> JobRecord | None:
     allowed = ("title", "priority", "timeout_sec", "max_retries", "max_parallel")
     sets = [f"{k} = ${i}" for i, k in enumerate((k for k in allowed if k in fields), start=2)]
     if not sets:
@@ -171,7 +180,7 @@ async def update_fields(conn: Conn, job_id: int, fields: dict[str, Any]) -> Row 
     values = [fields[k] for k in allowed if k in fields]
     return await conn.fetchrow(
         f"UPDATE jobs j SET {', '.join(sets)}, updated_at = now() WHERE j.id = $1 RETURNING {JOB_COLUMNS}",
-        job_id, *values,
+        job_id, *values, record_class=JobRecord,
     )
 
 
@@ -191,13 +200,13 @@ async def count_eligible_connected(conn: Conn, filters: dict[str, Any]) -> int:
     )
 
 
-async def activate(conn: Conn, job_id: int, target_count: int) -> Row | None:
+async def activate(conn: Conn, job_id: int, target_count: int) -> JobRecord | None:
     return await conn.fetchrow(
         f"""UPDATE jobs j SET status = 'active', target_count = coalesce(j.target_count, $2), updated_at = now(),
                 starved = false,
                 activated_at = coalesce(j.activated_at, now())
             WHERE j.id = $1 AND j.status = ANY($3::text[]) RETURNING {JOB_COLUMNS}""",
-        job_id, target_count, as_guard(JOB_ACTIVATES_FROM),
+        job_id, target_count, as_guard(JOB_ACTIVATES_FROM), record_class=JobRecord,
     )
 
 
@@ -205,7 +214,7 @@ async def set_target(conn: Conn, job_id: int, target_count: int) -> None:
     await conn.execute("UPDATE jobs SET target_count = $2 WHERE id = $1 AND target_count IS NULL", job_id, target_count)
 
 
-async def due_scheduled(conn: Conn, now: datetime | None = None, limit: int = 1000) -> list[Row]:
+async def due_scheduled(conn: Conn, now: datetime | None = None, limit: int = 1000) -> list[JobRecord]:
     """Scheduled jobs whose time has come and whose prerequisites all completed without a failed slot,
     highest priority first, at most ``limit``."""
     return await conn.fetch(
@@ -216,7 +225,7 @@ async def due_scheduled(conn: Conn, now: datetime | None = None, limit: int = 10
             ORDER BY j.priority DESC, j.created_at, j.id
             LIMIT $2
             FOR UPDATE SKIP LOCKED""",
-        now, limit,
+        now, limit, record_class=JobRecord,
     )
 
 
@@ -227,7 +236,7 @@ _PREREQUISITE_FAILED = """
 """
 
 
-async def block_dependents(conn: Conn) -> list[Row]:
+async def block_dependents(conn: Conn) -> list[BlockedJob]:
     """Scheduled jobs with a failed prerequisite become ``blocked``, with the reason; returns them.
 
     Blocking cascades: a blocked job is itself a failed prerequisite on the next pass."""
@@ -245,13 +254,14 @@ async def block_dependents(conn: Conn) -> list[Row]:
             UPDATE jobs j SET status = 'blocked', blocked_reason = reasons.reason, updated_at = now()
             FROM reasons WHERE j.id = reasons.id AND j.status = ANY($1::text[])
             RETURNING j.id, j.blocked_reason""",
-        sources_of(JOB_TRANSITIONS, JobStatus.blocked),
+        sources_of(JOB_TRANSITIONS, JobStatus.blocked), record_class=BlockedJob,
     )
 
 
-async def unblock_ready(conn: Conn) -> list[Row]:
-    """Blocked jobs whose prerequisites no longer fail (one was requeued) wait again as ``scheduled``."""
-    return await conn.fetch(
+async def unblock_ready(conn: Conn) -> list[int]:
+    """Blocked jobs whose prerequisites no longer fail (one was requeued) wait again as ``scheduled``;
+    returns their ids."""
+    rows = await conn.fetch(
         f"""UPDATE jobs j SET status = 'scheduled', blocked_reason = NULL, updated_at = now()
             WHERE j.status = ANY($1::text[]) AND NOT EXISTS (
                 SELECT 1 FROM unnest(j.depends_on) AS d(pid) LEFT JOIN jobs p ON p.id = d.pid
@@ -259,6 +269,7 @@ async def unblock_ready(conn: Conn) -> list[Row]:
             RETURNING j.id""",
         as_guard(JOB_UNBLOCKS_FROM),
     )
+    return [r["id"] for r in rows]
 
 
 async def would_cycle(conn: Conn, job_id: int, depends_on: Sequence[int]) -> bool:
@@ -376,12 +387,12 @@ class FillCursor:
     id: int
 
     @classmethod
-    def of(cls, row: Row) -> "FillCursor":
-        return cls(row["priority"], row["created_at"], row["id"])
+    def of(cls, job: JobRecord) -> "FillCursor":
+        return cls(job.priority, job.created_at, job.id)
 
 
 async def fillable(conn: Conn, job_ids: Sequence[int] | None, *, after: FillCursor | None = None,
-                   limit: int = 200) -> list[Row]:
+                   limit: int = 200) -> list[JobRecord]:
     """Active jobs that may claim a phone now, highest priority first, then oldest: the given ones (a
     job event), or every one (a pass), ``limit`` at a time after ``after``. A job waiting for phones
     that are not there is left out in SQL, so a backlog of them costs a pass one query, not one
@@ -397,11 +408,11 @@ async def fillable(conn: Conn, job_ids: Sequence[int] | None, *, after: FillCurs
             LIMIT $5""",
         list(job_ids) if job_ids is not None else None,
         after.priority if after else None, after.created_at if after else None, after.id if after else None,
-        limit,
+        limit, record_class=JobRecord,
     )
 
 
-async def apply_outcomes(conn: Conn, tallies: dict[int, Tally]) -> list[Row]:
+async def apply_outcomes(conn: Conn, tallies: dict[int, Tally]) -> list[JobRecord]:
     """Add each job's tally to its counters, then complete the jobs whose every slot has ended; returns the
     jobs that completed. Meant as the last statements of a transaction, so the job rows stay locked only
     briefly."""
@@ -419,14 +430,14 @@ async def apply_outcomes(conn: Conn, tallies: dict[int, Tally]) -> list[Row]:
            WHERE j.id = t.id
            RETURNING j.id, j.status, j.target_count, j.assigned_count, j.retry_pending""",
         ids, [tallies[i].completed for i in ids], [tallies[i].failed for i in ids],
-        [tallies[i].retries for i in ids], [tallies[i].assigned for i in ids],
+        [tallies[i].retries for i in ids], [tallies[i].assigned for i in ids], record_class=JobOutcome,
     )
-    done = [r["id"] for r in rows if r["status"] == "active" and r["target_count"] is not None
-            and r["assigned_count"] >= r["target_count"] and r["retry_pending"] == 0]
+    done = [r.id for r in rows if r.status == "active" and r.target_count is not None
+            and r.assigned_count >= r.target_count and r.retry_pending == 0]
     return await complete_finished(conn, done) if done else []
 
 
-async def complete_finished(conn: Conn, job_ids: Sequence[int]) -> list[Row]:
+async def complete_finished(conn: Conn, job_ids: Sequence[int]) -> list[JobRecord]:
     """Complete active jobs whose every slot has ended; returns them."""
     return await conn.fetch(
         f"""UPDATE jobs j SET status = 'completed', finished_at = now(), updated_at = now()
@@ -435,7 +446,7 @@ async def complete_finished(conn: Conn, job_ids: Sequence[int]) -> list[Row]:
               AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.job_id = j.id
                               AND a.status IN ('pending', 'delivered', 'running', 'paused'))
             RETURNING {JOB_COLUMNS}""",
-        list(job_ids), sources_of(JOB_TRANSITIONS, JobStatus.completed),
+        list(job_ids), sources_of(JOB_TRANSITIONS, JobStatus.completed), record_class=JobRecord,
     )
 
 
@@ -452,7 +463,8 @@ async def add_event(conn: Conn, job_id: int | None, kind: str, actor: str, data:
     )
 
 
-async def events(conn: Conn, job_id: int) -> list[Row]:
+async def events(conn: Conn, job_id: int) -> list[JobEventRecord]:
     return await conn.fetch(
-        "SELECT id, kind, actor, data, created_at FROM job_events WHERE job_id = $1 ORDER BY id", job_id
+        "SELECT id, kind, actor, data, created_at FROM job_events WHERE job_id = $1 ORDER BY id", job_id,
+        record_class=JobEventRecord,
     )

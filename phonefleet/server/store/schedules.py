@@ -4,7 +4,8 @@ and the advance after a firing."""
 from datetime import datetime
 from typing import Any
 
-from phonefleet.server.store import Conn, Row
+from phonefleet.server.store import Conn
+from phonefleet.server.store.records import NextDue, ScheduleRecord
 
 SCHEDULE_COLUMNS = """
     s.id, s.name, s.template, s.cron, s.timezone, s.interval_sec, s.misfire_policy, s.enabled,
@@ -14,7 +15,7 @@ SCHEDULE_COLUMNS = """
 EDITABLE = ("name", "template", "cron", "timezone", "interval_sec", "misfire_policy", "enabled", "next_run_at")
 
 
-async def insert(conn: Conn, schedule: dict[str, Any]) -> Row:
+async def insert(conn: Conn, schedule: dict[str, Any]) -> ScheduleRecord:
     """Raises ``asyncpg.UniqueViolationError`` when the name is taken."""
     row = await conn.fetchrow(
         f"""INSERT INTO schedules AS s (name, template, cron, timezone, interval_sec, misfire_policy, enabled,
@@ -22,39 +23,40 @@ async def insert(conn: Conn, schedule: dict[str, Any]) -> Row:
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
             RETURNING {SCHEDULE_COLUMNS}""",
         schedule["name"], schedule["template"], schedule["cron"], schedule["timezone"], schedule["interval_sec"],
-        schedule["misfire_policy"], schedule["enabled"], schedule["next_run_at"],
+        schedule["misfire_policy"], schedule["enabled"], schedule["next_run_at"], record_class=ScheduleRecord,
     )
     assert row is not None
     return row
 
 
-async def get(conn: Conn, schedule_id: int, *, for_update: bool = False) -> Row | None:
+async def get(conn: Conn, schedule_id: int, *, for_update: bool = False) -> ScheduleRecord | None:
     lock = " FOR UPDATE" if for_update else ""
-    return await conn.fetchrow(f"SELECT {SCHEDULE_COLUMNS} FROM schedules s WHERE s.id = $1{lock}", schedule_id)
+    return await conn.fetchrow(f"SELECT {SCHEDULE_COLUMNS} FROM schedules s WHERE s.id = $1{lock}", schedule_id,
+                               record_class=ScheduleRecord)
 
 
 async def exists(conn: Conn, schedule_id: int) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM schedules WHERE id = $1)", schedule_id))
 
 
-async def list_page(conn: Conn, *, enabled: bool | None, limit: int, offset: int) -> tuple[list[Row], int]:
+async def list_page(conn: Conn, *, enabled: bool | None, limit: int, offset: int) -> tuple[list[ScheduleRecord], int]:
     where = "($1::boolean IS NULL OR s.enabled = $1)"
     rows = await conn.fetch(
         f"SELECT {SCHEDULE_COLUMNS} FROM schedules s WHERE {where} ORDER BY s.id LIMIT $2 OFFSET $3",
-        enabled, limit, offset,
+        enabled, limit, offset, record_class=ScheduleRecord,
     )
     total = await conn.fetchval(f"SELECT count(*) FROM schedules s WHERE {where}", enabled)
     return rows, int(total)
 
 
-async def update(conn: Conn, schedule_id: int, fields: dict[str, Any]) -> Row | None:
+async def update(conn: Conn, schedule_id: int, fields: dict[str, Any]) -> ScheduleRecord | None:
     """Set the given ``EDITABLE`` columns; raises ``asyncpg.UniqueViolationError`` when a new name is taken."""
     names = [k for k in EDITABLE if k in fields]
     sets = [f"{k} = ${i}" for i, k in enumerate(names, start=2)]
     return await conn.fetchrow(
         f"""UPDATE schedules s SET {', '.join([*sets, 'updated_at = now()'])}
             WHERE s.id = $1 RETURNING {SCHEDULE_COLUMNS}""",
-        schedule_id, *(fields[k] for k in names),
+        schedule_id, *(fields[k] for k in names), record_class=ScheduleRecord,
     )
 
 
@@ -63,7 +65,7 @@ async def delete(conn: Conn, schedule_id: int) -> bool:
     return str(await conn.execute("DELETE FROM schedules WHERE id = $1", schedule_id)).endswith(" 1")
 
 
-async def claim_due(conn: Conn, now: datetime, *, limit: int = 1) -> list[Row]:
+async def claim_due(conn: Conn, now: datetime, *, limit: int = 1) -> list[ScheduleRecord]:
     """Enabled schedules due at ``now``, oldest first, locked for this transaction; rows another
     transaction is firing are skipped, so each firing is handled by one node."""
     return await conn.fetch(
@@ -72,7 +74,7 @@ async def claim_due(conn: Conn, now: datetime, *, limit: int = 1) -> list[Row]:
             ORDER BY s.next_run_at, s.id
             LIMIT $2
             FOR UPDATE SKIP LOCKED""",
-        now, limit,
+        now, limit, record_class=ScheduleRecord,
     )
 
 
@@ -95,10 +97,11 @@ async def record_run(conn: Conn, schedule_id: int, ran_at: datetime, job_id: int
     )
 
 
-async def next_due(conn: Conn) -> Row | None:
+async def next_due(conn: Conn) -> NextDue | None:
     """The soonest enabled schedule (id, name, next_run_at), for status displays."""
     return await conn.fetchrow(
         """SELECT id, name, next_run_at FROM schedules
-           WHERE enabled AND next_run_at IS NOT NULL ORDER BY next_run_at, id LIMIT 1"""
+           WHERE enabled AND next_run_at IS NOT NULL ORDER BY next_run_at, id LIMIT 1""",
+        record_class=NextDue,
     )
 

@@ -20,6 +20,7 @@ from phonefleet.protocol.states import (
     sources_of,
 )
 from phonefleet.server.store import Conn, Row
+from phonefleet.server.store.records import Ended, JobPlacement
 
 SLOT_SETTLED = """(a.slot_id IS NOT NULL AND EXISTS (
     SELECT 1 FROM assignments s WHERE (s.id = a.slot_id OR s.slot_id = a.slot_id) AND s.id <> a.id
@@ -51,8 +52,8 @@ class Overturned:
     """What late results changed: the assignments they ended, unstarted retries they cancelled, and
     the job counters to correct."""
 
-    changed: list[Row] = field(default_factory=list)
-    cancelled: list[Row] = field(default_factory=list)
+    changed: list[Ended] = field(default_factory=list)
+    cancelled: list[JobPlacement] = field(default_factory=list)
     tallies: dict[int, Tally] = field(default_factory=dict)
     events: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     """(job_id, data) for the job's audit trail."""
@@ -91,7 +92,7 @@ async def overturn_lost(conn: Conn, items: Sequence[dict[str, Any]]) -> Overturn
                          a.finished_at, true AS settled""",
             row["id"], outcome, item.get("error"), item.get("error_code"), item.get("result"),
             item.get("started_at"), item.get("finished_at"),
-            as_guard(LATE_RESULTS), as_guard(LATE_RESULTS[A.failed]),
+            as_guard(LATE_RESULTS), as_guard(LATE_RESULTS[A.failed]), record_class=Ended,
         )
         assert changed is not None
         out.changed.append(changed)
@@ -130,7 +131,7 @@ async def _settle_slot(conn: Conn, lost: Row, out: Overturned) -> str:
                WHERE id = $1 AND status = ANY($4::text[])
                RETURNING id, device_id, agent_id, job_id""",
             later["id"], str(ErrorCode.superseded), f"attempt {lost['attempt']} completed after all",
-            CANCEL_UNSTARTED_FROM,
+            CANCEL_UNSTARTED_FROM, record_class=JobPlacement,
         )
         if cancelled is not None:
             out.cancelled.append(cancelled)
