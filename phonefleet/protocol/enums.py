@@ -30,6 +30,40 @@ class DeviceState(StrEnum):
     paused = "paused"
     offline = "offline"
     unhealthy = "unhealthy"
+    """Connected, but a health threshold is broken (the reason says which)."""
+    quarantined = "quarantined"
+    """Taken out by the policy or an operator; leaves only by a release or a passed self-test."""
+    recovering = "recovering"
+    """The agent's recovery ladder runs on it."""
+
+
+class RecoveryRung(StrEnum):
+    """The agent's recovery ladder, gentlest first: it stops at the first rung after which the phone is healthy."""
+
+    reconnect = "reconnect"
+    usb_reset = "usb_reset"
+    reboot = "reboot"
+    power_cycle = "power_cycle"
+
+
+class DeviceEventKind(StrEnum):
+    """What a phone's append-only timeline records."""
+
+    connected = "connected"
+    disconnected = "disconnected"
+    health_changed = "health_changed"
+    quarantined = "quarantined"
+    released = "released"
+    recovery_started = "recovery_started"
+    recovery_ended = "recovery_ended"
+    selftest = "selftest"
+    paused = "paused"
+    resumed = "resumed"
+
+
+PHONE_ERROR_CODES = frozenset({"device_lost", "adb_error", "timeout", "probe_failed"})
+"""Failures that speak of the phone (or its cable, or adb), not of the job's plan: they count against the
+phone, unless the job fails on most phones it runs on (then its plan is wrong, and the job takes the blame)."""
 
 
 class MisfirePolicy(StrEnum):

@@ -10,6 +10,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from phonefleet.protocol import health
 from phonefleet.protocol.enums import (
     AssignmentStatus,
     FinishOutcome,
@@ -80,6 +81,14 @@ class DeviceReport(_Payload):
     battery: int | None = Field(default=None, ge=0, le=100)
     screen_on: bool | None = None
     tags: list[str] = Field(default_factory=list, max_length=50)
+    adb_state: str | None = Field(default=None, max_length=50)
+    boot_completed: bool | None = None
+    battery_temp_c: float | None = Field(default=None, ge=-50, le=150)
+    charging: bool | None = None
+    screen_locked: bool | None = None
+    data_free_mb: int | None = Field(default=None, ge=0)
+    probe_ms: float | None = Field(default=None, ge=0)
+    broken: list[str] = Field(default_factory=list, max_length=20)
 
 
 def _unique_serials(devices: list[DeviceReport]) -> list[DeviceReport]:
@@ -330,6 +339,8 @@ AGENT_EVENT_MODELS: dict[str, type[BaseModel]] = {
     ASSIGNMENT_FINISHED: AssignmentFinished,
     AGENT_PAUSE: PauseRequest,
     AGENT_RESUME: PauseRequest,
+    health.DEVICE_RECOVERY: health.RecoveryReport,
+    health.DEVICE_SELFTEST_RESULT: health.SelftestResult,
 }
 """Every event an agent may send, with the model that validates its payload."""
 

@@ -15,6 +15,7 @@ from phonefleet.protocol.enums import (
     MisfirePolicy,
     OnInterrupt,
     PausedBy,
+    RecoveryRung,
     RequeueScope,
     TargetType,
 )
@@ -213,6 +214,10 @@ class Device(_Resource):
     state: DeviceState
     paused_by: PausedBy | None
     last_seen_at: datetime | None
+    health_reason: str | None = Field(default=None, description="Why it is unhealthy (the thresholds broken).")
+    battery_temp_c: float | None = None
+    quarantine_reason: str | None = None
+    recovering: RecoveryRung | None = Field(default=None, description="The recovery rung running on it now.")
 
 
 class DevicePatch(_Body):

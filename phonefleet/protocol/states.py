@@ -110,16 +110,40 @@ The agent's own results never overturn anything else: a server-detected timeout,
 of another agent stay as they are.
 """
 
-DEVICE_TRANSITIONS: Mapping[D, frozenset[D]] = {s: frozenset(D) - {s} for s in D}
-"""Any state may follow any other: ``devices.refresh_states`` computes a phone's state from facts that each
-change on their own (connected, healthy, ``paused_by``, open assignments), e.g. offline -> busy when its agent
-is back within its grace, paused -> busy when a phone paused mid-run is resumed before the run ends."""
+DEVICE_STATE_PRECEDENCE: tuple[D, ...] = (
+    D.quarantined, D.recovering, D.offline, D.unhealthy, D.paused, D.busy, D.idle)
+"""A phone's state is computed from facts that each change on their own, and the first that holds wins:
+quarantined (set by the policy or an operator), recovering (the agent runs a rung), offline (not connected),
+unhealthy (a threshold broken), paused (by anyone), busy (it holds unstarted or running work), else idle.
+So a quarantined phone that drops off USB stays quarantined, and one that comes back is what its facts say."""
+
+DEVICE_TRANSITIONS: Mapping[D, frozenset[D]] = {
+    D.idle: frozenset({D.busy, D.paused, D.offline, D.unhealthy, D.quarantined, D.recovering}),
+    D.busy: frozenset({D.idle, D.paused, D.offline, D.unhealthy, D.quarantined, D.recovering}),
+    D.paused: frozenset({D.idle, D.busy, D.offline, D.unhealthy, D.quarantined, D.recovering}),
+    D.offline: frozenset({D.idle, D.busy, D.paused, D.unhealthy, D.quarantined, D.recovering}),
+    D.unhealthy: frozenset({D.idle, D.busy, D.paused, D.offline, D.quarantined, D.recovering}),
+    D.recovering: frozenset({D.idle, D.busy, D.paused, D.offline, D.unhealthy, D.quarantined}),
+    D.quarantined: frozenset({D.idle, D.busy, D.paused, D.offline, D.unhealthy, D.recovering}),
+}
+"""Every state may follow every other: ``devices.refresh_states`` computes the state from the facts
+(``DEVICE_STATE_PRECEDENCE``), e.g. offline -> busy when its agent is back within its grace with the run still
+on, quarantined -> busy when a phone quarantined mid-run is released before the run ends. What limits the
+moves is who may change which fact: only a release or a passed self-test clears a quarantine
+(``DEVICE_RELEASE_FROM``), and only an idle phone is claimed (``DEVICE_CLAIM_FROM``)."""
 
 DEVICE_INITIAL: frozenset[D] = frozenset({D.idle, D.paused, D.offline, D.unhealthy})
-"""A phone first reported has no work yet: never busy."""
+"""A phone first reported has no work yet (never busy), nor a quarantine or a rung of recovery."""
 
 DEVICE_CLAIM_FROM: frozenset[D] = frozenset({D.idle})
 """Only an idle phone is claimed; the claim marks it busy itself, in the statement that takes it."""
+
+DEVICE_QUARANTINE_FROM: frozenset[D] = frozenset(D) - {D.quarantined}
+"""Any phone may be quarantined (by the policy or by hand), whatever it is doing; a run already on it ends
+as it would, its unstarted work goes back to its jobs."""
+
+DEVICE_RELEASE_FROM: frozenset[D] = frozenset({D.quarantined})
+"""Only a quarantined phone is released (by an operator, or by its passed self-test after the cool-down)."""
 
 AGENT_TRANSITIONS: Mapping[G, frozenset[G]] = {
     G.online: frozenset({G.paused, G.offline}),

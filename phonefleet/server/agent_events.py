@@ -8,15 +8,18 @@ import asyncpg
 from pydantic import BaseModel, ValidationError
 
 from phonefleet.protocol import events as ev
+from phonefleet.protocol import health
+from phonefleet.protocol.enums import DeviceState
 from phonefleet.server import outage
 from phonefleet.server.auth import Principal
 from phonefleet.server.completion import Completion
 from phonefleet.server.config import Settings
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Invalid, ServiceError
+from phonefleet.server.fleet_health import FleetHealth
 from phonefleet.server.orders import of_rows as orders_of_rows
 from phonefleet.server.orders import with_orders
-from phonefleet.server.outage import OUTAGE_ERRORS
+from phonefleet.server.outage import DATABASE_ERRORS, OUTAGE_ERRORS
 from phonefleet.server.pauses import Pauses
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import Conn
@@ -44,12 +47,13 @@ def error_ack(exc: ServiceError) -> dict[str, Any]:
 
 class AgentEvents:
     def __init__(self, pool: asyncpg.Pool, realtime: Realtime, distributor: Distributor, *,
-                 completion: Completion, pauses: Pauses, settings: Settings) -> None:
+                 completion: Completion, pauses: Pauses, fleet_health: FleetHealth, settings: Settings) -> None:
         self.pool = pool
         self.realtime = realtime
         self.distributor = distributor
         self.completion = completion
         self.pauses = pauses
+        self.fleet_health = fleet_health
         self.settings = settings
         self._handlers: dict[str, tuple[type[BaseModel], Handler]] = {
             ev.AGENT_HELLO: (ev.AgentHello, self._hello),
@@ -60,6 +64,8 @@ class AgentEvents:
             ev.ASSIGNMENT_FINISHED: (ev.AssignmentFinished, self._finished),
             ev.AGENT_PAUSE: (ev.PauseRequest, self._pause),
             ev.AGENT_RESUME: (ev.PauseRequest, self._resume),
+            health.DEVICE_RECOVERY: (health.RecoveryReport, self._recovery),
+            health.DEVICE_SELFTEST_RESULT: (health.SelftestResult, self._selftest),
         }
 
     async def handle(self, agent: Principal, event: str, data: Any) -> dict[str, Any]:
@@ -152,6 +158,7 @@ class AgentEvents:
         self._announce_devices(touched, handed)
         if any(c.state == "idle" for c in changed) or handed:
             self.distributor.request_fill()
+        await self._check_flapping(changed)
         return ev.DeviceUpdateAck(devices=len(touched), handed_back=[h.id for h in handed],
                                   refused_devices=_refused(refused)).model_dump()
 
@@ -198,6 +205,14 @@ class AgentEvents:
         # Already-ended (or foreign) ids are acknowledged too, so an outbox replay always drains.
         return {"recorded": recorded, "acknowledged": [i["assignment_id"] for i in items]}
 
+    async def _recovery(self, agent: Principal, report: health.RecoveryReport) -> dict[str, Any]:
+        assert agent.agent_id is not None
+        return await self.fleet_health.on_recovery(agent.agent_id, report)
+
+    async def _selftest(self, agent: Principal, result: health.SelftestResult) -> dict[str, Any]:
+        assert agent.agent_id is not None
+        return await self.fleet_health.on_selftest(agent.agent_id, result)
+
     async def _pause(self, agent: Principal, request: ev.PauseRequest) -> dict[str, Any]:
         assert agent.agent_id is not None and agent.agent_name is not None
         result = await self.pauses.from_agent(agent.agent_id, agent.agent_name, request, paused=True)
@@ -243,6 +258,15 @@ class AgentEvents:
         if handed:
             await devices_store.refresh_states(conn, gone)
         return handed
+
+    async def _check_flapping(self, changed: list[DeviceChange]) -> None:
+        """Phones that just went offline may have done it once too often (the quarantine policy's flapping)."""
+        gone = [c.id for c in changed if c.state == DeviceState.offline]
+        if gone:
+            try:
+                await self.fleet_health.check_flapping(gone)
+            except DATABASE_ERRORS:  # the report is recorded; the next disconnect looks again
+                log.warning("flapping check failed", exc_info=True)
 
     def _announce_devices(self, device_ids: list[int], handed: list[JobPlacement]) -> None:
         self.realtime.devices_changed(device_ids)

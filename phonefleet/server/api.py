@@ -16,6 +16,16 @@ from pydantic import BaseModel, ValidationError
 
 from phonefleet import __version__
 from phonefleet.protocol import events as ev
+from phonefleet.protocol.health import (
+    DeviceDetail,
+    DeviceEventList,
+    FleetHealthReport,
+    FleetPolicy,
+    FleetPolicyPatch,
+    QuarantineRequest,
+    RecoverAccepted,
+    RecoverRequest,
+)
 from phonefleet.protocol.models import (
     AdminToken,
     AdminTokenCreate,
@@ -50,6 +60,7 @@ from phonefleet.server.artifacts import ARTIFACT_TYPES, ArtifactStore, serving_h
 from phonefleet.server.auth import Authenticator, Principal, TokenCheck, bearer
 from phonefleet.server.errors import Forbidden, Invalid, NotFound, ServiceError, Unauthorized
 from phonefleet.server.fleet import Fleet
+from phonefleet.server.fleet_health import FleetHealth
 from phonefleet.server.job_control import JobControl
 from phonefleet.server.metrics import CONTENT_TYPE, Metrics
 from phonefleet.server.openapi import build_openapi
@@ -62,6 +73,7 @@ from phonefleet.server.routes import (
     Access,
     ArtifactFile,
     AssignmentQuery,
+    DeviceEventQuery,
     JobListQuery,
     Route,
     ScheduleListQuery,
@@ -74,6 +86,12 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def _actor(request: web.Request) -> str:
+    """Who is asking, for a phone's timeline: the admin token's name."""
+    principal = request[PRINCIPAL]
+    return principal.admin_name or principal.kind
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -154,6 +172,7 @@ class ApiServices:
     schedules: Schedules
     revocations: Revocations
     fleet: Fleet
+    fleet_health: FleetHealth
 
 
 class Api:
@@ -263,6 +282,37 @@ class Api:
         device_id = _int_id(request)
         body = await _body(request, DevicePatch)
         return model_response(await self.s.pauses.set_device_paused(device_id, body.paused))
+
+    async def get_device(self, request: web.Request) -> web.Response:
+        return model_response(await self.s.fleet_health.device(_int_id(request)))
+
+    async def device_events(self, request: web.Request) -> web.Response:
+        q = _query(request, DeviceEventQuery)
+        return model_response(await self.s.fleet_health.events(
+            _int_id(request), before=q.before, limit=q.limit, kinds=[str(k) for k in q.kind or []]))
+
+    async def release_device(self, request: web.Request) -> web.Response:
+        return model_response(await self.s.fleet_health.release(_int_id(request), _actor(request)))
+
+    async def quarantine_device(self, request: web.Request) -> web.Response:
+        device_id = _int_id(request)
+        body = await _body(request, QuarantineRequest)
+        return model_response(await self.s.fleet_health.quarantine(device_id, body.reason, _actor(request)))
+
+    async def recover_device(self, request: web.Request) -> web.Response:
+        device_id = _int_id(request)
+        body = await _body(request, RecoverRequest)
+        return model_response(await self.s.fleet_health.recover(device_id, body.rung, _actor(request)), 202)
+
+    async def fleet_health_report(self, _request: web.Request) -> web.Response:
+        return model_response(await self.s.fleet_health.report())
+
+    async def fleet_policy(self, _request: web.Request) -> web.Response:
+        return model_response(await self.s.fleet_health.policy())
+
+    async def patch_fleet_policy(self, request: web.Request) -> web.Response:
+        body = await _body(request, FleetPolicyPatch)
+        return model_response(await self.s.fleet_health.patch_policy(body, _actor(request)))
 
     async def list_agents(self, _request: web.Request) -> web.Response:
         return models_response(await self.s.queries.agents())
@@ -410,6 +460,26 @@ ROUTES: list[Route] = [
     Route("GET", "/api/devices", Api.list_devices, "Every phone", response=Device, many=True, tags=("fleet",)),
     Route("PATCH", "/api/devices/{id}", Api.patch_device, "Pause or resume a phone", body=DevicePatch,
           response=Device, tags=("fleet",)),
+    Route("GET", "/api/devices/{id}", Api.get_device, "One phone: its health, the thresholds it breaks and its "
+          "reliability record", response=DeviceDetail, tags=("fleet",)),
+    Route("GET", "/api/devices/{id}/events", Api.device_events, "A phone's timeline, newest first, a page at a "
+          "time", query=DeviceEventQuery, response=DeviceEventList, tags=("fleet",)),
+    Route("POST", "/api/devices/{id}/quarantine", Api.quarantine_device, "Quarantine a phone by hand: it gets "
+          "no work until released; its unstarted work goes back to its jobs", body=QuarantineRequest,
+          response=DeviceDetail, tags=("fleet",)),
+    Route("POST", "/api/devices/{id}/release", Api.release_device, "Release a quarantined phone",
+          response=DeviceDetail, tags=("fleet",)),
+    Route("POST", "/api/devices/{id}/recover", Api.recover_device, "Run one rung of the recovery ladder on a "
+          "phone now (its agent reports what it did in the phone's timeline)", body=RecoverRequest,
+          response=RecoverAccepted, status=202, tags=("fleet",)),
+    Route("GET", "/api/fleet/health", Api.fleet_health_report, "Phones by state, and those needing attention "
+          "(quarantined, recovering, unhealthy, flapping, hot) with reasons", response=FleetHealthReport,
+          tags=("fleet",)),
+    Route("GET", "/api/fleet/policy", Api.fleet_policy, "The health thresholds and the quarantine policy",
+          response=FleetPolicy, tags=("fleet",)),
+    Route("PATCH", "/api/fleet/policy", Api.patch_fleet_policy, "Change health thresholds or the quarantine "
+          "policy (the fields given; agents hear new thresholds at once)", body=FleetPolicyPatch,
+          response=FleetPolicy, tags=("fleet",)),
     Route("GET", "/api/agents", Api.list_agents, "Every agent", response=Agent, many=True, tags=("fleet",)),
     Route("POST", "/api/agents", Api.create_agent, "Register an agent; answers its token once",
           body=AgentCreate, response=AgentCreated, status=201, tags=("fleet",)),

@@ -22,10 +22,12 @@ from phonefleet.server.dashboard_push import DashboardPush
 from phonefleet.server.database import EmbeddedPostgres, create_pool, migrate, wait_for_database
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.duties.fill_sweeper import FillSweeper
+from phonefleet.server.duties.health_watch import HealthWatch
 from phonefleet.server.duties.job_activator import JobActivator
 from phonefleet.server.duties.lease_rescuer import LeaseRescuer
 from phonefleet.server.duties.retry_waker import RetryWaker
 from phonefleet.server.fleet import Fleet
+from phonefleet.server.fleet_health import FleetHealth
 from phonefleet.server.job_control import JobControl
 from phonefleet.server.maintenance import Maintenance
 from phonefleet.server.metrics import Metrics
@@ -169,10 +171,12 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     push = DashboardPush(sio, presence, queries, bus, progress_hz=settings.progress_hz)
     realtime = Realtime(sio, presence, push, bus)
     distributor = Distributor(pool, realtime, metrics)
-    completion = Completion(pool, realtime, distributor, metrics, settings)
+    fleet_health = FleetHealth(pool, realtime, distributor, metrics)
+    completion = Completion(pool, realtime, distributor, metrics, settings, fleet_health=fleet_health)
     jobs = JobControl(pool, realtime, distributor)
     pauses = Pauses(pool, realtime, distributor)
-    agent_events = AgentEvents(pool, realtime, distributor, completion=completion, pauses=pauses, settings=settings)
+    agent_events = AgentEvents(pool, realtime, distributor, completion=completion, pauses=pauses,
+                               fleet_health=fleet_health, settings=settings)
     scheduler = SchedulerControl(pool, realtime, distributor, settings.agent_grace_sec)
     schedules = Schedules(pool, jobs, realtime)
     every = settings.maintenance_sec
@@ -182,6 +186,7 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
         JobActivator(pool, jobs, distributor, realtime, interval_sec=every),
         RetryWaker(pool, distributor, interval_sec=every),
         FillSweeper(pool, distributor, interval_sec=every),
+        HealthWatch(fleet_health, interval_sec=every),
     ], settings)
     revocations = Revocations(pool, realtime, maintenance, bus, recheck_sec=settings.token_recheck_sec)
     router = Router(realtime, push, distributor, revocations)
@@ -192,7 +197,7 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
                         scheduler, schedules, maintenance, bus, revocations, db.admin_token, push, router)
     api = ApiServices(tokens=tokens, queries=queries, jobs=jobs, pauses=pauses, agent_events=agent_events,
                       scheduler=scheduler, schedules=schedules, revocations=revocations,
-                      fleet=Fleet(pool, queries, distributor))
+                      fleet=Fleet(pool, queries, distributor), fleet_health=fleet_health)
     return services, api
 
 

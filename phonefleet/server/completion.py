@@ -13,11 +13,13 @@ from typing import Any
 import asyncpg
 
 from phonefleet.protocol import events as ev
-from phonefleet.protocol.enums import ErrorCode, FinishOutcome
+from phonefleet.protocol.enums import PHONE_ERROR_CODES, ErrorCode, FinishOutcome
 from phonefleet.server.batching import Coalescer
 from phonefleet.server.config import Settings
 from phonefleet.server.distributor import Distributor
+from phonefleet.server.fleet_health import FleetHealth
 from phonefleet.server.metrics import Metrics
+from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import Conn
 from phonefleet.server.store import assignments as assignments_store
@@ -43,12 +45,13 @@ def _agent_cancel_is_a_failure(item: dict[str, Any]) -> dict[str, Any]:
 
 class Completion:
     def __init__(self, pool: asyncpg.Pool, realtime: Realtime, distributor: Distributor, metrics: Metrics,
-                 settings: Settings) -> None:
+                 settings: Settings, *, fleet_health: FleetHealth) -> None:
         self.pool = pool
         self.realtime = realtime
         self.distributor = distributor
         self.metrics = metrics
         self.settings = settings
+        self.fleet_health = fleet_health
         self.batcher: Coalescer[dict[str, Any], int | None] = Coalescer(self._end_batch, name="completion")
 
     def start(self) -> None:
@@ -113,6 +116,13 @@ class Completion:
         if late.changed:
             log.info("late results overturned lost assignments", extra={"assignments": [r.id for r in late.changed]})
             await self.realtime.job_status_changed({r.job_id for r in late.changed})
+        suspects = {r.device_id for r in changed if r.status in ("failed", "timed_out")
+                    and (r.error_code in PHONE_ERROR_CODES or r.status == "timed_out")}
+        if suspects:  # a phone-attributed failure may complete a streak: the quarantine policy looks
+            try:
+                await self.fleet_health.check_failures(suspects)
+            except DATABASE_ERRORS:  # the results are recorded; the health watch looks again soon
+                log.warning("failure streak check failed", exc_info=True)
         for retry in late.cancelled:  # unstarted retries a late result made needless: off their phones
             await self.realtime.to_agent(retry.agent_id, ev.JOB_CANCELLED, ev.JobControl(
                 job_id=retry.job_id, assignment_ids=[retry.id], abort_running=True).model_dump())

@@ -52,6 +52,21 @@ class Metrics:
             "phonefleet_agents_connected", "Agents seen within the grace period, on any node",
             registry=self.fleet_registry,
         )
+        self.recovery_attempts = Counter(
+            "phonefleet_recovery_attempts", "Recovery rungs run on phones, by rung and outcome", ["rung", "outcome"],
+            registry=self.registry,
+        )
+        phone = ["serial", "agent"]
+        self.device_battery = Gauge("phonefleet_device_battery_percent", "Battery level of each phone", phone,
+                                    registry=self.fleet_registry)
+        self.device_temperature = Gauge("phonefleet_device_battery_celsius", "Battery temperature of each phone",
+                                        phone, registry=self.fleet_registry)
+        self.device_success = Gauge("phonefleet_device_success_ratio",
+                                    "Completed share of each phone's runs that ended in the last hour", phone,
+                                    registry=self.fleet_registry)
+        self.device_healthy = Gauge("phonefleet_device_available",
+                                    "1 when the phone may take work (idle or busy), else 0", phone,
+                                    registry=self.fleet_registry)
 
     def set_fleet(self, counts: FleetCounts) -> None:
         """The gauges counted in the database, refreshed by each scrape."""
@@ -62,6 +77,17 @@ class Metrics:
         for state, n in counts.devices.items():
             self.devices.labels(state=state).set(n)
         self.agents_connected.set(counts.agents["connected"])
+        for gauge in (self.device_battery, self.device_temperature, self.device_success, self.device_healthy):
+            gauge.clear()  # phones that went away take their series with them
+        for p in counts.phones:
+            labels = {"serial": p.serial, "agent": p.agent}
+            if p.battery is not None:
+                self.device_battery.labels(**labels).set(p.battery)
+            if p.battery_temp_c is not None:
+                self.device_temperature.labels(**labels).set(p.battery_temp_c)
+            if p.success_rate_1h is not None:
+                self.device_success.labels(**labels).set(p.success_rate_1h)
+            self.device_healthy.labels(**labels).set(1 if p.state in ("idle", "busy") else 0)
 
     def render(self, *, fleet: bool = True) -> bytes:
         """The text format; ``fleet=False`` when the database could not be read (stale counts would lie)."""

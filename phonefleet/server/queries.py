@@ -109,8 +109,8 @@ class Queries:
         async with self.pool.acquire() as conn:
             states = await devices_store.counts_by_state(conn)
             agents = await agents_store.counts_by_status(conn, self.grace_sec)
-        return FleetStats(agents_online=agents["connected"], devices=states,
-                          connected_devices=states["idle"] + states["busy"] + states["paused"] + states["unhealthy"])
+            connected = await devices_store.count_connected(conn)
+        return FleetStats(agents_online=agents["connected"], devices=states, connected_devices=connected)
 
     async def agents(self) -> list[Agent]:
         async with self.pool.acquire() as conn:

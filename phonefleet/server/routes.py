@@ -8,7 +8,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from phonefleet.protocol.enums import AssignmentStatus, JobStatus
+from phonefleet.protocol.enums import AssignmentStatus, DeviceEventKind, JobStatus
 
 Handler = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
 """An ``Api`` method: (the api, the request) -> the response."""
@@ -54,6 +54,12 @@ class AssignmentQuery(BaseModel):
                                                   "(not retried on another phone, not requeued).")
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class DeviceEventQuery(BaseModel):
+    before: int | None = Field(default=None, ge=1, le=MAX_OFFSET, description="Events older than this id.")
+    limit: int = Field(default=50, ge=1, le=500)
+    kind: list[DeviceEventKind] | None = None
 
 
 class StatsQuery(BaseModel):

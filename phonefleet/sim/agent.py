@@ -15,6 +15,7 @@ import aiohttp
 import socketio
 
 from phonefleet.protocol import events as ev
+from phonefleet.protocol import health
 from phonefleet.protocol.wire import OrJson, TextPacket
 
 
@@ -55,7 +56,8 @@ class SimAgent:
                 return None
             return {"received": [o["assignment_id"] for o in orders]}
 
-        for name in (ev.JOB_PAUSED, ev.JOB_RESUMED, ev.JOB_CANCELLED, ev.DEVICE_PAUSE, ev.DEVICE_RESUME):
+        for name in (ev.JOB_PAUSED, ev.JOB_RESUMED, ev.JOB_CANCELLED, ev.DEVICE_PAUSE, ev.DEVICE_RESUME,
+                     health.DEVICE_RECOVER, health.DEVICE_SELFTEST, health.FLEET_THRESHOLDS):
             self.sio.on(name, namespace=ns)(self._recorder(name))
 
     def _recorder(self, name: str) -> Callable[[Any], Any]:
@@ -142,6 +144,12 @@ class SimAgent:
             if not ack.get("ok"):
                 self._finish_buffer.extend(batch)
 
+    async def report(self, devices: list[dict[str, Any]], *, full: bool = False) -> dict[str, Any]:
+        """A ``device:update``: these phones' facts as given (``devices()`` makes them)."""
+        ack = await self.call(ev.DEVICE_UPDATE, {"devices": devices, "full": full})
+        assert ack["ok"], ack
+        return ack
+
     async def pause(self, scope: str, *, serial: str | None = None, job_id: int | None = None,
                     resume: bool = False) -> dict[str, Any]:
         return await self.call(ev.AGENT_RESUME if resume else ev.AGENT_PAUSE,
@@ -188,7 +196,7 @@ class SimDashboard:
 
     EVENTS = (ev.JOB_STATUS_UPDATE, ev.JOB_PROGRESS, ev.DASHBOARD_DEVICE_UPDATE, ev.FLEET_STATS,
               ev.PAUSE_CHANGED, ev.AGENT_UPDATE, ev.JOB_DELETED, ev.SCHEDULER_UPDATE,
-              ev.SCHEDULE_CHANGED)
+              ev.SCHEDULE_CHANGED, health.DEVICE_EVENT)
 
     def __init__(self, base_url: str, token: str) -> None:
         self.base_url = base_url.rstrip("/")

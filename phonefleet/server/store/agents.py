@@ -36,6 +36,12 @@ async def by_token_hash(conn: Conn, token_hash: str) -> AgentIdentity | None:
                                record_class=AgentIdentity)
 
 
+async def online_ids(conn: Conn) -> list[int]:
+    """Agents that are connected (online or paused)."""
+    rows = await conn.fetch("SELECT id FROM agents WHERE status <> 'offline' ORDER BY id")
+    return [r["id"] for r in rows]
+
+
 async def id_by_name(conn: Conn, name: str) -> int | None:
     agent_id = await conn.fetchval("SELECT id FROM agents WHERE name = $1", name)
     return int(agent_id) if agent_id is not None else None

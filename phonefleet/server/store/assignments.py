@@ -388,7 +388,7 @@ async def finish(
         WHERE a.id = i.id AND j.id = a.job_id AND (i.agent_id IS NULL OR a.agent_id = i.agent_id)
           AND a.status = ANY($12::text[]) AND i.outcome = ANY($13::text[])
         RETURNING a.id, a.job_id, a.device_id, a.agent_id, a.status, a.retry_at, a.started_at, a.finished_at,
-                  {SLOT_SETTLED} AS settled
+                  {SLOT_SETTLED} AS settled, a.error_code
         """,
         [i["assignment_id"] for i in items],
         [str(i["outcome"]) for i in items],

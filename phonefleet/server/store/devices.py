@@ -3,33 +3,51 @@
 from collections.abc import Sequence
 from typing import Any
 
-from phonefleet.protocol.states import DEVICE_TRANSITIONS, every_state
-from phonefleet.server.store import Conn, waiting
-from phonefleet.server.store.records import DeviceChange, DeviceRecord
+from phonefleet.protocol.enums import DeviceEventKind, DeviceState
+from phonefleet.protocol.states import DEVICE_STATE_PRECEDENCE, DEVICE_TRANSITIONS, every_state
+from phonefleet.server.store import Conn, Row, device_events, waiting
+from phonefleet.server.store.records import AttentionRecord, DeviceChange, DeviceDetailRecord, DeviceRecord
 
 CONNECTED_STATES = ("idle", "busy")
 """States of a phone that may take work now or once it is free."""
 
 DEVICE_COLUMNS = """
     d.id, d.serial, d.agent_id, ag.name AS agent_name, d.model, d.android_version, d.tags, d.battery,
-    d.state, d.paused_by, d.last_seen_at
+    d.state, d.paused_by, d.last_seen_at, d.health_reason, (d.health->>'battery_temp_c')::real AS battery_temp_c,
+    d.quarantine_reason, d.recovering
 """
 
-# The state a phone should be in, from the facts about it; used by every write below.
-_STATE_EXPR = """
-    CASE WHEN NOT {connected} THEN 'offline'
-         WHEN NOT {healthy} THEN 'unhealthy'
-         WHEN {paused_by} IS NOT NULL THEN 'paused'
-         WHEN EXISTS (SELECT 1 FROM assignments x WHERE x.device_id = {id}
-                      AND x.status IN ('pending', 'delivered', 'running')) THEN 'busy'
-         ELSE 'idle' END
+DETAIL_COLUMNS = f"""{DEVICE_COLUMNS},
+    d.health, d.broken, d.unhealthy_since, d.quarantined_at, d.quarantined_by, d.released_at
 """
+
+_STATE_FACTS: dict[DeviceState, str] = {
+    DeviceState.quarantined: "{p}quarantined_at IS NOT NULL",
+    DeviceState.recovering: "{p}recovering IS NOT NULL",
+    DeviceState.offline: "NOT {p}connected",
+    DeviceState.unhealthy: "NOT {p}healthy",
+    DeviceState.paused: "{p}paused_by IS NOT NULL",
+    DeviceState.busy: "EXISTS (SELECT 1 FROM assignments x WHERE x.device_id = {p}id"
+                      " AND x.status IN ('pending', 'delivered', 'running'))",
+}
+"""The fact that puts a phone in each state; ``DEVICE_STATE_PRECEDENCE`` orders them (idle: none holds)."""
 
 
 def state_expr(prefix: str = "devices.") -> str:
-    return _STATE_EXPR.format(
-        connected=f"{prefix}connected", healthy=f"{prefix}healthy", paused_by=f"{prefix}paused_by", id=f"{prefix}id"
-    )
+    """SQL: the state a phone should be in, from the facts about it; used by every write of ``state``."""
+    whens = " ".join(f"WHEN {_STATE_FACTS[s].format(p=prefix)} THEN '{s}'"
+                     for s in DEVICE_STATE_PRECEDENCE if s is not DeviceState.idle)
+    return f"CASE {whens} ELSE 'idle' END"
+
+
+HEALTH_FACTS = ("adb_state", "boot_completed", "battery", "battery_temp_c", "charging", "screen_on",
+                "screen_locked", "data_free_mb", "probe_ms")
+"""What the agent's probe reports of a phone, kept as it said it (``devices.health``)."""
+
+
+def _health(report: dict[str, Any]) -> dict[str, Any] | None:
+    facts = {k: report[k] for k in HEALTH_FACTS if report.get(k) is not None}
+    return facts or None
 
 
 SERIAL_LOCK = 0x70667372  # "pfsr": the advisory lock space of phone claims, keyed by serial
@@ -79,21 +97,31 @@ async def apply_reports(
         """
         WITH input AS (
             SELECT * FROM unnest($2::text[], $3::bool[], $4::bool[], $5::text[], $6::text[], $7::text[],
-                                 $8::int[], $9::bool[], $10::text[], $11::bool[])
+                                 $8::int[], $9::bool[], $10::text[], $11::bool[], $13::jsonb[], $14::text[])
                 AS t(serial, online, healthy, health_reason, model, android_version, battery_s,
-                     screen_on, tags_s, agent_paused)
-        )
+                     screen_on, tags_s, agent_paused, health, broken_s)
+        ), old AS (  -- the rows as they were: the statement's snapshot, before its own upsert
+            SELECT d.id, d.connected, d.healthy, d.health_reason FROM devices d
+            WHERE d.agent_id = $1 AND d.serial = ANY($2::text[])
+        ), up AS (
         INSERT INTO devices AS devices (agent_id, serial, connected, healthy, health_reason, model,
-                             android_version, battery, screen_on, tags, paused_by, last_seen_at, state)
+                             android_version, battery, screen_on, tags, paused_by, last_seen_at, state, health,
+                             broken, unhealthy_since)
         SELECT $1, i.serial, i.online, i.healthy, i.health_reason, i.model, i.android_version, i.battery_s,
                i.screen_on, CASE WHEN i.tags_s IS NULL THEN '{}'::text[] ELSE string_to_array(i.tags_s, E'\\x1f') END,
                CASE WHEN i.agent_paused THEN 'agent' END, now(),
                CASE WHEN NOT i.online THEN 'offline' WHEN NOT i.healthy THEN 'unhealthy'
-                    WHEN i.agent_paused THEN 'paused' ELSE 'idle' END
+                    WHEN i.agent_paused THEN 'paused' ELSE 'idle' END,
+               i.health, CASE WHEN i.broken_s IS NULL THEN '{}'::text[] ELSE string_to_array(i.broken_s, E'\\x1f') END,
+               CASE WHEN i.online AND NOT i.healthy THEN now() END
         FROM input i
         ON CONFLICT (agent_id, serial) DO UPDATE SET
             connected = EXCLUDED.connected, healthy = EXCLUDED.healthy,
             health_reason = EXCLUDED.health_reason,
+            health = coalesce(EXCLUDED.health, devices.health),
+            broken = EXCLUDED.broken,
+            unhealthy_since = CASE WHEN EXCLUDED.connected AND NOT EXCLUDED.healthy
+                                   THEN coalesce(devices.unhealthy_since, now()) END,
             model = coalesce(EXCLUDED.model, devices.model),
             android_version = coalesce(EXCLUDED.android_version, devices.android_version),
             battery = coalesce(EXCLUDED.battery, devices.battery),
@@ -103,7 +131,10 @@ async def apply_reports(
                              WHEN $12::bool AND EXCLUDED.paused_by IS NULL AND devices.paused_by = 'agent' THEN NULL
                              ELSE devices.paused_by END,
             last_seen_at = now()
-        RETURNING devices.id, devices.connected, (devices.xmax = 0) AS inserted
+        RETURNING devices.id, devices.connected, devices.healthy, devices.health_reason, devices.broken,
+                  (devices.xmax = 0) AS inserted)
+        SELECT up.*, old.connected AS was_connected, old.healthy AS was_healthy, old.health_reason AS old_reason
+        FROM up LEFT JOIN old ON old.id = up.id
         """,
         agent_id,
         serials,
@@ -117,7 +148,10 @@ async def apply_reports(
         ["\x1f".join(r.get("tags") or []) or None for r in reports],
         [paused_serials is not None and r["serial"] in paused_serials for r in reports],
         paused_serials is not None,
+        [_health(r) for r in reports],
+        ["\x1f".join(r.get("broken") or []) or None for r in reports],
     )
+    await device_events.add_many(conn, _report_events(rows))
     ids = [r["id"] for r in rows]
     # New phones, and on a hello every phone (its facts may have changed): jobs waiting for them wait no more.
     await waiting.for_devices(conn, [r["id"] for r in rows if r["connected"] and (full or r["inserted"])])
@@ -128,7 +162,27 @@ async def apply_reports(
             agent_id, serials,
         )
         ids.extend(r["id"] for r in gone)
+        await device_events.add_many(conn, [device_events.NewEvent(r["id"], DeviceEventKind.disconnected, "agent",
+                                                                   "no longer listed by its agent") for r in gone])
+    if paused_serials is not None:  # a hello: the agent (re)started, so no rung of its ladder runs any more
+        ids.extend(await end_recoveries(conn, agent_id, "the agent started again"))
     return ids, await refresh_states(conn, ids), refused
+
+
+def _report_events(rows: Sequence[Row]) -> list[device_events.NewEvent]:
+    """What the reports changed in each phone's life: connected, disconnected, health changed."""
+    out: list[device_events.NewEvent] = []
+    for r in rows:
+        was_connected = bool(r["was_connected"])  # None: a phone seen for the first time
+        if r["connected"] != was_connected:
+            kind = DeviceEventKind.connected if r["connected"] else DeviceEventKind.disconnected
+            out.append(device_events.NewEvent(r["id"], kind, "agent", None, {"first_seen": bool(r["inserted"])}
+                                              if r["connected"] else {}))
+        if r["connected"] and (r["healthy"] != r["was_healthy"] or r["health_reason"] != r["old_reason"]) and not (
+                r["inserted"] and r["healthy"]):
+            out.append(device_events.NewEvent(r["id"], DeviceEventKind.health_changed, "agent", r["health_reason"],
+                                              {"healthy": r["healthy"], "broken": list(r["broken"])}))
+    return out
 
 
 async def refresh_states(conn: Conn, device_ids: Sequence[int]) -> list[DeviceChange]:
@@ -154,10 +208,29 @@ async def refresh_states(conn: Conn, device_ids: Sequence[int]) -> list[DeviceCh
 
 
 async def disconnect_agent(conn: Conn, agent_id: int) -> list[DeviceChange]:
+    """The agent is gone: its phones are offline (not counted as the phones' own disconnects)."""
     rows = await conn.fetch(
         "UPDATE devices SET connected = false WHERE agent_id = $1 AND connected RETURNING id", agent_id
     )
-    return await refresh_states(conn, [r["id"] for r in rows])
+    await device_events.add_many(conn, [device_events.NewEvent(r["id"], DeviceEventKind.disconnected, "server",
+                                                               "its agent went away") for r in rows])
+    ended = await end_recoveries(conn, agent_id, "its agent went away")
+    return await refresh_states(conn, sorted({*(r["id"] for r in rows), *ended}))
+
+
+async def end_recoveries(conn: Conn, agent_id: int, reason: str) -> list[int]:
+    """Rungs the agent can no longer be running (it went away, or started again) end, unfinished."""
+    rows = await conn.fetch(
+        """WITH old AS (SELECT id, recovering FROM devices WHERE agent_id = $1 AND recovering IS NOT NULL
+                        ORDER BY id FOR UPDATE)
+           UPDATE devices d SET recovering = NULL FROM old WHERE d.id = old.id
+           RETURNING d.id, old.recovering AS rung""",
+        agent_id,
+    )
+    await device_events.add_many(conn, [device_events.NewEvent(
+        r["id"], DeviceEventKind.recovery_ended, "server", reason, {"rung": r["rung"], "outcome": "abandoned"})
+        for r in rows])
+    return [r["id"] for r in rows]
 
 
 async def set_paused(
@@ -191,6 +264,31 @@ async def get(conn: Conn, device_id: int) -> DeviceRecord | None:
     )
 
 
+async def get_detail(conn: Conn, device_id: int) -> DeviceDetailRecord | None:
+    return await conn.fetchrow(
+        f"SELECT {DETAIL_COLUMNS} FROM devices d JOIN agents ag ON ag.id = d.agent_id WHERE d.id = $1", device_id,
+        record_class=DeviceDetailRecord,
+    )
+
+
+async def needing_attention(conn: Conn, limit: int = 1000) -> list[AttentionRecord]:
+    """Quarantined, recovering and unhealthy phones, with since when."""
+    return await conn.fetch(
+        f"""SELECT {DEVICE_COLUMNS},
+                   CASE d.state WHEN 'quarantined' THEN d.quarantined_at WHEN 'unhealthy' THEN d.unhealthy_since
+                   END AS since
+            FROM devices d JOIN agents ag ON ag.id = d.agent_id
+            WHERE d.state IN ('quarantined', 'recovering', 'unhealthy')
+            ORDER BY d.id LIMIT $1""",
+        limit, record_class=AttentionRecord,
+    )
+
+
+async def connected_ids(conn: Conn) -> list[int]:
+    rows = await conn.fetch("SELECT id FROM devices WHERE connected ORDER BY id")
+    return [r["id"] for r in rows]
+
+
 async def get_many(conn: Conn, device_ids: Sequence[int]) -> list[DeviceRecord]:
     return await conn.fetch(
         f"SELECT {DEVICE_COLUMNS} FROM devices d JOIN agents ag ON ag.id = d.agent_id"
@@ -217,9 +315,13 @@ async def paused_serials(conn: Conn, agent_id: int) -> list[str]:
 
 async def counts_by_state(conn: Conn) -> dict[str, int]:
     rows = await conn.fetch("SELECT state, count(*)::int AS n FROM devices GROUP BY state")
-    counts = {s: 0 for s in ("idle", "busy", "paused", "offline", "unhealthy")}
+    counts = {str(s): 0 for s in DeviceState}
     counts.update({r["state"]: r["n"] for r in rows})
     return counts
+
+
+async def count_connected(conn: Conn) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM devices WHERE connected"))
 
 
 async def count_idle(conn: Conn) -> int:

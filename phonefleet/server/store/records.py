@@ -212,6 +212,7 @@ class Ended(asyncpg.Record):
     started_at = Col[datetime | None]()
     finished_at = Col[datetime]()
     settled = Col[bool]()
+    error_code = Col[str | None]()
 
 
 # ------------------------------------------------------------------------------------------------ devices
@@ -231,6 +232,39 @@ class DeviceRecord(asyncpg.Record):
     state = Col[str]()
     paused_by = Col[str | None]()
     last_seen_at = Col[datetime | None]()
+    health_reason = Col[str | None]()
+    battery_temp_c = Col[float | None]()
+    quarantine_reason = Col[str | None]()
+    recovering = Col[str | None]()
+
+
+class DeviceDetailRecord(DeviceRecord):
+    """A phone with its health and quarantine (``devices.DETAIL_COLUMNS``)."""
+
+    health = Col[dict[str, Any] | None]()
+    broken = Col[list[str]]()
+    unhealthy_since = Col[datetime | None]()
+    quarantined_at = Col[datetime | None]()
+    quarantined_by = Col[str | None]()
+    released_at = Col[datetime | None]()
+
+
+class AttentionRecord(DeviceRecord):
+    """A phone that needs a look, and since when (``devices.needing_attention``)."""
+
+    since = Col[datetime | None]()
+
+
+class DeviceEventRecord(asyncpg.Record):
+    """One entry of a phone's timeline (``device_events.EVENT_COLUMNS``)."""
+
+    id = Col[int]()
+    device_id = Col[int]()
+    kind = Col[str]()
+    actor = Col[str]()
+    reason = Col[str | None]()
+    data = Col[dict[str, Any]]()
+    created_at = Col[datetime]()
 
 
 class DeviceChange(asyncpg.Record):

@@ -89,7 +89,7 @@ async def overturn_lost(conn: Conn, items: Sequence[dict[str, Any]]) -> Overturn
                    retry_at = CASE WHEN $2 = 'completed' THEN NULL ELSE a.retry_at END
                WHERE a.id = $1 AND a.status = ANY($8::text[]) AND $2 = ANY($9::text[])
                RETURNING a.id, a.job_id, a.device_id, a.agent_id, a.status, a.retry_at, a.started_at,
-                         a.finished_at, true AS settled""",
+                         a.finished_at, true AS settled, a.error_code""",
             row["id"], outcome, item.get("error"), item.get("error_code"), item.get("result"),
             item.get("started_at"), item.get("finished_at"),
             as_guard(LATE_RESULTS), as_guard(LATE_RESULTS[A.failed]), record_class=Ended,

@@ -10,8 +10,15 @@ from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
 
-CONNECTED_STATES = ("idle", "busy", "paused", "unhealthy")
-"""Device states of a phone its agent reports as plugged in."""
+
+@dataclass(frozen=True)
+class PhoneFigures:
+    serial: str
+    agent: str
+    state: str
+    battery: int | None
+    battery_temp_c: float | None
+    success_rate_1h: float | None
 
 
 @dataclass(frozen=True)
@@ -21,10 +28,11 @@ class FleetCounts:
     devices: dict[str, int]
     agents: dict[str, int]
     """online, paused, offline by status; ``connected``: seen within the grace period, on any node."""
+    connected_devices: int
+    """Phones their agents report plugged in, whatever their state."""
+    phones: list[PhoneFigures]
+    """Each phone's health and recent success, for the per-phone gauges."""
 
-    @property
-    def connected_devices(self) -> int:
-        return sum(self.devices.get(s, 0) for s in CONNECTED_STATES)
 
 
 async def fleet_counts(conn: Conn, grace_sec: float) -> FleetCounts:
@@ -34,7 +42,21 @@ async def fleet_counts(conn: Conn, grace_sec: float) -> FleetCounts:
         assignments=await assignments_store.counts_by_status(conn),
         devices=await devices_store.counts_by_state(conn),
         agents=await agents_store.counts_by_status(conn, grace_sec),
+        connected_devices=await devices_store.count_connected(conn),
+        phones=[PhoneFigures(**dict(r.items())) for r in await conn.fetch(_PHONES_SQL)],
     )
+
+
+_PHONES_SQL = """
+    SELECT d.serial, ag.name AS agent, d.state, d.battery, (d.health->>'battery_temp_c')::float8 AS battery_temp_c,
+           (SELECT round(count(*) FILTER (WHERE a.status = 'completed')::numeric / nullif(count(*), 0), 4)::float8
+            FROM assignments a WHERE a.device_id = d.id AND a.finished_at > now() - interval '1 hour'
+              AND a.status IN ('completed', 'failed', 'timed_out')) AS success_rate_1h
+    FROM devices d JOIN agents ag ON ag.id = d.agent_id
+    WHERE d.connected OR d.state = 'quarantined'
+    ORDER BY d.id
+"""
+"""Phones plugged in (and quarantined ones): a gone phone's gauges go with it."""
 
 
 # Times are clamped at zero: agents may report their own start and finish times, and a phone's

@@ -1,0 +1,22 @@
+"""The health watch: the parts of the quarantine policy that time, not an event, decides."""
+
+from phonefleet.server.fleet_health import FleetHealth
+
+
+class HealthWatch:
+    """Each run: phones unhealthy for longer than the policy allows are quarantined; quarantined phones past
+    their cool-down are asked for the self-test; and phones with recent phone-attributed failures have their
+    streak looked at again (a safety net for a check that failed after its batch of results)."""
+
+    name = "health_watch"
+
+    def __init__(self, fleet_health: FleetHealth, *, interval_sec: float, batch: int = 500) -> None:
+        self.interval_sec = interval_sec
+        self.batch = batch
+        self.fleet_health = fleet_health
+
+    async def run_once(self) -> int:
+        quarantined = await self.fleet_health.check_long_illness(self.batch)
+        asked = await self.fleet_health.ask_selftests(self.batch)
+        await self.fleet_health.recheck_recent_failures(self.batch)
+        return max(len(quarantined), asked)
