@@ -6,7 +6,7 @@ payloads (``POST /api/agent/events``), so server and agent have one code path pe
 """
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -80,6 +80,18 @@ class DeviceReport(_Payload):
     battery: int | None = Field(default=None, ge=0, le=100)
     screen_on: bool | None = None
     tags: list[str] = Field(default_factory=list, max_length=50)
+    adb_state: str | None = Field(default=None, max_length=100, description=(
+        "adb's word for the phone as track-devices gives it: device, offline, unauthorized, recovery, "
+        "no permissions ...; left out when adb no longer lists it."))
+    boot_completed: bool | None = Field(default=None, description="sys.boot_completed is 1.")
+    battery_temp_c: float | None = Field(default=None, ge=-50, le=150)
+    charging: bool | None = Field(default=None, description="AC, USB or wireless powered, or charging.")
+    screen_locked: bool | None = Field(default=None, description="The keyguard is showing.")
+    data_free_mb: int | None = Field(default=None, ge=0, le=1_000_000_000, description="Free space on /data.")
+    probe_ms: float | None = Field(default=None, ge=0, le=3_600_000, description="The health probe's round trip.")
+    broken: list[Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=list, max_length=20,
+        description="One entry per health threshold the phone fails (health_reason joins them with '; ').")
 
 
 def _unique_serials(devices: list[DeviceReport]) -> list[DeviceReport]:
@@ -211,6 +223,19 @@ class RefusedDevice(BaseModel):
     held_by: str = Field(description="The name of the agent that drives the phone.")
 
 
+class HealthThresholds(BaseModel):
+    """When a phone is fit for work. The server sends the fleet's in the hello ack; an agent's own settings
+    override them one by one. A phone that fails one is unhealthy (no work) until it passes again."""
+
+    min_battery: int = Field(default=15, ge=0, le=100, description="Battery level (%) below which a phone rests.")
+    max_battery_temp_c: float = Field(default=45.0, ge=0, le=100, description="Battery temperature (°C) above "
+                                      "which a phone rests.")
+    min_data_free_mb: int = Field(default=500, ge=0, le=1_000_000, description="Free space on /data (MB) below "
+                                  "which a phone rests.")
+    max_probe_sec: float = Field(default=5.0, gt=0, le=600, description="A health probe slower than this marks "
+                                 "the phone unhealthy (an overloaded phone or USB hub).")
+
+
 class HelloAck(BaseModel):
     agent_id: int
     agent_name: str
@@ -221,6 +246,8 @@ class HelloAck(BaseModel):
     heartbeat_sec: float
     poll_sec: float
     refused_devices: list[RefusedDevice] = Field(default_factory=list)
+    thresholds: HealthThresholds | None = Field(default=None, description="The fleet's health thresholds; "
+                                                "an agent's own settings override them one by one.")
 
 
 class DeviceUpdateAck(BaseModel):
