@@ -20,7 +20,7 @@ from phonefleet import __version__
 from phonefleet.agent.actions import Registry
 from phonefleet.agent.config import AgentSettings
 from phonefleet.agent.control import ControlServer, FieldError
-from phonefleet.agent.devices import DeviceTracker, PhoneState
+from phonefleet.agent.devices import DeviceTracker
 from phonefleet.agent.health import thresholds_in_force
 from phonefleet.agent.journal import JournalEntry, RunJournal
 from phonefleet.agent.link import Control, Handlers, PauseState, ServerLink
@@ -210,26 +210,24 @@ class Agent(Handlers):
             worker.serial in self.server_paused_serials)
         worker.wake()
 
-    async def _devices_changed(self, phones: list[PhoneState], full: bool) -> None:
-        assert self.tracker is not None
-        for phone in phones:
-            worker = self._worker(phone.serial)
-            if phone.status != "device" and worker.current is not None:
-                log.info("phone lost mid-run", extra={"serial": phone.serial})
+    async def _devices_changed(self, reports: list[ev.DeviceReport], full: bool) -> None:
+        for report in reports:
+            worker = self._worker(report.serial)
+            ready = report.adb_state == "device"
+            if not ready and worker.current is not None:
+                log.info("phone lost mid-run", extra={"serial": report.serial})
                 worker.lose_phone()
-            worker.online = phone.status == "device"
+            worker.online = ready
             worker.wake()
-        self._report_devices(phones, full=full)
+        self._report_devices(reports, full=full)
 
-    def _report_devices(self, phones: list[PhoneState], *, full: bool = False) -> None:
-        assert self.tracker is not None
-        self.report(ev.DEVICE_UPDATE, ev.DeviceUpdate(
-            devices=self.tracker.sent(self.tracker.phones.values() if full else phones), full=full))
+    def _report_devices(self, reports: list[ev.DeviceReport], *, full: bool = False) -> None:
+        self.report(ev.DEVICE_UPDATE, ev.DeviceUpdate(devices=reports, full=full))
 
     # ------------------------------------------------------------------ Handlers (from the link)
 
     def hello(self) -> ev.AgentHello:
-        devices = self.tracker.sent(self.tracker.phones.values()) if self.tracker else []
+        devices = self.tracker.reports() if self.tracker else []
         return ev.AgentHello(version=__version__, hostname=socket.gethostname(), devices=devices, paused=self.paused,
                              paused_serials=sorted(self.local_paused_serials), paused_job_ids=sorted(self.paused_jobs),
                              max_running=self.settings.max_running)
@@ -320,7 +318,7 @@ class Agent(Handlers):
         while True:
             await asyncio.sleep(self.settings.probe_sec)
             if self.refused and self.tracker is not None:
-                self._report_devices([p for s, p in self.tracker.phones.items() if s in self.refused])
+                self._report_devices(self.tracker.reports(self.refused))
 
     def running_ids(self) -> list[int]:
         return sorted(w.current.assignment_id for w in self.workers.values() if w.current is not None)

@@ -80,8 +80,8 @@ def _clamp(value: N | None, low: N, high: N) -> N | None:
     return None if value is None else max(low, min(high, value))
 
 
-Changed = Callable[[list[PhoneState], bool], Awaitable[None]]
-"""Phones the server should hear of (``True``: every phone, a full list), in the order they changed."""
+Changed = Callable[[list[ev.DeviceReport], bool], Awaitable[None]]
+"""What the server should hear of the phones that changed (``True``: of every phone, a full list)."""
 
 
 class DeviceTracker:
@@ -125,24 +125,28 @@ class DeviceTracker:
     def phone(self, serial: str) -> AdbPhone:
         return AdbPhone(self.client.device(serial))
 
-    def reports(self) -> list[ev.DeviceReport]:
-        return [p.report(self.thresholds) for p in self.phones.values()]
+    def reports(self, serials: Iterable[str] | None = None) -> list[ev.DeviceReport]:
+        """What the server is to hear of these phones (all by default), remembered as what it last heard."""
+        phones = self.phones.values() if serials is None else [self.phones[s] for s in serials if s in self.phones]
+        return self._sent(phones)
 
-    def sent(self, phones: Iterable[PhoneState]) -> list[ev.DeviceReport]:
-        """The reports of ``phones``, remembered as what the server last heard."""
+    def set_thresholds(self, thresholds: ev.HealthThresholds) -> list[ev.DeviceReport]:
+        """New thresholds in force: the reports of the phones whose health they change (judged again, no probe)."""
+        self.thresholds = thresholds
+        return self._sent(self._worth_reporting(self.phones.values()))
+
+    def _sent(self, phones: Iterable[PhoneState]) -> list[ev.DeviceReport]:
         reports = []
         for phone in phones:
             phone.reported = phone.report(self.thresholds)
             reports.append(phone.reported)
         return reports
 
-    def set_thresholds(self, thresholds: ev.HealthThresholds) -> list[PhoneState]:
-        """New thresholds in force; returns the phones whose report now matters (health judged again, no probe)."""
-        self.thresholds = thresholds
-        return self._worth_reporting(self.phones.values())
-
     def _worth_reporting(self, phones: Iterable[PhoneState]) -> list[PhoneState]:
         return [p for p in phones if health.worth_reporting(p.reported, p.report(self.thresholds))]
+
+    async def _emit(self, phones: list[PhoneState], full: bool = False) -> None:
+        await self.on_change(self._sent(phones), full)
 
     # ------------------------------------------------------------------ hot-plug
 
@@ -198,7 +202,7 @@ class DeviceTracker:
         for serial in [s for s in self.phones if s not in seen]:
             self._set_status(serial, "gone")
         await asyncio.gather(*(self._probe(p) for p in self.phones.values() if p.status == "device"))
-        await self.on_change(list(self.phones.values()), True)
+        await self._emit(list(self.phones.values()), full=True)
 
     async def _apply(self, serial: str, status: str) -> None:
         phone = self._set_status(serial, status)
@@ -209,7 +213,7 @@ class DeviceTracker:
             self._hotplug.add(task)
             task.add_done_callback(self._hotplug.discard)
         else:
-            await self.on_change([phone], False)
+            await self._emit([phone])
 
     def _set_status(self, serial: str, status: str) -> PhoneState | None:
         """The phone's new adb state, or None when it is the one already known."""
@@ -227,7 +231,7 @@ class DeviceTracker:
 
     async def _probe_then_report(self, phone: PhoneState) -> None:
         if await self._probe(phone):
-            await self.on_change([phone], False)
+            await self._emit([phone])
 
     async def _probe(self, phone: PhoneState) -> bool:
         """Probe one phone; True when its facts were recorded (False: it changed state meanwhile, or a probe
@@ -269,7 +273,7 @@ class DeviceTracker:
             done, waiting = await asyncio.wait(waiting, timeout=REPORT_EVERY_SEC)
             changed = self._worth_reporting(pending[t] for t in done if t.result())
             if changed:
-                await self.on_change(changed, False)
+                await self._emit(changed)
         self.rounds += 1
 
     async def _probe_loop(self) -> None:
