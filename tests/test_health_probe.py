@@ -8,10 +8,12 @@ adb server, as the agent does.
 import asyncio
 
 import pytest
+from pydantic import ValidationError
 
 from phonefleet.agent import health
 from phonefleet.agent.devices import DeviceTracker, PhoneState
 from phonefleet.protocol import events as ev
+from phonefleet.server.config import Settings
 from phonefleet.virtual import VirtualPhone
 from tests.conftest import eventually
 from tests.health_fixtures import FleetFactory, TrackerFactory
@@ -76,6 +78,16 @@ def test_an_agents_own_thresholds_win_over_the_servers_one_by_one() -> None:
     assert health.thresholds_in_force(server, {}) == server
     assert health.thresholds_in_force(server, {"min_battery": 10, "max_probe_sec": 8.0}) == ev.HealthThresholds(
         min_battery=10, max_battery_temp_c=40.0, min_data_free_mb=1000, max_probe_sec=8.0)
+
+
+def test_the_servers_health_settings_are_the_thresholds_it_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings.from_env().health_thresholds() == ev.HealthThresholds()
+    monkeypatch.setenv("PHONEFLEET_HEALTH_MAX_BATTERY_TEMP_C", "40.5")
+    assert Settings.from_env(health_min_battery=25).health_thresholds() == ev.HealthThresholds(
+        min_battery=25, max_battery_temp_c=40.5)
+    monkeypatch.setenv("PHONEFLEET_HEALTH_MIN_DATA_FREE_MB", "-1")
+    with pytest.raises(ValidationError, match="health_min_data_free_mb"):
+        Settings.from_env()
 
 
 def test_only_what_matters_is_reported_again() -> None:

@@ -4,6 +4,8 @@ a real server keeps unfit phones out of distribution until they are fit again.""
 
 import asyncio
 import itertools
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +210,11 @@ async def test_a_fault_is_set_through_the_agents_control_endpoint_and_cli(server
                    for d in agent.devices())
 
     await eventually(unhealthy_here, timeout=10)
+    shown = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "phonefleet.agent.cli", "devices",
+                                                     "--state-dir", str(agent.state_dir)],
+                                    capture_output=True, text=True, timeout=60, check=True)
+    (line,) = [line for line in shown.stdout.splitlines() if phone.adb_serial in line]
+    assert "52.0 °C" in line and line.endswith("UNHEALTHY: battery 52.0 °C above 45.0 °C"), line
     assert await control_request(agent.state_dir, "POST", path, {"fault": "none"}) == (200, {
         "serial": phone.adb_serial, "online": True, "fault": "none"})
 

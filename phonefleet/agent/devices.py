@@ -269,11 +269,15 @@ class DeviceTracker:
         every ``REPORT_EVERY_SEC``), so one hung phone does not hold back the news of the others."""
         pending = {asyncio.create_task(self._probe(p)): p for p in self.phones.values() if p.status == "device"}
         waiting: set[asyncio.Task[bool]] = set(pending)
-        while waiting:
-            done, waiting = await asyncio.wait(waiting, timeout=REPORT_EVERY_SEC)
-            changed = self._worth_reporting(pending[t] for t in done if t.result())
-            if changed:
-                await self._emit(changed)
+        try:
+            while waiting:
+                done, waiting = await asyncio.wait(waiting, timeout=REPORT_EVERY_SEC)
+                changed = self._worth_reporting(pending[t] for t in done if t.result())
+                if changed:
+                    await self._emit(changed)
+        finally:  # stopped mid-round: no probe outlives the tracker
+            for task in waiting:
+                task.cancel()
         self.rounds += 1
 
     async def _probe_loop(self) -> None:
