@@ -243,6 +243,8 @@ async def test_the_servers_thresholds_hold_unless_an_agent_overrides_one(
 
         found = await eventually(states, timeout=15)
         assert found == {"plain": ("unhealthy", "battery 42% below 50%"), "lenient": ("idle", None)}
+        kept = ev.HealthThresholds.model_validate_json((tmp_path / "plain" / "health_thresholds.json").read_text())
+        assert kept.min_battery == 50, "kept for the next start, which judges phones before its first hello"
     finally:
         for agent in agents:
             await agent.stop()

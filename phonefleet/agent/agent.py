@@ -86,6 +86,7 @@ class Agent(Handlers):
         self._done = self._finished_in_outbox()
         self._pause_file = self.state_dir / "pauses.json"
         self._load_pauses()
+        self._thresholds_file = self.state_dir / "health_thresholds.json"
         self._session: aiohttp.ClientSession | None = None
 
     def _finished_in_outbox(self) -> set[int]:
@@ -106,6 +107,14 @@ class Agent(Handlers):
             self.paused = bool(saved.get("paused"))
             self.local_paused_serials = set(saved.get("serials", []))
             self.paused_jobs.update(int(j) for j in saved.get("jobs", []))
+
+    def _server_thresholds(self) -> ev.HealthThresholds | None:
+        """The server's thresholds as last heard (kept across restarts: until the next hello ack, phones are
+        judged as the server judges them, not by the defaults)."""
+        try:
+            return ev.HealthThresholds.model_validate_json(self._thresholds_file.read_text())
+        except (OSError, ValidationError):
+            return None
 
     def _save_pauses(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +148,8 @@ class Agent(Handlers):
         self.tracker = DeviceTracker(
             client, self._devices_changed, probe_sec=self.settings.probe_sec,
             probe_timeout_sec=self.settings.probe_timeout_sec, max_probes=self.settings.max_probes,
-            thresholds=thresholds_in_force(None, self.settings.health_overrides()), on_adb_restart=self._adb_restarted)
+            thresholds=thresholds_in_force(self._server_thresholds(), self.settings.health_overrides()),
+            on_adb_restart=self._adb_restarted)
         await self.tracker.start()
         phones = list(self.tracker.phones.values())
         say(f"{len(phones)} phones: " + ", ".join(f"{p.serial} ({p.model or '?'})" for p in phones[:4])
@@ -308,6 +318,8 @@ class Agent(Handlers):
 
     def on_thresholds(self, thresholds: ev.HealthThresholds | None) -> None:
         """The server's thresholds under this agent's own: phones whose health that changes are reported."""
+        if thresholds is not None and thresholds != self._server_thresholds():
+            self._thresholds_file.write_text(thresholds.model_dump_json())
         if self.tracker is not None:
             changed = self.tracker.set_thresholds(thresholds_in_force(thresholds, self.settings.health_overrides()))
             if changed:
