@@ -55,7 +55,7 @@ class ModeClock:
     def __init__(self, agent: Agent) -> None:
         self.changes: list[tuple[Mode, float]] = []
         self._changed = asyncio.Event()
-        agent.link.on_mode_change = self._record
+        agent.link.watch_mode(self._record)
 
     async def _record(self, mode: Mode) -> None:
         self.changes.append((mode, time.perf_counter()))

@@ -51,7 +51,7 @@ class Modes:
     def __init__(self, agent: Agent) -> None:
         self.loop = asyncio.get_running_loop()
         self.changes: list[tuple[Mode, float]] = []
-        agent.link.on_mode_change = self._changed
+        agent.link.watch_mode(self._changed)
 
     async def _changed(self, mode: Mode) -> None:
         self.changes.append((mode, self.loop.time()))

@@ -120,7 +120,8 @@ def test_agent_defaults_without_any_source() -> None:
     settings = AgentSettings.load()
     assert (settings.server, settings.state_dir, settings.adb_port, settings.tags) == (
         "http://127.0.0.1:8700", Path("./.phonefleet-agent"), 5037, [])
-    assert (settings.min_battery, settings.stall_probe_sec, settings.stall_sec, settings.config) == (15, 1, 3, None)
+    assert (settings.min_battery, settings.stall_probe_sec, settings.stall_sec, settings.config) == (None, 1, 3, None)
+    assert settings.health_overrides() == {}, "the server's health thresholds hold unless this agent overrides one"
 
 
 def test_agent_flags_win_over_env_over_toml_over_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

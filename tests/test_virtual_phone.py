@@ -211,7 +211,11 @@ async def test_reboot_drops_off_and_comes_back(fleet: VirtualFleet, adb: Any) ->
     await eventually(rebooted)
     await fleet.wait_for_state(phone, "device")
     assert phone.screen_on
-    assert await blocking(_device(adb, phone).shell, "getprop sys.boot_completed") == "1"
+
+    async def booted() -> bool:  # adb answers before the boot completes (boot_settle_sec)
+        return bool(await blocking(_device(adb, phone).shell, "getprop sys.boot_completed") == "1")
+
+    await eventually(booted)
 
 
 async def test_hundred_sequential_shell_calls(fleet: VirtualFleet, adb: Any) -> None:

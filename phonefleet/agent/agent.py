@@ -19,14 +19,16 @@ from pydantic import BaseModel, ValidationError
 from phonefleet import __version__
 from phonefleet.agent.actions import Registry
 from phonefleet.agent.config import AgentSettings
-from phonefleet.agent.control import ControlServer
-from phonefleet.agent.devices import DeviceTracker, PhoneState
+from phonefleet.agent.control import ControlServer, FieldError
+from phonefleet.agent.devices import DeviceTracker
+from phonefleet.agent.health import thresholds_in_force
 from phonefleet.agent.journal import JournalEntry, RunJournal
 from phonefleet.agent.link import Control, Handlers, PauseState, ServerLink
 from phonefleet.agent.outbox import Outbox
 from phonefleet.agent.runner import PhoneWorker
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.enums import ErrorCode, FinishOutcome, OnInterrupt, PauseScope
+from phonefleet.protocol.health import HealthThresholds
 
 if TYPE_CHECKING:
     from phonefleet.virtual import VirtualFleet
@@ -85,6 +87,7 @@ class Agent(Handlers):
         self._done = self._finished_in_outbox()
         self._pause_file = self.state_dir / "pauses.json"
         self._load_pauses()
+        self._thresholds_file = self.state_dir / "health_thresholds.json"
         self._session: aiohttp.ClientSession | None = None
 
     def _finished_in_outbox(self) -> set[int]:
@@ -105,6 +108,14 @@ class Agent(Handlers):
             self.paused = bool(saved.get("paused"))
             self.local_paused_serials = set(saved.get("serials", []))
             self.paused_jobs.update(int(j) for j in saved.get("jobs", []))
+
+    def _server_thresholds(self) -> HealthThresholds | None:
+        """The server's thresholds as last heard (kept across restarts: until the next hello ack, phones are
+        judged as the server judges them, not by the defaults)."""
+        try:
+            return HealthThresholds.model_validate_json(self._thresholds_file.read_text())
+        except (OSError, ValidationError):
+            return None
 
     def _save_pauses(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -135,9 +146,11 @@ class Agent(Handlers):
                                           adb_port=self.settings.adb_port)
                 await self.fleet.start()
             ports_file.write_text(json.dumps([p.port for p in self.fleet.phones]))
-        self.tracker = DeviceTracker(client, self._devices_changed, probe_sec=self.settings.probe_sec,
-                                     min_battery=self.settings.min_battery)
-        self.tracker.on_adb_restart = self._adb_restarted
+        self.tracker = DeviceTracker(
+            client, self._devices_changed, probe_sec=self.settings.probe_sec,
+            probe_timeout_sec=self.settings.probe_timeout_sec, max_probes=self.settings.max_probes,
+            thresholds=thresholds_in_force(self._server_thresholds(), self.settings.health_overrides()),
+            on_adb_restart=self._adb_restarted)
         await self.tracker.start()
         phones = list(self.tracker.phones.values())
         say(f"{len(phones)} phones: " + ", ".join(f"{p.serial} ({p.model or '?'})" for p in phones[:4])
@@ -208,24 +221,25 @@ class Agent(Handlers):
             worker.serial in self.server_paused_serials)
         worker.wake()
 
-    async def _devices_changed(self, phones: list[PhoneState], full: bool) -> None:
-        assert self.tracker is not None
-        for phone in phones:
-            worker = self._worker(phone.serial)
-            if phone.status != "device" and worker.current is not None:
-                log.info("phone lost mid-run", extra={"serial": phone.serial})
+    async def _devices_changed(self, reports: list[ev.DeviceReport], full: bool) -> None:
+        for report in reports:
+            worker = self._worker(report.serial)
+            ready = report.adb_state == "device"
+            if not ready and worker.current is not None:
+                log.info("phone lost mid-run", extra={"serial": report.serial})
                 worker.lose_phone()
-            worker.online = phone.status == "device"
+            worker.online = ready
             worker.wake()
-        self.report(ev.DEVICE_UPDATE, ev.DeviceUpdate(
-            devices=[p.report(self.tracker.min_battery) for p in (self.tracker.phones.values() if full else phones)],
-            full=full))
+        self._report_devices(reports, full=full)
+
+    def _report_devices(self, reports: list[ev.DeviceReport], *, full: bool = False) -> None:
+        self.report(ev.DEVICE_UPDATE, ev.DeviceUpdate(devices=reports, full=full))
 
     # ------------------------------------------------------------------ Handlers (from the link)
 
     def hello(self) -> ev.AgentHello:
-        return ev.AgentHello(version=__version__, hostname=socket.gethostname(),
-                             devices=self.tracker.reports() if self.tracker else [], paused=self.paused,
+        devices = self.tracker.reports() if self.tracker else []
+        return ev.AgentHello(version=__version__, hostname=socket.gethostname(), devices=devices, paused=self.paused,
                              paused_serials=sorted(self.local_paused_serials), paused_job_ids=sorted(self.paused_jobs),
                              max_running=self.settings.max_running)
 
@@ -303,14 +317,21 @@ class Agent(Handlers):
                 self.workers[serial].refused = serial in self.refused
                 self.workers[serial].wake()
 
+    def on_thresholds(self, thresholds: HealthThresholds | None) -> None:
+        """The server's thresholds under this agent's own: phones whose health that changes are reported."""
+        if thresholds is not None and thresholds != self._server_thresholds():
+            self._thresholds_file.write_text(thresholds.model_dump_json())
+        if self.tracker is not None:
+            changed = self.tracker.set_thresholds(thresholds_in_force(thresholds, self.settings.health_overrides()))
+            if changed:
+                self._report_devices(changed)
+
     async def _reclaim_loop(self) -> None:
         """Claim refused phones again on every probe: when the agent holding one goes away, take it over."""
         while True:
             await asyncio.sleep(self.settings.probe_sec)
             if self.refused and self.tracker is not None:
-                phones = [p for s, p in self.tracker.phones.items() if s in self.refused]
-                self.report(ev.DEVICE_UPDATE, ev.DeviceUpdate(
-                    devices=[p.report(self.tracker.min_battery) for p in phones], full=False))
+                self._report_devices(self.tracker.reports(self.refused))
 
     def running_ids(self) -> list[int]:
         return sorted(w.current.assignment_id for w in self.workers.values() if w.current is not None)
@@ -358,7 +379,7 @@ class Agent(Handlers):
                 "running": w.current.assignment_id if w.current else None, "done": w.done_count,
             } for w in sorted(self.workers.values(), key=lambda w: w.serial)],
             "virtual": [{
-                "serial": p.adb_serial, "online": p.online, "commands": len(p.actions.records),
+                "serial": p.adb_serial, "online": p.online, "fault": p.fault.value, "commands": len(p.actions.records),
                 "recent": [r.command for r in p.actions.records[-10:]],
             } for p in self.fleet.phones] if self.fleet is not None else [],
         }
@@ -376,7 +397,7 @@ class Agent(Handlers):
     def devices(self) -> list[dict[str, Any]]:
         if self.tracker is None:
             return []
-        return [{**p.report(self.tracker.min_battery).model_dump(mode="json"), "adb_status": p.status}
+        return [{**p.report(self.tracker.thresholds).model_dump(mode="json"), "adb_status": p.status}
                 for p in sorted(self.tracker.phones.values(), key=lambda p: p.serial)]
 
     async def virtual(self, serial: str | None, action: str | None) -> dict[str, Any]:
@@ -385,7 +406,8 @@ class Agent(Handlers):
             raise ValueError("this agent runs no virtual phones (start it with --virtual N)")
         if serial is None:
             return {"phones": [{"serial": p.adb_serial, "serialno": p.serialno, "model": p.model,
-                                "online": p.online, "actions": len(p.actions.records)} for p in self.fleet.phones]}
+                                "online": p.online, "fault": p.fault.value, "actions": len(p.actions.records)}
+                               for p in self.fleet.phones]}
         phone = self.fleet.phone(serial)
         if action == "offline":
             await phone.go_offline()
@@ -393,6 +415,25 @@ class Agent(Handlers):
             await phone.come_back()
         elif action != "log":
             raise ValueError(f"unknown action {action!r}: offline, online or log")
-        return {"serial": phone.adb_serial, "online": phone.online,
+        return {"serial": phone.adb_serial, "online": phone.online, "fault": phone.fault.value,
                 "log": [{"at": r.timestamp, "service": r.service, "command": r.command}
                         for r in phone.actions.records[-500:]]}
+
+    async def virtual_fault(self, serial: str, fault: object, flap_sec: object = None) -> dict[str, Any]:
+        """Give a virtual phone a fault (``none`` clears it): tests and demos of fleet health."""
+        from phonefleet.virtual import Fault
+        from phonefleet.virtual.faults import FAULT_NAMES
+
+        if self.fleet is None:
+            raise ValueError("this agent runs no virtual phones (start it with --virtual N)")
+        if not isinstance(fault, str) or fault not in {f.value for f in Fault}:
+            raise FieldError("fault", f"{str(fault)[:50]!r} is not one of {FAULT_NAMES}")
+        if flap_sec is not None and (isinstance(flap_sec, bool) or not isinstance(flap_sec, int | float)
+                                     or not 0.1 <= flap_sec <= 3600):
+            raise FieldError("flap_sec", "a number of seconds between 0.1 and 3600")
+        try:
+            phone = self.fleet.phone(serial)
+        except KeyError:
+            raise FieldError("serial", f"no virtual phone {serial[:100]!r} on this agent") from None
+        await phone.set_fault(fault, flap_sec=None if flap_sec is None else float(flap_sec))
+        return {"serial": phone.adb_serial, "online": phone.online, "fault": phone.fault.value}

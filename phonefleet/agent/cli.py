@@ -139,16 +139,52 @@ def status(state_dir: StateOpt = None,
 @cli.command()
 def devices(state_dir: StateOpt = None,
             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """The phones this agent sees, with their health."""
-    _print(_control(state_dir, "GET", "/devices"), as_json=as_json)
+    """The phones this agent sees, with their health (and why a phone is unhealthy)."""
+    phones = _control(state_dir, "GET", "/devices")
+    if as_json:
+        _print(phones)
+        return
+    for phone in phones:
+        typer.echo(_device_line(phone))
+
+
+def _device_line(phone: dict[str, Any]) -> str:
+    if not phone["online"]:
+        health = "offline"
+    else:
+        health = "healthy" if phone["healthy"] else f"UNHEALTHY: {phone['health_reason']}"
+    facts = [f"{phone['battery']}%" if phone.get("battery") is not None else None,
+             f"{phone['battery_temp_c']:.1f} °C" if phone.get("battery_temp_c") is not None else None,
+             "charging" if phone.get("charging") else None, "locked" if phone.get("screen_locked") else None,
+             f"/data {phone['data_free_mb']} MB free" if phone.get("data_free_mb") is not None else None,
+             f"probe {phone['probe_ms']:.0f} ms" if phone.get("probe_ms") is not None else None]
+    shown = ", ".join(f for f in facts if f)
+    return (f"  {phone['serial']:<24} {phone.get('adb_status') or '-':<13} {phone.get('model') or '?':<14} "
+            f"{shown:<52} {health}").rstrip()
 
 
 @cli.command()
-def virtual(serial: Annotated[str | None, typer.Argument(help="A virtual phone's serial (127.0.0.1:PORT).")] = None,
-            offline: Annotated[bool, typer.Option("--offline", help="Unplug it.")] = False,
-            online: Annotated[bool, typer.Option("--online", help="Plug it back in.")] = False,
-            state_dir: StateOpt = None) -> None:
-    """List the virtual phones, show one's command log, or unplug / plug it back (tests and demos)."""
+def virtual(  # noqa: PLR0917 (one option each; typer passes them by keyword)
+    serial: Annotated[str | None, typer.Argument(help="A virtual phone's serial (127.0.0.1:PORT).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Unplug it.")] = False,
+    online: Annotated[bool, typer.Option("--online", help="Plug it back in.")] = False,
+    fault: Annotated[str | None, typer.Option(
+        "--fault", help="hot, hang, flap, unauthorized, bootloop (from the next reboot), amfail, or none to "
+                        "clear.")] = None,
+    flap_sec: Annotated[float | None, typer.Option(
+        "--flap-sec", help="With --fault flap: seconds online between drops (2.5).")] = None,
+    state_dir: StateOpt = None,
+) -> None:
+    """List the virtual phones, show one's command log, unplug / plug it back, or give it a fault (tests and
+    demos)."""
+    if fault is not None or flap_sec is not None:
+        if serial is None:
+            raise typer.BadParameter("a phone's serial is required with --fault")
+        body: dict[str, Any] = {"fault": fault or "flap"}
+        if flap_sec is not None:
+            body["flap_sec"] = flap_sec
+        _print(_control(state_dir, "POST", f"/virtual/{serial}/fault", body))
+        return
     action = "offline" if offline else "online" if online else "log"
     path = f"/virtual/{serial}/{action}" if serial else "/virtual"
     _print(_control(state_dir, "POST" if serial else "GET", path))

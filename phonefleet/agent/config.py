@@ -34,8 +34,20 @@ class AgentSettings(BaseSettings):
     adb_host: str = "127.0.0.1"
     adb_port: int = Field(default=5037, ge=1, le=65535)
     adb_path: str | None = Field(default=None, description="adb binary; the one in the adbutils wheel by default.")
-    min_battery: int = Field(default=15, ge=0, le=100)
-    probe_sec: float = Field(default=30.0, gt=0)
+    min_battery: int | None = Field(default=None, ge=0, le=100, description="Health threshold (battery %); "
+                                    "overrides the server's (15 unless the server says otherwise).")
+    max_battery_temp_c: float | None = Field(default=None, ge=0, le=100, description="Health threshold (battery "
+                                             "°C); overrides the server's (45.0).")
+    min_data_free_mb: int | None = Field(default=None, ge=0, le=1_000_000, description="Health threshold (free "
+                                         "space on /data, MB); overrides the server's (500).")
+    max_probe_sec: float | None = Field(default=None, gt=0, le=600, description="Health threshold (the probe's "
+                                        "round trip, s); overrides the server's (5.0).")
+    probe_sec: float = Field(default=15.0, gt=0, le=3600, description="Every phone is probed this often (and "
+                             "as soon as it comes online).")
+    probe_timeout_sec: float = Field(default=10.0, gt=0, le=600, description="A probe unanswered this long marks "
+                                     "the phone unhealthy (a hung phone).")
+    max_probes: int = Field(default=32, ge=1, le=1000, description="Probes at once (each holds one connection "
+                            "to the adb server).")
     control_port: int = Field(default=0, ge=0, le=65535, description="Loopback control endpoint; 0 picks one.")
     tags: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Comma-separated in the "
                                                  "environment (PHONEFLEET_AGENT_TAGS=a,b), a list in agent.toml.")
@@ -63,6 +75,12 @@ class AgentSettings(BaseSettings):
         if self.stall_probe_sec >= self.stall_sec:
             raise ValueError("stall_probe_sec must be shorter than stall_sec")
         return self
+
+    def health_overrides(self) -> dict[str, int | float]:
+        """This agent's own health thresholds: each given one wins over the server's."""
+        given = {"min_battery": self.min_battery, "max_battery_temp_c": self.max_battery_temp_c,
+                 "min_data_free_mb": self.min_data_free_mb, "max_probe_sec": self.max_probe_sec}
+        return {name: value for name, value in given.items() if value is not None}
 
     def link_timings(self) -> LinkTimings:
         return LinkTimings(probe_sec=self.stall_probe_sec, stall_sec=self.stall_sec,

@@ -15,6 +15,14 @@ from aiohttp import web
 CONTROL_FILE = "control.json"
 
 
+class FieldError(ValueError):
+    """A request's field is wrong: answered 400 with the field named, and nothing changed."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
 class Controlled(Protocol):
     def status(self) -> dict[str, Any]: ...
 
@@ -24,6 +32,8 @@ class Controlled(Protocol):
     def devices(self) -> list[dict[str, Any]]: ...
 
     async def virtual(self, serial: str | None, action: str | None) -> dict[str, Any]: ...
+
+    async def virtual_fault(self, serial: str, fault: object, flap_sec: object = None) -> dict[str, Any]: ...
 
 
 class ControlServer:
@@ -41,6 +51,7 @@ class ControlServer:
         app.router.add_post("/pause", self._pause)
         app.router.add_post("/resume", self._resume)
         app.router.add_get("/virtual", self._virtual)
+        app.router.add_post("/virtual/{serial}/fault", self._virtual_fault)
         app.router.add_post("/virtual/{serial}/{action}", self._virtual)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -64,6 +75,8 @@ class ControlServer:
             return web.json_response({"error": "unauthorized"}, status=401)
         try:
             return await handler(request)
+        except FieldError as exc:
+            return web.json_response({"error": str(exc), "field": exc.field}, status=400)
         except (ValueError, KeyError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
 
@@ -81,6 +94,22 @@ class ControlServer:
 
     async def _resume(self, request: web.Request) -> web.Response:
         return await self._pause(request, resume=True)
+
+    async def _virtual_fault(self, request: web.Request) -> web.Response:
+        """``{"fault": "hot"}`` (``flap_sec`` too for ``flap``): the phone acts it out until told ``none``."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise FieldError("body", "a JSON object is required") from None
+        if not isinstance(body, dict):
+            raise FieldError("body", "a JSON object is required")
+        unknown = sorted(set(body) - {"fault", "flap_sec"})
+        if unknown:
+            raise FieldError(unknown[0], "unknown field")
+        if "fault" not in body:
+            raise FieldError("fault", "required")
+        return web.json_response(await self.agent.virtual_fault(request.match_info["serial"], body["fault"],
+                                                                body.get("flap_sec")))
 
     async def _virtual(self, request: web.Request) -> web.Response:
         return web.json_response(await self.agent.virtual(request.match_info.get("serial"),

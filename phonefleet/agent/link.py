@@ -30,11 +30,13 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from phonefleet.agent.liveness import LinkTimings, Liveness
 from phonefleet.agent.outbox import ArtifactUpload, Outbox, OutboxItem
 from phonefleet.protocol import events as ev
+from phonefleet.protocol.health import HealthThresholds
 from phonefleet.protocol.wire import OrJson, TextPacket
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["connecting", "socket", "polling", "stopped"]
+ModeWatcher = Callable[[Mode], Awaitable[None]]
 MERGEABLE = {ev.ASSIGNMENT_STARTED: "items", ev.ASSIGNMENT_PROGRESS: "items", ev.ASSIGNMENT_FINISHED: "results"}
 """Consecutive events of these kinds travel as one message (their lists are joined)."""
 UPLOAD_FLOOR_BYTES_PER_SEC = 256 * 1024
@@ -146,6 +148,10 @@ class Handlers:
         another agent."""
         raise NotImplementedError
 
+    def on_thresholds(self, thresholds: HealthThresholds | None) -> None:
+        """The fleet's health thresholds, from a hello ack (None: the server sent none)."""
+        raise NotImplementedError
+
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -214,7 +220,7 @@ class ServerLink:
         self._poller: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._hello_needed = True
-        self.on_mode_change: Callable[[Mode], Awaitable[None]] | None = None
+        self._mode_watchers: list[ModeWatcher] = []
 
     # ------------------------------------------------------------------ server -> agent
 
@@ -287,12 +293,16 @@ class ServerLink:
         self._hello_needed = True
         self._pending.set()
 
+    def watch_mode(self, watcher: ModeWatcher) -> None:
+        """Call ``watcher`` with every mode the link enters from now on (tests and benchmarks time them)."""
+        self._mode_watchers.append(watcher)
+
     async def _set_mode(self, mode: Mode) -> None:
         if mode != self.mode:
             log.info("link mode", extra={"mode": mode})
             self.mode = mode
-            if self.on_mode_change is not None:
-                await self.on_mode_change(mode)
+            for watcher in self._mode_watchers:
+                await watcher(mode)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -391,6 +401,7 @@ class ServerLink:
         if answer is None:
             raise socketio.exceptions.SocketIOError(f"hello refused: {ack.error}")
         self.handlers.on_device_ack(hello.devices, answer.refused_devices)
+        self.handlers.on_thresholds(answer.thresholds)
         self.heartbeat_sec = answer.heartbeat_sec
         self.poll_sec = answer.poll_sec
         await self.handlers.on_orders(answer.assignments, full=True, since=since)
@@ -435,6 +446,7 @@ class ServerLink:
             hello, hello_ack = parse(ev.AgentHello, sent, event), parse(ev.HelloAck, answer, f"ack of {event}")
             if hello is not None and hello_ack is not None:
                 self.handlers.on_device_ack(hello.devices, hello_ack.refused_devices)
+                self.handlers.on_thresholds(hello_ack.thresholds)
             return
         update, update_ack = parse(ev.DeviceUpdate, sent, event), parse(ev.DeviceUpdateAck, answer, f"ack of {event}")
         if update is not None and update_ack is not None:

@@ -6,7 +6,7 @@ payloads (``POST /api/agent/events``), so server and agent have one code path pe
 """
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -19,6 +19,7 @@ from phonefleet.protocol.enums import (
     PausedBy,
     PauseScope,
 )
+from phonefleet.protocol.health import HealthThresholds
 from phonefleet.protocol.models import Device, Id, UtcDatetime
 from phonefleet.protocol.plan import AnyStep
 
@@ -81,14 +82,18 @@ class DeviceReport(_Payload):
     battery: int | None = Field(default=None, ge=0, le=100)
     screen_on: bool | None = None
     tags: list[str] = Field(default_factory=list, max_length=50)
-    adb_state: str | None = Field(default=None, max_length=50)
-    boot_completed: bool | None = None
+    adb_state: str | None = Field(default=None, max_length=100, description=(
+        "adb's word for the phone as track-devices gives it: device, offline, unauthorized, recovery, "
+        "no permissions ...; left out when adb no longer lists it."))
+    boot_completed: bool | None = Field(default=None, description="sys.boot_completed is 1.")
     battery_temp_c: float | None = Field(default=None, ge=-50, le=150)
-    charging: bool | None = None
-    screen_locked: bool | None = None
-    data_free_mb: int | None = Field(default=None, ge=0)
-    probe_ms: float | None = Field(default=None, ge=0)
-    broken: list[str] = Field(default_factory=list, max_length=20)
+    charging: bool | None = Field(default=None, description="AC, USB or wireless powered, or charging.")
+    screen_locked: bool | None = Field(default=None, description="The keyguard is showing.")
+    data_free_mb: int | None = Field(default=None, ge=0, le=1_000_000_000, description="Free space on /data.")
+    probe_ms: float | None = Field(default=None, ge=0, le=3_600_000, description="The health probe's round trip.")
+    broken: list[Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=list, max_length=20,
+        description="One entry per health threshold the phone fails (health_reason joins them with '; ').")
 
 
 def _unique_serials(devices: list[DeviceReport]) -> list[DeviceReport]:
@@ -230,6 +235,8 @@ class HelloAck(BaseModel):
     heartbeat_sec: float
     poll_sec: float
     refused_devices: list[RefusedDevice] = Field(default_factory=list)
+    thresholds: HealthThresholds | None = Field(default=None, description="The fleet's health thresholds; "
+                                                "an agent's own settings override them one by one.")
 
 
 class DeviceUpdateAck(BaseModel):

@@ -11,15 +11,16 @@ from phonefleet.protocol.models import Device, _Body
 
 
 class HealthThresholds(BaseModel):
-    """A phone breaking any of these is ``unhealthy`` (with the reason) and gets no work until it passes again.
-    Fleet-wide from the server (``GET /api/fleet/policy``), overridable per agent."""
+    """When a phone is fit for work. The server sends the fleet's in the hello ack; an agent's own settings
+    override them one by one. A phone that fails one is unhealthy (no work) until it passes again."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    min_battery: int = Field(default=15, ge=0, le=100, description="Battery level, %.")
-    max_battery_temp_c: float = Field(default=45.0, ge=0, le=100, description="Battery temperature, °C.")
-    min_data_free_mb: int = Field(default=500, ge=0, le=10_000_000, description="Free space on /data, MB.")
-    max_probe_sec: float = Field(default=5.0, gt=0, le=300, description="The probe's round trip, s.")
+    min_battery: int = Field(default=15, ge=0, le=100, description="Battery level (%) below which a phone rests.")
+    max_battery_temp_c: float = Field(default=45.0, ge=0, le=100, description="Battery temperature (°C) above "
+                                      "which a phone rests.")
+    min_data_free_mb: int = Field(default=500, ge=0, le=1_000_000, description="Free space on /data (MB) below "
+                                  "which a phone rests.")
+    max_probe_sec: float = Field(default=5.0, gt=0, le=600, description="A health probe slower than this marks "
+                                 "the phone unhealthy (an overloaded phone or USB hub).")
 
 
 class QuarantinePolicy(BaseModel):
@@ -53,8 +54,8 @@ class FleetPolicy(BaseModel):
 class ThresholdsPatch(_Body):
     min_battery: int | None = Field(default=None, ge=0, le=100)
     max_battery_temp_c: float | None = Field(default=None, ge=0, le=100)
-    min_data_free_mb: int | None = Field(default=None, ge=0, le=10_000_000)
-    max_probe_sec: float | None = Field(default=None, gt=0, le=300)
+    min_data_free_mb: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_probe_sec: float | None = Field(default=None, gt=0, le=600)
 
 
 class QuarantinePatch(_Body):

@@ -128,7 +128,7 @@ class AgentEvents:
                 paused_serials=await devices_store.paused_serials(conn, agent_id),
                 paused_job_ids=await agents_store.paused_job_ids(conn, agent_id),
                 heartbeat_sec=self.settings.heartbeat_sec, poll_sec=self.settings.poll_sec,
-                refused_devices=_refused(refused),
+                refused_devices=_refused(refused), thresholds=(await self.fleet_health.policy(conn)).thresholds,
             )
         self._announce_devices(touched, handed)
         await self._agent_update(agent)

@@ -171,7 +171,8 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     push = DashboardPush(sio, presence, queries, bus, progress_hz=settings.progress_hz)
     realtime = Realtime(sio, presence, push, bus)
     distributor = Distributor(pool, realtime, metrics)
-    fleet_health = FleetHealth(pool, realtime, distributor, metrics)
+    fleet_health = FleetHealth(pool, realtime, distributor, metrics,
+                               default_thresholds=settings.health_thresholds())
     completion = Completion(pool, realtime, distributor, metrics, settings, fleet_health=fleet_health)
     jobs = JobControl(pool, realtime, distributor)
     pauses = Pauses(pool, realtime, distributor)

@@ -6,6 +6,8 @@ from typing import Any
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from phonefleet.protocol.health import HealthThresholds
+
 ENV_PREFIX = "PHONEFLEET_"
 
 
@@ -43,12 +45,24 @@ class Settings(BaseSettings):
                                       "head within this long of opening or of its previous response (slowloris); "
                                       "so it is also the keep-alive idle limit.")
     log_level: str = "WARNING"
+    health_min_battery: int = Field(default=15, ge=0, le=100, description="The fleet's health thresholds until "
+                                    "PATCH /api/fleet/policy changes them (each agent may override them): "
+                                    "battery level (%).")
+    health_max_battery_temp_c: float = Field(default=45.0, ge=0, le=100, description="Battery temperature (°C).")
+    health_min_data_free_mb: int = Field(default=500, ge=0, le=1_000_000, description="Free space on /data (MB).")
+    health_max_probe_sec: float = Field(default=5.0, gt=0, le=600, description="The health probe's round trip.")
 
     @field_validator("database_url", mode="before")
     @classmethod
     def _blank_is_embedded(cls, value: object) -> object:
         """An empty ``DATABASE_URL`` (as compose files leave it) means the embedded database, as if unset."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    def health_thresholds(self) -> HealthThresholds:
+        """The thresholds of a fleet whose policy never changed them (the stored policy overrides these)."""
+        return HealthThresholds(min_battery=self.health_min_battery, max_battery_temp_c=self.health_max_battery_temp_c,
+                                min_data_free_mb=self.health_min_data_free_mb,
+                                max_probe_sec=self.health_max_probe_sec)
 
     @classmethod
     def from_env(cls, **flags: Any) -> "Settings":

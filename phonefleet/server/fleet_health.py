@@ -62,40 +62,41 @@ def event_model(event: DeviceEventRecord) -> DeviceEvent:
     return DeviceEvent.model_validate(dict(event.items()))
 
 
-def _policy(row: Any) -> FleetPolicy:
-    stored = row["policy"] or {}
-    return FleetPolicy(thresholds=HealthThresholds.model_validate(stored.get("thresholds", {})),
-                       quarantine=QuarantinePolicy.model_validate(stored.get("quarantine", {})),
-                       changed_at=row["changed_at"], changed_by=row["changed_by"])
-
-
 class FleetHealth:
-    def __init__(self, pool: asyncpg.Pool, realtime: Realtime, distributor: Distributor, metrics: Metrics) -> None:
+    def __init__(self, pool: asyncpg.Pool, realtime: Realtime, distributor: Distributor, metrics: Metrics, *,
+                 default_thresholds: HealthThresholds) -> None:
         self.pool = pool
         self.realtime = realtime
         self.distributor = distributor
         self.metrics = metrics
+        self.default_thresholds = default_thresholds
+        """The servers' ``PHONEFLEET_HEALTH_*`` settings: what the stored policy overrides, field by field."""
+
+    def _policy(self, row: Any) -> FleetPolicy:
+        stored = row["policy"] or {}
+        thresholds = {**self.default_thresholds.model_dump(), **stored.get("thresholds", {})}
+        return FleetPolicy(thresholds=HealthThresholds.model_validate(thresholds),
+                           quarantine=QuarantinePolicy.model_validate(stored.get("quarantine", {})),
+                           changed_at=row["changed_at"], changed_by=row["changed_by"])
 
     # ------------------------------------------------------------------ policy
 
     async def policy(self, conn: Conn | None = None) -> FleetPolicy:
         if conn is not None:
-            return _policy(await policy_store.get(conn))
+            return self._policy(await policy_store.get(conn))
         async with self.pool.acquire() as c:
-            return _policy(await policy_store.get(c))
+            return self._policy(await policy_store.get(c))
 
     async def patch_policy(self, body: FleetPolicyPatch, actor: str) -> FleetPolicy:
-        """Change the given fields; agents hear new thresholds at once (and in every hello after)."""
+        """Change the given fields; agents hear new thresholds at once (and in every hello after). Only what
+        was ever changed is stored: a field left alone keeps following its default."""
 
         async def work(conn: Conn) -> FleetPolicy:
-            current = _policy(await policy_store.get(conn))
-            thresholds = current.thresholds.model_copy(
-                update=body.thresholds.model_dump(exclude_none=True) if body.thresholds else {})
-            quarantine = current.quarantine.model_copy(
-                update=body.quarantine.model_dump(exclude_none=True) if body.quarantine else {})
-            stored = {"thresholds": HealthThresholds.model_validate(thresholds.model_dump()).model_dump(),
-                      "quarantine": QuarantinePolicy.model_validate(quarantine.model_dump()).model_dump()}
-            return _policy(await policy_store.set_policy(conn, stored, actor))
+            stored = dict((await policy_store.get(conn))["policy"] or {})
+            for part, patch in (("thresholds", body.thresholds), ("quarantine", body.quarantine)):
+                if patch is not None:
+                    stored[part] = {**stored.get(part, {}), **patch.model_dump(exclude_none=True)}
+            return self._policy(await policy_store.set_policy(conn, stored, actor))
 
         policy = await in_transaction(self.pool, work)
         async with self.pool.acquire() as conn:

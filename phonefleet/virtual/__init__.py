@@ -4,6 +4,7 @@ Nothing in ``phonefleet.agent`` imports this package at import time: ``phoneflee
 loads it when asked for virtual phones.
 """
 
+from phonefleet.virtual.faults import Fault
 from phonefleet.virtual.fleet import VirtualFleet
 from phonefleet.virtual.host import AdbHostClient, AdbHostError, LocalAdbServer
 from phonefleet.virtual.phone import PHONE_MODELS, PhoneModel, VirtualPhone
@@ -16,6 +17,7 @@ __all__ = [
     "ActionRecord",
     "AdbHostClient",
     "AdbHostError",
+    "Fault",
     "InstalledPackage",
     "LocalAdbServer",
     "PhoneModel",

@@ -1,7 +1,8 @@
 """The adbd side of the adb wire protocol: packets, streams with flow control, and one connection's session.
 
 A session answers the adb server's CNXN, OPENs services (the phone's router says which) and carries their
-bytes as WRTEs, one in flight per stream until the host's OKAY, as adbd does.
+bytes as WRTEs, one in flight per stream until the host's OKAY, as adbd does. A phone told to be
+``unauthorized`` answers CNXN with AUTH tokens instead, and refuses every signature, until told otherwise.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +32,9 @@ def _command(name: bytes) -> int:
     return int.from_bytes(name, "little")
 
 
-CNXN, OPEN, OKAY, WRTE, CLSE = (_command(n) for n in (b"CNXN", b"OPEN", b"OKAY", b"WRTE", b"CLSE"))
+CNXN, OPEN, OKAY, WRTE, CLSE, AUTH = (_command(n) for n in (b"CNXN", b"OPEN", b"OKAY", b"WRTE", b"CLSE", b"AUTH"))
+AUTH_TOKEN, AUTH_SIGNATURE, AUTH_RSAPUBLICKEY = 1, 2, 3
+TOKEN_SIZE = 20
 
 
 class StreamClosedError(Exception):
@@ -178,6 +182,8 @@ class AdbSession:
         self._checksum = True
         self.connected = False
         self.max_payload = phone.max_payload
+        self._unanswered: AdbMessage | None = None
+        """The host's CNXN while the phone waits for its key to be accepted (the ``unauthorized`` fault)."""
 
     async def run(self) -> None:
         try:
@@ -219,7 +225,14 @@ class AdbSession:
 
     def _handle(self, message: AdbMessage) -> None:
         if message.command == CNXN:
-            self._connect(message)
+            if self._phone.unauthorized:
+                self._unanswered = message
+                self._ask_for_key()
+            else:
+                self._connect(message)
+        elif message.command == AUTH:
+            if self._unanswered is not None and message.arg0 == AUTH_SIGNATURE:
+                self._ask_for_key()  # no signature is good enough; after the last key the host sends its public key
         elif not self.connected:
             log.debug("virtual phone %s: %s before CNXN ignored", self._phone.adb_serial, message.name)
         elif message.command == OPEN:
@@ -243,6 +256,15 @@ class AdbSession:
         task = self._tasks.get(stream.local_id)
         if task is not None:
             asyncio.get_running_loop().call_later(grace, task.cancel)
+
+    def _ask_for_key(self) -> None:
+        self.send(AdbMessage(AUTH, AUTH_TOKEN, 0, os.urandom(TOKEN_SIZE)))
+
+    def authorize(self) -> None:
+        """The key is accepted (the fault is cleared): the waiting connection goes through, as adbd's does."""
+        if self._unanswered is not None:
+            message, self._unanswered = self._unanswered, None
+            self._connect(message)
 
     def _connect(self, message: AdbMessage) -> None:
         for stream in list(self._streams.values()):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from phonefleet.virtual.adbd import MAX_PAYLOAD
+from phonefleet.virtual.faults import Fault
 from phonefleet.virtual.host import AdbHostClient, AdbHostError
 from phonefleet.virtual.phone import PHONE_MODELS, PhoneModel, VirtualPhone
 
@@ -48,6 +49,13 @@ class VirtualFleet:
             if serial in (phone.adb_serial, phone.serialno):
                 return phone
         raise KeyError(serial)
+
+    async def set_fault(self, serial: str, fault: Fault | str, *, flap_sec: float | None = None) -> VirtualPhone:
+        """Give one phone (by either serial) a fault, or clear it with ``none``; ``KeyError`` for an unknown phone,
+        ``ValueError`` for an unknown fault."""
+        phone = self.phone(serial)
+        await phone.set_fault(fault, flap_sec=flap_sec)
+        return phone
 
     async def start(self) -> None:
         """Starts every phone, connects them (a few at a time, as the adb server connects serially anyway) and

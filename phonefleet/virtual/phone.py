@@ -1,17 +1,19 @@
 """A virtual phone: its state, and an adbd-speaking listener on loopback that can go offline and come back.
 
 The real adb server ``adb connect``s it like any network device, so adbutils, the adb command line and
-the agent drive it exactly as they drive USB phones.
+the agent drive it exactly as they drive USB phones. It reboots as a phone does (off the adb server, back,
+booted a moment later) and acts out the faults it is given (``set_fault``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 from phonefleet.virtual.adbd import MAX_PAYLOAD, AdbSession
+from phonefleet.virtual.faults import FAULT_NAMES, Fault
 from phonefleet.virtual.screen import ScreenRenderer
 from phonefleet.virtual.services import ServiceRouter
 from phonefleet.virtual.state import SDK_BY_RELEASE, ActionLog, InstalledPackage, PhoneState
@@ -81,7 +83,20 @@ class VirtualPhone:
         self.router = ServiceRouter(self.state, self.renderer)
         self.handshakes = 0
         self.boot_time = 1.0
+        """Seconds off the adb server during a reboot."""
+        self.boot_settle_sec = 0.5
+        """Seconds back on the adb server before ``sys.boot_completed`` is 1."""
+        self.bootloop_up_sec = 2.0
+        """With ``bootloop``: seconds back on the adb server, never booted, before it drops off again."""
+        self.bootloop_down_sec = 0.1
+        """With ``bootloop``: seconds off between two failed boots (the adb server retries 0.25 s after a drop)."""
+        self.flap_sec = 2.5
+        """With ``flap``: seconds online between drops."""
+        self.flap_down_sec = 0.1
+        """With ``flap``: seconds refusing connections (the adb server retries 0.25 s after a drop, then every 3 s)."""
         self._background: set[asyncio.Task[None]] = set()
+        self._rebooting: asyncio.Task[None] | None = None
+        self._flapping: asyncio.Task[None] | None = None
         self._port = port
         self._server: asyncio.Server | None = None
         self._sessions: set[AdbSession] = set()
@@ -135,6 +150,37 @@ class VirtualPhone:
     def online(self) -> bool:
         return self._server is not None
 
+    @property
+    def fault(self) -> Fault:
+        return self.state.fault
+
+    @property
+    def unauthorized(self) -> bool:
+        return self.state.fault is Fault.unauthorized
+
+    async def set_fault(self, fault: Fault | str, *, flap_sec: float | None = None) -> None:
+        """Give the phone a fault (``Fault.none`` clears it); ``ValueError`` names the faults for any other
+        word. The shell reads hot, hang and amfail itself; here the phone acts out what the adb server sees."""
+        try:
+            new = Fault(fault)
+        except ValueError:
+            raise ValueError(f"unknown fault {fault!r}: {FAULT_NAMES}") from None
+        if flap_sec is not None:
+            if not 0.1 <= flap_sec <= 3600:
+                raise ValueError("flap_sec must be between 0.1 and 3600")
+            self.flap_sec = flap_sec
+        old, self.state.fault = self.state.fault, new
+        if old is Fault.flap and new is not Fault.flap:
+            await self._stop_flapping()
+        if old is Fault.unauthorized and new is not Fault.unauthorized:
+            for session in list(self._sessions):
+                session.authorize()  # the prompt is accepted: waiting connections go through
+        if new is Fault.flap and (self._flapping is None or self._flapping.done()):
+            self._flapping = self._in_background(self._flap(), "flap")
+        elif new is Fault.unauthorized and old is not Fault.unauthorized:
+            for session in list(self._sessions):  # the adb server reconnects at once and meets the key prompt
+                await session.abort()
+
     def banner(self) -> str:
         s = self.state
         return (
@@ -174,18 +220,49 @@ class VirtualPhone:
         await self.start()
 
     async def reboot(self) -> None:
-        """Drops off for ``boot_time`` seconds and comes back freshly booted: screen on, launcher in front."""
+        """Drops off for ``boot_time`` seconds, comes back booting (adb answers, ``sys.boot_completed`` is empty)
+        and is booted ``boot_settle_sec`` later: screen on, launcher in front. With ``bootloop`` it drops off
+        again after ``bootloop_up_sec`` instead, and again, until the fault is cleared."""
         await asyncio.sleep(0.05)  # let the reply to ``reboot`` reach the host first, as adbd does
         await self.go_offline()
+        self.state.booted = False
         self.state.screen_on = True
         self.state.go_home()
         await asyncio.sleep(self.boot_time)
-        await self.come_back()
+        while True:
+            await self.come_back()
+            if self.state.fault is Fault.bootloop:
+                await asyncio.sleep(self.bootloop_up_sec)
+            if self.state.fault is not Fault.bootloop:
+                break
+            await self.go_offline()
+            await asyncio.sleep(self.bootloop_down_sec)
+        await asyncio.sleep(self.boot_settle_sec)
+        self.state.booted = True
 
     def _schedule_reboot(self) -> None:
-        task = asyncio.create_task(self.reboot(), name=f"reboot-{self.serialno}")
+        if self._rebooting is None or self._rebooting.done():  # a reboot asked for while rebooting is the same one
+            self._rebooting = self._in_background(self.reboot(), "reboot")
+
+    async def _flap(self) -> None:
+        while True:
+            await asyncio.sleep(self.flap_sec)
+            await self.go_offline()
+            await asyncio.sleep(self.flap_down_sec)
+            await self.come_back()
+
+    async def _stop_flapping(self) -> None:
+        task, self._flapping = self._flapping, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.come_back()
+
+    def _in_background(self, work: Coroutine[None, None, None], what: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=f"{what}-{self.serialno}")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

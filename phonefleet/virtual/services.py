@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import stat
 import struct
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from phonefleet.virtual.adbd import AdbStream, Service, StreamInbox
 from phonefleet.virtual.commandio import CommandIO, StdinSource
+from phonefleet.virtual.faults import Fault
 from phonefleet.virtual.screen import ScreenRenderer
 from phonefleet.virtual.shell import VirtualShell
 from phonefleet.virtual.state import PhoneState
@@ -96,13 +98,15 @@ class ShellRequest:
 
 class ShellService:
     """Runs the request's command line on the fake sh; a session without one (``adb shell`` by hand) ends at
-    once with status 0: no client of phonefleet opens one."""
+    once with status 0: no client of phonefleet opens one. A phone with the ``hang`` fault never answers."""
 
     def __init__(self, state: PhoneState, renderer: ScreenRenderer) -> None:
         self._state = state
         self._renderer = renderer
 
     async def serve(self, stream: AdbStream, request: ShellRequest) -> None:
+        if self._state.fault is Fault.hang:  # never answers: cancelled when the host hangs up
+            await asyncio.Event().wait()
         shell = VirtualShell(self._state, request.service, self._renderer)
         stdout = StreamSink(stream, SHELL_STDOUT if request.v2 else None)
         stderr = StreamSink(stream, SHELL_STDERR) if request.v2 else stdout

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from phonefleet.virtual.faults import HOT_TENTHS_C, Fault
+
 SDK_BY_RELEASE = {
     "7.0": 24, "7.1": 25, "8.0": 26, "8.1": 27, "9": 28, "10": 29, "11": 30,
     "12": 31, "12L": 32, "13": 33, "14": 34, "15": 35, "16": 36,
@@ -233,9 +235,19 @@ class PhoneState:
     android_version: str
     sdk: int
     battery_level: int = 100
+    battery_tenths_c: int = 285
+    """Battery temperature as ``dumpsys battery`` says it, in tenths of a degree (``hot`` says 520)."""
     ac_powered: bool = False
     usb_powered: bool = True
+    wireless_powered: bool = False
     screen_on: bool = True
+    screen_locked: bool = False
+    """The keyguard shows: set when the screen goes off, dismissed by the menu key (``input keyevent 82``)."""
+    booted: bool = True
+    """``sys.boot_completed`` is 1 (empty from a reboot until the boot finishes)."""
+    data_size_kb: int = 115_345_400
+    data_free_kb: int = 52_428_800
+    fault: Fault = Fault.none
     display_size: tuple[int, int] = (1080, 2400)
     density: int = 420
     foreground: str = LAUNCHER
@@ -270,9 +282,12 @@ class PhoneState:
             "ro.build.type": "user",
             "ro.build.fingerprint": fingerprint,
             "ro.sf.lcd_density": str(self.density),
-            "sys.boot_completed": "1",
-            "dev.bootcomplete": "1",
+            **({"sys.boot_completed": "1", "dev.bootcomplete": "1"} if self.booted else {}),
         }
+
+    @property
+    def battery_temperature_tenths(self) -> int:
+        return HOT_TENTHS_C if self.fault is Fault.hot else self.battery_tenths_c
 
     @property
     def foreground_package(self) -> str:

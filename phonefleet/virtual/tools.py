@@ -1,7 +1,8 @@
 """The commands a virtual phone's sh knows: the Android tools and the few toybox ones its clients send.
 
 Only what phonefleet sends is here: the agent's steps (``am``, ``monkey``, ``input``, ``pm install``,
-``screencap -p``, ``rm``), its health probe (``getprop``, ``dumpsys battery|power``), adbutils' helpers the
+``screencap -p``, ``rm``), its health probe (``getprop``, ``dumpsys battery|power|window policy``, ``df``,
+``grep -E``), adbutils' helpers the
 tests call (``dumpsys window``, ``pm list packages``, ``reboot``, ``wm size``, its ``echo`` exit-code
 trailer) and the shell features the tests check (``cat``, ``grep``, ``true``, ``false``). Anything else
 is "not found" (exit 127), as on a phone without that tool.
@@ -15,6 +16,7 @@ import re
 import zipfile
 
 from phonefleet.virtual.commandio import CommandError, CommandIO, Handler
+from phonefleet.virtual.faults import Fault
 from phonefleet.virtual.screen import ScreenRenderer
 from phonefleet.virtual.state import BROWSER, InstalledPackage, PhoneState
 
@@ -46,7 +48,7 @@ class Tools:
             "echo": self.echo, "true": self.true, "false": self.false, "cat": self.cat, "grep": self.grep,
             "rm": self.rm, "getprop": self.getprop, "am": self.am, "pm": self.pm, "monkey": self.monkey,
             "input": self.input, "dumpsys": self.dumpsys, "screencap": self.screencap, "wm": self.wm,
-            "reboot": self.reboot,
+            "reboot": self.reboot, "df": self.df,
         }  # fmt: skip
 
     # -- toybox
@@ -129,6 +131,16 @@ class Tools:
         self.state.request_reboot()
         return 0
 
+    async def df(self, args: list[str], io: CommandIO) -> int:
+        """``df [-k] [/data]``: toybox's columns in 1K blocks; /data is the only filesystem here."""
+        paths = [a for a in args if not a.startswith("-")] or ["/data"]
+        size, free = self.state.data_size_kb, self.state.data_free_kb
+        used = size - free
+        await io.out("Filesystem      1K-blocks     Used Available Use% Mounted on\n")
+        for _path in paths:
+            await io.out(f"/dev/block/dm-5 {size:>9} {used:>8} {free:>9} {100 * used // max(size, 1):>3}% /data\n")
+        return 0
+
     # -- activity manager
 
     async def am(self, args: list[str], io: CommandIO) -> int:
@@ -152,6 +164,10 @@ class Tools:
 
     async def _am_start(self, args: list[str], io: CommandIO) -> int:
         """``am start [-a ACTION] [-d URI] [-n COMPONENT] [URI | PACKAGE | COMPONENT]``."""
+        if self.state.fault is Fault.amfail:
+            await io.err("Exception occurred while executing 'start':\n"
+                         "java.lang.IllegalStateException: activity manager not responding\n")
+            return 255
         named: dict[str, str] = {}
         bare: list[str] = []
         items = list(args)
@@ -228,6 +244,9 @@ class Tools:
 
     async def monkey(self, args: list[str], io: CommandIO) -> int:
         """``monkey -p PACKAGE ... 1``: brings the package's launcher activity to the front."""
+        if self.state.fault is Fault.amfail:
+            await io.err("** Failed talking with activity manager!\n** monkey aborted.\n")
+            return 252
         packages = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "-p"]
         installed = [self.state.packages[p] for p in packages if p in self.state.packages]
         launchable = [p for p in installed if p.launcher_activity is not None]
@@ -330,14 +349,21 @@ class Tools:
             self.state.screen_on = True
         elif code == KEYCODES["SLEEP"]:
             self.state.screen_on = False
+        elif code == KEYCODES["MENU"] and self.state.screen_on:
+            self.state.screen_locked = False  # dismisses a keyguard without a secure lock
         elif code in (KEYCODES["HOME"], KEYCODES["BACK"]):
             self.state.go_home()
+        if not self.state.screen_on:
+            self.state.screen_locked = True
 
     # -- dumpsys, screen and window manager
 
     async def dumpsys(self, args: list[str], io: CommandIO) -> int:
-        """``dumpsys battery``, ``dumpsys power`` (the health probe) and ``dumpsys window`` (adbutils' app_current)."""
+        """``dumpsys battery``, ``dumpsys power``, ``dumpsys window policy`` (the health probe) and ``dumpsys window``
+        (adbutils' app_current)."""
         report = {"battery": self._battery, "power": self._power, "window": self._window}.get(args[0] if args else "")
+        if args[:2] == ["window", "policy"]:
+            report = self._window_policy
         if report is None:
             await io.err(f"Can't find service: {args[0] if args else ''}\n")
             return 0
@@ -346,17 +372,18 @@ class Tools:
 
     def _battery(self) -> str:
         state = self.state
-        powered = state.ac_powered or state.usb_powered
+        powered = state.ac_powered or state.usb_powered or state.wireless_powered
         status = 5 if powered and state.battery_level >= 100 else 2 if powered else 3
         return ("Current Battery Service state:\n"
                 f"  AC powered: {str(state.ac_powered).lower()}\n"
                 f"  USB powered: {str(state.usb_powered).lower()}\n"
-                "  Wireless powered: false\n  Dock powered: false\n"
+                f"  Wireless powered: {str(state.wireless_powered).lower()}\n  Dock powered: false\n"
                 "  Max charging current: 500000\n  Max charging voltage: 5000000\n"
                 f"  Charge counter: {state.battery_level * 40000}\n"
                 f"  status: {status}\n  health: 2\n  present: true\n"
                 f"  level: {state.battery_level}\n  scale: 100\n"
-                f"  voltage: {3600 + state.battery_level * 6}\n  temperature: 285\n  technology: Li-ion\n")
+                f"  voltage: {3600 + state.battery_level * 6}\n"
+                f"  temperature: {state.battery_temperature_tenths}\n  technology: Li-ion\n")
 
     def _power(self) -> str:
         awake = self.state.screen_on
@@ -365,6 +392,15 @@ class Tools:
                 f"  mIsPowered={str(self.state.ac_powered or self.state.usb_powered).lower()}\n"
                 f"  mBatteryLevel={self.state.battery_level}\n"
                 f"Display Power: state={'ON' if awake else 'OFF'}\n")
+
+    def _window_policy(self) -> str:
+        locked = str(self.state.screen_locked).lower()
+        return ("WINDOW MANAGER POLICY STATE (dumpsys window policy)\n"
+                f"    mShowingDream=false mDreamingLockscreen={locked} mDreamingSleepToken=null\n"
+                "    KeyguardServiceDelegate\n"
+                f"      showing={locked}\n      showingAndNotOccluded={locked}\n      secure=false\n"
+                "      KeyguardStateMonitor\n"
+                f"        mIsShowing={locked}\n        mSimSecure=false\n")
 
     def _window(self) -> str:
         width, height = self.state.display_size
