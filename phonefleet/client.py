@@ -12,7 +12,17 @@ from typing import Any, Literal, Self, TypeVar
 import aiohttp
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from phonefleet.protocol.enums import AssignmentStatus, BatchAction, JobStatus, RequeueScope
+from phonefleet.protocol.enums import AssignmentStatus, BatchAction, JobStatus, RecoveryRung, RequeueScope
+from phonefleet.protocol.health import (
+    DeviceDetail,
+    DeviceEventList,
+    FleetHealthReport,
+    FleetPolicy,
+    FleetPolicyPatch,
+    QuarantineRequest,
+    RecoverAccepted,
+    RecoverRequest,
+)
 from phonefleet.protocol.models import (
     Agent,
     AgentCreated,
@@ -230,6 +240,35 @@ class PhonefleetClient:
 
     async def resume_device(self, device_id: int) -> Device:
         return await self.set_device_paused(device_id, False)
+
+    async def get_device(self, device_id: int) -> DeviceDetail:
+        """One phone with its health, the thresholds it breaks and its reliability record."""
+        return await self._model(DeviceDetail, "GET", f"/api/devices/{device_id}")
+
+    async def device_events(self, device_id: int, *, before: int | None = None, limit: int | None = None,
+                            kinds: Sequence[str] | None = None) -> DeviceEventList:
+        return await self._model(DeviceEventList, "GET", f"/api/devices/{device_id}/events",
+                                 params=_params(before=before, limit=limit, kind=list(kinds or [])))
+
+    async def quarantine_device(self, device_id: int, reason: str) -> DeviceDetail:
+        return await self._model(DeviceDetail, "POST", f"/api/devices/{device_id}/quarantine",
+                                 body=QuarantineRequest(reason=reason))
+
+    async def release_device(self, device_id: int) -> DeviceDetail:
+        return await self._model(DeviceDetail, "POST", f"/api/devices/{device_id}/release")
+
+    async def recover_device(self, device_id: int, rung: RecoveryRung | str) -> RecoverAccepted:
+        return await self._model(RecoverAccepted, "POST", f"/api/devices/{device_id}/recover",
+                                 body=RecoverRequest(rung=RecoveryRung(rung)))
+
+    async def fleet_health(self) -> FleetHealthReport:
+        return await self._model(FleetHealthReport, "GET", "/api/fleet/health")
+
+    async def fleet_policy(self) -> FleetPolicy:
+        return await self._model(FleetPolicy, "GET", "/api/fleet/policy")
+
+    async def update_fleet_policy(self, patch: FleetPolicyPatch) -> FleetPolicy:
+        return await self._model(FleetPolicy, "PATCH", "/api/fleet/policy", body=patch)
 
     async def list_agents(self) -> list[Agent]:
         return _parse(_AGENTS, await self._call("GET", "/api/agents"), "/api/agents")

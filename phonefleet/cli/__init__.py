@@ -11,6 +11,7 @@ import typer
 from phonefleet.cli.agents import agents_app
 from phonefleet.cli.config import global_options
 from phonefleet.cli.devices import devices_app
+from phonefleet.cli.fleet import fleet_app
 from phonefleet.cli.jobs import jobs_app
 from phonefleet.cli.scheduler import scheduler_app
 from phonefleet.cli.schedules import schedules_app
@@ -23,6 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.callback()(global_options)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(devices_app, name="devices")
+app.add_typer(fleet_app, name="fleet")
 app.add_typer(agents_app, name="agents")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(scheduler_app, name="scheduler")
