@@ -145,6 +145,22 @@ async def test_three_phone_failures_in_a_row_quarantine_the_phone_and_a_success_
         assert await state_of(server, serial) == "idle"
 
 
+async def test_a_phone_that_fails_what_works_elsewhere_is_quarantined_as_an_outlier(server: RunningServer) -> None:
+    agent = await server.sim_agent("rack-outlier", 3)
+    odd, good1, good2 = agent.serials
+    fine = ("completed", None)
+    for n in range(5):
+        await run_job(server, agent, {odd: ("failed", "step_failed"), good1: fine, good2: fine}, f"works {n}")
+    phone = await device_id(server, odd)
+    detail = await server.ok("GET", f"/api/devices/{phone}")
+    assert detail["state"] == "idle", "step failures are not the phone's, until they stand out"
+    assert (detail["reliability"]["failure_streak"], detail["reliability"]["outlier_streak"]) == (0, 5)
+    await run_job(server, agent, {odd: ("failed", "step_failed"), good1: fine, good2: fine}, "works 5")
+    await eventually(lambda: _is(server, odd, "quarantined"))
+    detail = await server.ok("GET", f"/api/devices/{phone}")
+    assert detail["quarantine_reason"] == "6 failures in a row of jobs that succeed on other phones (step_failed)"
+
+
 async def test_a_job_whose_plan_fails_on_every_phone_quarantines_no_phone(server: RunningServer) -> None:
     agent = await server.sim_agent("rack-badplan", 3)
     for n in range(4):

@@ -31,6 +31,10 @@ class QuarantinePolicy(BaseModel):
     consecutive_failures: int = Field(default=3, ge=1, le=1000, description=(
         "Phone-attributed failures in a row (device_lost, adb_error, probe_failed, and timeouts of jobs that "
         "succeed elsewhere; a job failing on most of its phones is blamed instead)."))
+    outlier_failures: int = Field(default=6, ge=1, le=1000, description=(
+        "Failures in a row, of any error code, of jobs that succeed on most of the other phones they ran on: a "
+        "phone that fails what works elsewhere (an app that will not start on it). Higher than "
+        "consecutive_failures, so the ordinary failures of a busy fleet never add up to it."))
     flap_disconnects: int = Field(default=4, ge=2, le=10_000, description="Disconnects within flap_window_sec.")
     flap_window_sec: int = Field(default=600, ge=1, le=86_400)
     unhealthy_max_sec: int = Field(default=1800, ge=1, le=7 * 86_400, description=(
@@ -60,6 +64,7 @@ class ThresholdsPatch(_Body):
 
 class QuarantinePatch(_Body):
     consecutive_failures: int | None = Field(default=None, ge=1, le=1000)
+    outlier_failures: int | None = Field(default=None, ge=1, le=1000)
     flap_disconnects: int | None = Field(default=None, ge=2, le=10_000)
     flap_window_sec: int | None = Field(default=None, ge=1, le=86_400)
     unhealthy_max_sec: int | None = Field(default=None, ge=1, le=7 * 86_400)
@@ -116,6 +121,9 @@ class Reliability(BaseModel):
     success_rate_50: float | None = Field(description="Completed share of its last 50 runs.")
     success_rate_24h: float | None
     failure_streak: int = Field(description="Phone-attributed failures in a row, since its last release.")
+    outlier_streak: int = Field(default=0, description="Failures in a row of jobs that succeed on most other "
+                                                       "phones (phone-attributed ones included), since its last "
+                                                       "release.")
     failures_by_code: dict[str, FailureCount] = Field(description="Failures of the last 24 h, by error code.")
     disconnects_24h: int
     mtbf_sec: float | None = Field(description="Run time per phone-attributed failure over 7 days; null without "

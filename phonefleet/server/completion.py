@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from phonefleet.protocol import events as ev
-from phonefleet.protocol.enums import PHONE_ERROR_CODES, ErrorCode, FinishOutcome
+from phonefleet.protocol.enums import ErrorCode, FinishOutcome
 from phonefleet.server.batching import Coalescer
 from phonefleet.server.config import Settings
 from phonefleet.server.distributor import Distributor
@@ -116,9 +116,8 @@ class Completion:
         if late.changed:
             log.info("late results overturned lost assignments", extra={"assignments": [r.id for r in late.changed]})
             await self.realtime.job_status_changed({r.job_id for r in late.changed})
-        suspects = {r.device_id for r in changed if r.status in ("failed", "timed_out")
-                    and (r.error_code in PHONE_ERROR_CODES or r.status == "timed_out")}
-        if suspects:  # a phone-attributed failure may complete a streak: the quarantine policy looks
+        suspects = {r.device_id for r in changed if r.status in ("failed", "timed_out")}
+        if suspects:  # a failure may complete a streak: the quarantine policy looks
             try:
                 await self.fleet_health.check_failures(suspects)
             except DATABASE_ERRORS:  # the results are recorded; the health watch looks again soon

@@ -258,14 +258,19 @@ class FleetHealth:
             return []
         async with self.pool.acquire() as conn:
             policy = (await self.policy(conn)).quarantine
-            runs = await quarantine_store.recent_runs(conn, ids, limit=4 * policy.consecutive_failures + 10,
-                                                      since_release=True)
+            depth = 4 * max(policy.consecutive_failures, policy.outlier_failures) + 10
+            runs = await quarantine_store.recent_runs(conn, ids, limit=depth, since_release=True)
         found = []
         for device_id, recent in runs.items():
             streak = quarantine_store.failure_streak(recent)
+            outliers = quarantine_store.outlier_streak(recent)
             if len(streak) >= policy.consecutive_failures:
                 codes = ", ".join(sorted({r.error_code or r.status for r in streak}))
                 found.append((device_id, f"{len(streak)} phone failures in a row ({codes})"))
+            elif len(outliers) >= policy.outlier_failures:
+                codes = ", ".join(sorted({r.error_code or r.status for r in outliers}))
+                found.append((device_id, f"{len(outliers)} failures in a row of jobs that succeed on other phones "
+                                         f"({codes})"))
         return await self.quarantine_many(found, by=POLICY) if found else []
 
     async def recheck_recent_failures(self, limit: int, within_sec: float = 120.0) -> list[int]:

@@ -39,6 +39,7 @@ async def record(conn: Conn, device_id: int, *, released_at: datetime | None) ->
         success_rate_50=_rate(last),
         success_rate_24h=round(totals["completed_24h"] / totals["runs_24h"], 4) if totals["runs_24h"] else None,
         failure_streak=len(quarantine_store.failure_streak(since_release)),
+        outlier_streak=len(quarantine_store.outlier_streak(since_release)),
         failures_by_code=dict(by_code), disconnects_24h=disconnects.get(device_id, 0),
         mtbf_sec=round(totals["run_sec_7d"] / phone_failures_week, 1) if phone_failures_week else None,
         last_failure=LastFailure(

@@ -35,10 +35,17 @@ export type BatchAction = "pause" | "resume" | "cancel";
  */
 export type PausedBy = "agent" | "server";
 /**
+ * The agent's recovery ladder, gentlest first: it stops at the first rung after which the phone is healthy.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "RecoveryRung".
+ */
+export type RecoveryRung = "reconnect" | "usb_reset" | "reboot" | "power_cycle";
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "DeviceState".
  */
-export type DeviceState = "idle" | "busy" | "paused" | "offline" | "unhealthy";
+export type DeviceState = "idle" | "busy" | "paused" | "offline" | "unhealthy" | "quarantined" | "recovering";
 /**
  * What a run cut short by an agent crash means (the agent journals each step it starts).
  */
@@ -135,6 +142,7 @@ export interface Contract {
   FinishedItem: FinishedItem;
   FleetStats: FleetStats;
   Health: Health;
+  HealthThresholds: HealthThresholds;
   Heartbeat: Heartbeat;
   HelloAck: HelloAck;
   InstallApkStep: InstallApkStep;
@@ -164,6 +172,7 @@ export interface Contract {
   PausedBy: PausedBy;
   Plan: Plan;
   ProgressItem: ProgressItem;
+  RecoveryRung: RecoveryRung;
   RefusedDevice: RefusedDevice;
   RequeueBody: RequeueBody;
   RequeueResult: RequeueResult;
@@ -356,12 +365,190 @@ export interface AgentHello {
  * via the `definition` "DeviceReport".
  */
 export interface DeviceReport {
+  /**
+   * adb's word for the phone as track-devices gives it: device, offline, unauthorized, recovery, no permissions ...; left out when adb no longer lists it.
+   */
+  adb_state?: string | null;
   android_version?: string | null;
   battery?: number | null;
+  battery_temp_c?: number | null;
+  /**
+   * sys.boot_completed is 1.
+   */
+  boot_completed?: boolean | null;
+  /**
+   * One entry per health threshold the phone fails (health_reason joins them with '; ').
+   *
+   * @maxItems 20
+   */
+  broken?:
+    | []
+    | [string]
+    | [string, string]
+    | [string, string, string]
+    | [string, string, string, string]
+    | [string, string, string, string, string]
+    | [string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string, string, string, string]
+    | [string, string, string, string, string, string, string, string, string, string, string, string, string]
+    | [
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string
+      ]
+    | [
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string
+      ]
+    | [
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string
+      ]
+    | [
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string
+      ]
+    | [
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string
+      ]
+    | [
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string
+      ]
+    | [
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string,
+        string
+      ];
+  /**
+   * AC, USB or wireless powered, or charging.
+   */
+  charging?: boolean | null;
+  /**
+   * Free space on /data.
+   */
+  data_free_mb?: number | null;
   health_reason?: string | null;
   healthy?: boolean;
   model?: string | null;
   online?: boolean;
+  /**
+   * The health probe's round trip.
+   */
+  probe_ms?: number | null;
+  /**
+   * The keyguard is showing.
+   */
+  screen_locked?: boolean | null;
   screen_on?: boolean | null;
   serial: string;
   /**
@@ -771,10 +958,20 @@ export interface Device {
   agent_name?: string | null;
   android_version: string | null;
   battery: number | null;
+  battery_temp_c?: number | null;
+  /**
+   * Why it is unhealthy (the thresholds broken).
+   */
+  health_reason?: string | null;
   id: number;
   last_seen_at: string | null;
   model: string | null;
   paused_by: PausedBy | null;
+  quarantine_reason?: string | null;
+  /**
+   * The recovery rung running on it now.
+   */
+  recovering?: RecoveryRung | null;
   serial: string;
   state: DeviceState;
   tags: string[];
@@ -907,6 +1104,31 @@ export interface Health {
   version: string;
 }
 /**
+ * When a phone is fit for work. The server sends the fleet's in the hello ack; an agent's own settings
+ * override them one by one. A phone that fails one is unhealthy (no work) until it passes again.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "HealthThresholds".
+ */
+export interface HealthThresholds {
+  /**
+   * Battery temperature (°C) above which a phone rests.
+   */
+  max_battery_temp_c?: number;
+  /**
+   * A health probe slower than this marks the phone unhealthy (an overloaded phone or USB hub).
+   */
+  max_probe_sec?: number;
+  /**
+   * Battery level (%) below which a phone rests.
+   */
+  min_battery?: number;
+  /**
+   * Free space on /data (MB) below which a phone rests.
+   */
+  min_data_free_mb?: number;
+}
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "Heartbeat".
  */
@@ -930,6 +1152,10 @@ export interface HelloAck {
   paused_serials: string[];
   poll_sec: number;
   refused_devices?: RefusedDevice[];
+  /**
+   * The fleet's health thresholds; an agent's own settings override them one by one.
+   */
+  thresholds?: HealthThresholds | null;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema

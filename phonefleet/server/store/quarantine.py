@@ -91,14 +91,14 @@ async def due_selftest(conn: Conn, *, cooldown_sec: float, every_sec: float, lim
 
 
 async def recently_failed(conn: Conn, within_sec: float, limit: int) -> list[int]:
-    """Phones not quarantined with a failure that may speak of them (a phone error code, a timeout) in the
-    last ``within_sec`` seconds."""
+    """Phones not quarantined with a failure in the last ``within_sec`` seconds (its job's outcomes on the other
+    phones may have come in since: a streak is judged again)."""
     rows = await conn.fetch(
         """SELECT DISTINCT a.device_id FROM assignments a JOIN devices d ON d.id = a.device_id
            WHERE a.finished_at > now() - make_interval(secs => $1) AND a.status IN ('failed', 'timed_out')
-             AND (a.status = 'timed_out' OR a.error_code = ANY($2::text[])) AND d.quarantined_at IS NULL
-           LIMIT $3""",
-        within_sec, sorted(PHONE_ERROR_CODES), limit,
+             AND d.quarantined_at IS NULL
+           LIMIT $2""",
+        within_sec, limit,
     )
     return [r["device_id"] for r in rows]
 
@@ -179,6 +179,18 @@ async def recent_runs(conn: Conn, device_ids: Sequence[int], *, limit: int,
         device_id = fields.pop("device_id")
         out.setdefault(device_id, []).append(EndedRun(**fields))
     return out
+
+
+def outlier_streak(runs: Sequence[EndedRun]) -> list[EndedRun]:
+    """The failures in a row at the head of ``runs`` that the phone is blamed for, or whose job succeeds on
+    most of the other phones it ran on (any error code); a success ends it, a job-blamed failure is skipped."""
+    streak: list[EndedRun] = []
+    for run in runs:
+        if run.status == "completed":
+            break
+        if run.blame == "phone" or (run.failed and run.blame == "none" and run.ok_elsewhere > run.failed_elsewhere):
+            streak.append(run)
+    return streak
 
 
 def failure_streak(runs: Sequence[EndedRun]) -> list[EndedRun]:
