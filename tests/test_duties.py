@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import pytest
 
 from phonefleet.server.duties.fill_sweeper import FillSweeper
+from phonefleet.server.duties.health_watch import HealthWatch
 from phonefleet.server.duties.job_activator import JobActivator
 from phonefleet.server.duties.lease_rescuer import LeaseRescuer
 from phonefleet.server.duties.retry_waker import RetryWaker
@@ -36,7 +37,7 @@ async def job(server: RunningServer, job_id: int) -> dict[str, Any]:
 async def test_every_duty_has_its_own_interval_and_a_name(quiet: RunningServer) -> None:
     duties: list[Duty] = list(quiet.services.maintenance.duties)
     assert {d.name for d in duties} == {"lease_rescuer", "schedule_firer", "job_activator", "retry_waker",
-                                        "fill_sweeper"}
+                                        "fill_sweeper", "health_watch"}
     assert all(d.interval_sec == 3600.0 for d in duties)
 
 
@@ -102,3 +103,21 @@ async def test_the_fill_sweeper_marks_a_job_no_phone_may_run_and_frees_one_that_
     starved = {r["id"]: r["starved"] for r in await quiet.services.pool.fetch("SELECT id, starved FROM jobs")}
     assert starved == {waiting["id"]: True, runnable["id"]: False}
     assert (await job(quiet, runnable["id"]))["assigned_count"] == 1
+
+
+async def test_the_health_watch_quarantines_a_long_illness_and_asks_for_self_tests(quiet: RunningServer) -> None:
+    await quiet.ok("PATCH", "/api/fleet/policy", {"quarantine": {"unhealthy_max_sec": 1, "cooldown_sec": 0}})
+    agent = await quiet.sim_agent("pc", 2)
+    sick, fine = agent.serials
+    await agent.report([{**agent.devices()[0], "healthy": False, "health_reason": "probe timed out after 5 s"}])
+    watch = duty(quiet, HealthWatch)
+    assert await watch.run_once() == 0, "not ill for long enough yet"
+
+    async def quarantined() -> bool:
+        await watch.run_once()
+        states = {d["serial"]: d["state"] for d in await quiet.ok("GET", "/api/devices")}
+        return states == {sick: "quarantined", fine: "idle"}
+
+    await eventually(quarantined, timeout=10)
+    await agent.wait_for(lambda: agent.events("device:selftest") == [{"serial": sick}])
+    assert await watch.run_once() == 0, "asked once per selftest_every_sec"

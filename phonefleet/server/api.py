@@ -281,7 +281,7 @@ class Api:
     async def patch_device(self, request: web.Request) -> web.Response:
         device_id = _int_id(request)
         body = await _body(request, DevicePatch)
-        return model_response(await self.s.pauses.set_device_paused(device_id, body.paused))
+        return model_response(await self.s.pauses.set_device_paused(device_id, body.paused, _actor(request)))
 
     async def get_device(self, request: web.Request) -> web.Response:
         return model_response(await self.s.fleet_health.device(_int_id(request)))

@@ -15,6 +15,7 @@ from typing import Any
 import socketio
 
 from phonefleet.protocol import events as ev
+from phonefleet.protocol import health
 from phonefleet.protocol.models import Job
 from phonefleet.server.bus import Bus
 from phonefleet.server.bus_messages import Dirty, ToDashboards
@@ -47,6 +48,8 @@ class DashboardPush:
         self._status_for_bus: set[int] = set()
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._event_cursor: int | None = None
+        """The newest phone timeline entry this node's dashboards were sent (None: none connected)."""
 
     async def start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_loop(), name="dashboard-flush")
@@ -116,12 +119,24 @@ class DashboardPush:
 
     async def _emit_local(self, jobs: list[int], devices: list[int]) -> None:
         if not self.presence.dashboards:
+            self._event_cursor = None  # nobody to tell: the next dashboard starts from what is new then
             return
         await self._emit_jobs(jobs, ev.JOB_PROGRESS)
         if devices:
             payload = ev.DeviceUpdateBroadcast(devices=await self.queries.devices_by_ids(devices))
             await self.emit(ev.DASHBOARD_DEVICE_UPDATE, payload.model_dump(mode="json"))
+            await self._emit_device_events()
             await self.emit(ev.FLEET_STATS, (await self.queries.fleet_stats()).model_dump(mode="json"))
+
+    async def _emit_device_events(self) -> None:
+        """The phones' timeline entries written since the last flush, by any writer on any node (a phone whose
+        timeline grows is a phone that changed: every writer marks it)."""
+        if self._event_cursor is None:
+            self._event_cursor = await self.queries.newest_device_event_id()
+            return
+        for event in await self.queries.device_events_after(self._event_cursor, limit=500):
+            await self.emit(health.DEVICE_EVENT, event.model_dump(mode="json"))
+            self._event_cursor = event.id
 
     async def _emit_jobs(self, job_ids: list[int], event: str) -> None:
         if not self.presence.dashboards or not job_ids:

@@ -16,7 +16,6 @@ import asyncpg
 
 from phonefleet.protocol.enums import DeviceEventKind, DeviceState, RecoveryRung
 from phonefleet.protocol.health import (
-    DEVICE_EVENT,
     DEVICE_RECOVER,
     DEVICE_SELFTEST,
     FLEET_THRESHOLDS,
@@ -341,9 +340,9 @@ class FleetHealth:
 
     async def _announce(self, device_ids: list[int], events: list[DeviceEventRecord],
                         handed: list[JobPlacement]) -> None:
-        self.realtime.devices_changed(device_ids)
+        """Dashboards hear of the phones (their rows, and the new entries of their timelines) with the next
+        flush; the fill looks for work the changed phones may take or have given back."""
+        self.realtime.devices_changed([*device_ids, *(e.device_id for e in events)])
         self.realtime.jobs_changed(h.job_id for h in handed)
-        for event in events:
-            await self.realtime.broadcast(DEVICE_EVENT, event_model(event).model_dump(mode="json"))
         if device_ids or handed:
             self.distributor.request_fill()

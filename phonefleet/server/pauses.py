@@ -11,12 +11,12 @@ from typing import Any
 import asyncpg
 
 from phonefleet.protocol import events as ev
-from phonefleet.protocol.enums import PausedBy, PauseScope
+from phonefleet.protocol.enums import DeviceEventKind, PausedBy, PauseScope
 from phonefleet.protocol.models import Device
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Invalid, NotFound
 from phonefleet.server.realtime import Realtime
-from phonefleet.server.store import Conn
+from phonefleet.server.store import Conn, device_events
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
@@ -25,13 +25,19 @@ from phonefleet.server.store.records import DeviceRecord, JobPlacement
 from phonefleet.server.transactions import in_transaction
 
 
+async def _timeline(conn: Conn, device_ids: Sequence[int], paused: bool, actor: str,
+                    reason: str | None = None) -> None:
+    kind = DeviceEventKind.paused if paused else DeviceEventKind.resumed
+    await device_events.add_many(conn, [device_events.NewEvent(d, kind, actor, reason) for d in device_ids])
+
+
 class Pauses:
     def __init__(self, pool: asyncpg.Pool, realtime: Realtime, distributor: Distributor) -> None:
         self.pool = pool
         self.realtime = realtime
         self.distributor = distributor
 
-    async def set_device_paused(self, device_id: int, paused: bool) -> Device:
+    async def set_device_paused(self, device_id: int, paused: bool, actor: str = "admin") -> Device:
         """Server-side pause or resume of one phone; returns the phone as it now stands."""
 
         async def work(conn: Conn) -> tuple[DeviceRecord, list[int], list[JobPlacement]]:
@@ -41,6 +47,7 @@ class Pauses:
             changed, _ = await devices_store.set_paused(
                 conn, [device_id], PausedBy.server if paused else None, only_from=None
             )
+            await _timeline(conn, changed, paused, actor)
             handed: list[JobPlacement] = []
             if paused:
                 handed = await assignments_store.hand_back(conn, device_ids=[device_id],
@@ -100,6 +107,8 @@ class Pauses:
                     conn, device_ids, PausedBy.agent if paused else None,
                     only_from=None if paused else PausedBy.agent,
                 )
+                await _timeline(conn, changed, paused, f"agent {agent_name}",
+                                "at the PC" if request.scope is PauseScope.device else "its agent paused")
                 if paused:
                     handed = await assignments_store.hand_back(conn, device_ids=device_ids,
                                                                reason="paused on the agent")

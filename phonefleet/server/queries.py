@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from phonefleet.protocol.events import FleetStats
+from phonefleet.protocol.health import DeviceEvent
 from phonefleet.protocol.models import (
     AdminToken,
     Agent,
@@ -21,6 +22,7 @@ from phonefleet.server.store import Conn
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
+from phonefleet.server.store import device_events as device_events_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.store import stats as stats_store
@@ -103,6 +105,16 @@ class Queries:
         async with self.pool.acquire() as conn:
             rows = await devices_store.get_many(conn, device_ids)
         return [Device.model_validate(dict(r.items())) for r in rows]
+
+    async def newest_device_event_id(self) -> int:
+        async with self.pool.acquire() as conn:
+            return await device_events_store.newest_id(conn)
+
+    async def device_events_after(self, after_id: int, *, limit: int) -> list[DeviceEvent]:
+        """Every phone's timeline entries newer than ``after_id``, oldest first (what dashboards are sent)."""
+        async with self.pool.acquire() as conn:
+            rows = await device_events_store.after(conn, after_id, limit)
+        return [DeviceEvent.model_validate(dict(r.items())) for r in rows]
 
     async def fleet_stats(self) -> FleetStats:
         """Connected agents and phones by state, for the dashboards' header."""

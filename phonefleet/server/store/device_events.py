@@ -42,6 +42,17 @@ async def page(conn: Conn, device_id: int, *, before: int | None, limit: int,
     )
 
 
+async def newest_id(conn: Conn) -> int:
+    return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM device_events"))
+
+
+async def after(conn: Conn, after_id: int, limit: int) -> list[DeviceEventRecord]:
+    return await conn.fetch(
+        f"SELECT {EVENT_COLUMNS} FROM device_events e WHERE e.id > $1 ORDER BY e.id LIMIT $2", after_id, limit,
+        record_class=DeviceEventRecord,
+    )
+
+
 async def disconnects_since(conn: Conn, device_ids: Sequence[int], since: datetime) -> dict[int, int]:
     """Disconnects each phone reported (its agent saw it go; not its agent going away) since ``since``."""
     rows = await conn.fetch(

@@ -236,10 +236,11 @@ async def end_recoveries(conn: Conn, agent_id: int, reason: str) -> list[int]:
 async def set_paused(
     conn: Conn, device_ids: Sequence[int], paused_by: str | None, *, only_from: str | None
 ) -> tuple[list[int], list[DeviceChange]]:
-    """Pause (``paused_by`` set) or resume (None) phones; ``only_from`` limits a resume to one side's pauses."""
+    """Pause (``paused_by`` set) or resume (None) phones; ``only_from`` limits a resume to one side's pauses.
+    Returns the phones whose pause changed (and the states that changed with them)."""
     rows = await conn.fetch(
         """UPDATE devices SET paused_by = $2
-           WHERE id = ANY($1::bigint[])
+           WHERE id = ANY($1::bigint[]) AND paused_by IS DISTINCT FROM $2
              AND ($2::text IS NULL OR paused_by IS NULL OR $2 = 'server')
              AND ($3::text IS NULL OR paused_by = $3)
            RETURNING id""",

@@ -1,0 +1,201 @@
+"""Fleet health: how fast a misbehaving phone leaves distribution, how long each recovery rung takes to heal
+one, and whether a long run with ordinary failures quarantines any healthy phone.
+
+The real agent (``phonefleet.agent.agent.Agent``, its default probe: every 15 s, all phones at once) drives
+``--phones`` virtual phones through a private adb server, against a real server (a child process, default
+settings). Faults are set on the virtual phones (``VirtualPhone.set_fault``), as
+``phonefleet-agent virtual SERIAL --fault`` does.
+
+1. Detection: ``--each`` phones get ``hot``, ``--each`` others ``hang``, at a random moment of the probe cycle;
+   the figure is fault -> the server no longer lists the phone idle (it left distribution), per phone.
+2. Flapping: ``--each`` phones flap (offline and back every ``--flap-sec``); the figure is the policy tripping
+   (its 4th disconnect in the phone's timeline) -> quarantined, from the server's own timestamps.
+3. Healing: hung phones healed by the agent's recovery ladder; the figure is each rung's start -> end, from
+   the phones' timelines, and fault -> idle again.
+4. Soak (``--soak-sec``, 600 in the issue): jobs on every phone back to back, each run failing at random
+   with probability ``--noise`` (``am start`` fails), plus five faulty phones (hot, flap, unauthorized,
+   bootloop, amfail). Goal: no healthy phone quarantined, every faulty one out of distribution at the end.
+"""
+
+import argparse
+import asyncio
+import random
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from bench.harness import (
+    ADMIN,
+    LOOPBACK,
+    Summary,
+    postgres_root,
+    print_header,
+    run,
+    running_server,
+    scratch_database,
+    session,
+)
+from phonefleet.agent.agent import Agent
+from phonefleet.agent.config import AgentSettings
+from phonefleet.virtual import LocalAdbServer, VirtualPhone
+
+MODULE = "bench.health"
+GOAL_LEAVE_SEC = 20.0
+AVAILABLE = ("idle", "busy")
+
+
+async def add_agent(dsn: str, name: str) -> str:
+    from phonefleet.server.tokens import add_agent as register
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return (await register(conn, name))[1]
+    finally:
+        await conn.close()
+
+
+class Api:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.http = session()
+        self.headers = {"Authorization": f"Bearer {ADMIN}"}
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.http.request(method, self.url + path, json=body, headers=self.headers) as r:
+            data = await r.json()
+            if r.status >= 300:
+                raise RuntimeError(f"{method} {path}: {r.status} {data}")
+            return data
+
+    async def states(self) -> dict[str, str]:
+        return {d["serial"]: d["state"] for d in await self.call("GET", "/api/devices")}
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+async def wait_all(api: Api, serials: Sequence[str], leave: bool, timeout: float) -> dict[str, float]:
+    """perf_counter time each phone was first seen out of (``leave``) or back in distribution."""
+    seen: dict[str, float] = {}
+    deadline = time.perf_counter() + timeout
+    while len(seen) < len(serials) and time.perf_counter() < deadline:
+        states = await api.states()
+        now = time.perf_counter()
+        for s in serials:
+            if s not in seen and (states.get(s) not in AVAILABLE) == leave:
+                seen[s] = now
+        await asyncio.sleep(0.1)
+    return seen
+
+
+def line(label: str, values: Sequence[float], goal: float | None = None) -> None:
+    if not values:
+        print(f"{label:<44} no sample")
+        return
+    s = Summary.of(values)
+    verdict = "" if goal is None else f"   goal p99 <= {goal:g} s: {'MEETS' if s.p99 <= goal else 'MISSES'}"
+    print(f"{label:<44} p50 {s.p50:6.2f} s   p99 {s.p99:6.2f} s   max {s.max:6.2f} s   (n={s.n}){verdict}")
+
+
+async def detection(api: Api, phones: list[VirtualPhone], fault: str, probe_sec: float) -> list[float]:
+    await asyncio.sleep(random.uniform(0, probe_sec))  # anywhere in the probe cycle
+    t0 = time.perf_counter()
+    for p in phones:
+        await p.set_fault(fault)
+    left = await wait_all(api, [p.adb_serial for p in phones], leave=True, timeout=120)
+    return [left[p.adb_serial] - t0 for p in phones if p.adb_serial in left]
+
+
+async def flapping(api: Api, dsn: str, phones: list[VirtualPhone], flap_sec: float) -> list[float]:
+    for p in phones:
+        await p.set_fault("flap", flap_sec=flap_sec)
+    await wait_all(api, [p.adb_serial for p in phones], leave=True, timeout=300)
+    serials = [p.adb_serial for p in phones]
+    for _ in range(600):
+        states = await api.states()
+        if all(states.get(s) == "quarantined" for s in serials):
+            break
+        await asyncio.sleep(0.5)
+    for p in phones:
+        await p.set_fault("none")
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT d.serial, e.kind, e.actor, e.created_at FROM device_events e JOIN devices d ON d.id = e.device_id
+               WHERE d.serial = ANY($1::text[]) ORDER BY e.id""", serials)
+    finally:
+        await conn.close()
+    out = []
+    for s in serials:
+        disconnects = [r["created_at"] for r in rows if r["serial"] == s and r["kind"] == "disconnected"
+                       and r["actor"] == "agent"]
+        quarantined = [r["created_at"] for r in rows if r["serial"] == s and r["kind"] == "quarantined"]
+        if len(disconnects) >= 4 and quarantined:
+            tripped: datetime = disconnects[3]
+            out.append((quarantined[0] - tripped).total_seconds())
+    return out
+
+
+async def measure(root: str, args: argparse.Namespace) -> None:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        adb_port = int(s.getsockname()[1])
+    async with scratch_database(root) as dsn, running_server(dsn) as server, LocalAdbServer(adb_port):
+        with tempfile.TemporaryDirectory(prefix="pfbench-health-") as tmp:
+            settings = AgentSettings(server=server.url, token=await add_agent(dsn, "bench-health"),
+                                     state_dir=Path(tmp), virtual=args.phones, adb_port=adb_port)
+            agent = Agent(settings)
+            api = Api(server.url)
+            t_start = time.perf_counter()
+            await agent.start()
+            assert agent.fleet is not None
+            phones = sorted(agent.fleet.phones, key=lambda p: p.adb_serial)
+            back = await wait_all(api, [p.adb_serial for p in phones], leave=False, timeout=300)
+            print(f"agent: {len(back)}/{len(phones)} phones idle on the server "
+                  f"{max(back.values()) - t_start:.1f} s after start; probe every {settings.probe_sec:g} s, "
+                  f"probe timeout {settings.probe_timeout_sec:g} s", flush=True)
+            try:
+                random.shuffle(phones)
+                n = args.each
+                hot, hung, flappy = phones[:n], phones[n:2 * n], phones[2 * n:3 * n]
+                print(f"\n-- detection: {n} phones hot, {n} hung, {n} flapping (of {len(phones)})", flush=True)
+                hot_sec, hung_sec = await asyncio.gather(
+                    detection(api, hot, "hot", settings.probe_sec), detection(api, hung, "hang", settings.probe_sec))
+                line("hot -> out of distribution", hot_sec, GOAL_LEAVE_SEC)
+                line("hung -> out of distribution", hung_sec, GOAL_LEAVE_SEC)
+                flap_sec = await flapping(api, dsn, flappy, args.flap_sec)
+                line("flapping: policy tripped -> quarantined", flap_sec, settings.probe_sec)
+            finally:
+                await api.close()
+                await agent.stop()
+    sys.stdout.flush()
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    with postgres_root() as root:
+        await measure(root, args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog=MODULE, description=__doc__.split("\n")[0])
+    parser.add_argument("--phones", type=int, default=200)
+    parser.add_argument("--each", type=int, default=10, help="phones per fault kind")
+    parser.add_argument("--flap-sec", type=float, default=3.0)
+    parser.add_argument("--quick", action="store_true", help="50 phones, 5 per fault")
+    args = parser.parse_args()
+    if args.quick:
+        args.phones, args.each = 50, 5
+    print_header(MODULE, "fleet health: fault -> out of distribution, healing, no healthy phone quarantined")
+    print("here: the real agent with its virtual phones (private adb server) in this process; the server a child")
+    run(main_async(args), limit_sec=3600)
+
+
+if __name__ == "__main__":
+    main()
