@@ -1,10 +1,11 @@
 import { describe, expect, it } from "vitest";
 import {
   attentionSummary, eventTitle, eventTone, filterCounts, filterPhones, groupCountsText, healthChanged, isHot,
-  mergeEvents, needsAttention, otherBroken, parsePhoneFilter, phoneLines, recoverText, sortAttention,
+  liveDetail, mergeEvents, needsAttention, otherBroken, parsePhoneFilter, phoneLines, recoverText, sortAttention,
   temperatureText, thresholdChecks, whyText,
 } from "./fleetHealth";
-import type { AttentionItem, Device, DeviceEvent } from "./types";
+import { Store } from "./store";
+import type { AttentionItem, Device, DeviceDetail, DeviceEvent } from "./types";
 
 function device(id: number, over: Partial<Device> = {}): Device {
   return {
@@ -173,5 +174,36 @@ describe("one phone", () => {
     expect(recoverText({ device_id: 1, serial: "s1", rung: "reboot", sent: true }))
       .toBe("s1: its agent was asked to run reboot; the timeline shows how it goes.");
     expect(recoverText({ device_id: 1, serial: "s1", rung: "usb_reset", sent: false })).toContain("not connected");
+  });
+});
+
+describe("the store", () => {
+  it("keeps the attention list worst first and says which device updates change it", () => {
+    const store = new Store(0, () => undefined);
+    store.setAttention([item("u", "unhealthy"), item("q", "quarantined")]);
+    expect(store.attention?.map((i) => i.serial)).toEqual(["q", "u"]);
+    store.maxTempC = 45;
+    store.replaceDevices([device(1), device(2)]);
+    expect(store.devicesUpdate([device(1, { state: "busy" })])).toBe(false);
+    expect(store.devicesUpdate([device(1, { state: "idle" }), device(2, { battery_temp_c: 47 })])).toBe(true);
+    const heard: number[] = [];
+    const off = store.onDeviceEvent((e) => heard.push(e.id));
+    store.deviceEvent({ id: 7, device_id: 1, kind: "released", actor: "env", reason: null, data: {},
+      created_at: "2024-01-01T00:00:00Z" });
+    off();
+    store.deviceEvent({ id: 8, device_id: 1, kind: "released", actor: "env", reason: null, data: {},
+      created_at: "2024-01-01T00:00:00Z" });
+    expect(heard).toEqual([7]);
+  });
+  it("shows a phone's page with its live row on top of its detail, but never an older record", () => {
+    const record = { runs: 9, runs_24h: 9, success_rate_50: 1, success_rate_24h: 1, failure_streak: 0,
+      failures_by_code: {}, disconnects_24h: 0, mtbf_sec: null, last_failure: null, avg_queue_wait_sec: null };
+    const detail: DeviceDetail = { ...device(1, { state: "quarantined", quarantine_reason: "x" }), reliability: record,
+      thresholds: {}, broken: [] };
+    const stale: DeviceDetail = { ...detail, state: "idle", quarantine_reason: null,
+      reliability: { ...record, runs: 1 } };
+    const shown = liveDetail(detail, stale);
+    expect([shown.state, shown.quarantine_reason, shown.reliability.runs]).toEqual(["idle", null, 9]);
+    expect(liveDetail(detail, undefined)).toBe(detail);
   });
 });

@@ -303,6 +303,18 @@ export function eventTone(e: Pick<DeviceEvent, "kind" | "data">): "bad" | "good"
   }
 }
 
+/**
+ * A phone's detail with its live row's fields on top (device:update keeps the row current between refetches).
+ * Only the row's own fields: a row put from an older detail must not bring back its older record.
+ */
+export function liveDetail(detail: DeviceDetail, row: Device | undefined): DeviceDetail {
+  if (!row) return detail;
+  const { id, serial, agent_id, agent_name, model, android_version, tags, battery, battery_temp_c, state, paused_by,
+    last_seen_at, health_reason, quarantine_reason, recovering } = row;
+  return { ...detail, id, serial, agent_id, agent_name, model, android_version, tags, battery, battery_temp_c, state,
+    paused_by, last_seen_at, health_reason, quarantine_reason, recovering };
+}
+
 /** Two pages of a timeline as one, newest first, each entry once. */
 export function mergeEvents(a: readonly DeviceEvent[], b: readonly DeviceEvent[]): DeviceEvent[] {
   const byId = new Map<number, DeviceEvent>();

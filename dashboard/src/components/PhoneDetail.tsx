@@ -1,6 +1,8 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { Api, ApiError } from "../api";
-import { isHot, otherBroken, rungLabel, temperatureText, thresholdChecks, whyText } from "../fleetHealth";
+import {
+  isHot, liveDetail, otherBroken, rungLabel, temperatureText, thresholdChecks, whyText,
+} from "../fleetHealth";
 import { agoText, duration, percentText, secondsText } from "../logic";
 import type { Store } from "../store";
 import type { Assignment, Device, DeviceDetail, DeviceHealth, Reliability } from "../types";
@@ -67,7 +69,7 @@ export function PhoneDetail({ api, store, deviceId }: { api: Api; store: Store; 
     );
   }
   // the row is the live state (device:update); the detail adds health facts and the record
-  const d: DeviceDetail = row ? { ...detail, ...row } : detail;
+  const d = liveDetail(detail, row);
   const hot = isHot(d, d.thresholds.max_battery_temp_c ?? null);
   return (
     <section aria-labelledby="phone-title" data-testid="phone-detail" data-state={d.state}>
