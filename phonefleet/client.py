@@ -221,11 +221,12 @@ class PhonefleetClient:
                                  params=_params(status=status))
 
     async def list_assignments(self, status: AssignmentStatus | str | None = None, limit: int | None = None,
-                               offset: int | None = None, *, dead: bool = False) -> AssignmentList:
-        """``dead``: only the attempts that ended their slot for good (dead letters)."""
+                               offset: int | None = None, *, dead: bool = False,
+                               device_id: int | None = None) -> AssignmentList:
+        """``dead``: only the attempts that ended their slot for good (dead letters); ``device_id``: one phone's."""
         return await self._model(AssignmentList, "GET", "/api/assignments",
                                  params=_params(status=status, limit=limit, offset=offset,
-                                                dead="true" if dead else None))
+                                                dead="true" if dead else None, device_id=device_id))
 
     # ------------------------------------------------------------------ fleet
 

@@ -336,6 +336,8 @@ async def test_valid_job_list_query_is_accepted(server: RunningServer, query: st
     ("/api/assignments?status=bogus", "status"),
     ("/api/assignments?limit=0", "limit"),
     (f"/api/assignments?offset={10**30}", "offset"),
+    ("/api/assignments?device_id=0", "device_id"),
+    ("/api/assignments?device_id=phone", "device_id"),
     ("/api/jobs/{job}/assignments?status=bogus", "status"),
     ("/api/jobs/{job}/assignments?limit=100000", "limit"),
 ], ids=lambda v: str(v)[:40])

@@ -357,3 +357,19 @@ async def test_the_timeline_pages_and_is_append_only(server: RunningServer) -> N
         for sql in ("UPDATE device_events SET reason = 'rewritten'", "DELETE FROM device_events"):
             with pytest.raises(asyncpg.RaiseError, match="append-only"):
                 await conn.execute(sql)
+
+
+async def test_a_phones_runs_are_listed_newest_first_by_device_id(server: RunningServer) -> None:
+    agent = await server.sim_agent("rack-runs", 2)
+    mine, other = agent.serials
+    fine = ("completed", None)
+    first = await run_job(server, agent, {mine: fine, other: fine}, "first")
+    second = await run_job(server, agent, {mine: ("failed", "device_lost"), other: fine}, "second")
+    phone = await device_id(server, mine)
+    runs = await server.ok("GET", f"/api/assignments?device_id={phone}")
+    assert runs["total"] == 2
+    assert [(r["job_id"], r["serial"], r["status"], r["error_code"]) for r in runs["items"]] == [
+        (second, mine, "failed", "device_lost"), (first, mine, "completed", None)]
+    completed = await server.ok("GET", f"/api/assignments?device_id={phone}&status=completed")
+    assert [r["job_id"] for r in completed["items"]] == [first]
+    assert (await server.ok("GET", "/api/assignments?device_id=999999"))["items"] == []

@@ -1,7 +1,8 @@
 // REST client: every call carries the admin token; errors become ApiError with the contract's details.
 import type {
-  Agent, AssignmentList, BatchAction, Device, ErrorBody, ErrorDetail, Job, JobBatchResult, JobCreate, JobList, JobPatch,
-  RequeueResult, RequeueScope, Schedule, ScheduleCreate, ScheduleList, SchedulePatch, SchedulerStatus, Stats,
+  Agent, AssignmentList, BatchAction, Device, DeviceDetail, DeviceEventList, ErrorBody, ErrorDetail, FleetHealthReport,
+  FleetPolicy, Job, JobBatchResult, JobCreate, JobList, JobPatch, RecoverAccepted, RecoveryRung, RequeueResult,
+  RequeueScope, Schedule, ScheduleCreate, ScheduleList, SchedulePatch, SchedulerStatus, Stats,
 } from "./types";
 
 export class ApiError extends Error {
@@ -76,6 +77,19 @@ export class Api {
   runningAssignments = () => this.request<AssignmentList>("GET", "/api/assignments?status=running&limit=1000");
   devices = () => this.request<Device[]>("GET", "/api/devices");
   patchDevice = (id: number, paused: boolean) => this.request<Device>("PATCH", `/api/devices/${id}`, { paused });
+  device = (id: number) => this.request<DeviceDetail>("GET", `/api/devices/${id}`);
+  deviceEvents = (id: number, before: number | null = null, limit = 25) => this.request<DeviceEventList>(
+    "GET", `/api/devices/${id}/events?limit=${limit}${before === null ? "" : `&before=${before}`}`);
+  /** A phone's runs, newest first (servers before ?device_id= list everyone's: the caller keeps its own). */
+  deviceRuns = (id: number, limit = 20) =>
+    this.request<AssignmentList>("GET", `/api/assignments?device_id=${id}&limit=${limit}`);
+  quarantineDevice = (id: number, reason: string) =>
+    this.request<DeviceDetail>("POST", `/api/devices/${id}/quarantine`, { reason });
+  releaseDevice = (id: number) => this.request<DeviceDetail>("POST", `/api/devices/${id}/release`);
+  recoverDevice = (id: number, rung: RecoveryRung) =>
+    this.request<RecoverAccepted>("POST", `/api/devices/${id}/recover`, { rung });
+  fleetHealth = () => this.request<FleetHealthReport>("GET", "/api/fleet/health");
+  fleetPolicy = () => this.request<FleetPolicy>("GET", "/api/fleet/policy");
   agents = () => this.request<Agent[]>("GET", "/api/agents");
   scheduler = () => this.request<SchedulerStatus>("GET", "/api/scheduler");
   setSchedulerRunning = (running: boolean) =>

@@ -6,8 +6,8 @@ import { throttle } from "./logic";
 import type { Store } from "./store";
 import type { ApiError } from "./api";
 import {
-  EVENTS, type AgentUpdate, type DeviceUpdateBroadcast, type FleetStats, type JobDeleted, type JobStatusUpdate,
-  type PauseChanged, type ScheduleChanged, type SchedulerSwitch,
+  EVENTS, type AgentUpdate, type DeviceEvent, type DeviceUpdateBroadcast, type FleetStats, type JobDeleted,
+  type JobStatusUpdate, type PauseChanged, type ScheduleChanged, type SchedulerSwitch,
 } from "./types";
 
 export const POLL_MS = 3000;
@@ -15,6 +15,8 @@ export const POLL_MS = 3000;
 export const STATS_MS = 1000;
 /** The scheduler panel's counts and next schedule due are refetched at most this often while jobs change. */
 export const SCHEDULER_MS = 5000;
+/** The "needs attention" list (GET /api/fleet/health) is refetched at most this often while phones' health changes. */
+export const ATTENTION_MS = 1000;
 
 export class Live {
   socket: Socket | null = null;
@@ -25,6 +27,9 @@ export class Live {
   onPause: ((p: PauseChanged) => void) | null = null;
   private readonly statsSoon = throttle(() => void this.refreshStats(), STATS_MS);
   private readonly schedulerSoon = throttle(() => void this.refreshScheduler(), SCHEDULER_MS);
+  private readonly attentionSoon = throttle(() => void this.refreshAttention(), ATTENTION_MS);
+  /** false once GET /api/fleet/health answered 404 (a server without fleet health): no panel. */
+  private healthAvailable = true;
 
   constructor(private api: Api, private store: Store, private url = "") {}
 
@@ -71,7 +76,13 @@ export class Live {
       this.store.schedulerSwitch(s);
       void this.refreshScheduler();
     });
-    socket.on(EVENTS.DASHBOARD_DEVICE_UPDATE, (d: DeviceUpdateBroadcast) => this.store.devicesUpdate(d.devices));
+    socket.on(EVENTS.DASHBOARD_DEVICE_UPDATE, (d: DeviceUpdateBroadcast) => {
+      if (this.store.devicesUpdate(d.devices)) this.attentionSoon();
+    });
+    socket.on(EVENTS.DEVICE_EVENT, (e: DeviceEvent) => {
+      this.store.deviceEvent(e);
+      this.attentionSoon();
+    });
     socket.on(EVENTS.FLEET_STATS, (s: FleetStats) => this.store.fleetStats(s));
     socket.on(EVENTS.AGENT_UPDATE, (a: AgentUpdate) => {
       if (!this.store.agents.has(a.agent_id)) void this.refreshAgents();
@@ -153,6 +164,29 @@ export class Live {
     }
   }
 
+  /** GET /api/fleet/health: the "needs attention" list; a server that answers 404 has none, and no panel shows. */
+  async refreshAttention(): Promise<void> {
+    if (this.stopped || !this.healthAvailable) return;
+    try {
+      this.store.setAttention((await this.api.fleetHealth()).attention);
+    } catch (e) {
+      if ((e as ApiError).status === 404) {
+        this.healthAvailable = false;
+        this.store.setAttention(null);
+      }
+    }
+  }
+
+  /** The fleet's temperature limit, for marking hot phones (the policy is not pushed: read on each refresh). */
+  async refreshPolicy(): Promise<void> {
+    if (this.stopped || !this.healthAvailable) return;
+    try {
+      this.store.setMaxTempC((await this.api.fleetPolicy()).thresholds.max_battery_temp_c ?? null);
+    } catch {
+      /* an older server, or offline: hot phones are still marked by their agents' reasons */
+    }
+  }
+
   async refreshAgents(): Promise<void> {
     try {
       this.store.replaceAgents(await this.api.agents());
@@ -176,6 +210,6 @@ export class Live {
     } catch {
       /* the banner already says the link is down; the poller tries again */
     }
-    await this.refreshScheduler();
+    await Promise.all([this.refreshScheduler(), this.refreshPolicy().then(() => this.refreshAttention())]);
   }
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import {
-  batchSummary, defaultTitle, duration, eligibleDevices, expectedPhones, filterJobs, formFieldOf, groupFieldErrors,
+  agoText, batchSummary, defaultTitle, duration, eligibleDevices, expectedPhones, filterJobs, formFieldOf, groupFieldErrors,
   intervalText, parseList, jobSummary, percentText, presetPlan, progressText, relativeTime, requeueText, scheduleRule,
   secondsText, summarize, targetText, throttle, waitingText, windowText,
 } from "./logic";
@@ -132,6 +132,8 @@ describe("scheduling", () => {
     expect(relativeTime("2024-06-01T12:00:02Z", now)).toBe("now");
     expect(relativeTime("2024-06-05T12:00:00Z", now)).toBe("in 4 d");
     expect(relativeTime("garbage", now)).toBe("");
+    expect(agoText("2024-06-01T11:59:59Z", now)).toBe("just now");
+    expect(agoText("2024-06-01T11:55:00Z", now)).toBe("5 min ago");
   });
   it("says why a job waits", () => {
     const base = { run_at: null, depends_on: [] as number[], blocked_reason: null };

@@ -321,6 +321,12 @@ export function relativeTime(iso: string, now = Date.now()): string {
   return diff > 0 ? `in ${text}` : `${text} ago`;
 }
 
+/** When something past happened, as a phrase: "just now", "5 min ago". */
+export function agoText(iso: string, now = Date.now()): string {
+  const text = relativeTime(iso, now);
+  return text === "now" ? "just now" : text;
+}
+
 /** A figure in seconds, for run times: "0.4 s", "12 s", "2 min 5 s", "1 h 2 min"; null -> "–". */
 export function secondsText(sec: number | null | undefined): string {
   if (sec === null || sec === undefined || !Number.isFinite(sec)) return "–";

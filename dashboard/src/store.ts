@@ -1,9 +1,11 @@
 // The dashboard's state: jobs, phones and agents by id, kept current by socket events (or REST while the
 // socket is down). Changes are batched: subscribers hear at most one notification per `intervalMs`, so
 // a burst of events for 1,000 phones costs one render, not a thousand.
+import { healthChanged, sortAttention } from "./fleetHealth";
 import { isConnected, throttle } from "./logic";
 import type {
-  Agent, AgentUpdate, Device, FleetStats, Job, JobStatusUpdate, SchedulerStatus, SchedulerSwitch, Stats,
+  Agent, AgentUpdate, AttentionItem, Device, DeviceEvent, FleetStats, Job, JobStatusUpdate, SchedulerStatus,
+  SchedulerSwitch, Stats,
 } from "./types";
 
 export type LinkState = "connecting" | "live" | "offline";
@@ -29,7 +31,12 @@ export class Store {
   schedulesVersion = 0;
   /** Jobs the socket named before REST told us about them; the live layer fetches these. */
   missingJobs = new Set<number>();
+  /** The fleet's battery temperature limit (GET /api/fleet/policy): above it a phone is marked hot. */
+  maxTempC: number | null = null;
+  /** GET /api/fleet/health's phones needing attention, worst first; null until known (or on a server without it). */
+  attention: AttentionItem[] | null = null;
   private listeners = new Set<() => void>();
+  private eventListeners = new Set<(e: DeviceEvent) => void>();
   readonly changed: () => void;
 
   constructor(intervalMs = 150, schedule?: (cb: () => void, ms: number) => unknown) {
@@ -42,6 +49,12 @@ export class Store {
   subscribe(fn: () => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
+  }
+
+  /** device:event entries as they arrive (a phone's page adds them to its timeline). */
+  onDeviceEvent(fn: (e: DeviceEvent) => void): () => void {
+    this.eventListeners.add(fn);
+    return () => this.eventListeners.delete(fn);
   }
 
   /** Phones connected now: the server's count when it has sent one, else counted from the list. */
@@ -80,6 +93,18 @@ export class Store {
     if (!this.scheduler) return;
     this.scheduler = { ...this.scheduler, running: s.running, changed_at: s.changed_at, changed_by: s.changed_by };
     this.changed();
+  }
+
+  setAttention(items: AttentionItem[] | null): void {
+    this.attention = items === null ? null : sortAttention(items);
+    this.changed();
+  }
+
+  setMaxTempC(limit: number | null): void {
+    if (this.maxTempC !== limit) {
+      this.maxTempC = limit;
+      this.changed();
+    }
   }
 
   setLink(state: LinkState): void {
@@ -153,9 +178,20 @@ export class Store {
     this.changed();
   }
 
-  devicesUpdate(devices: Device[]): void {
-    for (const d of devices) this.devices.set(d.id, d);
+  /** device:update: changed rows. True when the "needs attention" list may have changed with them. */
+  devicesUpdate(devices: Device[]): boolean {
+    let health = false;
+    for (const d of devices) {
+      health ||= healthChanged(this.devices.get(d.id), d, this.maxTempC);
+      this.devices.set(d.id, d);
+    }
     this.changed();
+    return health;
+  }
+
+  /** device:event: an entry of a phone's timeline. */
+  deviceEvent(e: DeviceEvent): void {
+    this.eventListeners.forEach((fn) => fn(e));
   }
 
   fleetStats(stats: FleetStats): void {

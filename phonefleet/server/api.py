@@ -72,6 +72,7 @@ from phonefleet.server.revocations import Revocations
 from phonefleet.server.routes import (
     Access,
     ArtifactFile,
+    AssignmentListQuery,
     AssignmentQuery,
     DeviceEventQuery,
     JobListQuery,
@@ -271,9 +272,10 @@ class Api:
         return model_response(await self.s.queries.job_assignments(job_id, str(q.status) if q.status else None))
 
     async def list_assignments(self, request: web.Request) -> web.Response:
-        q = _query(request, AssignmentQuery)
+        q = _query(request, AssignmentListQuery)
         return model_response(await self.s.queries.assignments(
-            status=str(q.status) if q.status else None, dead=q.dead, limit=q.limit, offset=q.offset))
+            status=str(q.status) if q.status else None, dead=q.dead, device_id=q.device_id, limit=q.limit,
+            offset=q.offset))
 
     async def list_devices(self, _request: web.Request) -> web.Response:
         return models_response(await self.s.queries.devices())
@@ -450,8 +452,8 @@ ROUTES: list[Route] = [
           status=204, tags=("jobs",)),
     Route("GET", "/api/jobs/{id}/assignments", Api.job_assignments, "A job's assignments", query=AssignmentQuery,
           response=AssignmentList, tags=("jobs",)),
-    Route("GET", "/api/assignments", Api.list_assignments, "Assignments by status (dead letters: failed)",
-          query=AssignmentQuery, response=AssignmentList, tags=("jobs",)),
+    Route("GET", "/api/assignments", Api.list_assignments, "Assignments by status (dead letters: failed) or "
+          "phone, newest first", query=AssignmentListQuery, response=AssignmentList, tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/artifacts", Api.list_artifacts, "An assignment's artifacts (screenshots)",
           response=ArtifactFile, many=True, tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/artifacts/{name}", Api.get_artifact,

@@ -82,10 +82,11 @@ class Queries:
         items = [Assignment.model_validate(dict(r.items())) for r in rows]
         return AssignmentList(items=items, total=len(items))
 
-    async def assignments(self, *, status: str | None, dead: bool, limit: int, offset: int) -> AssignmentList:
+    async def assignments(self, *, status: str | None, dead: bool, limit: int, offset: int,
+                          device_id: int | None = None) -> AssignmentList:
         async with self.pool.acquire() as conn:
-            rows, total = await assignments_store.list_page(conn, status=status, dead=dead, limit=limit,
-                                                            offset=offset)
+            rows, total = await assignments_store.list_page(conn, status=status, dead=dead, device_id=device_id,
+                                                            limit=limit, offset=offset)
         return AssignmentList(items=[Assignment.model_validate(dict(r.items())) for r in rows], total=total)
 
     async def owns_assignment(self, agent_id: int, assignment_id: int) -> None:

@@ -56,6 +56,11 @@ class AssignmentQuery(BaseModel):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
+class AssignmentListQuery(AssignmentQuery):
+    device_id: int | None = Field(default=None, ge=1, le=MAX_OFFSET, description="One phone's runs (its page "
+                                                                                  "in the dashboard).")
+
+
 class DeviceEventQuery(BaseModel):
     before: int | None = Field(default=None, ge=1, le=MAX_OFFSET, description="Events older than this id.")
     limit: int = Field(default=50, ge=1, le=500)

@@ -235,7 +235,8 @@ async def scroll_to_last_phone(page: "Page", timeout_ms: float) -> tuple[int, fl
     from playwright.async_api import expect
 
     rendered = await page.get_by_test_id("phone").count()
-    await expect(page.get_by_test_id("phones")).to_have_attribute("aria-rowcount", str(AGENTS * PHONES_PER_AGENT + 1))
+    rows = AGENTS * PHONES_PER_AGENT + AGENTS + 1  # every phone, a header per agent, the column headers
+    await expect(page.get_by_test_id("phones")).to_have_attribute("aria-rowcount", str(rows))
     t = time.perf_counter()
     await page.evaluate("scrollTo(0, document.body.scrollHeight)")
     last_phone = page.locator(f"[data-testid=phone][data-serial='rack-{AGENTS - 1}-{PHONES_PER_AGENT - 1:03d}']")

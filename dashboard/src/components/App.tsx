@@ -3,8 +3,10 @@ import { Api, TOKEN_KEY } from "../api";
 import { useHash, useStore } from "../hooks";
 import { Live } from "../live";
 import { Store } from "../store";
+import { parsePhoneFilter } from "../fleetHealth";
 import { JobDetail } from "./JobDetail";
 import { JobsPage } from "./JobsPage";
+import { PhoneDetail } from "./PhoneDetail";
 import { PhonesPage } from "./PhonesPage";
 import { SchedulerBanner, SchedulerControl } from "./SchedulerControl";
 import { SchedulesPage } from "./SchedulesPage";
@@ -63,8 +65,10 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
   useStore(store);
   const hash = useHash();
   const detail = /^#\/jobs\/(\d+)/.exec(hash);
-  const page = detail ? "detail" : hash.startsWith("#/phones") ? "phones" : hash.startsWith("#/schedules") ? "schedules"
-    : "jobs";
+  const phone = /^#\/phones\/(\d+)/.exec(hash);
+  const page = detail ? "detail" : phone ? "phone" : hash.startsWith("#/phones") ? "phones"
+    : hash.startsWith("#/schedules") ? "schedules" : "jobs";
+  const show = parsePhoneFilter(new URLSearchParams(hash.split("?")[1] ?? "").get("show"));
 
   return (
     <div class="shell">
@@ -72,7 +76,7 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
         <span class="brand">phonefleet</span>
         <nav aria-label="Pages">
           <a href="#/jobs" aria-current={page === "jobs" || page === "detail" ? "page" : undefined}>Jobs</a>
-          <a href="#/phones" aria-current={page === "phones" ? "page" : undefined}>Phones</a>
+          <a href="#/phones" aria-current={page === "phones" || page === "phone" ? "page" : undefined}>Phones</a>
           <a href="#/schedules" aria-current={page === "schedules" ? "page" : undefined}>Schedules</a>
         </nav>
         <SchedulerControl api={api} store={store} />
@@ -91,7 +95,8 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
       {toast && <div class="toast" role="status" data-testid="toast">{toast}</div>}
       <main>
         {page === "jobs" && <JobsPage api={api} store={store} />}
-        {page === "phones" && <PhonesPage api={api} store={store} />}
+        {page === "phones" && <PhonesPage key={show} api={api} store={store} initialFilter={show} />}
+        {page === "phone" && phone && <PhoneDetail key={phone[1]} api={api} store={store} deviceId={Number(phone[1])} />}
         {page === "schedules" && (
           <SchedulesPage api={api} store={store} onChanged={() => void live.refreshScheduler()} />
         )}

@@ -12,7 +12,9 @@ export function Dialog({ titleId, testId, onClose, children }:
 
   // a layout effect, so focus is inside the dialog (and Escape closes it) before the next key press
   useLayoutEffect(() => {
-    dialog.current?.querySelector<HTMLElement>("select, input")?.focus();
+    const first = dialog.current?.querySelector<HTMLElement>("select, input, textarea")
+      ?? dialog.current?.querySelector<HTMLElement>("button"); // a confirmation: its first button (Cancel)
+    first?.focus();
     const prev = opener.current;
     return () => (prev as HTMLElement | null)?.focus?.();
   }, []);

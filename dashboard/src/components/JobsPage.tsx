@@ -8,6 +8,7 @@ import {
 import type { Store } from "../store";
 import type { Assignment, BatchAction, DurationStats, Job, JobBatchResult, JobPatch, RequeueScope, Stats } from "../types";
 import { AssignmentTable } from "./AssignmentTable";
+import { AttentionPanel } from "./AttentionPanel";
 import { NewJobDialog } from "./NewJobDialog";
 
 const STATUSES: StatusFilter[] = ["all", "scheduled", "blocked", "active", "paused", "completed", "cancelled"];
@@ -57,6 +58,7 @@ export function JobsPage({ api, store }: { api: Api; store: Store }) {
         <div><dt>Completed</dt><dd data-testid="sum-completed">{summary.completed}</dd></div>
         <div><dt>Connected phones</dt><dd data-testid="connected-count">{store.connectedPhones}</dd></div>
       </dl>
+      <AttentionPanel store={store} />
       {store.stats && <Performance stats={store.stats} />}
       <div class="toolbar" role="search">
         <label>

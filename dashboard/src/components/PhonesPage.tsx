@@ -1,6 +1,10 @@
 import { memo } from "preact/compat";
-import { useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
+import {
+  ATTENTION_STATES, filterCounts, filterPhones, groupCountsText, isHot, PHONE_FILTERS, type PhoneFilter, type PhoneGroup,
+  phoneLines, temperatureText, whyText,
+} from "../fleetHealth";
 import type { Store } from "../store";
 import type { Agent, Device } from "../types";
 
@@ -45,27 +49,46 @@ function useWindow(count: number, body: { current: HTMLElement | null }): [numbe
   return [Math.min(range[0], count), Math.min(range[1], count), rowPx];
 }
 
-export function PhonesPage({ api, store }: { api: Api; store: Store }) {
+/** Columns of the phones table (a group's header spans them all). */
+const COLS = 9;
+
+export function PhonesPage({ api, store, initialFilter }: { api: Api; store: Store; initialFilter: PhoneFilter }) {
   const [search, setSearch] = useState("");
+  const [filter, setFilter] = useState<PhoneFilter>(initialFilter);
+  const [collapsed, setCollapsed] = useState<ReadonlySet<string>>(new Set());
   const [error, setError] = useState<string | null>(null);
   const agents = useMemo(() => [...store.agents.values()].sort((a, b) => a.name.localeCompare(b.name)), [store.version]);
   const running = useRunningJobs(api, store);
-  const phones = useMemo(() => {
-    const q = search.trim().toLowerCase();
-    return [...store.devices.values()]
-      .filter((d) => !q || [d.serial, d.model, d.android_version, d.agent_name, d.state, ...d.tags]
-        .some((v) => (v ?? "").toLowerCase().includes(q)))
-      .sort((a, b) => (a.agent_name ?? "").localeCompare(b.agent_name ?? "") || a.serial.localeCompare(b.serial));
-  }, [store.version, search]);
+  const counts = useMemo(() => filterCounts(store.devices.values(), store.maxTempC), [store.version]);
+  const shown = useMemo(() => filterPhones(store.devices.values(), filter, search, store.maxTempC),
+    [store.version, filter, search]);
+  const { lines, groups } = useMemo(() => phoneLines(shown, store.devices.values(), collapsed, store.maxTempC),
+    [shown, collapsed]);
   const body = useRef<HTMLTableSectionElement>(null);
-  const [first, last, rowPx] = useWindow(phones.length, body);
+  const [first, last, rowPx] = useWindow(lines.length, body);
+  const toggle = useCallback((agent: string) => setCollapsed((prev) => {
+    const next = new Set(prev);
+    if (next.has(agent)) next.delete(agent);
+    else next.add(agent);
+    return next;
+  }), []);
+  function choose(f: PhoneFilter) {
+    setFilter(f);
+    history.replaceState(null, "", f === "all" ? "#/phones" : `#/phones?show=${f}`); // a reload keeps it
+  }
 
   return (
     <section aria-labelledby="phones-title">
       <div class="page-head">
         <h1 id="phones-title">Phones</h1>
         <p class="big-count"><span data-testid="connected-count">{store.connectedPhones}</span> connected of{" "}
-          {store.devices.size}</p>
+          {store.devices.size}
+          {counts.attention > 0 && (
+            <a href="#/phones?show=attention" class="attention-link" data-testid="attention-count"
+              onClick={(e) => { e.preventDefault(); choose("attention"); }}>
+              {counts.attention} need{counts.attention === 1 ? "s" : ""} attention</a>
+          )}
+        </p>
       </div>
       <h2>Agents</h2>
       {agents.length === 0 ? <p class="empty">No agent has registered yet.</p> : (
@@ -75,29 +98,46 @@ export function PhonesPage({ api, store }: { api: Api; store: Store }) {
       )}
       <h2>Phones</h2>
       <div class="toolbar" role="search">
-        <label>Search <input type="search" placeholder="serial, model, state, tag…" value={search}
+        <label>Show{" "}
+          <select value={filter} data-testid="phone-filter"
+            onChange={(e) => choose((e.target as HTMLSelectElement).value as PhoneFilter)}>
+            {PHONE_FILTERS.map((f) => <option key={f.id} value={f.id}>{f.label} ({counts[f.id]})</option>)}
+          </select>
+        </label>
+        <label>Search <input type="search" placeholder="serial, model, reason, tag…" value={search}
           onInput={(e) => setSearch((e.target as HTMLInputElement).value)} /></label>
         <span class="muted" data-testid="phones-shown">
-          {phones.length === store.devices.size ? `${phones.length} phones` : `${phones.length} of ${store.devices.size} match`}
+          {shown.length === store.devices.size ? `${shown.length} phones` : `${shown.length} of ${store.devices.size} match`}
+        </span>
+        <span class="toolbar-end">
+          <button type="button" class="ghost small" disabled={collapsed.size === 0}
+            onClick={() => setCollapsed(new Set())}>Expand all</button>
+          <button type="button" class="ghost small" disabled={groups.every((g) => collapsed.has(g.agent))}
+            onClick={() => setCollapsed(new Set(groups.map((g) => g.agent)))}>Collapse all</button>
         </span>
       </div>
       {error && <p class="field-error" role="alert">{error}</p>}
+      {shown.length === 0 && store.devices.size > 0 && <p class="empty">No phone matches.</p>}
       <div class="table-wrap">
-        <table class="phones" data-testid="phones" aria-rowcount={phones.length + 1}>
+        <table class="phones" data-testid="phones" aria-rowcount={lines.length + 1}>
           <thead>
             <tr>
-              <th scope="col">Serial</th><th scope="col">Agent</th><th scope="col">State</th>
-              <th scope="col">Battery</th><th scope="col">Model</th><th scope="col">Android</th>
-              <th scope="col">Job</th><th scope="col"><span class="sr-only">Actions</span></th>
+              <th scope="col">Serial</th><th scope="col">State</th><th scope="col">Why</th>
+              <th scope="col">Battery</th><th scope="col">Temp</th><th scope="col">Model</th>
+              <th scope="col">Android</th><th scope="col">Job</th><th scope="col"><span class="sr-only">Actions</span></th>
             </tr>
           </thead>
           <tbody ref={body}>
             {first > 0 && <Spacer px={first * rowPx} />}
-            {phones.slice(first, last).map((d, i) => (
-              <PhoneRow key={d.id} device={d} index={first + i + 2} job={running.get(d.id) ?? null} api={api}
+            {lines.slice(first, last).map((line, i) => line.kind === "group" ? (
+              <GroupRow key={`g:${line.group.agent}`} group={line.group} collapsed={line.collapsed}
+                index={first + i + 2} onToggle={toggle} />
+            ) : (
+              <PhoneRow key={line.device.id} device={line.device} index={first + i + 2}
+                job={running.get(line.device.id) ?? null} hot={isHot(line.device, store.maxTempC)} api={api}
                 store={store} onError={setError} />
             ))}
-            {last < phones.length && <Spacer px={(phones.length - last) * rowPx} />}
+            {last < lines.length && <Spacer px={(lines.length - last) * rowPx} />}
           </tbody>
         </table>
       </div>
@@ -106,8 +146,26 @@ export function PhonesPage({ api, store }: { api: Api; store: Store }) {
 }
 
 function Spacer({ px }: { px: number }) {
-  return <tr aria-hidden="true" class="spacer"><td colSpan={8} style={{ height: `${px}px` }} /></tr>;
+  return <tr aria-hidden="true" class="spacer"><td colSpan={COLS} style={{ height: `${px}px` }} /></tr>;
 }
+
+/** An agent's header row: collapses its phones; says how many it has, by state, and how many need a look. */
+const GroupRow = memo(function GroupRow({ group: g, collapsed, index, onToggle }:
+  { group: PhoneGroup; collapsed: boolean; index: number; onToggle: (agent: string) => void }) {
+  return (
+    <tr class="group line" data-testid="phone-group" data-agent={g.agent} aria-rowindex={index}>
+      <th scope="rowgroup" colSpan={COLS}>
+        <button type="button" class="ghost small expander" aria-expanded={!collapsed} onClick={() => onToggle(g.agent)}
+          data-testid="group-toggle">
+          <span aria-hidden="true">{collapsed ? "▸" : "▾"}</span> {g.agent}
+        </button>
+        <span class="muted group-counts" data-testid="group-counts">{groupCountsText(g)}</span>
+        {g.attention > 0 && <span class="needs-look" data-testid="group-attention">
+          {g.attention} need{g.attention === 1 ? "s" : ""} attention</span>}
+      </th>
+    </tr>
+  );
+});
 
 /**
  * Which job each phone runs: not part of the device payload, so read from the running assignments,
@@ -157,14 +215,17 @@ interface PhoneRowProps {
   /** aria-rowindex: the header is row 1. */
   index: number;
   job: string | null;
+  hot: boolean;
   api: Api;
   store: Store;
   onError: (e: string | null) => void;
 }
 
-const PhoneRow = memo(function PhoneRow({ device: d, index, job, api, store, onError }: PhoneRowProps) {
+const PhoneRow = memo(function PhoneRow({ device: d, index, job, hot, api, store, onError }: PhoneRowProps) {
   const [busy, setBusy] = useState(false);
   const paused = d.state === "paused";
+  const why = whyText(d);
+  const attention = hot || ATTENTION_STATES.has(d.state);
   async function toggle() {
     setBusy(true);
     onError(null);
@@ -177,14 +238,19 @@ const PhoneRow = memo(function PhoneRow({ device: d, index, job, api, store, onE
     }
   }
   return (
-    <tr data-testid="phone" aria-rowindex={index} data-serial={d.serial} data-state={d.state}>
-      <td class="mono">{d.serial}</td>
-      <td>{d.agent_name ?? d.agent_id}</td>
+    <tr data-testid="phone" aria-rowindex={index} data-serial={d.serial} data-state={d.state}
+      class={attention ? "line attention" : "line"}>
+      <td><a class="mono" href={`#/phones/${d.id}`} data-testid="phone-link">{d.serial}</a></td>
       <td>
         <span class={`badge badge-${d.state}`} data-testid="phone-state">{d.state}</span>
         {d.paused_by && <span class="muted"> by {d.paused_by}</span>}
       </td>
+      <td class="why"><span title={why ?? undefined} data-testid="phone-why">{why ?? ""}</span></td>
       <td>{d.battery === null ? "–" : `${d.battery}%`}</td>
+      <td>
+        {temperatureText(d.battery_temp_c)}
+        {hot && <span class="badge badge-hot" data-testid="phone-hot">hot</span>}
+      </td>
       <td>{d.model ?? "–"}</td>
       <td>{d.android_version ?? "–"}</td>
       <td>{job ?? (d.state === "busy" ? "busy" : "–")}</td>

@@ -26,6 +26,11 @@ export type AssignmentStatus =
 export type FinishOutcome = "completed" | "failed" | "timed_out" | "cancelled";
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "DeviceState".
+ */
+export type DeviceState = "idle" | "busy" | "paused" | "offline" | "unhealthy" | "quarantined" | "recovering";
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "BatchAction".
  */
 export type BatchAction = "pause" | "resume" | "cancel";
@@ -42,10 +47,22 @@ export type PausedBy = "agent" | "server";
  */
 export type RecoveryRung = "reconnect" | "usb_reset" | "reboot" | "power_cycle";
 /**
+ * What a phone's append-only timeline records.
+ *
  * This interface was referenced by `Contract`'s JSON-Schema
- * via the `definition` "DeviceState".
+ * via the `definition` "DeviceEventKind".
  */
-export type DeviceState = "idle" | "busy" | "paused" | "offline" | "unhealthy" | "quarantined" | "recovering";
+export type DeviceEventKind =
+  | "connected"
+  | "disconnected"
+  | "health_changed"
+  | "quarantined"
+  | "released"
+  | "recovery_started"
+  | "recovery_ended"
+  | "selftest"
+  | "paused"
+  | "resumed";
 /**
  * What a run cut short by an agent crash means (the agent journals each step it starts).
  */
@@ -124,11 +141,18 @@ export interface Contract {
   AssignmentProgress: AssignmentProgress;
   AssignmentStarted: AssignmentStarted;
   AssignmentStatus: AssignmentStatus;
+  AttentionItem: AttentionItem;
   BatchAction: BatchAction;
   BatchFailure: BatchFailure;
   Device: Device;
   DeviceControl: DeviceControl;
+  DeviceDetail: DeviceDetail;
+  DeviceEvent: DeviceEvent;
+  DeviceEventKind: DeviceEventKind;
+  DeviceEventList: DeviceEventList;
+  DeviceHealth: DeviceHealth;
   DevicePatch: DevicePatch;
+  DeviceRecover: DeviceRecover;
   DeviceReport: DeviceReport;
   DeviceState: DeviceState;
   DeviceUpdate: DeviceUpdate;
@@ -138,8 +162,12 @@ export interface Contract {
   ErrorBody: ErrorBody;
   ErrorDetail: ErrorDetail;
   ErrorInfo: ErrorInfo;
+  FailureCount: FailureCount;
   FinishOutcome: FinishOutcome;
   FinishedItem: FinishedItem;
+  FleetHealthReport: FleetHealthReport;
+  FleetPolicy: FleetPolicy;
+  FleetPolicyPatch: FleetPolicyPatch;
   FleetStats: FleetStats;
   Health: Health;
   HealthThresholds: HealthThresholds;
@@ -162,6 +190,7 @@ export interface Contract {
   JobStatusUpdate: JobStatusUpdate;
   JobTemplate: JobTemplate;
   KeyeventStep: KeyeventStep;
+  LastFailure: LastFailure;
   LaunchAppStep: LaunchAppStep;
   MisfirePolicy: MisfirePolicy;
   OnInterrupt: OnInterrupt4;
@@ -172,8 +201,15 @@ export interface Contract {
   PausedBy: PausedBy;
   Plan: Plan;
   ProgressItem: ProgressItem;
+  QuarantinePatch: QuarantinePatch;
+  QuarantinePolicy: QuarantinePolicy;
+  QuarantineRequest: QuarantineRequest;
+  RecoverAccepted: RecoverAccepted;
+  RecoverRequest: RecoverRequest;
+  RecoveryReport: RecoveryReport;
   RecoveryRung: RecoveryRung;
   RefusedDevice: RefusedDevice;
+  Reliability: Reliability;
   RequeueBody: RequeueBody;
   RequeueResult: RequeueResult;
   RequeueScope: RequeueScope1;
@@ -187,6 +223,9 @@ export interface Contract {
   SchedulerStatus: SchedulerStatus;
   SchedulerSwitch: SchedulerSwitch;
   ScreenshotStep: ScreenshotStep;
+  SelftestCheck: SelftestCheck;
+  SelftestRequest: SelftestRequest;
+  SelftestResult: SelftestResult;
   ShellStep: ShellStep;
   StartedItem: StartedItem;
   Stats: Stats;
@@ -195,6 +234,7 @@ export interface Contract {
   TapStep: TapStep;
   TargetType: TargetType;
   TextStep: TextStep;
+  ThresholdsPatch: ThresholdsPatch;
   WaitStep: WaitStep;
 }
 /**
@@ -939,6 +979,19 @@ export interface StartedItem {
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AttentionItem".
+ */
+export interface AttentionItem {
+  agent_name: string;
+  device_id: number;
+  problem: "quarantined" | "recovering" | "unhealthy" | "flapping" | "hot";
+  reason: string | null;
+  serial: string;
+  since: string | null;
+  state: DeviceState;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "BatchFailure".
  */
 export interface BatchFailure {
@@ -987,6 +1040,189 @@ export interface DeviceControl {
   serial: string;
 }
 /**
+ * ``GET /api/devices/{id}``: the phone, its health, the thresholds it breaks, and its reliability record.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "DeviceDetail".
+ */
+export interface DeviceDetail {
+  agent_id: number;
+  agent_name?: string | null;
+  android_version: string | null;
+  battery: number | null;
+  battery_temp_c?: number | null;
+  /**
+   * One reason per threshold broken.
+   */
+  broken?: string[];
+  health?: DeviceHealth | null;
+  /**
+   * Why it is unhealthy (the thresholds broken).
+   */
+  health_reason?: string | null;
+  id: number;
+  last_seen_at: string | null;
+  model: string | null;
+  paused_by: PausedBy | null;
+  quarantine_reason?: string | null;
+  quarantined_at?: string | null;
+  quarantined_by?: string | null;
+  /**
+   * The recovery rung running on it now.
+   */
+  recovering?: RecoveryRung | null;
+  released_at?: string | null;
+  reliability: Reliability;
+  serial: string;
+  state: DeviceState;
+  tags: string[];
+  thresholds: HealthThresholds;
+  unhealthy_since?: string | null;
+}
+/**
+ * What the agent's last probe found.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "DeviceHealth".
+ */
+export interface DeviceHealth {
+  adb_state?: string | null;
+  battery?: number | null;
+  battery_temp_c?: number | null;
+  boot_completed?: boolean | null;
+  charging?: boolean | null;
+  data_free_mb?: number | null;
+  probe_ms?: number | null;
+  screen_locked?: boolean | null;
+  screen_on?: boolean | null;
+}
+/**
+ * A phone's record, from its runs and its timeline.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "Reliability".
+ */
+export interface Reliability {
+  /**
+   * Assignment made -> run started, over its last 50 runs.
+   */
+  avg_queue_wait_sec: number | null;
+  disconnects_24h: number;
+  /**
+   * Phone-attributed failures in a row, since its last release.
+   */
+  failure_streak: number;
+  /**
+   * Failures of the last 24 h, by error code.
+   */
+  failures_by_code: {
+    [k: string]: FailureCount;
+  };
+  last_failure: LastFailure | null;
+  /**
+   * Run time per phone-attributed failure over 7 days; null without such a failure.
+   */
+  mtbf_sec: number | null;
+  /**
+   * Failures in a row of jobs that succeed on most other phones (phone-attributed ones included), since its last release.
+   */
+  outlier_streak?: number;
+  /**
+   * Runs that ended (completed, failed, timed out), ever.
+   */
+  runs: number;
+  runs_24h: number;
+  success_rate_24h: number | null;
+  /**
+   * Completed share of its last 50 runs.
+   */
+  success_rate_50: number | null;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "FailureCount".
+ */
+export interface FailureCount {
+  /**
+   * Counted against the job: it fails on most phones it runs on.
+   */
+  job?: number;
+  /**
+   * Neither: the job's own failure (a step, a test), or too little evidence elsewhere.
+   */
+  none?: number;
+  /**
+   * Counted against the phone.
+   */
+  phone?: number;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "LastFailure".
+ */
+export interface LastFailure {
+  assignment_id: number;
+  blame: "phone" | "job" | "none";
+  error: string | null;
+  error_code: string | null;
+  finished_at: string;
+  job_id: number;
+}
+/**
+ * When a phone is fit for work. The server sends the fleet's in the hello ack; an agent's own settings
+ * override them one by one. A phone that fails one is unhealthy (no work) until it passes again.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "HealthThresholds".
+ */
+export interface HealthThresholds {
+  /**
+   * Battery temperature (°C) above which a phone rests.
+   */
+  max_battery_temp_c?: number;
+  /**
+   * A health probe slower than this marks the phone unhealthy (an overloaded phone or USB hub).
+   */
+  max_probe_sec?: number;
+  /**
+   * Battery level (%) below which a phone rests.
+   */
+  min_battery?: number;
+  /**
+   * Free space on /data (MB) below which a phone rests.
+   */
+  min_data_free_mb?: number;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "DeviceEvent".
+ */
+export interface DeviceEvent {
+  /**
+   * Who or what: agent, server, policy, an admin's name, the phone's self-test.
+   */
+  actor: string;
+  created_at: string;
+  data: {
+    [k: string]: unknown;
+  };
+  device_id: number;
+  id: number;
+  kind: DeviceEventKind;
+  reason: string | null;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "DeviceEventList".
+ */
+export interface DeviceEventList {
+  items: DeviceEvent[];
+  /**
+   * Pass as ?before= for the next (older) page; null at the end.
+   */
+  next_before: number | null;
+}
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "DevicePatch".
  */
@@ -995,6 +1231,18 @@ export interface DevicePatch {
    * A JSON boolean; "yes" and 1 are wrong types.
    */
   paused: boolean;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "DeviceRecover".
+ */
+export interface DeviceRecover {
+  /**
+   * Who asked.
+   */
+  by: string;
+  rung: RecoveryRung;
+  serial: string;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -1084,6 +1332,105 @@ export interface ErrorDetail {
   type?: string | null;
 }
 /**
+ * ``GET /api/fleet/health``.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "FleetHealthReport".
+ */
+export interface FleetHealthReport {
+  /**
+   * Phones that need a look, worst first.
+   */
+  attention: AttentionItem[];
+  /**
+   * Phones by state.
+   */
+  devices: {
+    [k: string]: number;
+  };
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "FleetPolicy".
+ */
+export interface FleetPolicy {
+  changed_at?: string | null;
+  changed_by?: string | null;
+  quarantine: QuarantinePolicy;
+  thresholds: HealthThresholds;
+}
+/**
+ * When the server takes a phone out of distribution by itself, and when it lets it back.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "QuarantinePolicy".
+ */
+export interface QuarantinePolicy {
+  /**
+   * Phone-attributed failures in a row (device_lost, adb_error, probe_failed, and timeouts of jobs that succeed elsewhere; a job failing on most of its phones is blamed instead).
+   */
+  consecutive_failures?: number;
+  /**
+   * After this long in quarantine the built-in self-test runs on the phone; a pass releases it.
+   */
+  cooldown_sec?: number;
+  /**
+   * Disconnects within flap_window_sec.
+   */
+  flap_disconnects?: number;
+  flap_window_sec?: number;
+  /**
+   * The recovery ladder's reboots per phone per 24 h; past it the phone is quarantined, never rebooted in a loop.
+   */
+  max_reboots_per_day?: number;
+  /**
+   * Failures in a row, of any error code, of jobs that succeed on most of the other phones they ran on: a phone that fails what works elsewhere (an app that will not start on it). Higher than consecutive_failures, so the ordinary failures of a busy fleet never add up to it.
+   */
+  outlier_failures?: number;
+  /**
+   * A failed (or unanswered) self-test is tried again after this long.
+   */
+  selftest_every_sec?: number;
+  /**
+   * Unhealthy (connected, a threshold broken) for longer than this.
+   */
+  unhealthy_max_sec?: number;
+}
+/**
+ * ``PATCH /api/fleet/policy``: the fields given change, the rest stay.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "FleetPolicyPatch".
+ */
+export interface FleetPolicyPatch {
+  quarantine?: QuarantinePatch | null;
+  thresholds?: ThresholdsPatch | null;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "QuarantinePatch".
+ */
+export interface QuarantinePatch {
+  consecutive_failures?: number | null;
+  cooldown_sec?: number | null;
+  flap_disconnects?: number | null;
+  flap_window_sec?: number | null;
+  max_reboots_per_day?: number | null;
+  outlier_failures?: number | null;
+  selftest_every_sec?: number | null;
+  unhealthy_max_sec?: number | null;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ThresholdsPatch".
+ */
+export interface ThresholdsPatch {
+  max_battery_temp_c?: number | null;
+  max_probe_sec?: number | null;
+  min_battery?: number | null;
+  min_data_free_mb?: number | null;
+}
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "FleetStats".
  */
@@ -1102,31 +1449,6 @@ export interface Health {
   database: "ok";
   status: "ok";
   version: string;
-}
-/**
- * When a phone is fit for work. The server sends the fleet's in the hello ack; an agent's own settings
- * override them one by one. A phone that fails one is unhealthy (no work) until it passes again.
- *
- * This interface was referenced by `Contract`'s JSON-Schema
- * via the `definition` "HealthThresholds".
- */
-export interface HealthThresholds {
-  /**
-   * Battery temperature (°C) above which a phone rests.
-   */
-  max_battery_temp_c?: number;
-  /**
-   * A health probe slower than this marks the phone unhealthy (an overloaded phone or USB hub).
-   */
-  max_probe_sec?: number;
-  /**
-   * Battery level (%) below which a phone rests.
-   */
-  min_battery?: number;
-  /**
-   * Free space on /data (MB) below which a phone rests.
-   */
-  min_data_free_mb?: number;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -1570,6 +1892,55 @@ export interface Plan {
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "QuarantineRequest".
+ */
+export interface QuarantineRequest {
+  reason: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "RecoverAccepted".
+ */
+export interface RecoverAccepted {
+  device_id: number;
+  rung: RecoveryRung;
+  /**
+   * The agent was told now (false: it is not connected by socket; try again).
+   */
+  sent: boolean;
+  serial: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "RecoverRequest".
+ */
+export interface RecoverRequest {
+  rung: RecoveryRung;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "RecoveryReport".
+ */
+export interface RecoveryReport {
+  /**
+   * agent (its ladder) or the operator who asked.
+   */
+  by?: string;
+  detail?: string | null;
+  /**
+   * The ladder has no rung left (or its reboot budget is spent): the server quarantines the phone.
+   */
+  give_up?: boolean;
+  /**
+   * With phase 'ended'.
+   */
+  outcome?: ("healed" | "failed" | "skipped" | "timed_out") | null;
+  phase: "started" | "ended";
+  rung: RecoveryRung;
+  serial: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "RequeueBody".
  */
 export interface RequeueBody {
@@ -1702,6 +2073,34 @@ export interface SchedulerSwitch {
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "SelftestCheck".
+ */
+export interface SelftestCheck {
+  detail?: string | null;
+  name: string;
+  passed: boolean;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "SelftestRequest".
+ */
+export interface SelftestRequest {
+  serial: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "SelftestResult".
+ */
+export interface SelftestResult {
+  /**
+   * @maxItems 50
+   */
+  checks?: SelftestCheck[];
+  passed: boolean;
+  serial: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "Stats".
  */
 export interface Stats {
@@ -1751,10 +2150,16 @@ export const EVENTS = {
   "ASSIGNMENT_STARTED": "assignment:started",
   "DASHBOARD_DEVICE_UPDATE": "device:update",
   "DASHBOARD_NAMESPACE": "/dashboard",
+  "DEVICE_EVENT": "device:event",
   "DEVICE_PAUSE": "device:pause",
+  "DEVICE_RECOVER": "device:recover",
+  "DEVICE_RECOVERY": "device:recovery",
   "DEVICE_RESUME": "device:resume",
+  "DEVICE_SELFTEST": "device:selftest",
+  "DEVICE_SELFTEST_RESULT": "device:selftest_result",
   "DEVICE_UPDATE": "device:update",
   "FLEET_STATS": "fleet:stats",
+  "FLEET_THRESHOLDS": "fleet:thresholds",
   "JOB_ASSIGN": "job:assign",
   "JOB_CANCELLED": "job:cancelled",
   "JOB_DELETED": "job:deleted",

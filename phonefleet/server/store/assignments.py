@@ -534,15 +534,16 @@ _DEAD = """a.status IN ('failed', 'timed_out') AND NOT a.retried AND NOT a.super
 """Dead letters: attempts that ended a slot for good (not retried on another phone, not requeued)."""
 
 
-async def list_page(conn: Conn, *, status: str | None, dead: bool = False, limit: int,
-                    offset: int) -> tuple[list[AssignmentRecord], int]:
-    where = f"($1::text IS NULL OR a.status = $1) AND (NOT $2 OR ({_DEAD}))"
+async def list_page(conn: Conn, *, status: str | None, dead: bool = False, device_id: int | None = None,
+                    limit: int, offset: int) -> tuple[list[AssignmentRecord], int]:
+    where = (f"($1::text IS NULL OR a.status = $1) AND (NOT $2 OR ({_DEAD}))"
+             " AND ($3::bigint IS NULL OR a.device_id = $3)")
     rows = await conn.fetch(
         f"""SELECT {ASSIGNMENT_COLUMNS}, d.serial FROM assignments a JOIN devices d ON d.id = a.device_id
-            WHERE {where} ORDER BY a.id DESC LIMIT $3 OFFSET $4""",
-        status, dead, limit, offset, record_class=AssignmentRecord,
+            WHERE {where} ORDER BY a.id DESC LIMIT $4 OFFSET $5""",
+        status, dead, device_id, limit, offset, record_class=AssignmentRecord,
     )
-    total = await conn.fetchval(f"SELECT count(*) FROM assignments a WHERE {where}", status, dead)
+    total = await conn.fetchval(f"SELECT count(*) FROM assignments a WHERE {where}", status, dead, device_id)
     return rows, int(total)
 
 
