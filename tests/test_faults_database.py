@@ -12,6 +12,7 @@ import socketio
 from pydantic import BaseModel
 
 from phonefleet.protocol import events as ev
+from phonefleet.protocol.health import FleetPolicyPatch, QuarantineRequest, RecoverRequest
 from phonefleet.protocol.models import (
     AdminTokenCreate,
     AgentCreate,
@@ -59,6 +60,8 @@ class Fleet:
             ScheduleCreate: {"name": "nightly-2", "interval_sec": 3600, "enabled": False,
                              "template": open_url_job()},
             ev.AgentEventBatch: {"events": [{"event": ev.AGENT_HEARTBEAT, "data": {"running": []}}]},
+            QuarantineRequest: {"reason": "checked by hand"}, RecoverRequest: {"rung": "reconnect"},
+            FleetPolicyPatch: {"quarantine": {"cooldown_sec": 900}},
         }
         return {} if route.body is None else {"json": bodies[route.body]}
 
