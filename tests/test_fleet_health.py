@@ -373,3 +373,20 @@ async def test_a_phones_runs_are_listed_newest_first_by_device_id(server: Runnin
     completed = await server.ok("GET", f"/api/assignments?device_id={phone}&status=completed")
     assert [r["job_id"] for r in completed["items"]] == [first]
     assert (await server.ok("GET", "/api/assignments?device_id=999999"))["items"] == []
+
+
+async def test_metrics_carry_each_phones_health_and_success(server: RunningServer) -> None:
+    agent = await server.sim_agent("rack-metrics", 2)
+    hot, fine = agent.serials
+    reason = "battery 52.0 °C above 45.0 °C"
+    await agent.report([{**agent.devices()[0], "healthy": False, "health_reason": reason, "battery_temp_c": 52.0,
+                         "broken": [reason]}])
+    await run_job(server, agent, {fine: ("completed", None)}, "counted")
+    async with server.session.get(server.url + "/metrics") as r:
+        text = await r.text()
+    assert f'phonefleet_device_battery_celsius{{agent="rack-metrics",serial="{hot}"}} 52.0' in text
+    assert f'phonefleet_device_available{{agent="rack-metrics",serial="{hot}"}} 0.0' in text
+    assert f'phonefleet_device_available{{agent="rack-metrics",serial="{fine}"}} 1.0' in text
+    assert f'phonefleet_device_success_ratio{{agent="rack-metrics",serial="{fine}"}} 1.0' in text
+    assert f'phonefleet_device_battery_percent{{agent="rack-metrics",serial="{fine}"}} 90.0' in text
+    assert 'phonefleet_devices{state="unhealthy"} 1.0' in text
