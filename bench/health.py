@@ -143,6 +143,48 @@ async def flapping(api: Api, dsn: str, phones: list[VirtualPhone], flap_sec: flo
     return out
 
 
+async def soak(api: Api, phones: list[VirtualPhone], seconds: float, noise: float) -> bool:
+    """Jobs on every phone back to back for ``seconds``, every ``am start`` failing with probability ``noise``,
+    five phones faulty; True when no healthy phone was quarantined and every faulty one is out."""
+    for p in phones:
+        p.state.am_fail_rate = noise
+    faulty = dict(zip(("hot", "flap", "unauthorized", "bootloop", "amfail"), phones[:5], strict=True))
+    healthy = [p.adb_serial for p in phones[5:]]
+    for fault, phone in faulty.items():
+        await phone.set_fault(fault, **({"flap_sec": 3.0} if fault == "flap" else {}))
+    faulty["bootloop"].state.request_reboot()  # a boot loop begins at a reboot
+    plan = [{"type": "open_url", "url": "https://example.com/soak", "duration_sec": 1}]
+    jobs = runs = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        job = await api.call("POST", "/api/jobs", {"title": f"soak {jobs}", "plan": plan, "max_retries": 0,
+                                                    "target_type": "all_devices", "timeout_sec": 60})
+        jobs += 1
+        for _ in range(1200):
+            got = await api.call("GET", f"/api/jobs/{job['id']}")
+            if got["status"] == "completed":
+                runs += got["completed_count"] + got["failed_count"]
+                break
+            await asyncio.sleep(0.25)
+        if jobs % 20 == 0:
+            print(f"  soak: {jobs} jobs, {runs} runs, {int(end - time.perf_counter())} s left", flush=True)
+    await asyncio.sleep(5)  # the last reports and the health watch
+    states = await api.states()
+    detail = {d["serial"]: d for d in await api.call("GET", "/api/devices")}
+    wrongly = [s for s in healthy if states.get(s) == "quarantined"]
+    still_in = [f for f, p in faulty.items() if states.get(p.adb_serial) in AVAILABLE]
+    print(f"\n-- soak: {seconds / 60:g} min, {jobs} jobs, {runs} runs on {len(phones)} phones, noise {noise:.0%} "
+          f"(am start fails at random), 5 faulty phones")
+    for fault, phone in faulty.items():
+        d = detail.get(phone.adb_serial, {})
+        why = d.get("quarantine_reason") or d.get("health_reason") or d.get("recovering") or ""
+        print(f"  {fault:<13} {phone.adb_serial:<22} {states.get(phone.adb_serial, '?'):<12} {why}")
+    print(f"healthy phones quarantined: {len(wrongly)} (goal 0){'   ' + ', '.join(wrongly) if wrongly else ''}")
+    listed = "   " + ", ".join(still_in) if still_in else ""
+    print(f"faulty phones still in distribution: {len(still_in)} of 5 (goal 0){listed}")
+    return not wrongly and not still_in
+
+
 async def measure(root: str, args: argparse.Namespace) -> None:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
@@ -172,6 +214,13 @@ async def measure(root: str, args: argparse.Namespace) -> None:
                 line("hung -> out of distribution", hung_sec, GOAL_LEAVE_SEC)
                 flap_sec = await flapping(api, dsn, flappy, args.flap_sec)
                 line("flapping: policy tripped -> quarantined", flap_sec, settings.probe_sec)
+                for p in hot + hung:
+                    await p.set_fault("none")
+                if args.soak_sec:
+                    clear = await wait_all(api, [p.adb_serial for p in phones[:2 * n]], leave=False, timeout=300)
+                    print(f"(hot and hung phones back in distribution: {len(clear)} of {2 * n})")
+                    ok = await soak(api, [p for p in phones if p not in flappy], args.soak_sec, args.noise)
+                    print(f"soak goal: {'MEETS' if ok else 'MISSES'}")
             finally:
                 await api.close()
                 await agent.stop()
@@ -188,10 +237,12 @@ def main() -> None:
     parser.add_argument("--phones", type=int, default=200)
     parser.add_argument("--each", type=int, default=10, help="phones per fault kind")
     parser.add_argument("--flap-sec", type=float, default=3.0)
-    parser.add_argument("--quick", action="store_true", help="50 phones, 5 per fault")
+    parser.add_argument("--soak-sec", type=float, default=600.0, help="0: no soak")
+    parser.add_argument("--noise", type=float, default=0.05, help="chance a run fails at random in the soak")
+    parser.add_argument("--quick", action="store_true", help="50 phones, 5 per fault, a 2-minute soak")
     args = parser.parse_args()
     if args.quick:
-        args.phones, args.each = 50, 5
+        args.phones, args.each, args.soak_sec = 50, 5, 120.0
     print_header(MODULE, "fleet health: fault -> out of distribution, healing, no healthy phone quarantined")
     print("here: the real agent with its virtual phones (private adb server) in this process; the server a child")
     run(main_async(args), limit_sec=3600)

@@ -248,6 +248,9 @@ class PhoneState:
     data_size_kb: int = 115_345_400
     data_free_kb: int = 52_428_800
     fault: Fault = Fault.none
+    am_fail_rate: float = 0.0
+    """The chance that an ``am start`` fails on its own (ordinary noise, not a fault: benchmarks of the
+    quarantine policy give every phone some, and no healthy phone may be quarantined for it)."""
     display_size: tuple[int, int] = (1080, 2400)
     density: int = 420
     foreground: str = LAUNCHER

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import io
 import posixpath
+import random
 import re
 import zipfile
 
@@ -164,7 +165,7 @@ class Tools:
 
     async def _am_start(self, args: list[str], io: CommandIO) -> int:
         """``am start [-a ACTION] [-d URI] [-n COMPONENT] [URI | PACKAGE | COMPONENT]``."""
-        if self.state.fault is Fault.amfail:
+        if self.state.fault is Fault.amfail or (self.state.am_fail_rate and random.random() < self.state.am_fail_rate):
             await io.err("Exception occurred while executing 'start':\n"
                          "java.lang.IllegalStateException: activity manager not responding\n")
             return 255
