@@ -82,6 +82,8 @@ class VirtualPhone:
         self.state.request_reboot = self._schedule_reboot
         self.router = ServiceRouter(self.state, self.renderer)
         self.handshakes = 0
+        self.next_boot_fault = Fault.none
+        """The fault the phone has from its next reboot on (a reboot that goes wrong: ``bootloop``)."""
         self.reboots = 0
         """Reboots asked of the phone (``adb reboot``, ``adb shell reboot``), one asked mid-reboot included."""
         self.boot_time = 1.0
@@ -225,11 +227,13 @@ class VirtualPhone:
         """Drops off for ``boot_time`` seconds, comes back booting (adb answers, ``sys.boot_completed`` is empty)
         and is booted ``boot_settle_sec`` later: screen on, launcher in front. With ``bootloop`` it drops off
         again after ``bootloop_up_sec`` instead, and again, until the fault is cleared. A ``hang`` ends here: the
-        hung system is started afresh."""
+        hung system is started afresh (into ``next_boot_fault``, if one is set)."""
         await asyncio.sleep(0.05)  # let the reply to ``reboot`` reach the host first, as adbd does
         await self.go_offline()
         if self.state.fault is Fault.hang:
             self.state.fault = Fault.none
+        if self.next_boot_fault is not Fault.none:
+            self.state.fault, self.next_boot_fault = self.next_boot_fault, Fault.none
         self.state.booted = False
         self.state.screen_on = True
         self.state.go_home()
