@@ -16,7 +16,7 @@ from phonefleet.agent.config import AgentSettings
 from phonefleet.agent.health import NOT_BOOTED
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.health import HealthThresholds
-from phonefleet.virtual import VirtualPhone
+from phonefleet.virtual import Fault, VirtualPhone
 from tests.agent_fixtures import AgentFactory
 from tests.agent_processes import agent_cli
 from tests.conftest import RunningServer, eventually, open_url_job
@@ -94,6 +94,33 @@ async def test_a_bootlooping_phone_never_finishes_booting(fleet_factory: FleetFa
     await phone.set_fault("none")
     booted = await heard.until(phone, healthy, timeout=15, since=said)
     assert booted.boot_completed
+
+
+async def test_adb_reboot_reaches_a_hung_phone_ends_the_hang_and_is_counted(
+        fleet_factory: FleetFactory, tracker_factory: TrackerFactory, adb_server: int) -> None:
+    """adbd takes ``adb reboot`` itself (no shell), so a phone whose shell hangs still reboots, and comes back
+    unhung; or into the fault it was told to boot into."""
+    phone = VirtualPhone("REBOOTHANG1")
+    phone.boot_time, phone.boot_settle_sec, phone.bootloop_up_sec = 0.1, 0.3, 0.5
+    await fleet_factory(phones=[phone])
+    _, heard = await tracker_factory(probe_sec=0.3, probe_timeout_sec=1.0)
+    await heard.until(phone, healthy)
+    await phone.set_fault("hang")
+    await heard.until(phone, lambda r: r.health_reason == "probe timed out after 1 s")
+    said = len(heard.of(phone))
+    adb = [str(adbutils.adb_path()), "-P", str(adb_server), "-s", phone.adb_serial, "reboot"]
+    await asyncio.to_thread(subprocess.run, adb, check=True, capture_output=True, timeout=30)
+    await heard.until(phone, healthy, timeout=15, since=said)
+    assert (phone.reboots, phone.fault) == (1, Fault.none)
+    assert [r.service for r in phone.actions.records].count("reboot") == 1
+
+    phone.next_boot_fault = Fault.bootloop
+    said = len(heard.of(phone))
+    await asyncio.to_thread(subprocess.run, adb, check=True, capture_output=True, timeout=30)
+    await heard.until(phone, lambda r: r.health_reason == NOT_BOOTED, since=said)
+    assert (phone.reboots, phone.fault, phone.next_boot_fault) == (2, Fault.bootloop, Fault.none)
+    await phone.set_fault("none")
+    await heard.until(phone, healthy, timeout=15, since=said)
 
 
 # ------------------------------------------------------------------ with a real agent and server
@@ -193,7 +220,7 @@ async def test_a_fault_is_set_through_the_agents_control_endpoint_and_cli(server
     phone = agent.fleet.phones[0]
     path = f"/virtual/{phone.adb_serial}/fault"
     assert await control_request(agent.state_dir, "POST", path, {"fault": "lava"}) == (400, {
-        "error": "fault: 'lava' is not one of hot, hang, flap, unauthorized, bootloop, amfail, none",
+        "error": "fault: 'lava' is not one of hot, hang, flap, unauthorized, bootloop, amfail, blank, none",
         "field": "fault"})
     status, body = await control_request(agent.state_dir, "POST", path, {"fault": "flap", "flap_sec": -1})
     assert (status, body["field"]) == (400, "flap_sec")
