@@ -282,6 +282,30 @@ async def test_an_unauthorized_phone_is_given_up_without_a_reboot_and_forgiven_o
     await eventually(forgiven, timeout=10)
 
 
+async def test_an_offline_network_phone_is_given_up_then_connected_again_once_it_answers(
+        server: RunningServer, agent_factory: AgentFactory) -> None:
+    agent = await _ladder_agent(agent_factory)
+    assert agent.fleet is not None and agent.recovery is not None
+    phone = agent.fleet.phones[0]
+    await phone.go_offline()  # its Wi-Fi went away
+    records = await rungs_ended(agent, lambda h: any(r.give_up for r in h))
+    print(f"\nladder on an offline virtual phone: {_timed(records)}")
+    assert of_phone(records, phone) == [("reconnect", "failed"), ("usb_reset", "skipped"), ("reboot", "skipped"),
+                                        ("power_cycle", "skipped")]
+    assert "Connection refused" in (records[0].detail or "")
+    assert records[2].detail in ("adb cannot reach a phone that is offline", "adb cannot reach a phone that is gone")
+    await state_becomes(server, phone.adb_serial, "quarantined")
+
+    await phone.come_back()  # the agent connects it again (adb itself no longer tries: it was disconnected)
+
+    async def forgiven() -> bool:
+        assert agent.recovery is not None
+        return agent.recovery.given_up == {}
+
+    await eventually(forgiven, timeout=15)
+    assert agent.tracker is not None and agent.tracker.phones[phone.adb_serial].status == "device"
+
+
 async def test_an_operators_rung_runs_at_once_and_is_reported_as_theirs(
         server: RunningServer, agent_factory: AgentFactory, adb_server: int) -> None:
     command = f"{shlex.quote(str(adbutils.adb_path()))} -P {adb_server} -s {{serial}} reboot"
