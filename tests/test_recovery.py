@@ -195,6 +195,23 @@ async def test_a_hung_phone_is_healed_by_the_reboot_rung_and_its_timeline_shows_
     assert agent.recovery is not None and agent.recovery.given_up == {}
 
 
+async def test_ladders_past_the_concurrency_bound_wait_their_turn(server: RunningServer,
+                                                                  agent_factory: AgentFactory) -> None:
+    agent = await _ladder_agent(agent_factory, virtual=2, recovery_max_concurrent=1)
+    assert agent.fleet is not None
+    for phone in agent.fleet.phones:
+        await phone.set_fault("hang")
+    records = await rungs_ended(agent, lambda h: sum(r.outcome == "healed" for r in h) == 2, timeout=40)
+    spans = {}
+    for phone in agent.fleet.phones:
+        mine = [r for r in records if r.serial == phone.adb_serial]
+        assert [(r.rung, r.outcome) for r in mine] == [("reconnect", "failed"), ("usb_reset", "skipped"),
+                                                       ("reboot", "healed")]
+        spans[phone.adb_serial] = (min(r.ended_at - r.took_sec for r in mine), max(r.ended_at for r in mine))
+    first, second = sorted(spans.values())
+    assert first[1] <= second[0] + 0.01, "one ladder at a time (10 ms for two clocks)"
+
+
 async def test_a_phone_the_ladder_cannot_heal_is_given_up_and_quarantined_not_rebooted_in_a_loop(
         server: RunningServer, agent_factory: AgentFactory) -> None:
     """A hung phone whose reboot starts a boot loop: one reboot, then the server quarantines it, and the loop
