@@ -110,9 +110,9 @@ def test_the_power_cycle_command_is_filled_from_settings_then_sysfs(tmp_path: Pa
     _usb_device(tmp_path / "sys", "3-2", "ROOTHUB01", 3, 2)
     rungs = _rungs(tmp_path, power_cycle_command="uhubctl -l {hub} -p {port} -a cycle -d 5 # {serial}",
                    power_cycle_ports={"PINNED": {"hub": "2-1", "port": "7"}})
-    assert rungs._power_cycle_argv("R5CW1234") == shlex.split("uhubctl -l 1-1.4 -p 2 -a cycle -d 5 # R5CW1234")
-    assert rungs._power_cycle_argv("ROOTHUB01") == shlex.split("uhubctl -l 3 -p 2 -a cycle -d 5 # ROOTHUB01")
-    assert rungs._power_cycle_argv("PINNED") == shlex.split("uhubctl -l 2-1 -p 7 -a cycle -d 5 # PINNED")
+    assert rungs.power_cycle_argv("R5CW1234") == shlex.split("uhubctl -l 1-1.4 -p 2 -a cycle -d 5 # R5CW1234")
+    assert rungs.power_cycle_argv("ROOTHUB01") == shlex.split("uhubctl -l 3 -p 2 -a cycle -d 5 # ROOTHUB01")
+    assert rungs.power_cycle_argv("PINNED") == shlex.split("uhubctl -l 2-1 -p 7 -a cycle -d 5 # PINNED")
     assert rungs.skipped("PINNED", RecoveryRung.power_cycle) is None
     assert rungs.skipped("10.0.0.5:5555", RecoveryRung.power_cycle) == (
         "no {hub} for 10.0.0.5:5555: set it in power_cycle_ports (it is not on this PC's USB)")

@@ -115,12 +115,12 @@ class Rungs:
         elif rung is RecoveryRung.power_cycle:
             if self.settings.power_cycle_command is None:
                 return "no power_cycle_command configured"
-            missing = self._power_cycle_argv(serial)
+            missing = self.power_cycle_argv(serial)
             if isinstance(missing, str):
                 return f"no {{{missing}}} for {serial}: set it in power_cycle_ports (it is not on this PC's USB)"
         return None
 
-    def _power_cycle_argv(self, serial: str) -> list[str] | str:
+    def power_cycle_argv(self, serial: str) -> list[str] | str:
         """The command line for this phone, or the first placeholder nothing fills."""
         assert self.settings.power_cycle_command is not None
         words = shlex.split(self.settings.power_cycle_command)
@@ -216,7 +216,7 @@ class Rungs:
         return await self._healthy(serial, attempt, booting=True)
 
     async def _power_cycle(self, serial: str, attempt: _Attempt) -> RungResult:
-        argv = self._power_cycle_argv(serial)
+        argv = self.power_cycle_argv(serial)
         if isinstance(argv, str):
             return RungResult("skipped", f"no {{{argv}}} for {serial}")
         epoch = self._epoch(serial)
