@@ -88,7 +88,7 @@ def _rungs(tmp_path: Path, tracker: Any = None, **settings: Any) -> Rungs:
                                                   usb_dev=tmp_path / "dev", **settings))
 
 
-def test_a_usb_phone_is_found_by_its_serial_in_sysfs_and_others_skip_the_usb_reset(tmp_path: Path) -> None:
+async def test_a_usb_phone_is_found_by_its_serial_in_sysfs_and_others_skip_the_usb_reset(tmp_path: Path) -> None:
     sysfs = tmp_path / "sys"
     _usb_device(sysfs, "1-1.4", "R5CW1234", 1, 7)
     _usb_device(sysfs, "2-3", "PIXEL0001", 2, 4)
@@ -97,15 +97,15 @@ def test_a_usb_phone_is_found_by_its_serial_in_sysfs_and_others_skip_the_usb_res
     node.parent.mkdir(parents=True)
     node.write_bytes(b"")
     rungs = _rungs(tmp_path)
-    assert rungs.skipped("R5CW1234", RecoveryRung.usb_reset) is None
-    assert rungs.skipped("192.168.1.20:5555", RecoveryRung.usb_reset) == (
+    assert await rungs.skipped("R5CW1234", RecoveryRung.usb_reset) is None
+    assert await rungs.skipped("192.168.1.20:5555", RecoveryRung.usb_reset) == (
         "not a USB phone (192.168.1.20:5555 is a network address)")
-    assert rungs.skipped("NOPE", RecoveryRung.usb_reset) == f"no USB device with serial NOPE under {sysfs}"
-    assert rungs.skipped("PIXEL0001", RecoveryRung.usb_reset) == (
+    assert await rungs.skipped("NOPE", RecoveryRung.usb_reset) == f"no USB device with serial NOPE under {sysfs}"
+    assert await rungs.skipped("PIXEL0001", RecoveryRung.usb_reset) == (
         f"{tmp_path / 'dev' / '002' / '004'} is not writable by this user (a udev rule can allow it)")
 
 
-def test_the_power_cycle_command_is_filled_from_settings_then_sysfs(tmp_path: Path) -> None:
+async def test_the_power_cycle_command_is_filled_from_settings_then_sysfs(tmp_path: Path) -> None:
     _usb_device(tmp_path / "sys", "1-1.4.2", "R5CW1234", 1, 9)
     _usb_device(tmp_path / "sys", "3-2", "ROOTHUB01", 3, 2)
     rungs = _rungs(tmp_path, power_cycle_command="uhubctl -l {hub} -p {port} -a cycle -d 5 # {serial}",
@@ -113,10 +113,10 @@ def test_the_power_cycle_command_is_filled_from_settings_then_sysfs(tmp_path: Pa
     assert rungs.power_cycle_argv("R5CW1234") == shlex.split("uhubctl -l 1-1.4 -p 2 -a cycle -d 5 # R5CW1234")
     assert rungs.power_cycle_argv("ROOTHUB01") == shlex.split("uhubctl -l 3 -p 2 -a cycle -d 5 # ROOTHUB01")
     assert rungs.power_cycle_argv("PINNED") == shlex.split("uhubctl -l 2-1 -p 7 -a cycle -d 5 # PINNED")
-    assert rungs.skipped("PINNED", RecoveryRung.power_cycle) is None
-    assert rungs.skipped("10.0.0.5:5555", RecoveryRung.power_cycle) == (
+    assert await rungs.skipped("PINNED", RecoveryRung.power_cycle) is None
+    assert await rungs.skipped("10.0.0.5:5555", RecoveryRung.power_cycle) == (
         "no {hub} for 10.0.0.5:5555: set it in power_cycle_ports (it is not on this PC's USB)")
-    assert _rungs(tmp_path).skipped("R5CW1234", RecoveryRung.power_cycle) == "no power_cycle_command configured"
+    assert await _rungs(tmp_path).skipped("R5CW1234", RecoveryRung.power_cycle) == "no power_cycle_command configured"
 
 
 def test_recovery_settings_refuse_what_cannot_work(tmp_path: Path) -> None:
@@ -279,7 +279,7 @@ async def test_an_unauthorized_phone_is_given_up_without_a_reboot_and_forgiven_o
     print(f"\nladder on an unauthorized virtual phone: {_timed(records)}")
     assert of_phone(records, phone) == [("reconnect", "failed"), ("usb_reset", "skipped"), ("reboot", "skipped"),
                                         ("power_cycle", "skipped")]
-    assert records[2].detail == "adb cannot reach a phone that is unauthorized"
+    assert records[2].detail == "adb cannot reach the phone (device unauthorized.)"
     await state_becomes(server, phone.adb_serial, "quarantined")
     rounds = agent.tracker.rounds
 
@@ -310,7 +310,8 @@ async def test_an_offline_network_phone_is_given_up_then_connected_again_once_it
     assert of_phone(records, phone) == [("reconnect", "failed"), ("usb_reset", "skipped"), ("reboot", "skipped"),
                                         ("power_cycle", "skipped")]
     assert "Connection refused" in (records[0].detail or "")
-    assert records[2].detail in ("adb cannot reach a phone that is offline", "adb cannot reach a phone that is gone")
+    assert records[2].detail == f"adb cannot reach the phone (device '{phone.adb_serial}' not found)", (
+        "the reconnect took it off adb")
     await state_becomes(server, phone.adb_serial, "quarantined")
 
     await phone.come_back()  # the agent connects it again (adb itself no longer tries: it was disconnected)

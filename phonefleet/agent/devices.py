@@ -140,7 +140,10 @@ class DeviceTracker:
         touched, self._touched = self._touched, asyncio.Event()
         touched.set()
         for watcher in self._watchers:
-            watcher(phone)
+            try:
+                watcher(phone)
+            except Exception:  # a watcher's bug must not stop hot-plug or probes
+                log.exception("device watcher failed", extra={"serial": phone.serial})
 
     async def wait_for(self, serial: str, check: Callable[[PhoneState], bool]) -> PhoneState:
         """The phone once ``check`` passes on it (at once if it does now); the caller bounds the wait."""

@@ -251,7 +251,7 @@ class Recovery:
         without healing, give up."""
         self._send(serial, rung, by)
         started = time.monotonic()
-        reason = self.rungs.skipped(serial, rung)
+        reason = await self.rungs.skipped(serial, rung)
         if reason is not None:
             result = RungResult("skipped", reason)
         else:

@@ -97,7 +97,7 @@ class Rungs:
 
     # ------------------------------------------------------------------ before a rung
 
-    def skipped(self, serial: str, rung: RecoveryRung) -> str | None:
+    async def skipped(self, serial: str, rung: RecoveryRung) -> str | None:
         """Why ``rung`` cannot run on this phone (found before it starts), or None."""
         if rung is RecoveryRung.usb_reset:
             if usbports.is_network_serial(serial):
@@ -108,10 +108,10 @@ class Rungs:
             if not usbports.writable(port.node):
                 return f"{port.node} is not writable by this user (a udev rule can allow it)"
         elif rung is RecoveryRung.reboot:
-            phone = self.tracker.phones.get(serial)
-            status = phone.status if phone is not None else "gone"
-            if status not in ("device", "recovery"):
-                return f"adb cannot reach a phone that is {status}"
+            try:  # the adb server's word, not the tracker's (which hears of a change a moment later)
+                await self.adb.query(f"host-serial:{serial}:get-state")
+            except AdbHostError as exc:
+                return f"adb cannot reach the phone ({str(exc).splitlines()[0] if str(exc) else 'no answer'})"
         elif rung is RecoveryRung.power_cycle:
             if self.settings.power_cycle_command is None:
                 return "no power_cycle_command configured"
