@@ -16,7 +16,7 @@ from phonefleet.agent.config import AgentSettings
 from phonefleet.agent.health import NOT_BOOTED
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.health import HealthThresholds
-from phonefleet.virtual import VirtualPhone
+from phonefleet.virtual import Fault, VirtualPhone
 from tests.agent_fixtures import AgentFactory
 from tests.agent_processes import agent_cli
 from tests.conftest import RunningServer, eventually, open_url_job
@@ -94,6 +94,33 @@ async def test_a_bootlooping_phone_never_finishes_booting(fleet_factory: FleetFa
     await phone.set_fault("none")
     booted = await heard.until(phone, healthy, timeout=15, since=said)
     assert booted.boot_completed
+
+
+async def test_adb_reboot_reaches_a_hung_phone_ends_the_hang_and_is_counted(
+        fleet_factory: FleetFactory, tracker_factory: TrackerFactory, adb_server: int) -> None:
+    """adbd takes ``adb reboot`` itself (no shell), so a phone whose shell hangs still reboots, and comes back
+    unhung; or into the fault it was told to boot into."""
+    phone = VirtualPhone("REBOOTHANG1")
+    phone.boot_time, phone.boot_settle_sec, phone.bootloop_up_sec = 0.1, 0.3, 0.5
+    await fleet_factory(phones=[phone])
+    _, heard = await tracker_factory(probe_sec=0.3, probe_timeout_sec=1.0)
+    await heard.until(phone, healthy)
+    await phone.set_fault("hang")
+    await heard.until(phone, lambda r: r.health_reason == "probe timed out after 1 s")
+    said = len(heard.of(phone))
+    adb = [str(adbutils.adb_path()), "-P", str(adb_server), "-s", phone.adb_serial, "reboot"]
+    await asyncio.to_thread(subprocess.run, adb, check=True, capture_output=True, timeout=30)
+    await heard.until(phone, healthy, timeout=15, since=said)
+    assert (phone.reboots, phone.fault) == (1, Fault.none)
+    assert [r.service for r in phone.actions.records].count("reboot") == 1
+
+    phone.next_boot_fault = Fault.bootloop
+    said = len(heard.of(phone))
+    await asyncio.to_thread(subprocess.run, adb, check=True, capture_output=True, timeout=30)
+    await heard.until(phone, lambda r: r.health_reason == NOT_BOOTED, since=said)
+    assert (phone.reboots, phone.fault, phone.next_boot_fault) == (2, Fault.bootloop, Fault.none)
+    await phone.set_fault("none")
+    await heard.until(phone, healthy, timeout=15, since=said)
 
 
 # ------------------------------------------------------------------ with a real agent and server
@@ -193,7 +220,7 @@ async def test_a_fault_is_set_through_the_agents_control_endpoint_and_cli(server
     phone = agent.fleet.phones[0]
     path = f"/virtual/{phone.adb_serial}/fault"
     assert await control_request(agent.state_dir, "POST", path, {"fault": "lava"}) == (400, {
-        "error": "fault: 'lava' is not one of hot, hang, flap, unauthorized, bootloop, amfail, none",
+        "error": "fault: 'lava' is not one of hot, hang, flap, unauthorized, bootloop, amfail, blank, none",
         "field": "fault"})
     status, body = await control_request(agent.state_dir, "POST", path, {"fault": "flap", "flap_sec": -1})
     assert (status, body["field"]) == (400, "flap_sec")
@@ -222,30 +249,33 @@ async def test_a_fault_is_set_through_the_agents_control_endpoint_and_cli(server
 
 async def test_the_servers_thresholds_hold_unless_an_agent_overrides_one(
         server_factory: Any, adb_server: int, tmp_path: Path) -> None:
-    """A server that wants 50 % battery: the plain agent's phone at 42 % rests; the agent told 40 % works it."""
+    """A server that wants 50 % battery: the plain agent's phone at 42 % rests; the agent told 40 % works it.
+    One agent at a time: two on one adb server see each other's phones, and the first to report one drives it."""
     strict = await server_factory(health_min_battery=50)
-    agents: list[Agent] = []
-    try:
-        for name, override in (("plain", None), ("lenient", 40)):
-            settings = AgentSettings(server=strict.url, token=await strict.add_agent(name), state_dir=tmp_path / name,
-                                     virtual=1, adb_port=adb_server, probe_sec=0.5, min_battery=override)
-            agent = Agent(settings)
-            agents.append(agent)
+    expected = {"plain": ("unhealthy", "battery 42% below 50%"), "lenient": ("idle", None)}
+    for name, override in (("plain", None), ("lenient", 40)):
+        settings = AgentSettings(server=strict.url, token=await strict.add_agent(name), state_dir=tmp_path / name,
+                                 virtual=1, adb_port=adb_server, probe_sec=0.5, min_battery=override)
+        agent = Agent(settings)
+        try:
             await agent.start()
             assert agent.fleet is not None
-            agent.fleet.phones[0].battery_level = 42
+            phone = agent.fleet.phones[0]
+            phone.battery_level = 42
 
-        async def states() -> dict[str, tuple[str, str | None]] | None:
-            async with strict.services.pool.acquire() as conn:
-                rows = await conn.fetch("SELECT a.name, d.state, d.health_reason FROM devices d "
-                                        "JOIN agents a ON a.id = d.agent_id")
-            found = {r["name"]: (r["state"], r["health_reason"]) for r in rows}
-            return found if found.get("plain", ("",))[0] == "unhealthy" and "lenient" in found else None
+            async def judged(serial: str = phone.adb_serial, want: tuple[str, str | None] = expected[name],
+                             kept: Path = agent.state_dir / "health_thresholds.json") -> bool:
+                if not await asyncio.to_thread(kept.exists):
+                    return False  # not yet heard the server's thresholds
+                async with strict.services.pool.acquire() as conn:
+                    row = await conn.fetchrow("SELECT state, health_reason, battery FROM devices WHERE serial = $1",
+                                              serial)
+                return row is not None and row["battery"] == 42 and (row["state"], row["health_reason"]) == want
 
-        found = await eventually(states, timeout=15)
-        assert found == {"plain": ("unhealthy", "battery 42% below 50%"), "lenient": ("idle", None)}
-        kept = HealthThresholds.model_validate_json((tmp_path / "plain" / "health_thresholds.json").read_text())
-        assert kept.min_battery == 50, "kept for the next start, which judges phones before its first hello"
-    finally:
-        for agent in agents:
+            await eventually(judged, timeout=15)
+            (mine,) = [d for d in agent.devices() if d["serial"] == phone.adb_serial]
+            assert (mine["healthy"], mine["health_reason"]) == (expected[name][0] == "idle", expected[name][1])
+        finally:
             await agent.stop()
+    kept = HealthThresholds.model_validate_json((tmp_path / "plain" / "health_thresholds.json").read_text())
+    assert kept.min_battery == 50, "kept for the next start, which judges phones before its first hello"

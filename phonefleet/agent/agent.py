@@ -25,10 +25,18 @@ from phonefleet.agent.health import thresholds_in_force
 from phonefleet.agent.journal import JournalEntry, RunJournal
 from phonefleet.agent.link import Control, Handlers, PauseState, ServerLink
 from phonefleet.agent.outbox import Outbox
+from phonefleet.agent.recovery import Recovery, RecoveryStore
+from phonefleet.agent.rungs import Rungs
 from phonefleet.agent.runner import PhoneWorker
+from phonefleet.agent.selftest import run_selftest
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.enums import ErrorCode, FinishOutcome, OnInterrupt, PauseScope
-from phonefleet.protocol.health import HealthThresholds
+from phonefleet.protocol.health import (
+    DEVICE_SELFTEST_RESULT,
+    DeviceRecover,
+    HealthThresholds,
+    SelftestRequest,
+)
 
 if TYPE_CHECKING:
     from phonefleet.virtual import VirtualFleet
@@ -64,6 +72,8 @@ class Agent(Handlers):
         self.link = ServerLink(settings.server, settings.token, self.outbox, self, artifacts_dir=self.artifacts_dir,
                                timings=settings.link_timings())
         self.tracker: DeviceTracker | None = None
+        self.recovery: Recovery | None = None
+        self._selftests: set[asyncio.Task[None]] = set()
         self.workers: dict[str, PhoneWorker] = {}
         self.paused = False  # the operator at this PC paused the whole agent
         self.local_paused_serials: set[str] = set()
@@ -152,6 +162,10 @@ class Agent(Handlers):
             thresholds=thresholds_in_force(self._server_thresholds(), self.settings.health_overrides()),
             on_adb_restart=self._adb_restarted)
         await self.tracker.start()
+        self.recovery = Recovery(self.tracker, Rungs(self.tracker, self.tracker.adb, self.settings.rung_settings()),
+                                 RecoveryStore(self.outbox), self.settings.ladder_settings(), report=self.report,
+                                 hold=self._hold, ignored=lambda serial: serial in self.refused)
+        self.recovery.start()
         phones = list(self.tracker.phones.values())
         say(f"{len(phones)} phones: " + ", ".join(f"{p.serial} ({p.model or '?'})" for p in phones[:4])
             + (" ..." if len(phones) > 4 else ""))
@@ -165,6 +179,11 @@ class Agent(Handlers):
             self._reclaim.cancel()
         await self.link.stop()
         await self.control.stop()
+        if self.recovery is not None:
+            await self.recovery.stop()
+        for task in list(self._selftests):
+            task.cancel()
+        await asyncio.gather(*self._selftests, return_exceptions=True)
         if self.tracker is not None:
             await self.tracker.stop()
         if self.fleet is not None:
@@ -215,6 +234,12 @@ class Agent(Handlers):
             worker.start()
         self._apply_pause(worker)
         return worker
+
+    def _hold(self, serial: str, by: str | None) -> None:
+        """A recovery rung holds the phone (``by``), or let it go (None): its worker starts no work meanwhile."""
+        worker = self._worker(serial)
+        worker.recovering = by
+        worker.wake()
 
     def _apply_pause(self, worker: PhoneWorker) -> None:
         worker.paused = self.paused or worker.serial in self.local_paused_serials or (
@@ -326,6 +351,25 @@ class Agent(Handlers):
             if changed:
                 self._report_devices(changed)
 
+    def on_recover(self, ask: DeviceRecover) -> None:
+        if self.recovery is not None:
+            self.recovery.request(ask)
+
+    def on_selftest(self, ask: SelftestRequest) -> None:
+        if self.tracker is None:
+            return
+        adb = self.tracker.adb
+
+        async def selftest() -> None:
+            result = await run_selftest(adb, ask.serial, timeout_sec=self.settings.selftest_timeout_sec)
+            log.info("self-test", extra={"serial": ask.serial, "passed": result.passed,
+                                         "checks": [c.model_dump() for c in result.checks]})
+            self.report(DEVICE_SELFTEST_RESULT, result)
+
+        task = asyncio.create_task(selftest(), name=f"selftest-{ask.serial}")
+        self._selftests.add(task)
+        task.add_done_callback(self._selftests.discard)
+
     async def _reclaim_loop(self) -> None:
         """Claim refused phones again on every probe: when the agent holding one goes away, take it over."""
         while True:
@@ -374,8 +418,10 @@ class Agent(Handlers):
             "outbox": len(self.outbox), "paused": self.paused, "paused_serials": sorted(self.local_paused_serials),
             "server_paused_serials": sorted(self.server_paused_serials), "paused_jobs": sorted(self.paused_jobs),
             "refused": dict(sorted(self.refused.items())),
+            "given_up": dict(sorted(self.recovery.given_up.items())) if self.recovery is not None else {},
             "phones": [{
-                "serial": w.serial, "online": w.online, "paused": w.paused, "queued": w.queued_ids(),
+                "serial": w.serial, "online": w.online, "paused": w.paused, "recovering": w.recovering,
+                "queued": w.queued_ids(),
                 "running": w.current.assignment_id if w.current else None, "done": w.done_count,
             } for w in sorted(self.workers.values(), key=lambda w: w.serial)],
             "virtual": [{

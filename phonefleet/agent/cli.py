@@ -169,8 +169,8 @@ def virtual(  # noqa: PLR0917 (one option each; typer passes them by keyword)
     offline: Annotated[bool, typer.Option("--offline", help="Unplug it.")] = False,
     online: Annotated[bool, typer.Option("--online", help="Plug it back in.")] = False,
     fault: Annotated[str | None, typer.Option(
-        "--fault", help="hot, hang, flap, unauthorized, bootloop (from the next reboot), amfail, or none to "
-                        "clear.")] = None,
+        "--fault", help="hot, hang (a reboot ends it), flap, unauthorized, bootloop (from the next reboot), "
+                        "amfail, blank (the screen shows one colour), or none to clear.")] = None,
     flap_sec: Annotated[float | None, typer.Option(
         "--flap-sec", help="With --fault flap: seconds online between drops (2.5).")] = None,
     state_dir: StateOpt = None,

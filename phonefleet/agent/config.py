@@ -1,5 +1,7 @@
 """Agent settings: command-line flags over ``PHONEFLEET_AGENT_*`` variables over agent.toml over the defaults."""
 
+import shlex
+import string
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,6 +11,9 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from phonefleet.agent.liveness import LinkTimings
+from phonefleet.agent.recovery import LadderSettings
+from phonefleet.agent.rungs import PLACEHOLDERS, RungSettings
+from phonefleet.protocol.enums import RecoveryRung
 
 DEFAULT_STATE_DIR = Path("./.phonefleet-agent")
 CONFIG_NAME = "agent.toml"
@@ -61,6 +66,35 @@ class AgentSettings(BaseSettings):
     connect_timeout_sec: float = Field(default=5.0, gt=0, le=300, description="Bound on one socket or TCP connect.")
     http_timeout_sec: float = Field(default=10.0, gt=0, le=3600, description="Bound on one polling request "
                                     "(uploads get one more second per 256 kB).")
+    recovery: bool = Field(default=True, description="The recovery ladder starts by itself on a phone offline, "
+                           "unresponsive (its probe timed out or failed), unauthorized or stuck booting; operator "
+                           "rungs and self-tests run either way.")
+    recovery_grace_sec: float = Field(default=30.0, gt=0, le=86_400, description="A phone bad this long gets the "
+                                      "ladder (thresholds such as battery or heat never do: no rung fixes them).")
+    recovery_boot_grace_sec: float = Field(default=120.0, gt=0, le=86_400, description="A phone stuck booting "
+                                           "(sys.boot_completed != 1) this long gets the ladder: a boot takes a "
+                                           "while.")
+    recovery_reconnect_timeout_sec: float = Field(default=30.0, gt=0, le=3600, description="Bound on the "
+                                                  "reconnect rung, its check included.")
+    recovery_usb_reset_timeout_sec: float = Field(default=30.0, gt=0, le=3600)
+    recovery_reboot_timeout_sec: float = Field(default=180.0, gt=0, le=3600, description="Bound on the reboot "
+                                               "rung: adb reboot until sys.boot_completed=1 and a healthy probe.")
+    recovery_power_cycle_timeout_sec: float = Field(default=300.0, gt=0, le=3600)
+    recovery_max_reboots_per_day: int = Field(default=3, ge=0, le=100, description="Reboots by the ladder per "
+                                              "phone in 24 h (kept in the state dir); past it the phone is given "
+                                              "up, never rebooted in a loop.")
+    recovery_max_concurrent: int = Field(default=4, ge=1, le=1000, description="Ladders at once on this PC "
+                                         "(operator rungs do not wait).")
+    power_cycle_command: str | None = Field(default=None, description="The power-cycle rung's command, e.g. "
+                                            "'uhubctl -l {hub} -p {port} -a cycle -d 5'; placeholders: "
+                                            "{serial} {hub} {port} {busnum} {devnum} {devpath}, from "
+                                            "power_cycle_ports or sysfs. Run without a shell. None: the rung "
+                                            "is skipped.")
+    power_cycle_ports: dict[str, dict[str, str]] = Field(default_factory=dict, description="Per serial, "
+                                                         "placeholder values for power_cycle_command (a JSON "
+                                                         "object in the environment, a table in agent.toml).")
+    selftest_timeout_sec: float = Field(default=30.0, gt=0, le=600, description="Bound on each check of the "
+                                        "self-test (boot completed, shell echo, screenshot).")
     config: Path | None = Field(default=None, description="The TOML file in use: --config, PHONEFLEET_AGENT_CONFIG "
                                                           "(either must exist), else agent.toml in the state dir if "
                                                           "there.")
@@ -69,6 +103,31 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return [tag.strip() for tag in value.split(",") if tag.strip()] if isinstance(value, str) else value
+
+    @field_validator("power_cycle_command")
+    @classmethod
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            words = shlex.split(value)
+            names = {field for word in words for _, field, _, _ in string.Formatter().parse(word) if field is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a command line: {exc}") from None
+        unknown = sorted(names - PLACEHOLDERS)
+        if unknown:
+            raise ValueError(f"unknown placeholder {{{unknown[0]}}}: use {', '.join(sorted(PLACEHOLDERS))}")
+        return value
+
+    @field_validator("power_cycle_ports")
+    @classmethod
+    def _known_port_fields(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for serial, fields in value.items():
+            unknown = sorted(set(fields) - PLACEHOLDERS)
+            if unknown:
+                raise ValueError(f"{serial}: unknown placeholder {unknown[0]!r}: use "
+                                 f"{', '.join(sorted(PLACEHOLDERS))}")
+        return value
 
     @model_validator(mode="after")
     def _probe_before_stall(self) -> "AgentSettings":
@@ -81,6 +140,20 @@ class AgentSettings(BaseSettings):
         given = {"min_battery": self.min_battery, "max_battery_temp_c": self.max_battery_temp_c,
                  "min_data_free_mb": self.min_data_free_mb, "max_probe_sec": self.max_probe_sec}
         return {name: value for name, value in given.items() if value is not None}
+
+    def rung_settings(self) -> RungSettings:
+        return RungSettings(
+            timeouts={RecoveryRung.reconnect: self.recovery_reconnect_timeout_sec,
+                      RecoveryRung.usb_reset: self.recovery_usb_reset_timeout_sec,
+                      RecoveryRung.reboot: self.recovery_reboot_timeout_sec,
+                      RecoveryRung.power_cycle: self.recovery_power_cycle_timeout_sec},
+            power_cycle_command=self.power_cycle_command, power_cycle_ports=self.power_cycle_ports)
+
+    def ladder_settings(self) -> LadderSettings:
+        return LadderSettings(enabled=self.recovery, grace_sec=self.recovery_grace_sec,
+                              boot_grace_sec=self.recovery_boot_grace_sec,
+                              max_reboots_per_day=self.recovery_max_reboots_per_day,
+                              max_concurrent=self.recovery_max_concurrent)
 
     def link_timings(self) -> LinkTimings:
         return LinkTimings(probe_sec=self.stall_probe_sec, stall_sec=self.stall_sec,

@@ -6,7 +6,8 @@ when the adb server dies or restarts, the tracker starts it again and re-reads t
 Probes run concurrently (a semaphore bounds the adb connections they hold) on the event loop, one shell
 round trip each (``health``). A phone that comes online is probed before the server hears of it, so a
 phone that is unfit from the start never looks fit. The server hears a probe's result only when it
-matters (``health.worth_reporting``).
+matters (``health.worth_reporting``). Others follow every phone's state as it changes (``watch``, ``wait_for``)
+and probe one phone at once (``probe_now``): the recovery ladder judges its rungs so.
 """
 
 import asyncio
@@ -83,6 +84,8 @@ def _clamp(value: N | None, low: N, high: N) -> N | None:
 
 Changed = Callable[[list[ev.DeviceReport], bool], Awaitable[None]]
 """What the server should hear of the phones that changed (``True``: of every phone, a full list)."""
+Watcher = Callable[[PhoneState], None]
+"""Told of a phone whose adb state changed or whose probe ended (it must not block)."""
 
 
 class DeviceTracker:
@@ -103,6 +106,9 @@ class DeviceTracker:
         self.rounds = 0
         """Probe rounds completed (tests and benchmarks wait on it)."""
         self._gate = asyncio.Semaphore(max_probes)
+        self._watchers: list[Watcher] = []
+        self._touched = asyncio.Event()
+        """Set (and replaced) whenever a phone's state changes or a probe of it ends: ``wait_for`` waits on it."""
         self._tasks: list[asyncio.Task[None]] = []
         self._hotplug: set[asyncio.Task[None]] = set()
         self._stop = threading.Event()
@@ -125,6 +131,38 @@ class DeviceTracker:
 
     def phone(self, serial: str) -> AdbPhone:
         return AdbPhone(self.client.device(serial))
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call ``watcher`` with every phone whose adb state changes or whose probe ends, from now on."""
+        self._watchers.append(watcher)
+
+    def _touch(self, phone: PhoneState) -> None:
+        touched, self._touched = self._touched, asyncio.Event()
+        touched.set()
+        for watcher in self._watchers:
+            try:
+                watcher(phone)
+            except Exception:  # a watcher's bug must not stop hot-plug or probes
+                log.exception("device watcher failed", extra={"serial": phone.serial})
+
+    async def wait_for(self, serial: str, check: Callable[[PhoneState], bool]) -> PhoneState:
+        """The phone once ``check`` passes on it (at once if it does now); the caller bounds the wait."""
+        while True:
+            touched = self._touched
+            phone = self.phones.get(serial)
+            if phone is not None and check(phone):
+                return phone
+            await touched.wait()
+
+    async def probe_now(self, serial: str) -> PhoneState | None:
+        """Probe one phone now, even while a probe round is at it; the server hears what matters. The phone as it
+        is afterwards (None if adb never listed it)."""
+        phone = self.phones.get(serial)
+        if phone is not None and phone.status == "device" and await self._probe(phone, force=True):
+            changed = self._worth_reporting([phone])
+            if changed:
+                await self._emit(changed)
+        return phone
 
     def reports(self, serials: Iterable[str] | None = None) -> list[ev.DeviceReport]:
         """What the server is to hear of these phones (all by default), remembered as what it last heard."""
@@ -226,6 +264,7 @@ class DeviceTracker:
         phone.status = status
         phone.epoch += 1
         phone.facts, phone.failure, phone.probe_sec = None, None, None
+        self._touch(phone)
         return phone
 
     # ------------------------------------------------------------------ probes
@@ -234,11 +273,11 @@ class DeviceTracker:
         if await self._probe(phone):
             await self._emit([phone])
 
-    async def _probe(self, phone: PhoneState) -> bool:
+    async def _probe(self, phone: PhoneState, *, force: bool = False) -> bool:
         """Probe one phone; True when its facts were recorded (False: it changed state meanwhile, or a probe
-        was already running)."""
+        was already running and not ``force``)."""
         epoch = phone.epoch
-        if phone.probing == epoch:
+        if phone.probing == epoch and not force:
             return False
         phone.probing = epoch  # a probe of an earlier epoch may still run: its answer will be dropped
         try:
@@ -263,6 +302,7 @@ class DeviceTracker:
         if facts is not None:
             phone.model = facts.model or phone.model
             phone.android_version = facts.android_version or phone.android_version
+        self._touch(phone)
         return True
 
     async def probe_all(self) -> None:

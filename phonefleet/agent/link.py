@@ -30,6 +30,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from phonefleet.agent.liveness import LinkTimings, Liveness
 from phonefleet.agent.outbox import ArtifactUpload, Outbox, OutboxItem
 from phonefleet.protocol import events as ev
+from phonefleet.protocol import health
 from phonefleet.protocol.health import HealthThresholds
 from phonefleet.protocol.wire import OrJson, TextPacket
 
@@ -149,7 +150,15 @@ class Handlers:
         raise NotImplementedError
 
     def on_thresholds(self, thresholds: HealthThresholds | None) -> None:
-        """The fleet's health thresholds, from a hello ack (None: the server sent none)."""
+        """The fleet's health thresholds, from a hello ack (None: the server sent none) or ``fleet:thresholds``."""
+        raise NotImplementedError
+
+    def on_recover(self, ask: health.DeviceRecover) -> None:
+        """An operator asked for one rung of the recovery ladder on a phone (``device:recover``)."""
+        raise NotImplementedError
+
+    def on_selftest(self, ask: health.SelftestRequest) -> None:
+        """The server asks for the self-test of a quarantined phone (``device:selftest``)."""
         raise NotImplementedError
 
 
@@ -244,8 +253,26 @@ class ServerLink:
         sock.sio.on(ev.JOB_ASSIGN, on_assign, namespace=ns)
         for name in CONTROL_MODELS:
             sock.sio.on(name, self._control_handler(sock, name), namespace=ns)
+        sock.sio.on(health.FLEET_THRESHOLDS, self._handler(sock, health.FLEET_THRESHOLDS, HealthThresholds,
+                                                           self.handlers.on_thresholds), namespace=ns)
+        sock.sio.on(health.DEVICE_RECOVER, self._handler(sock, health.DEVICE_RECOVER, health.DeviceRecover,
+                                                         self.handlers.on_recover), namespace=ns)
+        sock.sio.on(health.DEVICE_SELFTEST, self._handler(sock, health.DEVICE_SELFTEST, health.SelftestRequest,
+                                                          self.handlers.on_selftest), namespace=ns)
         sock.sio.on("disconnect", on_disconnect, namespace=ns)
         return sock
+
+    def _handler(self, sock: _Socket, name: str, model: type[M], call: Callable[[M], None]
+                 ) -> Callable[[object], Awaitable[None]]:
+        """A server event whose handler only takes note (what it starts runs apart from the socket)."""
+
+        async def handler(data: object) -> None:
+            sock.heard()
+            message = parse(model, data, name)
+            if message is not None:
+                call(message)
+
+        return handler
 
     def _control_handler(self, sock: _Socket, name: str) -> Callable[[object], Awaitable[None]]:
         async def handler(data: object) -> None:

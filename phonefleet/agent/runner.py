@@ -69,6 +69,8 @@ class PhoneWorker:
         self.online = True
         self.refused = False
         """Another connected agent drives this phone (two agents on one adb server): run nothing on it."""
+        self.recovering: str | None = None
+        """Who runs a recovery rung on the phone now (the ladder, or an operator): no work starts meanwhile."""
         self._queue: list[_Queued] = []
         self._held: dict[int, ev.AssignmentOrder] = {}  # assignments set aside by a job pause
         self._known: set[int] = set()
@@ -139,7 +141,7 @@ class PhoneWorker:
                 await self._task
 
     def _next(self) -> ev.AssignmentOrder | None:
-        if self.paused or not self.online or self.refused:
+        if self.paused or not self.online or self.refused or self.recovering is not None:
             return None
         skipped: list[_Queued] = []
         chosen = None

@@ -1,7 +1,7 @@
 """The faults a virtual phone can be told to have, so tests and demos meet what real racks of phones do.
 
-The shell reads the ones that change an answer (``hot``, ``hang``, ``amfail``); the phone acts out the ones
-the adb server sees (``flap``, ``unauthorized``, ``bootloop``): ``VirtualPhone.set_fault``.
+The shell reads the ones that change an answer (``hot``, ``hang``, ``amfail``, ``blank``); the phone acts out
+the ones the adb server sees (``flap``, ``unauthorized``, ``bootloop``): ``VirtualPhone.set_fault``.
 """
 
 from enum import StrEnum
@@ -11,7 +11,8 @@ class Fault(StrEnum):
     hot = "hot"
     """Battery at 52.0 °C (``dumpsys battery`` says temperature: 520) until cleared."""
     hang = "hang"
-    """Shell commands never answer (the client's timeout ends them)."""
+    """Shell commands never answer (the client's timeout ends them); adbd itself still takes ``adb reboot``,
+    and the reboot ends the hang."""
     flap = "flap"
     """Offline and back again every ``flap_sec``, as a loose cable or a failing hub port does."""
     unauthorized = "unauthorized"
@@ -20,6 +21,8 @@ class Fault(StrEnum):
     """From the next reboot: the phone comes back without finishing its boot, drops off again, and so on."""
     amfail = "amfail"
     """``am start`` (and ``monkey``) fail with an error and a non-zero exit."""
+    blank = "blank"
+    """The display shows one colour whatever runs (a dead panel, a hung compositor): screenshots are all black."""
     none = "none"
     """No fault: clears the one set."""
 

@@ -82,6 +82,10 @@ class VirtualPhone:
         self.state.request_reboot = self._schedule_reboot
         self.router = ServiceRouter(self.state, self.renderer)
         self.handshakes = 0
+        self.next_boot_fault = Fault.none
+        """The fault the phone has from its next reboot on (a reboot that goes wrong: ``bootloop``)."""
+        self.reboots = 0
+        """Reboots asked of the phone (``adb reboot``, ``adb shell reboot``), one asked mid-reboot included."""
         self.boot_time = 1.0
         """Seconds off the adb server during a reboot."""
         self.boot_settle_sec = 0.5
@@ -160,7 +164,7 @@ class VirtualPhone:
 
     async def set_fault(self, fault: Fault | str, *, flap_sec: float | None = None) -> None:
         """Give the phone a fault (``Fault.none`` clears it); ``ValueError`` names the faults for any other
-        word. The shell reads hot, hang and amfail itself; here the phone acts out what the adb server sees."""
+        word. The shell reads hot, hang, amfail and blank itself; here the phone acts out what the adb server sees."""
         try:
             new = Fault(fault)
         except ValueError:
@@ -222,9 +226,14 @@ class VirtualPhone:
     async def reboot(self) -> None:
         """Drops off for ``boot_time`` seconds, comes back booting (adb answers, ``sys.boot_completed`` is empty)
         and is booted ``boot_settle_sec`` later: screen on, launcher in front. With ``bootloop`` it drops off
-        again after ``bootloop_up_sec`` instead, and again, until the fault is cleared."""
+        again after ``bootloop_up_sec`` instead, and again, until the fault is cleared. A ``hang`` ends here: the
+        hung system is started afresh (into ``next_boot_fault``, if one is set)."""
         await asyncio.sleep(0.05)  # let the reply to ``reboot`` reach the host first, as adbd does
         await self.go_offline()
+        if self.state.fault is Fault.hang:
+            self.state.fault = Fault.none
+        if self.next_boot_fault is not Fault.none:
+            self.state.fault, self.next_boot_fault = self.next_boot_fault, Fault.none
         self.state.booted = False
         self.state.screen_on = True
         self.state.go_home()
@@ -241,6 +250,7 @@ class VirtualPhone:
         self.state.booted = True
 
     def _schedule_reboot(self) -> None:
+        self.reboots += 1
         if self._rebooting is None or self._rebooting.done():  # a reboot asked for while rebooting is the same one
             self._rebooting = self._in_background(self.reboot(), "reboot")
 

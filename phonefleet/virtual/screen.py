@@ -7,6 +7,7 @@ import hashlib
 import struct
 import zlib
 
+from phonefleet.virtual.faults import Fault
 from phonefleet.virtual.state import PhoneState
 
 _ENCODER = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="virtual-screencap")
@@ -23,7 +24,7 @@ class ScreenRenderer:
 
     @staticmethod
     def colors(state: PhoneState) -> tuple[bytes, bytes]:
-        if not state.screen_on:
+        if not state.screen_on or state.fault is Fault.blank:
             return b"\x00\x00\x00", b"\x00\x00\x00"
         digest = hashlib.md5(state.foreground_package.encode()).digest()
         app = bytes(64 + b % 192 for b in digest[:3])

@@ -1,5 +1,6 @@
 """The services a virtual phone answers on an OPENed stream: ``shell:``, ``shell,v2,...:`` (exit codes),
-``exec:`` and ``sync:`` (push, pull, stat). Other destinations are refused, as adbd refuses what it lacks."""
+``exec:``, ``sync:`` (push, pull, stat) and ``reboot:`` (``adb reboot``). Other destinations are refused, as adbd
+refuses what it lacks."""
 
 from __future__ import annotations
 
@@ -226,18 +227,36 @@ class SyncService:
         await stream.write(b"FAIL" + struct.pack("<I", len(encoded)) + encoded)
 
 
+class RebootService:
+    """``reboot:[TARGET]``: adbd itself reboots the phone (no shell involved, so a hung phone takes it too); the
+    stream closes with nothing said, as adbd's does. Every target (``bootloader``, ``recovery``) boots Android."""
+
+    def __init__(self, state: PhoneState) -> None:
+        self._state = state
+
+    async def serve(self, stream: AdbStream, target: str) -> None:
+        self._state.actions.append("reboot", [target] if target else [])
+        self._state.request_reboot()
+        await stream.close()
+
+
 class ServiceRouter:
     """Maps an OPEN destination to the service that serves it; unknown destinations are refused with CLSE."""
 
     def __init__(self, state: PhoneState, renderer: ScreenRenderer) -> None:
         self._shell = ShellService(state, renderer)
         self._sync = SyncService(state)
+        self._reboot = RebootService(state)
 
     def route(self, destination: str) -> Service | None:
         request = ShellRequest.parse(destination)
         if request is not None:
             return lambda stream: self._shell.serve(stream, request)
-        if destination.partition(":")[0] == "sync":
+        name, _, argument = destination.partition(":")
+        if name == "sync":
             return self._sync.serve
+        if name == "reboot":
+            target = argument.rstrip("\0")
+            return lambda stream: self._reboot.serve(stream, target)
         return None
 
