@@ -292,6 +292,25 @@ async def test_an_operator_runs_a_rung_and_the_agent_reports_it_in_the_timeline(
     assert 'phonefleet_recovery_attempts_total{outcome="healed",rung="reboot"} 1.0' in text
 
 
+async def test_a_refused_rung_leaves_the_running_one_and_a_rungs_disconnects_are_not_flapping(
+        server: RunningServer) -> None:
+    await set_policy(server, flap_disconnects=2)
+    agent = await server.sim_agent("rack-rungs", 1)
+    (serial,) = agent.serials
+    await agent.call(health.DEVICE_RECOVERY, {"serial": serial, "rung": "reboot", "phase": "started"})
+    await agent.call(health.DEVICE_RECOVERY, {"serial": serial, "rung": "reconnect", "phase": "ended",
+                                              "outcome": "skipped", "detail": "a rung is already running"})
+    assert await state_of(server, serial) == "recovering"
+    for _ in range(3):  # the reboot takes it off the adb server and back, more than once
+        await agent.report([{**agent.devices()[0], "online": False}])
+        await agent.report(agent.devices())
+    await agent.call(health.DEVICE_RECOVERY, {"serial": serial, "rung": "reboot", "phase": "ended",
+                                              "outcome": "healed"})
+    assert await state_of(server, serial) == "idle", "not quarantined as flapping"
+    disconnects = await events_of(server, await device_id(server, serial), kind="disconnected")
+    assert [e["data"] for e in disconnects] == [{"recovering": "reboot"}] * 3
+
+
 async def test_a_ladder_that_gives_up_quarantines_its_phone_and_an_agent_restart_ends_a_rung(
         server: RunningServer) -> None:
     agent = await server.sim_agent("rack-giveup", 2)

@@ -43,9 +43,6 @@ class QuarantinePolicy(BaseModel):
         "After this long in quarantine the built-in self-test runs on the phone; a pass releases it."))
     selftest_every_sec: int = Field(default=300, ge=1, le=86_400, description=(
         "A failed (or unanswered) self-test is tried again after this long."))
-    max_reboots_per_day: int = Field(default=3, ge=0, le=100, description=(
-        "The recovery ladder's reboots per phone per 24 h; past it the phone is quarantined, never rebooted in "
-        "a loop."))
 
 
 class FleetPolicy(BaseModel):
@@ -70,7 +67,6 @@ class QuarantinePatch(_Body):
     unhealthy_max_sec: int | None = Field(default=None, ge=1, le=7 * 86_400)
     cooldown_sec: int | None = Field(default=None, ge=0, le=7 * 86_400)
     selftest_every_sec: int | None = Field(default=None, ge=1, le=86_400)
-    max_reboots_per_day: int | None = Field(default=None, ge=0, le=100)
 
 
 class FleetPolicyPatch(_Body):

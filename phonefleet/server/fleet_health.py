@@ -203,8 +203,8 @@ class FleetHealth:
         started = report.phase == "started"
 
         async def work(conn: Conn) -> tuple[int, list[DeviceEventRecord]]:
-            device_id = await quarantine_store.set_recovering(conn, agent_id, report.serial,
-                                                              str(report.rung) if started else None)
+            mark = quarantine_store.start_recovering if started else quarantine_store.end_recovering
+            device_id = await mark(conn, agent_id, report.serial, str(report.rung))
             if device_id is None:
                 raise NotFound(f"no phone {report.serial!r} on this agent")
             kind = DeviceEventKind.recovery_started if started else DeviceEventKind.recovery_ended

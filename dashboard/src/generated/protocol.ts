@@ -1380,10 +1380,6 @@ export interface QuarantinePolicy {
   flap_disconnects?: number;
   flap_window_sec?: number;
   /**
-   * The recovery ladder's reboots per phone per 24 h; past it the phone is quarantined, never rebooted in a loop.
-   */
-  max_reboots_per_day?: number;
-  /**
    * Failures in a row, of any error code, of jobs that succeed on most of the other phones they ran on: a phone that fails what works elsewhere (an app that will not start on it). Higher than consecutive_failures, so the ordinary failures of a busy fleet never add up to it.
    */
   outlier_failures?: number;
@@ -1415,7 +1411,6 @@ export interface QuarantinePatch {
   cooldown_sec?: number | null;
   flap_disconnects?: number | null;
   flap_window_sec?: number | null;
-  max_reboots_per_day?: number | null;
   outlier_failures?: number | null;
   selftest_every_sec?: number | null;
   unhealthy_max_sec?: number | null;

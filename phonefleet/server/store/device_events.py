@@ -54,10 +54,12 @@ async def after(conn: Conn, after_id: int, limit: int) -> list[DeviceEventRecord
 
 
 async def disconnects_since(conn: Conn, device_ids: Sequence[int], since: datetime) -> dict[int, int]:
-    """Disconnects each phone reported (its agent saw it go; not its agent going away) since ``since``."""
+    """Disconnects each phone reported since ``since``: its agent saw it go, not during a recovery rung (a
+    reconnect or a reboot takes it off on purpose), nor its agent going away."""
     rows = await conn.fetch(
         """SELECT device_id, count(*)::int AS n FROM device_events
            WHERE device_id = ANY($1::bigint[]) AND kind = 'disconnected' AND actor = 'agent' AND created_at >= $2
+             AND NOT data ? 'recovering'
            GROUP BY device_id""",
         list(device_ids), since,
     )

@@ -101,7 +101,7 @@ async def apply_reports(
                 AS t(serial, online, healthy, health_reason, model, android_version, battery_s,
                      screen_on, tags_s, agent_paused, health, broken_s)
         ), old AS (  -- the rows as they were: the statement's snapshot, before its own upsert
-            SELECT d.id, d.connected, d.healthy, d.health_reason FROM devices d
+            SELECT d.id, d.connected, d.healthy, d.health_reason, d.recovering FROM devices d
             WHERE d.agent_id = $1 AND d.serial = ANY($2::text[])
         ), up AS (
         INSERT INTO devices AS devices (agent_id, serial, connected, healthy, health_reason, model,
@@ -133,7 +133,8 @@ async def apply_reports(
             last_seen_at = now()
         RETURNING devices.id, devices.connected, devices.healthy, devices.health_reason, devices.broken,
                   (devices.xmax = 0) AS inserted)
-        SELECT up.*, old.connected AS was_connected, old.healthy AS was_healthy, old.health_reason AS old_reason
+        SELECT up.*, old.connected AS was_connected, old.healthy AS was_healthy, old.health_reason AS old_reason,
+               old.recovering
         FROM up LEFT JOIN old ON old.id = up.id
         """,
         agent_id,
@@ -176,8 +177,10 @@ def _report_events(rows: Sequence[Row]) -> list[device_events.NewEvent]:
         was_connected = bool(r["was_connected"])  # None: a phone seen for the first time
         if r["connected"] != was_connected:
             kind = DeviceEventKind.connected if r["connected"] else DeviceEventKind.disconnected
-            out.append(device_events.NewEvent(r["id"], kind, "agent", None, {"first_seen": bool(r["inserted"])}
-                                              if r["connected"] else {}))
+            data: dict[str, Any] = {"first_seen": bool(r["inserted"])} if r["connected"] else {}
+            if r["recovering"]:  # a rung (a reconnect, a reboot) takes it off: no flapping of its own
+                data["recovering"] = r["recovering"]
+            out.append(device_events.NewEvent(r["id"], kind, "agent", None, data))
         if r["connected"] and (r["healthy"] != r["was_healthy"] or r["health_reason"] != r["old_reason"]) and not (
                 r["inserted"] and r["healthy"]):
             out.append(device_events.NewEvent(r["id"], DeviceEventKind.health_changed, "agent", r["health_reason"],

@@ -51,10 +51,20 @@ async def release(conn: Conn, device_id: int, *, by: str, reason: str) -> Device
     return event
 
 
-async def set_recovering(conn: Conn, agent_id: int, serial: str, rung: str | None) -> int | None:
-    """Record the rung the agent runs on its phone now (None: none); the phone's id, or None if unknown."""
+async def start_recovering(conn: Conn, agent_id: int, serial: str, rung: str) -> int | None:
+    """Record the rung the agent runs on its phone now; the phone's id, or None if the agent has no such phone."""
     device_id = await conn.fetchval(
         "UPDATE devices SET recovering = $3 WHERE agent_id = $1 AND serial = $2 RETURNING id", agent_id, serial, rung)
+    return int(device_id) if device_id is not None else None
+
+
+async def end_recovering(conn: Conn, agent_id: int, serial: str, rung: str) -> int | None:
+    """The rung ended: the phone is no longer recovering, unless another rung runs on it (a rung refused
+    because one was running ends without touching it); the phone's id, or None if unknown."""
+    device_id = await conn.fetchval(
+        """UPDATE devices SET recovering = CASE WHEN recovering = $3 THEN NULL ELSE recovering END
+           WHERE agent_id = $1 AND serial = $2 RETURNING id""",
+        agent_id, serial, rung)
     return int(device_id) if device_id is not None else None
 
 
