@@ -134,7 +134,7 @@ async def test_an_agent_killed_mid_step_reports_the_run_interrupted_and_it_is_re
 
     async def journaled() -> bool:
         rows = await r.assignments(job["id"])
-        return rows[0]["status"] == "running" and await r.journaled(1)
+        return bool(rows) and rows[0]["status"] == "running" and await r.journaled(1)
 
     await eventually(journaled, timeout=20)
     r.kill()  # in the middle of its one minute on the page

@@ -338,7 +338,8 @@ async def test_a_ladder_that_gives_up_quarantines_its_phone_and_an_agent_restart
 
 
 async def test_the_policy_reads_defaults_changes_by_field_refuses_bad_values_and_reaches_agents(
-        server: RunningServer) -> None:
+        server_factory: Any) -> None:
+    server = await server_factory(health_max_probe_sec=5.0)  # the default (the tests' servers relax it)
     agent = await server.sim_agent("rack-policy", 1)
     policy = await server.ok("GET", "/api/fleet/policy")
     assert policy["thresholds"] == {"min_battery": 15, "max_battery_temp_c": 45.0, "min_data_free_mb": 500,

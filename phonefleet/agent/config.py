@@ -49,7 +49,8 @@ class AgentSettings(BaseSettings):
                                         "round trip, s); overrides the server's (5.0).")
     probe_sec: float = Field(default=15.0, gt=0, le=3600, description="Every phone is probed this often (and "
                              "as soon as it comes online).")
-    probe_timeout_sec: float = Field(default=10.0, gt=0, le=600, description="A probe unanswered this long marks "
+    probe_timeout_sec: float = Field(default=10.0, gt=0, le=600, description="A probe unanswered this long (or past "
+                                     "the max_probe_sec threshold, if sooner) marks "
                                      "the phone unhealthy (a hung phone).")
     max_probes: int = Field(default=32, ge=1, le=1000, description="Probes at once (each holds one connection "
                             "to the adb server).")

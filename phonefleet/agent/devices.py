@@ -284,12 +284,15 @@ class DeviceTracker:
             async with self._gate:
                 started = time.monotonic()
                 facts, failure = None, None
+                # A probe slower than the threshold breaks it whatever it answers later: waiting longer only
+                # keeps a hung phone in distribution longer.
+                limit = min(self.probe_timeout_sec, self.thresholds.max_probe_sec)
                 try:
-                    async with asyncio.timeout(self.probe_timeout_sec):
+                    async with asyncio.timeout(limit):
                         output = await self.adb.shell(phone.serial, health.PROBE_COMMAND)
                     facts = health.parse_probe(output.decode("utf-8", "replace"))
                 except TimeoutError:
-                    failure = f"probe timed out after {self.probe_timeout_sec:g} s"
+                    failure = f"probe timed out after {limit:g} s"
                 except (AdbHostError, OSError, health.ProbeOutputError) as exc:
                     failure = f"probe failed: {exc}"[:300]
                 took = time.monotonic() - started

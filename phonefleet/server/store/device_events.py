@@ -59,7 +59,7 @@ async def disconnects_since(conn: Conn, device_ids: Sequence[int], since: dateti
     rows = await conn.fetch(
         """SELECT device_id, count(*)::int AS n FROM device_events
            WHERE device_id = ANY($1::bigint[]) AND kind = 'disconnected' AND actor = 'agent' AND created_at >= $2
-             AND NOT data ? 'recovering'
+             AND data ->> 'recovering' IS NULL
            GROUP BY device_id""",
         list(device_ids), since,
     )
