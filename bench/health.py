@@ -19,6 +19,7 @@ settings). Faults are set on the virtual phones (``VirtualPhone.set_fault``), as
 
 import argparse
 import asyncio
+import json
 import random
 import socket
 import sys
@@ -105,12 +106,18 @@ def line(label: str, values: Sequence[float], goal: float | None = None) -> None
 
 
 async def detection(api: Api, phones: list[VirtualPhone], fault: str, probe_sec: float) -> list[float]:
-    await asyncio.sleep(random.uniform(0, probe_sec))  # anywhere in the probe cycle
-    t0 = time.perf_counter()
-    for p in phones:
-        await p.set_fault(fault)
+    """Each phone gets the fault at its own random moment of the probe cycle; fault -> out, per phone."""
+    started: dict[str, float] = {}
+
+    async def hit(phone: VirtualPhone) -> None:
+        await asyncio.sleep(random.uniform(0, probe_sec))
+        started[phone.adb_serial] = time.perf_counter()
+        await phone.set_fault(fault)
+
+    hits = asyncio.gather(*(hit(p) for p in phones))
     left = await wait_all(api, [p.adb_serial for p in phones], leave=True, timeout=120)
-    return [left[p.adb_serial] - t0 for p in phones if p.adb_serial in left]
+    await hits
+    return [left[s] - started[s] for s in started if s in left]
 
 
 async def flapping(api: Api, dsn: str, phones: list[VirtualPhone], flap_sec: float) -> list[float]:
@@ -160,10 +167,12 @@ async def soak(api: Api, phones: list[VirtualPhone], seconds: float, noise: floa
         job = await api.call("POST", "/api/jobs", {"title": f"soak {jobs}", "plan": plan, "max_retries": 0,
                                                     "target_type": "all_devices", "timeout_sec": 60})
         jobs += 1
-        for _ in range(1200):
-            got = await api.call("GET", f"/api/jobs/{job['id']}")
-            if got["status"] == "completed":
-                runs += got["completed_count"] + got["failed_count"]
+        for _ in range(1200):  # done: completed, or every run it made ended (a phone that left after the
+            got = await api.call("GET", f"/api/jobs/{job['id']}")  # target was resolved leaves a slot open)
+            ended = got["completed_count"] + got["failed_count"]
+            if got["status"] == "completed" or (ended == got["assigned_count"] and got["running_count"] == 0
+                                                 and ended >= got["target_count"] - 5):
+                runs += ended
                 break
             await asyncio.sleep(0.25)
         if jobs % 20 == 0:
@@ -183,6 +192,36 @@ async def soak(api: Api, phones: list[VirtualPhone], seconds: float, noise: floa
     listed = "   " + ", ".join(still_in) if still_in else ""
     print(f"faulty phones still in distribution: {len(still_in)} of 5 (goal 0){listed}")
     return not wrongly and not still_in
+
+
+async def healing(api: Api, dsn: str, phones: list[VirtualPhone]) -> tuple[list[float], dict[str, list[float]]]:
+    """Hung phones left to the agent's ladder (its defaults): fault -> back in distribution per phone, and
+    each rung's start -> end (by rung and outcome) from the phones' timelines."""
+    t0 = time.perf_counter()
+    for p in phones:
+        await p.set_fault("hang")
+    serials = [p.adb_serial for p in phones]
+    await wait_all(api, serials, leave=True, timeout=120)
+    back = await wait_all(api, serials, leave=False, timeout=600)
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT d.serial, e.kind, e.data, e.created_at FROM device_events e JOIN devices d ON d.id = e.device_id
+               WHERE d.serial = ANY($1::text[]) AND e.kind IN ('recovery_started', 'recovery_ended') ORDER BY e.id""",
+            serials)
+    finally:
+        await conn.close()
+    rungs: dict[str, list[float]] = {}
+    open_at: dict[tuple[str, str], datetime] = {}
+    for r in rows:
+        data = json.loads(r["data"])  # this connection has no jsonb codec: the text as stored
+        key = (r["serial"], data["rung"])
+        if r["kind"] == "recovery_started":
+            open_at[key] = r["created_at"]
+        elif key in open_at:
+            rungs.setdefault(f"{data['rung']} ({data.get('outcome')})", []).append(
+                (r["created_at"] - open_at.pop(key)).total_seconds())
+    return [back[s] - t0 for s in serials if s in back], rungs
 
 
 async def measure(root: str, args: argparse.Namespace) -> None:
@@ -216,6 +255,13 @@ async def measure(root: str, args: argparse.Namespace) -> None:
                 line("flapping: policy tripped -> quarantined", flap_sec, settings.probe_sec)
                 for p in hot + hung:
                     await p.set_fault("none")
+                await wait_all(api, [p.adb_serial for p in hot + hung], leave=False, timeout=300)
+                healed, rungs = await healing(api, dsn, hung)
+                print(f"\n-- healing: {n} hung phones left to the agent's recovery ladder (its defaults: "
+                      f"{settings.recovery_grace_sec:g} s grace, then reconnect, usb_reset, reboot)", flush=True)
+                line("hung -> back in distribution", healed)
+                for rung, took in sorted(rungs.items()):
+                    line(f"  rung {rung}", took)
                 if args.soak_sec:
                     clear = await wait_all(api, [p.adb_serial for p in phones[:2 * n]], leave=False, timeout=300)
                     print(f"(hot and hung phones back in distribution: {len(clear)} of {2 * n})")

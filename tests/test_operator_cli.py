@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 
 from phonefleet.cli import app
 from phonefleet.client import ApiError, PhonefleetClient, ServerUnreachable
+from phonefleet.protocol.health import DeviceDetail, DeviceEventList
 from phonefleet.protocol.models import (
     Agent,
     AssignmentList,
@@ -458,3 +459,46 @@ async def test_cli_stops_and_starts_the_scheduler(cli: Cli) -> None:
     assert not stopped.running
     assert "stopped" in ok(await cli("scheduler", "status"))
     assert SchedulerStatus.model_validate_json(ok(await cli("--json", "scheduler", "start"))).running
+
+
+# ---------------------------------------------------------------------- fleet health from the terminal
+
+
+async def test_cli_quarantines_shows_releases_and_recovers_a_phone(server: RunningServer, cli: Cli,
+                                                                   client: PhonefleetClient) -> None:
+    agent = await server.sim_agent("rack-cli", 2)
+    (phone, other) = sorted(await client.list_devices(), key=lambda d: d.serial)
+    out = ok(await cli("devices", "quarantine", str(phone.id), "--reason", "cracked screen"))
+    assert out.strip() == f"device {phone.id} {phone.serial}: quarantined (cracked screen)"
+    listed = ok(await cli("devices", "list"))
+    assert "WHY" in listed and "cracked screen" in listed
+
+    shown = ok(await cli("devices", "show", str(phone.id)))
+    assert "quarantined: cracked screen" in shown and "by env" in shown
+    assert "thresholds" in shown and "battery >= 15%" in shown and "runs" in shown
+    detail = DeviceDetail.model_validate_json(ok(await cli("--json", "devices", "show", str(phone.id))))
+    assert (detail.state, detail.quarantine_reason) == ("quarantined", "cracked screen")
+
+    health = ok(await cli("fleet", "health"))
+    assert "1 idle, 1 quarantined" in health
+    assert phone.serial in health and "cracked screen" in health and other.serial not in health
+
+    ok(await cli("devices", "release", str(phone.id)))
+    events = ok(await cli("devices", "events", str(phone.id)))
+    lines = events.splitlines()
+    assert lines[0].split() == ["ID", "WHEN", "EVENT", "BY", "REASON", "DATA"]
+    assert "released" in lines[1] and "quarantined" in lines[2] and "cracked screen" in lines[2]
+    page = DeviceEventList.model_validate_json(ok(await cli("--json", "devices", "events", str(phone.id),
+                                                            "--limit", "1")))
+    assert [e.kind for e in page.items] == ["released"] and page.next_before == page.items[0].id
+
+    out = ok(await cli("devices", "recover", str(phone.id), "--rung", "reboot"))
+    assert out.strip() == (f"device {phone.id} {phone.serial}: reboot sent to its agent; follow it with: "
+                           f"phonefleet devices events {phone.id}")
+    await agent.wait_for(lambda: bool(agent.events("device:recover")))
+    bad = await cli("devices", "recover", str(phone.id), "--rung", "kick")
+    assert bad.exit_code == 2 and "kick" in bad.stderr
+    policy = ok(await cli("fleet", "policy"))
+    assert "quarantine.consecutive_failures  3" in policy and "changed                          never" in policy
+    missing = await cli("devices", "show", "999999")
+    assert missing.exit_code == 1 and "device 999999 not found" in missing.stderr
