@@ -241,7 +241,7 @@ async def measure(root: str, args: argparse.Namespace) -> None:
             back = await wait_all(api, [p.adb_serial for p in phones], leave=False, timeout=300)
             print(f"agent: {len(back)}/{len(phones)} phones idle on the server "
                   f"{max(back.values()) - t_start:.1f} s after start; probe every {settings.probe_sec:g} s, "
-                  f"probe timeout {settings.probe_timeout_sec:g} s", flush=True)
+                  f"cut after {settings.probe_timeout_sec:g} s or its threshold if sooner", flush=True)
             try:
                 random.shuffle(phones)
                 n = args.each
