@@ -306,6 +306,17 @@ async def running_server(dsn: str, *, breakdown: bool = False, what_if: frozense
 # ---------------------------------------------------------------------- waiting
 
 
+async def agent_token(dsn: str, name: str) -> str:
+    """Register an agent (as ``phonefleet-server agents add`` does) and return its token."""
+    from phonefleet.server.tokens import add_agent
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return (await add_agent(conn, name))[1]
+    finally:
+        await conn.close()
+
+
 async def wait_until(check: Callable[[], Awaitable[bool]], *, timeout: float, interval: float = 0.002,
                      what: str = "condition") -> float:
     """Re-check until true; returns the perf_counter time it was first seen true."""

@@ -36,6 +36,7 @@ from bench.harness import (
     ADMIN,
     LOOPBACK,
     Summary,
+    agent_token,
     postgres_root,
     print_header,
     run,
@@ -50,16 +51,6 @@ from phonefleet.virtual import LocalAdbServer, VirtualPhone
 MODULE = "bench.health"
 GOAL_LEAVE_SEC = 20.0
 AVAILABLE = ("idle", "busy")
-
-
-async def add_agent(dsn: str, name: str) -> str:
-    from phonefleet.server.tokens import add_agent as register
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        return (await register(conn, name))[1]
-    finally:
-        await conn.close()
 
 
 class Api:
@@ -230,7 +221,7 @@ async def measure(root: str, args: argparse.Namespace) -> None:
         adb_port = int(s.getsockname()[1])
     async with scratch_database(root) as dsn, running_server(dsn) as server, LocalAdbServer(adb_port):
         with tempfile.TemporaryDirectory(prefix="pfbench-health-") as tmp:
-            settings = AgentSettings(server=server.url, token=await add_agent(dsn, "bench-health"),
+            settings = AgentSettings(server=server.url, token=await agent_token(dsn, "bench-health"),
                                      state_dir=Path(tmp), virtual=args.phones, adb_port=adb_port)
             agent = Agent(settings)
             api = Api(server.url)

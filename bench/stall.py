@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import asyncpg
-
 from bench.harness import (
     ADMIN,
     LOOPBACK,
     Summary,
+    agent_token,
     postgres_root,
     print_header,
     run,
@@ -75,16 +74,6 @@ class ModeClock:
                 await asyncio.wait_for(self._changed.wait(), left)
 
 
-async def add_agent(dsn: str, name: str) -> str:
-    from phonefleet.server.tokens import add_agent as register
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        return (await register(conn, name))[1]
-    finally:
-        await conn.close()
-
-
 async def agent_online(server_url: str, name: str) -> bool:
     async with session() as http, http.get(f"{server_url}/api/agents",
                                            headers={"Authorization": f"Bearer {ADMIN}"}) as r:
@@ -100,7 +89,7 @@ async def stalls(server_url: str, dsn: str, adb_port: int, state_dir: Path, *, r
     await proxy.start()
     name = f"bench-stall-{label}"
     overrides: dict[str, Any] = {} if watch else {"stall_probe_sec": 60.0, "stall_sec": 300.0}
-    agent = Agent(AgentSettings(server=proxy.url, token=await add_agent(dsn, name), state_dir=state_dir / label,
+    agent = Agent(AgentSettings(server=proxy.url, token=await agent_token(dsn, name), state_dir=state_dir / label,
                                 virtual=2, adb_port=adb_port, probe_sec=30, **overrides))
     clock = ModeClock(agent)
     took: list[float] = []
