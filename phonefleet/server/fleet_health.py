@@ -257,7 +257,7 @@ class FleetHealth:
             return []
         async with self.pool.acquire() as conn:
             policy = (await self.policy(conn)).quarantine
-            depth = 4 * max(policy.consecutive_failures, policy.outlier_failures) + 10
+            depth = 2 * max(policy.consecutive_failures, policy.outlier_failures) + 2  # room for skipped ones
             runs = await quarantine_store.recent_runs(conn, ids, limit=depth, since_release=True)
         found = []
         for device_id, recent in runs.items():
@@ -271,11 +271,6 @@ class FleetHealth:
                 found.append((device_id, f"{len(outliers)} failures in a row of jobs that succeed on other phones "
                                          f"({codes})"))
         return await self.quarantine_many(found, by=POLICY) if found else []
-
-    async def recheck_recent_failures(self, limit: int, within_sec: float = 120.0) -> list[int]:
-        async with self.pool.acquire() as conn:
-            ids = await quarantine_store.recently_failed(conn, within_sec, limit)
-        return await self.check_failures(ids)
 
     async def check_flapping(self, device_ids: Iterable[int]) -> list[int]:
         """Phones that disconnected ``flap_disconnects`` times within ``flap_window_sec``: quarantined."""

@@ -100,19 +100,6 @@ async def due_selftest(conn: Conn, *, cooldown_sec: float, every_sec: float, lim
     )
 
 
-async def recently_failed(conn: Conn, within_sec: float, limit: int) -> list[int]:
-    """Phones not quarantined with a failure in the last ``within_sec`` seconds (its job's outcomes on the other
-    phones may have come in since: a streak is judged again)."""
-    rows = await conn.fetch(
-        """SELECT DISTINCT a.device_id FROM assignments a JOIN devices d ON d.id = a.device_id
-           WHERE a.finished_at > now() - make_interval(secs => $1) AND a.status IN ('failed', 'timed_out')
-             AND d.quarantined_at IS NULL
-           LIMIT $2""",
-        within_sec, limit,
-    )
-    return [r["device_id"] for r in rows]
-
-
 # ----------------------------------------------------------------------------------------------- blame
 
 
