@@ -374,8 +374,19 @@ async def test_no_work_starts_on_a_phone_while_a_rung_holds_it(server: RunningSe
     agent.on_recover(DeviceRecover(serial=phone.adb_serial, rung=RecoveryRung.reboot, by="alice"))
     worker = agent.workers[phone.adb_serial]
     assert worker.recovering == "alice"
-    worker.offer(ev.AssignmentOrder(  # as if the server had sent it before it heard of the rung
-        assignment_id=987_654, job_id=987_654, device_id=device["id"], serial=phone.adb_serial, title="held",
+    # As if the server had sent a run before it heard of the rung. The run is a real row, so a full list of
+    # orders (a reconnect on a loaded machine) keeps it rather than dropping an assignment the server never made.
+    async with server.services.pool.acquire() as conn:
+        job_id, assignment_id = await conn.fetchrow(
+            """WITH j AS (INSERT INTO jobs (title, plan, target_type, target_value, target_count, status, timeout_sec,
+                                        max_retries, activated_at, assigned_count)
+                          VALUES ('held', '[{"type": "tap", "x": 1, "y": 2}]', 'device_count', 1, 1, 'active', 30,
+                                  0, now(), 1) RETURNING id)
+               INSERT INTO assignments (job_id, device_id, agent_id, status, attempt)
+               SELECT j.id, d.id, d.agent_id, 'delivered', 1 FROM j, devices d WHERE d.id = $1
+               RETURNING job_id, id""", device["id"])
+    worker.offer(ev.AssignmentOrder(
+        assignment_id=assignment_id, job_id=job_id, device_id=device["id"], serial=phone.adb_serial, title="held",
         plan=[TapStep(x=1, y=2)], priority=0, timeout_sec=30, attempt=1, status=AssignmentStatus.delivered))
     (rung,) = await rungs_ended(agent, lambda h: len(h) == 1)
     assert rung.outcome == "healed" and rung.took_sec > 2.0

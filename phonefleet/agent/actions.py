@@ -14,6 +14,7 @@ import shlex
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,6 +69,20 @@ class StepContext:
     cancelled: Callable[[], bool] = lambda: False
     artifacts: list[dict[str, Any]] = field(default_factory=list)
     fetch: Callable[[str, Path], Awaitable[None]] | None = None
+    step_index: int | None = None
+    """The plan step running now (set by the runner); None before the first and after the last."""
+
+    def add_artifact(self, name: str, data: bytes, kind: str) -> dict[str, Any]:
+        """Keep a file of this run: written under ``artifacts_dir`` and described by what proves it arrived
+        intact (its size and sha256, taken here, where the bytes were made), its step and when it was taken.
+        The runner queues each one through the outbox when the run ends."""
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        path = self.artifacts_dir / name
+        path.write_bytes(data)
+        artifact = {"kind": kind, "file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                    "step_index": self.step_index, "taken_at": datetime.now(UTC).isoformat()}
+        self.artifacts.append(artifact)
+        return artifact
 
 
 StepResult = dict[str, Any] | None
@@ -220,12 +235,7 @@ async def screenshot_step(ctx: StepContext, step: ScreenshotStep) -> dict[str, A
     png = await ctx.phone.shell_bytes("screencap -p", timeout=30)
     if not png.startswith(b"\x89PNG"):
         raise StepError("screencap did not return a PNG", code="screenshot_failed")
-    ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
-    path = ctx.artifacts_dir / f"{ctx.assignment_id}-{len(ctx.artifacts) + 1}.png"
-    path.write_bytes(png)
-    artifact = {"kind": "screenshot", "file": path.name, "bytes": len(png)}
-    ctx.artifacts.append(artifact)
-    return artifact
+    return ctx.add_artifact(f"{ctx.assignment_id}-{len(ctx.artifacts) + 1}.png", png, "screenshot")
 
 
 async def shell_step(ctx: StepContext, step: ShellStep) -> dict[str, Any]:

@@ -227,6 +227,7 @@ class PhoneWorker:
                 raise StepError("phone disconnected", code=ErrorCode.device_lost)
             bound = self.registry.bind(step)
             await self.journal.step_started(order, index, step.type, started)  # a crash from now on is known
+            ctx.step_index = index
             results.append(await bound(ctx))
             label = step.type if isinstance(step, UnknownStep) else step.name or step.type
             self.report(ev.ASSIGNMENT_PROGRESS, ev.AssignmentProgress(items=[ev.ProgressItem(
