@@ -377,7 +377,7 @@ async def test_no_work_starts_on_a_phone_while_a_rung_holds_it(server: RunningSe
     # As if the server had sent a run before it heard of the rung. The run is a real row, so a full list of
     # orders (a reconnect on a loaded machine) keeps it rather than dropping an assignment the server never made.
     async with server.services.pool.acquire() as conn:
-        job_id, assignment_id = await conn.fetchrow(
+        made = await conn.fetchrow(
             """WITH j AS (INSERT INTO jobs (title, plan, target_type, target_value, target_count, status, timeout_sec,
                                         max_retries, activated_at, assigned_count)
                           VALUES ('held', '[{"type": "tap", "x": 1, "y": 2}]', 'device_count', 1, 1, 'active', 30,
@@ -385,6 +385,8 @@ async def test_no_work_starts_on_a_phone_while_a_rung_holds_it(server: RunningSe
                INSERT INTO assignments (job_id, device_id, agent_id, status, attempt)
                SELECT j.id, d.id, d.agent_id, 'delivered', 1 FROM j, devices d WHERE d.id = $1
                RETURNING job_id, id""", device["id"])
+    assert made is not None
+    job_id, assignment_id = made
     worker.offer(ev.AssignmentOrder(
         assignment_id=assignment_id, job_id=job_id, device_id=device["id"], serial=phone.adb_serial, title="held",
         plan=[TapStep(x=1, y=2)], priority=0, timeout_sec=30, attempt=1, status=AssignmentStatus.delivered))
