@@ -102,6 +102,12 @@ export class Api {
   artifacts = (assignmentId: number) =>
     this.request<{ name: string; bytes: number }[]>("GET", `/api/assignments/${assignmentId}/artifacts`);
 
+  /** A current picture of a phone's screen, at most `maxWidth` pixels wide, as an object URL (revoke it). */
+  async screenThumb(deviceId: number, maxWidth: number): Promise<string> {
+    const res = await this.raw("GET", `/api/devices/${deviceId}/screen?max_width=${maxWidth}`);
+    return URL.createObjectURL(await res.blob());
+  }
+
   /** An artifact's bytes (the route needs the token, so no plain <img src>): show it via an object URL. */
   async artifactUrl(assignmentId: number, name: string): Promise<string> {
     const res = await this.raw("GET", `/api/assignments/${assignmentId}/artifacts/${encodeURIComponent(name)}`);

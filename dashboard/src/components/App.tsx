@@ -4,6 +4,7 @@ import { useHash, useStore } from "../hooks";
 import { Live } from "../live";
 import { Store } from "../store";
 import { parsePhoneFilter } from "../fleetHealth";
+import { FleetGrid } from "./FleetGrid";
 import { JobDetail } from "./JobDetail";
 import { JobsPage } from "./JobsPage";
 import { PhoneDetail } from "./PhoneDetail";
@@ -67,6 +68,7 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
   const detail = /^#\/jobs\/(\d+)/.exec(hash);
   const phone = /^#\/phones\/(\d+)/.exec(hash);
   const page = detail ? "detail" : phone ? "phone" : hash.startsWith("#/phones") ? "phones"
+    : hash.startsWith("#/grid") ? "grid"
     : hash.startsWith("#/schedules") ? "schedules" : "jobs";
   const show = parsePhoneFilter(new URLSearchParams(hash.split("?")[1] ?? "").get("show"));
 
@@ -77,6 +79,7 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
         <nav aria-label="Pages">
           <a href="#/jobs" aria-current={page === "jobs" || page === "detail" ? "page" : undefined}>Jobs</a>
           <a href="#/phones" aria-current={page === "phones" || page === "phone" ? "page" : undefined}>Phones</a>
+          <a href="#/grid" aria-current={page === "grid" ? "page" : undefined}>Grid</a>
           <a href="#/schedules" aria-current={page === "schedules" ? "page" : undefined}>Schedules</a>
         </nav>
         <SchedulerControl api={api} store={store} />
@@ -97,6 +100,7 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
         {page === "jobs" && <JobsPage api={api} store={store} />}
         {page === "phones" && <PhonesPage key={show} api={api} store={store} initialFilter={show} />}
         {page === "phone" && phone && <PhoneDetail key={phone[1]} api={api} store={store} deviceId={Number(phone[1])} />}
+        {page === "grid" && <FleetGrid api={api} store={store} />}
         {page === "schedules" && (
           <SchedulesPage api={api} store={store} onChanged={() => void live.refreshScheduler()} />
         )}
