@@ -79,7 +79,7 @@ class LogcatSpan:
     async def mark_start(self) -> None:
         """One round trip: the phone's clock now (toybox ``date``; ``%N`` where it knows it)."""
         try:
-            _code, output = await self.phone.shell("date +%s.%N", timeout=10)
+            _code, output = await self.phone.shell("date +%s.%N", timeout=5)
         except Exception as exc:  # a phone that will not tell the time: the run goes on without its logcat
             log.warning("could not read the phone's clock", extra={"error": f"{type(exc).__name__}: {exc}"})
             return
@@ -95,7 +95,7 @@ class LogcatSpan:
         if self.since is None:
             return []
         try:
-            raw = await self.phone.shell_bytes(f"logcat -d -v threadtime -T '{self.since}'", timeout=30)
+            raw = await self.phone.shell_bytes(f"logcat -d -v threadtime -T '{self.since}'", timeout=15)
         except Exception as exc:
             log.warning("logcat capture failed", extra={"error": f"{type(exc).__name__}: {exc}",
                                                         "assignment_id": ctx.assignment_id})
