@@ -4,6 +4,7 @@ import type {
   FleetPolicy, Job, JobBatchResult, JobCreate, JobList, JobPatch, RecoverAccepted, RecoveryRung, RequeueResult,
   RequeueScope, Schedule, ScheduleCreate, ScheduleList, SchedulePatch, SchedulerStatus, Stats,
 } from "./types";
+import type { LogcatAnswer, StepTimeline } from "./generated/protocol";
 
 export class ApiError extends Error {
   constructor(
@@ -101,6 +102,11 @@ export class Api {
   runSchedule = (id: number) => this.request<Job>("POST", `/api/schedules/${id}/run`);
   artifacts = (assignmentId: number) =>
     this.request<{ name: string; bytes: number }[]>("GET", `/api/assignments/${assignmentId}/artifacts`);
+
+  steps = (assignmentId: number) => this.request<StepTimeline>("GET", `/api/assignments/${assignmentId}/steps`);
+  /** ``query`` as ``runEvidence.logcatQuery`` makes it. */
+  logcat = (assignmentId: number, query: string) =>
+    this.request<LogcatAnswer>("GET", `/api/assignments/${assignmentId}/logcat${query}`);
 
   /** An artifact's bytes (the route needs the token, so no plain <img src>): show it via an object URL. */
   async artifactUrl(assignmentId: number, name: string): Promise<string> {
