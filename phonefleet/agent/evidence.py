@@ -28,6 +28,19 @@ from phonefleet.protocol.timeline import (
 
 log = logging.getLogger(__name__)
 
+RUN_OUTPUT_BUDGET = 64 * 1024
+"""The output tails of one run's steps together keep at most this many characters: the last steps (the one
+that failed among them) keep theirs whole, earlier ones give way, so a result stays small enough to travel
+in a batch (``link.batch`` weighs them)."""
+
+
+def evidence_weight(item: dict[str, object]) -> int:
+    """About how many bytes a finished report's evidence adds to a message (for ``link.batch``)."""
+    steps = item.get("steps")
+    if not isinstance(steps, list) or not steps:
+        return 0
+    return sum(len(s.get("output_tail") or "") + len(s.get("error") or "") + 200 for s in steps if isinstance(s, dict))
+
 
 @dataclass
 class _Open:
@@ -40,9 +53,23 @@ class _Open:
 class StepLog:
     """The steps of one run, in the order they ran."""
 
-    def __init__(self) -> None:
-        self.records: list[StepRecord] = []
+    def __init__(self, budget: int = RUN_OUTPUT_BUDGET) -> None:
+        self._records: list[StepRecord] = []
         self._open: _Open | None = None
+        self.budget = budget
+
+    @property
+    def records(self) -> list[StepRecord]:
+        """The steps, their output tails within the run's budget (the newest first served)."""
+        left = self.budget
+        kept: list[StepRecord] = []
+        for record in reversed(self._records):
+            tail = record.output_tail or ""
+            fitted = record if len(tail) <= left else record.model_copy(
+                update={"output_tail": tail[len(tail) - left:] or None})
+            left -= len(fitted.output_tail or "")
+            kept.append(fitted)
+        return kept[::-1]
 
     def begin(self, index: int, step: Step | UnknownStep) -> None:
         name = None if isinstance(step, UnknownStep) else step.name
@@ -59,7 +86,7 @@ class StepLog:
         tail = ctx.output_tail
         if isinstance(exc, StepError) and exc.exit_code is not None:
             exit_code, tail = exc.exit_code, exc.output or tail
-        self.records.append(StepRecord(
+        self._records.append(StepRecord(
             step_index=opened.index, type=opened.type, name=opened.name, started_at=opened.started_at,
             finished_at=datetime.now(UTC), outcome=outcome, exit_code=exit_code,
             output_tail=tail[-OUTPUT_TAIL_CHARS:] or None, error=error[:10_000] if error else None))
