@@ -3,6 +3,7 @@
 clock, filtered on the server by level, tag and text) and the crashes flagged from it."""
 
 import gzip
+import time
 from typing import Any
 
 from phonefleet.agent.agent import Agent
@@ -48,6 +49,16 @@ async def test_a_failed_run_records_each_step_its_failing_step_its_logcat_and_it
     agent = await agent_factory("pc", virtual=1)
     state = _phone(agent).state
     state.clock_offset_sec = -7200.0  # the phone's clock is two hours behind this host's: -T must use the phone's
+    assert agent.tracker is not None
+    (serial,) = agent.tracker.phones
+
+    async def clock_known() -> bool:  # the health probe reads the phone's clock: a run's start costs no round trip
+        now = agent.tracker.phone_clock(serial) if agent.tracker else None
+        return now is not None and abs(now - (time.time() - 7200)) < 2
+
+    await eventually(clock_known, timeout=10)
+    await state.actions.wait_for(lambda r: r.argv[:1] == ("date",), since=len(state.actions))  # a probe read it
+    mark = len(state.actions)
     state.crashing_packages.add("com.android.settings")
     state.logd("I", "Earlier", "before-the-run", pid=99)  # not in the run's span
     plan = [
@@ -60,6 +71,11 @@ async def test_a_failed_run_records_each_step_its_failing_step_its_logcat_and_it
     job = await server.ok("POST", "/api/jobs", open_url_job(plan=plan, max_retries=0))
     row = await _ended(server, job["id"])
     assert row["status"] == "failed"
+    ran = state.actions.records[mark:]
+    dates = sum(r.argv[:1] == ("date",) for r in ran)
+    probes = sum(r.argv == ("echo", ":pf:clock") for r in ran)
+    assert dates <= probes, [r.command for r in ran]  # only the probes read the clock: the run asked nothing
+    assert any(r.command.startswith("logcat -d -v threadtime -T") for r in ran)
     assert [c["process"] for c in row["crashes"]] == ["com.android.settings"]
     assert "FATAL EXCEPTION" in row["crashes"][0]["line"]
 

@@ -9,6 +9,7 @@ starts and, at its end, captures ``logcat -d -v threadtime -T <start>``: bounded
 import gzip
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -98,13 +99,19 @@ EPOCH = re.compile(r"^\s*(\d{6,12})(?:\.(\d+))?")
 class LogcatSpan:
     """The phone's logcat from the start of a run to its end."""
 
-    def __init__(self, phone: Shell) -> None:
+    def __init__(self, phone: Shell, clock: Callable[[], float | None] = lambda: None) -> None:
         self.phone = phone
+        self.clock = clock
         self.since: str | None = None
         """The run's start by the phone's clock, as ``logcat -T`` takes it (epoch ``seconds.millis``)."""
 
     async def mark_start(self) -> None:
-        """One round trip: the phone's clock now (toybox ``date``; ``%N`` where it knows it)."""
+        """The phone's clock now: from its health probes' reading of it (no round trip), else asked (toybox
+        ``date``; ``%N`` where it knows it)."""
+        known = self.clock()
+        if known is not None:
+            self.since = f"{known:.3f}"
+            return
         try:
             _code, output = await self.phone.shell("date +%s.%N", timeout=5)
         except Exception as exc:  # a phone that will not tell the time: the run goes on without its logcat

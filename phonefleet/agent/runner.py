@@ -55,7 +55,8 @@ class _Ending:
 
 class PhoneWorker:
     def __init__(self, serial: str, phone: Shell, registry: Registry, report: Report, artifacts_dir: Path,
-                 *, journal: RunJournal, notify: Callable[[], None], fetch: Fetch | None = None) -> None:
+                 *, journal: RunJournal, notify: Callable[[], None], fetch: Fetch | None = None,
+                 clock: Callable[[], float | None] = lambda: None) -> None:
         self.serial = serial
         self.phone = phone
         self.registry = registry
@@ -66,6 +67,8 @@ class PhoneWorker:
         """Assignments to run again from their first step, with the step a crash interrupted (set by the agent)."""
         self.artifacts_dir = artifacts_dir
         self.fetch = fetch
+        self.clock = clock
+        """The phone's clock as the health probes know it (a run's logcat span starts by it)."""
         self.paused = False
         self.paused_jobs: set[int] = set()
         self.online = True
@@ -182,7 +185,7 @@ class PhoneWorker:
                           allow_shell=order.allow_shell, cancelled=lambda: self._cancel_current, fetch=self.fetch)
         ending = _Ending()
         steps = StepLog()
-        logcat = LogcatSpan(self.phone)
+        logcat = LogcatSpan(self.phone, self.clock)
         t0 = time.monotonic()
         self._current_task = asyncio.current_task()
         try:
