@@ -100,13 +100,12 @@ export class Api {
   patchSchedule = (id: number, body: SchedulePatch) => this.request<Schedule>("PATCH", `/api/schedules/${id}`, body);
   deleteSchedule = (id: number) => this.request<void>("DELETE", `/api/schedules/${id}`);
   runSchedule = (id: number) => this.request<Job>("POST", `/api/schedules/${id}/run`);
-  artifacts = (assignmentId: number) =>
-    this.request<{ name: string; bytes: number }[]>("GET", `/api/assignments/${assignmentId}/artifacts`);
-
   steps = (assignmentId: number) => this.request<StepTimeline>("GET", `/api/assignments/${assignmentId}/steps`);
   /** ``query`` as ``runEvidence.logcatQuery`` makes it. */
   logcat = (assignmentId: number, query: string) =>
     this.request<LogcatAnswer>("GET", `/api/assignments/${assignmentId}/logcat${query}`);
+  artifacts = (assignmentId: number) =>
+    this.request<{ name: string; bytes: number }[]>("GET", `/api/assignments/${assignmentId}/artifacts`);
 
   /** An artifact's bytes (the route needs the token, so no plain <img src>): show it via an object URL. */
   async artifactUrl(assignmentId: number, name: string): Promise<string> {
