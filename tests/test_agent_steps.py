@@ -98,9 +98,9 @@ async def test_each_step_reaches_the_phone_as_the_right_adb_command(
     assert positions == sorted(positions), "steps run in plan order"
     assert row["result"]["artifacts"][0]["kind"] == "screenshot"
 
-    async def uploaded() -> list[dict[str, Any]]:
+    async def uploaded() -> list[dict[str, Any]]:  # the screenshot and the run's logcat
         listing: list[dict[str, Any]] = await server.ok("GET", f"/api/assignments/{row['id']}/artifacts")
-        return listing
+        return [a for a in listing if a["name"].endswith(".png")]
 
     (artifact,) = await eventually(uploaded, timeout=10)
     async with server.session.get(f"{server.url}/api/assignments/{row['id']}/artifacts/{artifact['name']}",

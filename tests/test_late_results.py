@@ -185,3 +185,18 @@ async def test_a_server_detected_timeout_is_not_overturned(server: RunningServer
     ack = await agent.finish([aid])
     assert ack["data"]["recorded"] == []
     assert (await rows(server, job["id"]))[aid]["status"] == "timed_out"
+
+
+async def test_a_late_result_brings_its_step_timeline_and_crashes(server: RunningServer) -> None:
+    doomed, job, aid = await lose_a_running_run(server)
+    assert (await server.ok("GET", f"/api/assignments/{aid}/steps"))["steps"][0]["outcome"] == "not_run"
+    steps = [{"step_index": 0, "type": "open_url", "outcome": "completed", "exit_code": 0, "output_tail": "ok\n",
+              "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z"}]
+    crashes = [{"process": "com.example", "line": "E AndroidRuntime: FATAL EXCEPTION: main"}]
+    await late(doomed, aid, outcome="completed", steps=steps, crashes=crashes)
+    timeline = await server.ok("GET", f"/api/assignments/{aid}/steps")
+    assert [(s["outcome"], s["exit_code"], s["output_tail"]) for s in timeline["steps"]] == [("completed", 0, "ok\n")]
+    assert timeline["crashes"] == crashes and (await rows(server, job["id"]))[aid]["crashes"] == crashes
+    ack = await doomed.finish([aid], outcome="failed", steps=[{**steps[0], "outcome": "failed"}])
+    assert ack["data"]["recorded"] == []  # a replay of an ended run changes nothing, its evidence neither
+    assert (await server.ok("GET", f"/api/assignments/{aid}/steps"))["steps"][0]["outcome"] == "completed"

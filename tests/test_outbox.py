@@ -92,3 +92,37 @@ async def test_a_runs_journal_entry_leaves_with_its_result_and_survives_a_crash_
                                   (3, 0, "open_url", 2, OnInterrupt.rerun, started)]
     assert [i.data["results"][0]["assignment_id"] for i in again.peek()] == [1]
     again.close()
+
+
+def test_results_with_long_step_output_travel_in_batches_of_bounded_size(tmp_path: Path) -> None:
+    """A result's steps carry their output tails: a batch weighs them, so a message stays far below the server's
+    1 MiB body limit (polling) and its socket buffer, however much the runs printed."""
+    from phonefleet.agent.evidence import evidence_weight
+    from phonefleet.agent.link import BATCH_EVIDENCE_BYTES
+
+    box = Outbox(tmp_path / "o.sqlite3")
+    steps = [{"step_index": i, "type": "shell", "outcome": "completed", "output_tail": "x" * 8192} for i in range(8)]
+    for i in range(20):  # 20 results of 64 KiB of output each
+        box.put(ev.ASSIGNMENT_FINISHED, {"results": [{"assignment_id": i, "outcome": "completed", "steps": steps}]})
+    groups = batch(box.peek())
+    assert len(groups) > 1 and sum(len(g[1]["results"]) for g in groups) == 20
+    assert all(sum(evidence_weight(r) for r in g[1]["results"]) <= BATCH_EVIDENCE_BYTES for g in groups)
+    assert sorted(i for g in groups for i in g[2]) == [item.id for item in box.peek()]
+    box.close()
+
+
+def test_a_runs_step_output_is_kept_within_its_budget_newest_steps_first() -> None:
+    from phonefleet.agent.actions import StepContext
+    from phonefleet.agent.evidence import StepLog
+    from phonefleet.protocol.plan import TapStep
+
+    ctx = StepContext(serial="s", phone=None, assignment_id=1, artifacts_dir=Path("/nonexistent"))  # type: ignore[arg-type]
+    log = StepLog(budget=10_000)
+    for index in range(3):
+        log.begin(index, TapStep(type="tap", x=1, y=2))
+        ctx.begin_step(index)
+        ctx.exit_code, ctx.output_tail = 0, str(index) * 6000
+        log.end(ctx)
+    tails = [r.output_tail for r in log.records]
+    assert tails == [None, "1" * 4000, "2" * 6000]
+    assert [r.exit_code for r in log.records] == [0, 0, 0]

@@ -11,8 +11,10 @@ import io
 import re
 import shlex
 import threading
+import time
 import zipfile
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +22,7 @@ import adbutils
 import pytest
 from PIL import Image
 
+from phonefleet.protocol.timeline import find_crashes, parse_line
 from phonefleet.virtual import PHONE_MODELS, LocalAdbServer, PhoneState, VirtualFleet, VirtualPhone, VirtualShell
 from phonefleet.virtual.commandio import BufferSink, BytesStdin, CommandIO
 from tests.conftest import eventually, free_port
@@ -289,3 +292,42 @@ async def test_fake_shell_keeps_quoted_text_whole_and_opens_a_url_in_the_named_b
     assert state.current_url == "https://example.com/?a=1&b=2" and state.foreground_package == "com.android.chrome"
     assert (await _sh("am start -a android.intent.action.VIEW -d https://example.com/ com.nope.browser", state))[0] \
         == 255
+
+
+async def test_fake_logcat_prints_what_the_phone_did_by_its_own_clock() -> None:
+    state = VirtualPhone().state
+    state.clock_offset_sec = 3600.0  # the phone's clock runs an hour ahead of this host's
+    status, out, _ = await _sh("date +%s.%N", state)
+    phone_now = float(out)
+    assert status == 0 and abs(phone_now - (time.time() + 3600)) < 5
+    assert (await _sh("am start -n com.android.settings/.Settings", state))[0] == 0
+    status, out, _ = await _sh("logcat -d -v threadtime", state)
+    lines = [parse_line(line) for line in out.splitlines()]
+    parsed = [line for line in lines if line is not None]
+    assert status == 0 and out.startswith("--------- beginning of main")
+    assert any(p.tag == "ActivityManager" and "com.android.settings" in p.message for p in parsed)
+    stamp = datetime.fromtimestamp(phone_now, UTC).strftime("%m-%d %H:%M")
+    assert parsed[0].at.startswith(stamp[:8])  # by the phone's clock (the date and hour)
+    # -T: only what came after; -t N: the last N; -c: cleared
+    since = f"{phone_now + 0.5:.3f}"  # nothing was logged after this
+    assert (await _sh(f"logcat -d -v threadtime -T '{since}'", state))[1] == "--------- beginning of main\n"
+    earlier = datetime.fromtimestamp(phone_now - 60, UTC).strftime("%m-%d %H:%M:%S.000")
+    assert len((await _sh(f"logcat -d -v threadtime -T '{earlier}'", state))[1].splitlines()) == len(out.splitlines())
+    assert len((await _sh("logcat -d -t 2", state))[1].splitlines()) == 3
+    assert (await _sh("logcat -c; logcat -d", state))[1] == "--------- beginning of main\n"
+    assert (await _sh("logcat -v brief", state))[0] == 1
+
+
+async def test_fake_logcat_shows_crashes_and_anrs_of_the_packages_set_to_fail() -> None:
+    state = VirtualPhone().state
+    state.crashing_packages.add("com.android.settings")
+    state.anr_packages.add("com.android.vending")
+    assert (await _sh("monkey -p com.android.settings -c android.intent.category.LAUNCHER 1", state))[0] == 0
+    assert state.foreground_package == "com.google.android.apps.nexuslauncher"  # it crashed: back home
+    assert (await _sh("am start -n com.android.vending/com.android.vending.AssetBrowserActivity", state))[0] == 0
+    out = (await _sh("logcat -d -v threadtime", state))[1]
+    crashes = find_crashes(out.splitlines())
+    assert [c.process for c in crashes] == ["com.android.settings", "com.android.vending"]
+    assert "FATAL EXCEPTION" in crashes[0].line and "ANR in com.android.vending" in crashes[1].line
+    fatal = [p for p in map(parse_line, out.splitlines()) if p is not None and p.level == "E"]
+    assert fatal and fatal[0].tag == "AndroidRuntime"

@@ -37,7 +37,7 @@ def _close_without_sleep(self: Any) -> None:
 Batch = list[tuple[str, dict[str, Any], list[int]]]
 
 
-def grouped_batch(items: list[Any], limit: int = 2000) -> Batch:
+def grouped_batch(items: list[Any], limit: int = 2000, max_bytes: int = 0) -> Batch:
     """``phonefleet.agent.link.batch`` as suggested: between two non-mergeable events, all started items travel
     as one event, then all progress items (only the latest per assignment, and none for an assignment whose
     finished is in the same window), then all finished items. Per assignment the order stays started <

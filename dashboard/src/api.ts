@@ -4,6 +4,7 @@ import type {
   FleetPolicy, Job, JobBatchResult, JobCreate, JobList, JobPatch, RecoverAccepted, RecoveryRung, RequeueResult,
   RequeueScope, Schedule, ScheduleCreate, ScheduleList, SchedulePatch, SchedulerStatus, Stats,
 } from "./types";
+import type { LogcatAnswer, StepTimeline } from "./generated/protocol";
 
 export class ApiError extends Error {
   constructor(
@@ -99,6 +100,10 @@ export class Api {
   patchSchedule = (id: number, body: SchedulePatch) => this.request<Schedule>("PATCH", `/api/schedules/${id}`, body);
   deleteSchedule = (id: number) => this.request<void>("DELETE", `/api/schedules/${id}`);
   runSchedule = (id: number) => this.request<Job>("POST", `/api/schedules/${id}/run`);
+  steps = (assignmentId: number) => this.request<StepTimeline>("GET", `/api/assignments/${assignmentId}/steps`);
+  /** ``query`` as ``runEvidence.logcatQuery`` makes it. */
+  logcat = (assignmentId: number, query: string) =>
+    this.request<LogcatAnswer>("GET", `/api/assignments/${assignmentId}/logcat${query}`);
   artifacts = (assignmentId: number) =>
     this.request<{ name: string; bytes: number }[]>("GET", `/api/assignments/${assignmentId}/artifacts`);
 

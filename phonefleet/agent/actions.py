@@ -38,6 +38,7 @@ from phonefleet.protocol.plan import (
     UnknownStep,
     WaitStep,
 )
+from phonefleet.protocol.timeline import OUTPUT_TAIL_CHARS
 
 ENTRY_POINT_GROUP = "phonefleet.steps"
 
@@ -53,10 +54,14 @@ class Shell(Protocol):
 
 
 class StepError(Exception):
-    def __init__(self, message: str, *, code: str = "step_failed", retryable: bool = True) -> None:
+    def __init__(self, message: str, *, code: str = "step_failed", retryable: bool = True,
+                 exit_code: int | None = None, output: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.retryable = retryable
+        self.exit_code = exit_code
+        """The failing command's exit code and output, when a command's exit failed the step."""
+        self.output = output
 
 
 @dataclass
@@ -71,6 +76,20 @@ class StepContext:
     fetch: Callable[[str, Path], Awaitable[None]] | None = None
     step_index: int | None = None
     """The plan step running now (set by the runner); None before the first and after the last."""
+    exit_code: int | None = None
+    """The exit code of the last command the current step ran (``shell``); None: it ran none yet."""
+    output_tail: str = ""
+    """What the current step's commands printed, its last ``OUTPUT_TAIL_CHARS``."""
+
+    def begin_step(self, index: int) -> None:
+        self.step_index, self.exit_code, self.output_tail = index, None, ""
+
+    async def shell(self, command: str, timeout: float | None = 60) -> tuple[int, str]:
+        """Run a command on the phone, keeping its exit code and the tail of its output for the step timeline."""
+        code, output = await self.phone.shell(command, timeout=timeout)
+        self.exit_code = code
+        self.output_tail = (self.output_tail + output)[-OUTPUT_TAIL_CHARS:]
+        return code, output
 
     def add_artifact(self, name: str, data: bytes, kind: str) -> dict[str, Any]:
         """Keep a file of this run: written under ``artifacts_dir`` and described by what proves it arrived
@@ -138,9 +157,10 @@ class Registry:
 
 
 async def _run(ctx: StepContext, command: str, *, timeout: float | None = 60) -> str:
-    code, output = await ctx.phone.shell(command, timeout=timeout)
+    code, output = await ctx.shell(command, timeout=timeout)
     if code != 0:
-        raise StepError(f"`{command}` exited {code}: {output.strip()[:500]}")
+        raise StepError(f"`{command}` exited {code}: {output.strip()[:500]}", exit_code=code,
+                        output=output[-OUTPUT_TAIL_CHARS:])
     return output
 
 
@@ -210,23 +230,24 @@ async def install_apk_step(ctx: StepContext, step: InstallApkStep) -> dict[str, 
     remote = f"/data/local/tmp/phonefleet-{ctx.assignment_id}.apk"
     await ctx.phone.push(local, remote)
     flags = ("-r " if step.reinstall else "") + ("-g " if step.grant_permissions else "")
-    code, output = await ctx.phone.shell(f"pm install {flags}{remote}", timeout=300)
+    code, output = await ctx.shell(f"pm install {flags}{remote}", timeout=300)
     await ctx.phone.shell(f"rm -f {remote}")
     if code != 0 or "Success" not in output:
         incompatible = any(s in output for s in ("INSTALL_FAILED_NO_MATCHING_ABIS", "INSTALL_FAILED_OLDER_SDK",
                                                  "INSTALL_PARSE_FAILED"))
         raise StepError(f"install failed: {output.strip()[:500]}",
-                        code="apk_incompatible" if incompatible else "install_failed", retryable=not incompatible)
+                        code="apk_incompatible" if incompatible else "install_failed", retryable=not incompatible,
+                        exit_code=code, output=output[-OUTPUT_TAIL_CHARS:])
     return {"installed": name}
 
 
 async def run_tests_step(ctx: StepContext, step: RunTestsStep) -> dict[str, Any]:
     args = "".join(f" -e {shlex.quote(k)} {shlex.quote(v)}" for k, v in step.args.items())
-    code, output = await ctx.phone.shell(f"am instrument -w -r{args} {shlex.quote(step.runner)}",
-                                         timeout=None)
+    code, output = await ctx.shell(f"am instrument -w -r{args} {shlex.quote(step.runner)}", timeout=None)
     failed = code != 0 or "FAILURES!!!" in output or "INSTRUMENTATION_FAILED" in output
     if failed:
-        raise StepError(f"instrumentation failed: {output.strip()[-500:]}", code="tests_failed", retryable=False)
+        raise StepError(f"instrumentation failed: {output.strip()[-500:]}", code="tests_failed", retryable=False,
+                        exit_code=code, output=output[-OUTPUT_TAIL_CHARS:])
     return {"instrumentation": output.strip()[-2000:]}
 
 
@@ -241,7 +262,8 @@ async def screenshot_step(ctx: StepContext, step: ScreenshotStep) -> dict[str, A
 async def shell_step(ctx: StepContext, step: ShellStep) -> dict[str, Any]:
     if not ctx.allow_shell:
         raise StepError("shell steps are not allowed for this job", code="shell_forbidden", retryable=False)
-    code, output = await ctx.phone.shell(step.command, timeout=step.timeout_sec)
+    code, output = await ctx.shell(step.command, timeout=step.timeout_sec)
     if code != 0:
-        raise StepError(f"shell exited {code}: {output.strip()[:500]}")
+        raise StepError(f"shell exited {code}: {output.strip()[:500]}", exit_code=code,
+                        output=output[-OUTPUT_TAIL_CHARS:])
     return {"exit_code": code, "output": output[-4000:]}

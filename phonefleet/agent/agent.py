@@ -226,8 +226,10 @@ class Agent(Handlers):
         worker = self.workers.get(serial)
         if worker is None:
             assert self.tracker is not None
-            worker = PhoneWorker(serial, self.tracker.phone(serial), self.registry, self.report,
-                                 self.artifacts_dir, journal=self.journal, notify=self.link.notify, fetch=self.fetch)
+            tracker = self.tracker
+            worker = PhoneWorker(serial, tracker.phone(serial), self.registry, self.report,
+                                 self.artifacts_dir, journal=self.journal, notify=self.link.notify, fetch=self.fetch,
+                                 clock=lambda: tracker.phone_clock(serial))
             worker.paused_jobs = self.paused_jobs
             worker.refused = serial in self.refused
             self.workers[serial] = worker

@@ -52,6 +52,8 @@ class PhoneState:
     """The epoch a probe is running for, if one is."""
     reported: ev.DeviceReport | None = None
     """What the server last heard of this phone."""
+    clock_offset: float | None = None
+    """How far the phone's clock is ahead of this host's (seconds), as the last probe that read it found."""
 
     @property
     def online(self) -> bool:
@@ -131,6 +133,13 @@ class DeviceTracker:
 
     def phone(self, serial: str) -> AdbPhone:
         return AdbPhone(self.client.device(serial))
+
+    def phone_clock(self, serial: str) -> float | None:
+        """The phone's clock now (epoch seconds) as its probes found it, without asking it; None until known."""
+        phone = self.phones.get(serial)
+        if phone is None or phone.clock_offset is None:
+            return None
+        return time.time() + phone.clock_offset
 
     def watch(self, watcher: Watcher) -> None:
         """Call ``watcher`` with every phone whose adb state changes or whose probe ends, from now on."""
@@ -288,9 +297,12 @@ class DeviceTracker:
                 # keeps a hung phone in distribution longer.
                 limit = min(self.probe_timeout_sec, self.thresholds.max_probe_sec)
                 try:
+                    asked = time.time()
                     async with asyncio.timeout(limit):
                         output = await self.adb.shell(phone.serial, health.PROBE_COMMAND)
                     facts = health.parse_probe(output.decode("utf-8", "replace"))
+                    if facts.phone_time is not None:  # read first, one adb hop after it was asked: a run's
+                        phone.clock_offset = facts.phone_time - asked  # span starts a hop late, never early
                 except TimeoutError:
                     failure = f"probe timed out after {limit:g} s"
                 except (AdbHostError, OSError, health.ProbeOutputError) as exc:

@@ -6,6 +6,7 @@ operator acts on (``battery 52.0 °C above 45.0 °C``); a phone with anything br
 later probe finds it fit again.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from phonefleet.protocol.health import HealthThresholds
 MARK = ":pf:"
 """Starts every section line of the probe's output (no tool on a phone prints it)."""
 SECTIONS: dict[str, str] = {
+    "clock": "date +%s.%N",  # first: read as soon as the probe arrives (``ProbeFacts.phone_time``)
     "boot": "getprop sys.boot_completed",
     "model": "getprop ro.product.model",
     "release": "getprop ro.build.version.release",
@@ -55,6 +57,8 @@ class ProbeFacts:
     screen_on: bool | None = None
     screen_locked: bool | None = None
     data_free_mb: int | None = None
+    phone_time: float | None = None
+    """The phone's clock (epoch seconds) during the probe: a run's logcat span starts by it (``clock_offset``)."""
 
 
 def _sections(output: str) -> dict[str, list[str]]:
@@ -134,7 +138,15 @@ def parse_probe(output: str) -> ProbeFacts:
         boot_completed=None if boot is None else boot == "1", model=text("model") or None,
         android_version=text("release") or None, battery=level, battery_temp_c=temperature, charging=charging,
         screen_on=_screen_on(sections.get("power", [])), screen_locked=_locked(sections.get("keyguard", [])),
-        data_free_mb=_data_free_mb(sections.get("df", [])))
+        data_free_mb=_data_free_mb(sections.get("df", [])), phone_time=_epoch(text("clock")))
+
+
+def _epoch(text: str | None) -> float | None:
+    """``date +%s.%N``: seconds, and the fraction where the phone's date knows ``%N``."""
+    match = re.match(r"(\d{6,12})(?:\.(\d+))?", text or "")
+    if match is None:
+        return None
+    return float(f"{match.group(1)}.{match.group(2) or '0'}")
 
 
 def assess(adb_state: str, facts: ProbeFacts | None, failure: str | None, probe_sec: float | None,

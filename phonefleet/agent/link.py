@@ -27,6 +27,7 @@ import socketio
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from phonefleet.agent.evidence import evidence_weight
 from phonefleet.agent.liveness import LinkTimings, Liveness
 from phonefleet.agent.outbox import ArtifactUpload, Outbox, OutboxItem
 from phonefleet.protocol import events as ev
@@ -41,10 +42,16 @@ ModeWatcher = Callable[[Mode], Awaitable[None]]
 MERGEABLE = {ev.ASSIGNMENT_STARTED: "items", ev.ASSIGNMENT_PROGRESS: "items", ev.ASSIGNMENT_FINISHED: "results"}
 """Consecutive events of these kinds travel as one message (their lists are joined)."""
 UPLOAD_FLOOR_BYTES_PER_SEC = 256 * 1024
+BATCH_EVIDENCE_BYTES = 256 * 1024
+"""A batch of results carries at most about this much step output (``evidence.evidence_weight``), so a
+message stays far below the server's 1 MiB body limit whatever the runs printed."""
+POST_EVIDENCE_BYTES = 512 * 1024
+"""One polling POST carries batches up to about this much step output."""
 """An upload gets ``http_timeout_sec`` plus one second per this many bytes: slow links pass, dead ones do not."""
 
 
-def batch(items: list[OutboxItem], limit: int = 2000) -> list[tuple[str, dict[str, Any], list[int]]]:
+def batch(items: list[OutboxItem], limit: int = 2000,
+          max_bytes: int = BATCH_EVIDENCE_BYTES) -> list[tuple[str, dict[str, Any], list[int]]]:
     """Group outbox items into few events, keeping what order matters.
 
     Between two events that do not merge (a pause, a device update, ...) the window's reports go out
@@ -56,6 +63,7 @@ def batch(items: list[OutboxItem], limit: int = 2000) -> list[tuple[str, dict[st
     """
     out: list[tuple[str, dict[str, Any], list[int]]] = []
     window: dict[str, tuple[list[dict[str, Any]], list[int]]] = {}
+    weight = 0  # of the window's finished reports' evidence
 
     def flush() -> None:
         finished = window.get(ev.ASSIGNMENT_FINISHED)
@@ -76,6 +84,8 @@ def batch(items: list[OutboxItem], limit: int = 2000) -> list[tuple[str, dict[st
                 ids = ids + superseded
             out.append((event, {MERGEABLE[event]: reports}, ids))
         window.clear()
+        nonlocal weight
+        weight = 0
 
     for item in items:
         key = MERGEABLE.get(item.event)
@@ -84,15 +94,29 @@ def batch(items: list[OutboxItem], limit: int = 2000) -> list[tuple[str, dict[st
             out.append((item.event, item.data, [item.id]))
             continue
         entry = window.get(item.event)
-        if entry is not None and len(entry[0]) + len(item.data[key]) > limit:
+        heavy = sum(evidence_weight(r) for r in item.data[key]) if item.event == ev.ASSIGNMENT_FINISHED else 0
+        if entry is not None and (len(entry[0]) + len(item.data[key]) > limit or weight + heavy > max_bytes):
             flush()
             entry = None
+        weight += heavy
         if entry is None:
             entry = window[item.event] = ([], [])
         entry[0].extend(item.data[key])
         entry[1].append(item.id)
     flush()
     return out
+
+
+def _within_post_budget(groups: list[tuple[str, dict[str, Any], list[int]]]
+                        ) -> list[tuple[str, dict[str, Any], list[int]]]:
+    """The first groups whose step output together stays within ``POST_EVIDENCE_BYTES`` (at least one)."""
+    total = 0
+    for n, (event, data, _ids) in enumerate(groups):
+        if event == ev.ASSIGNMENT_FINISHED:
+            total += sum(evidence_weight(r) for r in data["results"])
+        if total > POST_EVIDENCE_BYTES and n > 0:
+            return groups[:n]
+    return groups
 
 
 def _still_cancelled() -> None:
@@ -574,7 +598,7 @@ class ServerLink:
             groups = batch(await self._upload_artifacts(self.outbox.peek()))
             if not groups:
                 break
-            await self._post_events(groups[:50])
+            await self._post_events(_within_post_budget(groups[:50]))
         since = time.monotonic()
         poll = parse(ev.AgentPoll, await self._http("GET", "/api/agent/assignments"), "poll")
         self.polls += 1

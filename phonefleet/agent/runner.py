@@ -19,11 +19,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from phonefleet.agent.actions import Registry, Shell, StepContext, StepError
+from phonefleet.agent.evidence import LogcatSpan, StepLog
 from phonefleet.agent.journal import RunJournal
 from phonefleet.agent.outbox import ArtifactUpload
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.enums import ErrorCode, FinishOutcome
 from phonefleet.protocol.plan import UnknownStep
+from phonefleet.protocol.timeline import StepOutcome
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ class _Ending:
 
 class PhoneWorker:
     def __init__(self, serial: str, phone: Shell, registry: Registry, report: Report, artifacts_dir: Path,
-                 *, journal: RunJournal, notify: Callable[[], None], fetch: Fetch | None = None) -> None:
+                 *, journal: RunJournal, notify: Callable[[], None], fetch: Fetch | None = None,
+                 clock: Callable[[], float | None] = lambda: None) -> None:
         self.serial = serial
         self.phone = phone
         self.registry = registry
@@ -64,6 +67,8 @@ class PhoneWorker:
         """Assignments to run again from their first step, with the step a crash interrupted (set by the agent)."""
         self.artifacts_dir = artifacts_dir
         self.fetch = fetch
+        self.clock = clock
+        """The phone's clock as the health probes know it (a run's logcat span starts by it)."""
         self.paused = False
         self.paused_jobs: set[int] = set()
         self.online = True
@@ -179,33 +184,43 @@ class PhoneWorker:
         ctx = StepContext(serial=self.serial, phone=self.phone, assignment_id=aid, artifacts_dir=self.artifacts_dir,
                           allow_shell=order.allow_shell, cancelled=lambda: self._cancel_current, fetch=self.fetch)
         ending = _Ending()
+        steps = StepLog()
+        logcat = LogcatSpan(self.phone, self.clock)
         t0 = time.monotonic()
         self._current_task = asyncio.current_task()
         try:
-            ending.result = await asyncio.wait_for(self._steps(ctx, order, started), timeout=order.timeout_sec)
+            await logcat.mark_start()
+            ending.result = await asyncio.wait_for(self._steps(ctx, order, started, steps), timeout=order.timeout_sec)
         except TimeoutError:
             ending.failed(FinishOutcome.timed_out, f"timed out after {order.timeout_sec} s", ErrorCode.timeout)
+            steps.end(ctx, StepOutcome.timed_out, ending.error)
         except asyncio.CancelledError:
             if not self._cancel_current:
                 raise
             self._uncancel()
             if self._lost:
                 ending.failed(FinishOutcome.failed, "phone disconnected mid-run", ErrorCode.device_lost)
+                steps.end(ctx, StepOutcome.failed, ending.error)
             else:
                 ending.failed(FinishOutcome.cancelled, "cancelled", ErrorCode.cancelled)
+                steps.end(ctx, StepOutcome.cancelled, ending.error)
         except StepError as exc:
             ending.failed(FinishOutcome.failed, str(exc), exc.code, retryable=exc.retryable)
+            steps.end(ctx, StepOutcome.failed, ending.error, exc)
         except Exception as exc:  # an ADB failure: the phone went away, a command broke
             if self.online:
                 ending.failed(FinishOutcome.failed, f"{type(exc).__name__}: {exc}", ErrorCode.adb_error)
             else:
                 ending.failed(FinishOutcome.failed, f"phone disconnected: {exc}", ErrorCode.device_lost)
+            steps.end(ctx, StepOutcome.failed, ending.error)
         finally:
             self._current_task = None
+        crashes = await logcat.capture(ctx) if self.online and not self._lost else []
         self.journal.finish(ev.FinishedItem(  # the result and the end of the journal entry land together
             assignment_id=aid, outcome=ending.outcome, error=ending.error, error_code=ending.code,
             retryable=ending.retryable, started_at=started, finished_at=datetime.now(UTC),
-            result={**ending.result, "duration_sec": round(time.monotonic() - t0, 3), "artifacts": ctx.artifacts}))
+            result={**ending.result, "duration_sec": round(time.monotonic() - t0, 3), "artifacts": ctx.artifacts},
+            steps=steps.records, crashes=crashes))
         self.notify()
         for artifact in ctx.artifacts:
             self.report(ev.ARTIFACT_UPLOAD, ArtifactUpload(assignment_id=aid, name=artifact["file"]))
@@ -217,7 +232,8 @@ class PhoneWorker:
         if task is not None:
             task.uncancel()
 
-    async def _steps(self, ctx: StepContext, order: ev.AssignmentOrder, started: datetime) -> dict[str, Any]:
+    async def _steps(self, ctx: StepContext, order: ev.AssignmentOrder, started: datetime,
+                     steps: StepLog) -> dict[str, Any]:
         results: list[Any] = []
         count = len(order.plan)
         for index, step in enumerate(order.plan):
@@ -225,10 +241,12 @@ class PhoneWorker:
                 raise asyncio.CancelledError
             if not self.online:
                 raise StepError("phone disconnected", code=ErrorCode.device_lost)
+            ctx.begin_step(index)
+            steps.begin(index, step)
             bound = self.registry.bind(step)
             await self.journal.step_started(order, index, step.type, started)  # a crash from now on is known
-            ctx.step_index = index
             results.append(await bound(ctx))
+            steps.end(ctx)
             label = step.type if isinstance(step, UnknownStep) else step.name or step.type
             self.report(ev.ASSIGNMENT_PROGRESS, ev.AssignmentProgress(items=[ev.ProgressItem(
                 assignment_id=ctx.assignment_id, step_index=index, step_count=count,

@@ -22,6 +22,7 @@ from phonefleet.protocol.enums import (
 from phonefleet.protocol.health import HealthThresholds
 from phonefleet.protocol.models import Device, Id, UtcDatetime
 from phonefleet.protocol.plan import AnyStep
+from phonefleet.protocol.timeline import MAX_CRASHES, MAX_STEPS, Crash, StepRecord
 
 AGENT_NAMESPACE: Final = "/agent"
 DASHBOARD_NAMESPACE: Final = "/dashboard"
@@ -166,6 +167,10 @@ class FinishedItem(_Payload):
     result: dict[str, Any] | None = None
     started_at: UtcDatetime | None = None
     finished_at: UtcDatetime | None = None
+    steps: list[StepRecord] = Field(default_factory=list, max_length=MAX_STEPS,
+                                    description="The plan steps the run reached (``protocol.timeline``).")
+    crashes: list[Crash] = Field(default_factory=list, max_length=MAX_CRASHES,
+                                 description="Crashes and ANRs in the run's logcat.")
 
 
 class AssignmentFinished(_Payload):

@@ -20,6 +20,7 @@ from phonefleet.protocol.enums import (
     TargetType,
 )
 from phonefleet.protocol.plan import Step
+from phonefleet.protocol.timeline import MAX_CRASHES, Crash
 
 Id = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]
 """A database id: a positive bigint, and a JSON integer: ``"12"``, ``12.0`` and ``true`` are not ids."""
@@ -195,6 +196,8 @@ class Assignment(_Resource):
                                                           "attempt: its own id names the slot).")
     reruns: int = Field(default=0, description="Times the run started again from its first step after an agent "
                                                "crash interrupted it (on_interrupt: rerun).")
+    crashes: list[Crash] = Field(default_factory=list, max_length=MAX_CRASHES,
+                                 description="Crashes and ANRs its phone's logcat showed during the run.")
 
 
 class AssignmentList(BaseModel):

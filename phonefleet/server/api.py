@@ -54,11 +54,13 @@ from phonefleet.protocol.models import (
     SchedulerStatus,
     Stats,
 )
+from phonefleet.protocol.timeline import LogcatAnswer, StepTimeline
 from phonefleet.server import outage
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.artifacts import ARTIFACT_TYPES, ArtifactStore, serving_headers
 from phonefleet.server.auth import Authenticator, Principal, TokenCheck, bearer
 from phonefleet.server.errors import Forbidden, Invalid, NotFound, ServiceError, Unauthorized
+from phonefleet.server.evidence import Evidence
 from phonefleet.server.fleet import Fleet
 from phonefleet.server.fleet_health import FleetHealth
 from phonefleet.server.job_control import JobControl
@@ -76,6 +78,7 @@ from phonefleet.server.routes import (
     AssignmentQuery,
     DeviceEventQuery,
     JobListQuery,
+    LogcatQuery,
     Route,
     ScheduleListQuery,
     StatsQuery,
@@ -174,6 +177,7 @@ class ApiServices:
     revocations: Revocations
     fleet: Fleet
     fleet_health: FleetHealth
+    evidence: Evidence
 
 
 class Api:
@@ -423,6 +427,13 @@ class Api:
             raise NotFound("no such artifact")
         return web.FileResponse(path, headers=serving_headers(name))
 
+    async def assignment_steps(self, request: web.Request) -> web.Response:
+        return model_response(await self.s.evidence.steps(_int_id(request)))
+
+    async def assignment_logcat(self, request: web.Request) -> web.Response:
+        assignment_id = _int_id(request)
+        return model_response(await self.s.evidence.logcat(assignment_id, _query(request, LogcatQuery)))
+
     async def agent_post_events(self, request: web.Request) -> web.Response:
         # Each event's payload is checked by the handler, so one bad event is one error ack, as on the socket.
         batch = await _body(request, ev.AgentEventBatch, check_text=False)
@@ -456,6 +467,11 @@ ROUTES: list[Route] = [
           "phone, newest first", query=AssignmentListQuery, response=AssignmentList, tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/artifacts", Api.list_artifacts, "An assignment's artifacts (screenshots)",
           response=ArtifactFile, many=True, tags=("jobs",)),
+    Route("GET", "/api/assignments/{id}/steps", Api.assignment_steps, "A run's step timeline: each step's start, "
+          "end, outcome, exit code and output tail (steps it never reached: not_run)", response=StepTimeline,
+          tags=("jobs",)),
+    Route("GET", "/api/assignments/{id}/logcat", Api.assignment_logcat, "A run's logcat, filtered on the server by "
+          "level (and above), tag and text", query=LogcatQuery, response=LogcatAnswer, tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/artifacts/{name}", Api.get_artifact,
           "One artifact's bytes: images and logs inline, anything else as an attachment", tags=("jobs",),
           produces=ARTIFACT_TYPES),

@@ -26,6 +26,7 @@ from phonefleet.server.duties.health_watch import HealthWatch
 from phonefleet.server.duties.job_activator import JobActivator
 from phonefleet.server.duties.lease_rescuer import LeaseRescuer
 from phonefleet.server.duties.retry_waker import RetryWaker
+from phonefleet.server.evidence import Evidence
 from phonefleet.server.fleet import Fleet
 from phonefleet.server.fleet_health import FleetHealth
 from phonefleet.server.job_control import JobControl
@@ -198,7 +199,8 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
                         scheduler, schedules, maintenance, bus, revocations, db.admin_token, push, router)
     api = ApiServices(tokens=tokens, queries=queries, jobs=jobs, pauses=pauses, agent_events=agent_events,
                       scheduler=scheduler, schedules=schedules, revocations=revocations,
-                      fleet=Fleet(pool, queries, distributor), fleet_health=fleet_health)
+                      fleet=Fleet(pool, queries, distributor), fleet_health=fleet_health,
+                      evidence=Evidence(pool, ArtifactStore(settings.data_dir / "artifacts")))
     return services, api
 
 

@@ -26,6 +26,7 @@ from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.store import slots as slots_store
+from phonefleet.server.store import steps as steps_store
 from phonefleet.server.store.records import DeviceChange, Ended, JobRecord
 from phonefleet.server.store.slots import Overturned, Tally
 from phonefleet.server.transactions import in_transaction
@@ -41,6 +42,19 @@ def _agent_cancel_is_a_failure(item: dict[str, Any]) -> dict[str, Any]:
         return item
     return {**item, "outcome": FinishOutcome.failed, "error_code": str(ErrorCode.dropped), "retryable": True,
             "error": "the agent stopped this run on its own: " + str(item.get("error") or "cancelled")}
+
+
+async def _record_evidence(conn: Conn, items: list[dict[str, Any]], taken: set[int], late: set[int]) -> None:
+    """The steps and crashes of the results this transaction took (a late one's replace the server's)."""
+    if not any(i.get("steps") or i.get("crashes") for i in items):
+        return  # the common case of a batch without evidence (a simulated fleet, a server's own ending)
+    first: dict[int, dict[str, Any]] = {}
+    for item in items:
+        first.setdefault(int(item["assignment_id"]), item)
+    await steps_store.record(conn, [first[i] for i in sorted(taken) if i in first])
+    if late:  # the report overturn_lost took: the last one of its assignment
+        last = {int(item["assignment_id"]): item for item in items}
+        await steps_store.record(conn, [last[i] for i in sorted(late) if i in last], replace=True)
 
 
 class Completion:
@@ -77,6 +91,7 @@ class Completion:
             ))
             taken = {r.id for r in changed}
             late = await slots_store.overturn_lost(conn, [i for i in items if int(i["assignment_id"]) not in taken])
+            await _record_evidence(conn, items, taken, {r.id for r in late.changed})
             tallies: dict[int, Tally] = defaultdict(Tally)
             for r in changed:
                 tally = tallies[r.job_id]  # every touched job, so a cancelled report can complete it too

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from phonefleet.protocol.enums import AssignmentStatus, DeviceEventKind, JobStatus
+from phonefleet.protocol.timeline import LogLevel
 
 Handler = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
 """An ``Api`` method: (the api, the request) -> the response."""
@@ -54,6 +55,14 @@ class AssignmentQuery(BaseModel):
                                                   "(not retried on another phone, not requeued).")
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class LogcatQuery(BaseModel):
+    level: LogLevel | None = Field(default=None, description="This severity and above (V D I W E F).")
+    tag: str | None = Field(default=None, min_length=1, max_length=200, description="Exactly this tag.")
+    q: str | None = Field(default=None, min_length=1, max_length=200,
+                          description="Case-insensitive text in the tag or message.")
+    limit: int = Field(default=1000, ge=1, le=10_000, description="At most this many lines (the first that match).")
 
 
 class AssignmentListQuery(AssignmentQuery):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from phonefleet.virtual.faults import HOT_TENTHS_C, Fault
+from phonefleet.virtual.logbuffer import LogBuffer
 
 SDK_BY_RELEASE = {
     "7.0": 24, "7.1": 25, "8.0": 26, "8.1": 27, "9": 28, "10": 29, "11": 30,
@@ -261,6 +262,27 @@ class PhoneState:
     files: VirtualFileSystem = field(default_factory=VirtualFileSystem)
     actions: ActionLog = field(default_factory=ActionLog)
     request_reboot: Callable[[], None] = lambda: None  # set by the phone: drop off the adb server and boot again
+    clock_offset_sec: float = 0.0
+    """The phone's clock runs this far ahead of the host's (``date``, logcat's stamps)."""
+    log: LogBuffer = field(default_factory=LogBuffer)
+    crashing_packages: set[str] = field(default_factory=set)
+    """Packages whose start (``am start``, ``monkey``) crashes: a ``FATAL EXCEPTION`` in logcat, back home."""
+    anr_packages: set[str] = field(default_factory=set)
+    """Packages whose start hangs: an ``ANR in`` the package in logcat."""
+    _next_pid: int = 4000
+
+    def now(self) -> float:
+        """The phone's clock, epoch seconds."""
+        return time.time() + self.clock_offset_sec
+
+    def pid_of(self, package: str) -> int:
+        """A process id for a package's process (a new one each start)."""
+        self._next_pid += 7
+        return self._next_pid
+
+    def logd(self, level: str, tag: str, message: str, *, pid: int = 1234, tid: int | None = None) -> None:
+        """Write to the phone's log (system_server is pid 1234)."""
+        self.log.add(self.now(), level, tag, message, pid=pid, tid=tid)
 
     @property
     def brand(self) -> str:

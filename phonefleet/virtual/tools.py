@@ -15,9 +15,11 @@ import posixpath
 import random
 import re
 import zipfile
+from datetime import UTC, datetime
 
 from phonefleet.virtual.commandio import CommandError, CommandIO, Handler
 from phonefleet.virtual.faults import Fault
+from phonefleet.virtual.logcat import logcat
 from phonefleet.virtual.screen import ScreenRenderer
 from phonefleet.virtual.state import BROWSER, InstalledPackage, PhoneState
 
@@ -49,7 +51,7 @@ class Tools:
             "echo": self.echo, "true": self.true, "false": self.false, "cat": self.cat, "grep": self.grep,
             "rm": self.rm, "getprop": self.getprop, "am": self.am, "pm": self.pm, "monkey": self.monkey,
             "input": self.input, "dumpsys": self.dumpsys, "screencap": self.screencap, "wm": self.wm,
-            "reboot": self.reboot, "df": self.df,
+            "reboot": self.reboot, "df": self.df, "date": self.date, "logcat": self.logcat,
         }  # fmt: skip
 
     # -- toybox
@@ -132,6 +134,41 @@ class Tools:
         self.state.request_reboot()
         return 0
 
+    async def date(self, args: list[str], io: CommandIO) -> int:
+        """``date [+FORMAT]`` by the phone's clock (UTC); ``%N`` as toybox knows it (nanoseconds)."""
+        now = self.state.now()
+        stamp = datetime.fromtimestamp(now, UTC)
+        fmt = args[0][1:] if args and args[0].startswith("+") else "%a %b %d %H:%M:%S UTC %Y"
+        fmt = fmt.replace("%s", str(int(now))).replace("%N", f"{stamp.microsecond * 1000:09d}")
+        await io.out(stamp.strftime(fmt) + "\n")
+        return 0
+
+    async def logcat(self, args: list[str], io: CommandIO) -> int:
+        return await logcat(self.state.log, self.state.now(), args, io)
+
+    def _started(self, activity: str) -> None:
+        """An activity came to the front, or its app crashed or hung starting (``crashing_packages``,
+        ``anr_packages``): what the phone's log says of it."""
+        package = activity.split("/", maxsplit=1)[0]
+        pid = self.state.pid_of(package)
+        self.state.logd("I", "ActivityManager", f"Start proc {pid}:{package}/u0a{pid % 1000} for activity "
+                                                f"{{{activity}}}")
+        self.state.logd("I", "ActivityTaskManager", f"START u0 {{cmp={activity}}} from uid 2000")
+        if package in self.state.crashing_packages:
+            self.state.logd("E", "AndroidRuntime", "FATAL EXCEPTION: main", pid=pid)
+            self.state.logd("E", "AndroidRuntime", f"Process: {package}, PID: {pid}", pid=pid)
+            self.state.logd("E", "AndroidRuntime", "java.lang.RuntimeException: Unable to start activity "
+                            f"ComponentInfo{{{activity}}}: java.lang.IllegalStateException: virtual crash\n"
+                            "\tat android.app.ActivityThread.performLaunchActivity(ActivityThread.java:3449)",
+                            pid=pid)
+            self.state.logd("I", "Process", f"Sending signal. PID: {pid} SIG: 9", pid=pid)
+            self.state.go_home()
+            return
+        if package in self.state.anr_packages:
+            self.state.logd("E", "ActivityManager", f"ANR in {package} ({activity})")
+            self.state.logd("E", "ActivityManager", f"PID: {pid}\nReason: Input dispatching timed out")
+        self.state.logd("I", "ActivityTaskManager", f"Displayed {activity}: +312ms")
+
     async def df(self, args: list[str], io: CommandIO) -> int:
         """``df [-k] [/data]``: toybox's columns in 1K blocks; /data is the only filesystem here."""
         paths = [a for a in args if not a.startswith("-")] or ["/data"]
@@ -149,6 +186,7 @@ class Tools:
         if sub == "start":
             return await self._am_start(rest, io)
         if sub == "force-stop" and rest:
+            self.state.logd("I", "ActivityManager", f"Force stopping {rest[-1]} appid=10123 user=0: from pid 5678")
             if self.state.foreground_package == rest[-1]:
                 self.state.go_home()
             return 0
@@ -191,6 +229,7 @@ class Tools:
             return 255
         self.state.foreground = target
         self.state.current_url = data if data is not None and target.split("/")[0] == BROWSER.split("/")[0] else None
+        self._started(target)
         return 0
 
     def _target(self, action: str | None, data: str | None, component: str | None, package: str | None) -> str | None:
@@ -256,6 +295,7 @@ class Tools:
             return 251
         package = launchable[0]
         self.state.foreground = self._resolve(f"{package.name}/{package.launcher_activity}")
+        self._started(self.state.foreground)
         await io.out("Events injected: 1\n")
         return 0
 
@@ -310,6 +350,7 @@ class Tools:
         digest = hashlib.sha1(name.encode()).hexdigest()
         self.state.packages[name] = InstalledPackage(
             name, f"/data/app/~~{digest[:22]}==/{name}-{digest[22:]}==/base.apk", ".MainActivity")
+        self.state.logd("I", "PackageManager", f"Package {name} installed from {origin}")
         await io.out("Success\n")
         return 0
 
@@ -340,7 +381,9 @@ class Tools:
         except ValueError:
             await io.err(f"Error: Invalid arguments for command: {sub}\n"
                          "Usage: input <command> [<arg>...]\n")
+            self.state.logd("W", "Input", f"invalid input command: {' '.join(args)}", pid=5678)
             return 1
+        self.state.logd("D", "InputDispatcher", f"input {' '.join(args)[:200]}")
         return 0
 
     def _key(self, code: int) -> None:

@@ -5,6 +5,7 @@ import type { Store } from "../store";
 import type { Assignment } from "../types";
 import { AssignmentTable } from "./AssignmentTable";
 import { JobActions, ProgressBar } from "./JobsPage";
+import { RunEvidence } from "./RunEvidence";
 
 export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId: number }) {
   const job = store.jobs.get(jobId);
@@ -84,7 +85,7 @@ export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId
       </dl>
       <h2>Phones</h2>
       {items === null ? <p class="muted">Loading…</p> :
-        <AssignmentTable items={items} extra={(a) => <Artifacts api={api} assignment={a} />} />}
+        <AssignmentTable items={items} extra={(a) => <><Artifacts api={api} assignment={a} /> <RunEvidence api={api} assignment={a} /></>} />}
     </section>
   );
 }

@@ -8,6 +8,7 @@ import type { Store } from "../store";
 import type { Assignment, Device, DeviceDetail, DeviceHealth, Reliability } from "../types";
 import { PhoneActions } from "./PhoneActions";
 import { PhoneTimeline } from "./PhoneTimeline";
+import { RunEvidence } from "./RunEvidence";
 
 /** The detail and the runs are refetched at most this often while the phone's row or timeline changes. */
 const REFRESH_MS = 1000;
@@ -102,7 +103,7 @@ export function PhoneDetail({ api, store, deviceId }: { api: Api; store: Store; 
       </div>
 
       <h2>Last runs</h2>
-      <Runs runs={runs} store={store} />
+      <Runs api={api} runs={runs} store={store} />
       <h2>Timeline</h2>
       <PhoneTimeline api={api} store={store} deviceId={deviceId} row={row} />
     </section>
@@ -239,7 +240,7 @@ function ReliabilityFacts({ r }: { r: Reliability }) {
   );
 }
 
-function Runs({ runs, store }: { runs: { items: Assignment[]; total: number } | null; store: Store }) {
+function Runs({ api, runs, store }: { api: Api; runs: { items: Assignment[]; total: number } | null; store: Store }) {
   if (runs === null) return <p class="muted">Loading…</p>;
   if (!runs.items.length) return <p class="muted">This phone has run nothing yet.</p>;
   return (
@@ -248,7 +249,7 @@ function Runs({ runs, store }: { runs: { items: Assignment[]; total: number } | 
         <table data-testid="phone-runs">
           <thead>
             <tr><th scope="col">Job</th><th scope="col">Status</th><th scope="col">Started</th><th scope="col">Took</th>
-              <th scope="col">Attempt</th><th scope="col">Error</th></tr>
+              <th scope="col">Attempt</th><th scope="col">Error</th><th scope="col">Evidence</th></tr>
           </thead>
           <tbody>
             {runs.items.map((a) => (
@@ -259,6 +260,7 @@ function Runs({ runs, store }: { runs: { items: Assignment[]; total: number } | 
                 <td>{duration(a.started_at, a.finished_at) ?? "–"}</td>
                 <td>{a.attempt}</td>
                 <td class="error-cell">{a.error ? `${a.error_code ? `[${a.error_code}] ` : ""}${a.error}` : ""}</td>
+                <td><RunEvidence api={api} assignment={a} /></td>
               </tr>
             ))}
           </tbody>

@@ -26,6 +26,11 @@ export type AssignmentStatus =
 export type FinishOutcome = "completed" | "failed" | "timed_out" | "cancelled";
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "StepOutcome".
+ */
+export type StepOutcome = "completed" | "failed" | "timed_out" | "cancelled" | "not_run";
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "DeviceState".
  */
 export type DeviceState = "idle" | "busy" | "paused" | "offline" | "unhealthy" | "quarantined" | "recovering";
@@ -86,6 +91,13 @@ export type OnInterrupt2 = "fail" | "rerun";
  */
 export type OnInterrupt3 = "fail" | "rerun";
 /**
+ * Logcat priorities, lowest first (``A``, assert, is shown as ``F``).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "LogLevel".
+ */
+export type LogLevel = "V" | "D" | "I" | "W" | "E" | "F";
+/**
  * What a schedule does about firings missed while no server ran: skip them, or run once.
  *
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -144,6 +156,7 @@ export interface Contract {
   AttentionItem: AttentionItem;
   BatchAction: BatchAction;
   BatchFailure: BatchFailure;
+  Crash: Crash;
   Device: Device;
   DeviceControl: DeviceControl;
   DeviceDetail: DeviceDetail;
@@ -192,6 +205,9 @@ export interface Contract {
   KeyeventStep: KeyeventStep;
   LastFailure: LastFailure;
   LaunchAppStep: LaunchAppStep;
+  LogLevel: LogLevel;
+  LogcatAnswer: LogcatAnswer;
+  LogcatLine: LogcatLine;
   MisfirePolicy: MisfirePolicy;
   OnInterrupt: OnInterrupt4;
   OpenUrlStep: OpenUrlStep;
@@ -229,6 +245,9 @@ export interface Contract {
   ShellStep: ShellStep;
   StartedItem: StartedItem;
   Stats: Stats;
+  StepOutcome: StepOutcome;
+  StepRecord: StepRecord;
+  StepTimeline: StepTimeline;
   StopAppStep: StopAppStep;
   SwipeStep: SwipeStep;
   TapStep: TapStep;
@@ -863,6 +882,12 @@ export interface AgentUpdate {
 export interface Assignment {
   agent_id: number;
   attempt: number;
+  /**
+   * Crashes and ANRs its phone's logcat showed during the run.
+   *
+   * @maxItems 50
+   */
+  crashes?: Crash[];
   created_at: string;
   device_id: number;
   error: string | null;
@@ -898,6 +923,19 @@ export interface Assignment {
   superseded?: boolean;
 }
 /**
+ * A crash (``FATAL EXCEPTION``) or ANR (``ANR in``) found in a run's logcat.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "Crash".
+ */
+export interface Crash {
+  /**
+   * The logcat line that names it.
+   */
+  line: string;
+  process: string;
+}
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "AssignmentFinished".
  */
@@ -914,6 +952,12 @@ export interface AssignmentFinished {
  */
 export interface FinishedItem {
   assignment_id: number;
+  /**
+   * Crashes and ANRs in the run's logcat.
+   *
+   * @maxItems 50
+   */
+  crashes?: Crash[];
   error?: string | null;
   error_code?: string | null;
   finished_at?: string | null;
@@ -923,6 +967,35 @@ export interface FinishedItem {
   } | null;
   retryable?: boolean;
   started_at?: string | null;
+  /**
+   * The plan steps the run reached (``protocol.timeline``).
+   *
+   * @maxItems 1000
+   */
+  steps?: StepRecord[];
+}
+/**
+ * One plan step of one run, as its agent saw it.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "StepRecord".
+ */
+export interface StepRecord {
+  error?: string | null;
+  /**
+   * The exit code of the last command the step ran (none: it ran none).
+   */
+  exit_code?: number | null;
+  finished_at?: string | null;
+  name?: string | null;
+  outcome: StepOutcome;
+  /**
+   * The last 8 KiB of what the step's commands printed.
+   */
+  output_tail?: string | null;
+  started_at?: string | null;
+  step_index: number;
+  type: string;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -1819,6 +1892,52 @@ export interface JobTemplate {
   title: string;
 }
 /**
+ * ``GET /api/assignments/{id}/logcat``: the matching lines (at most ``limit``, the last ones when more
+ * match), with the totals.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "LogcatAnswer".
+ */
+export interface LogcatAnswer {
+  /**
+   * The stored file's name, for the raw download.
+   */
+  artifact: string;
+  assignment_id: number;
+  /**
+   * The capture itself was cut to its last 2 MiB on the agent.
+   */
+  capture_truncated: boolean;
+  lines: LogcatLine[];
+  /**
+   * Lines that match the filter (more than answered when ``truncated``).
+   */
+  matched: number;
+  /**
+   * Log lines in the capture.
+   */
+  total: number;
+  /**
+   * More lines matched than ``limit``: the last ``limit`` are answered.
+   */
+  truncated: boolean;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "LogcatLine".
+ */
+export interface LogcatLine {
+  /**
+   * The phone's own time, as logcat prints it: MM-DD hh:mm:ss.mmm
+   */
+  at: string;
+  level: LogLevel;
+  message: string;
+  pid: number;
+  tag: string;
+  tid: number;
+}
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "PauseChanged".
  */
@@ -2128,6 +2247,23 @@ export interface Stats {
    * Rates and times cover assignments ended this recently.
    */
   window_sec?: number;
+}
+/**
+ * ``GET /api/assignments/{id}/steps``: the run's steps by index. Steps are recorded when the run ends (a
+ * running one answers none yet); once it has ended, the plan's steps it never reached are ``not_run``.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "StepTimeline".
+ */
+export interface StepTimeline {
+  assignment_id: number;
+  crashes?: Crash[];
+  /**
+   * The index of the step the run failed on, if any.
+   */
+  failed_step?: number | null;
+  status: string;
+  steps: StepRecord[];
 }
 
 /** Socket.IO namespaces and event names (x-socketio). */

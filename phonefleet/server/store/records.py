@@ -151,6 +151,7 @@ class AssignmentRecord(asyncpg.Record):
     superseded = Col[bool]()
     slot_id = Col[int | None]()
     reruns = Col[int]()
+    crashes = Col[list[dict[str, Any]]]()
     serial = Col[str]()
 
 
