@@ -78,6 +78,12 @@ class ScheduleListQuery(BaseModel):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
 
 
+class ScreenQuery(BaseModel):
+    format: Literal["jpeg", "png"] = Field(default="jpeg", description="png: full size, lossless.")
+    max_width: int | None = Field(default=None, ge=16, le=4000, description="Scaled down to this width at most "
+                                                                            "(thumbnails).")
+
+
 class ArtifactFile(BaseModel):
     name: str
     bytes: int = Field(ge=0)

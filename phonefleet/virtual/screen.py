@@ -6,6 +6,7 @@ import concurrent.futures
 import hashlib
 import struct
 import zlib
+from dataclasses import dataclass
 
 from phonefleet.virtual.faults import Fault
 from phonefleet.virtual.state import PhoneState
@@ -16,39 +17,95 @@ pool's threads are the ones blocked in adbutils reads waiting for this very outp
 a fleet of concurrent screenshots until adb's read timeout."""
 
 
+MARK = 48
+"""The side of the square drawn where the last tap landed (pixels)."""
+
+
+@dataclass(frozen=True)
+class Picture:
+    """Everything a screenshot shows; equal pictures share one encoded PNG."""
+
+    width: int
+    height: int
+    bar: bytes
+    app: bytes
+    band: bytes
+    """The colour of the band under the status bar: it changes with every input."""
+    touch: tuple[int, int] | None
+    clock: int
+    """Animated phones: a status-bar clock that moves with every screencap (0 when still)."""
+
+
+def _shade(seed: str) -> bytes:
+    digest = hashlib.md5(seed.encode()).digest()
+    return bytes(64 + b % 192 for b in digest[:3])
+
+
 class ScreenRenderer:
-    """Screenshots depend only on size and colours, so encoded PNGs are cached (and shared between phones)."""
+    """Screenshots depend only on what they show (``Picture``), so encoded PNGs are cached and shared between
+    phones; an animated phone's pictures are all new and are encoded fast rather than small."""
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[int, int, bytes, bytes], bytes] = {}
+        self._cache: dict[Picture, bytes] = {}
 
     @staticmethod
     def colors(state: PhoneState) -> tuple[bytes, bytes]:
         if not state.screen_on or state.fault is Fault.blank:
             return b"\x00\x00\x00", b"\x00\x00\x00"
-        digest = hashlib.md5(state.foreground_package.encode()).digest()
-        app = bytes(64 + b % 192 for b in digest[:3])
-        return b"\x20\x21\x24", app
+        return b"\x20\x21\x24", _shade(state.foreground_package)
+
+    @classmethod
+    def picture(cls, state: PhoneState) -> Picture:
+        width, height = state.screen_size
+        bar, app = cls.colors(state)
+        if app == b"\x00\x00\x00":  # dark: nothing else shows
+            return Picture(width, height, bar, app, app, None, 0)
+        band = _shade(f"input {state.inputs}") if state.inputs else app
+        if state.animate:
+            state.frames += 1
+        return Picture(width, height, bar, app, band, state.last_touch, state.frames if state.animate else 0)
 
     async def png(self, state: PhoneState) -> bytes:
-        width, height = state.display_size
-        bar, app = self.colors(state)
-        key = (width, height, bar, app)
-        if key not in self._cache:
-            if len(self._cache) > 16:
+        picture = self.picture(state)
+        cached = self._cache.get(picture)
+        if cached is not None:
+            return cached
+        encoded = await asyncio.get_running_loop().run_in_executor(_ENCODER, self._encode_png, picture)
+        if not picture.clock:  # an animated phone's picture never comes again
+            if len(self._cache) > 64:
                 self._cache.clear()
-            self._cache[key] = await asyncio.get_running_loop().run_in_executor(
-                _ENCODER, self._encode_png, width, height, bar, app)
-        return self._cache[key]
+            self._cache[picture] = encoded
+        return encoded
 
     @staticmethod
-    def _encode_png(width: int, height: int, bar: bytes, app: bytes) -> bytes:
+    def _encode_png(p: Picture) -> bytes:
+        width, height = p.width, p.height
         bar_rows = min(height, max(1, height // 30))
-        raw = (b"\x00" + bar * width) * bar_rows + (b"\x00" + app * width) * (height - bar_rows)
+        band_rows = min(height - bar_rows, max(1, height // 20))
+        bar_row = b"\x00" + p.bar * width
+        if p.clock:  # a moving block in the status bar
+            at = (p.clock * 7) % max(1, width - bar_rows)
+            bar_row = b"\x00" + p.bar * at + b"\xff\xff\xff" * min(bar_rows, width) + p.bar * (
+                width - at - min(bar_rows, width))
+        rows = [bar_row * bar_rows, (b"\x00" + p.band * width) * band_rows]
+        app_row = b"\x00" + p.app * width
+        top = bar_rows + band_rows
+        if p.touch is None:
+            rows.append(app_row * (height - top))
+        else:
+            x, y = p.touch
+            left, right = min(width, max(0, x - MARK // 2)), min(width, x + MARK // 2)
+            first, last = max(top, y - MARK // 2), min(height, y + MARK // 2)
+            mark = bytes(255 - c for c in p.app)
+            marked = b"\x00" + p.app * left + mark * max(0, right - left) + p.app * (width - max(left, right))
+            rows += [app_row * max(0, first - top), marked * max(0, last - first),
+                     app_row * (height - max(top, last, first))]
+        raw = b"".join(rows)
 
         def chunk(kind: bytes, body: bytes) -> bytes:
             return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
         header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-        body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+        level = 1 if p.clock else 6
+        body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, level)) + chunk(b"IEND", b"")
         return b"\x89PNG\r\n\x1a\n" + body
