@@ -100,7 +100,7 @@ async def _async(value: bool) -> bool:
 
 
 async def test_screen_endpoint_answers_a_current_frame(server: RunningServer, agent_factory: AgentFactory) -> None:
-    agent, phone, device_id = await one_phone(server, agent_factory)
+    agent, _phone, device_id = await one_phone(server, agent_factory)
     async with server.session.get(f"{server.url}/api/devices/{device_id}/screen",
                                   headers={"Authorization": f"Bearer {ADMIN}"}) as r:
         assert r.status == 200 and r.content_type == "image/jpeg"
@@ -127,7 +127,7 @@ async def test_screen_endpoint_answers_a_current_frame(server: RunningServer, ag
 
 
 async def _state_is(server: RunningServer, device_id: int, state: str) -> bool:
-    return (await device(server, device_id))["state"] == state
+    return bool((await device(server, device_id))["state"] == state)
 
 
 async def test_rest_input_takes_control_reaches_the_phone_and_is_exclusive(
@@ -231,11 +231,11 @@ async def test_control_ends_after_the_idle_timeout(server_factory: Any, adb_serv
         assert agent.fleet is not None
         serial = agent.fleet.phones[0].adb_serial
 
-        async def device_id() -> int | None:
-            return next((d["id"] for d in await srv.ok("GET", "/api/devices")
-                         if d["serial"] == serial and d["state"] == "idle"), None)
+        async def device_id() -> int:
+            return next((int(d["id"]) for d in await srv.ok("GET", "/api/devices")
+                         if d["serial"] == serial and d["state"] == "idle"), 0)
 
-        found = await eventually(device_id, timeout=30)
+        found: int = await eventually(device_id, timeout=30)
         await srv.ok("POST", f"/api/devices/{found}/input", {"type": "keyevent", "key": "WAKEUP"}, expect=200)
         assert (await device(srv, found))["state"] == "paused"
         await eventually(lambda: _state_is(srv, found, "idle"))

@@ -512,7 +512,7 @@ ROUTES: list[Route] = [
           response=RecoverAccepted, status=202, tags=("fleet",)),
     Route("GET", "/api/devices/{id}/screen", Api.device_screen, "One current frame of the phone's screen: JPEG "
           "(max_width scales it down), or full-size PNG; 409 when the phone is offline", query=ScreenQuery,
-          tags=("screen",), produces=("image/jpeg", "image/png")),
+          tags=("screen",), produces=("image/jpeg", "image/png"), conflicts=True),
     Route("POST", "/api/devices/{id}/input", Api.device_input, "Tap, swipe, type, press a key or rotate, in the "
           "phone's own pixels. The caller must hold control or nobody may: then it takes control implicitly "
           "(the phone leaves distribution until DELETE /api/devices/{id}/control or the idle timeout); 409 when "

@@ -34,6 +34,8 @@ class Route:
     raw_body: bool = False
     """Takes the request's bytes as they are (an upload), not a JSON document."""
     body_required: bool = True
+    conflicts: bool = False
+    """May answer 409 though it writes nothing (the phone it reads from is offline)."""
     produces: tuple[str, ...] = ("application/json",)
 
 

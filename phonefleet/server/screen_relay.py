@@ -50,6 +50,8 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024
 ACK_LOST_SEC = 5.0
 """A viewer that has not acknowledged a frame for this long is sent the next one anyway (its ack was lost)."""
 AGENT_CALL_SEC = 20.0
+ACK_SEC = 5.0
+"""An agent acknowledges a snapshot request at once (the picture follows as a frame)."""
 FRESH_SEC = 1.0
 """A streamed frame this young answers ``GET /api/devices/{id}/screen`` without asking the phone."""
 
@@ -303,7 +305,7 @@ class ScreenRelay:
         try:
             request = sc.SnapshotRequest(serial=device.serial, request_id=request_id, format="png" if fmt == "png"
                                          else "jpeg", max_width=max_width)
-            await self.realtime.to_local_agent(device.agent_id, sc.SCREEN_SNAPSHOT, request.model_dump())
+            await self._call_agent(device, sc.SCREEN_SNAPSHOT, request.model_dump(), timeout=ACK_SEC)
             try:
                 got = await asyncio.wait_for(waiter, AGENT_CALL_SEC)
             except TimeoutError:
@@ -406,20 +408,24 @@ class ScreenRelay:
         control.last_input = time.monotonic()
         device = await self._device(device_id)
         self._reachable(device)
-        sid = self.presence.agent_sid(device.agent_id)
-        assert sid is not None
         message = sc.AgentInput(serial=device.serial, input=command)
+        await self._call_agent(device, sc.SCREEN_INPUT, message.model_dump(mode="json"), timeout=AGENT_CALL_SEC)
+        control.last_input = time.monotonic()
+        return sc.InputAccepted(device_id=device_id, input=command, controller=control.who)
+
+    async def _call_agent(self, device: DeviceRecord, event: str, data: dict[str, Any], *, timeout: float) -> None:
+        """An event the agent acknowledges; its refusal (or silence) is a 409 naming the phone."""
+        sid = self.presence.agent_sid(device.agent_id)
+        if sid is None:
+            raise PhoneUnavailable(f"the agent of phone {device.serial} is not connected to this server node")
         try:
-            answer = await self.sio.call(sc.SCREEN_INPUT, message.model_dump(mode="json"), to=sid,
-                                         namespace=ev.AGENT_NAMESPACE, timeout=AGENT_CALL_SEC)
+            answer = await self.sio.call(event, data, to=sid, namespace=ev.AGENT_NAMESPACE, timeout=timeout)
         except (TimeoutError, socketio.exceptions.SocketIOError):
             raise PhoneUnavailable(f"the agent of phone {device.serial} did not answer") from None
         if not (isinstance(answer, dict) and answer.get("ok") is True):
             error = answer.get("error", {}) if isinstance(answer, dict) else {}
-            raise PhoneUnavailable(f"the input failed on phone {device.serial}: "
-                                   f"{str(error.get('message', 'no answer'))[:300]}")
-        control.last_input = time.monotonic()
-        return sc.InputAccepted(device_id=device_id, input=command, controller=control.who)
+            message = str(error.get("message", "no answer") if isinstance(error, dict) else error)[:300]
+            raise PhoneUnavailable(f"phone {device.serial}: {message}")
 
     async def _idle_loop(self) -> None:
         step = max(0.05, min(1.0, self.idle_sec / 4))
