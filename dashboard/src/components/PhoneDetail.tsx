@@ -8,6 +8,7 @@ import type { Store } from "../store";
 import type { Assignment, Device, DeviceDetail, DeviceHealth, Reliability } from "../types";
 import { PhoneActions } from "./PhoneActions";
 import { PhoneTimeline } from "./PhoneTimeline";
+import { ScreenPanel } from "./ScreenPanel";
 
 /** The detail and the runs are refetched at most this often while the phone's row or timeline changes. */
 const REFRESH_MS = 1000;
@@ -87,6 +88,7 @@ export function PhoneDetail({ api, store, deviceId }: { api: Api; store: Store; 
       <Why device={d} />
       {error && <p class="field-error" role="alert">{error}</p>}
       <PhoneActions api={api} store={store} device={d} onChanged={(next) => next && setDetail(next)} />
+      <ScreenPanel api={api} deviceId={deviceId} />
 
       <div class="two-cols">
         <div>
