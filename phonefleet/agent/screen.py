@@ -55,16 +55,23 @@ def encode(capture: bytes, *, fmt: str, max_width: int | None, quality: int) -> 
         phone_width, phone_height = image.size
         if fmt == "png" and max_width is None:
             return Encoded(capture, phone_width, phone_height, phone_width, phone_height)
-        picture = image.convert("RGB")
-    if max_width is not None and picture.width > max_width:
-        height = max(1, round(picture.height * max_width / picture.width))
-        picture = picture.resize((max_width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    out = io.BytesIO()
-    if fmt == "png":
-        picture.save(out, "PNG", optimize=False, compress_level=1)
-    else:
-        picture.save(out, "JPEG", quality=quality)
-    return Encoded(out.getvalue(), picture.width, picture.height, phone_width, phone_height)
+        picture = image.convert("RGB") if image.mode != "RGB" else image
+        if max_width is not None and picture.width > max_width:
+            height = max(1, round(picture.height * max_width / picture.width))
+            factor = picture.width // max_width
+            if factor >= 2:  # a box reduction by a whole factor (each pixel an average), then the rest by nearest:
+                picture = picture.reduce(factor)  # a third of a full resample's cost, and as sharp at this size
+                resample = Image.Resampling.NEAREST
+            else:
+                resample = Image.Resampling.BILINEAR
+            if picture.width != max_width:
+                picture = picture.resize((max_width, height), resample)
+        out = io.BytesIO()
+        if fmt == "png":
+            picture.save(out, "PNG", optimize=False, compress_level=1)
+        else:
+            picture.save(out, "JPEG", quality=quality)
+        return Encoded(out.getvalue(), picture.width, picture.height, phone_width, phone_height)
 
 
 def input_commands(command: sc.InputCommand) -> list[str]:
