@@ -243,3 +243,20 @@ async def test_control_ends_after_the_idle_timeout(server_factory: Any, adb_serv
         assert ended and ended[0]["reason"].startswith("no input for 0.5")
     finally:
         await agent.stop()
+
+
+async def test_a_slow_viewer_gets_the_latest_frames_not_a_queue(server: RunningServer,
+                                                               agent_factory: AgentFactory) -> None:
+    _agent, phone, device_id = await one_phone(server, agent_factory)
+    phone.state.animate = True  # every capture is a new picture
+    fast = await viewer(server)
+    slow = await viewer(server, ack_delay_sec=1.0)
+    assert (await fast.watch(device_id))["ok"] and (await slow.watch(device_id))["ok"]
+    await fast.wait_for(lambda: len(fast.of(device_id)) >= 15, timeout=30)
+    await slow.wait_for(lambda: len(slow.of(device_id)) >= 2, timeout=30)
+    got = [f.meta["seq"] for f in slow.of(device_id)]
+    assert len(got) < len(fast.of(device_id)) / 2, (got, len(fast.of(device_id)))
+    # It skipped frames (each one it got was the newest when it was ready), rather than falling behind a queue.
+    assert got[-1] - got[0] > len(got) - 1, got
+    await fast.disconnect()
+    await slow.disconnect()
