@@ -165,8 +165,10 @@ class ScreenRelay:
         for device_id in [d for d, viewers in self.watchers.items() if sid in viewers]:
             await self.unwatch(sid, device_id)
         for device_id in [d for d, c in self.controls.items() if c.owner == sid]:
-            with contextlib.suppress(Exception):
+            try:
                 await self.release(device_id, "the page closed")
+            except Exception:  # kept, and ended by the idle watch once the database answers
+                log.warning("control release failed", exc_info=True)
 
     # ------------------------------------------------------------------ watching
 
@@ -382,7 +384,12 @@ class ScreenRelay:
                 device_id, DeviceEventKind.control_ended, control.who, reason, {"held_sec": held_sec})])
             return resumed, await devices_store.get(conn, device_id)
 
-        resumed, device = await in_transaction(self.pool, work)
+        try:
+            resumed, device = await in_transaction(self.pool, work)
+        except BaseException:  # an outage: the session stays, and the idle watch ends it once it can
+            self.controls.setdefault(device_id, control)
+            control.last_input = min(control.last_input, time.monotonic() - self.idle_sec)
+            raise
         if resumed and device is not None:
             await self.realtime.to_agent(device.agent_id, ev.DEVICE_RESUME,
                                          ev.DeviceControl(device_id=device_id, serial=device.serial).model_dump())
@@ -437,7 +444,6 @@ class ScreenRelay:
                     try:
                         await self.release(device_id, f"no input for {self.idle_sec:g} s")
                     except Exception:  # an outage: tried again on the next round
-                        self.controls.setdefault(device_id, control)
                         log.warning("idle control release failed", exc_info=True)
 
     def watched(self) -> Iterable[int]:
