@@ -13,7 +13,7 @@ from bench.harness import command
 
 MODULE = "bench.run_all"
 BENCHMARKS = ["bench.fanout", "bench.pause", "bench.throughput", "bench.priority", "bench.create_rate", "bench.stall",
-              "bench.adb"]
+              "bench.adb", "bench.screen"]
 TIMEOUT_SEC = 600  # each benchmark's own sizes keep it to a few minutes; this only bounds a hang
 
 

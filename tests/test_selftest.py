@@ -16,7 +16,7 @@ from phonefleet.agent.screenshots import PngError, verdict
 from phonefleet.agent.selftest import run_selftest
 from phonefleet.protocol.health import HealthThresholds
 from phonefleet.virtual import VirtualPhone
-from phonefleet.virtual.screen import ScreenRenderer
+from phonefleet.virtual.screen import Picture, ScreenRenderer
 from tests.agent_fixtures import AgentFactory
 from tests.conftest import RunningServer
 from tests.health_fixtures import FAST_LADDER, FleetFactory, device_of, state_becomes, timeline
@@ -71,8 +71,10 @@ def test_a_png_in_one_colour_is_told_from_one_with_a_single_other_pixel(colour_t
 
 
 def test_a_virtual_screen_shows_more_than_one_colour_and_a_dark_one_does_not() -> None:
-    assert verdict(ScreenRenderer._encode_png(1080, 2400, b"\x20\x21\x24", b"\x40\x80\xc0")).colour is None
-    dark = verdict(ScreenRenderer._encode_png(1080, 2400, b"\x00\x00\x00", b"\x00\x00\x00"))
+    shown = Picture(1080, 2400, b"\x20\x21\x24", b"\x40\x80\xc0", b"\x40\x80\xc0", None, 0)
+    assert verdict(ScreenRenderer._encode_png(shown)).colour is None
+    black = b"\x00\x00\x00"
+    dark = verdict(ScreenRenderer._encode_png(Picture(1080, 2400, black, black, black, None, 0)))
     assert dark.describe() == "1080x2400, all one colour (#000000)"
 
 

@@ -261,7 +261,8 @@ export function recoverText(r: RecoverAccepted): string {
 const EVENT_LABELS: Record<DeviceEventKind, string> = {
   connected: "Connected", disconnected: "Disconnected", health_changed: "Health changed", quarantined: "Quarantined",
   released: "Released", recovery_started: "Recovery started", recovery_ended: "Recovery ended",
-  selftest: "Self-test", paused: "Paused", resumed: "Resumed",
+  selftest: "Self-test", paused: "Paused", resumed: "Resumed", control_started: "Remote control started",
+  control_ended: "Remote control ended",
 };
 
 /** A timeline entry's headline: "Recovery ended: reboot (healed)", "Self-test failed", "Unhealthy". */
@@ -310,9 +311,9 @@ export function eventTone(e: Pick<DeviceEvent, "kind" | "data">): "bad" | "good"
 export function liveDetail(detail: DeviceDetail, row: Device | undefined): DeviceDetail {
   if (!row) return detail;
   const { id, serial, agent_id, agent_name, model, android_version, tags, battery, battery_temp_c, state, paused_by,
-    last_seen_at, health_reason, quarantine_reason, recovering } = row;
+    pause_reason, last_seen_at, health_reason, quarantine_reason, recovering } = row;
   return { ...detail, id, serial, agent_id, agent_name, model, android_version, tags, battery, battery_temp_c, state,
-    paused_by, last_seen_at, health_reason, quarantine_reason, recovering };
+    paused_by, pause_reason, last_seen_at, health_reason, quarantine_reason, recovering };
 }
 
 /** Two pages of a timeline as one, newest first, each entry once. */

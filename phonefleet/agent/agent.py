@@ -28,8 +28,10 @@ from phonefleet.agent.outbox import Outbox
 from phonefleet.agent.recovery import Recovery, RecoveryStore
 from phonefleet.agent.rungs import Rungs
 from phonefleet.agent.runner import PhoneWorker
+from phonefleet.agent.screen import ScreenStreams
 from phonefleet.agent.selftest import run_selftest
 from phonefleet.protocol import events as ev
+from phonefleet.protocol import screen as sc
 from phonefleet.protocol.enums import ErrorCode, FinishOutcome, OnInterrupt, PauseScope
 from phonefleet.protocol.health import (
     DEVICE_SELFTEST_RESULT,
@@ -72,6 +74,7 @@ class Agent(Handlers):
         self.link = ServerLink(settings.server, settings.token, self.outbox, self, artifacts_dir=self.artifacts_dir,
                                timings=settings.link_timings())
         self.tracker: DeviceTracker | None = None
+        self.screens: ScreenStreams | None = None
         self.recovery: Recovery | None = None
         self._selftests: set[asyncio.Task[None]] = set()
         self.workers: dict[str, PhoneWorker] = {}
@@ -162,6 +165,7 @@ class Agent(Handlers):
             thresholds=thresholds_in_force(self._server_thresholds(), self.settings.health_overrides()),
             on_adb_restart=self._adb_restarted)
         await self.tracker.start()
+        self.screens = ScreenStreams(self.tracker.adb, self.link.send_frame)
         self.recovery = Recovery(self.tracker, Rungs(self.tracker, self.tracker.adb, self.settings.rung_settings()),
                                  RecoveryStore(self.outbox), self.settings.ladder_settings(), report=self.report,
                                  hold=self._hold, ignored=lambda serial: serial in self.refused)
@@ -177,6 +181,8 @@ class Agent(Handlers):
     async def stop(self) -> None:
         if self._reclaim is not None:
             self._reclaim.cancel()
+        if self.screens is not None:
+            await self.screens.stop_all()
         await self.link.stop()
         await self.control.stop()
         if self.recovery is not None:
@@ -252,6 +258,8 @@ class Agent(Handlers):
         for report in reports:
             worker = self._worker(report.serial)
             ready = report.adb_state == "device"
+            if not ready and self.screens is not None:
+                self.screens.stop(report.serial)
             if not ready and worker.current is not None:
                 log.info("phone lost mid-run", extra={"serial": report.serial})
                 worker.lose_phone()
@@ -371,6 +379,24 @@ class Agent(Handlers):
         task = asyncio.create_task(selftest(), name=f"selftest-{ask.serial}")
         self._selftests.add(task)
         task.add_done_callback(self._selftests.discard)
+
+    async def on_screen(self, event: str, message: BaseModel) -> dict[str, Any]:
+        screens = self.screens
+        if screens is None:
+            return {"ok": False, "error": {"code": "starting", "message": "the agent is starting", "details": []}}
+        serial = getattr(message, "serial", "")
+        if self.tracker is None or serial not in self.tracker.phones or serial in self.refused:
+            return {"ok": False, "error": {"code": "not_found", "message": f"no phone {serial!r} here",
+                                           "details": []}}
+        if isinstance(message, sc.StreamStart):
+            screens.start(message)
+        elif isinstance(message, sc.StreamStop):
+            screens.stop(message.serial)
+        elif isinstance(message, sc.SnapshotRequest):
+            screens.snapshot(message)
+        elif isinstance(message, sc.AgentInput):
+            return await screens.input(message)
+        return {"ok": True}
 
     async def _reclaim_loop(self) -> None:
         """Claim refused phones again on every probe: when the agent holding one goes away, take it over."""

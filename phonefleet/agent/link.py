@@ -32,6 +32,7 @@ from phonefleet.agent.liveness import LinkTimings, Liveness
 from phonefleet.agent.outbox import ArtifactUpload, Outbox, OutboxItem
 from phonefleet.protocol import events as ev
 from phonefleet.protocol import health
+from phonefleet.protocol import screen as sc
 from phonefleet.protocol.health import HealthThresholds
 from phonefleet.protocol.wire import OrJson, TextPacket
 
@@ -147,6 +148,12 @@ CONTROL_MODELS: dict[str, type[Control]] = {
 }
 """What the server may tell an agent besides ``job:assign``, with the model of each message."""
 
+SCREEN_MODELS: dict[str, type[BaseModel]] = {
+    sc.SCREEN_START: sc.StreamStart, sc.SCREEN_STOP: sc.StreamStop, sc.SCREEN_SNAPSHOT: sc.SnapshotRequest,
+    sc.SCREEN_INPUT: sc.AgentInput,
+}
+"""The live screen's messages from the server (``screen:input`` is answered by its ack)."""
+
 
 class Handlers:
     """What the link calls back into (the agent implements these); every message arrives parsed."""
@@ -183,6 +190,10 @@ class Handlers:
 
     def on_selftest(self, ask: health.SelftestRequest) -> None:
         """The server asks for the self-test of a quarantined phone (``device:selftest``)."""
+        raise NotImplementedError
+
+    async def on_screen(self, event: str, message: BaseModel) -> dict[str, Any]:
+        """A live-screen message (``SCREEN_MODELS``); the answer is its ack."""
         raise NotImplementedError
 
 
@@ -283,8 +294,36 @@ class ServerLink:
                                                          self.handlers.on_recover), namespace=ns)
         sock.sio.on(health.DEVICE_SELFTEST, self._handler(sock, health.DEVICE_SELFTEST, health.SelftestRequest,
                                                           self.handlers.on_selftest), namespace=ns)
+        for screen_event, screen_model in SCREEN_MODELS.items():
+            sock.sio.on(screen_event, self._screen_handler(sock, screen_event, screen_model), namespace=ns)
         sock.sio.on("disconnect", on_disconnect, namespace=ns)
         return sock
+
+    def _screen_handler(self, sock: _Socket, name: str, model: type[BaseModel]
+                        ) -> Callable[[object], Awaitable[dict[str, Any]]]:
+        async def handler(data: object) -> dict[str, Any]:
+            sock.heard()
+            message = parse(model, data, name)
+            if message is None:
+                return {"ok": False, "error": {"code": "validation_error", "message": f"malformed {name}",
+                                               "details": []}}
+            return await self.handlers.on_screen(name, message)
+
+        return handler
+
+    async def send_frame(self, meta: sc.FrameMeta, data: bytes) -> bool:
+        """One live-screen frame to the server, waiting for its ack (one in flight: a slow link gets fewer
+        frames, not a queue). False when there is no greeted socket or the server did not take it."""
+        sock = self._socket
+        if sock is None or not sock.sio.connected or not sock.greeted.is_set():
+            return False
+        try:
+            answer = await sock.sio.call(sc.SCREEN_FRAME, (meta.model_dump(mode="json", exclude_none=True), data),
+                                         namespace=ev.AGENT_NAMESPACE, timeout=self.timings.ack_timeout_sec)
+        except (socketio.exceptions.SocketIOError, TimeoutError):
+            return False
+        sock.heard()
+        return isinstance(answer, dict) and answer.get("ok") is True
 
     def _handler(self, sock: _Socket, name: str, model: type[M], call: Callable[[M], None]
                  ) -> Callable[[object], Awaitable[None]]:

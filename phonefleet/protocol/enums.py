@@ -59,6 +59,10 @@ class DeviceEventKind(StrEnum):
     selftest = "selftest"
     paused = "paused"
     resumed = "resumed"
+    control_started = "control_started"
+    """An operator took remote control of the screen (the phone left distribution meanwhile)."""
+    control_ended = "control_ended"
+    """Remote control ended: released, the page closed, or no input for the idle timeout (the reason says)."""
 
 
 PHONE_ERROR_CODES = frozenset({"device_lost", "adb_error", "timeout", "probe_failed"})
@@ -129,6 +133,8 @@ class TargetType(StrEnum):
 class PausedBy(StrEnum):
     agent = "agent"
     server = "server"
+    control = "control"
+    """An operator controls the phone's screen (its ``pause_reason`` says who)."""
 
 
 class PauseScope(StrEnum):

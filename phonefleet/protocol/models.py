@@ -216,6 +216,8 @@ class Device(_Resource):
     battery: int | None
     state: DeviceState
     paused_by: PausedBy | None
+    pause_reason: str | None = Field(default=None, description='Why it is paused, when it says ("in use by '
+                                                               'NAME" while an operator controls it).')
     last_seen_at: datetime | None
     health_reason: str | None = Field(default=None, description="Why it is unhealthy (the thresholds broken).")
     battery_temp_c: float | None = None

@@ -12,14 +12,14 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from phonefleet.protocol import events, health, models, plan, timeline
+from phonefleet.protocol import events, health, models, plan, screen, timeline
 
 REF = "#/$defs/{model}"
 
 
 def contract_models() -> list[type[BaseModel]]:
     found: dict[str, type[BaseModel]] = {}
-    for module in (plan, models, events, health, timeline):
+    for module in (plan, models, events, health, timeline, screen):
         for name, value in vars(module).items():
             if (isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == module.__name__
                     and not name.startswith("_")):
@@ -29,7 +29,7 @@ def contract_models() -> list[type[BaseModel]]:
 
 def contract_schema() -> dict[str, Any]:
     _, schema = models_json_schema([(m, "validation") for m in contract_models()], ref_template=REF)
-    names = {k: v for module in (events, health) for k, v in vars(module).items()
+    names = {k: v for module in (events, health, screen) for k, v in vars(module).items()
              if k.isupper() and isinstance(v, str)}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

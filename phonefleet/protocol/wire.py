@@ -1,8 +1,8 @@
-"""How the contract travels on Socket.IO: JSON text only, encoded with orjson.
+"""How the contract travels on Socket.IO: JSON text, encoded with orjson.
 
-The protocol never sends binary attachments, so packets skip python-socketio's walk of every
-payload looking for bytes (with thousands of assignments per ``job:assign`` that walk cost more
-than the encoding). Server, agent and simulator all use this one codec.
+Only the live screen's frames (``screen.BINARY_EVENTS``, known by name) carry binary attachments, so every
+other packet skips python-socketio's walk of the payload looking for bytes (with thousands of assignments per
+``job:assign`` that walk cost more than the encoding). Server, agent and simulator all use this one codec.
 """
 
 from dataclasses import dataclass
@@ -10,6 +10,8 @@ from typing import Any, Final
 
 import orjson
 import socketio
+
+from phonefleet.protocol.screen import BINARY_EVENTS
 
 MALFORMED_EVENT: Final = "\x00malformed"
 """The event name a malformed event packet is delivered under (with a ``MalformedPacket`` as its one
@@ -48,6 +50,14 @@ def _event_problem(data: Any) -> str | None:
 class TextPacket(socketio.packet.Packet):  # type: ignore[misc]
     uses_binary_events = False
     json = OrJson
+
+    def __init__(self, packet_type: int = socketio.packet.EVENT, data: Any = None,  # noqa: PLR0917 (its base's)
+                 namespace: str | None = None, id: int | None = None, binary: bool | None = None,
+                 encoded_packet: str | None = None) -> None:
+        super().__init__(packet_type, data, namespace, id, binary, encoded_packet)
+        if (packet_type == socketio.packet.EVENT and encoded_packet is None and isinstance(data, list) and data
+                and data[0] in BINARY_EVENTS):
+            self.packet_type = socketio.packet.BINARY_EVENT  # a frame: its bytes go as an attachment
 
     def decode(self, encoded_packet: str) -> int:
         """Decode as python-socketio does, except that a payload that does not parse never raises: python-socketio

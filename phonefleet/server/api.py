@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from phonefleet import __version__
 from phonefleet.protocol import events as ev
+from phonefleet.protocol import screen as sc
 from phonefleet.protocol.health import (
     DeviceDetail,
     DeviceEventList,
@@ -81,10 +82,12 @@ from phonefleet.server.routes import (
     LogcatQuery,
     Route,
     ScheduleListQuery,
+    ScreenQuery,
     StatsQuery,
 )
 from phonefleet.server.scheduler_control import SchedulerControl
 from phonefleet.server.schedules import Schedules
+from phonefleet.server.screen_relay import ScreenRelay
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +181,7 @@ class ApiServices:
     fleet: Fleet
     fleet_health: FleetHealth
     evidence: Evidence
+    screen: ScreenRelay
 
 
 class Api:
@@ -434,6 +438,38 @@ class Api:
         assignment_id = _int_id(request)
         return model_response(await self.s.evidence.logcat(assignment_id, _query(request, LogcatQuery)))
 
+    async def device_screen(self, request: web.Request) -> web.Response:
+        """One current frame of the phone's screen (JPEG, or full-size PNG)."""
+        q = _query(request, ScreenQuery)
+        meta, data = await self.s.screen.frame(_int_id(request), fmt=q.format, max_width=q.max_width)
+        return web.Response(body=data, content_type=f"image/{meta.get('format', 'jpeg')}", headers={
+            "Cache-Control": "no-store", "X-Phone-Width": str(meta["phone_width"]),
+            "X-Phone-Height": str(meta["phone_height"]), "X-Taken-At": str(meta["taken_at"])})
+
+    async def device_input(self, request: web.Request) -> web.Response:
+        """Tap, swipe, type or press a key on the phone; takes control when nobody holds it (see ScreenRelay)."""
+        device_id = _int_id(request)
+        body = await _body(request, sc.InputBody)  # the documented shape; then the exact command
+        raw = json.loads(await request.read())
+        try:
+            command = sc.INPUT_ADAPTER.validate_python(raw)
+        except ValidationError as exc:
+            raise Invalid.from_validation(_input_errors(exc, body.type)) from None
+        principal = request[PRINCIPAL]
+        accepted = await self.s.screen.input(device_id, command, principal, owner=_rest_owner(principal),
+                                             implicit=True)
+        return model_response(accepted)
+
+    async def take_control(self, request: web.Request) -> web.Response:
+        principal = request[PRINCIPAL]
+        return model_response(await self.s.screen.take(_int_id(request), principal, owner=_rest_owner(principal)))
+
+    async def release_control(self, request: web.Request) -> web.Response:
+        """Any admin may end a session (a forgotten one need not wait for the idle timeout)."""
+        device_id = _int_id(request)
+        await self.s.screen.release(device_id, f"released by {_actor(request)}")
+        return model_response(self.s.screen.session(device_id))
+
     async def agent_post_events(self, request: web.Request) -> web.Response:
         # Each event's payload is checked by the handler, so one bad event is one error ack, as on the socket.
         batch = await _body(request, ev.AgentEventBatch, check_text=False)
@@ -490,6 +526,18 @@ ROUTES: list[Route] = [
     Route("POST", "/api/devices/{id}/recover", Api.recover_device, "Run one rung of the recovery ladder on a "
           "phone now (its agent reports what it did in the phone's timeline)", body=RecoverRequest,
           response=RecoverAccepted, status=202, tags=("fleet",)),
+    Route("GET", "/api/devices/{id}/screen", Api.device_screen, "One current frame of the phone's screen: JPEG "
+          "(max_width scales it down), or full-size PNG; 409 when the phone is offline", query=ScreenQuery,
+          tags=("screen",), produces=("image/jpeg", "image/png"), conflicts=True),
+    Route("POST", "/api/devices/{id}/input", Api.device_input, "Tap, swipe, type, press a key or rotate, in the "
+          "phone's own pixels. The caller must hold control or nobody may: then it takes control implicitly "
+          "(the phone leaves distribution until DELETE /api/devices/{id}/control or the idle timeout); 409 when "
+          "someone else controls it", body=sc.InputBody, response=sc.InputAccepted, tags=("screen",)),
+    Route("POST", "/api/devices/{id}/control", Api.take_control, "Take remote control: the phone is paused out "
+          "of distribution ('in use by NAME'); 409 when someone else controls it", response=sc.ScreenSession,
+          tags=("screen",)),
+    Route("DELETE", "/api/devices/{id}/control", Api.release_control, "End remote control of the phone "
+          "(whoever holds it) and give it back to distribution", response=sc.ScreenSession, tags=("screen",)),
     Route("GET", "/api/fleet/health", Api.fleet_health_report, "Phones by state, and those needing attention "
           "(quarantined, recovering, unhealthy, flapping, hot) with reasons", response=FleetHealthReport,
           tags=("fleet",)),
@@ -548,6 +596,20 @@ ROUTES: list[Route] = [
           "Upload a file for one of the agent's assignments (raw body, up to 32 MiB)", "agent", status=201,
           response=ArtifactFile, raw_body=True, tags=("agent",)),
 ]
+
+
+def _rest_owner(principal: Principal) -> str:
+    return f"rest:{principal.admin_name or principal.kind}"
+
+
+def _input_errors(exc: ValidationError, kind: str) -> ValidationError:
+    """The command's errors with their fields named as sent (``x``, not ``tap.x``)."""
+    errors = exc.errors(include_url=False)
+    for err in errors:
+        loc = err["loc"]
+        if loc and loc[0] == kind:
+            err["loc"] = loc[1:]
+    return ValidationError.from_exception_data(exc.title, errors)  # type: ignore[arg-type]
 
 
 @web.middleware

@@ -41,6 +41,7 @@ from phonefleet.server.revocations import Revocations
 from phonefleet.server.router import Router
 from phonefleet.server.scheduler_control import SchedulerControl
 from phonefleet.server.schedules import ScheduleFirer, Schedules
+from phonefleet.server.screen_relay import ScreenRelay
 from phonefleet.server.static import add_dashboard_routes, dashboard_dist
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 
@@ -81,6 +82,7 @@ class Services:
     admin_token: AdminTokenAtStart
     push: DashboardPush
     router: Router
+    screen: ScreenRelay
 
 
 SERVICES = web.AppKey("services", Services)
@@ -193,14 +195,17 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     revocations = Revocations(pool, realtime, maintenance, bus, recheck_sec=settings.token_recheck_sec)
     router = Router(realtime, push, distributor, revocations)
     tokens = TokenCheck(authenticator, pool)
-    sio.register_namespace(AgentNamespace(presence, tokens, agent_events.handle, metrics))
-    sio.register_namespace(DashboardNamespace(presence, tokens, metrics))
+    screen = ScreenRelay(pool, sio, presence, realtime, distributor, idle_sec=settings.screen_control_idle_sec,
+                         interval_ms=settings.screen_interval_ms)
+    sio.register_namespace(AgentNamespace(presence, tokens, agent_events.handle, metrics, screen))
+    sio.register_namespace(DashboardNamespace(presence, tokens, metrics, screen))
     services = Services(settings, db.dsn, pool, realtime, distributor, completion, jobs, pauses, agent_events,
-                        scheduler, schedules, maintenance, bus, revocations, db.admin_token, push, router)
+                        scheduler, schedules, maintenance, bus, revocations, db.admin_token, push, router, screen)
     api = ApiServices(tokens=tokens, queries=queries, jobs=jobs, pauses=pauses, agent_events=agent_events,
                       scheduler=scheduler, schedules=schedules, revocations=revocations,
                       fleet=Fleet(pool, queries, distributor), fleet_health=fleet_health,
-                      evidence=Evidence(pool, ArtifactStore(settings.data_dir / "artifacts")))
+                      evidence=Evidence(pool, ArtifactStore(settings.data_dir / "artifacts")),
+                      screen=screen)
     return services, api
 
 
@@ -267,6 +272,7 @@ def create_app(settings: Settings) -> web.Application:
         running(_start_completion, lambda s: s.completion.stop()),
         running(lambda s: s.maintenance.start(), lambda s: s.maintenance.stop()),
         running(lambda s: s.revocations.start(), lambda s: s.revocations.stop()),
+        running(lambda s: s.screen.start(), lambda s: s.screen.stop()),
         serving,
     ])
     return app

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     retry_base_sec: float = Field(default=2.0, ge=0)
     retry_max_sec: float = Field(default=300.0, ge=0)
     progress_hz: float = Field(default=10.0, gt=0, description="Dashboard progress events per job per second.")
+    screen_control_idle_sec: float = Field(default=600.0, gt=0, description="Remote control of a phone ends "
+                                                                            "after this long without input.")
+    screen_interval_ms: int = Field(default=150, ge=20, le=10_000, description="The least time between two "
+                                                                               "captures of a watched screen.")
     token_recheck_sec: float = Field(default=5.0, gt=0, description="How often each node checks its sockets' "
                                                                    "tokens (covers a missed revocation message).")
     max_body_bytes: int = 1024 * 1024

@@ -1,17 +1,20 @@
 """The Socket.IO namespaces: ``/agent`` (one connection per PC agent) and ``/dashboard`` (browsers).
 
 Handlers only authenticate, parse and call a service: an agent's events go to ``AgentEvents.handle``,
-whose ack is the answer; dashboards only listen.
+whose ack is the answer, its screen frames to the ``ScreenRelay``; dashboards listen, and send only the live
+screen's events (watch, control, input), which go to the ``ScreenRelay`` too.
 """
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import socketio
 
 from phonefleet.protocol import events as ev
+from phonefleet.protocol import screen as sc
 from phonefleet.protocol.models import ErrorBody, ErrorDetail, ErrorInfo
 from phonefleet.protocol.wire import MALFORMED_EVENT, MalformedPacket
 from phonefleet.server import outage
@@ -23,6 +26,18 @@ from phonefleet.server.presence import Presence
 log = logging.getLogger(__name__)
 
 AgentEventHandler = Callable[[Principal, str, Any], Awaitable[dict[str, Any]]]
+
+
+class ScreenHandlers(Protocol):
+    """What the namespaces hand the live screen (``server.screen_relay.ScreenRelay``)."""
+
+    async def on_frame(self, agent: Principal, meta: Any, data: Any) -> dict[str, Any]: ...
+
+    async def agent_greeted(self, agent_id: int) -> None: ...
+
+    async def on_dashboard(self, sid: str, principal: Principal, event: str, data: Any) -> dict[str, Any]: ...
+
+    async def dashboard_gone(self, sid: str) -> None: ...
 
 
 def _token_from(auth: Any) -> str | None:
@@ -64,12 +79,15 @@ Ack = dict[str, Any]
 class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """``/agent``: one connection per PC agent, authenticated by its token."""
 
-    def __init__(self, presence: Presence, tokens: TokenCheck, handler: AgentEventHandler, metrics: Metrics) -> None:
+    def __init__(self, presence: Presence, tokens: TokenCheck, handler: AgentEventHandler, metrics: Metrics,
+                 screen: ScreenHandlers) -> None:
         super().__init__(ev.AGENT_NAMESPACE)
         self.presence = presence
         self.tokens = tokens
         self.handler = handler
         self.metrics = metrics
+        self.screen = screen
+        self._background: set[asyncio.Task[None]] = set()
 
     def _is_lifecycle(self, event: str, sid: Any) -> bool:
         """A real connect or disconnect, as opposed to a client *emitting* an event of that name.
@@ -96,9 +114,16 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if event == ev.AGENT_PING:  # a liveness probe: answered here, never reaching the database
             return {"ok": True}
         # Known names only as labels: a client must not grow the metrics without bound.
+        if event == sc.SCREEN_FRAME:  # [meta, bytes]: memory only, never the database
+            return await self.screen.on_frame(principal, data, args[2] if len(args) > 2 else None)
         label = event if event in ev.AGENT_EVENT_MODELS else "unknown"
         self.metrics.socket_events.labels(namespace="agent", event=label).inc()
-        return await self.handler(principal, event, data)
+        ack = await self.handler(principal, event, data)
+        if event == ev.AGENT_HELLO and ack.get("ok") and principal.agent_id is not None:
+            task = asyncio.get_running_loop().create_task(self.screen.agent_greeted(principal.agent_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return ack
 
     async def _connect(self, sid: str, auth: Any) -> bool:
         with refused_on_outage():
@@ -110,13 +135,15 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
 
 class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    """``/dashboard``: browsers with an admin token; receive-only."""
+    """``/dashboard``: browsers with an admin token; they listen, and send only the live screen's events."""
 
-    def __init__(self, presence: Presence, tokens: TokenCheck, metrics: Metrics) -> None:
+    def __init__(self, presence: Presence, tokens: TokenCheck, metrics: Metrics, screen: ScreenHandlers) -> None:
         super().__init__(ev.DASHBOARD_NAMESPACE)
         self.presence = presence
         self.tokens = tokens
         self.metrics = metrics
+        self.screen = screen
+        self._principals: dict[str, Principal] = {}
 
     def _is_lifecycle(self, event: str, sid: Any) -> bool:
         """A real connect or disconnect, not a client emitting one (see ``AgentNamespace._is_lifecycle``)."""
@@ -130,12 +157,19 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 if principal is None or principal.kind != "admin":
                     raise socketio.exceptions.ConnectionRefusedError("an admin token is required")
                 self.presence.remember_dashboard(args[0], principal)
+                self._principals[args[0]] = principal
                 return True
             self.presence.forget_dashboard(args[0])
+            self._principals.pop(args[0], None)
+            await self.screen.dashboard_gone(args[0])
             return None
         if (bad := _malformed(event, args[1] if len(args) > 1 else None)) is not None:
             return malformed_ack(self.namespace, args[0], bad)
-        # Dashboards send no events of their own: every one is counted under a single label.
+        principal = self._principals.get(args[0])
+        if event in sc.DASHBOARD_SCREEN_EVENTS and principal is not None:
+            self.metrics.socket_events.labels(namespace="dashboard", event=event).inc()
+            return await self.screen.on_dashboard(args[0], principal, event, args[1] if len(args) > 1 else None)
+        # Dashboards send no other events: every one is counted under a single label.
         self.metrics.socket_events.labels(namespace="dashboard", event="unknown").inc()
         return {"ok": False, "error": {"code": "unknown_event", "message": f"unknown event {str(event)[:100]!r}",
                                        "details": []}}

@@ -58,7 +58,7 @@ def error_statuses(r: Route) -> dict[str, str]:
         out["403"] = f"A token of the wrong kind: this route needs an {r.access} token"
     if "{" in r.path:
         out["404"] = "The id (or name) in the path names nothing this caller can see"
-    if r.access == "admin" and r.method in WRITES:
+    if (r.access == "admin" and r.method in WRITES) or r.conflicts:
         out["409"] = "The resource's state (or a name already taken) does not allow it"
     if r.body is not None or r.raw_body:
         out["413"] = "The request body is too large"

@@ -35,6 +35,8 @@ class Route:
     raw_body: bool = False
     """Takes the request's bytes as they are (an upload), not a JSON document."""
     body_required: bool = True
+    conflicts: bool = False
+    """May answer 409 though it writes nothing (the phone it reads from is offline)."""
     produces: tuple[str, ...] = ("application/json",)
 
 
@@ -85,6 +87,12 @@ class ScheduleListQuery(BaseModel):
     enabled: bool | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+
+
+class ScreenQuery(BaseModel):
+    format: Literal["jpeg", "png"] = Field(default="jpeg", description="png: full size, lossless.")
+    max_width: int | None = Field(default=None, ge=16, le=4000, description="Scaled down to this width at most "
+                                                                            "(thumbnails).")
 
 
 class ArtifactFile(BaseModel):

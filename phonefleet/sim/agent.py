@@ -16,6 +16,7 @@ import socketio
 
 from phonefleet.protocol import events as ev
 from phonefleet.protocol import health
+from phonefleet.protocol import screen as sc
 from phonefleet.protocol.wire import OrJson, TextPacket
 
 
@@ -59,6 +60,17 @@ class SimAgent:
         for name in (ev.JOB_PAUSED, ev.JOB_RESUMED, ev.JOB_CANCELLED, ev.DEVICE_PAUSE, ev.DEVICE_RESUME,
                      health.DEVICE_RECOVER, health.DEVICE_SELFTEST, health.FLEET_THRESHOLDS):
             self.sio.on(name, namespace=ns)(self._recorder(name))
+        for name in (sc.SCREEN_START, sc.SCREEN_STOP, sc.SCREEN_SNAPSHOT, sc.SCREEN_INPUT):
+            self.sio.on(name, namespace=ns)(self._no_screen(name))
+
+    def _no_screen(self, name: str) -> Callable[[Any], Any]:
+        """Simulated phones have no screen: recorded, and refused at once (never left unanswered)."""
+        async def handler(data: Any) -> dict[str, Any]:
+            await self._record(name, data)
+            return {"ok": False, "error": {"code": "unsupported", "message": "a simulated phone has no screen",
+                                           "details": []}}
+
+        return handler
 
     def _recorder(self, name: str) -> Callable[[Any], Any]:
         async def handler(data: Any) -> None:

@@ -253,6 +253,16 @@ class PhoneState:
     """The chance that an ``am start`` fails on its own (ordinary noise, not a fault: benchmarks of the
     quarantine policy give every phone some, and no healthy phone may be quarantined for it)."""
     display_size: tuple[int, int] = (1080, 2400)
+    """The panel's natural (portrait) size, as ``wm size`` says it."""
+    rotation: int = 0
+    """Quarter turns (``settings put system user_rotation``): odd ones swap what screencap and input see."""
+    last_touch: tuple[int, int] | None = None
+    """Where the last ``input tap`` or swipe ended (the screen draws a mark there)."""
+    inputs: int = 0
+    """How many ``input`` commands changed the screen so far (the screen's band changes colour with each)."""
+    animate: bool = False
+    """The picture changes with every screencap (a clock in the status bar): benchmarks of the live screen."""
+    frames: int = 0
     density: int = 420
     foreground: str = LAUNCHER
     current_url: str | None = None
@@ -313,6 +323,12 @@ class PhoneState:
     @property
     def battery_temperature_tenths(self) -> int:
         return HOT_TENTHS_C if self.fault is Fault.hot else self.battery_tenths_c
+
+    @property
+    def screen_size(self) -> tuple[int, int]:
+        """What screencap gives and input counts in: the panel turned by the rotation."""
+        width, height = self.display_size
+        return (height, width) if self.rotation % 2 else (width, height)
 
     @property
     def foreground_package(self) -> str:

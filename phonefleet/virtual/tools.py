@@ -52,6 +52,7 @@ class Tools:
             "rm": self.rm, "getprop": self.getprop, "am": self.am, "pm": self.pm, "monkey": self.monkey,
             "input": self.input, "dumpsys": self.dumpsys, "screencap": self.screencap, "wm": self.wm,
             "reboot": self.reboot, "df": self.df, "date": self.date, "logcat": self.logcat,
+            "settings": self.settings,
         }  # fmt: skip
 
     # -- toybox
@@ -373,6 +374,8 @@ class Tools:
                 values = [float(p) for p in params]
                 if sub == "swipe":
                     await asyncio.sleep((values[4] if len(values) == 5 else 300) / 1000)
+                end = values[:2] if sub == "tap" else values[2:4]
+                self._touched(int(end[0]), int(end[1]))
             elif sub == "keyevent" and params:
                 for key in params:
                     self._key(self._keycode(key))
@@ -384,7 +387,13 @@ class Tools:
             self.state.logd("W", "Input", f"invalid input command: {' '.join(args)}", pid=5678)
             return 1
         self.state.logd("D", "InputDispatcher", f"input {' '.join(args)[:200]}")
+        self.state.inputs += 1  # the screen shows every input (its band changes colour)
         return 0
+
+    def _touched(self, x: int, y: int) -> None:
+        width, height = self.state.screen_size
+        if 0 <= x < width and 0 <= y < height:
+            self.state.last_touch = (x, y)
 
     def _key(self, code: int) -> None:
         if code == KEYCODES["POWER"]:
@@ -455,11 +464,26 @@ class Tools:
                 f"  cur={width}x{height} app={width}x{height}\n")
 
     async def screencap(self, args: list[str], io: CommandIO) -> int:
-        """``screencap -p``: a PNG on stdout (raw frames and files are not supported)."""
+        """``screencap -p``: a PNG on stdout of the screen as turned (``screen_size``); raw frames and files are not
+        supported."""
         if "-p" not in args or any(not a.startswith("-") for a in args):
             raise CommandError("screencap: only `screencap -p` (a PNG on stdout) is supported here")
         await io.out(await self.renderer.png(self.state))
         return 0
+
+    async def settings(self, args: list[str], io: CommandIO) -> int:
+        """``settings get|put system user_rotation|accelerometer_rotation [VALUE]`` (what a rotate button uses)."""
+        if len(args) >= 3 and args[0] == "get" and args[1] == "system":
+            value = {"user_rotation": self.state.rotation, "accelerometer_rotation": 0}.get(args[2])
+            await io.out(f"{'null' if value is None else value}\n")
+            return 0
+        if len(args) == 4 and args[0] == "put" and args[1] == "system" and args[3].isdigit():
+            if args[2] == "user_rotation":
+                self.state.rotation = int(args[3]) % 4
+                self.state.last_touch = None
+            return 0
+        await io.err("usage: settings get|put system NAME [VALUE]\n")
+        return 255
 
     async def wm(self, args: list[str], io: CommandIO) -> int:
         if args != ["size"]:

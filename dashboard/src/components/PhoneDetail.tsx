@@ -9,6 +9,7 @@ import type { Assignment, Device, DeviceDetail, DeviceHealth, Reliability } from
 import { PhoneActions } from "./PhoneActions";
 import { PhoneTimeline } from "./PhoneTimeline";
 import { RunEvidence } from "./RunEvidence";
+import { ScreenPanel } from "./ScreenPanel";
 
 /** The detail and the runs are refetched at most this often while the phone's row or timeline changes. */
 const REFRESH_MS = 1000;
@@ -88,6 +89,7 @@ export function PhoneDetail({ api, store, deviceId }: { api: Api; store: Store; 
       <Why device={d} />
       {error && <p class="field-error" role="alert">{error}</p>}
       <PhoneActions api={api} store={store} device={d} onChanged={(next) => next && setDetail(next)} />
+      <ScreenPanel api={api} deviceId={deviceId} />
 
       <div class="two-cols">
         <div>

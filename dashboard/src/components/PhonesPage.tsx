@@ -243,7 +243,8 @@ const PhoneRow = memo(function PhoneRow({ device: d, index, job, hot, api, store
       <td><a class="mono" href={`#/phones/${d.id}`} data-testid="phone-link">{d.serial}</a></td>
       <td>
         <span class={`badge badge-${d.state}`} data-testid="phone-state">{d.state}</span>
-        {d.paused_by && <span class="muted"> by {d.paused_by}</span>}
+        {d.paused_by && <span class="muted" data-testid="phone-paused-by">
+          {d.pause_reason ? ` ${d.pause_reason}` : ` by ${d.paused_by}`}</span>}
       </td>
       <td class="why"><span title={why ?? undefined} data-testid="phone-why">{why ?? ""}</span></td>
       <td>{d.battery === null ? "–" : `${d.battery}%`}</td>

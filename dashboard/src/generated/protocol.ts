@@ -43,7 +43,7 @@ export type BatchAction = "pause" | "resume" | "cancel";
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "PausedBy".
  */
-export type PausedBy = "agent" | "server";
+export type PausedBy = "agent" | "server" | "control";
 /**
  * The agent's recovery ladder, gentlest first: it stops at the first rung after which the phone is healthy.
  *
@@ -67,7 +67,9 @@ export type DeviceEventKind =
   | "recovery_ended"
   | "selftest"
   | "paused"
-  | "resumed";
+  | "resumed"
+  | "control_started"
+  | "control_ended";
 /**
  * What a run cut short by an agent crash means (the agent journals each step it starts).
  */
@@ -142,6 +144,7 @@ export interface Contract {
   AgentEventBatch: AgentEventBatch;
   AgentEventResults: AgentEventResults;
   AgentHello: AgentHello;
+  AgentInput: AgentInput;
   AgentPatch: AgentPatch;
   AgentPoll: AgentPoll;
   AgentStatus: AgentStatus;
@@ -156,7 +159,9 @@ export interface Contract {
   AttentionItem: AttentionItem;
   BatchAction: BatchAction;
   BatchFailure: BatchFailure;
+  ControlRequest: ControlRequest;
   Crash: Crash;
+  DashboardInput: DashboardInput;
   Device: Device;
   DeviceControl: DeviceControl;
   DeviceDetail: DeviceDetail;
@@ -182,10 +187,13 @@ export interface Contract {
   FleetPolicy: FleetPolicy;
   FleetPolicyPatch: FleetPolicyPatch;
   FleetStats: FleetStats;
+  FrameMeta: FrameMeta;
   Health: Health;
   HealthThresholds: HealthThresholds;
   Heartbeat: Heartbeat;
   HelloAck: HelloAck;
+  InputAccepted: InputAccepted;
+  InputBody: InputBody;
   InstallApkStep: InstallApkStep;
   Job: Job;
   JobAssign: JobAssign;
@@ -202,6 +210,7 @@ export interface Contract {
   JobStatus: JobStatus;
   JobStatusUpdate: JobStatusUpdate;
   JobTemplate: JobTemplate;
+  KeyeventInput: KeyeventInput;
   KeyeventStep: KeyeventStep;
   LastFailure: LastFailure;
   LaunchAppStep: LaunchAppStep;
@@ -229,6 +238,7 @@ export interface Contract {
   RequeueBody: RequeueBody;
   RequeueResult: RequeueResult;
   RequeueScope: RequeueScope1;
+  RotateInput: RotateInput;
   RunTestsStep: RunTestsStep;
   Schedule: Schedule;
   ScheduleChanged: ScheduleChanged;
@@ -238,23 +248,31 @@ export interface Contract {
   SchedulePatch: SchedulePatch;
   SchedulerStatus: SchedulerStatus;
   SchedulerSwitch: SchedulerSwitch;
+  ScreenSession: ScreenSession;
   ScreenshotStep: ScreenshotStep;
   SelftestCheck: SelftestCheck;
   SelftestRequest: SelftestRequest;
   SelftestResult: SelftestResult;
   ShellStep: ShellStep;
+  SnapshotRequest: SnapshotRequest;
   StartedItem: StartedItem;
   Stats: Stats;
   StepOutcome: StepOutcome;
   StepRecord: StepRecord;
   StepTimeline: StepTimeline;
   StopAppStep: StopAppStep;
+  StreamStart: StreamStart;
+  StreamStop: StreamStop;
+  SwipeInput: SwipeInput;
   SwipeStep: SwipeStep;
+  TapInput: TapInput;
   TapStep: TapStep;
   TargetType: TargetType;
+  TextInput: TextInput;
   TextStep: TextStep;
   ThresholdsPatch: ThresholdsPatch;
   WaitStep: WaitStep;
+  WatchRequest: WatchRequest;
 }
 /**
  * Every agent event is acknowledged with one of these.
@@ -614,6 +632,63 @@ export interface DeviceReport {
    * @maxItems 50
    */
   tags?: string[];
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AgentInput".
+ */
+export interface AgentInput {
+  input: TapInput | SwipeInput | TextInput | KeyeventInput | RotateInput;
+  serial: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "TapInput".
+ */
+export interface TapInput {
+  type?: "tap";
+  x: number;
+  y: number;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "SwipeInput".
+ */
+export interface SwipeInput {
+  duration_ms?: number;
+  type?: "swipe";
+  x1: number;
+  x2: number;
+  y1: number;
+  y2: number;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "TextInput".
+ */
+export interface TextInput {
+  text: string;
+  type?: "text";
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "KeyeventInput".
+ */
+export interface KeyeventInput {
+  /**
+   * A KEYCODE_ name (BACK, HOME, APP_SWITCH, WAKEUP, ENTER, DEL, ...) or number.
+   */
+  key: string;
+  type?: "keyevent";
+}
+/**
+ * Turn the display a quarter (auto-rotate off, ``user_rotation`` + 1).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "RotateInput".
+ */
+export interface RotateInput {
+  type?: "rotate";
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -1077,6 +1152,22 @@ export interface BatchFailure {
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ControlRequest".
+ */
+export interface ControlRequest {
+  device_id: number;
+  take: boolean;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "DashboardInput".
+ */
+export interface DashboardInput {
+  device_id: number;
+  input: TapInput | SwipeInput | TextInput | KeyeventInput | RotateInput;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "Device".
  */
 export interface Device {
@@ -1092,6 +1183,10 @@ export interface Device {
   id: number;
   last_seen_at: string | null;
   model: string | null;
+  /**
+   * Why it is paused, when it says ("in use by NAME" while an operator controls it).
+   */
+  pause_reason?: string | null;
   paused_by: PausedBy | null;
   quarantine_reason?: string | null;
   /**
@@ -1136,6 +1231,10 @@ export interface DeviceDetail {
   id: number;
   last_seen_at: string | null;
   model: string | null;
+  /**
+   * Why it is paused, when it says ("in use by NAME" while an operator controls it).
+   */
+  pause_reason?: string | null;
   paused_by: PausedBy | null;
   quarantine_reason?: string | null;
   quarantined_at?: string | null;
@@ -1510,6 +1609,36 @@ export interface FleetStats {
   };
 }
 /**
+ * What travels beside a frame's bytes.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "FrameMeta".
+ */
+export interface FrameMeta {
+  /**
+   * Set by the server (agents know serials).
+   */
+  device_id?: number | null;
+  format?: "jpeg" | "png";
+  height: number;
+  phone_height: number;
+  /**
+   * The phone's real resolution, as ``input`` counts it.
+   */
+  phone_width: number;
+  /**
+   * Per stream, rising; a new stream starts again at 1.
+   */
+  seq: number;
+  serial: string;
+  /**
+   * Answers this ``screen:snapshot`` request.
+   */
+  snapshot?: number | null;
+  taken_at: string;
+  width: number;
+}
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "Health".
  */
@@ -1546,6 +1675,35 @@ export interface HelloAck {
    * The fleet's health thresholds; an agent's own settings override them one by one.
    */
   thresholds?: HealthThresholds | null;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "InputAccepted".
+ */
+export interface InputAccepted {
+  controller: string;
+  device_id: number;
+  input: TapInput | SwipeInput | TextInput | KeyeventInput | RotateInput;
+}
+/**
+ * ``POST /api/devices/{id}/input``, as documented: ``type`` says which of the input commands it is and
+ * which fields it needs (tap: x, y; swipe: x1, y1, x2, y2, duration_ms; text: text; keyevent: key; rotate:
+ * none). Read with ``INPUT_ADAPTER``, so a missing or wrong field is named.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "InputBody".
+ */
+export interface InputBody {
+  duration_ms?: number | null;
+  key?: string | null;
+  text?: string | null;
+  type: "tap" | "swipe" | "text" | "keyevent" | "rotate";
+  x?: number | null;
+  x1?: number | null;
+  x2?: number | null;
+  y?: number | null;
+  y1?: number | null;
+  y2?: number | null;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -2186,6 +2344,19 @@ export interface SchedulerSwitch {
   running: boolean;
 }
 /**
+ * Who watches and who controls a phone (``screen:session``, and the answer to watch and control).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ScreenSession".
+ */
+export interface ScreenSession {
+  controlled_since?: string | null;
+  controller?: string | null;
+  device_id: number;
+  watchers: number;
+  you_control?: boolean;
+}
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "SelftestCheck".
  */
@@ -2211,6 +2382,17 @@ export interface SelftestResult {
    */
   checks?: SelftestCheck[];
   passed: boolean;
+  serial: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "SnapshotRequest".
+ */
+export interface SnapshotRequest {
+  format?: "jpeg" | "png";
+  max_width?: number | null;
+  quality?: number;
+  request_id: number;
   serial: string;
 }
 /**
@@ -2265,6 +2447,37 @@ export interface StepTimeline {
   status: string;
   steps: StepRecord[];
 }
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "StreamStart".
+ */
+export interface StreamStart {
+  /**
+   * The least time between captures.
+   */
+  interval_ms?: number;
+  max_width?: number;
+  quality?: number;
+  serial: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "StreamStop".
+ */
+export interface StreamStop {
+  serial: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "WatchRequest".
+ */
+export interface WatchRequest {
+  device_id: number;
+  /**
+   * Frames are scaled down to this width at most.
+   */
+  max_width?: number;
+}
 
 /** Socket.IO namespaces and event names (x-socketio). */
 export const EVENTS = {
@@ -2300,7 +2513,16 @@ export const EVENTS = {
   "JOB_STATUS_UPDATE": "job:status:update",
   "PAUSE_CHANGED": "pause:changed",
   "SCHEDULER_UPDATE": "scheduler:update",
-  "SCHEDULE_CHANGED": "schedule:changed"
+  "SCHEDULE_CHANGED": "schedule:changed",
+  "SCREEN_CONTROL": "screen:control",
+  "SCREEN_FRAME": "screen:frame",
+  "SCREEN_INPUT": "screen:input",
+  "SCREEN_SESSION": "screen:session",
+  "SCREEN_SNAPSHOT": "screen:snapshot",
+  "SCREEN_START": "screen:start",
+  "SCREEN_STOP": "screen:stop",
+  "SCREEN_UNWATCH": "screen:unwatch",
+  "SCREEN_WATCH": "screen:watch"
 } as const;
 
 /** Step types the server knows (x-step-types). */

@@ -13,7 +13,8 @@ CONNECTED_STATES = ("idle", "busy")
 
 DEVICE_COLUMNS = """
     d.id, d.serial, d.agent_id, ag.name AS agent_name, d.model, d.android_version, d.tags, d.battery,
-    d.state, d.paused_by, d.last_seen_at, d.health_reason, (d.health->>'battery_temp_c')::real AS battery_temp_c,
+    d.state, d.paused_by, d.pause_reason, d.last_seen_at, d.health_reason,
+    (d.health->>'battery_temp_c')::real AS battery_temp_c,
     d.quarantine_reason, d.recovering
 """
 
@@ -242,7 +243,7 @@ async def set_paused(
     """Pause (``paused_by`` set) or resume (None) phones; ``only_from`` limits a resume to one side's pauses.
     Returns the phones whose pause changed (and the states that changed with them)."""
     rows = await conn.fetch(
-        """UPDATE devices SET paused_by = $2
+        """UPDATE devices SET paused_by = $2, pause_reason = NULL
            WHERE id = ANY($1::bigint[]) AND paused_by IS DISTINCT FROM $2
              AND ($2::text IS NULL OR paused_by IS NULL OR $2 = 'server')
              AND ($3::text IS NULL OR paused_by = $3)
@@ -251,6 +252,31 @@ async def set_paused(
     )
     ids = [r["id"] for r in rows]
     return ids, await refresh_states(conn, ids)
+
+
+async def set_control_pause(conn: Conn, device_id: int, reason: str | None) -> tuple[bool, list[DeviceChange]]:
+    """Pause a phone for remote control (``reason`` set: only a phone nobody paused) or end that pause (None: only
+    a control pause; a server or agent pause made meanwhile stays). True when the pause changed."""
+    if reason is not None:
+        row = await conn.fetchrow(
+            "UPDATE devices SET paused_by = 'control', pause_reason = $2 WHERE id = $1 AND paused_by IS NULL "
+            "RETURNING id", device_id, reason)
+    else:
+        row = await conn.fetchrow(
+            "UPDATE devices SET paused_by = NULL, pause_reason = NULL WHERE id = $1 AND paused_by = 'control' "
+            "RETURNING id", device_id)
+    if row is None:
+        return False, []
+    return True, await refresh_states(conn, [device_id])
+
+
+async def end_control_pauses(conn: Conn) -> list[int]:
+    """Control pauses no session holds (a server stopped with phones under control): given back."""
+    rows = await conn.fetch("UPDATE devices SET paused_by = NULL, pause_reason = NULL WHERE paused_by = 'control' "
+                            "RETURNING id")
+    ids = [r["id"] for r in rows]
+    await refresh_states(conn, ids)
+    return ids
 
 
 async def ids_of_agent(conn: Conn, agent_id: int, serial: str | None = None) -> list[int]:

@@ -232,6 +232,7 @@ class DeviceRecord(asyncpg.Record):
     battery = Col[int | None]()
     state = Col[str]()
     paused_by = Col[str | None]()
+    pause_reason = Col[str | None]()
     last_seen_at = Col[datetime | None]()
     health_reason = Col[str | None]()
     battery_temp_c = Col[float | None]()
