@@ -98,7 +98,7 @@ const Tile = memo(function Tile({ device: d, thumb }: { device: Device; thumb: T
               {!screen ? "offline" : thumb?.error ? `no picture: ${thumb.error}` : "…"}</span>}
         </div>
         <div class="tile-label">
-          <span class="mono tile-serial">{d.serial}</span>
+          <span class="mono tile-serial" title={d.serial}>{d.serial}</span>
           <span class={`badge badge-${d.state}`}>{d.state}</span>
         </div>
         {why && <div class="tile-why" title={why}>{why}</div>}
