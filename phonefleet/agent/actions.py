@@ -10,6 +10,7 @@ says whether a retry elsewhere could help).
 import asyncio
 import hashlib
 import importlib
+import re
 import shlex
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
+from phonefleet.protocol.artifacts import NAME_PATTERN, ArtifactInfo, ArtifactKind
 from phonefleet.protocol.plan import (
     STEP_TYPES,
     InstallApkStep,
@@ -76,6 +78,9 @@ class StepContext:
         """Keep a file of this run: written under ``artifacts_dir`` and described by what proves it arrived
         intact (its size and sha256, taken here, where the bytes were made), its step and when it was taken.
         The runner queues each one through the outbox when the run ends."""
+        if kind not in ArtifactKind.__members__ or not re.match(NAME_PATTERN, name):
+            raise StepError(f"artifact {name!r} of kind {kind!r}: a kind is one of {', '.join(ArtifactKind)}; a "
+                            "name is letters, digits, '.', '_' and '-'", code="bad_artifact", retryable=False)
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         path = self.artifacts_dir / name
         path.write_bytes(data)
@@ -83,6 +88,11 @@ class StepContext:
                     "step_index": self.step_index, "taken_at": datetime.now(UTC).isoformat()}
         self.artifacts.append(artifact)
         return artifact
+
+    def artifact_infos(self) -> list[ArtifactInfo]:
+        """This run's files as the protocol describes them (the run's result and the outbox carry these)."""
+        return [ArtifactInfo(name=a["file"], kind=a["kind"], bytes=a["bytes"], sha256=a["sha256"],
+                             step_index=a["step_index"], taken_at=a["taken_at"]) for a in self.artifacts]
 
 
 StepResult = dict[str, Any] | None

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from phonefleet.protocol import health
+from phonefleet.protocol.artifacts import MAX_ARTIFACTS_PER_RUN, ArtifactInfo
 from phonefleet.protocol.enums import (
     AssignmentStatus,
     FinishOutcome,
@@ -166,6 +167,10 @@ class FinishedItem(_Payload):
     result: dict[str, Any] | None = None
     started_at: UtcDatetime | None = None
     finished_at: UtcDatetime | None = None
+    artifacts: list[ArtifactInfo] = Field(
+        default_factory=list, max_length=MAX_ARTIFACTS_PER_RUN,
+        description="The run's files, described before their bytes are sent: the server lists them as uploading "
+                    "until each arrives verified.")
 
 
 class AssignmentFinished(_Payload):

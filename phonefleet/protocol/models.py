@@ -195,6 +195,7 @@ class Assignment(_Resource):
                                                           "attempt: its own id names the slot).")
     reruns: int = Field(default=0, description="Times the run started again from its first step after an agent "
                                                "crash interrupted it (on_interrupt: rerun).")
+    artifacts_pending: int = Field(default=0, description="The run's artifacts whose bytes are still uploading.")
 
 
 class AssignmentList(BaseModel):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from phonefleet import __version__
 from phonefleet.protocol import events as ev
+from phonefleet.protocol.artifacts import Artifact, ArtifactLost, ArtifactPage
 from phonefleet.protocol.health import (
     DeviceDetail,
     DeviceEventList,
@@ -56,6 +57,7 @@ from phonefleet.protocol.models import (
 )
 from phonefleet.server import outage
 from phonefleet.server.agent_events import AgentEvents
+from phonefleet.server.artifact_uploads import ArtifactUploads, Claim
 from phonefleet.server.artifacts import ARTIFACT_TYPES, ArtifactStore, serving_headers
 from phonefleet.server.auth import Authenticator, Principal, TokenCheck, bearer
 from phonefleet.server.errors import Forbidden, Invalid, NotFound, ServiceError, Unauthorized
@@ -71,7 +73,7 @@ from phonefleet.server.queries import Queries, job_model
 from phonefleet.server.revocations import Revocations
 from phonefleet.server.routes import (
     Access,
-    ArtifactFile,
+    ArtifactQuery,
     AssignmentListQuery,
     AssignmentQuery,
     DeviceEventQuery,
@@ -174,6 +176,7 @@ class ApiServices:
     revocations: Revocations
     fleet: Fleet
     fleet_health: FleetHealth
+    artifacts: ArtifactUploads
 
 
 class Api:
@@ -404,17 +407,30 @@ class Api:
         return json_response(with_orders(poll, poll.assignments))
 
     async def upload_artifact(self, request: web.Request) -> web.Response:
-        """An agent's file for one of its own assignments, streamed to the data directory."""
-        assignment_id = _int_id(request)
+        """An agent's file for one of its own assignments, kept only if its size and sha256 match."""
         agent = request[PRINCIPAL]
         assert agent.agent_id is not None
-        await self.s.queries.owns_assignment(agent.agent_id, assignment_id)
-        name = request.match_info["name"]
-        size = await self.artifacts.save(assignment_id, name, request.content)
-        return model_response(ArtifactFile(name=name, bytes=size), 201)
+        claim = Claim.from_headers(request.headers)
+        artifact, new = await self.s.artifacts.upload(agent.agent_id, _int_id(request), request.match_info["name"],
+                                                      claim, request.content)
+        return model_response(artifact, 201 if new else 200)
+
+    async def artifact_lost(self, request: web.Request) -> web.Response:
+        agent = request[PRINCIPAL]
+        assert agent.agent_id is not None
+        assignment_id = _int_id(request)
+        body = await _body(request, ArtifactLost)
+        return model_response(await self.s.artifacts.lost(agent.agent_id, assignment_id, request.match_info["name"],
+                                                          body.reason))
 
     async def list_artifacts(self, request: web.Request) -> web.Response:
-        return json_response(self.artifacts.list(_int_id(request)))
+        return models_response(await self.s.artifacts.for_assignment(_int_id(request)))
+
+    async def device_artifacts(self, request: web.Request) -> web.Response:
+        device_id = _int_id(request)
+        q = _query(request, ArtifactQuery)
+        return model_response(await self.s.artifacts.for_device(
+            device_id, kind=str(q.kind) if q.kind else None, before=q.before, limit=q.limit))
 
     async def get_artifact(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -454,8 +470,9 @@ ROUTES: list[Route] = [
           response=AssignmentList, tags=("jobs",)),
     Route("GET", "/api/assignments", Api.list_assignments, "Assignments by status (dead letters: failed) or "
           "phone, newest first", query=AssignmentListQuery, response=AssignmentList, tags=("jobs",)),
-    Route("GET", "/api/assignments/{id}/artifacts", Api.list_artifacts, "An assignment's artifacts (screenshots)",
-          response=ArtifactFile, many=True, tags=("jobs",)),
+    Route("GET", "/api/assignments/{id}/artifacts", Api.list_artifacts, "An assignment's artifacts (screenshots, "
+          "logcat, files) with kind, size, sha256 and status (uploading, stored, deleted)",
+          response=Artifact, many=True, tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/artifacts/{name}", Api.get_artifact,
           "One artifact's bytes: images and logs inline, anything else as an attachment", tags=("jobs",),
           produces=ARTIFACT_TYPES),
@@ -464,6 +481,8 @@ ROUTES: list[Route] = [
           response=Device, tags=("fleet",)),
     Route("GET", "/api/devices/{id}", Api.get_device, "One phone: its health, the thresholds it breaks and its "
           "reliability record", response=DeviceDetail, tags=("fleet",)),
+    Route("GET", "/api/devices/{id}/artifacts", Api.device_artifacts, "A phone's artifacts over all its runs, "
+          "newest first, a page at a time", query=ArtifactQuery, response=ArtifactPage, tags=("fleet",)),
     Route("GET", "/api/devices/{id}/events", Api.device_events, "A phone's timeline, newest first, a page at a "
           "time", query=DeviceEventQuery, response=DeviceEventList, tags=("fleet",)),
     Route("POST", "/api/devices/{id}/quarantine", Api.quarantine_device, "Quarantine a phone by hand: it gets "
@@ -529,8 +548,13 @@ ROUTES: list[Route] = [
     Route("POST", "/api/agent/events", Api.agent_post_events, "Polling fallback: a batch of agent events",
           "agent", body=ev.AgentEventBatch, response=ev.AgentEventResults, tags=("agent",)),
     Route("PUT", "/api/agent/artifacts/{id}/{name}", Api.upload_artifact,
-          "Upload a file for one of the agent's assignments (raw body, up to 32 MiB)", "agent", status=201,
-          response=ArtifactFile, raw_body=True, tags=("agent",)),
+          "Upload a file for one of the agent's assignments (raw body, up to 32 MiB), with its expected size and "
+          "sha256 in X-Artifact-Bytes and X-Artifact-Sha256: a mismatch is a 422 and nothing is kept; 201 when "
+          "stored, 200 when it was already", "agent", status=201, response=Artifact, raw_body=True,
+          tags=("agent",)),
+    Route("POST", "/api/agent/artifacts/{id}/{name}/lost", Api.artifact_lost,
+          "The agent's copy of an artifact is gone or changed before it was sent: it lists as deleted",
+          "agent", body=ArtifactLost, response=Artifact, tags=("agent",)),
 ]
 
 
