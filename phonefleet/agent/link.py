@@ -639,11 +639,13 @@ class ServerLink:
         the run does not wait for it forever); True once it knows, or when there is no one to tell."""
         reason = "its file is gone" if body is None else "its file changed after it was made"
         log.warning("artifact lost before it was sent", extra={"artifact": upload.name, "reason": reason})
-        if upload.sha256 is None:
+        if upload.sha256 is None or upload.kind is None or upload.bytes is None:
             return True  # an older entry: the server never expected it
+        described = pa.ArtifactInfo(name=upload.name, kind=upload.kind, bytes=upload.bytes, sha256=upload.sha256,
+                                    step_index=upload.step_index, taken_at=upload.taken_at)
         try:
             await self._http("POST", f"/api/agent/artifacts/{upload.assignment_id}/{upload.name}/lost",
-                             {"reason": reason})
+                             {"reason": reason, "artifact": dump(described)})
         except PermissionError:  # 4xx: nothing there to mark
             return True
         except (aiohttp.ClientError, OSError, TimeoutError):

@@ -102,4 +102,6 @@ class ArtifactLost(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=1, max_length=500)
+    artifact: ArtifactInfo | None = Field(default=None, description="What the file was to be: recorded (as "
+                                          "deleted) when the run's result has not landed yet.")
 

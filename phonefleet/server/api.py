@@ -421,7 +421,7 @@ class Api:
         assignment_id = _int_id(request)
         body = await _body(request, ArtifactLost)
         return model_response(await self.s.artifacts.lost(agent.agent_id, assignment_id, request.match_info["name"],
-                                                          body.reason))
+                                                          body))
 
     async def list_artifacts(self, request: web.Request) -> web.Response:
         return models_response(await self.s.artifacts.for_assignment(_int_id(request)))

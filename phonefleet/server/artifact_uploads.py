@@ -16,7 +16,7 @@ from aiohttp import StreamReader
 from multidict import CIMultiDictProxy
 
 from phonefleet.protocol import artifacts as pa
-from phonefleet.protocol.artifacts import Artifact, ArtifactKind, ArtifactPage, ArtifactStatus
+from phonefleet.protocol.artifacts import Artifact, ArtifactKind, ArtifactLost, ArtifactPage, ArtifactStatus
 from phonefleet.server.artifacts import MAX_BYTES, ArtifactStore, TooLarge
 from phonefleet.server.errors import Invalid, NotFound
 from phonefleet.server.store import artifacts as artifacts_store
@@ -125,17 +125,22 @@ class ArtifactUploads:
             if want_sha is not None and sha256 != want_sha:
                 raise Invalid.field("sha256", f"received bytes hash to {sha256}, {source} said {want_sha}")
 
-    async def lost(self, agent_id: int, assignment_id: int, name: str, reason: str) -> Artifact:
+    async def lost(self, agent_id: int, assignment_id: int, name: str, report: ArtifactLost) -> Artifact:
         """The agent lost its copy before sending it: the artifact lists as deleted, with the agent's reason."""
         self.store.path(assignment_id, name)
         row = await self._row(agent_id, assignment_id, name)
-        if row is None:
+        if row is None and report.artifact is None:
             raise NotFound(f"no artifact {name!r} expected for assignment {assignment_id}")
+        if report.artifact is not None and report.artifact.name != name:
+            raise Invalid.field("artifact.name", "not the name in the path")
+        described = report.artifact.model_dump() if report.artifact is not None else None
         async with self.pool.acquire() as conn:
-            row = await artifacts_store.mark_lost(conn, assignment_id, name, f"lost on the agent: {reason}")
-        assert row is not None
+            row = await artifacts_store.mark_lost(conn, assignment_id, name, f"lost on the agent: {report.reason}",
+                                                  described)
+        if row is None:
+            raise NotFound(f"assignment {assignment_id} not found")
         log.warning("artifact lost on its agent",
-                    extra={"assignment_id": assignment_id, "artifact": name, "reason": reason})
+                    extra={"assignment_id": assignment_id, "artifact": name, "reason": report.reason})
         return artifact_model(row)
 
     async def for_assignment(self, assignment_id: int) -> list[Artifact]:

@@ -927,6 +927,10 @@ export interface ArtifactInfo {
  * via the `definition` "ArtifactLost".
  */
 export interface ArtifactLost {
+  /**
+   * What the file was to be: recorded (as deleted) when the run's result has not landed yet.
+   */
+  artifact?: ArtifactInfo | null;
   reason: string;
 }
 /**

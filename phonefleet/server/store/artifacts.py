@@ -80,13 +80,29 @@ async def mark_stored(conn: Conn, assignment_id: int, name: str, *, kind: str, s
     return await get(conn, assignment_id, name)
 
 
-async def mark_lost(conn: Conn, assignment_id: int, name: str, reason: str) -> ArtifactRecord | None:
-    """The agent's copy is gone or changed before it was sent: the artifact will never arrive."""
-    await conn.execute(
-        """UPDATE artifacts SET status = 'deleted', deleted_at = now(), deleted_reason = $3
-           WHERE assignment_id = $1 AND name = $2 AND status = 'uploading'""",
-        assignment_id, name, reason,
-    )
+async def mark_lost(conn: Conn, assignment_id: int, name: str, reason: str, described: dict[str, Any] | None
+                    ) -> ArtifactRecord | None:
+    """The agent's copy is gone or changed before it was sent: the artifact will never arrive. ``described`` (an
+    ``ArtifactInfo`` as a dict) records it when its run's result has not landed yet."""
+    if described is None:
+        await conn.execute(
+            """UPDATE artifacts SET status = 'deleted', deleted_at = now(), deleted_reason = $3
+               WHERE assignment_id = $1 AND name = $2 AND status = 'uploading'""",
+            assignment_id, name, reason,
+        )
+    else:
+        await conn.execute(
+            """
+            INSERT INTO artifacts (assignment_id, device_id, name, kind, bytes, sha256, step_index, taken_at, status,
+                                   deleted_at, deleted_reason)
+            SELECT a.id, a.device_id, $2, $3, $4, $5, $6, $7, 'deleted', now(), $8 FROM assignments a WHERE a.id = $1
+            ON CONFLICT (assignment_id, name) DO UPDATE SET status = 'deleted', deleted_at = now(),
+                                                            deleted_reason = excluded.deleted_reason
+            WHERE artifacts.status = 'uploading'
+            """,
+            assignment_id, name, str(described["kind"]), described["bytes"], described["sha256"],
+            described.get("step_index"), described.get("taken_at"), reason,
+        )
     return await get(conn, assignment_id, name)
 
 
