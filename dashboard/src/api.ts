@@ -1,6 +1,6 @@
 // REST client: every call carries the admin token; errors become ApiError with the contract's details.
 import type {
-  Agent, AssignmentList, BatchAction, Device, DeviceDetail, DeviceEventList, ErrorBody, ErrorDetail, FleetHealthReport,
+  Agent, Artifact, ArtifactKind, ArtifactPage, AssignmentList, BatchAction, Device, DeviceDetail, DeviceEventList, ErrorBody, ErrorDetail, FleetHealthReport,
   FleetPolicy, Job, JobBatchResult, JobCreate, JobList, JobPatch, RecoverAccepted, RecoveryRung, RequeueResult,
   RequeueScope, Schedule, ScheduleCreate, ScheduleList, SchedulePatch, SchedulerStatus, Stats,
 } from "./types";
@@ -99,8 +99,12 @@ export class Api {
   patchSchedule = (id: number, body: SchedulePatch) => this.request<Schedule>("PATCH", `/api/schedules/${id}`, body);
   deleteSchedule = (id: number) => this.request<void>("DELETE", `/api/schedules/${id}`);
   runSchedule = (id: number) => this.request<Job>("POST", `/api/schedules/${id}/run`);
-  artifacts = (assignmentId: number) =>
-    this.request<{ name: string; bytes: number }[]>("GET", `/api/assignments/${assignmentId}/artifacts`);
+  artifacts = (assignmentId: number) => this.request<Artifact[]>("GET", `/api/assignments/${assignmentId}/artifacts`);
+  /** A phone's artifacts, newest first, a page at a time (``before``: the previous page's next_before). */
+  deviceArtifacts = (id: number, { kind, before = null, limit = 24 }:
+    { kind?: ArtifactKind; before?: number | null; limit?: number } = {}) =>
+    this.request<ArtifactPage>("GET", `/api/devices/${id}/artifacts?limit=${limit}`
+      + `${kind ? `&kind=${kind}` : ""}${before === null ? "" : `&before=${before}`}`);
 
   /** An artifact's bytes (the route needs the token, so no plain <img src>): show it via an object URL. */
   async artifactUrl(assignmentId: number, name: string): Promise<string> {
