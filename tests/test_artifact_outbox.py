@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from phonefleet.agent import link
 from phonefleet.agent.journal import RunJournal
 from phonefleet.agent.outbox import Outbox
 from phonefleet.protocol import events as ev
@@ -69,3 +70,52 @@ async def test_older_entries_go_and_lost_files_are_reported_not_retried(
     assert sorted(p.name for p in files.iterdir()) == ["changed.png"], "only a stored file's copy is deleted"
     (run,) = (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]
     assert run["status"] == "completed" and run["artifacts_pending"] == 0
+
+
+async def test_a_file_the_server_keeps_refusing_is_reported_not_sent_forever(
+        server: RunningServer, agent_factory: AgentFactory, tmp_path: Path, monkeypatch: Any) -> None:
+    """The run's result described other bytes than the agent's copy holds (and its entry says): each upload is a
+    422 naming sha256; the agent re-hashes its copy, finds it intact, sends it again a few times, then reports
+    it and stops. The copy stays on the agent (the server never stored it)."""
+    monkeypatch.setattr(link, "UPLOAD_MISMATCH_TRIES", 2)
+    monkeypatch.setattr(link, "UPLOAD_BACKOFF_MAX_SEC", 0.1)
+    first = await agent_factory("pc", virtual=1)
+    job = await server.ok("POST", "/api/jobs", open_url_job(
+        plan=[{"type": "open_url", "url": "https://example.com/evidence", "duration_sec": 60}]))
+
+    async def running() -> int | None:
+        rows: list[dict[str, Any]] = (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]
+        return int(rows[0]["id"]) if rows and rows[0]["status"] == "running" else None
+
+    aid = await eventually(running, timeout=30)
+    assert aid is not None
+    await first.stop()
+    status, body = await server.request("POST", "/api/agent/events", token=first.settings.token, json={"events": [{
+        "event": ev.ASSIGNMENT_FINISHED, "data": {"results": [{
+            "assignment_id": aid, "outcome": "completed", "artifacts": [_info("odd.png", PNG)]}]}}]})
+    assert status == 200 and body["results"][0]["ok"], body
+
+    other = PNG[::-1]
+    files = tmp_path / "pc" / "artifacts"
+    files.mkdir(parents=True, exist_ok=True)
+    (files / "odd.png").write_bytes(other)
+    box = Outbox(tmp_path / "pc" / "outbox.sqlite3")
+    box.put(ev.ARTIFACT_UPLOAD, {"assignment_id": aid, **_info("odd.png", other)})
+    journal = RunJournal(box)
+    journal.forget([aid])
+    journal.close()
+    box.close()
+
+    again = await agent_factory("pc", virtual=1, token=first.settings.token, wait_idle=False)
+
+    async def reported() -> dict[str, Any] | None:
+        if len(again.outbox):
+            return None
+        (row,) = await server.ok("GET", f"/api/assignments/{aid}/artifacts")
+        return row if row["status"] == "deleted" else None
+
+    row = await eventually(reported, timeout=30)
+    assert row is not None and "refused" in row["deleted_reason"] and "sha256" in row["deleted_reason"]
+    assert row["sha256"] == hashlib.sha256(PNG).hexdigest(), "the result's description stays"
+    assert (files / "odd.png").read_bytes() == other
+    assert not (server.services.settings.data_dir / "artifacts" / str(aid) / "odd.png").exists()

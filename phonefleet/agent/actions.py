@@ -10,6 +10,7 @@ says whether a retry elsewhere could help).
 import asyncio
 import hashlib
 import importlib
+import logging
 import re
 import shlex
 import urllib.parse
@@ -42,6 +43,7 @@ from phonefleet.protocol.plan import (
 )
 
 ENTRY_POINT_GROUP = "phonefleet.steps"
+log = logging.getLogger(__name__)
 
 
 class Shell(Protocol):
@@ -91,8 +93,14 @@ class StepContext:
 
     def artifact_infos(self) -> list[ArtifactInfo]:
         """This run's files as the protocol describes them (the run's result and the outbox carry these)."""
-        return [ArtifactInfo(name=a["file"], kind=a["kind"], bytes=a["bytes"], sha256=a["sha256"],
-                             step_index=a["step_index"], taken_at=a["taken_at"]) for a in self.artifacts]
+        infos = []
+        for a in self.artifacts:
+            try:
+                infos.append(ArtifactInfo(name=a["file"], kind=a["kind"], bytes=a["bytes"], sha256=a["sha256"],
+                                          step_index=a.get("step_index"), taken_at=a.get("taken_at")))
+            except (KeyError, TypeError, ValidationError):  # a step that wrote the list itself: its file stays here
+                log.warning("artifact not described; it is not uploaded", extra={"artifact": repr(a)[:200]})
+        return infos
 
 
 StepResult = dict[str, Any] | None

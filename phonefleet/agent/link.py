@@ -57,6 +57,10 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
+def _why_lost(body: bytes | None) -> str:
+    return "its file is gone" if body is None else "its file changed after it was made"
+
+
 def _names_field(answer: dict[str, Any] | None, fields: tuple[str, ...]) -> bool:
     """The server's 422 names one of these fields."""
     details = ((answer or {}).get("error") or {}).get("details") or []
@@ -462,17 +466,18 @@ class ServerLink:
             if self._hello_needed:
                 await self._hello_socket(sock)
             self._pending.clear()  # before reading, so an event put meanwhile still wakes us
-            items = await self._upload_artifacts(self.outbox.peek())
-            if not items:
+            peeked = self.outbox.peek()
+            events = [i for i in peeked if i.event != ev.ARTIFACT_UPLOAD]
+            for event, data, ids in batch(events):  # results first: the server learns what files to expect
+                if self._settle(event, data, await self._call(sock, event, data), ids):
+                    await asyncio.sleep(1.0)  # the server could not take it now; try again shortly
+                    break
+            await self._upload_artifacts(peeked)
+            if not events:
                 if self.outbox.peek(1):  # only files the server could not take yet
                     await asyncio.sleep(1.0)
                 else:
                     await self._pending.wait()
-                continue
-            for event, data, ids in batch(items):
-                if self._settle(event, data, await self._call(sock, event, data), ids):
-                    await asyncio.sleep(1.0)  # the server could not take it now; try again shortly
-                    break
 
     def _settle(self, event: str, data: dict[str, Any], ack: ev.Ack, ids: list[int]) -> bool:
         """Acked events leave the outbox; so do events the server rejects as invalid (they never will pass).
@@ -550,11 +555,10 @@ class ServerLink:
                     return data
         raise AssertionError("unreachable")
 
-    async def _upload_artifacts(self, items: list[OutboxItem]) -> list[OutboxItem]:
-        """Send the files among these outbox items over HTTP; returns the other items. A file leaves the outbox
+    async def _upload_artifacts(self, items: list[OutboxItem]) -> None:
+        """Send the files among these outbox items over HTTP. A file leaves the outbox
         once the server stored its verified bytes (then the local copy goes too), or when it can never arrive
         (its local copy is gone or changed: the server is told); one that failed waits a growing while."""
-        rest = [i for i in items if i.event != ev.ARTIFACT_UPLOAD]
         now = time.monotonic()
         for item in items:
             if item.event != ev.ARTIFACT_UPLOAD or self._upload_backoff.get(item.id, (0, 0.0))[1] > now:
@@ -566,7 +570,6 @@ class ServerLink:
                 failures = self._upload_backoff.get(item.id, (0, 0.0))[0] + 1
                 delay = min(UPLOAD_BACKOFF_MAX_SEC, 0.5 * 2 ** failures) * random.uniform(0.5, 1.0)
                 self._upload_backoff[item.id] = (failures, time.monotonic() + delay)
-        return rest
 
     async def _upload_one(self, item: OutboxItem) -> bool:
         """One file's upload; True when it is settled (stored, or never to be), False to try again later."""
@@ -579,7 +582,7 @@ class ServerLink:
         body = await asyncio.to_thread(_read, path)
         if body is None or (upload.sha256 is not None and (len(body) != upload.bytes
                                                            or hashlib.sha256(body).hexdigest() != upload.sha256)):
-            return await self._artifact_lost(upload, body)
+            return await self._artifact_lost(upload, _why_lost(body))
         digest = upload.sha256 or hashlib.sha256(body).hexdigest()
         headers = {pa.HEADER_SHA256: digest, pa.HEADER_BYTES: str(len(body))}
         if upload.kind is not None:
@@ -604,13 +607,16 @@ class ServerLink:
             # Refused as not matching: damaged on the way (send again), or the local copy changed (say so).
             fresh = await asyncio.to_thread(_read, path)
             if fresh is None or hashlib.sha256(fresh).hexdigest() != digest:
-                return await self._artifact_lost(upload, fresh)
+                return await self._artifact_lost(upload, _why_lost(fresh))
             failures = self._upload_backoff.get(item.id, (0, 0.0))[0]
             if failures < UPLOAD_MISMATCH_TRIES:
                 log.info("artifact damaged on the way; sent again later", extra={"artifact": upload.name})
                 return False
+        # It will never pass: not retried forever; the run lists it deleted with the server's reason (the local
+        # copy stays, for an operator).
         log.warning("artifact refused", extra={"artifact": upload.name, "status": status, "answer": answer})
-        return True  # it will never pass: not retried forever (the local copy stays, for an operator)
+        message = str(((answer or {}).get("error") or {}).get("message") or f"HTTP {status}")
+        return await self._artifact_lost(upload, f"the server refused it: {message}"[:500])
 
     async def _send_file(self, url: str, body: bytes, headers: dict[str, str]
                          ) -> tuple[int | None, dict[str, Any] | None]:
@@ -634,10 +640,10 @@ class ServerLink:
             _still_cancelled()
         return None, None
 
-    async def _artifact_lost(self, upload: ArtifactUpload, body: bytes | None) -> bool:
-        """The local copy is gone or is not the file that was made: it can never arrive. The server is told (so
-        the run does not wait for it forever); True once it knows, or when there is no one to tell."""
-        reason = "its file is gone" if body is None else "its file changed after it was made"
+    async def _artifact_lost(self, upload: ArtifactUpload, reason: str) -> bool:
+        """The file can never arrive (its local copy is gone or changed, or the server refuses it for good). The
+        server is told (so the run does not wait for it forever); True once it knows, or when there is no one to
+        tell."""
         log.warning("artifact lost before it was sent", extra={"artifact": upload.name, "reason": reason})
         if upload.sha256 is None or upload.kind is None or upload.bytes is None:
             return True  # an older entry: the server never expected it
@@ -667,10 +673,13 @@ class ServerLink:
             self._hello_needed = False
         for start in range(0, 10):  # flush the outbox in bounded chunks
             del start
-            groups = batch(await self._upload_artifacts(self.outbox.peek()))
+            peeked = self.outbox.peek()
+            groups = batch([i for i in peeked if i.event != ev.ARTIFACT_UPLOAD])
+            if groups:  # results first: the server learns what files to expect
+                await self._post_events(groups[:50])
+            await self._upload_artifacts(peeked)
             if not groups:
                 break
-            await self._post_events(groups[:50])
         since = time.monotonic()
         poll = parse(ev.AgentPoll, await self._http("GET", "/api/agent/assignments"), "poll")
         self.polls += 1

@@ -112,6 +112,9 @@ class ArtifactUploads:
         if stored is None:  # the assignment went away meanwhile (its job deleted)
             self.store.remove(assignment_id, name)
             raise NotFound(f"assignment {assignment_id} not found")
+        if stored.status == ArtifactStatus.deleted:  # retention took it while its bytes came: they go too
+            self.store.remove(assignment_id, name)
+            return artifact_model(stored), False
         return artifact_model(stored), row is None or row.status != ArtifactStatus.stored
 
     @staticmethod
