@@ -4,6 +4,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from phonefleet.protocol.artifacts import ArtifactStatus as R
+from phonefleet.protocol.states import ARTIFACT_NEVER_CAME_FROM, ARTIFACT_TRANSITIONS, as_guard, sources_of
 from phonefleet.server.store import Conn
 from phonefleet.server.store.records import ArtifactRecord
 
@@ -73,9 +75,9 @@ async def mark_stored(conn: Conn, assignment_id: int, name: str, *, kind: str, s
                                stored_at)
         SELECT a.id, a.device_id, $2, $3, $4, $5, $6, $7, 'stored', now() FROM assignments a WHERE a.id = $1
         ON CONFLICT (assignment_id, name) DO UPDATE SET status = 'stored', stored_at = now()
-        WHERE artifacts.status = 'uploading'
+        WHERE artifacts.status = ANY($8::text[])
         """,
-        assignment_id, name, kind, size, sha256, step_index, taken_at,
+        assignment_id, name, kind, size, sha256, step_index, taken_at, sources_of(ARTIFACT_TRANSITIONS, R.stored),
     )
     return await get(conn, assignment_id, name)
 
@@ -87,8 +89,8 @@ async def mark_lost(conn: Conn, assignment_id: int, name: str, reason: str, desc
     if described is None:
         await conn.execute(
             """UPDATE artifacts SET status = 'deleted', deleted_at = now(), deleted_reason = $3
-               WHERE assignment_id = $1 AND name = $2 AND status = 'uploading'""",
-            assignment_id, name, reason,
+               WHERE assignment_id = $1 AND name = $2 AND status = ANY($4::text[])""",
+            assignment_id, name, reason, as_guard(ARTIFACT_NEVER_CAME_FROM),
         )
     else:
         await conn.execute(
@@ -98,10 +100,10 @@ async def mark_lost(conn: Conn, assignment_id: int, name: str, reason: str, desc
             SELECT a.id, a.device_id, $2, $3, $4, $5, $6, $7, 'deleted', now(), $8 FROM assignments a WHERE a.id = $1
             ON CONFLICT (assignment_id, name) DO UPDATE SET status = 'deleted', deleted_at = now(),
                                                             deleted_reason = excluded.deleted_reason
-            WHERE artifacts.status = 'uploading'
+            WHERE artifacts.status = ANY($9::text[])
             """,
             assignment_id, name, str(described["kind"]), described["bytes"], described["sha256"],
-            described.get("step_index"), described.get("taken_at"), reason,
+            described.get("step_index"), described.get("taken_at"), reason, as_guard(ARTIFACT_NEVER_CAME_FROM),
         )
     return await get(conn, assignment_id, name)
 
@@ -129,15 +131,16 @@ async def expire_older_than(conn: Conn, max_age_sec: float, batch: int) -> list[
     return await conn.fetch(
         f"""
         WITH victims AS (
-            SELECT id FROM artifacts WHERE status <> 'deleted' AND created_at < now() - make_interval(secs => $1)
+            SELECT id FROM artifacts WHERE status = ANY($4::text[]) AND created_at < now() - make_interval(secs => $1)
             ORDER BY created_at, id LIMIT $2 FOR UPDATE SKIP LOCKED
         )
         UPDATE artifacts x SET status = 'deleted', deleted_at = now(),
                                deleted_reason = 'age: older than ' || $3::text
-        FROM victims v WHERE x.id = v.id
+        FROM victims v WHERE x.id = v.id AND x.status = ANY($4::text[])
         RETURNING {ARTIFACT_COLUMNS}
         """,
-        max_age_sec, batch, _days(max_age_sec), record_class=ArtifactRecord,
+        max_age_sec, batch, _days(max_age_sec), sources_of(ARTIFACT_TRANSITIONS, R.deleted),
+        record_class=ArtifactRecord,
     )
 
 
@@ -147,17 +150,17 @@ async def expire_beyond_size(conn: Conn, max_bytes: int, batch: int) -> list[Art
         f"""
         WITH kept AS (
             SELECT id, sum(bytes) OVER (ORDER BY created_at DESC, id DESC) AS newer_and_this
-            FROM artifacts WHERE status <> 'deleted'
+            FROM artifacts WHERE status = ANY($3::text[])
         ), victims AS (
             SELECT k.id FROM kept k JOIN artifacts a ON a.id = k.id WHERE k.newer_and_this > $1
             ORDER BY a.created_at, a.id LIMIT $2
         )
         UPDATE artifacts x SET status = 'deleted', deleted_at = now(),
                                deleted_reason = 'size: artifacts above ' || $1::text || ' bytes in all'
-        FROM victims v WHERE x.id = v.id AND x.status <> 'deleted'
+        FROM victims v WHERE x.id = v.id AND x.status = ANY($3::text[])
         RETURNING {ARTIFACT_COLUMNS}
         """,
-        max_bytes, batch, record_class=ArtifactRecord,
+        max_bytes, batch, sources_of(ARTIFACT_TRANSITIONS, R.deleted), record_class=ArtifactRecord,
     )
 
 
