@@ -24,7 +24,7 @@ class ArtifactRetention:
         self.store = store
         self.metrics = metrics
         self.settings = settings
-        self.interval_sec = settings.artifact_retention_sec
+        self.interval_sec = max(settings.artifact_retention_sec, settings.maintenance_sec)  # a slow duty
         self.batch = batch
 
     async def run_once(self) -> int:
