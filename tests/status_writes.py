@@ -103,6 +103,7 @@ def entities() -> dict[str, Entity]:
         "assignments": entity("assignments", "status", states.ASSIGNMENT_TRANSITIONS, states.ASSIGNMENT_INITIAL),
         "devices": entity("devices", "state", states.DEVICE_TRANSITIONS, states.DEVICE_INITIAL),
         "agents": entity("agents", "status", states.AGENT_TRANSITIONS, states.AGENT_INITIAL),
+        "artifacts": entity("artifacts", "status", states.ARTIFACT_TRANSITIONS, states.ARTIFACT_INITIAL),
     }
 
 

@@ -100,7 +100,7 @@ async def test_each_step_reaches_the_phone_as_the_right_adb_command(
 
     async def uploaded() -> list[dict[str, Any]]:  # the screenshot and the run's logcat
         listing: list[dict[str, Any]] = await server.ok("GET", f"/api/assignments/{row['id']}/artifacts")
-        return [a for a in listing if a["name"].endswith(".png")]
+        return [a for a in listing if a["name"].endswith(".png") and a["status"] == "stored"]
 
     (artifact,) = await eventually(uploaded, timeout=10)
     async with server.session.get(f"{server.url}/api/assignments/{row['id']}/artifacts/{artifact['name']}",

@@ -37,7 +37,7 @@ async def job(server: RunningServer, job_id: int) -> dict[str, Any]:
 async def test_every_duty_has_its_own_interval_and_a_name(quiet: RunningServer) -> None:
     duties: list[Duty] = list(quiet.services.maintenance.duties)
     assert {d.name for d in duties} == {"lease_rescuer", "schedule_firer", "job_activator", "retry_waker",
-                                        "fill_sweeper", "health_watch"}
+                                        "fill_sweeper", "health_watch", "artifact_retention"}
     assert all(d.interval_sec == 3600.0 for d in duties)
 
 

@@ -1,6 +1,6 @@
 // REST client: every call carries the admin token; errors become ApiError with the contract's details.
 import type {
-  Agent, AssignmentList, BatchAction, Device, DeviceDetail, DeviceEventList, ErrorBody, ErrorDetail, FleetHealthReport,
+  Agent, Artifact, ArtifactKind, ArtifactPage, AssignmentList, BatchAction, Device, DeviceDetail, DeviceEventList, ErrorBody, ErrorDetail, FleetHealthReport,
   FleetPolicy, Job, JobBatchResult, JobCreate, JobList, JobPatch, RecoverAccepted, RecoveryRung, RequeueResult,
   RequeueScope, Schedule, ScheduleCreate, ScheduleList, SchedulePatch, SchedulerStatus, Stats,
 } from "./types";
@@ -104,8 +104,12 @@ export class Api {
   /** ``query`` as ``runEvidence.logcatQuery`` makes it. */
   logcat = (assignmentId: number, query: string) =>
     this.request<LogcatAnswer>("GET", `/api/assignments/${assignmentId}/logcat${query}`);
-  artifacts = (assignmentId: number) =>
-    this.request<{ name: string; bytes: number }[]>("GET", `/api/assignments/${assignmentId}/artifacts`);
+  artifacts = (assignmentId: number) => this.request<Artifact[]>("GET", `/api/assignments/${assignmentId}/artifacts`);
+  /** A phone's artifacts, newest first, a page at a time (``before``: the previous page's next_before). */
+  deviceArtifacts = (id: number, { kind, before = null, limit = 24 }:
+    { kind?: ArtifactKind; before?: number | null; limit?: number } = {}) =>
+    this.request<ArtifactPage>("GET", `/api/devices/${id}/artifacts?limit=${limit}`
+      + `${kind ? `&kind=${kind}` : ""}${before === null ? "" : `&before=${before}`}`);
 
   /** A current picture of a phone's screen, at most `maxWidth` pixels wide, as an object URL (revoke it). */
   async screenThumb(deviceId: number, maxWidth: number): Promise<string> {

@@ -3,6 +3,9 @@ import type { JobCreate } from "./generated/protocol";
 
 export type {
   Agent,
+  Artifact,
+  ArtifactKind,
+  ArtifactPage,
   AgentUpdate,
   Assignment,
   AttentionItem,

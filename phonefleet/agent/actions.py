@@ -10,6 +10,8 @@ says whether a retry elsewhere could help).
 import asyncio
 import hashlib
 import importlib
+import logging
+import re
 import shlex
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
+from phonefleet.protocol.artifacts import NAME_PATTERN, ArtifactInfo, ArtifactKind
 from phonefleet.protocol.plan import (
     STEP_TYPES,
     InstallApkStep,
@@ -41,6 +44,7 @@ from phonefleet.protocol.plan import (
 from phonefleet.protocol.timeline import OUTPUT_TAIL_CHARS
 
 ENTRY_POINT_GROUP = "phonefleet.steps"
+log = logging.getLogger(__name__)
 
 
 class Shell(Protocol):
@@ -95,6 +99,9 @@ class StepContext:
         """Keep a file of this run: written under ``artifacts_dir`` and described by what proves it arrived
         intact (its size and sha256, taken here, where the bytes were made), its step and when it was taken.
         The runner queues each one through the outbox when the run ends."""
+        if kind not in ArtifactKind.__members__ or not re.match(NAME_PATTERN, name):
+            raise StepError(f"artifact {name!r} of kind {kind!r}: a kind is one of {', '.join(ArtifactKind)}; a "
+                            "name is letters, digits, '.', '_' and '-'", code="bad_artifact", retryable=False)
         self.artifacts_dir.mkdir(parents=True, exist_ok=True)
         path = self.artifacts_dir / name
         path.write_bytes(data)
@@ -102,6 +109,17 @@ class StepContext:
                     "step_index": self.step_index, "taken_at": datetime.now(UTC).isoformat()}
         self.artifacts.append(artifact)
         return artifact
+
+    def artifact_infos(self) -> list[ArtifactInfo]:
+        """This run's files as the protocol describes them (the run's result and the outbox carry these)."""
+        infos = []
+        for a in self.artifacts:
+            try:
+                infos.append(ArtifactInfo(name=a["file"], kind=a["kind"], bytes=a["bytes"], sha256=a["sha256"],
+                                          step_index=a.get("step_index"), taken_at=a.get("taken_at")))
+            except (KeyError, TypeError, ValidationError):  # a step that wrote the list itself: its file stays here
+                log.warning("artifact not described; it is not uploaded", extra={"artifact": repr(a)[:200]})
+        return infos
 
 
 StepResult = dict[str, Any] | None

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
+
 from phonefleet.agent.outbox import Outbox
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.enums import OnInterrupt
@@ -89,10 +91,13 @@ class RunJournal:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
-    def finish(self, result: ev.FinishedItem) -> int:
-        """Put the run's ``assignment:finished`` item in the outbox and end its entry, atomically."""
+    def finish(self, result: ev.FinishedItem, uploads: Sequence[BaseModel] = ()) -> int:
+        """Put the run's ``assignment:finished`` item and its files' uploads in the outbox and end its entry,
+        atomically (a crash never leaves a result whose files are not queued)."""
         with self.outbox.transaction() as db:
             row_id = Outbox.insert(db, ev.ASSIGNMENT_FINISHED, ev.AssignmentFinished(results=[result]))
+            for upload in uploads:
+                Outbox.insert(db, ev.ARTIFACT_UPLOAD, upload)
             db.execute("DELETE FROM run_journal WHERE assignment_id = ?", (result.assignment_id,))
         return row_id
 

@@ -14,6 +14,7 @@ network never holds the link in one hung call.
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import time
@@ -30,6 +31,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from phonefleet.agent.evidence import evidence_weight
 from phonefleet.agent.liveness import LinkTimings, Liveness
 from phonefleet.agent.outbox import ArtifactUpload, Outbox, OutboxItem
+from phonefleet.protocol import artifacts as pa
 from phonefleet.protocol import events as ev
 from phonefleet.protocol import health
 from phonefleet.protocol import screen as sc
@@ -49,6 +51,27 @@ message stays far below the server's 1 MiB body limit whatever the runs printed.
 POST_EVIDENCE_BYTES = 512 * 1024
 """One polling POST carries batches up to about this much step output."""
 """An upload gets ``http_timeout_sec`` plus one second per this many bytes: slow links pass, dead ones do not."""
+UPLOAD_BACKOFF_MAX_SEC = 30.0
+"""A file whose upload failed waits 1 s, 2 s, 4 s ... up to this before the next try (jittered)."""
+UPLOAD_MISMATCH_TRIES = 5
+"""Uploads refused as damaged while the local copy is intact: sent again this many times, then given up."""
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+def _why_lost(body: bytes | None) -> str:
+    return "its file is gone" if body is None else "its file changed after it was made"
+
+
+def _names_field(answer: dict[str, Any] | None, fields: tuple[str, ...]) -> bool:
+    """The server's 422 names one of these fields."""
+    details = ((answer or {}).get("error") or {}).get("details") or []
+    return any(isinstance(d, dict) and d.get("field") in fields for d in details)
 
 
 def batch(items: list[OutboxItem], limit: int = 2000,
@@ -265,6 +288,8 @@ class ServerLink:
         self._background: set[asyncio.Task[None]] = set()
         self._hello_needed = True
         self._mode_watchers: list[ModeWatcher] = []
+        self._upload_backoff: dict[int, tuple[int, float]] = {}
+        """Outbox ids of files whose upload failed: (failures so far, when to try again, ``time.monotonic()``)."""
 
     # ------------------------------------------------------------------ server -> agent
 
@@ -504,17 +529,18 @@ class ServerLink:
             if self._hello_needed:
                 await self._hello_socket(sock)
             self._pending.clear()  # before reading, so an event put meanwhile still wakes us
-            items = await self._upload_artifacts(self.outbox.peek())
-            if not items:
+            peeked = self.outbox.peek()
+            events = [i for i in peeked if i.event != ev.ARTIFACT_UPLOAD]
+            for event, data, ids in batch(events):  # results first: the server learns what files to expect
+                if self._settle(event, data, await self._call(sock, event, data), ids):
+                    await asyncio.sleep(1.0)  # the server could not take it now; try again shortly
+                    break
+            await self._upload_artifacts(peeked)
+            if not events:
                 if self.outbox.peek(1):  # only files the server could not take yet
                     await asyncio.sleep(1.0)
                 else:
                     await self._pending.wait()
-                continue
-            for event, data, ids in batch(items):
-                if self._settle(event, data, await self._call(sock, event, data), ids):
-                    await asyncio.sleep(1.0)  # the server could not take it now; try again shortly
-                    break
 
     def _settle(self, event: str, data: dict[str, Any], ack: ev.Ack, ids: list[int]) -> bool:
         """Acked events leave the outbox; so do events the server rejects as invalid (they never will pass).
@@ -592,33 +618,109 @@ class ServerLink:
                     return data
         raise AssertionError("unreachable")
 
-    async def _upload_artifacts(self, items: list[OutboxItem]) -> list[OutboxItem]:
-        """Send the files among these outbox items over HTTP; returns the other items."""
-        rest = [i for i in items if i.event != ev.ARTIFACT_UPLOAD]
+    async def _upload_artifacts(self, items: list[OutboxItem]) -> None:
+        """Send the files among these outbox items over HTTP. A file leaves the outbox
+        once the server stored its verified bytes (then the local copy goes too), or when it can never arrive
+        (its local copy is gone or changed: the server is told); one that failed waits a growing while."""
+        now = time.monotonic()
         for item in items:
-            if item.event != ev.ARTIFACT_UPLOAD:
+            if item.event != ev.ARTIFACT_UPLOAD or self._upload_backoff.get(item.id, (0, 0.0))[1] > now:
                 continue
-            upload = ArtifactUpload.model_validate(item.data)
-            path = self.artifacts_dir / upload.name
-            if not path.exists():
+            if await self._upload_one(item):
+                self._upload_backoff.pop(item.id, None)
                 self.outbox.ack([item.id])
-                continue
-            assert self._session is not None
-            url = f"{self.url}/api/agent/artifacts/{upload.assignment_id}/{path.name}"
-            body = path.read_bytes()
-            seconds = self.timings.http_timeout_sec + len(body) / UPLOAD_FLOOR_BYTES_PER_SEC
-            timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=self.timings.connect_timeout_sec)
-            try:
-                async with self._session.put(url, data=body, timeout=timeout) as r:
-                    if r.status >= 500:
-                        continue  # the server will be back; the file stays in the outbox
-                    if r.status >= 400:
-                        log.warning("artifact refused", extra={"status": r.status, "body": await r.text()})
-            except (aiohttp.ClientError, OSError, TimeoutError):
-                _still_cancelled()
-                continue
-            self.outbox.ack([item.id])
-        return rest
+            else:
+                failures = self._upload_backoff.get(item.id, (0, 0.0))[0] + 1
+                delay = min(UPLOAD_BACKOFF_MAX_SEC, 0.5 * 2 ** failures) * random.uniform(0.5, 1.0)
+                self._upload_backoff[item.id] = (failures, time.monotonic() + delay)
+
+    async def _upload_one(self, item: OutboxItem) -> bool:
+        """One file's upload; True when it is settled (stored, or never to be), False to try again later."""
+        try:
+            upload = ArtifactUpload.model_validate(item.data)
+        except ValidationError:
+            log.warning("malformed artifact entry dropped from the outbox", extra={"entry": item.data})
+            return True
+        path = self.artifacts_dir / upload.name
+        body = await asyncio.to_thread(_read, path)
+        if body is None or (upload.sha256 is not None and (len(body) != upload.bytes
+                                                           or hashlib.sha256(body).hexdigest() != upload.sha256)):
+            return await self._artifact_lost(upload, _why_lost(body))
+        digest = upload.sha256 or hashlib.sha256(body).hexdigest()
+        headers = {pa.HEADER_SHA256: digest, pa.HEADER_BYTES: str(len(body))}
+        if upload.kind is not None:
+            headers[pa.HEADER_KIND] = str(upload.kind)
+        if upload.step_index is not None:
+            headers[pa.HEADER_STEP] = str(upload.step_index)
+        if upload.taken_at is not None:
+            headers[pa.HEADER_TAKEN_AT] = upload.taken_at.isoformat()
+        url = f"{self.url}/api/agent/artifacts/{upload.assignment_id}/{upload.name}"
+        status, answer = await self._send_file(url, body, headers)
+        if status is None or status >= 500 or status in (401, 429):
+            return False  # the server will be back (or the token rotated): the file stays in the outbox
+        if status in (200, 201):
+            artifact = parse(pa.Artifact, answer, "artifact upload")
+            if artifact is not None and (artifact.status == pa.ArtifactStatus.deleted or (
+                    artifact.status == pa.ArtifactStatus.stored and artifact.sha256 == digest)):
+                await asyncio.to_thread(path.unlink, missing_ok=True)  # the server holds the verified bytes
+                return True
+            log.warning("artifact upload answered oddly", extra={"artifact": upload.name, "answer": answer})
+            return False
+        if status == 422 and _names_field(answer, ("bytes", "sha256")):
+            # Refused as not matching: damaged on the way (send again), or the local copy changed (say so).
+            fresh = await asyncio.to_thread(_read, path)
+            if fresh is None or hashlib.sha256(fresh).hexdigest() != digest:
+                return await self._artifact_lost(upload, _why_lost(fresh))
+            failures = self._upload_backoff.get(item.id, (0, 0.0))[0]
+            if failures < UPLOAD_MISMATCH_TRIES:
+                log.info("artifact damaged on the way; sent again later", extra={"artifact": upload.name})
+                return False
+        # It will never pass: not retried forever; the run lists it deleted with the server's reason (the local
+        # copy stays, for an operator).
+        log.warning("artifact refused", extra={"artifact": upload.name, "status": status, "answer": answer})
+        message = str(((answer or {}).get("error") or {}).get("message") or f"HTTP {status}")
+        return await self._artifact_lost(upload, f"the server refused it: {message}"[:500])
+
+    async def _send_file(self, url: str, body: bytes, headers: dict[str, str]
+                         ) -> tuple[int | None, dict[str, Any] | None]:
+        """PUT the bytes, retried at once a few times when the connection fails; (None, None): it did not get
+        through."""
+        assert self._session is not None
+        seconds = self.timings.http_timeout_sec + len(body) / UPLOAD_FLOOR_BYTES_PER_SEC
+        timeout = aiohttp.ClientTimeout(total=seconds, sock_connect=self.timings.connect_timeout_sec)
+        try:
+            async for attempt in AsyncRetrying(retry=retry_if_exception(_worth_retrying),
+                                               stop=stop_after_attempt(3), wait=wait_random_exponential(0.2, 2),
+                                               reraise=True):
+                with attempt:
+                    async with self._session.put(url, data=body, headers=headers, timeout=timeout) as r:
+                        try:
+                            answer = await r.json(content_type=None)
+                        except ValueError:
+                            answer = None
+                        return r.status, answer if isinstance(answer, dict) else None
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            _still_cancelled()
+        return None, None
+
+    async def _artifact_lost(self, upload: ArtifactUpload, reason: str) -> bool:
+        """The file can never arrive (its local copy is gone or changed, or the server refuses it for good). The
+        server is told (so the run does not wait for it forever); True once it knows, or when there is no one to
+        tell."""
+        log.warning("artifact lost before it was sent", extra={"artifact": upload.name, "reason": reason})
+        if upload.sha256 is None or upload.kind is None or upload.bytes is None:
+            return True  # an older entry: the server never expected it
+        described = pa.ArtifactInfo(name=upload.name, kind=upload.kind, bytes=upload.bytes, sha256=upload.sha256,
+                                    step_index=upload.step_index, taken_at=upload.taken_at)
+        try:
+            await self._http("POST", f"/api/agent/artifacts/{upload.assignment_id}/{upload.name}/lost",
+                             {"reason": reason, "artifact": dump(described)})
+        except PermissionError:  # 4xx: nothing there to mark
+            return True
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            _still_cancelled()
+            return False
+        return True
 
     async def _post_events(self, events: list[tuple[str, dict[str, Any], list[int]]]) -> None:
         body = {"events": [{"event": e, "data": d} for e, d, _ in events]}
@@ -634,10 +736,13 @@ class ServerLink:
             self._hello_needed = False
         for start in range(0, 10):  # flush the outbox in bounded chunks
             del start
-            groups = batch(await self._upload_artifacts(self.outbox.peek()))
+            peeked = self.outbox.peek()
+            groups = batch([i for i in peeked if i.event != ev.ARTIFACT_UPLOAD])
+            if groups:  # results first: the server learns what files to expect
+                await self._post_events(_within_post_budget(groups[:50]))
+            await self._upload_artifacts(peeked)
             if not groups:
                 break
-            await self._post_events(_within_post_budget(groups[:50]))
         since = time.monotonic()
         poll = parse(ev.AgentPoll, await self._http("GET", "/api/agent/assignments"), "poll")
         self.polls += 1

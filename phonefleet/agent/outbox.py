@@ -14,10 +14,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from phonefleet.protocol.artifacts import ArtifactInfo, ArtifactKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +32,23 @@ class OutboxItem:
 
 
 class ArtifactUpload(BaseModel):
-    """The outbox entry for a run's file (``ARTIFACT_UPLOAD``): sent over HTTP, not as a socket event."""
+    """The outbox entry for a run's file (``ARTIFACT_UPLOAD``): sent over HTTP, not as a socket event.
+
+    It carries what the file must be (size and sha256, taken where its bytes were made), so the server keeps
+    only bytes that match and the agent notices a local copy that changed. An older agent's entry has only
+    ``assignment_id`` and ``name``: its file is hashed as it is sent."""
 
     assignment_id: int
     name: str = Field(min_length=1)
+    kind: ArtifactKind | None = None
+    bytes: int | None = Field(default=None, ge=0)
+    sha256: str | None = None
+    step_index: int | None = None
+    taken_at: datetime | None = None
+
+    @classmethod
+    def of(cls, assignment_id: int, info: ArtifactInfo) -> "ArtifactUpload":
+        return cls(assignment_id=assignment_id, **info.model_dump())
 
 
 def _json(data: BaseModel | dict[str, Any]) -> str:

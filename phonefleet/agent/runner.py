@@ -216,14 +216,14 @@ class PhoneWorker:
         finally:
             self._current_task = None
         crashes = await logcat.capture(ctx) if self.online and not self._lost else []
-        self.journal.finish(ev.FinishedItem(  # the result and the end of the journal entry land together
-            assignment_id=aid, outcome=ending.outcome, error=ending.error, error_code=ending.code,
-            retryable=ending.retryable, started_at=started, finished_at=datetime.now(UTC),
+        files = ctx.artifact_infos()  # after the logcat capture: it adds its file
+        self.journal.finish(ev.FinishedItem(  # the result, its files' uploads and the end of the journal entry
+            assignment_id=aid, outcome=ending.outcome, error=ending.error, error_code=ending.code,  # land together
+            retryable=ending.retryable, started_at=started, finished_at=datetime.now(UTC), artifacts=files,
             result={**ending.result, "duration_sec": round(time.monotonic() - t0, 3), "artifacts": ctx.artifacts},
-            steps=steps.records, crashes=crashes))
+            steps=steps.records, crashes=crashes),
+            uploads=[ArtifactUpload.of(aid, f) for f in files])
         self.notify()
-        for artifact in ctx.artifacts:
-            self.report(ev.ARTIFACT_UPLOAD, ArtifactUpload(assignment_id=aid, name=artifact["file"]))
         self.done_count += 1
         self.current = None
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from phonefleet.protocol import health
+from phonefleet.protocol.artifacts import MAX_ARTIFACTS_PER_RUN, ArtifactInfo
 from phonefleet.protocol.enums import (
     AssignmentStatus,
     FinishOutcome,
@@ -171,6 +172,10 @@ class FinishedItem(_Payload):
                                     description="The plan steps the run reached (``protocol.timeline``).")
     crashes: list[Crash] = Field(default_factory=list, max_length=MAX_CRASHES,
                                  description="Crashes and ANRs in the run's logcat.")
+    artifacts: list[ArtifactInfo] = Field(
+        default_factory=list, max_length=MAX_ARTIFACTS_PER_RUN,
+        description="The run's files, described before their bytes are sent: the server lists them as uploading "
+                    "until each arrives verified.")
 
 
 class AssignmentFinished(_Payload):

@@ -198,6 +198,7 @@ class Assignment(_Resource):
                                                "crash interrupted it (on_interrupt: rerun).")
     crashes: list[Crash] = Field(default_factory=list, max_length=MAX_CRASHES,
                                  description="Crashes and ANRs its phone's logcat showed during the run.")
+    artifacts_pending: int = Field(default=0, description="The run's artifacts whose bytes are still uploading.")
 
 
 class AssignmentList(BaseModel):

@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping
 from enum import StrEnum
 from typing import TypeVar
 
+from phonefleet.protocol.artifacts import ArtifactStatus as R
 from phonefleet.protocol.enums import AgentStatus as G
 from phonefleet.protocol.enums import AssignmentStatus as A
 from phonefleet.protocol.enums import DeviceState as D
@@ -155,6 +156,21 @@ offline -> online | paused: it calls in again, as it says it is."""
 
 AGENT_INITIAL: frozenset[G] = frozenset({G.offline})
 """A registered agent is offline until its first hello (the column's default)."""
+
+ARTIFACT_TRANSITIONS: Mapping[R, frozenset[R]] = {
+    R.uploading: frozenset({R.stored, R.deleted}),
+    R.stored: frozenset({R.deleted}),
+    R.deleted: frozenset(),
+}
+"""uploading -> stored: its verified bytes arrived; -> deleted: retention, or the agent lost its copy (or the
+server refused it for good); stored -> deleted: retention. A deleted artifact stays listed, with its reason."""
+
+ARTIFACT_INITIAL: frozenset[R] = frozenset({R.uploading, R.stored, R.deleted})
+"""A run's result describes it first (uploading: the column's default), or its upload comes first (stored), or
+its agent reports it lost before the result lands (deleted)."""
+
+ARTIFACT_NEVER_CAME_FROM: frozenset[R] = frozenset({R.uploading})
+"""Only an artifact still expected is marked lost (one stored is kept: its verified bytes are here)."""
 
 
 class TransitionError(ValueError):

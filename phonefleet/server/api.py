@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from phonefleet import __version__
 from phonefleet.protocol import events as ev
 from phonefleet.protocol import screen as sc
+from phonefleet.protocol.artifacts import Artifact, ArtifactLost, ArtifactPage
 from phonefleet.protocol.health import (
     DeviceDetail,
     DeviceEventList,
@@ -58,6 +59,7 @@ from phonefleet.protocol.models import (
 from phonefleet.protocol.timeline import LogcatAnswer, StepTimeline
 from phonefleet.server import outage
 from phonefleet.server.agent_events import AgentEvents
+from phonefleet.server.artifact_uploads import ArtifactUploads, Claim
 from phonefleet.server.artifacts import ARTIFACT_TYPES, ArtifactStore, serving_headers
 from phonefleet.server.auth import Authenticator, Principal, TokenCheck, bearer
 from phonefleet.server.errors import Forbidden, Invalid, NotFound, ServiceError, Unauthorized
@@ -74,7 +76,7 @@ from phonefleet.server.queries import Queries, job_model
 from phonefleet.server.revocations import Revocations
 from phonefleet.server.routes import (
     Access,
-    ArtifactFile,
+    ArtifactQuery,
     AssignmentListQuery,
     AssignmentQuery,
     DeviceEventQuery,
@@ -182,6 +184,7 @@ class ApiServices:
     fleet_health: FleetHealth
     evidence: Evidence
     screen: ScreenRelay
+    artifacts: ArtifactUploads
 
 
 class Api:
@@ -412,17 +415,30 @@ class Api:
         return json_response(with_orders(poll, poll.assignments))
 
     async def upload_artifact(self, request: web.Request) -> web.Response:
-        """An agent's file for one of its own assignments, streamed to the data directory."""
-        assignment_id = _int_id(request)
+        """An agent's file for one of its own assignments, kept only if its size and sha256 match."""
         agent = request[PRINCIPAL]
         assert agent.agent_id is not None
-        await self.s.queries.owns_assignment(agent.agent_id, assignment_id)
-        name = request.match_info["name"]
-        size = await self.artifacts.save(assignment_id, name, request.content)
-        return model_response(ArtifactFile(name=name, bytes=size), 201)
+        claim = Claim.from_headers(request.headers)
+        artifact, new = await self.s.artifacts.upload(agent.agent_id, _int_id(request), request.match_info["name"],
+                                                      claim, request.content)
+        return model_response(artifact, 201 if new else 200)
+
+    async def artifact_lost(self, request: web.Request) -> web.Response:
+        agent = request[PRINCIPAL]
+        assert agent.agent_id is not None
+        assignment_id = _int_id(request)
+        body = await _body(request, ArtifactLost)
+        return model_response(await self.s.artifacts.lost(agent.agent_id, assignment_id, request.match_info["name"],
+                                                          body))
 
     async def list_artifacts(self, request: web.Request) -> web.Response:
-        return json_response(self.artifacts.list(_int_id(request)))
+        return models_response(await self.s.artifacts.for_assignment(_int_id(request)))
+
+    async def device_artifacts(self, request: web.Request) -> web.Response:
+        device_id = _int_id(request)
+        q = _query(request, ArtifactQuery)
+        return model_response(await self.s.artifacts.for_device(
+            device_id, kind=str(q.kind) if q.kind else None, before=q.before, limit=q.limit))
 
     async def get_artifact(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -501,8 +517,9 @@ ROUTES: list[Route] = [
           response=AssignmentList, tags=("jobs",)),
     Route("GET", "/api/assignments", Api.list_assignments, "Assignments by status (dead letters: failed) or "
           "phone, newest first", query=AssignmentListQuery, response=AssignmentList, tags=("jobs",)),
-    Route("GET", "/api/assignments/{id}/artifacts", Api.list_artifacts, "An assignment's artifacts (screenshots)",
-          response=ArtifactFile, many=True, tags=("jobs",)),
+    Route("GET", "/api/assignments/{id}/artifacts", Api.list_artifacts, "An assignment's artifacts (screenshots, "
+          "logcat, files) with kind, size, sha256 and status (uploading, stored, deleted)",
+          response=Artifact, many=True, tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/steps", Api.assignment_steps, "A run's step timeline: each step's start, "
           "end, outcome, exit code and output tail (steps it never reached: not_run)", response=StepTimeline,
           tags=("jobs",)),
@@ -516,6 +533,8 @@ ROUTES: list[Route] = [
           response=Device, tags=("fleet",)),
     Route("GET", "/api/devices/{id}", Api.get_device, "One phone: its health, the thresholds it breaks and its "
           "reliability record", response=DeviceDetail, tags=("fleet",)),
+    Route("GET", "/api/devices/{id}/artifacts", Api.device_artifacts, "A phone's artifacts over all its runs, "
+          "newest first, a page at a time", query=ArtifactQuery, response=ArtifactPage, tags=("fleet",)),
     Route("GET", "/api/devices/{id}/events", Api.device_events, "A phone's timeline, newest first, a page at a "
           "time", query=DeviceEventQuery, response=DeviceEventList, tags=("fleet",)),
     Route("POST", "/api/devices/{id}/quarantine", Api.quarantine_device, "Quarantine a phone by hand: it gets "
@@ -593,8 +612,13 @@ ROUTES: list[Route] = [
     Route("POST", "/api/agent/events", Api.agent_post_events, "Polling fallback: a batch of agent events",
           "agent", body=ev.AgentEventBatch, response=ev.AgentEventResults, tags=("agent",)),
     Route("PUT", "/api/agent/artifacts/{id}/{name}", Api.upload_artifact,
-          "Upload a file for one of the agent's assignments (raw body, up to 32 MiB)", "agent", status=201,
-          response=ArtifactFile, raw_body=True, tags=("agent",)),
+          "Upload a file for one of the agent's assignments (raw body, up to 32 MiB), with its expected size and "
+          "sha256 in X-Artifact-Bytes and X-Artifact-Sha256: a mismatch is a 422 and nothing is kept; 201 when "
+          "stored, 200 when it was already", "agent", status=201, response=Artifact, raw_body=True,
+          tags=("agent",)),
+    Route("POST", "/api/agent/artifacts/{id}/{name}/lost", Api.artifact_lost,
+          "The agent's copy of an artifact is gone or changed before it was sent: it lists as deleted",
+          "agent", body=ArtifactLost, response=Artifact, tags=("agent",)),
 ]
 
 

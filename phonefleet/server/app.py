@@ -13,6 +13,7 @@ from aiohttp import web
 
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.api import Api, ApiServices, error_middleware
+from phonefleet.server.artifact_uploads import ArtifactUploads
 from phonefleet.server.artifacts import ArtifactStore
 from phonefleet.server.auth import ADMIN_PREFIX, Authenticator, TokenCheck, hash_token, new_token
 from phonefleet.server.bus import Bus
@@ -21,6 +22,7 @@ from phonefleet.server.config import Settings
 from phonefleet.server.dashboard_push import DashboardPush
 from phonefleet.server.database import EmbeddedPostgres, create_pool, migrate, wait_for_database
 from phonefleet.server.distributor import Distributor
+from phonefleet.server.duties.artifact_retention import ArtifactRetention
 from phonefleet.server.duties.fill_sweeper import FillSweeper
 from phonefleet.server.duties.health_watch import HealthWatch
 from phonefleet.server.duties.job_activator import JobActivator
@@ -165,7 +167,7 @@ def database_context(settings: Settings) -> Callable[[web.Application], AsyncIte
 
 
 def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, authenticator: Authenticator,
-                   metrics: Metrics) -> tuple[Services, ApiServices]:
+                   metrics: Metrics, *, artifact_store: ArtifactStore) -> tuple[Services, ApiServices]:
     """Every service of this process, each given what it needs when it is made; nothing starts here."""
     pool = db.pool
     bus = Bus(db.dsn, pool)
@@ -191,6 +193,7 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
         RetryWaker(pool, distributor, interval_sec=every),
         FillSweeper(pool, distributor, interval_sec=every),
         HealthWatch(fleet_health, interval_sec=every),
+        ArtifactRetention(pool, artifact_store, metrics, settings),
     ], settings)
     revocations = Revocations(pool, realtime, maintenance, bus, recheck_sec=settings.token_recheck_sec)
     router = Router(realtime, push, distributor, revocations)
@@ -204,8 +207,8 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     api = ApiServices(tokens=tokens, queries=queries, jobs=jobs, pauses=pauses, agent_events=agent_events,
                       scheduler=scheduler, schedules=schedules, revocations=revocations,
                       fleet=Fleet(pool, queries, distributor), fleet_health=fleet_health,
-                      evidence=Evidence(pool, ArtifactStore(settings.data_dir / "artifacts")),
-                      screen=screen)
+                      evidence=Evidence(pool, artifact_store),
+                      screen=screen, artifacts=ArtifactUploads(pool, artifact_store))
     return services, api
 
 
@@ -254,7 +257,8 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(close_sockets)
 
     async def services_context(app: web.Application) -> AsyncIterator[None]:
-        services, api_services = build_services(settings, app[DATABASE], sio, authenticator, metrics)
+        services, api_services = build_services(settings, app[DATABASE], sio, authenticator, metrics,
+                                                artifact_store=api.artifacts)
         app[SERVICES] = services
         app[API_SERVICES] = api_services
         yield

@@ -1,15 +1,20 @@
-"""Files an agent produces for an assignment (screenshots), kept under ``data_dir/artifacts``."""
+"""Files an agent produces for an assignment (screenshots, logcat, pulled files), kept under ``data_dir/artifacts``."""
 
+import contextlib
+import hashlib
 import re
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import StreamReader
 
+from phonefleet.protocol.artifacts import MAX_ARTIFACT_BYTES, NAME_PATTERN
 from phonefleet.server.errors import Invalid, ServiceError
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME = re.compile(NAME_PATTERN)
 """No '/', no leading '.': a name can never leave its assignment's folder."""
-MAX_BYTES = 32 * 1024 * 1024
+MAX_BYTES = MAX_ARTIFACT_BYTES
 PARTIAL = ".part"
 
 INLINE_TYPES = {
@@ -45,7 +50,20 @@ class TooLarge(ServiceError):
     code = "too_large"
 
 
+@dataclass(frozen=True)
+class Received:
+    """An upload's bytes on disk, not yet in place: its ``.part`` file, size and sha256."""
+
+    part: Path
+    size: int
+    sha256: str
+
+
 class ArtifactStore:
+    """The files under ``data_dir/artifacts/<assignment>/<name>``. An upload streams to a ``.part`` file of its
+    own (hashing as it goes) and is renamed into place only once verified, so a name only ever holds whole,
+    checked bytes, and a crash mid-upload leaves only a ``.part`` file that is never served."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
 
@@ -57,26 +75,51 @@ class ArtifactStore:
             raise Invalid.field("name", f"names ending in {PARTIAL!r} are kept for uploads in progress")
         return self.root / str(assignment_id) / name
 
-    async def save(self, assignment_id: int, name: str, body: StreamReader) -> int:
-        """Stream the upload to disk (screenshots can exceed the 1 MiB JSON body limit)."""
+    async def receive(self, assignment_id: int, name: str, body: StreamReader, *, limit: int = MAX_BYTES
+                      ) -> Received:
+        """Stream an upload to a ``.part`` file of its own, hashing it; more than ``limit`` bytes is refused
+        (and nothing kept): ``TooLarge`` past ``MAX_BYTES``, else ``Invalid`` naming ``bytes``."""
         target = self.path(assignment_id, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(target.suffix + PARTIAL)
+        partial = target.with_name(f"{name}.{secrets.token_hex(6)}{PARTIAL}")
+        digest = hashlib.sha256()
         size = 0
-        with partial.open("wb") as out:
-            while chunk := await body.read(256 * 1024):
-                size += len(chunk)
-                if size > MAX_BYTES:
-                    out.close()
-                    partial.unlink(missing_ok=True)
-                    raise TooLarge(f"an artifact may be at most {MAX_BYTES // (1024 * 1024)} MiB")
-                out.write(chunk)
-        partial.replace(target)
-        return size
+        try:
+            with partial.open("wb") as out:
+                while chunk := await body.read(256 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        if limit >= MAX_BYTES:
+                            raise TooLarge(f"an artifact may be at most {MAX_BYTES // (1024 * 1024)} MiB")
+                        raise Invalid.field("bytes", f"expected {limit} bytes, received more")
+                    digest.update(chunk)
+                    out.write(chunk)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return Received(partial, size, digest.hexdigest())
 
-    def list(self, assignment_id: int) -> list[dict[str, object]]:
+    def place(self, received: Received, assignment_id: int, name: str) -> None:
+        received.part.replace(self.path(assignment_id, name))
+
+    @staticmethod
+    def discard(received: Received) -> None:
+        received.part.unlink(missing_ok=True)
+
+    def remove(self, assignment_id: int, name: str) -> bool:
+        """Delete a stored file; False when it was not there."""
+        try:
+            self.path(assignment_id, name).unlink()
+        except FileNotFoundError:
+            return False
+        with contextlib.suppress(OSError):  # the folder goes with its last file
+            (self.root / str(assignment_id)).rmdir()
+        return True
+
+    def files(self, assignment_id: int) -> list[tuple[str, int]]:
+        """The whole files in an assignment's folder (name, size)."""
         folder = self.root / str(assignment_id)
         if not folder.is_dir():
             return []
-        return [{"name": p.name, "bytes": p.stat().st_size} for p in sorted(folder.iterdir())
+        return [(p.name, p.stat().st_size) for p in sorted(folder.iterdir())
                 if p.is_file() and not p.name.endswith(PARTIAL)]

@@ -22,6 +22,7 @@ from phonefleet.server.metrics import Metrics
 from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import Conn
+from phonefleet.server.store import artifacts as artifacts_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
@@ -108,6 +109,8 @@ class Completion:
             for job_id, data in late.events:
                 await jobs_store.add_event(conn, job_id, "late_result", "agent", data)
             changed += late.changed
+            if any(i.get("artifacts") for i in items):  # what the runs' files will be, before their bytes
+                await artifacts_store.record_expected(conn, items)
             touched = {r.device_id for r in changed} | {r.device_id for r in late.cancelled}
             devices = await devices_store.refresh_states(conn, sorted(touched))
             completed = await jobs_store.apply_outcomes(conn, dict(tallies))

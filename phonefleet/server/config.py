@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     header_timeout_sec: float = Field(default=30.0, gt=0, description="A connection must send a complete request "
                                       "head within this long of opening or of its previous response (slowloris); "
                                       "so it is also the keep-alive idle limit.")
+    artifact_max_age_days: float | None = Field(default=None, gt=0, description="The retention duty deletes "
+                                                "artifacts older than this (unset: kept whatever their age).")
+    artifact_max_bytes: int | None = Field(default=None, ge=0, description="The retention duty deletes the oldest "
+                                           "artifacts beyond this many bytes in all (unset: no limit).")
+    artifact_retention_sec: float = Field(default=60.0, gt=0, description="How often the retention duty looks.")
     log_level: str = "WARNING"
     health_min_battery: int = Field(default=15, ge=0, le=100, description="The fleet's health thresholds until "
                                     "PATCH /api/fleet/policy changes them (each agent may override them): "

@@ -52,6 +52,14 @@ class Metrics:
             "phonefleet_agents_connected", "Agents seen within the grace period, on any node",
             registry=self.fleet_registry,
         )
+        self.artifacts_deleted = Counter(
+            "phonefleet_artifacts_deleted", "Artifacts the retention duty deleted, by reason (age or size)",
+            ["reason"], registry=self.registry,
+        )
+        self.artifact_bytes_deleted = Counter(
+            "phonefleet_artifact_bytes_deleted", "Bytes of artifacts the retention duty deleted, by reason",
+            ["reason"], registry=self.registry,
+        )
         self.recovery_attempts = Counter(
             "phonefleet_recovery_attempts", "Recovery rungs run on phones, by rung and outcome", ["rung", "outcome"],
             registry=self.registry,

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from phonefleet.protocol.artifacts import ArtifactKind
 from phonefleet.protocol.enums import AssignmentStatus, DeviceEventKind, JobStatus
 from phonefleet.protocol.timeline import LogLevel
 
@@ -78,6 +79,13 @@ class DeviceEventQuery(BaseModel):
     kind: list[DeviceEventKind] | None = None
 
 
+class ArtifactQuery(BaseModel):
+    kind: ArtifactKind | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    before: int | None = Field(default=None, ge=1, le=MAX_OFFSET, description="Artifacts older than this id "
+                                                                             "(the previous page's next_before).")
+
+
 class StatsQuery(BaseModel):
     window_sec: int = Field(default=86_400, ge=60, le=31_536_000,
                             description="Rates and times cover this many seconds back from now.")
@@ -94,8 +102,4 @@ class ScreenQuery(BaseModel):
     max_width: int | None = Field(default=None, ge=16, le=4000, description="Scaled down to this width at most "
                                                                             "(thumbnails).")
 
-
-class ArtifactFile(BaseModel):
-    name: str
-    bytes: int = Field(ge=0)
 

@@ -4,6 +4,7 @@ import { describeStep, duration, relativeTime, targetText } from "../logic";
 import type { Store } from "../store";
 import type { Assignment } from "../types";
 import { AssignmentTable } from "./AssignmentTable";
+import { RunArtifacts } from "./Gallery";
 import { JobActions, ProgressBar } from "./JobsPage";
 import { RunEvidence } from "./RunEvidence";
 
@@ -85,47 +86,7 @@ export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId
       </dl>
       <h2>Phones</h2>
       {items === null ? <p class="muted">Loading…</p> :
-        <AssignmentTable items={items} extra={(a) => <><Artifacts api={api} assignment={a} /> <RunEvidence api={api} assignment={a} /></>} />}
+        <AssignmentTable items={items} extra={(a) => <><RunArtifacts api={api} assignment={a} /> <RunEvidence api={api} assignment={a} /></>} />}
     </section>
-  );
-}
-
-/** An assignment's files: listed, then fetched with the token as blobs and shown through object URLs. */
-function Artifacts({ api, assignment }: { api: Api; assignment: Assignment }) {
-  const [files, setFiles] = useState<{ name: string; url: string | null }[]>([]);
-  const finished = assignment.finished_at !== null;
-  useEffect(() => {
-    if (!finished && assignment.status !== "running") return;
-    let cancelled = false;
-    const urls: string[] = [];
-    (async () => {
-      try {
-        const list = await api.artifacts(assignment.id);
-        const shown = await Promise.all(list.map(async (f) => {
-          if (!/\.(png|jpe?g|webp|gif)$/i.test(f.name)) return { name: f.name, url: null };
-          const url = await api.artifactUrl(assignment.id, f.name);
-          urls.push(url);
-          return { name: f.name, url };
-        }));
-        if (!cancelled) setFiles(shown);
-      } catch {
-        /* none, or not reachable now */
-      }
-    })();
-    return () => {
-      cancelled = true;
-      urls.forEach((u) => URL.revokeObjectURL(u));
-    };
-  }, [assignment.id, finished]);
-  if (!files.length) return <span class="muted">–</span>;
-  return (
-    <div class="artifacts">
-      {files.map((f) => f.url ? (
-        <a key={f.name} href={f.url} target="_blank" rel="noopener" title={f.name}>
-          <img src={f.url} alt={`Screenshot ${f.name} from ${assignment.serial ?? assignment.device_id}`}
-            data-testid="artifact" loading="lazy" />
-        </a>
-      ) : <span key={f.name} class="mono">{f.name}</span>)}
-    </div>
   );
 }

@@ -6,6 +6,7 @@ import {
 import { agoText, duration, percentText, secondsText } from "../logic";
 import type { Store } from "../store";
 import type { Assignment, Device, DeviceDetail, DeviceHealth, Reliability } from "../types";
+import { PhoneGallery } from "./Gallery";
 import { PhoneActions } from "./PhoneActions";
 import { PhoneTimeline } from "./PhoneTimeline";
 import { RunEvidence } from "./RunEvidence";
@@ -106,6 +107,8 @@ export function PhoneDetail({ api, store, deviceId }: { api: Api; store: Store; 
 
       <h2>Last runs</h2>
       <Runs api={api} runs={runs} store={store} />
+      <h2>Screenshots</h2>
+      <PhoneGallery api={api} deviceId={deviceId} />
       <h2>Timeline</h2>
       <PhoneTimeline api={api} store={store} deviceId={deviceId} row={row} />
     </section>

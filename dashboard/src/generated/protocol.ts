@@ -18,6 +18,16 @@ export type OnInterrupt = "fail" | "rerun";
 export type AssignmentStatus =
   "pending" | "delivered" | "running" | "paused" | "completed" | "failed" | "cancelled" | "timed_out";
 /**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ArtifactKind".
+ */
+export type ArtifactKind = "screenshot" | "logcat" | "file";
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ArtifactStatus".
+ */
+export type ArtifactStatus = "uploading" | "stored" | "deleted";
+/**
  * What an agent reports when an assignment ends on a phone.
  *
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -149,6 +159,12 @@ export interface Contract {
   AgentPoll: AgentPoll;
   AgentStatus: AgentStatus;
   AgentUpdate: AgentUpdate;
+  Artifact: Artifact;
+  ArtifactInfo: ArtifactInfo;
+  ArtifactKind: ArtifactKind;
+  ArtifactLost: ArtifactLost;
+  ArtifactPage: ArtifactPage;
+  ArtifactStatus: ArtifactStatus;
   Assignment: Assignment;
   AssignmentFinished: AssignmentFinished;
   AssignmentList: AssignmentList;
@@ -951,11 +967,89 @@ export interface AgentUpdate {
   status: string;
 }
 /**
+ * An artifact as the server holds it (``GET /api/assignments/{id}/artifacts``).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "Artifact".
+ */
+export interface Artifact {
+  assignment_id: number;
+  bytes: number;
+  created_at?: string | null;
+  deleted_at?: string | null;
+  deleted_reason?: string | null;
+  device_id?: number | null;
+  /**
+   * Null only for a file stored before artifacts were recorded.
+   */
+  id?: number | null;
+  kind: ArtifactKind;
+  name: string;
+  /**
+   * Null only for a file stored before uploads were verified.
+   */
+  sha256: string | null;
+  status: ArtifactStatus;
+  step_index?: number | null;
+  stored_at?: string | null;
+  taken_at?: string | null;
+}
+/**
+ * One file of a run as the agent describes it (in ``FinishedItem.artifacts`` and its outbox).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ArtifactInfo".
+ */
+export interface ArtifactInfo {
+  bytes: number;
+  kind: ArtifactKind;
+  name: string;
+  /**
+   * Lower-case hex SHA-256 of the bytes.
+   */
+  sha256: string;
+  /**
+   * The plan step that made it.
+   */
+  step_index?: number | null;
+  taken_at?: string | null;
+}
+/**
+ * ``POST /api/agent/artifacts/{id}/{name}/lost``: the agent's copy is gone or changed; it will never come.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ArtifactLost".
+ */
+export interface ArtifactLost {
+  /**
+   * What the file was to be: recorded (as deleted) when the run's result has not landed yet.
+   */
+  artifact?: ArtifactInfo | null;
+  reason: string;
+}
+/**
+ * A phone's artifacts, newest first (``GET /api/devices/{id}/artifacts``).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "ArtifactPage".
+ */
+export interface ArtifactPage {
+  items: Artifact[];
+  /**
+   * Pass as ``before`` for the next (older) page; null at the end.
+   */
+  next_before: number | null;
+}
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "Assignment".
  */
 export interface Assignment {
   agent_id: number;
+  /**
+   * The run's artifacts whose bytes are still uploading.
+   */
+  artifacts_pending?: number;
   attempt: number;
   /**
    * Crashes and ANRs its phone's logcat showed during the run.
@@ -1026,6 +1120,12 @@ export interface AssignmentFinished {
  * via the `definition` "FinishedItem".
  */
 export interface FinishedItem {
+  /**
+   * The run's files, described before their bytes are sent: the server lists them as uploading until each arrives verified.
+   *
+   * @maxItems 1000
+   */
+  artifacts?: ArtifactInfo[];
   assignment_id: number;
   /**
    * Crashes and ANRs in the run's logcat.

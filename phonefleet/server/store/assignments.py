@@ -40,7 +40,9 @@ from phonefleet.server.store.slots import SLOT_SETTLED
 ASSIGNMENT_COLUMNS = """
     a.id, a.job_id, a.device_id, a.agent_id, a.status, a.attempt, a.progress, a.step_index, a.result,
     a.error, a.error_code, a.lease_until, a.retry_at, a.created_at, a.started_at, a.finished_at, a.retried,
-    a.superseded, a.slot_id, a.reruns, a.crashes
+    a.superseded, a.slot_id, a.reruns, a.crashes,
+    (SELECT count(*)::int FROM artifacts x WHERE x.assignment_id = a.id AND x.status = 'uploading')
+        AS artifacts_pending
 """
 
 ORDER_COLUMNS = """

@@ -152,6 +152,7 @@ class AssignmentRecord(asyncpg.Record):
     slot_id = Col[int | None]()
     reruns = Col[int]()
     crashes = Col[list[dict[str, Any]]]()
+    artifacts_pending = Col[int]()
     serial = Col[str]()
 
 
@@ -356,3 +357,25 @@ class FillContext(asyncpg.Record):
     idle = Col[int]()
     running = Col[bool]()
     agent_caps = Col[bool]()
+
+
+# -------------------------------------------------------------------------------------------- artifacts
+
+
+class ArtifactRecord(asyncpg.Record):
+    """An artifact's row (``artifacts.ARTIFACT_COLUMNS``)."""
+
+    id = Col[int]()
+    assignment_id = Col[int]()
+    device_id = Col[int | None]()
+    name = Col[str]()
+    kind = Col[str]()
+    bytes = Col[int]()
+    sha256 = Col[str]()
+    step_index = Col[int | None]()
+    taken_at = Col[datetime | None]()
+    status = Col[str]()
+    created_at = Col[datetime]()
+    stored_at = Col[datetime | None]()
+    deleted_at = Col[datetime | None]()
+    deleted_reason = Col[str | None]()
