@@ -29,8 +29,9 @@ async def test_paging_through_a_runs_screenshots(server: RunningServer, agent_fa
         runs = (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]
         if not runs or runs[0]["status"] != "completed":
             return None
-        rows: list[dict[str, Any]] = await server.ok("GET", f"/api/assignments/{runs[0]['id']}/artifacts")
-        return rows if len(rows) == 3 and all(r["status"] == "stored" for r in rows) else None
+        listed: list[dict[str, Any]] = await server.ok("GET", f"/api/assignments/{runs[0]['id']}/artifacts")
+        rows = [r for r in listed if r["kind"] == "screenshot"]  # the run's logcat is listed too
+        return rows if len(rows) == 3 and all(r["status"] == "stored" for r in listed) else None
 
     rows = await eventually(stored, timeout=30)
     assert rows is not None

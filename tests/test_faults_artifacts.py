@@ -23,6 +23,8 @@ from tests.conftest import ADMIN, RunningServer, eventually, free_port
 from tests.server_processes import _spawn, healthy
 
 SHOTS = 5
+FILES = SHOTS + 1
+"""Each run's files: its screenshots and its logcat."""
 PHONES = 2
 
 
@@ -78,13 +80,13 @@ async def every_artifact_once_and_intact(admin: Admin, job_id: int, data_dir: Pa
         if len(runs) != PHONES or any(r["status"] != "completed" for r in runs):
             return None
         rows = [a for r in runs for a in await admin.call("GET", f"/api/assignments/{r['id']}/artifacts")]
-        if len(rows) == PHONES * SHOTS and all(a["status"] == "stored" for a in rows):
+        if len(rows) == PHONES * FILES and all(a["status"] == "stored" for a in rows):
             return rows
         return None
 
     rows = await eventually(stored, timeout=60)
     assert rows is not None
-    assert len({(a["assignment_id"], a["name"]) for a in rows}) == PHONES * SHOTS
+    assert len({(a["assignment_id"], a["name"]) for a in rows}) == PHONES * FILES
     for run in await admin.runs(job_id):
         assert run["artifacts_pending"] == 0
         folder = data_dir / "artifacts" / str(run["id"])
@@ -93,7 +95,7 @@ async def every_artifact_once_and_intact(admin: Admin, job_id: int, data_dir: Pa
     for artifact in rows:
         on_disk = (data_dir / "artifacts" / str(artifact["assignment_id"]) / artifact["name"]).read_bytes()
         assert hashlib.sha256(on_disk).hexdigest() == artifact["sha256"] and len(on_disk) == artifact["bytes"]
-        assert on_disk.startswith(b"\x89PNG")
+        assert on_disk.startswith(b"\x89PNG" if artifact["kind"] == "screenshot" else b"\x1f\x8b")  # PNG or gzip
     await eventually(lambda: asyncio.to_thread(lambda: uploads_queued(state) == 0 and not local_files(state)),
                      timeout=30)
 
@@ -132,7 +134,7 @@ async def test_link_cut_mid_upload_every_artifact_arrives_once(
         job = await admin.job()
         await eventually(lambda: admin.all_running(job["id"]), timeout=30)
         proxied.refuse()  # the runs end and their files queue up while the server is out of reach
-        await eventually(lambda: asyncio.to_thread(lambda: uploads_queued(state) == PHONES * SHOTS), timeout=30)
+        await eventually(lambda: asyncio.to_thread(lambda: uploads_queued(state) == PHONES * FILES), timeout=30)
         proxied.heal()
         await eventually(lambda: stored(server, 1), timeout=30, interval=0.01)
         # The link goes silent under the agent: its next upload is caught in it, part of it (or all of it, its
@@ -158,8 +160,8 @@ async def test_agent_sigkilled_with_artifacts_queued_sends_them_after_restart(
         job = await admin.job()
         await eventually(lambda: admin.all_running(job["id"]), timeout=30)
         proxied.refuse()
-        await eventually(lambda: asyncio.to_thread(lambda: uploads_queued(state) == PHONES * SHOTS), timeout=30)
-        assert len(local_files(state)) == PHONES * SHOTS
+        await eventually(lambda: asyncio.to_thread(lambda: uploads_queued(state) == PHONES * FILES), timeout=30)
+        assert len(local_files(state)) == PHONES * FILES
         agent.kill()
         proxied.heal()
         agent = AgentProcess(proxied.url, token, state, adb_server, virtual=PHONES)
@@ -191,7 +193,7 @@ async def test_server_killed_mid_upload_every_artifact_arrives_once(
         job = await admin.job()
         await eventually(lambda: admin.all_running(job["id"]), timeout=30)
         proxy.refuse()
-        await eventually(lambda: asyncio.to_thread(lambda: uploads_queued(state) == PHONES * SHOTS), timeout=30)
+        await eventually(lambda: asyncio.to_thread(lambda: uploads_queued(state) == PHONES * FILES), timeout=30)
         conn = await asyncpg.connect(dsn)
         try:
             proxy.heal()  # the queued files flow
@@ -206,7 +208,7 @@ async def test_server_killed_mid_upload_every_artifact_arrives_once(
             stored_before = await conn.fetchval("SELECT count(*) FROM artifacts WHERE status = 'stored'")
         finally:
             await conn.close()
-        assert stored_before < PHONES * SHOTS, "the kill came while uploads were still to come"
+        assert stored_before < PHONES * FILES, "the kill came while uploads were still to come"
         await start_server()
         proxy.heal()
         await every_artifact_once_and_intact(admin, job["id"], tmp_path / "node0", state)
