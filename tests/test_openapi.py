@@ -62,6 +62,8 @@ async def test_every_error_a_route_can_answer_is_documented(server: RunningServe
             expected.add("503")
         if (route.access == "admin" and route.method != "GET") or route.conflicts:
             expected.add("409")
+        if route.gone:
+            expected.add("410")
         assert set(responses) == expected, (route.method, route.path, sorted(responses))
         for status, response in responses.items():
             if status >= "400":

@@ -29,7 +29,7 @@ async def _ended(server: RunningServer, job_id: int) -> dict[str, Any]:
 async def _logcat(server: RunningServer, assignment_id: int, query: str = "") -> dict[str, Any]:
     async def uploaded() -> dict[str, Any] | None:
         status, body = await server.request("GET", f"/api/assignments/{assignment_id}/logcat{query}")
-        assert status in (200, 404), (status, body)
+        assert status in (200, 404, 409), (status, body)  # 409: still uploading from the agent
         return body if status == 200 else None
 
     answer = await eventually(uploaded, timeout=15)
@@ -153,3 +153,23 @@ async def test_a_completed_run_lists_its_steps_and_an_unknown_run_is_not_found(
     assert timeline["failed_step"] is None and timeline["status"] == "completed"
     status, body = await server.request("GET", "/api/assignments/999999/steps")
     assert status == 404 and body["error"]["code"] == "not_found"
+
+
+async def test_a_logcat_still_uploading_or_deleted_says_so(server: RunningServer, agent_factory: AgentFactory) -> None:
+    await agent_factory("pc", virtual=1)
+    job = await server.ok("POST", "/api/jobs", open_url_job(plan=[{"type": "keyevent", "key": "KEYCODE_HOME"}]))
+    row = await _ended(server, job["id"])
+    assert (await _logcat(server, row["id"]))["total"] > 0
+    name = logcat_artifact_name(row["id"])
+    async with server.services.pool.acquire() as conn:  # as if its bytes were still on their way
+        await conn.execute("UPDATE artifacts SET status = 'uploading' WHERE assignment_id = $1 AND name = $2",
+                           row["id"], name)
+    status, body = await server.request("GET", f"/api/assignments/{row['id']}/logcat")
+    assert status == 409 and body["error"]["code"] == "uploading", body
+    async with server.services.pool.acquire() as conn:  # as retention leaves it
+        await conn.execute("""UPDATE artifacts SET status = 'deleted', deleted_at = now(),
+                                  deleted_reason = 'age: older than 30 days'
+                              WHERE assignment_id = $1 AND name = $2""", row["id"], name)
+    status, body = await server.request("GET", f"/api/assignments/{row['id']}/logcat")
+    assert status == 410 and body["error"]["code"] == "deleted", body
+    assert "older than 30 days" in body["error"]["message"]

@@ -524,7 +524,8 @@ ROUTES: list[Route] = [
           "end, outcome, exit code and output tail (steps it never reached: not_run)", response=StepTimeline,
           tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/logcat", Api.assignment_logcat, "A run's logcat, filtered on the server by "
-          "level (and above), tag and text", query=LogcatQuery, response=LogcatAnswer, tags=("jobs",)),
+          "level (and above), tag and text; 409 while it is still uploading, 410 once retention deleted it",
+          query=LogcatQuery, response=LogcatAnswer, tags=("jobs",), conflicts=True, gone=True),
     Route("GET", "/api/assignments/{id}/artifacts/{name}", Api.get_artifact,
           "One artifact's bytes: images and logs inline, anything else as an attachment", tags=("jobs",),
           produces=ARTIFACT_TYPES),

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from phonefleet.protocol.artifacts import ArtifactStatus
 from phonefleet.protocol.timeline import (
     LEVEL_ORDER,
     LOGCAT_TRUNCATED_MARK,
@@ -22,8 +23,10 @@ from phonefleet.protocol.timeline import (
     parse_line,
 )
 from phonefleet.server.artifacts import ArtifactStore
-from phonefleet.server.errors import NotFound
+from phonefleet.server.errors import Conflict, NotFound, ServiceError
 from phonefleet.server.routes import LogcatQuery
+from phonefleet.server.store import Conn
+from phonefleet.server.store import artifacts as artifacts_store
 from phonefleet.server.store import steps as steps_store
 
 ENDED = {"completed", "failed", "timed_out", "cancelled"}
@@ -31,11 +34,29 @@ READ_LIMIT = 64 * 1024 * 1024
 """A stored logcat is read up to this much uncompressed (the agent keeps 2 MiB; the rest is a bad file)."""
 
 
-def logcat_file(artifacts: ArtifactStore, assignment_id: int) -> Path | None:
-    """Where the run's logcat is stored, if it arrived: the one place that knows (artifacts may move to a
-    table of verified uploads; only this function changes then)."""
-    path = artifacts.path(assignment_id, logcat_artifact_name(assignment_id))
-    return path if path.is_file() else None
+class LogcatUploading(Conflict):
+    code = "uploading"
+
+
+class LogcatDeleted(ServiceError):
+    status = 410
+    code = "deleted"
+
+
+async def logcat_file(conn: Conn, artifacts: ArtifactStore, assignment_id: int) -> Path:
+    """Where the run's verified logcat is, or why there is none to read: never captured (404), still on its
+    way from the agent (409 ``uploading``), or deleted by retention or lost (410 ``deleted``, with the reason).
+    Files stored before artifacts had rows are found on disk."""
+    name = logcat_artifact_name(assignment_id)
+    row = await artifacts_store.get(conn, assignment_id, name)
+    if row is not None and row.status == ArtifactStatus.uploading:
+        raise LogcatUploading(f"assignment {assignment_id}'s logcat is still uploading from its agent")
+    if row is not None and row.status == ArtifactStatus.deleted:
+        raise LogcatDeleted(f"assignment {assignment_id}'s logcat was deleted: {row.deleted_reason or 'no reason'}")
+    path = artifacts.path(assignment_id, name)
+    if not path.is_file():
+        raise NotFound(f"assignment {assignment_id} has no logcat")
+    return path
 
 
 def _timeline(assignment_id: int, run: Any, rows: list[Any]) -> StepTimeline:
@@ -95,9 +116,8 @@ class Evidence:
         return _timeline(assignment_id, run, rows)
 
     async def logcat(self, assignment_id: int, query: LogcatQuery) -> LogcatAnswer:
-        path = logcat_file(self.artifacts, assignment_id)
-        if path is None:
-            raise NotFound(f"assignment {assignment_id} has no logcat")
+        async with self.pool.acquire() as conn:
+            path = await logcat_file(conn, self.artifacts, assignment_id)
         data = await asyncio.to_thread(path.read_bytes)
         try:
             return await asyncio.to_thread(filter_logcat, assignment_id, data, query, path.name)

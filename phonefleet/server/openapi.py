@@ -60,6 +60,8 @@ def error_statuses(r: Route) -> dict[str, str]:
         out["404"] = "The id (or name) in the path names nothing this caller can see"
     if (r.access == "admin" and r.method in WRITES) or r.conflicts:
         out["409"] = "The resource's state (or a name already taken) does not allow it"
+    if r.gone:
+        out["410"] = "It existed but was deleted (artifact retention, or its file was lost); the body says why"
     if r.body is not None or r.raw_body:
         out["413"] = "The request body is too large"
     if r.body is not None or r.query is not None or "{name}" in r.path:

@@ -38,6 +38,8 @@ class Route:
     body_required: bool = True
     conflicts: bool = False
     """May answer 409 though it writes nothing (the phone it reads from is offline)."""
+    gone: bool = False
+    """May answer 410: what it names existed but was deleted (artifact retention), and the body says why."""
     produces: tuple[str, ...] = ("application/json",)
 
 
