@@ -3,6 +3,8 @@ and sha256 match (exactly once), a run says when its files are still uploading, 
 newest first, and retention deletes by age and by total size (oldest first), recording what it deleted."""
 
 import hashlib
+import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -198,3 +200,17 @@ async def test_retention_deletes_the_oldest_beyond_the_total_size(server_factory
     assert folder(server, aid) == ["3.png", "4.png"]
     assert await _metric(server, "size") == 3
     assert await duty.run_once() == 0
+
+
+async def test_retention_removes_what_uploads_cut_off_by_a_dead_server_left(server: RunningServer) -> None:
+    duty = next(d for d in server.services.maintenance.duties if isinstance(d, ArtifactRetention))
+    folder_of_run = server.services.settings.data_dir / "artifacts" / "424242"
+    folder_of_run.mkdir(parents=True, exist_ok=True)
+    dead, live, whole = (folder_of_run / n for n in ("a.png.0badc0ffee00.part", "b.png.0123456789ab.part", "c.png"))
+    for path in (dead, live, whole):
+        path.write_bytes(PNG)
+    two_hours_ago = time.time() - 7200
+    for path in (dead, whole):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    assert await duty.sweep_partials() == 1
+    assert sorted(p.name for p in folder_of_run.iterdir()) == sorted([whole.name, live.name]), "only the dead upload"

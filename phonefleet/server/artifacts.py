@@ -4,6 +4,7 @@ import contextlib
 import hashlib
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,19 @@ class ArtifactStore:
         with contextlib.suppress(OSError):  # the folder goes with its last file
             (self.root / str(assignment_id)).rmdir()
         return True
+
+    def sweep_partials(self, older_than_sec: float) -> list[Path]:
+        """Remove ``.part`` files no upload has written to for ``older_than_sec``: what a server killed
+        mid-upload left (the agent sends the whole file again, to a ``.part`` of its own). A live upload writes
+        to its file as bytes come, so its modification time stays fresh."""
+        cutoff = time.time() - older_than_sec
+        removed: list[Path] = []
+        for partial in self.root.glob(f"*/*{PARTIAL}"):
+            with contextlib.suppress(FileNotFoundError):  # finished or discarded meanwhile
+                if partial.stat().st_mtime < cutoff:
+                    partial.unlink()
+                    removed.append(partial)
+        return removed
 
     def files(self, assignment_id: int) -> list[tuple[str, int]]:
         """The whole files in an assignment's folder (name, size)."""

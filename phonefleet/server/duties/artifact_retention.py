@@ -1,8 +1,11 @@
 """Artifact retention: artifacts past ``artifact_max_age_days``, and the oldest beyond ``artifact_max_bytes`` in
 all, are deleted: their files removed, their rows kept as ``deleted`` with the reason and time (so a run lists
-what it had), a structured log line per pass and the ``phonefleet_artifacts_deleted`` counter."""
+what it had), a structured log line per pass and the ``phonefleet_artifacts_deleted`` counter. Once an hour it
+also removes the ``.part`` files of uploads a killed server never finished (``PARTIAL_STALE_SEC`` untouched)."""
 
+import asyncio
 import logging
+import time
 
 import asyncpg
 
@@ -13,6 +16,11 @@ from phonefleet.server.store import artifacts as artifacts_store
 from phonefleet.server.store.records import ArtifactRecord
 
 log = logging.getLogger(__name__)
+
+PARTIAL_SWEEP_SEC = 3600.0
+"""How often the ``.part`` files of unfinished uploads are looked for (a walk of the artifacts folder)."""
+PARTIAL_STALE_SEC = 3600.0
+"""A ``.part`` file no upload wrote to for this long is a dead upload's."""
 
 
 class ArtifactRetention:
@@ -26,6 +34,7 @@ class ArtifactRetention:
         self.settings = settings
         self.interval_sec = max(settings.artifact_retention_sec, settings.maintenance_sec)  # a slow duty
         self.batch = batch
+        self._swept_at: float | None = None
 
     async def run_once(self) -> int:
         """Deletes up to ``batch`` by age, then up to ``batch`` by size; returns how many it deleted."""
@@ -39,7 +48,18 @@ class ArtifactRetention:
             async with self.pool.acquire() as conn:
                 rows = await artifacts_store.expire_beyond_size(conn, max_bytes, self.batch)
             deleted += self._remove(rows, "size")
+        if self._swept_at is None or time.monotonic() - self._swept_at >= PARTIAL_SWEEP_SEC:
+            await self.sweep_partials()
         return deleted
+
+    async def sweep_partials(self, older_than_sec: float = PARTIAL_STALE_SEC) -> int:
+        """Remove what uploads cut off by a server's death left; returns how many files."""
+        self._swept_at = time.monotonic()
+        removed = await asyncio.to_thread(self.store.sweep_partials, older_than_sec)
+        if removed:
+            log.info("unfinished uploads removed", extra={
+                "count": len(removed), "files": [f"{p.parent.name}/{p.name}" for p in removed[:50]]})
+        return len(removed)
 
     def _remove(self, rows: list[ArtifactRecord], reason: str) -> int:
         """The rows say deleted: now their files go (a crash in between leaves a file no row serves)."""
