@@ -2,6 +2,7 @@
 never recorded as lost, and a run cut short is never silently run again."""
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,39 @@ async def test_an_agent_killed_mid_step_reports_the_run_interrupted_and_it_is_re
     assert (second["attempt"], second["slot_id"]) == (2, first["id"])
     assert await asyncio.to_thread(r.opened, url) == 1, "only the recorded retry ran after the crash"
     await r.server.ok("PATCH", f"/api/jobs/{job['id']}", {"status": "cancelled"})
+
+
+async def test_a_run_cut_short_by_a_crash_still_uploads_the_screenshots_it_took(rig: RigFactory) -> None:
+    r = await rig(phones=1, agent_grace_sec=60.0)
+    job = await r.server.ok("POST", "/api/jobs", {
+        "title": "evidence", "target_type": "device_count", "target_value": 1, "max_retries": 0,
+        "plan": [{"type": "screenshot"}, {"type": "open_url", "url": "https://example.com/long", "duration_sec": 60}]})
+
+    async def shot_taken() -> tuple[int, bytes] | None:
+        rows = await r.assignments(job["id"])
+        if not rows or rows[0]["status"] != "running":
+            return None
+        files = list((r.state / "artifacts").glob(f"{rows[0]['id']}-*.png"))
+        return (rows[0]["id"], files[0].read_bytes()) if files and await r.journaled(1) else None
+
+    taken = await eventually(shot_taken, timeout=30)
+    assert taken is not None
+    aid, png = taken
+    r.kill()  # on the page, after its screenshot
+    r.restart()
+
+    async def uploaded() -> list[dict[str, Any]] | None:
+        rows = await r.assignments(job["id"])
+        if rows[0]["error_code"] != "interrupted":
+            return None
+        listed: list[dict[str, Any]] = await r.server.ok("GET", f"/api/assignments/{aid}/artifacts")
+        return listed if listed and all(a["status"] == "stored" for a in listed) else None
+
+    listed = await eventually(uploaded, timeout=45)
+    assert listed is not None
+    (shot,) = listed
+    assert (shot["kind"], shot["bytes"], shot["sha256"]) == ("screenshot", len(png), hashlib.sha256(png).hexdigest())
+    assert not list((r.state / "artifacts").glob(f"{aid}-*")), "sent, then let go of"
 
 
 async def test_on_interrupt_rerun_runs_the_plan_again_and_records_the_rerun(rig: RigFactory) -> None:

@@ -41,7 +41,7 @@ from phonefleet.protocol.plan import (
     UnknownStep,
     WaitStep,
 )
-from phonefleet.protocol.timeline import OUTPUT_TAIL_CHARS
+from phonefleet.protocol.timeline import OUTPUT_TAIL_CHARS, logcat_artifact_name
 
 ENTRY_POINT_GROUP = "phonefleet.steps"
 log = logging.getLogger(__name__)
@@ -120,6 +120,23 @@ class StepContext:
             except (KeyError, TypeError, ValidationError):  # a step that wrote the list itself: its file stays here
                 log.warning("artifact not described; it is not uploaded", extra={"artifact": repr(a)[:200]})
         return infos
+
+
+def left_behind(artifacts_dir: Path, assignment_id: int) -> list[ArtifactInfo]:
+    """The files a run cut short by an agent crash had made (``{id}-…``, as ``add_artifact`` names them),
+    described now, so its evidence is uploaded with its ``interrupted`` result rather than left on this PC.
+    Their step is unknown; a file the crash cut mid-write is sent as it is (its sha256 is of those bytes)."""
+    infos = []
+    for path in sorted(artifacts_dir.glob(f"{assignment_id}-*")):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        kind = (ArtifactKind.logcat if path.name == logcat_artifact_name(assignment_id)
+                else ArtifactKind.screenshot if path.suffix == ".png" else ArtifactKind.file)
+        infos.append(ArtifactInfo(name=path.name, kind=kind, bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                                  taken_at=datetime.fromtimestamp(path.stat().st_mtime, UTC)))
+    return infos
 
 
 StepResult = dict[str, Any] | None

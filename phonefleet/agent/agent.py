@@ -17,14 +17,14 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 
 from phonefleet import __version__
-from phonefleet.agent.actions import Registry
+from phonefleet.agent.actions import Registry, left_behind
 from phonefleet.agent.config import AgentSettings
 from phonefleet.agent.control import ControlServer, FieldError
 from phonefleet.agent.devices import DeviceTracker
 from phonefleet.agent.health import thresholds_in_force
 from phonefleet.agent.journal import JournalEntry, RunJournal
 from phonefleet.agent.link import Control, Handlers, PauseState, ServerLink
-from phonefleet.agent.outbox import Outbox
+from phonefleet.agent.outbox import ArtifactUpload, Outbox
 from phonefleet.agent.recovery import Recovery, RecoveryStore
 from phonefleet.agent.rungs import Rungs
 from phonefleet.agent.runner import PhoneWorker
@@ -211,12 +211,14 @@ class Agent(Handlers):
         """A run the last crash cut short: a failure the server retries per the job's max_retries."""
         log.warning("run interrupted by an agent stop", extra={"assignment_id": entry.assignment_id,
                                                                "step_index": entry.step_index})
+        files = left_behind(self.artifacts_dir, entry.assignment_id)  # its evidence so far goes with it
         self.journal.finish(ev.FinishedItem(
             assignment_id=entry.assignment_id, outcome=FinishOutcome.failed, error_code=ErrorCode.interrupted,
             error=f"the agent stopped during step {entry.step_index + 1} ({entry.step_type[:200]}); "
                   "the run was cut short",
             retryable=True, result={"interrupted_step": entry.step_index, "attempt": entry.attempt},
-            started_at=entry.started_at, finished_at=datetime.now(UTC)))
+            started_at=entry.started_at, finished_at=datetime.now(UTC), artifacts=files),
+            uploads=[ArtifactUpload.of(entry.assignment_id, f) for f in files])
         self.link.notify()
 
     async def fetch(self, url: str, dest: Path) -> None:
