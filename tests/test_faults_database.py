@@ -12,6 +12,7 @@ import socketio
 from pydantic import BaseModel
 
 from phonefleet.protocol import events as ev
+from phonefleet.protocol.artifacts import ArtifactLost
 from phonefleet.protocol.health import FleetPolicyPatch, QuarantineRequest, RecoverRequest
 from phonefleet.protocol.models import (
     AdminTokenCreate,
@@ -25,6 +26,7 @@ from phonefleet.protocol.models import (
     ScheduleCreate,
     SchedulePatch,
 )
+from phonefleet.protocol.screen import InputBody
 from phonefleet.server import outage
 from phonefleet.server.api import ROUTES
 from phonefleet.server.routes import Route
@@ -61,7 +63,8 @@ class Fleet:
                              "template": open_url_job()},
             ev.AgentEventBatch: {"events": [{"event": ev.AGENT_HEARTBEAT, "data": {"running": []}}]},
             QuarantineRequest: {"reason": "checked by hand"}, RecoverRequest: {"rung": "reconnect"},
-            FleetPolicyPatch: {"quarantine": {"cooldown_sec": 900}},
+            FleetPolicyPatch: {"quarantine": {"cooldown_sec": 900}}, InputBody: {"type": "tap", "x": 10, "y": 20},
+            ArtifactLost: {"reason": "the file is gone"},
         }
         return {} if route.body is None else {"json": bodies[route.body]}
 
