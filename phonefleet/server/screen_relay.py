@@ -5,23 +5,19 @@ Frames arrive as binary attachments, the newest is kept per phone, and each view
 a frame goes to a viewer only once it acknowledged the one before, and what came meanwhile is replaced by what
 comes next (latest frame wins), so a slow browser sees fewer frames, never a queue that grows.
 
-Control: one controller per phone. Taking it pauses the phone out of distribution (``paused_by = 'control'``,
-reason "in use by NAME"; unstarted work goes back to its jobs); releasing it, closing the page (its socket
-goes) or no input for ``screen_control_idle_sec`` gives it back. Each session is a pair of events in the
-phone's timeline. REST input takes a session implicitly (``rest:NAME``) when nobody holds one.
+Control sessions (one controller per phone, which pauses it out of distribution) are ``screen_control``'s;
+the relay is the way in for both, and the link control uses to reach phones and viewers (``ScreenLink``).
 
 Memory of this node only: a phone is watched and controlled through the node its agent is connected to (another
 node answers 409); a server that stops gives back the control pauses it held when it starts again.
 """
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
@@ -30,17 +26,14 @@ from pydantic import BaseModel, ValidationError
 
 from phonefleet.protocol import events as ev
 from phonefleet.protocol import screen as sc
-from phonefleet.protocol.enums import DeviceEventKind
 from phonefleet.server.auth import Principal
 from phonefleet.server.distributor import Distributor
-from phonefleet.server.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError
+from phonefleet.server.errors import Invalid, NotFound, ServiceError
 from phonefleet.server.presence import Presence
 from phonefleet.server.realtime import Realtime
-from phonefleet.server.store import Conn, device_events
-from phonefleet.server.store import assignments as assignments_store
+from phonefleet.server.screen_control import ScreenControl
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store.records import DeviceRecord
-from phonefleet.server.transactions import in_transaction
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +49,6 @@ FRESH_SEC = 1.0
 """A streamed frame this young answers ``GET /api/devices/{id}/screen`` without asking the phone."""
 
 
-def may_control(principal: Principal) -> bool:
-    """Who may control a phone: admins (operators too, once roles exist)."""
-    return principal.kind == "admin"
-
-
-def who(principal: Principal) -> str:
-    return principal.admin_name or principal.kind
-
-
 class PhoneUnavailable(ServiceError):
     status = 409
     code = "phone_unavailable"
@@ -76,15 +60,6 @@ class _Viewer:
     max_width: int
     in_flight_since: float | None = None
     pending: tuple[dict[str, Any], bytes] | None = None
-
-
-@dataclass(eq=False)
-class _Control:
-    owner: str
-    """The dashboard socket id, or ``rest:NAME`` for REST input."""
-    who: str
-    since: datetime
-    last_input: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True)
@@ -101,38 +76,23 @@ class ScreenRelay:
         self.sio = sio
         self.presence = presence
         self.realtime = realtime
-        self.distributor = distributor
-        self.idle_sec = idle_sec
         self.interval_ms = interval_ms
+        self.control = ScreenControl(pool, realtime, distributor, self, idle_sec=idle_sec)
         self.watchers: dict[int, dict[str, _Viewer]] = {}
         self.streaming: dict[int, tuple[int, str, int]] = {}
         """device id -> (agent id, serial, max width) of the streams this node asked for."""
         self.latest: dict[int, _Frame] = {}
-        self.controls: dict[int, _Control] = {}
         self._devices: dict[tuple[int, str], int] = {}
         self._snapshots: dict[int, asyncio.Future[_Frame]] = {}
         self._ids = itertools.count(1)
-        self._watchdog: asyncio.Task[None] | None = None
         self.frames_in = 0
         self.frames_out = 0
 
     async def start(self) -> None:
-        async with self.pool.acquire() as conn:
-            freed = await devices_store.end_control_pauses(conn)
-        if freed:
-            log.info("control pauses of a stopped server given back", extra={"devices": freed})
-            self.realtime.devices_changed(freed)
-            self.distributor.request_fill()
-        self._watchdog = asyncio.create_task(self._idle_loop(), name="screen-control-idle")
+        await self.control.start()
 
     async def stop(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-        for device_id in list(self.controls):
-            with contextlib.suppress(Exception):
-                await self.release(device_id, "the server stopped")
+        await self.control.stop()
 
     # ------------------------------------------------------------------ dashboard events
 
@@ -164,30 +124,26 @@ class ScreenRelay:
         """A browser's socket closed: it watches nothing more, and what it controlled is given back."""
         for device_id in [d for d, viewers in self.watchers.items() if sid in viewers]:
             await self.unwatch(sid, device_id)
-        for device_id in [d for d, c in self.controls.items() if c.owner == sid]:
-            try:
-                await self.release(device_id, "the page closed")
-            except Exception:  # kept, and ended by the idle watch once the database answers
-                log.warning("control release failed", exc_info=True)
+        await self.control.owner_gone(sid, "the page closed")
 
     # ------------------------------------------------------------------ watching
 
-    async def _device(self, device_id: int) -> DeviceRecord:
+    async def device(self, device_id: int) -> DeviceRecord:
         async with self.pool.acquire() as conn:
             device = await devices_store.get(conn, device_id)
         if device is None:
             raise NotFound(f"device {device_id} not found")
         return device
 
-    def _reachable(self, device: DeviceRecord) -> None:
+    def reachable(self, device: DeviceRecord) -> None:
         if device.state == "offline":
             raise PhoneUnavailable(f"phone {device.serial} is offline")
         if self.presence.agent_sid(device.agent_id) is None:
             raise PhoneUnavailable(f"the agent of phone {device.serial} is not connected to this server node")
 
     async def watch(self, sid: str, device_id: int, max_width: int) -> sc.ScreenSession:
-        device = await self._device(device_id)
-        self._reachable(device)
+        device = await self.device(device_id)
+        self.reachable(device)
         self._devices[(device.agent_id, device.serial)] = device_id
         viewers = self.watchers.setdefault(device_id, {})
         viewers[sid] = _Viewer(sid, max_width)
@@ -195,7 +151,7 @@ class ScreenRelay:
         frame = self.latest.get(device_id)
         if frame is not None:
             await self._offer(device_id, viewers[sid], frame)
-        await self._announce(device_id)
+        await self.announce(device_id)
         return self.session(device_id, sid)
 
     async def unwatch(self, sid: str, device_id: int) -> None:
@@ -209,7 +165,7 @@ class ScreenRelay:
             stream = self.streaming.get(device_id)
             if stream is not None:
                 await self._ensure_stream(device_id, stream[0], stream[1])
-        await self._announce(device_id)
+        await self.announce(device_id)
 
     def _stream_width(self, device_id: int) -> int:
         return max((v.max_width for v in self.watchers.get(device_id, {}).values()), default=480)
@@ -293,8 +249,8 @@ class ScreenRelay:
 
     async def frame(self, device_id: int, *, fmt: str, max_width: int | None) -> tuple[dict[str, Any], bytes]:
         """One current frame: the streamed one if fresh and fit, else one asked of the phone now."""
-        device = await self._device(device_id)
-        self._reachable(device)
+        device = await self.device(device_id)
+        self.reachable(device)
         self._devices[(device.agent_id, device.serial)] = device_id
         latest = self.latest.get(device_id)
         if (fmt == "jpeg" and latest is not None and device_id in self.streaming
@@ -307,7 +263,7 @@ class ScreenRelay:
         try:
             request = sc.SnapshotRequest(serial=device.serial, request_id=request_id, format="png" if fmt == "png"
                                          else "jpeg", max_width=max_width)
-            await self._call_agent(device, sc.SCREEN_SNAPSHOT, request.model_dump(), timeout=ACK_SEC)
+            await self.call_agent(device, sc.SCREEN_SNAPSHOT, request.model_dump(), timeout=ACK_SEC)
             try:
                 got = await asyncio.wait_for(waiter, AGENT_CALL_SEC)
             except TimeoutError:
@@ -319,108 +275,29 @@ class ScreenRelay:
     # ------------------------------------------------------------------ control
 
     def session(self, device_id: int, owner: str | None = None) -> sc.ScreenSession:
-        control = self.controls.get(device_id)
+        control = self.control.held(device_id)
         return sc.ScreenSession(device_id=device_id, watchers=len(self.watchers.get(device_id, {})),
                                 controller=control.who if control else None,
                                 controlled_since=control.since if control else None,
                                 you_control=control is not None and owner is not None and control.owner == owner)
 
-    async def _announce(self, device_id: int) -> None:
+    async def announce(self, device_id: int) -> None:
         for sid in list(self.watchers.get(device_id, {})):
             await self.sio.emit(sc.SCREEN_SESSION, self.session(device_id, sid).model_dump(mode="json"), to=sid,
                                 namespace=ev.DASHBOARD_NAMESPACE)
 
     async def take(self, device_id: int, principal: Principal, *, owner: str) -> sc.ScreenSession:
-        if not may_control(principal):
-            raise Forbidden("only admins may control a phone")
-        held = self.controls.get(device_id)
-        if held is not None:
-            if held.owner == owner:
-                held.last_input = time.monotonic()
-                return self.session(device_id, owner)
-            raise Conflict(f"phone {device_id} is controlled by {held.who} (since {held.since:%H:%M:%S} UTC); "
-                           "watch it, or wait until it is released")
-        device = await self._device(device_id)
-        self._reachable(device)
-        name = who(principal)
-        control = _Control(owner=owner, who=name, since=datetime.now(UTC))
-        self.controls[device_id] = control  # claimed before the transaction: a second taker is refused at once
-
-        async def work(conn: Conn) -> tuple[bool, list[int]]:
-            paused, changed = await devices_store.set_control_pause(conn, device_id, f"in use by {name}")
-            handed = await assignments_store.hand_back(conn, device_ids=[device_id], reason=f"in use by {name}")
-            if handed:
-                changed += await devices_store.refresh_states(conn, [device_id])
-            await device_events.add_many(conn, [device_events.NewEvent(
-                device_id, DeviceEventKind.control_started, name, "remote control of the screen",
-                {"paused": paused})])
-            self.realtime.jobs_changed(h.job_id for h in handed)
-            return paused, [c.id for c in changed]
-
-        try:
-            paused, _changed = await in_transaction(self.pool, work)
-        except BaseException:
-            self.controls.pop(device_id, None)
-            raise
-        if paused:
-            await self.realtime.to_agent(device.agent_id, ev.DEVICE_PAUSE,
-                                         ev.DeviceControl(device_id=device_id, serial=device.serial).model_dump())
-        self.realtime.devices_changed([device_id])
-        log.info("screen control taken", extra={"device_id": device_id, "by": name})
-        await self._announce(device_id)
+        await self.control.take(device_id, principal, owner=owner)
         return self.session(device_id, owner)
 
     async def release(self, device_id: int, reason: str, *, owner: str | None = None) -> bool:
-        """End the control session (only the owner's, when ``owner`` is given); False if there was none."""
-        control = self.controls.get(device_id)
-        if control is None or (owner is not None and control.owner != owner):
-            return False
-        del self.controls[device_id]
-
-        async def work(conn: Conn) -> tuple[bool, DeviceRecord | None]:
-            resumed, _ = await devices_store.set_control_pause(conn, device_id, None)
-            held_sec = round((datetime.now(UTC) - control.since).total_seconds(), 1)
-            await device_events.add_many(conn, [device_events.NewEvent(
-                device_id, DeviceEventKind.control_ended, control.who, reason, {"held_sec": held_sec})])
-            return resumed, await devices_store.get(conn, device_id)
-
-        try:
-            resumed, device = await in_transaction(self.pool, work)
-        except BaseException:  # an outage: the session stays, and the idle watch ends it once it can
-            self.controls.setdefault(device_id, control)
-            control.last_input = min(control.last_input, time.monotonic() - self.idle_sec)
-            raise
-        if resumed and device is not None:
-            await self.realtime.to_agent(device.agent_id, ev.DEVICE_RESUME,
-                                         ev.DeviceControl(device_id=device_id, serial=device.serial).model_dump())
-        self.realtime.devices_changed([device_id])
-        self.distributor.request_fill()
-        log.info("screen control ended", extra={"device_id": device_id, "by": control.who, "reason": reason})
-        await self._announce(device_id)
-        return True
+        return await self.control.release(device_id, reason, owner=owner)
 
     async def input(self, device_id: int, command: sc.InputCommand, principal: Principal, *, owner: str,
                     implicit: bool) -> sc.InputAccepted:
-        """Run one input on the phone. The sender must hold control; REST (``implicit``) takes it when free."""
-        if not may_control(principal):
-            raise Forbidden("only admins may control a phone")
-        control = self.controls.get(device_id)
-        if control is None and implicit:
-            await self.take(device_id, principal, owner=owner)
-            control = self.controls.get(device_id)
-        if control is None:
-            raise Conflict("take control of the phone first (screen:control with take: true)")
-        if control.owner != owner:
-            raise Conflict(f"phone {device_id} is controlled by {control.who}")
-        control.last_input = time.monotonic()
-        device = await self._device(device_id)
-        self._reachable(device)
-        message = sc.AgentInput(serial=device.serial, input=command)
-        await self._call_agent(device, sc.SCREEN_INPUT, message.model_dump(mode="json"), timeout=AGENT_CALL_SEC)
-        control.last_input = time.monotonic()
-        return sc.InputAccepted(device_id=device_id, input=command, controller=control.who)
+        return await self.control.input(device_id, command, principal, owner=owner, implicit=implicit)
 
-    async def _call_agent(self, device: DeviceRecord, event: str, data: dict[str, Any], *, timeout: float) -> None:
+    async def call_agent(self, device: DeviceRecord, event: str, data: dict[str, Any], *, timeout: float) -> None:
         """An event the agent acknowledges; its refusal (or silence) is a 409 naming the phone."""
         sid = self.presence.agent_sid(device.agent_id)
         if sid is None:
@@ -433,18 +310,6 @@ class ScreenRelay:
             error = answer.get("error", {}) if isinstance(answer, dict) else {}
             message = str(error.get("message", "no answer") if isinstance(error, dict) else error)[:300]
             raise PhoneUnavailable(f"phone {device.serial}: {message}")
-
-    async def _idle_loop(self) -> None:
-        step = max(0.05, min(1.0, self.idle_sec / 4))
-        while True:
-            await asyncio.sleep(step)
-            now = time.monotonic()
-            for device_id, control in list(self.controls.items()):
-                if now - control.last_input >= self.idle_sec:
-                    try:
-                        await self.release(device_id, f"no input for {self.idle_sec:g} s")
-                    except Exception:  # an outage: tried again on the next round
-                        log.warning("idle control release failed", exc_info=True)
 
     def watched(self) -> Iterable[int]:
         return list(self.watchers)
