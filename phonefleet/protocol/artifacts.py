@@ -13,7 +13,7 @@ from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from phonefleet.protocol.models import UtcDatetime
+from phonefleet.protocol.times import UtcDatetime
 
 NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 """No '/', no leading '.': a name can never leave its assignment's folder."""

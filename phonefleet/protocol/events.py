@@ -21,9 +21,10 @@ from phonefleet.protocol.enums import (
     PauseScope,
 )
 from phonefleet.protocol.health import HealthThresholds
-from phonefleet.protocol.models import Device, Id, UtcDatetime
+from phonefleet.protocol.models import Device, Id
 from phonefleet.protocol.plan import AnyStep
 from phonefleet.protocol.timeline import MAX_CRASHES, MAX_STEPS, Crash, StepRecord
+from phonefleet.protocol.times import UtcDatetime
 
 AGENT_NAMESPACE: Final = "/agent"
 DASHBOARD_NAMESPACE: Final = "/dashboard"

@@ -1,9 +1,9 @@
 """Resources and REST bodies: what the server stores, answers and accepts."""
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from phonefleet.protocol import recurrence
 from phonefleet.protocol.enums import (
@@ -21,25 +21,10 @@ from phonefleet.protocol.enums import (
 )
 from phonefleet.protocol.plan import Step
 from phonefleet.protocol.timeline import MAX_CRASHES, Crash
+from phonefleet.protocol.times import UtcDatetime
 
 Id = Annotated[int, Field(ge=1, le=2**63 - 1, strict=True)]
 """A database id: a positive bigint, and a JSON integer: ``"12"``, ``12.0`` and ``true`` are not ids."""
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """Naive times are taken as UTC rather than rejected or misread as local time.
-
-    Aware times are converted to UTC here, so one that has no UTC equivalent (``0001-01-01T00:00+14:00``)
-    is a validation error rather than an overflow in the database driver.
-    """
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("date out of range") from None
 
 
 def _present(value: Any) -> Any:
@@ -49,7 +34,6 @@ def _present(value: Any) -> Any:
     return value
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
 """A timestamp, taken as UTC when naive."""
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from phonefleet.protocol.models import UtcDatetime
+from phonefleet.protocol.times import UtcDatetime
 
 # dashboard -> server (each answered by an ack: {"ok": true, ...} or {"ok": false, "error": ...})
 SCREEN_WATCH: Final = "screen:watch"

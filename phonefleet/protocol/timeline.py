@@ -11,24 +11,12 @@ server (which filters a stored capture) use them, so they live here with the mod
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Final
+from typing import Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-
-def _utc(value: datetime) -> datetime:
-    """As ``models.UtcDatetime`` (which imports this module, so it cannot be imported here)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:
-        raise ValueError("date out of range") from None
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+from phonefleet.protocol.times import UtcDatetime
 
 OUTPUT_TAIL_CHARS: Final = 8192
 """A step keeps the last 8 KiB (characters) of what its commands printed."""
