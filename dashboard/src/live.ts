@@ -20,7 +20,7 @@ export const ATTENTION_MS = 1000;
 /** The page's own heartbeat: a dashboard:ping this often while the socket is up ... */
 export const PING_MS = 1000;
 /** ... and the link counts as lost when nothing (an ack or any event) came back for this long. */
-export const DEAD_MS = 2500;
+export const DEAD_MS = 2000;
 
 export class Live {
   socket: Socket | null = null;
@@ -48,6 +48,7 @@ export class Live {
       transports: ["websocket", "polling"],
       reconnectionDelay: 1000,
       reconnectionDelayMax: 3000,
+      timeout: 5000, // a server that accepts but never answers the handshake is tried again soon
     });
     this.socket = socket;
     socket.onAny(() => this.alive());
