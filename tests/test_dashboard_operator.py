@@ -196,7 +196,7 @@ async def test_phone_width_dark_theme_and_its_toggle(
         "target_type": "device_count", "target_value": 1})
     device = (await server.ok("GET", "/api/devices"))[0]
     pages = {"jobs": "#/jobs", "phones": "#/phones", "job": f"#/jobs/{job['id']}",
-             "phone": f"#/phones/{device['id']}"}
+             "phone": f"#/phones/{device['id']}", "grid": "#/grid", "schedules": "#/schedules"}
 
     # 390 x 844, light: no horizontal overflow on any page; the top bar is one row with a menu
     async with new_page(browser, viewport=PHONE, color_scheme="light") as page:
@@ -219,6 +219,16 @@ async def test_phone_width_dark_theme_and_its_toggle(
         await expect(nav).to_be_hidden()  # choosing a page closes the menu
         await expect(page.get_by_test_id("job")).to_have_count(2)
         await _no_overflow(page, "jobs after the menu")
+
+    # the same pages at 1280 x 900, light
+    async with new_page(browser, viewport=DESKTOP, color_scheme="light") as page:
+        await sign_in(page, server)
+        await expect(page.locator("html")).to_have_attribute("data-theme", "light")
+        await expect(page.get_by_test_id("menu-toggle")).to_be_hidden()  # the top bar is one row: no menu
+        for name, hash_ in pages.items():
+            await page.goto(f"{server.url}/{hash_}")
+            await expect(page.locator("h1")).to_be_visible()
+            await shot(page, f"desktop-{name}")
 
     # the system's dark setting is followed; the toggle switches and is remembered
     async with new_page(browser, viewport=DESKTOP, color_scheme="dark") as page:
