@@ -219,6 +219,19 @@ async def test_phone_width_dark_theme_and_its_toggle(
         await expect(nav).to_be_hidden()  # choosing a page closes the menu
         await expect(page.get_by_test_id("job")).to_have_count(2)
         await _no_overflow(page, "jobs after the menu")
+        # the new-job form and a confirmation fit too
+        await page.get_by_test_id("new-job").click()
+        form = page.get_by_test_id("new-job-dialog")
+        await expect(form).to_be_visible()
+        assert await form.evaluate("d => d.scrollWidth <= d.clientWidth"), "the new-job form scrolls sideways"
+        await _no_overflow(page, "new-job form")
+        await shot(page, "mobile-new-job")
+        await page.keyboard.press("Escape")
+        await page.locator(f"[data-testid=job][data-job-id='{job['id']}']").get_by_test_id("cancel").click()
+        await expect(page.get_by_test_id("confirm-dialog")).to_be_visible()
+        await _no_overflow(page, "confirmation")
+        await shot(page, "mobile-confirm")
+        await page.get_by_test_id("confirm-keep").click()
 
     # the same pages at 1280 x 900, light
     async with new_page(browser, viewport=DESKTOP, color_scheme="light") as page:

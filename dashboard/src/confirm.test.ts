@@ -21,5 +21,6 @@ describe("confirmations say what will happen", () => {
     expect(cancelJobsText([job, { ...job, id: 13, running_count: 0, paused_count: 2, completed_count: 8 }]))
       .toBe("This cancels 2 jobs: it cancels 4 running runs on 4 phones, 2 paused runs and 6 waiting runs. " +
         "Runs already finished keep their results.");
+    expect(cancelJobsText([])).toContain("None of the selected jobs can be cancelled");
   });
 });

@@ -41,6 +41,7 @@ export function deleteJobText(j: Counts): string {
 
 /** Cancel the selected jobs (those that can be cancelled): "cancels 3 jobs: 4 running runs on 4 phones ...". */
 export function cancelJobsText(jobs: Counts[]): string {
+  if (!jobs.length) return "None of the selected jobs can be cancelled: they have all ended. Nothing changes.";
   let running = 0;
   let paused = 0;
   let held = 0;
