@@ -2,6 +2,7 @@
 // over REST every few seconds, and socket.io keeps trying to reconnect (it recovers by itself).
 import { io, type Socket } from "socket.io-client";
 import type { Api } from "./api";
+import { freezeClock } from "./clock";
 import { throttle } from "./logic";
 import type { Store } from "./store";
 import type { ApiError } from "./api";
@@ -55,6 +56,7 @@ export class Live {
     socket.on("connect", () => {
       this.alive();
       this.startHeartbeat();
+      freezeClock(null);
       this.store.setLink("live");
       this.stopPolling();
       this.store.scheduleChanged();
@@ -109,6 +111,7 @@ export class Live {
     this.stopped = true;
     this.stopPolling();
     this.stopHeartbeat();
+    freezeClock(null);
     if (this.retry) clearTimeout(this.retry);
     this.socket?.removeAllListeners();
     this.socket?.disconnect();
@@ -160,7 +163,10 @@ export class Live {
   private lost(): void {
     if (this.stopped) return;
     this.stopHeartbeat();
-    if (this.store.link !== "offline") this.store.offlineSince = this.aliveAt || Date.now();
+    if (this.store.link !== "offline") {
+      this.store.offlineSince = this.aliveAt || Date.now();
+      freezeClock(this.store.offlineSince); // the times shown stay those of the last live moment
+    }
     this.store.setLink("offline");
     if (!this.poller) this.poller = setInterval(() => void this.refresh(), POLL_MS);
   }
