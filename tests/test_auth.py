@@ -407,3 +407,15 @@ async def test_dashboard_emitting_events_gets_an_error_ack_and_stays_connected(s
         assert len(server.services.realtime.dashboards) == 1
     finally:
         await client.disconnect()
+
+
+async def test_dashboard_heartbeat_is_acked_at_once(server: RunningServer) -> None:
+    """``dashboard:ping``: the page's heartbeat (about once a second) is answered ok, and counts as no unknown event."""
+    client = await _connect(server, ev.DASHBOARD_NAMESPACE, {"token": ADMIN})
+    try:
+        for _ in range(3):
+            ack = await client.call(ev.DASHBOARD_PING, {}, namespace=ev.DASHBOARD_NAMESPACE, timeout=5)
+            assert ack == {"ok": True}
+        assert len(server.services.realtime.dashboards) == 1
+    finally:
+        await client.disconnect()

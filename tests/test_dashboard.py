@@ -167,7 +167,8 @@ async def test_job_for_half_the_phones_runs_to_100_percent(server: RunningServer
     assert await image.evaluate("img => img.complete && img.naturalWidth > 0")
     await shot(page, "job-detail")
 
-    await page.get_by_test_id("delete").click()  # delete from the detail page: it says the job is gone
+    await page.get_by_test_id("delete").click()  # delete from the detail page (asked once): it says the job is gone
+    await page.get_by_test_id("confirm-dialog").get_by_test_id("confirm").click()
     await expect(page.get_by_text("does not exist")).to_be_visible()
     assert len((await server.ok("GET", "/api/jobs"))["items"]) == 1
 
@@ -236,6 +237,8 @@ async def test_pause_and_resume_reach_the_agent_and_agent_pauses_reach_the_page(
     await expect(page.get_by_test_id("connected-count")).to_have_text("1", timeout=30_000)
 
     await row.get_by_test_id("cancel").click()
+    await expect(page.get_by_test_id("confirm-message")).to_contain_text("cancels 1 running run on 1 phone")
+    await page.get_by_test_id("confirm").click()
     await expect(row.get_by_test_id("job-status")).to_have_text("cancelled")
 
 
@@ -252,8 +255,11 @@ async def test_page_says_when_the_live_link_drops_and_recovers(server: RunningSe
         await realtime.sio.disconnect(sid, namespace="/dashboard")
     await expect(page.get_by_test_id("offline-banner")).to_be_visible()
     await expect(page.get_by_test_id("link-state")).to_have_text("Offline")
+    await expect(page.get_by_test_id("offline-banner")).to_contain_text(re.compile(r"Offline since .+, retrying"))
+    await expect(page.locator(".shell")).to_have_class(re.compile(r"\bstale\b"))  # live figures greyed
     await shot(page, "offline")
     await server.ok("PATCH", f"/api/jobs/{job['id']}", {"status": "paused"})
     await expect(page.get_by_test_id("job-status")).to_have_text("paused")  # REST refresh or the new socket
     await expect(page.get_by_test_id("link-state")).to_have_text("Live")
     await expect(page.get_by_test_id("offline-banner")).to_have_count(0)
+    await expect(page.locator(".shell")).not_to_have_class(re.compile(r"\bstale\b"))

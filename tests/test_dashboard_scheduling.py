@@ -171,7 +171,9 @@ async def test_two_selected_jobs_are_batch_paused_and_a_finished_one_is_reported
     await expect(page.get_by_test_id("selected-count")).to_have_text("0 selected")
     await page.get_by_test_id("select-all").check()
     await expect(page.get_by_test_id("selected-count")).to_have_text("3 selected")
-    await page.get_by_test_id("batch-cancel").click()
+    await page.get_by_test_id("batch-cancel").click()  # asked once, for the two that can be cancelled
+    await expect(page.get_by_test_id("confirm-message")).to_contain_text("This cancels 2 jobs")
+    await page.get_by_test_id("confirm").click()
     await expect(page.get_by_test_id("batch-summary")).to_have_text("Cancelled 2 jobs; 1 failed.")
     await expect(row(second)).to_have_attribute("data-status", "cancelled")
 
@@ -208,6 +210,7 @@ async def test_job_form_sends_priority_limits_run_at_and_dependencies(server: Ru
 
     # the prerequisite is cancelled: the dependent is blocked, and says why
     await page.locator(f"[data-testid=job][data-job-id='{prerequisite['id']}']").get_by_test_id("cancel").click()
+    await page.get_by_test_id("confirm").click()
     await expect(dependent).to_have_attribute("data-status", "blocked")
     await expect(dependent.get_by_test_id("waiting")).to_contain_text(re.compile(r"blocked: .+"))
     await page.get_by_test_id("status-filter").select_option("blocked")

@@ -2,6 +2,7 @@
 // over REST every few seconds, and socket.io keeps trying to reconnect (it recovers by itself).
 import { io, type Socket } from "socket.io-client";
 import type { Api } from "./api";
+import { freezeClock } from "./clock";
 import { throttle } from "./logic";
 import type { Store } from "./store";
 import type { ApiError } from "./api";
@@ -17,6 +18,10 @@ export const STATS_MS = 1000;
 export const SCHEDULER_MS = 5000;
 /** The "needs attention" list (GET /api/fleet/health) is refetched at most this often while phones' health changes. */
 export const ATTENTION_MS = 1000;
+/** The page's own heartbeat: a dashboard:ping this often while the socket is up ... */
+export const PING_MS = 1000;
+/** ... and the link counts as lost when nothing (an ack or any event) came back for this long. */
+export const DEAD_MS = 2000;
 
 export class Live {
   socket: Socket | null = null;
@@ -24,6 +29,9 @@ export class Live {
   private retry: ReturnType<typeof setTimeout> | null = null;
   private fetching = false;
   private stopped = false;
+  private heartbeat: ReturnType<typeof setInterval> | null = null;
+  /** When the server last gave a sign of life on the socket (an ack or any event). */
+  private aliveAt = 0;
   onPause: ((p: PauseChanged) => void) | null = null;
   private readonly statsSoon = throttle(() => void this.refreshStats(), STATS_MS);
   private readonly schedulerSoon = throttle(() => void this.refreshScheduler(), SCHEDULER_MS);
@@ -41,9 +49,14 @@ export class Live {
       transports: ["websocket", "polling"],
       reconnectionDelay: 1000,
       reconnectionDelayMax: 3000,
+      timeout: 5000, // a server that accepts but never answers the handshake is tried again soon
     });
     this.socket = socket;
+    socket.onAny(() => this.alive());
     socket.on("connect", () => {
+      this.alive();
+      this.startHeartbeat();
+      freezeClock(null);
       this.store.setLink("live");
       this.stopPolling();
       this.store.scheduleChanged();
@@ -97,6 +110,8 @@ export class Live {
   stop(): void {
     this.stopped = true;
     this.stopPolling();
+    this.stopHeartbeat();
+    freezeClock(null);
     if (this.retry) clearTimeout(this.retry);
     this.socket?.removeAllListeners();
     this.socket?.disconnect();
@@ -108,8 +123,50 @@ export class Live {
     if (this.store.missingJobs.size) void this.fetchMissing();
   }
 
+  private alive(): void {
+    this.aliveAt = Date.now();
+  }
+
+  /** Every PING_MS a dashboard:ping (acked at once by the server); once DEAD_MS pass without any answer the
+   * page says offline and drops the transport, so socket.io reconnects (a half-open link never says so itself). */
+  private startHeartbeat(): void {
+    this.stopHeartbeat();
+    let last = 0;
+    let tick = Date.now();
+    this.heartbeat = setInterval(() => {
+      const socket = this.socket;
+      // a background tab runs timers late: judge the link only when this tick came on time
+      const onTime = Date.now() - tick < PING_MS;
+      tick = Date.now();
+      if (!socket?.connected || this.stopped) return;
+      if (!onTime) this.alive(); // a fresh grace: the ping below gets its full deadline
+      if (onTime && Date.now() - this.aliveAt > DEAD_MS) {
+        this.stopHeartbeat();
+        this.lost();
+        socket.io.engine?.close(); // as a closed transport: the manager reconnects with its backoff
+        return;
+      }
+      if (Date.now() - last >= PING_MS) {
+        last = Date.now();
+        socket.timeout(DEAD_MS).emit(EVENTS.DASHBOARD_PING, {}, (err: unknown) => {
+          if (!err) this.alive();
+        });
+      }
+    }, 250);
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+  }
+
   private lost(): void {
     if (this.stopped) return;
+    this.stopHeartbeat();
+    if (this.store.link !== "offline") {
+      this.store.offlineSince = this.aliveAt || Date.now();
+      freezeClock(this.store.offlineSince); // the times shown stay those of the last live moment
+    }
     this.store.setLink("offline");
     if (!this.poller) this.poller = setInterval(() => void this.refresh(), POLL_MS);
   }

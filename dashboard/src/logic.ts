@@ -1,5 +1,6 @@
 // Pure UI logic (no DOM, no network): unit-tested in logic.test.ts.
 import type { Device, ErrorDetail, Job, JobFilters, JobStatus, Step, StepType, TargetType } from "./types";
+import { clockNow } from "./clock";
 
 /** Counts a progress line needs; both a Job and a JobStatusUpdate have them. */
 export interface Progress {
@@ -240,7 +241,7 @@ export function jobSummary(loaded: Iterable<Pick<Job, "status">>, loadedCount: n
 }
 
 /** "3 s", "2 min 5 s", "1 h 2 min"; null when not started. */
-export function duration(startIso: string | null | undefined, endIso: string | null | undefined, now = Date.now()):
+export function duration(startIso: string | null | undefined, endIso: string | null | undefined, now = clockNow()):
   string | null {
   if (!startIso) return null;
   const start = Date.parse(startIso);
@@ -307,7 +308,7 @@ export function scheduleRule(s: { cron: string | null; timezone: string; interva
 }
 
 /** How far a time is from now, roughly: "in 5 min", "3 h ago", "now". */
-export function relativeTime(iso: string, now = Date.now()): string {
+export function relativeTime(iso: string, now = clockNow()): string {
   const ms = Date.parse(iso);
   if (!Number.isFinite(ms)) return "";
   const diff = Math.round((ms - now) / 1000);
@@ -322,7 +323,7 @@ export function relativeTime(iso: string, now = Date.now()): string {
 }
 
 /** When something past happened, as a phrase: "just now", "5 min ago". */
-export function agoText(iso: string, now = Date.now()): string {
+export function agoText(iso: string, now = clockNow()): string {
   const text = relativeTime(iso, now);
   return text === "now" ? "just now" : text;
 }

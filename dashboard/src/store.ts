@@ -25,6 +25,8 @@ export class Store {
   /** false once GET /api/scheduler answered 404 (a server without the switch): nothing to show. */
   schedulerAvailable = true;
   link: LinkState = "connecting";
+  /** While offline: the last moment the live link gave a sign of life (ms since the epoch). */
+  offlineSince: number | null = null;
   lastSync: number | null = null;
   version = 0;
   /** Bumped by schedule:changed (and a reconnect): the Schedules page re-reads the list then. */

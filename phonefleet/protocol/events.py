@@ -65,6 +65,11 @@ SCHEDULER_UPDATE: Final = "scheduler:update"
 SCHEDULE_CHANGED: Final = "schedule:changed"
 """A schedule was created, edited, deleted or fired (payload: ``ScheduleChanged``)."""
 
+# dashboard -> server
+DASHBOARD_PING: Final = "dashboard:ping"
+"""The dashboard's heartbeat (about once a second): the server acks ``{"ok": true}`` at once, without touching the
+database, so a page notices within seconds that it lost the server even while its socket still looks open."""
+
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -135,7 +135,8 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
 
 class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    """``/dashboard``: browsers with an admin token; they listen, and send only the live screen's events."""
+    """``/dashboard``: browsers with an admin token; they listen, and send only their heartbeat and the live screen's
+    events."""
 
     def __init__(self, presence: Presence, tokens: TokenCheck, metrics: Metrics, screen: ScreenHandlers) -> None:
         super().__init__(ev.DASHBOARD_NAMESPACE)
@@ -166,6 +167,8 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if (bad := _malformed(event, args[1] if len(args) > 1 else None)) is not None:
             return malformed_ack(self.namespace, args[0], bad)
         principal = self._principals.get(args[0])
+        if event == ev.DASHBOARD_PING and principal is not None:
+            return {"ok": True}  # the page's heartbeat: cheap, and not counted (one a second per page)
         if event in sc.DASHBOARD_SCREEN_EVENTS and principal is not None:
             self.metrics.socket_events.labels(namespace="dashboard", event=event).inc()
             return await self.screen.on_dashboard(args[0], principal, event, args[1] if len(args) > 1 else None)

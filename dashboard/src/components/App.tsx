@@ -12,6 +12,7 @@ import { PhonesPage } from "./PhonesPage";
 import { SchedulerBanner, SchedulerControl } from "./SchedulerControl";
 import { SchedulesPage } from "./SchedulesPage";
 import { SignIn } from "./SignIn";
+import { ThemeToggle } from "./ThemeToggle";
 
 export function App() {
   const [token, setToken] = useState<string | null>(() => localStorage.getItem(TOKEN_KEY));
@@ -70,13 +71,19 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
   const page = detail ? "detail" : phone ? "phone" : hash.startsWith("#/phones") ? "phones"
     : hash.startsWith("#/grid") ? "grid"
     : hash.startsWith("#/schedules") ? "schedules" : "jobs";
+  const [menu, setMenu] = useState(false);
+  useEffect(() => setMenu(false), [hash]);
   const show = parsePhoneFilter(new URLSearchParams(hash.split("?")[1] ?? "").get("show"));
 
   return (
-    <div class="shell">
-      <header class="topbar">
+    <div class={`shell${store.link === "offline" ? " stale" : ""}`} data-link={store.link}>
+      <header class={`topbar${menu ? " open" : ""}`}>
         <span class="brand">phonefleet</span>
-        <nav aria-label="Pages">
+        <button type="button" class="ghost menu-toggle" aria-expanded={menu} aria-controls="topbar-nav"
+          onClick={() => setMenu(!menu)} data-testid="menu-toggle">
+          <span aria-hidden="true">☰</span><span class="sr-only">Menu</span>
+        </button>
+        <nav aria-label="Pages" id="topbar-nav">
           <a href="#/jobs" aria-current={page === "jobs" || page === "detail" ? "page" : undefined}>Jobs</a>
           <a href="#/phones" aria-current={page === "phones" || page === "phone" ? "page" : undefined}>Phones</a>
           <a href="#/grid" aria-current={page === "grid" ? "page" : undefined}>Grid</a>
@@ -86,12 +93,15 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
         <span class={`link link-${store.link}`} data-testid="link-state" role="status">
           {store.link === "live" ? "Live" : store.link === "connecting" ? "Connecting…" : "Offline"}
         </span>
-        <button type="button" class="ghost" onClick={() => onSignOut(null)}>Sign out</button>
+        <ThemeToggle />
+        <button type="button" class="ghost signout" onClick={() => onSignOut(null)}>Sign out</button>
       </header>
       {store.link === "offline" && (
         <div class="banner" role="alert" data-testid="offline-banner">
-          Live connection lost: refreshing every few seconds until it comes back.
-          {store.lastSync && ` Last refresh ${new Date(store.lastSync).toLocaleTimeString()}.`}
+          Offline since {new Date(store.offlineSince ?? Date.now()).toLocaleTimeString()}, retrying. The live
+          connection is lost: figures are greyed and show that moment until it comes back.
+          {store.lastSync && store.offlineSince && store.lastSync > store.offlineSince &&
+            ` Last refresh ${new Date(store.lastSync).toLocaleTimeString()}.`}
         </div>
       )}
       <SchedulerBanner store={store} />

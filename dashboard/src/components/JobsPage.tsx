@@ -9,6 +9,8 @@ import type { Store } from "../store";
 import type { Assignment, BatchAction, DurationStats, Job, JobBatchResult, JobPatch, RequeueScope, Stats } from "../types";
 import { AssignmentTable } from "./AssignmentTable";
 import { AttentionPanel } from "./AttentionPanel";
+import { Confirm } from "./Confirm";
+import { cancelJobsText, cancelJobText, deleteJobText } from "../confirm";
 import { NewJobDialog } from "./NewJobDialog";
 
 const STATUSES: StatusFilter[] = ["all", "scheduled", "blocked", "active", "paused", "completed", "cancelled"];
@@ -114,6 +116,7 @@ export function JobActions({ api, store, job, onError, onNotice }: {
   api: Api; store: Store; job: Job; onError: (e: string | null) => void; onNotice: (n: string | null) => void;
 }) {
   const [busy, setBusy] = useState<string | null>(null);
+  const [asking, setAsking] = useState<"cancelled" | "delete" | null>(null);
   const menu = useRef<HTMLDetailsElement>(null);
   const [menuOpen, setMenuOpen] = useState(false);
   const open = JOB_ACTIONS.cancel.has(job.status);
@@ -188,11 +191,17 @@ export function JobActions({ api, store, job, onError, onNotice }: {
         </details>
       )}
       {open && (
-        <button type="button" class="ghost" disabled={!!busy} onClick={() => run("cancelled")}
+        <button type="button" class="ghost" disabled={!!busy} onClick={() => setAsking("cancelled")}
           aria-label={`Cancel ${job.title}`} data-testid="cancel">{busy === "cancelled" ? "Cancelling…" : "Cancel"}</button>
       )}
-      <button type="button" class="danger" disabled={!!busy} onClick={() => run("delete")}
+      <button type="button" class="danger" disabled={!!busy} onClick={() => setAsking("delete")}
         aria-label={`Delete ${job.title}`} data-testid="delete">{busy === "delete" ? "Deleting…" : "Delete"}</button>
+      {asking && (
+        <Confirm title={`${asking === "delete" ? "Delete" : "Cancel"} job ${job.id} “${job.title}”?`}
+          message={asking === "delete" ? deleteJobText(job) : cancelJobText(job)}
+          action={asking === "delete" ? "Delete job" : "Cancel job"}
+          onConfirm={() => void run(asking)} onClose={() => setAsking(null)} />
+      )}
     </div>
   );
 }
@@ -316,6 +325,7 @@ function BatchBar({ api, store, page, selected, onSelect }: {
   api: Api; store: Store; page: Job[]; selected: Set<number>; onSelect: (s: Set<number>) => void;
 }) {
   const [busy, setBusy] = useState<BatchAction | null>(null);
+  const [asking, setAsking] = useState(false);
   const [result, setResult] = useState<JobBatchResult | null>(null);
   const [error, setError] = useState<string | null>(null);
   const ids = [...selected].filter((id) => store.jobs.has(id)); // deleted meanwhile: no longer selected
@@ -360,13 +370,19 @@ function BatchBar({ api, store, page, selected, onSelect }: {
       <span class="muted" data-testid="selected-count">{ids.length} selected</span>
       {(["pause", "resume", "cancel"] as const).map((action) => (
         <button key={action} type="button" class={action === "pause" ? "small" : "small ghost"}
-          disabled={!ids.length || !!busy} onClick={() => run(action)} data-testid={`batch-${action}`}>
+          disabled={!ids.length || !!busy} onClick={() => (action === "cancel" ? setAsking(true) : run(action))}
+          data-testid={`batch-${action}`}>
           {busy === action ? "Working…" : { pause: "Pause", resume: "Resume", cancel: "Cancel" }[action]}
         </button>
       ))}
       {ids.length > 0 && (
         <button type="button" class="small ghost" onClick={() => { onSelect(new Set()); setResult(null); }}
           data-testid="batch-clear">Clear</button>
+      )}
+      {asking && (
+        <Confirm title={`Cancel ${ids.length} selected ${ids.length === 1 ? "job" : "jobs"}?`}
+          message={cancelJobsText(ids.map((id) => store.jobs.get(id)!).filter((j) => JOB_ACTIONS.cancel.has(j.status)))}
+          action="Cancel jobs" onConfirm={() => void run("cancel")} onClose={() => setAsking(false)} />
       )}
       {error && <p class="field-error" role="alert">{error}</p>}
       {result && (

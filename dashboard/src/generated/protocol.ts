@@ -2594,6 +2594,7 @@ export const EVENTS = {
   "ASSIGNMENT_STARTED": "assignment:started",
   "DASHBOARD_DEVICE_UPDATE": "device:update",
   "DASHBOARD_NAMESPACE": "/dashboard",
+  "DASHBOARD_PING": "dashboard:ping",
   "DEVICE_EVENT": "device:event",
   "DEVICE_PAUSE": "device:pause",
   "DEVICE_RECOVER": "device:recover",
