@@ -139,7 +139,7 @@ async def test_job_for_half_the_phones_runs_to_100_percent(server: RunningServer
     await expect(dialog).to_have_count(0)
 
     row = page.get_by_test_id("job").first
-    await expect(row.get_by_test_id("progress")).to_have_text("2/2 phones (100%)")
+    await expect(row.get_by_test_id("progress")).to_have_text("2 done · 0 failed · 0 running of 2")
     await expect(row.get_by_test_id("job-status")).to_have_text("completed")
     await expect(page.get_by_test_id("sum-completed")).to_have_text("1")
     jobs = (await server.ok("GET", "/api/jobs"))["items"]
