@@ -194,7 +194,7 @@ async def test_pause_and_resume_reach_the_agent_and_agent_pauses_reach_the_page(
     await asyncio.to_thread(agent_cli, agent.state_dir, "pause", "--device", held)
     held_row = page.locator(f"[data-testid=phone][data-serial='{held}']")
     await expect(held_row).to_have_attribute("data-state", "paused")
-    await expect(held_row).to_contain_text("by agent")
+    await expect(held_row).to_contain_text("paused at PC pc by operator")
     await shot(page, "phones")
     # the server overrides it: the phone takes work, which the agent queues while the PC holds it
     await held_row.get_by_test_id("phone-toggle").click()
