@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
 import { describeStep, duration, relativeTime, targetText } from "../logic";
+import { useTicker } from "../hooks";
 import type { Store } from "../store";
 import type { Assignment } from "../types";
 import { AssignmentTable } from "./AssignmentTable";
@@ -17,6 +18,7 @@ export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId
   const key = job ? `${job.status}:${job.assigned_count}:${job.completed_count}:${job.failed_count}:` +
     `${job.running_count}:${job.paused_count}:${store.jobPulse.get(jobId) ?? 0}` : "none";
   const last = useRef(0);
+  useTicker(job?.status === "active" && (job.running_count ?? 0) > 0); // "Ran for" moves while runs run
 
   useEffect(() => {
     if (job) return;
