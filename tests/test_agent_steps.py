@@ -1,6 +1,8 @@
 """Every plan step reaches the phone as the right ADB command; failures fail only their assignment."""
 
+import asyncio
 import io
+import itertools
 import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from phonefleet.agent.agent import Agent
+from phonefleet.protocol import events as ev
 from tests.agent_fixtures import AgentFactory
 from tests.conftest import RunningServer, eventually, open_url_job
 
@@ -158,3 +161,36 @@ async def test_screenshots_on_more_phones_than_the_agent_has_threads_all_complet
     job = await server.ok("POST", "/api/jobs", open_url_job(plan=[{"type": "screenshot"}]))
     rows = await finished(server, job["id"])
     assert [r["status"] for r in rows] == ["completed"] * phones, [(r["error_code"], r["error"]) for r in rows]
+
+
+async def test_a_long_step_reports_progress_at_least_once_a_second(
+    server: RunningServer, agent_factory: AgentFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3 s wait is not silent until it ends: the agent's ticker reports its (time-based) progress, and the
+    server's row moves while the run runs."""
+    agent: Agent = await agent_factory("pc", virtual=1)
+    seen: list[tuple[float, float, str | None]] = []
+    put = agent.outbox.put
+    loop = asyncio.get_running_loop()
+
+    def spy(event: str, data: Any) -> int:
+        if event == ev.ASSIGNMENT_PROGRESS:
+            seen.extend((loop.time(), i.progress, i.message) for i in data.items)
+        return put(event, data)
+
+    monkeypatch.setattr(agent.outbox, "put", spy)
+    job = await server.ok("POST", "/api/jobs", open_url_job(plan=[{"type": "wait", "duration_sec": 3}]))
+
+    async def moving() -> bool:
+        rows = (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]
+        return bool(rows) and rows[0]["status"] == "running" and 0.2 < rows[0]["progress"] < 0.95
+
+    assert await eventually(moving, timeout=10)  # the server saw the run move mid-step
+    (row,) = await finished(server, job["id"])
+    assert row["status"] == "completed"
+    times = [t for t, _, _ in seen]
+    values = [p for _, p, _ in seen]
+    assert len(seen) >= 4, seen  # 3 s at least once a second, and the step's end
+    assert max(b - a for a, b in itertools.pairwise(times)) <= 1.0, seen
+    assert values == sorted(values) and values[-1] == 1.0, values
+    assert any(m and m.startswith("wait · ") for _, _, m in seen), seen

@@ -139,7 +139,7 @@ async def test_job_for_half_the_phones_runs_to_100_percent(server: RunningServer
     await expect(dialog).to_have_count(0)
 
     row = page.get_by_test_id("job").first
-    await expect(row.get_by_test_id("progress")).to_have_text("2/2 phones (100%)")
+    await expect(row.get_by_test_id("progress")).to_have_text("2 done · 0 failed · 0 running of 2")
     await expect(row.get_by_test_id("job-status")).to_have_text("completed")
     await expect(page.get_by_test_id("sum-completed")).to_have_text("1")
     jobs = (await server.ok("GET", "/api/jobs"))["items"]
@@ -195,7 +195,7 @@ async def test_pause_and_resume_reach_the_agent_and_agent_pauses_reach_the_page(
     await asyncio.to_thread(agent_cli, agent.state_dir, "pause", "--device", held)
     held_row = page.locator(f"[data-testid=phone][data-serial='{held}']")
     await expect(held_row).to_have_attribute("data-state", "paused")
-    await expect(held_row).to_contain_text("by agent")
+    await expect(held_row).to_contain_text("paused at PC pc by operator")
     await shot(page, "phones")
     # the server overrides it: the phone takes work, which the agent queues while the PC holds it
     await held_row.get_by_test_id("phone-toggle").click()

@@ -239,7 +239,7 @@ async def test_requeue_runs_a_completed_job_again_and_the_stats_show_rates(
     await row.get_by_test_id("requeue").click()
     await row.get_by_test_id("requeue-all").click()
     await expect(page.get_by_test_id("notice")).to_have_text(f"Job #{job['id']}: 1 slot requeued.")
-    await expect(row.get_by_test_id("progress")).to_have_text("1/1 phone (100%)")
+    await expect(row.get_by_test_id("progress")).to_have_text("1 done · 0 failed · 0 running of 1")
     await expect(row).to_have_attribute("data-status", "completed")
     assignments = (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]
     assert sorted(a["superseded"] for a in assignments) == [False, True]

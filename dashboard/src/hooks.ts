@@ -17,3 +17,14 @@ export function useHash(): string {
   }, []);
   return hash;
 }
+
+/** Re-render every `ms` while `on` (a running run's "took" counter moves without any message). */
+export function useTicker(on: boolean, ms = 1000): number {
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    if (!on) return;
+    const t = setInterval(() => setTick((n) => n + 1), ms);
+    return () => clearInterval(t);
+  }, [on, ms]);
+  return tick;
+}

@@ -29,6 +29,8 @@ export class Store {
   offlineSince: number | null = null;
   lastSync: number | null = null;
   version = 0;
+  /** Bumped by every job:progress for a job (its counts may not change while its runs move): pages refetch runs. */
+  jobPulse = new Map<number, number>();
   /** Bumped by schedule:changed (and a reconnect): the Schedules page re-reads the list then. */
   schedulesVersion = 0;
   /** Jobs the socket named before REST told us about them; the live layer fetches these. */
@@ -171,6 +173,7 @@ export class Store {
       paused_count: u.paused_count,
       updated_at: u.updated_at,
     });
+    this.jobPulse.set(u.job_id, (this.jobPulse.get(u.job_id) ?? 0) + 1);
     this.changed();
   }
 

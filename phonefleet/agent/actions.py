@@ -84,9 +84,21 @@ class StepContext:
     """The exit code of the last command the current step ran (``shell``); None: it ran none yet."""
     output_tail: str = ""
     """What the current step's commands printed, its last ``OUTPUT_TAIL_CHARS``."""
+    step_fraction: float = 0.0
+    """How far the current step is, 0..1, as the step itself knows it (a wait by its clock, an install by its
+    phase); the runner's progress ticker reports it. A step that never sets it stays at 0 until it ends."""
+    step_note: str | None = None
+    """A word on where the current step is ("downloading", "installing"), shown with its progress."""
 
     def begin_step(self, index: int) -> None:
         self.step_index, self.exit_code, self.output_tail = index, None, ""
+        self.step_fraction, self.step_note = 0.0, None
+
+    def advance(self, fraction: float, note: str | None = None) -> None:
+        """Say how far the current step is (no message is sent here: the runner's ticker reads it)."""
+        self.step_fraction = min(1.0, max(self.step_fraction, fraction))
+        if note is not None:
+            self.step_note = note
 
     async def shell(self, command: str, timeout: float | None = 60) -> tuple[int, str]:
         """Run a command on the phone, keeping its exit code and the tail of its output for the step timeline."""
@@ -206,7 +218,9 @@ async def _stay(ctx: StepContext, seconds: float) -> None:
     while (left := deadline - loop.time()) > 0:
         if ctx.cancelled():
             raise asyncio.CancelledError
+        ctx.advance(1 - left / seconds)  # time-based progress: the phone is not asked
         await asyncio.sleep(min(left, 0.2))
+    ctx.advance(1.0)
 
 
 async def open_url_step(ctx: StepContext, step: OpenUrlStep) -> dict[str, Any]:
@@ -257,13 +271,16 @@ async def install_apk_step(ctx: StepContext, step: InstallApkStep) -> dict[str, 
     url = str(step.url)
     name = Path(urllib.parse.urlparse(url).path).name or "app.apk"
     local = ctx.artifacts_dir / f"download-{ctx.assignment_id}-{name}"
+    ctx.advance(0.0, "downloading")
     await ctx.fetch(url, local)
+    ctx.advance(0.4, "pushing")
     if step.sha256:
         digest = hashlib.sha256(local.read_bytes()).hexdigest()
         if digest != step.sha256:
             raise StepError(f"APK checksum mismatch: {digest}", code="apk_checksum", retryable=False)
     remote = f"/data/local/tmp/phonefleet-{ctx.assignment_id}.apk"
     await ctx.phone.push(local, remote)
+    ctx.advance(0.7, "installing")
     flags = ("-r " if step.reinstall else "") + ("-g " if step.grant_permissions else "")
     code, output = await ctx.shell(f"pm install {flags}{remote}", timeout=300)
     await ctx.phone.shell(f"rm -f {remote}")

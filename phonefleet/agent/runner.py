@@ -29,6 +29,10 @@ from phonefleet.protocol.timeline import StepOutcome
 
 log = logging.getLogger(__name__)
 
+PROGRESS_EVERY_SEC = 0.5
+"""While a step runs, its progress is reported this often (at least once a second, as the dashboard promises);
+a timer in the agent, never a poll of the phone. The link keeps only the newest report per run in a batch."""
+
 Report = Callable[[str, BaseModel], None]
 Fetch = Callable[[str, Path], Awaitable[None]]
 
@@ -245,10 +249,26 @@ class PhoneWorker:
             steps.begin(index, step)
             bound = self.registry.bind(step)
             await self.journal.step_started(order, index, step.type, started)  # a crash from now on is known
-            results.append(await bound(ctx))
-            steps.end(ctx)
             label = step.type if isinstance(step, UnknownStep) else step.name or step.type
+            ticker = asyncio.create_task(self._tick(ctx, index, count, label), name=f"progress-{ctx.assignment_id}")
+            try:
+                results.append(await bound(ctx))
+            finally:
+                ticker.cancel()
+            steps.end(ctx)
             self.report(ev.ASSIGNMENT_PROGRESS, ev.AssignmentProgress(items=[ev.ProgressItem(
                 assignment_id=ctx.assignment_id, step_index=index, step_count=count,
                 progress=round((index + 1) / count, 4), message=label[:1000])]))
         return {"steps": results}
+
+    async def _tick(self, ctx: StepContext, index: int, count: int, label: str) -> None:
+        """Report the running step's progress every ``PROGRESS_EVERY_SEC`` until it ends (cancelled then)."""
+        t0 = time.monotonic()
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_SEC)
+            elapsed = time.monotonic() - t0
+            note = f" {ctx.step_note}" if ctx.step_note else ""
+            self.report(ev.ASSIGNMENT_PROGRESS, ev.AssignmentProgress(items=[ev.ProgressItem(
+                assignment_id=ctx.assignment_id, step_index=index, step_count=count,
+                progress=round(min(index + ctx.step_fraction, count) / count, 4),
+                message=f"{label}{note} · {elapsed:.0f} s"[:1000])]))

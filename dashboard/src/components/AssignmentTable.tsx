@@ -1,8 +1,10 @@
+import { useTicker } from "../hooks";
 import { duration } from "../logic";
 import type { Assignment } from "../types";
 
 export function AssignmentTable({ items, compact, extra }:
   { items: Assignment[]; compact?: boolean; extra?: (a: Assignment) => preact.ComponentChildren }) {
+  useTicker(items.some((a) => a.status === "running")); // "took" moves each second while a run runs
   if (!items.length) return <p class="muted">No phone has taken this job yet.</p>;
   return (
     <div class="table-wrap">
@@ -31,9 +33,15 @@ export function AssignmentTable({ items, compact, extra }:
                   <span class="muted" title="Failed, and another phone took over its slot"> retried</span>
                 )}
               </td>
-              <td>{Math.round(a.progress * 100)}%</td>
+              <td>
+                <span class="run-progress" data-testid="run-progress" data-progress={a.progress}>
+                  <span class="bar" role="progressbar" aria-valuemin={0} aria-valuemax={100}
+                    aria-valuenow={Math.round(a.progress * 100)}><span style={{ width: `${a.progress * 100}%` }} /></span>
+                  {Math.round(a.progress * 100)}%
+                </span>
+              </td>
               {!compact && <td>{a.started_at ? new Date(a.started_at).toLocaleTimeString() : "–"}</td>}
-              <td>{duration(a.started_at, a.finished_at) ?? "–"}</td>
+              <td data-testid="took">{duration(a.started_at, a.finished_at) ?? "–"}</td>
               {!compact && <td>{a.attempt}</td>}
               <td class="error-cell">{a.error ? `${a.error_code ? `[${a.error_code}] ` : ""}${a.error}` : ""}</td>
               {extra && <td>{extra(a)}</td>}

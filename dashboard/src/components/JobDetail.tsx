@@ -1,11 +1,12 @@
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
 import { describeStep, duration, relativeTime, targetText } from "../logic";
+import { useTicker } from "../hooks";
 import type { Store } from "../store";
 import type { Assignment } from "../types";
 import { AssignmentTable } from "./AssignmentTable";
 import { RunArtifacts } from "./Gallery";
-import { JobActions, ProgressBar } from "./JobsPage";
+import { JobActions, JobStatusBadge, ProgressBar } from "./JobsPage";
 import { RunEvidence } from "./RunEvidence";
 
 export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId: number }) {
@@ -15,7 +16,9 @@ export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId
   const [notice, setNotice] = useState<string | null>(null);
   const [missing, setMissing] = useState(false);
   const key = job ? `${job.status}:${job.assigned_count}:${job.completed_count}:${job.failed_count}:` +
-    `${job.running_count}:${job.paused_count}` : "none";
+    `${job.running_count}:${job.paused_count}:${store.jobPulse.get(jobId) ?? 0}` : "none";
+  const last = useRef(0);
+  useTicker(job?.status === "active" && (job.running_count ?? 0) > 0); // "Ran for" moves while runs run
 
   useEffect(() => {
     if (job) return;
@@ -24,7 +27,10 @@ export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId
 
   useEffect(() => {
     let cancelled = false;
+    // throttled, not debounced: steady progress messages must not keep pushing the refetch away
+    const wait = items === null ? 0 : Math.max(0, last.current + 800 - Date.now());
     const t = setTimeout(async () => {
+      last.current = Date.now();
       try {
         const list = await api.assignments(jobId);
         if (!cancelled) setItems(list.items);
@@ -34,7 +40,7 @@ export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId
           else setError((e as ApiError).message);
         }
       }
-    }, items === null ? 0 : 800);
+    }, wait);
     return () => {
       cancelled = true;
       clearTimeout(t);
@@ -48,7 +54,7 @@ export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId
       <p><a href="#/jobs">← All jobs</a></p>
       <div class="page-head">
         <h1 id="detail-title">{job.title}</h1>
-        <span class={`badge badge-${job.status}`} data-testid="job-status">{job.status}</span>
+        <JobStatusBadge job={job} />
       </div>
       {job.status === "blocked" && (
         <p class="blocked-reason" role="status" data-testid="blocked-reason">

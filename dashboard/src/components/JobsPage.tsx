@@ -2,9 +2,10 @@ import { memo } from "preact/compat";
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
 import {
-  batchSummary, filterJobs, JOB_ACTIONS, jobsByNewest, jobSummary, percentText, progressOf, progressText, requeueText,
+  batchSummary, filterJobs, JOB_ACTIONS, jobsByNewest, jobSummary, percentText, requeueText,
   secondsText, type StatusFilter, waitingText, windowText,
 } from "../logic";
+import { outcomeOf, pauseText, segmentsOf, segmentsText, segmentWidths, statusLabel } from "../jobProgress";
 import type { Store } from "../store";
 import type { Assignment, BatchAction, DurationStats, Job, JobBatchResult, JobPatch, RequeueScope, Stats } from "../types";
 import { AssignmentTable } from "./AssignmentTable";
@@ -206,16 +207,36 @@ export function JobActions({ api, store, job, onError, onNotice }: {
   );
 }
 
+/** A job's bar in four segments (completed green, failed red, running blue, waiting grey) and its counts. */
 export function ProgressBar({ job }: { job: Job }) {
-  const { percent } = progressOf(job);
+  const seg = segmentsOf(job);
+  const w = segmentWidths(seg);
+  const outcome = outcomeOf(job.status, job);
   return (
-    <div class="progress">
-      <div class="bar" role="progressbar" aria-valuemin={0} aria-valuemax={100} aria-valuenow={percent}
-        aria-label={`Progress of ${job.title}`}>
-        <span style={{ width: `${percent}%` }} />
+    <div class={`progress${outcome === "completed with failures" ? " with-failures" : ""}`}>
+      <div class="bar segmented" role="progressbar" aria-valuemin={0} aria-valuemax={seg.total}
+        aria-valuenow={seg.done} aria-valuetext={segmentsText(job)} aria-label={`Progress of ${job.title}`}>
+        {(["done", "failed", "running", "waiting"] as const).map((k) => w[k] > 0 && (
+          <span key={k} class={`seg seg-${k}`} data-testid={`seg-${k}`} style={{ width: `${w[k]}%` }}
+            title={`${seg[k]} ${k}`} />
+        ))}
       </div>
-      <span class="progress-text" data-testid="progress">{progressText(job)}</span>
+      <span class="progress-text" data-testid="progress">{segmentsText(job)}</span>
     </div>
+  );
+}
+
+/** The status badge: "completed with failures" (amber) when any run failed; a paused job says what still runs. */
+export function JobStatusBadge({ job }: { job: Job }) {
+  const failures = outcomeOf(job.status, job) === "completed with failures";
+  return (
+    <>
+      <span class={`badge badge-${failures ? "with-failures" : job.status}`} data-testid="job-status">
+        {job.status === "paused" ? job.status : statusLabel(job.status, job)}</span>
+      {job.status === "paused" && (
+        <span class="pause-state muted" role="status" data-testid="pause-state">{pauseText(job)}</span>
+      )}
+    </>
   );
 }
 
@@ -249,7 +270,7 @@ const JobRow = memo(function JobRow({ job, api, store, open, selected, onSelect,
           <a href={`#/jobs/${job.id}`} data-testid="job-title">{job.title}</a>
           <span class="muted"> #{job.id} · priority {job.priority}</span>
         </div>
-        <span class={`badge badge-${job.status}`} data-testid="job-status">{job.status}</span>
+        <span class="job-state"><JobStatusBadge job={job} /></span>
         <ProgressBar job={job} />
         {waiting ? (
           <span class={`counts ${job.status === "blocked" ? "blocked-reason" : "muted"}`} data-testid="waiting">
@@ -257,32 +278,37 @@ const JobRow = memo(function JobRow({ job, api, store, open, selected, onSelect,
           </span>
         ) : (
           <span class="counts muted">
-            {job.running_count ?? 0} running · {job.paused_count ?? 0} paused · {job.failed_count} failed
+            {job.completed_count} completed · {job.running_count ?? 0} running · {job.failed_count} failed
+            {(job.paused_count ?? 0) > 0 && ` · ${job.paused_count} paused`}
           </span>
         )}
         <JobActions api={api} store={store} job={job} onError={onError} onNotice={onNotice} />
       </div>
-      {open && <JobPhones api={api} job={job} />}
+      {open && <JobPhones api={api} store={store} job={job} />}
     </li>
   );
 });
 
-/** Per-phone status of one job, refetched (at most every second) as the job's counts change. */
-function JobPhones({ api, job }: { api: Api; job: Job }) {
+/** Per-phone status of one job, refetched (at most every second) as the job's counts or its runs' progress change. */
+function JobPhones({ api, store, job }: { api: Api; store: Store; job: Job }) {
   const [items, setItems] = useState<Assignment[] | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const last = useRef(0);
   const key = `${job.status}:${job.assigned_count}:${job.completed_count}:${job.failed_count}:${job.running_count}:` +
-    `${job.paused_count}`;
+    `${job.paused_count}:${store.jobPulse.get(job.id) ?? 0}`;
   useEffect(() => {
     let cancelled = false;
+    // throttled, not debounced: steady progress messages must not keep pushing the refetch away
+    const wait = items === null ? 0 : Math.max(0, last.current + 1000 - Date.now());
     const t = setTimeout(async () => {
+      last.current = Date.now();
       try {
         const list = await api.assignments(job.id);
         if (!cancelled) setItems(list.items);
       } catch (e) {
         if (!cancelled) setError((e as ApiError).message);
       }
-    }, items === null ? 0 : 1000);
+    }, wait);
     return () => {
       cancelled = true;
       clearTimeout(t);

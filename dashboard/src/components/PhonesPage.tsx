@@ -5,6 +5,7 @@ import {
   ATTENTION_STATES, filterCounts, filterPhones, groupCountsText, isHot, PHONE_FILTERS, type PhoneFilter, type PhoneGroup,
   phoneLines, temperatureText, whyText,
 } from "../fleetHealth";
+import { phonePauseText } from "../jobProgress";
 import type { Store } from "../store";
 import type { Agent, Device } from "../types";
 
@@ -244,7 +245,7 @@ const PhoneRow = memo(function PhoneRow({ device: d, index, job, hot, api, store
       <td>
         <span class={`badge badge-${d.state}`} data-testid="phone-state">{d.state}</span>
         {d.paused_by && <span class="muted" data-testid="phone-paused-by">
-          {d.pause_reason ? ` ${d.pause_reason}` : ` by ${d.paused_by}`}</span>}
+          {` ${phonePauseText(d) ?? ""}`}</span>}
       </td>
       <td class="why"><span title={why ?? undefined} data-testid="phone-why">{why ?? ""}</span></td>
       <td>{d.battery === null ? "–" : `${d.battery}%`}</td>
