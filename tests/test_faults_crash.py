@@ -129,7 +129,7 @@ async def test_a_run_finished_while_its_agent_was_cut_off_is_completed_not_lost(
 
 
 async def test_an_agent_killed_mid_step_reports_the_run_interrupted_and_it_is_retried(rig: RigFactory) -> None:
-    r = await rig(phones=2, agent_grace_sec=60.0)  # back well within its grace: no "lost" guess
+    r = await rig(phones=2, agent_grace_sec=60.0, lease_sec=60.0)  # back within grace and lease: no "lost"
     url = "https://example.com/interrupted"
     job = await r.job(url, 60, max_retries=1)
 
@@ -156,7 +156,7 @@ async def test_an_agent_killed_mid_step_reports_the_run_interrupted_and_it_is_re
 
 
 async def test_a_run_cut_short_by_a_crash_still_uploads_the_screenshots_it_took(rig: RigFactory) -> None:
-    r = await rig(phones=1, agent_grace_sec=60.0)
+    r = await rig(phones=1, agent_grace_sec=60.0, lease_sec=60.0)  # a slow restart is no "lost" guess
     job = await r.server.ok("POST", "/api/jobs", {
         "title": "evidence", "target_type": "device_count", "target_value": 1, "max_retries": 0,
         "plan": [{"type": "screenshot"}, {"type": "open_url", "url": "https://example.com/long", "duration_sec": 60}]})
@@ -189,7 +189,7 @@ async def test_a_run_cut_short_by_a_crash_still_uploads_the_screenshots_it_took(
 
 
 async def test_on_interrupt_rerun_runs_the_plan_again_and_records_the_rerun(rig: RigFactory) -> None:
-    r = await rig(phones=1, agent_grace_sec=60.0)
+    r = await rig(phones=1, agent_grace_sec=60.0, lease_sec=60.0)  # a slow restart is no "lost" guess
     url = "https://example.com/rerun"
     job = await r.job(url, 4, on_interrupt="rerun")
     assert job["on_interrupt"] == "rerun"
