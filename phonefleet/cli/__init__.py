@@ -16,10 +16,11 @@ from phonefleet.cli.jobs import jobs_app
 from phonefleet.cli.scheduler import scheduler_app
 from phonefleet.cli.schedules import schedules_app
 from phonefleet.cli.stats import stats
+from phonefleet.cli_help import APP_SETTINGS
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+app = typer.Typer(**APP_SETTINGS, no_args_is_help=True,
                   help="Operate a phonefleet server: jobs, phones, agents, schedules.")
 app.callback()(global_options)
 app.add_typer(jobs_app, name="jobs")

@@ -49,11 +49,12 @@ def _jobs_table(jobs: Sequence[Job]) -> str:
 @jobs_app.command("list")
 def jobs_list(
     ctx: typer.Context,
-    status: Annotated[list[JobStatus] | None, typer.Option("--status", "-s", help="Only these (repeatable).")
-                      ] = None,
-    search: Annotated[str | None, typer.Option("--search", "-q", help="Title contains.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 50,
-    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    status: Annotated[list[JobStatus] | None, typer.Option(
+        "--status", "-s", metavar="[scheduled|active|paused|completed|cancelled|blocked]",
+        help="Only these (repeatable).")] = None,
+    search: Annotated[str | None, typer.Option("--search", "-q", metavar="TEXT", help="Title contains.")] = None,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, max=500)] = 50,
+    offset: Annotated[int, typer.Option("--offset", metavar="N", min=0)] = 0,
 ) -> None:
     """List jobs, newest first."""
     page = run(ctx, lambda c: c.list_jobs(status=status, search=search, limit=limit, offset=offset))
@@ -88,10 +89,12 @@ def jobs_create(  # noqa: PLR0917 (one flag each; typer passes them by keyword)
     model: ModelOpt = None,
     serial: SerialOpt = None,
     agent: OnAgentOpt = None,
-    run_at: Annotated[str | None, typer.Option("--run-at", help="ISO time to start at (naive = UTC).")] = None,
-    depends_on: Annotated[list[int] | None, typer.Option("--depends-on", help="Start after this job completed "
+    run_at: Annotated[str | None, typer.Option("--run-at", metavar="TIME",
+                                               help="ISO time to start at (naive = UTC).")] = None,
+    depends_on: Annotated[list[int] | None, typer.Option("--depends-on", metavar="JOB_ID",
+                                                         help="Start after this job completed "
                                                                               "(repeatable).")] = None,
-    file: Annotated[Path | None, typer.Option("--file", exists=True, dir_okay=False,
+    file: Annotated[Path | None, typer.Option("--file", metavar="FILE", exists=True, dir_okay=False,
                                               help="A JSON file holding the whole job instead of flags.")] = None,
 ) -> None:
     """Create a job from flags (--title with --url or --plan-file) or from --file; it is distributed at once."""
@@ -206,8 +209,8 @@ def jobs_requeue(
 @jobs_app.command("failed")
 def jobs_failed(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
-    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, max=1000)] = 100,
+    offset: Annotated[int, typer.Option("--offset", metavar="N", min=0)] = 0,
     attempts: Annotated[bool, typer.Option(
         "--attempts", help="Every failed attempt, also those retried on another phone or requeued.")] = False,
 ) -> None:

@@ -13,22 +13,30 @@ from phonefleet.cli.errors import usage_error
 
 T = TypeVar("T")
 
-TitleOpt = Annotated[str | None, typer.Option("--title", help="The job's title.")]
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Plan: open this URL (an open_url step).")]
-DurationOpt = Annotated[float | None, typer.Option("--duration", help="With --url: seconds to stay on the page.")]
-PlanFileOpt = Annotated[Path | None, typer.Option("--plan-file", exists=True, dir_okay=False,
+TitleOpt = Annotated[str | None, typer.Option("--title", metavar="TEXT", help="The job's title.")]
+UrlOpt = Annotated[str | None, typer.Option("--url", metavar="URL", help="Plan: open this URL (an open_url step).")]
+DurationOpt = Annotated[float | None, typer.Option("--duration", metavar="SECONDS",
+                                                   help="With --url: seconds to stay on the page.")]
+PlanFileOpt = Annotated[Path | None, typer.Option("--plan-file", metavar="FILE", exists=True, dir_okay=False,
                                                   help="Plan: a JSON list of steps.")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Target every matching phone (the default).")]
-PercentOpt = Annotated[int | None, typer.Option("--percent", help="Target this percentage of the phones.")]
-CountOpt = Annotated[int | None, typer.Option("--count", help="Target this many phones.")]
-PriorityOpt = Annotated[int | None, typer.Option("--priority", help="Higher runs first (-1000..1000).")]
-MaxParallelOpt = Annotated[int | None, typer.Option("--max-parallel", help="At most this many phones at once.")]
-MaxRetriesOpt = Annotated[int | None, typer.Option("--max-retries", help="Retries of a failed phone's run.")]
-JobTimeoutOpt = Annotated[int | None, typer.Option("--timeout", help="Seconds one phone may take.")]
-TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="Only phones carrying this tag (repeatable).")]
-ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Only phones of this model (repeatable).")]
-SerialOpt = Annotated[list[str] | None, typer.Option("--serial", help="Only this phone (repeatable).")]
-OnAgentOpt = Annotated[list[str] | None, typer.Option("--agent", help="Only phones of this agent (repeatable).")]
+PercentOpt = Annotated[int | None, typer.Option("--percent", metavar="PERCENT",
+                                                help="Target this percentage of the phones.")]
+CountOpt = Annotated[int | None, typer.Option("--count", metavar="N", help="Target this many phones.")]
+PriorityOpt = Annotated[int | None, typer.Option("--priority", metavar="N", help="Higher runs first (-1000..1000).")]
+MaxParallelOpt = Annotated[int | None, typer.Option("--max-parallel", metavar="N",
+                                                    help="At most this many phones at once.")]
+MaxRetriesOpt = Annotated[int | None, typer.Option("--max-retries", metavar="N",
+                                                   help="Retries of a failed phone's run.")]
+JobTimeoutOpt = Annotated[int | None, typer.Option("--timeout", metavar="SECONDS", help="Seconds one phone may take.")]
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", metavar="TAG",
+                                                  help="Only phones carrying this tag (repeatable).")]
+ModelOpt = Annotated[list[str] | None, typer.Option("--model", metavar="MODEL",
+                                                    help="Only phones of this model (repeatable).")]
+SerialOpt = Annotated[list[str] | None, typer.Option("--serial", metavar="SERIAL",
+                                                     help="Only this phone (repeatable).")]
+OnAgentOpt = Annotated[list[str] | None, typer.Option("--agent", metavar="NAME",
+                                                      help="Only phones of this agent (repeatable).")]
 
 
 @dataclass
