@@ -27,4 +27,4 @@ def _no_argument_type(self: typer.core.TyperArgument, ctx: Any) -> str | None:
     return None
 
 
-typer.core.TyperArgument.display_type_rich = _no_argument_type  # type: ignore[method-assign]
+typer.core.TyperArgument.display_type_rich = _no_argument_type  # type: ignore[method-assign,assignment]

@@ -10,10 +10,12 @@ import typer
 from pydantic import TypeAdapter, ValidationError
 
 from phonefleet.cli.errors import usage_error
+from phonefleet.protocol.titles import default_title
 
 T = TypeVar("T")
 
-TitleOpt = Annotated[str | None, typer.Option("--title", metavar="TEXT", help="The job's title.")]
+TitleOpt = Annotated[str | None, typer.Option("--title", metavar="TEXT", help=(
+    'The job\'s title; made from the plan when left out ("Open example.com for 60 s").'))]
 UrlOpt = Annotated[str | None, typer.Option("--url", metavar="URL", help="Plan: open this URL (an open_url step).")]
 DurationOpt = Annotated[float | None, typer.Option("--duration", metavar="SECONDS",
                                                    help="With --url: seconds to stay on the page.")]
@@ -62,15 +64,13 @@ class TemplateFlags:
         return self.all_devices or any(v is not None for v in values) or any(self.filters.values())
 
     def fields(self) -> dict[str, Any]:
-        if self.title is None:
-            usage_error("--title is required (or give --file)")
         if (self.url is None) == (self.plan_file is None):
             usage_error("give the plan as --url or --plan-file (one of them)")
         if self.duration is not None and self.url is None:
             usage_error("--duration goes with --url")
         if sum([self.all_devices, self.percent is not None, self.count is not None]) > 1:
             usage_error("give one of --all, --percent and --count")
-        body: dict[str, Any] = {"title": self.title}
+        body: dict[str, Any] = {}
         if self.url is not None:
             step: dict[str, Any] = {"type": "open_url", "url": self.url}
             if self.duration is not None:
@@ -84,6 +84,12 @@ class TemplateFlags:
             if not isinstance(plan, list):
                 usage_error(f"{self.plan_file}: a JSON list of steps is expected")
             body["plan"] = plan
+        steps = body["plan"]
+        if self.title is not None:
+            body["title"] = self.title
+        elif all(isinstance(step, dict) for step in steps):
+            body["title"] = default_title(steps)  # the contract names a bad step's field
+
         if self.percent is not None:
             body["target_type"], body["target_value"] = "percentage", self.percent
         elif self.count is not None:
