@@ -155,12 +155,12 @@ def jobs_show(ctx: typer.Context, job_id: Annotated[int, typer.Argument(metavar=
         ]
         if job.blocked_reason:
             rows.insert(2, ["blocked", job.blocked_reason])
-        plan = [[f"  {n}.", describe_step(step)] for n, step in enumerate(job.plan, 1)]
-        return f"job {job.id}\n" + table(None, rows) + "\nplan\n" + table(None, plan)
+        plan = "".join(f"\n  {n}. {describe_step(step)}" for n, step in enumerate(job.plan, 1))
+        return f"job {job.id}\n" + table(None, rows) + "\nplan" + plan
 
     emit(ctx, job, human)
     if not options(ctx).as_json:
-        Console(highlight=False).print(status_line(job))
+        Console(highlight=False).print(status_line(job), soft_wrap=True)
 
 
 IdsArg = Annotated[list[int], typer.Argument(metavar="ID...", help="One or more job ids.")]

@@ -105,7 +105,7 @@ def watch(ctx: typer.Context, job_id: int, first: Job | None = None) -> NoReturn
                 if live:
                     display.update(line, refresh=True)
                 elif line.plain != shown and not ended(job):
-                    console.print(line)
+                    console.print(line, soft_wrap=True)
                 shown = line.plain
                 if ended(job):
                     return job
@@ -129,7 +129,7 @@ def watch(ctx: typer.Context, job_id: int, first: Job | None = None) -> NoReturn
     if as_json:
         typer.echo(job.model_dump_json(indent=2))
     else:
-        console.print(status_line(job))
+        console.print(status_line(job), soft_wrap=True)
     raise typer.Exit(exit_code(job))
 
 
