@@ -51,12 +51,15 @@ class DemoRun:
             raise AssertionError(f"no line starting {start!r} within {timeout}s:\n" + "\n".join(self.lines)) from None
 
 
-async def _run_demo_once(data_dir: Path, port: int, adb_port: int) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PHONEFLEET_ADMIN_TOKEN")}
+async def _run_demo_once(data_dir: Path, port: int, adb_port: int, *, port_from_env: bool = False) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "PHONEFLEET_ADMIN_TOKEN", "PHONEFLEET_PORT")}
+    where = {"PHONEFLEET_PORT": str(port)} if port_from_env else {}  # as the README's settings table says
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "phonefleet.demo", "--data-dir", str(data_dir), "--port", str(port),
+        sys.executable, "-m", "phonefleet.demo", "--data-dir", str(data_dir),
+        *([] if port_from_env else ["--port", str(port)]),
         "--adb-port", str(adb_port), "--phones", "3", "--first-job-after", "1",
-        env={**env, "PYTHONUNBUFFERED": "1"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        env={**env, **where, "PYTHONUNBUFFERED": "1"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     run = DemoRun(proc)
     try:
         # Where to look comes first, as soon as the server is up; the first job only after the phones.
@@ -100,7 +103,7 @@ async def test_demo_runs_twice_and_ctrl_c_stops_everything(tmp_path: Path) -> No
     port, adb_port = free_port(), free_port()
     try:
         await _run_demo_once(data_dir, port, adb_port)
-        await _run_demo_once(data_dir, port, adb_port)  # the same clone, the second time
+        await _run_demo_once(data_dir, port, adb_port, port_from_env=True)  # the same clone, the second time
     finally:
         for proc in postgres_processes(data_dir / "pg") + _adb_servers(adb_port):
             proc.kill()
