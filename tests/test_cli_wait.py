@@ -3,6 +3,8 @@ the job ended (0 every run succeeded, 1 any failed, 2 cancelled), against a real
 
 import asyncio
 
+from typer.testing import Result
+
 from phonefleet.client import PhonefleetClient
 from phonefleet.protocol.models import Job, JobCreate
 from tests.conftest import RunningServer, eventually, open_url_job
@@ -26,7 +28,7 @@ async def test_wait_exits_0_when_every_run_succeeded(server: RunningServer, cli:
 
 async def test_wait_exits_1_when_a_run_failed(server: RunningServer, cli: Cli, client: PhonefleetClient) -> None:
     agent = await server.sim_agent("pc", 2)
-    waiting = asyncio.create_task(cli("jobs", "create", "--title", "half fails", "--url", "https://example.com/",
+    waiting: asyncio.Future[Result] = asyncio.ensure_future(cli("jobs", "create", "--title", "half fails", "--url", "https://example.com/",
                                       "--max-retries", "0", "--wait"))
     await agent.wait_for(lambda: len(agent.orders) == 2)
     good, bad = sorted(agent.orders)
@@ -47,7 +49,7 @@ async def test_watch_exits_2_when_the_job_is_cancelled(server: RunningServer, cl
     job = await client.create_job(JobCreate.model_validate(open_url_job(title="to cancel")))
     await agent.wait_for(lambda: len(agent.orders) == 1)
     await agent.start(sorted(agent.orders))
-    watching = asyncio.create_task(cli("jobs", "watch", str(job.id)))
+    watching: asyncio.Future[Result] = asyncio.ensure_future(cli("jobs", "watch", str(job.id)))
 
     async def running() -> bool:
         return (await client.get_job(job.id)).running_count == 1
