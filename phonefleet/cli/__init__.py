@@ -2,6 +2,8 @@
 
 Human tables by default, ``--json`` for the contract's JSON. Exit codes: 0 done, 1 the server refused or
 could not be reached, 2 a usage error (bad flags, unreadable files, a body that fails the contract locally).
+``jobs create --wait`` and ``jobs watch`` end with the job's outcome instead: 0 every run succeeded, 1 a run
+failed (or the job is blocked), 2 cancelled.
 """
 
 import sys
