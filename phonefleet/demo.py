@@ -16,8 +16,12 @@ from typing import Annotated
 import aiohttp
 import typer
 
-cli = typer.Typer(add_completion=False, help=__doc__)
+from phonefleet.cli_help import APP_SETTINGS
 
+cli = typer.Typer(**APP_SETTINGS, help=__doc__)
+
+FIRST_JOB_AFTER_SEC = 5.0  # time to open the dashboard before the first job starts
+JOB_STEP_SEC = 10  # the first job stays on its page this long: long enough to watch the bars move
 PROGRESS_SEC = 10.0  # a long wait says it is still waiting this often
 STOP_SEC = 30.0
 
@@ -125,9 +129,11 @@ async def agent_token(http: aiohttp.ClientSession, url: str, data_dir: Path) -> 
 class Demo:
     """The server, the agent and its private adb server, started in order and stopped in reverse."""
 
-    def __init__(self, data_dir: Path, port: int, phones: int, adb_port: int) -> None:
+    def __init__(self, data_dir: Path, port: int, phones: int, adb_port: int,
+                 first_job_after: float = FIRST_JOB_AFTER_SEC) -> None:
         import adbutils
 
+        self.first_job_after = first_job_after
         self.data_dir = data_dir
         self.port = port
         self.phones = phones
@@ -140,20 +146,30 @@ class Demo:
         self.agent: Child | None = None
 
     async def show(self) -> None:
-        """Start everything, run a first job, print where to look; then watch until a process exits."""
+        """Start the server and say where to look (URL and admin token) at once; start the phones; a few
+        seconds later send a first job to watch run live; then keep running until a process exits."""
         if port_in_use(self.port):
-            raise DemoFailed(f"port {self.port} is in use (another phonefleet?); pick one with --port")
+            raise DemoFailed(f"port {self.port} is in use (another phonefleet?); pick one with --port or "
+                             "PHONEFLEET_PORT")
         await self._start_server()
         admin = admin_token(self.data_dir)
+        say("")
+        say(f"  dashboard:    {self.url}/")
+        say(f"  admin token:  {admin}   (paste it at sign-in; kept in {self.data_dir / 'admin_token'})")
+        say("  Ctrl-C stops everything (agent, virtual phones, server, its database).")
+        say("")
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin}"}) as http:
             token = await agent_token(http, self.url, self.data_dir)
             await self._start_agent(http, token)
+            say(f"sending a first job in {self.first_job_after:g} s: open the dashboard to watch it run ...")
+            await asyncio.sleep(self.first_job_after)
             await self._run_job(http)
         say("")
-        say(f"dashboard: {self.url}/   (sign in with the admin token in {self.data_dir / 'admin_token'})")
-        say(f"  jobs:    curl -H \"Authorization: Bearer $(cat {self.data_dir / 'admin_token'})\" {self.url}/api/jobs")
-        say(f"  phones:  .venv/bin/phonefleet-agent status --state-dir {self.data_dir / 'agent'}")
-        say(f"  API:     {self.url}/api/openapi.json      logs: {self.logs}")
+        say("the demo keeps running; try:")
+        say(f"  .venv/bin/phonefleet --url {self.url} jobs create --url https://example.com --duration 10 --percent 50 "
+            "--wait")
+        say(f"  .venv/bin/phonefleet-agent status --state-dir {self.data_dir / 'agent'}")
+        say(f"  API: {self.url}/api/openapi.json      logs: {self.logs}")
         say("Ctrl-C stops everything.")
         children = [c for c in (self.server, self.agent) if c is not None]
         exits = [asyncio.create_task(asyncio.to_thread(c.proc.wait)) for c in children]
@@ -197,24 +213,24 @@ class Demo:
 
     async def _run_job(self, http: aiohttp.ClientSession) -> None:
         assert self.agent is not None and self.server is not None
-        say("sending a job to half of the phones ...")
-        body = {"title": "demo: open example.com, take a screenshot",
-                "plan": [{"type": "open_url", "url": "https://example.com/", "duration_sec": 3},
+        body = {"title": f"demo: open example.com for {JOB_STEP_SEC} s, take a screenshot",
+                "plan": [{"type": "open_url", "url": "https://example.com/", "duration_sec": JOB_STEP_SEC},
                          {"type": "screenshot"}],
                 "target_type": "percentage", "target_value": 50}
         async with http.post(self.url + "/api/jobs", json=body) as r:
             job = await r.json()
             if r.status != 201:
                 raise DemoFailed(f"the server refused the demo job: {job}")
+        say(f"sent job {job['id']} to half of the phones (dashboard: {self.url}/#/jobs)")
         last = ""
 
         async def finished() -> bool:
             nonlocal job, last
             async with http.get(f"{self.url}/api/jobs/{job['id']}") as r:
                 job = await r.json()
-            done = job["completed_count"] + job["failed_count"]
-            line = (f"  job {job['id']} {job['status']}: {done}/{job['target_count']} phones "
-                    f"({100 * done // max(1, job['target_count'])}%), {job['running_count']} running")
+            state = "completed with failures" if job["status"] == "completed" and job["failed_count"] else job["status"]
+            line = (f"  job {job['id']} {state}: {job['completed_count']} done · {job['failed_count']} failed · "
+                    f"{job['running_count']} running of {job['target_count']}")
             if line != last:
                 say(line)
                 last = line
@@ -243,13 +259,14 @@ class Demo:
         say("stopped.")
 
 
-async def demo(data_dir: Path, port: int, phones: int, adb_port: int) -> None:
+async def demo(data_dir: Path, port: int, phones: int, adb_port: int,
+               first_job_after: float = FIRST_JOB_AFTER_SEC) -> None:
     """Run the show until Ctrl-C (SIGINT or SIGTERM) or a failure; stop everything either way."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    run = Demo(data_dir, port, phones, adb_port)
+    run = Demo(data_dir, port, phones, adb_port, first_job_after)
     show = asyncio.create_task(run.show())
     stopped = asyncio.create_task(stop.wait())
     try:
@@ -268,13 +285,18 @@ async def demo(data_dir: Path, port: int, phones: int, adb_port: int) -> None:
 
 @cli.command()
 def main(
-    data_dir: Annotated[Path, typer.Option(help="Database, agent state, logs.")] = Path("./.phonefleet"),
-    port: Annotated[int, typer.Option(help="Server port.")] = 8700,
-    phones: Annotated[int, typer.Option(min=1, max=900, help="Virtual phones.")] = 20,
-    adb_port: Annotated[int, typer.Option(help="A private adb server's port (yours on 5037 is left alone).")] = 5137,
+    data_dir: Annotated[Path, typer.Option(metavar="DIR", envvar="PHONEFLEET_DATA_DIR",
+                                           help="Database, agent state, logs.")] = Path("./.phonefleet"),
+    port: Annotated[int, typer.Option(metavar="PORT", envvar="PHONEFLEET_PORT", help="Server port.")] = 8700,
+    phones: Annotated[int, typer.Option(metavar="N", min=1, max=900, help="Virtual phones.")] = 20,
+    adb_port: Annotated[int, typer.Option(metavar="PORT", help="A private adb server's port (yours on 5037 is left "
+                                                                "alone).")] = 5137,
+    first_job_after: Annotated[float, typer.Option(metavar="SECONDS", min=0, help="Wait this long, once the phones "
+                                                   "are up, before sending the first job.")] = FIRST_JOB_AFTER_SEC,
 ) -> None:
+    """A server on the embedded database, an agent with virtual phones, and a first job to watch."""
     try:
-        asyncio.run(demo(data_dir.resolve(), port, phones, adb_port))
+        asyncio.run(demo(data_dir.resolve(), port, phones, adb_port, first_job_after))
     except DemoFailed as exc:
         typer.echo(f"demo failed: {exc}", err=True)
         raise typer.Exit(1) from None

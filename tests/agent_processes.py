@@ -52,7 +52,8 @@ async def finished_in_outbox(state: Path, count: int, *, exact: bool = False) ->
 
 
 def agent_cli(state_dir: Path, *args: str) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "phonefleet.agent.cli", *args, "--state-dir", str(state_dir)],
+    done = subprocess.run([sys.executable, "-m", "phonefleet.agent.cli", *args, "--state-dir", str(state_dir),
+                           *([] if "--json" in args else ["--json"])],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)

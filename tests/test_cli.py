@@ -158,3 +158,17 @@ def test_schema_command_exports_every_payload(tmp_path: Path) -> None:
                  "OpenUrlStep", "ScreenshotStep", "PauseRequest", "FleetStats"):
         assert f'"{name}"' in text, name
     assert '"job:assign"' in text
+
+
+async def test_agents_add_takes_the_data_dir_after_the_subcommand(data_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "phonefleet.server.cli", "agents", "add", "late", "--data-dir",
+                         str(data_dir)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("pfagt_")
+    assert (data_dir / "pg").is_dir(), "the database is the one in the given data dir"
+    again = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "phonefleet.server.cli", "--data-dir", str(data_dir),
+                         "agents", "add", "late"], env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "exists" in again.stderr, "both orders reach the same database"

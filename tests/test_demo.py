@@ -51,23 +51,32 @@ class DemoRun:
             raise AssertionError(f"no line starting {start!r} within {timeout}s:\n" + "\n".join(self.lines)) from None
 
 
-async def _run_demo_once(data_dir: Path, port: int, adb_port: int) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PHONEFLEET_ADMIN_TOKEN")}
+async def _run_demo_once(data_dir: Path, port: int, adb_port: int, *, port_from_env: bool = False) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "PHONEFLEET_ADMIN_TOKEN", "PHONEFLEET_PORT")}
+    where = {"PHONEFLEET_PORT": str(port)} if port_from_env else {}  # as the README's settings table says
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "phonefleet.demo", "--data-dir", str(data_dir), "--port", str(port),
-        "--adb-port", str(adb_port), "--phones", "3",
-        env={**env, "PYTHONUNBUFFERED": "1"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable, "-m", "phonefleet.demo", "--data-dir", str(data_dir),
+        *([] if port_from_env else ["--port", str(port)]),
+        "--adb-port", str(adb_port), "--phones", "3", "--first-job-after", "1",
+        env={**env, **where, "PYTHONUNBUFFERED": "1"}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     run = DemoRun(proc)
     try:
+        # Where to look comes first, as soon as the server is up; the first job only after the phones.
+        assert (await run.wait_for_line("dashboard:", RUN_SEC)).split()[-1] == f"http://127.0.0.1:{port}/"
+        token = (await run.wait_for_line("admin token:", 10)).split()[2]
+        assert token == (data_dir / "admin_token").read_text().strip()
+        await run.wait_for_line("Ctrl-C stops everything", 10)
+        await run.wait_for_line("sending a first job in 1 s", RUN_SEC)
         done = await run.wait_for_line("job ", RUN_SEC)
         while "completed" not in done:
             done = await run.wait_for_line("job ", RUN_SEC)
-        await run.wait_for_line("dashboard: http://127.0.0.1:", 30)
+        assert "done · 0 failed · 0 running of" in done, done
         await run.wait_for_line("Ctrl-C stops everything", 30)
         started = psutil.Process(proc.pid).children(recursive=True)
         assert len(started) >= 2, "a server and an agent"
-        token = (data_dir / "demo-agent-token").read_text().strip()
-        assert all(token not in " ".join(p.cmdline()) for p in started), "the agent token is not on a command line"
+        secret = (data_dir / "demo-agent-token").read_text().strip()
+        assert all(secret not in " ".join(p.cmdline()) for p in started), "the agent token is not on a command line"
         pg_pid = postmaster_pid(data_dir / "pg")
         assert pg_pid is not None and _adb_servers(adb_port), "an embedded PostgreSQL and a private adb server run"
 
@@ -94,7 +103,7 @@ async def test_demo_runs_twice_and_ctrl_c_stops_everything(tmp_path: Path) -> No
     port, adb_port = free_port(), free_port()
     try:
         await _run_demo_once(data_dir, port, adb_port)
-        await _run_demo_once(data_dir, port, adb_port)  # the same clone, the second time
+        await _run_demo_once(data_dir, port, adb_port, port_from_env=True)  # the same clone, the second time
     finally:
         for proc in postgres_processes(data_dir / "pg") + _adb_servers(adb_port):
             proc.kill()

@@ -320,8 +320,10 @@ async def test_cli_422_exits_1_naming_the_field(cli: Cli) -> None:
 async def test_cli_body_failing_the_contract_locally_is_a_usage_error(cli: Cli) -> None:
     result = await cli("jobs", "create", "--title", "t", "--url", "https://example.com", "--percent", "300")
     assert result.exit_code == 2 and "target_value" in result.stderr
-    missing = await cli("jobs", "create", "--url", "https://example.com")
-    assert missing.exit_code == 2 and "--title" in missing.stderr
+    missing = await cli("jobs", "create", "--title", "no plan")
+    assert missing.exit_code == 2 and "--url or --plan-file" in missing.stderr
+    bad_url = await cli("jobs", "create", "--url", "example.com")  # no title to make from it: the URL is named
+    assert bad_url.exit_code == 2 and "plan.0.open_url.url" in bad_url.stderr
 
 
 async def test_cli_unreachable_server_is_a_clear_error(cli: Cli) -> None:

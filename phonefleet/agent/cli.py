@@ -15,30 +15,41 @@ from pydantic import ValidationError
 from phonefleet.agent.config import AgentSettings, ConfigFileError
 from phonefleet.agent.control import CONTROL_FILE
 from phonefleet.agent.token_source import TokenSourceError, agent_token
+from phonefleet.cli.output import table
+from phonefleet.cli_help import APP_SETTINGS, env_help
 from phonefleet.logs import setup_logging
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help="The phonefleet PC agent.")
+cli = typer.Typer(**APP_SETTINGS, no_args_is_help=True, help="The phonefleet PC agent.")
 
-StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="Outbox, artifacts, control file "
-                                                                   "[env PHONEFLEET_AGENT_STATE_DIR].")]
+_DEFAULTS = AgentSettings.model_fields
+StateOpt = Annotated[Path | None, typer.Option("--state-dir", metavar="DIR", show_default=False, help=env_help(
+    "Outbox, artifacts, control file.", "PHONEFLEET_AGENT_STATE_DIR", _DEFAULTS["state_dir"].default))]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the agent's JSON answer (for scripts).")]
 
 
 @cli.command()
 def run(  # noqa: PLR0917 (one option each; typer passes them by keyword)
-    server: Annotated[str | None, typer.Option(help="Server URL [env PHONEFLEET_AGENT_SERVER].")] = None,
+    server: Annotated[str | None, typer.Option(metavar="URL", show_default=False, help=env_help(
+        "Server URL.", "PHONEFLEET_AGENT_SERVER", _DEFAULTS["server"].default))] = None,
     token: Annotated[str | None, typer.Option(hidden=True, help="Agent token: seen by every user in `ps`; "
                                                                 "use --token-file or PHONEFLEET_AGENT_TOKEN.")] = None,
     token_file: Annotated[Path | None, typer.Option(
-        "--token-file", help="File holding the agent token, mode 0600 [env PHONEFLEET_AGENT_TOKEN_FILE; "
-                             "or PHONEFLEET_AGENT_TOKEN; or token_file / token in agent.toml].")] = None,
-    virtual: Annotated[int | None, typer.Option(help="Start N virtual phones.")] = None,
+        "--token-file", metavar="FILE", show_default=False, help=env_help(
+            "File holding the agent token, mode 0600 (or PHONEFLEET_AGENT_TOKEN; or token_file / token in "
+            "agent.toml).", "PHONEFLEET_AGENT_TOKEN_FILE"))] = None,
+    virtual: Annotated[int | None, typer.Option(metavar="N", show_default=False, help=env_help(
+        "Start N virtual phones.", "PHONEFLEET_AGENT_VIRTUAL", _DEFAULTS["virtual"].default))] = None,
     state_dir: StateOpt = None,
-    adb_port: Annotated[int | None, typer.Option(help="The adb server's port (5037).")] = None,
-    adb_path: Annotated[str | None, typer.Option(help="adb binary (default: the adbutils wheel's).")] = None,
-    max_running: Annotated[int | None, typer.Option(
-        help="Phones that may run at once on this PC (USB hub or CPU limits); the server honours it.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with the same settings.")] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "WARNING",
+    adb_port: Annotated[int | None, typer.Option(metavar="PORT", show_default=False, help=env_help(
+        "The adb server's port.", "PHONEFLEET_AGENT_ADB_PORT", _DEFAULTS["adb_port"].default))] = None,
+    adb_path: Annotated[str | None, typer.Option(metavar="PATH", show_default=False, help=env_help(
+        "adb binary.", "PHONEFLEET_AGENT_ADB_PATH", "the adbutils wheel's"))] = None,
+    max_running: Annotated[int | None, typer.Option(metavar="N", show_default=False, help=env_help(
+        "Phones that may run at once on this PC (USB hub or CPU limits); the server honours it.",
+        "PHONEFLEET_AGENT_MAX_RUNNING", "no limit"))] = None,
+    config: Annotated[Path | None, typer.Option(metavar="FILE", show_default=False, help=env_help(
+        "TOML file with the same settings.", "PHONEFLEET_AGENT_CONFIG", "agent.toml in the state dir"))] = None,
+    log_level: Annotated[str, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING.")] = "WARNING",
 ) -> None:
     """Run the agent: track phones over ADB, take work from the server, report back."""
     from phonefleet.agent.agent import Agent
@@ -114,66 +125,104 @@ def _pause_body(device: str | None, job: int | None) -> dict[str, Any]:
     return {"scope": "device" if device else "job" if job else "agent", "serial": device, "job_id": job}
 
 
+def _where(device: str | None, job: int | None) -> str:
+    return f"phone {device}" if device else f"job {job}" if job else "the whole agent"
+
+
+DeviceOpt = Annotated[str | None, typer.Option("--device", metavar="SERIAL", help="One phone's serial.")]
+JobOpt = Annotated[int | None, typer.Option("--job", metavar="ID", help="One job id.")]
+
+
 @cli.command()
-def pause(device: Annotated[str | None, typer.Option("--device", help="One phone's serial.")] = None,
-          job: Annotated[int | None, typer.Option("--job", help="One job id.")] = None,
-          state_dir: StateOpt = None) -> None:
+def pause(device: DeviceOpt = None, job: JobOpt = None, state_dir: StateOpt = None, as_json: JsonOpt = False
+          ) -> None:
     """Stop new work here at once (whole agent, one phone, or one job); the server and dashboards hear of it."""
-    _print(_control(state_dir, "POST", "/pause", _pause_body(device, job)))
+    answer = _control(state_dir, "POST", "/pause", _pause_body(device, job))
+    _say(answer, as_json, f"paused {_where(device, job)}: no new work starts there; runs already going finish")
 
 
 @cli.command()
-def resume(device: Annotated[str | None, typer.Option("--device")] = None,
-           job: Annotated[int | None, typer.Option("--job")] = None, state_dir: StateOpt = None) -> None:
+def resume(device: DeviceOpt = None, job: JobOpt = None, state_dir: StateOpt = None, as_json: JsonOpt = False
+           ) -> None:
     """Undo a pause made here."""
-    _print(_control(state_dir, "POST", "/resume", _pause_body(device, job)))
+    answer = _control(state_dir, "POST", "/resume", _pause_body(device, job))
+    _say(answer, as_json, f"resumed {_where(device, job)}")
 
 
 @cli.command()
-def status(state_dir: StateOpt = None,
-           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def status(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """The link, the outbox, and what each phone is doing."""
-    _print(_control(state_dir, "GET", "/status"), as_json=as_json)
+    data = _control(state_dir, "GET", "/status")
+    _say(data, as_json, _status_text(data))
+
+
+def _status_text(data: dict[str, Any]) -> str:
+    held = ["the whole agent"] if data["paused"] else []
+    held += [f"phone {s}" for s in data.get("paused_serials", [])]
+    held += [f"job {j}" for j in data.get("paused_jobs", [])]
+    lines = [f"server {data.get('server', '?')}  link {data['link']}  outbox {data['outbox']} unsent  "
+             f"paused here: {', '.join(held) or 'nothing'}"]
+    phones = data["phones"]
+    if phones:
+        rows = []
+        for phone in phones:
+            state = ("offline" if not phone["online"] else "recovering" if phone.get("recovering")
+                     else "paused" if phone["paused"] else "running" if phone["running"] else "idle")
+            rows.append([phone["serial"], state, phone["running"], len(phone["queued"]), phone["done"]])
+        lines.append(table(["SERIAL", "STATE", "RUNNING", "QUEUED", "DONE"], rows))
+    else:
+        lines.append("no phones")
+    virtual_phones = data.get("virtual", [])
+    if virtual_phones:
+        lines.append("")
+        lines.append(table(["VIRTUAL", "ONLINE", "FAULT", "COMMANDS", "LAST COMMAND"],
+                           [[p["serial"], p["online"], p["fault"], p["commands"],
+                             (p["recent"][-1][:60] if p["recent"] else None)] for p in virtual_phones]))
+    return "\n".join(lines)
 
 
 @cli.command()
-def devices(state_dir: StateOpt = None,
-            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def devices(state_dir: StateOpt = None, as_json: JsonOpt = False) -> None:
     """The phones this agent sees, with their health (and why a phone is unhealthy)."""
     phones = _control(state_dir, "GET", "/devices")
-    if as_json:
-        _print(phones)
-        return
+    _say(phones, as_json, _devices_text(phones))
+
+
+def _devices_text(phones: list[dict[str, Any]]) -> str:
+    if not phones:
+        return "no phones"
+    rows = []
     for phone in phones:
-        typer.echo(_device_line(phone))
-
-
-def _device_line(phone: dict[str, Any]) -> str:
-    if not phone["online"]:
-        health = "offline"
-    else:
-        health = "healthy" if phone["healthy"] else f"UNHEALTHY: {phone['health_reason']}"
-    facts = [f"{phone['battery']}%" if phone.get("battery") is not None else None,
-             f"{phone['battery_temp_c']:.1f} °C" if phone.get("battery_temp_c") is not None else None,
-             "charging" if phone.get("charging") else None, "locked" if phone.get("screen_locked") else None,
-             f"/data {phone['data_free_mb']} MB free" if phone.get("data_free_mb") is not None else None,
-             f"probe {phone['probe_ms']:.0f} ms" if phone.get("probe_ms") is not None else None]
-    shown = ", ".join(f for f in facts if f)
-    return (f"  {phone['serial']:<24} {phone.get('adb_status') or '-':<13} {phone.get('model') or '?':<14} "
-            f"{shown:<52} {health}").rstrip()
+        if not phone["online"]:
+            health = "offline"
+        else:
+            health = "healthy" if phone["healthy"] else f"UNHEALTHY: {phone['health_reason']}"
+        temp = phone.get("battery_temp_c")
+        probe = phone.get("probe_ms")
+        rows.append([phone["serial"], phone.get("adb_status"), phone.get("model"),
+                     f"{phone['battery']}%" if phone.get("battery") is not None else None,
+                     f"{temp:.1f} °C" if temp is not None else None,
+                     phone.get("charging"), phone.get("screen_locked"),
+                     f"{phone['data_free_mb']} MB" if phone.get("data_free_mb") is not None else None,
+                     f"{probe:.0f} ms" if probe is not None else None, health])
+    return table(["SERIAL", "ADB", "MODEL", "BATTERY", "TEMP", "CHARGING", "LOCKED", "/DATA FREE", "PROBE",
+                  "HEALTH"], rows)
 
 
 @cli.command()
 def virtual(  # noqa: PLR0917 (one option each; typer passes them by keyword)
-    serial: Annotated[str | None, typer.Argument(help="A virtual phone's serial (127.0.0.1:PORT).")] = None,
+    serial: Annotated[str | None, typer.Argument(metavar="SERIAL",
+                                                 help="A virtual phone's serial (127.0.0.1:PORT).")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Unplug it.")] = False,
     online: Annotated[bool, typer.Option("--online", help="Plug it back in.")] = False,
     fault: Annotated[str | None, typer.Option(
-        "--fault", help="hot, hang (a reboot ends it), flap, unauthorized, bootloop (from the next reboot), "
-                        "amfail, blank (the screen shows one colour), or none to clear.")] = None,
+        "--fault", metavar="FAULT", help="hot, hang (a reboot ends it), flap, unauthorized, bootloop (from the next "
+                                         "reboot), amfail, blank (the screen shows one colour), or none to clear.")
+    ] = None,
     flap_sec: Annotated[float | None, typer.Option(
-        "--flap-sec", help="With --fault flap: seconds online between drops (2.5).")] = None,
+        "--flap-sec", metavar="SECONDS", help="With --fault flap: seconds online between drops (2.5).")] = None,
     state_dir: StateOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """List the virtual phones, show one's command log, unplug / plug it back, or give it a fault (tests and
     demos)."""
@@ -183,25 +232,32 @@ def virtual(  # noqa: PLR0917 (one option each; typer passes them by keyword)
         body: dict[str, Any] = {"fault": fault or "flap"}
         if flap_sec is not None:
             body["flap_sec"] = flap_sec
-        _print(_control(state_dir, "POST", f"/virtual/{serial}/fault", body))
+        answer = _control(state_dir, "POST", f"/virtual/{serial}/fault", body)
+        _say(answer, as_json, f"virtual phone {answer['serial']}: fault {answer['fault']} "
+                              f"({'online' if answer['online'] else 'offline'})")
         return
     action = "offline" if offline else "online" if online else "log"
-    path = f"/virtual/{serial}/{action}" if serial else "/virtual"
-    _print(_control(state_dir, "POST" if serial else "GET", path))
-
-
-def _print(data: Any, *, as_json: bool = True) -> None:
-    if as_json or not isinstance(data, dict):
-        typer.echo(json.dumps(data, indent=2))
+    if serial is None:
+        listing = _control(state_dir, "GET", "/virtual")
+        _say(listing, as_json, table(["SERIAL", "SERIALNO", "MODEL", "ONLINE", "FAULT", "COMMANDS"],
+                                     [[p["serial"], p["serialno"], p["model"], p["online"], p["fault"],
+                                       p["actions"]] for p in listing["phones"]]) or "no virtual phones")
         return
-    typer.echo(f"link: {data['link']}   outbox: {data['outbox']}   paused: {data['paused']}")
-    for phone in data["phones"]:
-        state = "paused" if phone["paused"] else ("running" if phone["running"] else "idle")
-        state = state if phone["online"] else "offline"
-        typer.echo(f"  {phone['serial']:<24} {state:<8} queued={len(phone['queued'])} done={phone['done']}")
-    for phone in data.get("virtual", []):
-        last = phone["recent"][-1] if phone["recent"] else "-"
-        typer.echo(f"  virtual {phone['serial']:<22} {phone['commands']:>5} commands, last: {last[:60]}")
+    answer = _control(state_dir, "POST", f"/virtual/{serial}/{action}")
+    if action == "log":
+        head = (f"virtual phone {answer['serial']} ({'online' if answer['online'] else 'offline'}, fault "
+                f"{answer['fault']}): last {len(answer['log'])} commands")
+        text = head + ("\n" + table(["AT", "SERVICE", "COMMAND"],
+                                    [[r["at"], r["service"], r["command"][:100]] for r in answer["log"]])
+                       if answer["log"] else "")
+    else:
+        text = f"virtual phone {answer['serial']} is {'online' if answer['online'] else 'offline'}"
+    _say(answer, as_json, text)
+
+
+def _say(data: Any, as_json: bool, text: str) -> None:
+    """The agent's JSON answer with --json (one document), else the line or table for people."""
+    typer.echo(json.dumps(data, indent=2) if as_json else text)
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
 Human tables by default, ``--json`` for the contract's JSON. Exit codes: 0 done, 1 the server refused or
 could not be reached, 2 a usage error (bad flags, unreadable files, a body that fails the contract locally).
+``jobs create --wait`` and ``jobs watch`` end with the job's outcome instead: 0 every run succeeded, 1 a run
+failed (or the job is blocked), 2 cancelled.
 """
 
 import sys
@@ -16,10 +18,11 @@ from phonefleet.cli.jobs import jobs_app
 from phonefleet.cli.scheduler import scheduler_app
 from phonefleet.cli.schedules import schedules_app
 from phonefleet.cli.stats import stats
+from phonefleet.cli_help import APP_SETTINGS
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
+app = typer.Typer(**APP_SETTINGS, no_args_is_help=True,
                   help="Operate a phonefleet server: jobs, phones, agents, schedules.")
 app.callback()(global_options)
 app.add_typer(jobs_app, name="jobs")

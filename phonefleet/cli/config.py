@@ -68,14 +68,14 @@ class Options:
 
 def global_options(
     ctx: typer.Context,
-    url: Annotated[str | None, typer.Option("--url", envvar="PHONEFLEET_URL", show_default=DEFAULT_URL,
-                                            help="The server.")] = None,
-    token: Annotated[str | None, typer.Option("--token", envvar="PHONEFLEET_TOKEN", show_default=False,
+    url: Annotated[str | None, typer.Option("--url", metavar="URL", envvar="PHONEFLEET_URL", show_default=False,
+                                            help=f"The server.  [default: {DEFAULT_URL}]")] = None,
+    token: Annotated[str | None, typer.Option("--token", metavar="TOKEN", envvar="PHONEFLEET_TOKEN", show_default=False,
                                               help="Admin token; else cli.toml's, else ./.phonefleet/admin_token.")
                      ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON (one document) instead of "
                                                          "tables.")] = False,
-    timeout: Annotated[float, typer.Option("--request-timeout", envvar="PHONEFLEET_TIMEOUT", min=0.1,
+    timeout: Annotated[float, typer.Option("--request-timeout", metavar="SECONDS", envvar="PHONEFLEET_TIMEOUT", min=0.1,
                                            help="Seconds to wait for each answer.")] = DEFAULT_TIMEOUT_SEC,
 ) -> None:
     """Operate a phonefleet server: jobs, phones, agents, schedules."""

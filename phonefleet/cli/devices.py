@@ -114,9 +114,11 @@ def _events_table(events: Sequence[DeviceEvent]) -> str:
 
 @devices_app.command("events")
 def devices_events(ctx: typer.Context, device_id: IdArg,
-                   limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 50,
-                   before: Annotated[int | None, typer.Option("--before", help="Older than this event id.")] = None,
-                   kind: Annotated[list[DeviceEventKind] | None, typer.Option("--kind")] = None) -> None:
+                   limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, max=500)] = 50,
+                   before: Annotated[int | None, typer.Option("--before", metavar="EVENT_ID",
+                                                              help="Older than this event id.")] = None,
+                   kind: Annotated[list[DeviceEventKind] | None, typer.Option("--kind",
+                                                                              metavar="KIND")] = None) -> None:
     """A phone's timeline, newest first."""
     page = run(ctx, lambda c: c.device_events(device_id, before=before, limit=limit,
                                               kinds=[str(k) for k in kind or []]))
@@ -140,7 +142,8 @@ def devices_resume(ctx: typer.Context, device_id: IdArg) -> None:
 
 @devices_app.command("quarantine")
 def devices_quarantine(ctx: typer.Context, device_id: IdArg,
-                       reason: Annotated[str, typer.Option("--reason", help="Why (kept in its timeline).")]) -> None:
+                       reason: Annotated[str, typer.Option("--reason", metavar="TEXT",
+                                                           help="Why (kept in its timeline).")]) -> None:
     """Quarantine a phone: no work until it is released; its unstarted work goes back to its jobs."""
     device = run(ctx, lambda c: c.quarantine_device(device_id, reason))
     emit(ctx, device, lambda: f"device {device.id} {device.serial}: {device.state} ({device.quarantine_reason})")
@@ -155,7 +158,9 @@ def devices_release(ctx: typer.Context, device_id: IdArg) -> None:
 
 @devices_app.command("recover")
 def devices_recover(ctx: typer.Context, device_id: IdArg,
-                    rung: Annotated[RecoveryRung, typer.Option("--rung", help="The rung to run now.")]) -> None:
+                    rung: Annotated[RecoveryRung, typer.Option(
+                        "--rung", metavar="[reconnect|usb_reset|reboot|power_cycle]", help="The rung to run now.")]
+                    ) -> None:
     """Run one rung of the recovery ladder on a phone now; its timeline says what happened."""
     accepted = run(ctx, lambda c: c.recover_device(device_id, rung))
     emit(ctx, accepted, lambda: (

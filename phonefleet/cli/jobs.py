@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from phonefleet.cli.config import options
 from phonefleet.cli.errors import usage_error
@@ -31,9 +32,11 @@ from phonefleet.cli.templates import (
     read_json,
     validated,
 )
+from phonefleet.cli.watch import status_line, watch
 from phonefleet.client import PhonefleetClient
 from phonefleet.protocol.enums import BatchAction, JobStatus, RequeueScope
 from phonefleet.protocol.models import AssignmentList, Job, JobBatchResult, JobCreate
+from phonefleet.protocol.titles import describe_step
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Create, inspect and steer jobs.")
 
@@ -49,11 +52,12 @@ def _jobs_table(jobs: Sequence[Job]) -> str:
 @jobs_app.command("list")
 def jobs_list(
     ctx: typer.Context,
-    status: Annotated[list[JobStatus] | None, typer.Option("--status", "-s", help="Only these (repeatable).")
-                      ] = None,
-    search: Annotated[str | None, typer.Option("--search", "-q", help="Title contains.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=500)] = 50,
-    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    status: Annotated[list[JobStatus] | None, typer.Option(
+        "--status", "-s", metavar="[scheduled|active|paused|completed|cancelled|blocked]",
+        help="Only these (repeatable).")] = None,
+    search: Annotated[str | None, typer.Option("--search", "-q", metavar="TEXT", help="Title contains.")] = None,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, max=500)] = 50,
+    offset: Annotated[int, typer.Option("--offset", metavar="N", min=0)] = 0,
 ) -> None:
     """List jobs, newest first."""
     page = run(ctx, lambda c: c.list_jobs(status=status, search=search, limit=limit, offset=offset))
@@ -88,13 +92,19 @@ def jobs_create(  # noqa: PLR0917 (one flag each; typer passes them by keyword)
     model: ModelOpt = None,
     serial: SerialOpt = None,
     agent: OnAgentOpt = None,
-    run_at: Annotated[str | None, typer.Option("--run-at", help="ISO time to start at (naive = UTC).")] = None,
-    depends_on: Annotated[list[int] | None, typer.Option("--depends-on", help="Start after this job completed "
+    run_at: Annotated[str | None, typer.Option("--run-at", metavar="TIME",
+                                               help="ISO time to start at (naive = UTC).")] = None,
+    depends_on: Annotated[list[int] | None, typer.Option("--depends-on", metavar="JOB_ID",
+                                                         help="Start after this job completed "
                                                                               "(repeatable).")] = None,
-    file: Annotated[Path | None, typer.Option("--file", exists=True, dir_okay=False,
+    file: Annotated[Path | None, typer.Option("--file", metavar="FILE", exists=True, dir_okay=False,
                                               help="A JSON file holding the whole job instead of flags.")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job to its end with a progress bar; exit 0 when "
+                                                      "every run succeeded, 1 when any failed, 2 when cancelled.")
+                    ] = False,
 ) -> None:
-    """Create a job from flags (--title with --url or --plan-file) or from --file; it is distributed at once."""
+    """Create a job from flags (--url or --plan-file; --title is made from the plan when left out) or from
+    --file; it is distributed at once."""
     flags = TemplateFlags(title, url, duration, plan_file, all_devices, percent, count, priority, max_parallel,
                           max_retries, timeout,
                           {"tags": tag, "models": model, "serials": serial, "agents": agent})
@@ -110,12 +120,23 @@ def jobs_create(  # noqa: PLR0917 (one flag each; typer passes them by keyword)
             body["depends_on"] = depends_on
     job = validated(JobCreate, body, "job")
     created = run(ctx, lambda c: c.create_job(job))
+    if wait:
+        if not options(ctx).as_json:
+            typer.echo(f"created {job_line(created)} (target {target_text(created)}); Ctrl-C stops watching")
+        watch(ctx, created.id, created)
     emit(ctx, created, lambda: f"created {job_line(created)} (target {target_text(created)})")
+
+
+@jobs_app.command("watch")
+def jobs_watch(ctx: typer.Context, job_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Follow a job to its end with a live progress bar (done, failed, running, waiting). Exit 0 when every run
+    succeeded, 1 when any failed (or the job is blocked), 2 when it was cancelled."""
+    watch(ctx, job_id)
 
 
 @jobs_app.command("show")
 def jobs_show(ctx: typer.Context, job_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
-    """One job, with its assignments counted by status."""
+    """One job: its settings, its plan step by step, its progress bar and its assignments counted by status."""
 
     async def fetch(c: PhonefleetClient) -> tuple[Job, AssignmentList]:
         return await c.get_job(job_id), await c.job_assignments(job_id)
@@ -134,9 +155,12 @@ def jobs_show(ctx: typer.Context, job_id: Annotated[int, typer.Argument(metavar=
         ]
         if job.blocked_reason:
             rows.insert(2, ["blocked", job.blocked_reason])
-        return f"job {job.id}\n" + table(None, rows)
+        plan = "".join(f"\n  {n}. {describe_step(step)}" for n, step in enumerate(job.plan, 1))
+        return f"job {job.id}\n" + table(None, rows) + "\nplan" + plan
 
     emit(ctx, job, human)
+    if not options(ctx).as_json:
+        Console(highlight=False).print(status_line(job), soft_wrap=True)
 
 
 IdsArg = Annotated[list[int], typer.Argument(metavar="ID...", help="One or more job ids.")]
@@ -206,8 +230,8 @@ def jobs_requeue(
 @jobs_app.command("failed")
 def jobs_failed(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
-    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, max=1000)] = 100,
+    offset: Annotated[int, typer.Option("--offset", metavar="N", min=0)] = 0,
     attempts: Annotated[bool, typer.Option(
         "--attempts", help="Every failed attempt, also those retried on another phone or requeued.")] = False,
 ) -> None:

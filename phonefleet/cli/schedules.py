@@ -62,12 +62,15 @@ def schedules_list(ctx: typer.Context) -> None:
 @schedules_app.command("create")
 def schedules_create(  # noqa: PLR0917 (one flag each; typer passes them by keyword)
     ctx: typer.Context,
-    name: Annotated[str | None, typer.Option("--name", help="The schedule's name.")] = None,
-    cron: Annotated[str | None, typer.Option("--cron", help='Five fields, e.g. "0 3 * * 1-5", or @daily.')] = None,
-    timezone: Annotated[str | None, typer.Option("--timezone", help="IANA zone of --cron (UTC).")] = None,
+    name: Annotated[str | None, typer.Option("--name", metavar="NAME", help="The schedule's name.")] = None,
+    cron: Annotated[str | None, typer.Option("--cron", metavar="CRON",
+                                             help='Five fields, e.g. "0 3 * * 1-5", or @daily.')] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", metavar="ZONE",
+                                                 help="IANA zone of --cron (UTC).")] = None,
     every: Annotated[int | None, typer.Option("--every", help="Instead of --cron: fire every SECONDS.",
                                               metavar="SECONDS")] = None,
-    misfire: Annotated[MisfirePolicy | None, typer.Option("--misfire", help="Firings missed while down.")] = None,
+    misfire: Annotated[MisfirePolicy | None, typer.Option("--misfire", metavar="[skip|run_once]",
+                                                          help="Firings missed while down.")] = None,
     disabled: Annotated[bool, typer.Option("--disabled", help="Create it switched off.")] = False,
     title: TitleOpt = None,
     url: UrlOpt = None,
@@ -85,7 +88,7 @@ def schedules_create(  # noqa: PLR0917 (one flag each; typer passes them by keyw
     serial: SerialOpt = None,
     agent: OnAgentOpt = None,
     file: Annotated[Path | None, typer.Option(
-        "--file", exists=True, dir_okay=False,
+        "--file", metavar="FILE", exists=True, dir_okay=False,
         help='JSON: a job template (then --name and --cron/--every apply), or a whole schedule with "template".',
     )] = None,
 ) -> None:

@@ -10,25 +10,35 @@ import typer
 from pydantic import TypeAdapter, ValidationError
 
 from phonefleet.cli.errors import usage_error
+from phonefleet.protocol.titles import default_title
 
 T = TypeVar("T")
 
-TitleOpt = Annotated[str | None, typer.Option("--title", help="The job's title.")]
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Plan: open this URL (an open_url step).")]
-DurationOpt = Annotated[float | None, typer.Option("--duration", help="With --url: seconds to stay on the page.")]
-PlanFileOpt = Annotated[Path | None, typer.Option("--plan-file", exists=True, dir_okay=False,
+TitleOpt = Annotated[str | None, typer.Option("--title", metavar="TEXT", help=(
+    'The job\'s title; made from the plan when left out ("Open example.com for 60 s").'))]
+UrlOpt = Annotated[str | None, typer.Option("--url", metavar="URL", help="Plan: open this URL (an open_url step).")]
+DurationOpt = Annotated[float | None, typer.Option("--duration", metavar="SECONDS",
+                                                   help="With --url: seconds to stay on the page.")]
+PlanFileOpt = Annotated[Path | None, typer.Option("--plan-file", metavar="FILE", exists=True, dir_okay=False,
                                                   help="Plan: a JSON list of steps.")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Target every matching phone (the default).")]
-PercentOpt = Annotated[int | None, typer.Option("--percent", help="Target this percentage of the phones.")]
-CountOpt = Annotated[int | None, typer.Option("--count", help="Target this many phones.")]
-PriorityOpt = Annotated[int | None, typer.Option("--priority", help="Higher runs first (-1000..1000).")]
-MaxParallelOpt = Annotated[int | None, typer.Option("--max-parallel", help="At most this many phones at once.")]
-MaxRetriesOpt = Annotated[int | None, typer.Option("--max-retries", help="Retries of a failed phone's run.")]
-JobTimeoutOpt = Annotated[int | None, typer.Option("--timeout", help="Seconds one phone may take.")]
-TagOpt = Annotated[list[str] | None, typer.Option("--tag", help="Only phones carrying this tag (repeatable).")]
-ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Only phones of this model (repeatable).")]
-SerialOpt = Annotated[list[str] | None, typer.Option("--serial", help="Only this phone (repeatable).")]
-OnAgentOpt = Annotated[list[str] | None, typer.Option("--agent", help="Only phones of this agent (repeatable).")]
+PercentOpt = Annotated[int | None, typer.Option("--percent", metavar="PERCENT",
+                                                help="Target this percentage of the phones.")]
+CountOpt = Annotated[int | None, typer.Option("--count", metavar="N", help="Target this many phones.")]
+PriorityOpt = Annotated[int | None, typer.Option("--priority", metavar="N", help="Higher runs first (-1000..1000).")]
+MaxParallelOpt = Annotated[int | None, typer.Option("--max-parallel", metavar="N",
+                                                    help="At most this many phones at once.")]
+MaxRetriesOpt = Annotated[int | None, typer.Option("--max-retries", metavar="N",
+                                                   help="Retries of a failed phone's run.")]
+JobTimeoutOpt = Annotated[int | None, typer.Option("--timeout", metavar="SECONDS", help="Seconds one phone may take.")]
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", metavar="TAG",
+                                                  help="Only phones carrying this tag (repeatable).")]
+ModelOpt = Annotated[list[str] | None, typer.Option("--model", metavar="MODEL",
+                                                    help="Only phones of this model (repeatable).")]
+SerialOpt = Annotated[list[str] | None, typer.Option("--serial", metavar="SERIAL",
+                                                     help="Only this phone (repeatable).")]
+OnAgentOpt = Annotated[list[str] | None, typer.Option("--agent", metavar="NAME",
+                                                      help="Only phones of this agent (repeatable).")]
 
 
 @dataclass
@@ -54,15 +64,13 @@ class TemplateFlags:
         return self.all_devices or any(v is not None for v in values) or any(self.filters.values())
 
     def fields(self) -> dict[str, Any]:
-        if self.title is None:
-            usage_error("--title is required (or give --file)")
         if (self.url is None) == (self.plan_file is None):
             usage_error("give the plan as --url or --plan-file (one of them)")
         if self.duration is not None and self.url is None:
             usage_error("--duration goes with --url")
         if sum([self.all_devices, self.percent is not None, self.count is not None]) > 1:
             usage_error("give one of --all, --percent and --count")
-        body: dict[str, Any] = {"title": self.title}
+        body: dict[str, Any] = {}
         if self.url is not None:
             step: dict[str, Any] = {"type": "open_url", "url": self.url}
             if self.duration is not None:
@@ -76,6 +84,12 @@ class TemplateFlags:
             if not isinstance(plan, list):
                 usage_error(f"{self.plan_file}: a JSON list of steps is expected")
             body["plan"] = plan
+        steps = body["plan"]
+        if self.title is not None:
+            body["title"] = self.title
+        elif all(isinstance(step, dict) for step in steps):
+            body["title"] = default_title(steps)  # the contract names a bad step's field
+
         if self.percent is not None:
             body["target_type"], body["target_value"] = "percentage", self.percent
         elif self.count is not None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 
+from phonefleet.cli_help import APP_SETTINGS, env_help
 from phonefleet.logs import setup_logging
 from phonefleet.server import tokens
 from phonefleet.server.app import SERVICES, AdminTokenAtStart, create_app
@@ -23,16 +24,18 @@ from phonefleet.server.listener import GuardedTCPSite, app_runner
 from phonefleet.server.store import Conn
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 
-cli = typer.Typer(add_completion=False, no_args_is_help=False, help="The phonefleet server.")
+cli = typer.Typer(**APP_SETTINGS, no_args_is_help=False, help="The phonefleet server.")
 agents_cli = typer.Typer(help="Manage agents and their tokens (works while the server runs).")
 cli.add_typer(agents_cli, name="agents")
 admins_cli = typer.Typer(help="Manage named admin tokens (works while the server runs).")
 cli.add_typer(admins_cli, name="admins")
 
-HostOpt = Annotated[str | None, typer.Option("--host", help="Listen address [env PHONEFLEET_HOST].")]
-PortOpt = Annotated[int | None, typer.Option("--port", help="Listen port [env PHONEFLEET_PORT].")]
-DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="Embedded database and artifacts "
-                                                                 "[env PHONEFLEET_DATA_DIR].")]
+HostOpt = Annotated[str | None, typer.Option("--host", metavar="ADDR", show_default=False, help=env_help(
+    "Listen address.", "PHONEFLEET_HOST", Settings.model_fields["host"].default))]
+PortOpt = Annotated[int | None, typer.Option("--port", metavar="PORT", show_default=False, help=env_help(
+    "Listen port.", "PHONEFLEET_PORT", Settings.model_fields["port"].default))]
+DataOpt = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", show_default=False, help=env_help(
+    "Embedded database and artifacts.", "PHONEFLEET_DATA_DIR", Settings.model_fields["data_dir"].default))]
 
 
 @cli.callback(invoke_without_command=True)
@@ -125,14 +128,23 @@ def _with_database(settings: Settings, work: Callable[[Conn], Awaitable[T]]) -> 
         raise typer.Exit(1) from None
 
 
+NameArg = Annotated[str, typer.Argument(metavar="NAME")]
+
+
+def _command_settings(ctx: typer.Context, data_dir: Path | None) -> Settings:
+    """The settings the root callback made, with a --data-dir given after the subcommand winning."""
+    settings: Settings = ctx.obj
+    return settings if data_dir is None else _settings(data_dir=data_dir)
+
+
 CLI_NODE = "cli-" + uuid.uuid4().hex[:8]
 """The sender id of this process's bus messages (server nodes ignore only their own)."""
 
 
 @agents_cli.command("add")
-def agents_add(ctx: typer.Context, name: str) -> None:
+def agents_add(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
     """Register an agent and print its token (shown once; only its hash is kept)."""
-    settings: Settings = ctx.obj
+    settings = _command_settings(ctx, data_dir)
 
     async def work(conn: Conn) -> str:
         _, token = await tokens.add_agent(conn, name)
@@ -142,10 +154,10 @@ def agents_add(ctx: typer.Context, name: str) -> None:
 
 
 @agents_cli.command("revoke")
-def agents_revoke(ctx: typer.Context, name: str) -> None:
+def agents_revoke(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
     """Revoke an agent's token: its sockets drop at once on every server, its phones go offline and their
     work goes back to the jobs. `agents rotate NAME` gives it a new one."""
-    settings: Settings = ctx.obj
+    settings = _command_settings(ctx, data_dir)
 
     async def work(conn: Conn) -> None:
         await tokens.revoke_agent(conn, await tokens.agent_id_by_name(conn, name), node=CLI_NODE)
@@ -156,9 +168,9 @@ def agents_revoke(ctx: typer.Context, name: str) -> None:
 
 
 @agents_cli.command("rotate")
-def agents_rotate(ctx: typer.Context, name: str) -> None:
+def agents_rotate(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
     """Give an agent a new token and print it (shown once); the old one is revoked as by `agents revoke`."""
-    settings: Settings = ctx.obj
+    settings = _command_settings(ctx, data_dir)
 
     async def work(conn: Conn) -> str:
         return await tokens.rotate_agent(conn, await tokens.agent_id_by_name(conn, name), node=CLI_NODE)
@@ -167,9 +179,9 @@ def agents_rotate(ctx: typer.Context, name: str) -> None:
 
 
 @admins_cli.command("add")
-def admins_add(ctx: typer.Context, name: str) -> None:
+def admins_add(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
     """Make a named admin token and print it (shown once; only its hash is kept)."""
-    settings: Settings = ctx.obj
+    settings = _command_settings(ctx, data_dir)
 
     async def work(conn: Conn) -> str:
         _row, token = await tokens.add_admin(conn, name)
@@ -179,9 +191,9 @@ def admins_add(ctx: typer.Context, name: str) -> None:
 
 
 @admins_cli.command("list")
-def admins_list(ctx: typer.Context) -> None:
+def admins_list(ctx: typer.Context, data_dir: DataOpt = None) -> None:
     """Admin tokens by name, with when each was made and last used (never the secret)."""
-    settings: Settings = ctx.obj
+    settings = _command_settings(ctx, data_dir)
     rows = _with_database(settings, admin_tokens_store.list_all)
     lines = [("NAME", "CREATED", "LAST USED", "")]
     if settings.admin_token:
@@ -198,10 +210,10 @@ def _when(moment: datetime | None) -> str:
 
 
 @admins_cli.command("revoke")
-def admins_revoke(ctx: typer.Context, name: str) -> None:
+def admins_revoke(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
     """Revoke a named admin token: its dashboards drop at once on every server, its next call answers 401.
     The environment's token ('env') cannot be revoked here: change PHONEFLEET_ADMIN_TOKEN where the servers run."""
-    settings: Settings = ctx.obj
+    settings = _command_settings(ctx, data_dir)
 
     async def work(conn: Conn) -> None:
         await tokens.revoke_admin(conn, name, node=CLI_NODE)
