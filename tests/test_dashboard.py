@@ -259,7 +259,7 @@ async def test_page_says_when_the_live_link_drops_and_recovers(server: RunningSe
     await expect(page.locator(".shell")).to_have_class(re.compile(r"\bstale\b"))  # live figures greyed
     await shot(page, "offline")
     await server.ok("PATCH", f"/api/jobs/{job['id']}", {"status": "paused"})
-    await expect(page.get_by_test_id("job-status")).to_have_text("paused")  # REST refresh or the new socket
+    await expect(page.get_by_test_id("job-status")).to_have_text("paused", timeout=15_000)  # REST refresh or new socket
     await expect(page.get_by_test_id("link-state")).to_have_text("Live")
     await expect(page.get_by_test_id("offline-banner")).to_have_count(0)
     await expect(page.locator(".shell")).not_to_have_class(re.compile(r"\bstale\b"))
