@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   agoText, batchSummary, defaultTitle, duration, eligibleDevices, expectedPhones, filterJobs, formFieldOf, groupFieldErrors,
-  intervalText, parseList, jobSummary, percentText, presetPlan, progressText, relativeTime, requeueText, scheduleRule,
+  intervalText, isHttpUrl, parseList, jobSummary, percentText, presetPlan, progressText, relativeTime, requeueText, scheduleRule,
   secondsText, summarize, targetText, throttle, waitingText, windowText,
 } from "./logic";
 import { Store } from "./store";
@@ -71,6 +71,18 @@ describe("plans and titles", () => {
     expect(defaultTitle([{ type: "launch_app", package: "a.b" }, { type: "wait", duration_sec: 1 },
       { type: "screenshot" }])).toBe("Launch a.b + 2 more steps");
     expect(defaultTitle([])).toBe("");
+  });
+  it("never turns an invalid URL into a title (as tests/test_titles.py)", () => {
+    for (const url of ["example.com", "not a url", "ftp://example.com/a.apk", "http:example.com", "https://", "",
+      "https://exa mple.com", "javascript:alert(1)"]) {
+      expect(defaultTitle([{ type: "open_url", url, duration_sec: 5 }])).toBe("Open a web page for 5 s");
+      expect(defaultTitle([{ type: "install_apk", url }])).toBe("Install an APK");
+      expect(isHttpUrl(url)).toBe(false);
+    }
+    expect(defaultTitle([{ type: "open_url", url: " HTTPS://Example.com:443/x " }])).toBe("Open example.com");
+    expect(defaultTitle([{ type: "open_url", url: "https://example.com:8443/x" }])).toBe("Open example.com:8443");
+    expect(defaultTitle([{ type: "install_apk", url: "https://h/" }])).toBe("Install https://h/");
+    expect(isHttpUrl("http://localhost:8080/a?b#c")).toBe(true);
   });
   it("parses comma lists", () => {
     expect(parseList(" a, b ,, c ")).toEqual(["a", "b", "c"]);

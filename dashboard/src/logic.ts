@@ -94,21 +94,30 @@ export function presetPlan(id: Exclude<PresetId, "custom">, v: PresetValues): St
   }
 }
 
-function host(url: string): string {
+/**
+ * A full web address: "http://" or "https://", a host, and nothing the browser cannot parse. The auto-title
+ * and the form's check both use it, so text that is not one never becomes a title.
+ */
+export function isHttpUrl(text: string): boolean {
+  const t = text.trim();
+  if (!/^https?:\/\/[^\s/?#]+/i.test(t) || /\s/.test(t)) return false;
   try {
-    return new URL(url).host || url;
+    const u = new URL(t);
+    return (u.protocol === "http:" || u.protocol === "https:") && u.hostname !== "";
   } catch {
-    return url;
+    return false;
   }
 }
 
-function lastPart(path: string): string {
-  try {
-    const p = new URL(path).pathname;
-    return p.split("/").filter(Boolean).pop() ?? path;
-  } catch {
-    return path;
-  }
+/** The host to name in a title, or null when the text is no full web address. */
+function host(url: string): string | null {
+  return isHttpUrl(url) ? new URL(url.trim()).host : null;
+}
+
+/** The file an address names ("app.apk"), the address itself when it names none; null when it is no address. */
+function lastPart(url: string): string | null {
+  if (!isHttpUrl(url)) return null;
+  return new URL(url.trim()).pathname.split("/").filter(Boolean).pop() ?? url.trim();
 }
 
 /** One step in words: "Open example.com for 60 s". */
@@ -117,14 +126,14 @@ export function describeStep(step: Step | Record<string, unknown>): string {
   switch (s.type) {
     case "open_url": {
       const d = Number(s.duration_sec ?? 0);
-      return `Open ${host(String(s.url ?? ""))}${d > 0 ? ` for ${d} s` : ""}`;
+      return `Open ${host(String(s.url ?? "")) ?? "a web page"}${d > 0 ? ` for ${d} s` : ""}`;
     }
     case "launch_app":
       return `Launch ${String(s.package ?? "")}`;
     case "stop_app":
       return `Stop ${String(s.package ?? "")}`;
     case "install_apk":
-      return `Install ${lastPart(String(s.url ?? ""))}`;
+      return `Install ${lastPart(String(s.url ?? "")) ?? "an APK"}`;
     case "screenshot":
       return "Take a screenshot";
     case "wait":

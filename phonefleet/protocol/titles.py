@@ -4,6 +4,7 @@ The Python side's one copy of the dashboard's ``defaultTitle`` / ``describeStep`
 the two must say the same (``tests/test_titles.py`` holds the dashboard's own examples).
 """
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,17 +28,39 @@ def _number(number: float) -> str:
     return str(int(number)) if number.is_integer() else repr(number)
 
 
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    return parts.netloc if parts.scheme and parts.netloc else url
+_HTTP_URL = re.compile(r"^https?://[^\s/?#]+", re.IGNORECASE)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _last_part(url: str) -> str:
-    parts = urlsplit(url)
-    if not (parts.scheme and parts.netloc):
-        return url
-    names = [p for p in parts.path.split("/") if p]
-    return names[-1] if names else url
+def is_http_url(text: str) -> bool:
+    """A full web address ("http://" or "https://" and a host), as the dashboard's ``isHttpUrl`` decides."""
+    url = text.strip()
+    if not _HTTP_URL.match(url) or any(c.isspace() for c in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is no number)
+    except ValueError:
+        return False
+    return bool(parts.hostname)
+
+
+def _host(url: str) -> str | None:
+    """The host to name in a title ("example.com:8443"); None when the text is no full web address."""
+    if not is_http_url(url):
+        return None
+    parts = urlsplit(url.strip())
+    port = parts.port
+    shown = port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower())
+    return f"{parts.hostname}:{port}" if shown else str(parts.hostname)
+
+
+def _last_part(url: str) -> str | None:
+    """The file an address names ("app.apk"), the address itself when it names none; None when it is none."""
+    if not is_http_url(url):
+        return None
+    names = [p for p in urlsplit(url.strip()).path.split("/") if p]
+    return names[-1] if names else url.strip()
 
 
 def _fields(step: BaseModel | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -51,13 +74,13 @@ def describe_step(step: BaseModel | Mapping[str, Any]) -> str:
     if kind == "open_url":
         seconds = _seconds(s.get("duration_sec"))
         shown = f" for {_number(seconds)} s" if seconds > 0 else ""
-        return f"Open {_host(str(s.get('url') or ''))}{shown}"
+        return f"Open {_host(str(s.get('url') or '')) or 'a web page'}{shown}"
     if kind == "launch_app":
         return f"Launch {s.get('package') or ''}"
     if kind == "stop_app":
         return f"Stop {s.get('package') or ''}"
     if kind == "install_apk":
-        return f"Install {_last_part(str(s.get('url') or ''))}"
+        return f"Install {_last_part(str(s.get('url') or '')) or 'an APK'}"
     if kind == "screenshot":
         return "Take a screenshot"
     if kind == "wait":
