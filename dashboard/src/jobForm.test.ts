@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest";
 import {
-  initialJobForm, initialScheduleForm, intervalSeconds, jobCreateOf, type JobFormValues, localToIso, parseIds,
-  placeErrors, planOf, scheduleCreateOf, shownKeys, templateOf,
+  countWarning, humanDetails, initialJobForm, initialScheduleForm, intervalSeconds, jobCreateOf, type JobFormValues,
+  localToIso, matchingPhones, messageFor, parseIds, placeErrors, planOf, scheduleCreateOf, shownKeys, templateOf,
+  validateJobForm,
 } from "./jobForm";
+import type { Device } from "./types";
 
 function form(over: Partial<JobFormValues> = {}): JobFormValues {
   return { ...initialJobForm(), ...over };
@@ -111,5 +113,105 @@ describe("server errors on the form", () => {
       cron: "bad cron", "plan.2": "too long", target_value: "between 1 and 100",
       "": "interval_sec: give either cron or interval_sec",
     });
+  });
+});
+
+describe("checks before sending", () => {
+  const URL_MSG = "Enter a full URL starting with http:// or https://";
+
+  it("passes the defaults and every preset with good values", () => {
+    expect(validateJobForm(form(), noTiming)).toEqual({});
+    for (const preset of ["launch_app", "install_apk", "screenshot", "custom"] as const) {
+      expect(validateJobForm(form({ preset }), noTiming)).toEqual({});
+    }
+    expect(validateJobForm(form({ targetType: "device_count", count: "1000000", priority: "-1000",
+      maxParallel: "3", maxRetries: "100" }), { runAt: "2030-01-01T10:00", dependsOn: "1, #2" })).toEqual({});
+  });
+
+  it("names a URL that is not a full web address, in words", () => {
+    for (const url of ["example.com", "", "ftp://x.org/a", "http:example.com", "https://exa mple.com"]) {
+      expect(validateJobForm(form({ values: { ...form().values, url } }))).toEqual({ url: URL_MSG });
+      expect(validateJobForm(form({ preset: "install_apk", values: { ...form().values, apk_url: url } })))
+        .toEqual({ apk_url: URL_MSG });
+    }
+  });
+
+  it("wants whole numbers in range, and says which", () => {
+    const v = form().values;
+    expect(validateJobForm(form({ values: { ...v, duration_sec: "" } })).duration_sec)
+      .toBe("Enter a number of seconds from 0 to 86400");
+    expect(validateJobForm(form({ values: { ...v, duration_sec: "2.5" } }))).toEqual({});
+    expect(validateJobForm(form({ values: { ...v, duration_sec: "90000" } }))).toHaveProperty("duration_sec");
+    expect(validateJobForm(form({ targetType: "percentage", percent: "0" }))).toEqual({
+      target_value: "Enter a whole number from 1 to 100" });
+    expect(validateJobForm(form({ targetType: "percentage", percent: "101" }))).toHaveProperty("target_value");
+    expect(validateJobForm(form({ targetType: "device_count", count: "" }))).toEqual({
+      target_value: "Enter a whole number from 1 to 1000000" });
+    expect(validateJobForm(form({ targetType: "device_count", count: "2.5" }))).toHaveProperty("target_value");
+    expect(validateJobForm(form({ targetType: "all_devices", count: "" }))).toEqual({});
+    expect(validateJobForm(form({ priority: "1.5", maxParallel: "0", maxRetries: "101" }))).toEqual({
+      priority: "Enter a whole number from -1000 to 1000",
+      max_parallel: "Enter a whole number from 1 to 1000000, or leave it empty for no limit",
+      max_retries: "Enter a whole number from 0 to 100",
+    });
+    expect(validateJobForm(form({ priority: "", maxParallel: "", maxRetries: "" }))).toEqual({});
+  });
+
+  it("checks the package, the title's length and the timing", () => {
+    expect(validateJobForm(form({ preset: "launch_app", values: { ...form().values, package: "settings" } })))
+      .toEqual({ package: "Enter an Android package name, such as com.example.app" });
+    expect(validateJobForm(form({ title: "x".repeat(201), titleEdited: true }))).toHaveProperty("title");
+    expect(validateJobForm(form({ title: "", titleEdited: true }))).toEqual({}); // empty: the auto-title
+    expect(validateJobForm(form(), { runAt: "soon", dependsOn: "3, x" })).toEqual({
+      run_at: "Enter a date and time, or leave it empty to start now",
+      depends_on: "Enter job ids separated by commas, such as 12, 15",
+    });
+  });
+});
+
+describe("server errors in the form's words", () => {
+  it("replace the server's message by ours for the same field, and keep the others", () => {
+    const details = humanDetails([
+      { field: "plan.0.open_url.url", message: "Input should be a valid URL" },
+      { field: "target_value", message: "a device count must be at least 1" },
+      { field: "depends_on.1", message: "Input should be a valid integer" },
+      { field: "timeout_sec", message: "too long" },
+      { field: null, message: "general" },
+    ], "device_count");
+    expect(details.map((d) => d.message)).toEqual([
+      "Enter a full URL starting with http:// or https://", "Enter a whole number from 1 to 1000000",
+      "Enter job ids separated by commas, such as 12, 15", "too long", "general",
+    ]);
+    expect(placeErrors({ message: "x", details }, "open_url", shownKeys("open_url", ["run_at", "depends_on"])).url)
+      .toBe(messageFor("url", "all_devices"));
+    expect(humanDetails([{ field: "target_value", message: "m" }], "percentage")[0].message)
+      .toBe("Enter a whole number from 1 to 100");
+    expect(humanDetails(undefined, "all_devices")).toEqual([]);
+  });
+});
+
+describe("phones that can ever run the job", () => {
+  const phone = (id: number, over: Partial<Device> = {}): Device => ({
+    id, serial: `s${id}`, agent_id: 1, agent_name: "pc", model: "Pixel 7", android_version: "14", tags: ["lab"],
+    battery: 90, state: "idle", paused_by: null, last_seen_at: null, ...over,
+  } as Device);
+  const fleet = [phone(1), phone(2, { state: "busy" }), phone(3, { state: "paused" }), phone(4, { state: "unhealthy" }),
+    phone(5, { state: "offline" }), phone(6, { state: "quarantined" }), phone(7, { model: "Galaxy" }),
+    phone(8, { tags: [] })];
+
+  it("counts those matching the filters that are not offline or quarantined", () => {
+    expect(matchingPhones(fleet, {})).toBe(6);
+    expect(matchingPhones(fleet, { models: ["Pixel 7"] })).toBe(5);
+    expect(matchingPhones(fleet, { tags: ["lab"] })).toBe(5);
+    expect(matchingPhones(fleet, { android_versions: ["13"] })).toBe(0);
+  });
+
+  it("warns when the count asks for more", () => {
+    const count = (c: string) => ({ targetType: "device_count" as const, count: c });
+    expect(countWarning(count("30"), 20)).toBe("only 20 phones match; the job will stop at 20");
+    expect(countWarning(count("2"), 1)).toBe("only 1 phone matches; the job will stop at 1");
+    expect(countWarning(count("20"), 20)).toBeNull();
+    expect(countWarning(count("x"), 20)).toBeNull();
+    expect(countWarning({ targetType: "percentage", count: "30" }, 20)).toBeNull();
   });
 });

@@ -1,9 +1,11 @@
 // The job form as typed (strings) and the bodies it makes: a JobTemplate for a schedule, a JobCreate for a
 // job, a ScheduleCreate around a template. Pure, unit-tested in jobForm.test.ts. Numbers are parsed here;
 // a bad one goes to the server as typed, so its 422 names the field (as the preset plans already do).
-import { defaultTitle, formFieldOf, parseList, type PresetId, presetPlan, type PresetValues, STEP_TEMPLATES } from "./logic";
+import {
+  defaultTitle, formFieldOf, isHttpUrl, parseList, type PresetId, presetPlan, type PresetValues, STEP_TEMPLATES,
+} from "./logic";
 import type {
-  ErrorDetail, JobCreate, JobFilters, JobTemplate, MisfirePolicy, ScheduleCreate, Step, StepType, TargetType,
+  Device, ErrorDetail, JobCreate, JobFilters, JobTemplate, MisfirePolicy, ScheduleCreate, Step, StepType, TargetType,
 } from "./types";
 
 export interface CustomStep {
@@ -210,4 +212,119 @@ export function placeErrors(err: { message: string; details?: ErrorDetail[] }, p
   if (general.length) out[""] = general.join("; ");
   else if (!Object.keys(out).length) out[""] = err.message;
   return out;
+}
+
+// ---------------------------------------------------------------- checks before sending, in plain words
+
+/** The limits the server's models hold (phonefleet/protocol/models.py, plan.py). */
+const MAX_COUNT = 1_000_000;
+const MAX_SECONDS = 86_400;
+const MAX_TITLE = 200;
+const PACKAGE_PATTERN = /^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+$/;
+
+function wholeNumber(low: number, high: number): string {
+  return `Enter a whole number from ${low} to ${high}`;
+}
+
+/**
+ * The message for a field, in the same words whether the browser or the server found it. `field` is the
+ * last named part of a server path ("url" of plan.0.open_url.url) or a form key; null: no wording of ours.
+ */
+export function messageFor(field: string, targetType: TargetType): string | null {
+  switch (field) {
+    case "url":
+    case "apk_url":
+      return "Enter a full URL starting with http:// or https://";
+    case "duration_sec":
+      return `Enter a number of seconds from 0 to ${MAX_SECONDS}`;
+    case "package":
+      return "Enter an Android package name, such as com.example.app";
+    case "title":
+      return `Keep the title to ${MAX_TITLE} characters or fewer`;
+    case "target_value":
+      return targetType === "percentage" ? wholeNumber(1, 100) : wholeNumber(1, MAX_COUNT);
+    case "priority":
+      return wholeNumber(-1000, 1000);
+    case "max_parallel":
+      return `${wholeNumber(1, MAX_COUNT)}, or leave it empty for no limit`;
+    case "max_retries":
+      return wholeNumber(0, 100);
+    case "run_at":
+      return "Enter a date and time, or leave it empty to start now";
+    case "depends_on":
+      return "Enter job ids separated by commas, such as 12, 15";
+    default:
+      return null;
+  }
+}
+
+function isWhole(text: string, low: number, high: number): boolean {
+  const t = text.trim();
+  const n = Number(t);
+  return /^[+-]?\d+$/.test(t) && n >= low && n <= high;
+}
+
+/**
+ * What is wrong with the form before it is sent, by form key ("" = nothing). A job with any of these is not
+ * sent. Custom steps are checked for JSON only (planOf); the server names the rest.
+ */
+export function validateJobForm(form: JobFormValues, timing?: JobTiming): Record<string, string> {
+  const out: Record<string, string> = {};
+  const bad = (key: string, field = key) => { out[key] = messageFor(field, form.targetType) ?? "Check this field"; };
+  const v = form.values;
+  if (form.preset === "open_url") {
+    if (!isHttpUrl(v.url)) bad("url");
+    const d = Number(v.duration_sec.trim());
+    if (v.duration_sec.trim() === "" || !Number.isFinite(d) || d < 0 || d > MAX_SECONDS) bad("duration_sec");
+  }
+  if (form.preset === "install_apk" && !isHttpUrl(v.apk_url)) bad("apk_url");
+  if (form.preset === "launch_app" && !PACKAGE_PATTERN.test(v.package.trim())) bad("package");
+  if (form.titleEdited && form.title.trim().length > MAX_TITLE) bad("title");
+  if (form.targetType === "percentage" && !isWhole(form.percent, 1, 100)) bad("target_value");
+  if (form.targetType === "device_count" && !isWhole(form.count, 1, MAX_COUNT)) bad("target_value");
+  if (form.priority.trim() !== "" && !isWhole(form.priority, -1000, 1000)) bad("priority");
+  if (form.maxParallel.trim() !== "" && !isWhole(form.maxParallel, 1, MAX_COUNT)) bad("max_parallel");
+  if (form.maxRetries.trim() !== "" && !isWhole(form.maxRetries, 0, 100)) bad("max_retries");
+  if (timing) {
+    const runAt = localToIso(timing.runAt);
+    if (runAt !== null && !Number.isFinite(Date.parse(runAt))) bad("run_at");
+    if (parseIds(timing.dependsOn).some((id) => typeof id !== "number" || id < 1)) bad("depends_on");
+  }
+  return out;
+}
+
+/**
+ * A server 422 in the form's words: each detail's message replaced by ours for its field (the last named part
+ * of its path: "plan.0.open_url.url" -> "url", "depends_on.1" -> "depends_on"); others kept as the server said.
+ */
+export function humanDetails(details: ErrorDetail[] | undefined, targetType: TargetType): ErrorDetail[] {
+  return (details ?? []).map((d) => {
+    const named = (d.field ?? "").split(".").filter((p) => p !== "" && !/^\d+$/.test(p));
+    const ours = named.length ? messageFor(named[named.length - 1], targetType) : null;
+    return ours ? { ...d, message: ours } : d;
+  });
+}
+
+/** States in which a phone can never take work until someone or something changes it. */
+const NEVER_RUNS: ReadonlySet<string> = new Set(["offline", "quarantined"]);
+
+/** Phones that could ever run a job with these filters: matching them, and not offline or quarantined. */
+export function matchingPhones(devices: Iterable<Device>, filters: JobFilters): number {
+  let n = 0;
+  for (const d of devices) {
+    if (NEVER_RUNS.has(d.state)) continue;
+    if (filters.models?.length && !filters.models.includes(d.model ?? "")) continue;
+    if (filters.android_versions?.length && !filters.android_versions.includes(d.android_version ?? "")) continue;
+    if (filters.tags?.length && !filters.tags.every((t) => d.tags.includes(t))) continue;
+    n += 1;
+  }
+  return n;
+}
+
+/** The warning for a phone count above the phones that match; null when none is due. */
+export function countWarning(form: Pick<JobFormValues, "targetType" | "count">, matching: number): string | null {
+  if (form.targetType !== "device_count" || !isWhole(form.count, 1, MAX_COUNT)) return null;
+  if (Number(form.count.trim()) <= matching) return null;
+  const phones = matching === 1 ? "1 phone matches" : `${matching} phones match`;
+  return `only ${phones}; the job will stop at ${matching}`;
 }

@@ -1,4 +1,4 @@
-import { filtersOf, type JobFormValues, targetValueOf } from "../jobForm";
+import { countWarning, filtersOf, type JobFormValues, matchingPhones, targetValueOf } from "../jobForm";
 import {
   defaultTitle, eligibleDevices, expectedPhones, PRESETS, type PresetId, type PresetValues, STEP_TEMPLATES,
 } from "../logic";
@@ -26,7 +26,9 @@ export function JobTemplateFields({ form, onChange, plan, errors, store }: {
 
   const autoTitle = defaultTitle(plan);
   const connected = store.connectedPhones;
-  const eligible = eligibleDevices(store.devices.values(), filtersOf(form));
+  const filters = filtersOf(form);
+  const eligible = eligibleDevices(store.devices.values(), filters);
+  const warning = countWarning(form, matchingPhones(store.devices.values(), filters));
   const expected = expectedPhones(form.targetType, targetValueOf(form), eligible);
   const { custom } = form;
 
@@ -135,8 +137,9 @@ export function JobTemplateFields({ form, onChange, plan, errors, store }: {
           {connected} {connected === 1 ? "phone" : "phones"} connected now
           {eligible !== connected && `, ${eligible} eligible`} · expected: {expected}{" "}
           {expected === 1 ? "phone" : "phones"}
-          {form.targetType === "device_count" && expected > eligible && " (fills as phones become free)"}
+          {form.targetType === "device_count" && expected > eligible && !warning && " (fills as phones become free)"}
         </p>
+        {warning && <p class="hint warning" role="status" data-testid="count-warning">{warning}</p>}
       </fieldset>
 
       <div class="row">

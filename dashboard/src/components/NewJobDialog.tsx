@@ -1,7 +1,8 @@
 import { useMemo, useState } from "preact/hooks";
 import type { Api, ApiError } from "../api";
 import {
-  initialJobForm, jobCreateOf, type JobFormValues, type JobTiming, placeErrors, planOf, shownKeys,
+  humanDetails, initialJobForm, jobCreateOf, type JobFormValues, type JobTiming, placeErrors, planOf, shownKeys,
+  validateJobForm,
 } from "../jobForm";
 import type { Store } from "../store";
 import { clearOnInput, describedBy, Dialog, FieldError } from "./Dialog";
@@ -17,14 +18,23 @@ export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; 
 
   async function submit(e: Event) {
     e.preventDefault();
-    if (Object.keys(planErrors).length) return;
+    // checked here first, in the same words the server's 422 is shown in: nothing is sent while any is wrong
+    const local = validateJobForm(form, timing);
+    if (Object.keys(local).length || Object.keys(planErrors).length) {
+      setErrors(local);
+      const first = Object.keys({ ...local, ...planErrors })[0];
+      requestAnimationFrame(() => document.querySelector<HTMLElement>(`[aria-describedby="err-${first}"]`)?.focus());
+      return;
+    }
     setBusy(true);
     setErrors({});
     try {
       store.putJob(await api.createJob(jobCreateOf(form, timing, plan)));
       onClose();
     } catch (err) {
-      setErrors(placeErrors(err as ApiError, form.preset, shownKeys(form.preset, ["run_at", "depends_on"])));
+      const apiErr = err as ApiError;
+      const worded = { message: apiErr.message, details: humanDetails(apiErr.details, form.targetType) };
+      setErrors(placeErrors(worded, form.preset, shownKeys(form.preset, ["run_at", "depends_on"])));
     } finally {
       setBusy(false);
     }
