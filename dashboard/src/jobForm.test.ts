@@ -172,19 +172,20 @@ describe("checks before sending", () => {
 describe("server errors in the form's words", () => {
   it("replace the server's message by ours for the same field, and keep the others", () => {
     const details = humanDetails([
-      { field: "plan.0.open_url.url", message: "Input should be a valid URL" },
-      { field: "target_value", message: "a device count must be at least 1" },
-      { field: "depends_on.1", message: "Input should be a valid integer" },
-      { field: "timeout_sec", message: "too long" },
-      { field: null, message: "general" },
+      { field: "plan.0.open_url.url", message: "Input should be a valid URL", type: "url_parsing" },
+      { field: "target_value", message: "a device count must be at least 1", type: "value_error" },
+      { field: "depends_on.1", message: "Input should be a valid integer", type: "int_parsing" },
+      { field: "depends_on", message: "unknown job ids [99]" }, // not about the value's form: kept
+      { field: "timeout_sec", message: "too long", type: "less_than_equal" },
+      { field: null, message: "general", type: "value_error" },
     ], "device_count");
     expect(details.map((d) => d.message)).toEqual([
       "Enter a full URL starting with http:// or https://", "Enter a whole number from 1 to 1000000",
-      "Enter job ids separated by commas, such as 12, 15", "too long", "general",
+      "Enter job ids separated by commas, such as 12, 15", "unknown job ids [99]", "too long", "general",
     ]);
     expect(placeErrors({ message: "x", details }, "open_url", shownKeys("open_url", ["run_at", "depends_on"])).url)
       .toBe(messageFor("url", "all_devices"));
-    expect(humanDetails([{ field: "target_value", message: "m" }], "percentage")[0].message)
+    expect(humanDetails([{ field: "target_value", message: "m", type: "value_error" }], "percentage")[0].message)
       .toBe("Enter a whole number from 1 to 100");
     expect(humanDetails(undefined, "all_devices")).toEqual([]);
   });

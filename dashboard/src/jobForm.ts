@@ -294,11 +294,14 @@ export function validateJobForm(form: JobFormValues, timing?: JobTiming): Record
 }
 
 /**
- * A server 422 in the form's words: each detail's message replaced by ours for its field (the last named part
- * of its path: "plan.0.open_url.url" -> "url", "depends_on.1" -> "depends_on"); others kept as the server said.
+ * A server 422 in the form's words: a detail about a value's form or range (one from the models' validation,
+ * which carries a `type`) gets our message for its field (the last named part of its path:
+ * "plan.0.open_url.url" -> "url", "depends_on.1" -> "depends_on"). The others say something the form
+ * cannot ("unknown job ids [99]") and are kept as the server said them.
  */
 export function humanDetails(details: ErrorDetail[] | undefined, targetType: TargetType): ErrorDetail[] {
   return (details ?? []).map((d) => {
+    if (!d.type) return d;
     const named = (d.field ?? "").split(".").filter((p) => p !== "" && !/^\d+$/.test(p));
     const ours = named.length ? messageFor(named[named.length - 1], targetType) : null;
     return ours ? { ...d, message: ours } : d;
