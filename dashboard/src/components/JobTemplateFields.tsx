@@ -28,8 +28,11 @@ export function JobTemplateFields({ form, onChange, plan, errors, store }: {
   const connected = store.connectedPhones;
   const filters = filtersOf(form);
   const eligible = eligibleDevices(store.devices.values(), filters);
-  const warning = countWarning(form, matchingPhones(store.devices.values(), filters));
-  const expected = expectedPhones(form.targetType, targetValueOf(form), eligible);
+  const matching = matchingPhones(store.devices.values(), filters);
+  const warning = countWarning(form, matching);
+  // a count above the phones that can ever run the job stops at them (the warning says so)
+  const asked = expectedPhones(form.targetType, targetValueOf(form), eligible);
+  const expected = warning ? Math.min(asked, matching) : asked;
   const { custom } = form;
 
   return (
