@@ -193,8 +193,9 @@ async def test_job_form_sends_priority_limits_run_at_and_dependencies(server: Ru
     await dialog.locator("#max_retries").fill("3")
     await dialog.get_by_test_id("run-at").fill("2098-06-01T10:30")
     await dialog.get_by_test_id("depends-on").fill("abc")
-    await dialog.get_by_test_id("create").click()  # the server names the bad id beside the field
-    await expect(dialog.get_by_test_id("error-depends_on")).to_be_visible()
+    await dialog.get_by_test_id("create").click()  # the bad id is named beside the field, before sending
+    await expect(dialog.get_by_test_id("error-depends_on")).to_have_text(
+        "Enter job ids separated by commas, such as 12, 15")
     await dialog.get_by_test_id("depends-on").fill(f"#{prerequisite['id']}")
     await dialog.get_by_test_id("create").click()
     await expect(dialog).to_have_count(0)
