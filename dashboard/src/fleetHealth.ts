@@ -1,6 +1,7 @@
 // Fleet health in words and lists (no DOM, no network): which phones need a look and why, the phones table's
 // filters and agent groups, the order of the "needs attention" list, a phone's thresholds and its timeline.
 // Unit-tested in fleetHealth.test.ts.
+import { clockNow } from "./clock";
 import type {
   AttentionItem, Device, DeviceDetail, DeviceEvent, DeviceEventKind, DeviceState, RecoverAccepted, RecoveryRung,
 } from "./types";
@@ -43,6 +44,46 @@ export function whyText(d: Pick<Device, "state" | "quarantine_reason" | "recover
 /** "38.5 °C"; unknown -> "–". */
 export function temperatureText(c: number | null | undefined): string {
   return c === null || c === undefined || !Number.isFinite(c) ? "–" : `${c.toFixed(1)} °C`;
+}
+
+/**
+ * When the server last heard of the phone: "just now" while it is connected (its agent reports it live), its
+ * age once offline ("12 min ago", from ``last_seen_at``; the page's clock stops while the page is offline).
+ */
+export function lastSeenText(d: Pick<Device, "state" | "last_seen_at">, now = clockNow()): string {
+  if (d.state !== "offline") return "just now";
+  const at = d.last_seen_at ? Date.parse(d.last_seen_at) : Number.NaN;
+  if (!Number.isFinite(at)) return "never";
+  const s = Math.max(0, Math.floor((now - at) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86_400 * 2) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86_400)} d ago`;
+}
+
+/** A live figure as shown: its text, and (when it is not the live value) why, for a title. */
+export interface Reading {
+  text: string;
+  title: string | undefined;
+}
+
+/** Unknown while offline ("–", titled with the last value), never the last value as if it were current. */
+function reading(offline: boolean, last: string | null): Reading {
+  if (!offline) return { text: last ?? "–", title: undefined };
+  return { text: "–", title: last === null ? "unknown while offline" : `unknown while offline; last ${last}` };
+}
+
+/** "87%"; offline: "–" titled "unknown while offline; last 87 %". */
+export function batteryReading(d: Pick<Device, "state" | "battery">, battery = d.battery): Reading {
+  const known = battery !== null && battery !== undefined && Number.isFinite(battery);
+  return d.state === "offline" ? reading(true, known ? `${battery} %` : null)
+    : reading(false, known ? `${battery}%` : null);
+}
+
+/** "38.5 °C"; offline: "–" titled "unknown while offline; last 38.5 °C". */
+export function temperatureReading(d: Pick<Device, "state" | "battery_temp_c">, temp = d.battery_temp_c): Reading {
+  const text = temperatureText(temp);
+  return reading(d.state === "offline", text === "–" ? null : text);
 }
 
 // ---------------------------------------------------------------- the phones table
