@@ -153,6 +153,16 @@ describe("one phone", () => {
     expect(otherBroken(["battery 18% below 20%", "adb unauthorized: accept", "probe took 6.0 s, above 5.0 s"]))
       .toEqual(["adb unauthorized: accept"]);
   });
+  it("does not judge an offline phone's battery and temperature: unknown, with the last value in a title", () => {
+    const checks = thresholdChecks({
+      thresholds, state: "offline", battery: 9, battery_temp_c: 52, broken: [HOT],
+      health: { battery: 9, battery_temp_c: 52, data_free_mb: 120, probe_ms: 80 },
+    });
+    expect(checks.map((c) => [c.key, c.value, c.broken, c.title])).toEqual([
+      ["min_battery", "–", null, "unknown while offline; last 9 %"],
+      ["max_battery_temp_c", "–", null, "unknown while offline; last 52.0 °C"],
+      ["min_data_free_mb", "120 MB", true, undefined], ["max_probe_sec", "80 ms", false, undefined]]);
+  });
   it("words the timeline", () => {
     const e = (kind: DeviceEvent["kind"], data: Record<string, unknown> = {}) => ({ kind, data });
     expect(eventTitle(e("recovery_ended", { rung: "reboot", outcome: "healed" }))).toBe("Recovery ended: reboot (healed)");

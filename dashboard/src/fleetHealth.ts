@@ -229,8 +229,10 @@ export interface ThresholdCheck {
   label: string;
   limit: string;
   value: string;
-  /** null: not known (no probe yet). */
+  /** null: not known (no probe yet, or a live figure of an offline phone). */
   broken: boolean | null;
+  /** Why the value is not shown: "unknown while offline; last 87 %". */
+  title?: string;
 }
 
 /** Which threshold each of the agent's sentences speaks of (agent/health.py words them). */
@@ -246,7 +248,7 @@ const SENTENCES: Record<ThresholdCheck["key"], RegExp> = {
  * override the fleet's, so a threshold it names is broken even if the fleet's limit is not crossed.
  */
 export function thresholdChecks(d: Pick<DeviceDetail, "thresholds" | "health" | "broken" | "battery"
-  | "battery_temp_c">): ThresholdCheck[] {
+  | "battery_temp_c"> & Partial<Pick<DeviceDetail, "state">>): ThresholdCheck[] {
   const t = { ...DEFAULT_THRESHOLDS, ...d.thresholds };
   const h = d.health ?? {};
   const named = (key: ThresholdCheck["key"]) => (d.broken ?? []).some((s) => SENTENCES[key].test(s));
@@ -258,11 +260,14 @@ export function thresholdChecks(d: Pick<DeviceDetail, "thresholds" | "health" | 
   };
   const battery = h.battery ?? d.battery;
   const temp = h.battery_temp_c ?? d.battery_temp_c;
+  // an offline phone's battery and temperature are unknown now: not its last values, not judged
+  const offline = (c: ThresholdCheck, last: Reading): ThresholdCheck => d.state === "offline"
+    ? { ...c, value: "–", broken: null, title: last.title } : c;
   return [
-    check("min_battery", "Battery level", `at least ${t.min_battery}%`, battery, (v) => `${v}%`,
-      (v) => v < t.min_battery),
-    check("max_battery_temp_c", "Battery temperature", `at most ${t.max_battery_temp_c} °C`, temp, temperatureText,
-      (v) => v > t.max_battery_temp_c),
+    offline(check("min_battery", "Battery level", `at least ${t.min_battery}%`, battery, (v) => `${v}%`,
+      (v) => v < t.min_battery), batteryReading({ state: "offline", battery })),
+    offline(check("max_battery_temp_c", "Battery temperature", `at most ${t.max_battery_temp_c} °C`, temp,
+      temperatureText, (v) => v > t.max_battery_temp_c), temperatureReading({ state: "offline", battery_temp_c: temp })),
     check("min_data_free_mb", "Free space on /data", `at least ${t.min_data_free_mb} MB`, h.data_free_mb,
       (v) => `${v} MB`, (v) => v < t.min_data_free_mb),
     check("max_probe_sec", "Health probe time", `at most ${t.max_probe_sec} s`, h.probe_ms,

@@ -188,7 +188,7 @@ function Thresholds({ detail }: { detail: DeviceDetail }) {
             {checks.map((c) => (
               <tr key={c.key} data-testid="threshold" data-key={c.key} data-broken={String(c.broken)}
                 class={c.broken ? "attention" : undefined}>
-                <td>{c.label}</td><td>{c.limit}</td><td>{c.value}</td>
+                <td>{c.label}</td><td>{c.limit}</td><td title={c.title}>{c.value}</td>
                 <td>{c.broken === null ? <span class="muted">unknown</span>
                   : c.broken ? <span class="badge badge-unhealthy">broken</span> : <span class="badge badge-idle">ok</span>}</td>
               </tr>
