@@ -277,6 +277,7 @@ async def test_an_offline_phone_shows_its_last_seen_age_and_battery_unknown_a_co
     # last seen 12 minutes ago (as the server records it): the page says so after a reload
     await server.services.pool.execute(
         "UPDATE devices SET last_seen_at = now() - interval '12 minutes 5 seconds' WHERE serial = $1", gone)
+    await agent.report([{**agent.devices()[0], "online": False, "battery": 87}])  # offline again: not seen again
     await page.reload()
     await expect(gone_row.get_by_test_id("phone-last-seen")).to_have_text("12 min ago")
     await expect(gone_row.get_by_test_id("phone-battery")).to_have_text(UNKNOWN)
