@@ -4,6 +4,7 @@ phone's own page (health, thresholds, record, runs, timeline, release / quaranti
 ``test_dashboard.py``; screenshots go to ``tests/artifacts/fleet-*.png``.
 """
 
+import re
 from typing import TYPE_CHECKING
 
 from phonefleet.protocol import health
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from playwright.async_api import Page
 
 HOT = "battery 52.0 °C above 45.0 °C"
+UNKNOWN = "\N{EN DASH}"  # a live figure not known now (offline)
 
 
 async def phone_id(server: RunningServer, serial: str) -> int:
@@ -240,3 +242,70 @@ async def test_a_phone_that_does_not_exist_says_so(server: RunningServer, page: 
     await sign_in(page, server)
     await page.goto(f"{server.url}/#/phones/987654")
     await expect(page.get_by_text("Phone 987654 does not exist")).to_be_visible()
+
+
+async def test_an_offline_phone_shows_its_last_seen_age_and_battery_unknown_a_connected_one_its_battery(
+        server: RunningServer, page: "Page") -> None:
+    from playwright.async_api import expect
+
+    agent = await server.sim_agent("rack-o", 2)
+    gone, live = agent.serials
+    await agent.report([{**agent.devices()[0], "battery": 87, "battery_temp_c": 33.5},
+                        {**agent.devices()[1], "battery": 64, "battery_temp_c": 31.0}])
+    await sign_in(page, server)
+    await page.get_by_role("link", name="Phones", exact=True).click()
+    gone_row = page.locator(f"[data-testid=phone][data-serial='{gone}']")
+    live_row = page.locator(f"[data-testid=phone][data-serial='{live}']")
+    await expect(gone_row.get_by_test_id("phone-battery")).to_have_text("87%")
+    await expect(gone_row.get_by_test_id("phone-last-seen")).to_have_text("just now")
+
+    # the phone drops off (live, device:update): its figures become unknown at once, its age starts
+    await agent.report([{**agent.devices()[0], "online": False, "battery": 87, "battery_temp_c": 33.5}])
+    await expect(gone_row).to_have_attribute("data-state", "offline")
+    await expect(gone_row.get_by_test_id("phone-battery")).to_have_text(UNKNOWN)
+    await expect(gone_row.get_by_test_id("phone-battery")).to_have_attribute(
+        "title", "unknown while offline; last 87 %")
+    await expect(gone_row.get_by_test_id("phone-temp")).to_have_text(UNKNOWN)
+    await expect(gone_row.get_by_test_id("phone-temp")).to_have_attribute(
+        "title", "unknown while offline; last 33.5 °C")
+    await expect(gone_row.get_by_test_id("phone-last-seen")).to_have_text(re.compile(r"^\d+ s ago$"))
+    await expect(live_row.get_by_test_id("phone-battery")).to_have_text("64%")
+    await expect(live_row.get_by_test_id("phone-battery")).not_to_have_attribute("title", re.compile("."))
+    await expect(live_row.get_by_test_id("phone-temp")).to_have_text("31.0 °C")
+    await expect(live_row.get_by_test_id("phone-last-seen")).to_have_text("just now")
+
+    # last seen 12 minutes ago (as the server records it): the page says so after a reload
+    await server.services.pool.execute(
+        "UPDATE devices SET last_seen_at = now() - interval '12 minutes 5 seconds' WHERE serial = $1", gone)
+    await agent.report([{**agent.devices()[0], "online": False, "battery": 87}])  # offline again: not seen again
+    await page.reload()
+    await expect(gone_row.get_by_test_id("phone-last-seen")).to_have_text("12 min ago")
+    await expect(gone_row.get_by_test_id("phone-battery")).to_have_text(UNKNOWN)
+    await expect(live_row.get_by_test_id("phone-last-seen")).to_have_text("just now")
+    heights = await page.evaluate("[...document.querySelectorAll('table.phones tr.line')]"
+                                  ".map(r => r.getBoundingClientRect().height)")
+    assert len(heights) == 3 and max(heights) - min(heights) < 1, heights  # one group header, two phones
+    cols = await page.evaluate("document.querySelectorAll('table.phones thead th').length")
+    assert cols == 10, cols  # COLS: the group header and spacer rows span them all
+    await shot(page, "fleet-phones-offline")
+
+    # the phone's own page: the same
+    await gone_row.get_by_test_id("phone-link").click()
+    detail = page.get_by_test_id("phone-detail")
+    await expect(detail).to_have_attribute("data-state", "offline")
+    await expect(detail.get_by_test_id("phone-last-seen")).to_contain_text("last seen 12 min ago")
+    await expect(detail.get_by_test_id("health-battery")).to_have_text(UNKNOWN)
+    await expect(detail.get_by_test_id("health-battery")).to_have_attribute(
+        "title", "unknown while offline; last 87 %")
+    await expect(detail.get_by_test_id("health-temp")).to_have_text(UNKNOWN)
+    battery_check = detail.locator("[data-testid=threshold][data-key=min_battery]")
+    await expect(battery_check).to_have_attribute("data-broken", "null")  # not judged on its last value
+    await expect(battery_check).to_contain_text("unknown")
+    assert "87%" not in await battery_check.inner_text()
+    await shot(page, "fleet-phone-offline")
+    await page.go_back()
+    await live_row.get_by_test_id("phone-link").click()
+    await expect(detail).to_have_attribute("data-state", "idle")
+    await expect(detail.get_by_test_id("phone-last-seen")).to_contain_text("last seen just now")
+    await expect(detail.get_by_test_id("health-battery")).to_contain_text("64%")
+    await expect(detail.get_by_test_id("health-temp")).to_have_text("31.0 °C")

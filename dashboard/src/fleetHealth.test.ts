@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import {
-  attentionSummary, eventTitle, eventTone, filterCounts, filterPhones, groupCountsText, healthChanged, isHot,
-  liveDetail, mergeEvents, needsAttention, otherBroken, parsePhoneFilter, phoneLines, recoverText, sortAttention,
-  temperatureText, thresholdChecks, whyText,
+  attentionSummary, batteryReading, eventTitle, eventTone, filterCounts, filterPhones, groupCountsText, healthChanged, isHot,
+  liveDetail, mergeEvents, needsAttention, otherBroken, lastSeenText, parsePhoneFilter, phoneLines, recoverText, sortAttention,
+  temperatureReading, temperatureText, thresholdChecks, whyText,
 } from "./fleetHealth";
 import { Store } from "./store";
 import type { AttentionItem, Device, DeviceDetail, DeviceEvent } from "./types";
@@ -153,6 +153,16 @@ describe("one phone", () => {
     expect(otherBroken(["battery 18% below 20%", "adb unauthorized: accept", "probe took 6.0 s, above 5.0 s"]))
       .toEqual(["adb unauthorized: accept"]);
   });
+  it("does not judge an offline phone's battery and temperature: unknown, with the last value in a title", () => {
+    const checks = thresholdChecks({
+      thresholds, state: "offline", battery: 9, battery_temp_c: 52, broken: [HOT],
+      health: { battery: 9, battery_temp_c: 52, data_free_mb: 120, probe_ms: 80 },
+    });
+    expect(checks.map((c) => [c.key, c.value, c.broken, c.title])).toEqual([
+      ["min_battery", "–", null, "unknown while offline; last 9 %"],
+      ["max_battery_temp_c", "–", null, "unknown while offline; last 52.0 °C"],
+      ["min_data_free_mb", "120 MB", true, undefined], ["max_probe_sec", "80 ms", false, undefined]]);
+  });
   it("words the timeline", () => {
     const e = (kind: DeviceEvent["kind"], data: Record<string, unknown> = {}) => ({ kind, data });
     expect(eventTitle(e("recovery_ended", { rung: "reboot", outcome: "healed" }))).toBe("Recovery ended: reboot (healed)");
@@ -205,5 +215,36 @@ describe("the store", () => {
     const shown = liveDetail(detail, stale);
     expect([shown.state, shown.quarantine_reason, shown.reliability.runs]).toEqual(["idle", null, 9]);
     expect(liveDetail(detail, undefined)).toBe(detail);
+  });
+});
+
+describe("last seen, battery and temperature", () => {
+  const at = Date.parse("2026-11-30T12:00:00Z");
+  const seen = "2026-11-30T11:48:00Z";
+  it("says just now while connected, whatever the last report's age", () => {
+    expect(lastSeenText(device(1, { last_seen_at: seen }), at)).toBe("just now");
+    expect(lastSeenText(device(2, { state: "unhealthy", last_seen_at: null }), at)).toBe("just now");
+  });
+  it("says how long ago an offline phone was last seen", () => {
+    const off = (iso: string | null) => device(6, { state: "offline", last_seen_at: iso });
+    expect(lastSeenText(off(seen), at)).toBe("12 min ago");
+    expect(lastSeenText(off("2026-11-30T11:59:47Z"), at)).toBe("13 s ago");
+    expect(lastSeenText(off("2026-11-30T09:00:00Z"), at)).toBe("3 h ago");
+    expect(lastSeenText(off("2026-11-25T12:00:00Z"), at)).toBe("5 d ago");
+    expect(lastSeenText(off("2026-11-30T12:00:09Z"), at)).toBe("0 s ago"); // a server clock a little ahead
+    expect(lastSeenText(off(null), at)).toBe("never");
+  });
+  it("shows battery and temperature while connected, unknown with the last value in a title while offline", () => {
+    expect(batteryReading(device(1, { battery: 87 }))).toEqual({ text: "87%", title: undefined });
+    expect(batteryReading(device(1, { battery: null }))).toEqual({ text: "–", title: undefined });
+    expect(batteryReading(device(6, { state: "offline", battery: 87 })))
+      .toEqual({ text: "–", title: "unknown while offline; last 87 %" });
+    expect(batteryReading(device(6, { state: "offline", battery: null })))
+      .toEqual({ text: "–", title: "unknown while offline" });
+    expect(batteryReading(device(6, { state: "offline", battery: 87 }), 40).title).toBe("unknown while offline; last 40 %");
+    expect(temperatureReading(device(1, { battery_temp_c: 31.5 }))).toEqual({ text: "31.5 °C", title: undefined });
+    expect(temperatureReading(device(6, { state: "offline", battery_temp_c: 31.5 })))
+      .toEqual({ text: "–", title: "unknown while offline; last 31.5 °C" });
+    expect(temperatureReading(device(6, { state: "offline", battery_temp_c: null })).title).toBe("unknown while offline");
   });
 });

@@ -1,6 +1,7 @@
 // Fleet health in words and lists (no DOM, no network): which phones need a look and why, the phones table's
 // filters and agent groups, the order of the "needs attention" list, a phone's thresholds and its timeline.
 // Unit-tested in fleetHealth.test.ts.
+import { clockNow } from "./clock";
 import type {
   AttentionItem, Device, DeviceDetail, DeviceEvent, DeviceEventKind, DeviceState, RecoverAccepted, RecoveryRung,
 } from "./types";
@@ -43,6 +44,46 @@ export function whyText(d: Pick<Device, "state" | "quarantine_reason" | "recover
 /** "38.5 °C"; unknown -> "–". */
 export function temperatureText(c: number | null | undefined): string {
   return c === null || c === undefined || !Number.isFinite(c) ? "–" : `${c.toFixed(1)} °C`;
+}
+
+/**
+ * When the server last heard of the phone: "just now" while it is connected (its agent reports it live), its
+ * age once offline ("12 min ago", from ``last_seen_at``; the page's clock stops while the page is offline).
+ */
+export function lastSeenText(d: Pick<Device, "state" | "last_seen_at">, now = clockNow()): string {
+  if (d.state !== "offline") return "just now";
+  const at = d.last_seen_at ? Date.parse(d.last_seen_at) : Number.NaN;
+  if (!Number.isFinite(at)) return "never";
+  const s = Math.max(0, Math.floor((now - at) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86_400 * 2) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86_400)} d ago`;
+}
+
+/** A live figure as shown: its text, and (when it is not the live value) why, for a title. */
+export interface Reading {
+  text: string;
+  title: string | undefined;
+}
+
+/** Unknown while offline ("–", titled with the last value), never the last value as if it were current. */
+function reading(offline: boolean, last: string | null): Reading {
+  if (!offline) return { text: last ?? "–", title: undefined };
+  return { text: "–", title: last === null ? "unknown while offline" : `unknown while offline; last ${last}` };
+}
+
+/** "87%"; offline: "–" titled "unknown while offline; last 87 %". */
+export function batteryReading(d: Pick<Device, "state" | "battery">, battery = d.battery): Reading {
+  const known = battery !== null && battery !== undefined && Number.isFinite(battery);
+  return d.state === "offline" ? reading(true, known ? `${battery} %` : null)
+    : reading(false, known ? `${battery}%` : null);
+}
+
+/** "38.5 °C"; offline: "–" titled "unknown while offline; last 38.5 °C". */
+export function temperatureReading(d: Pick<Device, "state" | "battery_temp_c">, temp = d.battery_temp_c): Reading {
+  const text = temperatureText(temp);
+  return reading(d.state === "offline", text === "–" ? null : text);
 }
 
 // ---------------------------------------------------------------- the phones table
@@ -188,8 +229,10 @@ export interface ThresholdCheck {
   label: string;
   limit: string;
   value: string;
-  /** null: not known (no probe yet). */
+  /** null: not known (no probe yet, or a live figure of an offline phone). */
   broken: boolean | null;
+  /** Why the value is not shown: "unknown while offline; last 87 %". */
+  title?: string;
 }
 
 /** Which threshold each of the agent's sentences speaks of (agent/health.py words them). */
@@ -205,7 +248,7 @@ const SENTENCES: Record<ThresholdCheck["key"], RegExp> = {
  * override the fleet's, so a threshold it names is broken even if the fleet's limit is not crossed.
  */
 export function thresholdChecks(d: Pick<DeviceDetail, "thresholds" | "health" | "broken" | "battery"
-  | "battery_temp_c">): ThresholdCheck[] {
+  | "battery_temp_c"> & Partial<Pick<DeviceDetail, "state">>): ThresholdCheck[] {
   const t = { ...DEFAULT_THRESHOLDS, ...d.thresholds };
   const h = d.health ?? {};
   const named = (key: ThresholdCheck["key"]) => (d.broken ?? []).some((s) => SENTENCES[key].test(s));
@@ -217,11 +260,14 @@ export function thresholdChecks(d: Pick<DeviceDetail, "thresholds" | "health" | 
   };
   const battery = h.battery ?? d.battery;
   const temp = h.battery_temp_c ?? d.battery_temp_c;
+  // an offline phone's battery and temperature are unknown now: not its last values, not judged
+  const offline = (c: ThresholdCheck, last: Reading): ThresholdCheck => d.state === "offline"
+    ? { ...c, value: "–", broken: null, title: last.title } : c;
   return [
-    check("min_battery", "Battery level", `at least ${t.min_battery}%`, battery, (v) => `${v}%`,
-      (v) => v < t.min_battery),
-    check("max_battery_temp_c", "Battery temperature", `at most ${t.max_battery_temp_c} °C`, temp, temperatureText,
-      (v) => v > t.max_battery_temp_c),
+    offline(check("min_battery", "Battery level", `at least ${t.min_battery}%`, battery, (v) => `${v}%`,
+      (v) => v < t.min_battery), batteryReading({ state: "offline", battery })),
+    offline(check("max_battery_temp_c", "Battery temperature", `at most ${t.max_battery_temp_c} °C`, temp,
+      temperatureText, (v) => v > t.max_battery_temp_c), temperatureReading({ state: "offline", battery_temp_c: temp })),
     check("min_data_free_mb", "Free space on /data", `at least ${t.min_data_free_mb} MB`, h.data_free_mb,
       (v) => `${v} MB`, (v) => v < t.min_data_free_mb),
     check("max_probe_sec", "Health probe time", `at most ${t.max_probe_sec} s`, h.probe_ms,

@@ -1,7 +1,8 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import type { Api, ApiError } from "../api";
 import {
-  isHot, liveDetail, otherBroken, rungLabel, temperatureText, thresholdChecks, whyText,
+  batteryReading, isHot, lastSeenText, liveDetail, otherBroken, rungLabel, temperatureReading, thresholdChecks,
+  whyText,
 } from "../fleetHealth";
 import { agoText, duration, percentText, secondsText } from "../logic";
 import type { Store } from "../store";
@@ -85,7 +86,7 @@ export function PhoneDetail({ api, store, deviceId }: { api: Api; store: Store; 
       <p class="muted">
         {d.model ?? "unknown model"} · Android {d.android_version ?? "?"} · on <strong>{d.agent_name ?? `agent ${d.agent_id}`}</strong>
         {d.tags.length > 0 && ` · tags ${d.tags.join(", ")}`}
-        {d.last_seen_at && ` · last seen ${agoText(d.last_seen_at)}`}
+        <span data-testid="phone-last-seen">{` · last seen ${lastSeenText(d)}`}</span>
       </p>
       <Why device={d} />
       {error && <p class="field-error" role="alert">{error}</p>}
@@ -161,8 +162,10 @@ function HealthFacts({ health: h, device: d }: { health: DeviceHealth | null; de
       <dl class="facts compact" data-testid="health-facts">
         <div><dt>adb state</dt><dd>{h.adb_state ?? "?"}</dd></div>
         <div><dt>Booted</dt><dd>{yesNo(h.boot_completed)}</dd></div>
-        <div><dt>Battery</dt><dd>{h.battery == null ? "?" : `${h.battery}%`}{h.charging ? " (charging)" : ""}</dd></div>
-        <div><dt>Temperature</dt><dd>{temperatureText(h.battery_temp_c)}</dd></div>
+        <div><dt>Battery</dt><dd title={batteryReading(d, h.battery).title} data-testid="health-battery">
+          {batteryReading(d, h.battery).text}{h.charging && d.state !== "offline" ? " (charging)" : ""}</dd></div>
+        <div><dt>Temperature</dt><dd title={temperatureReading(d, h.battery_temp_c).title} data-testid="health-temp">
+          {temperatureReading(d, h.battery_temp_c).text}</dd></div>
         <div><dt>Screen</dt><dd>{h.screen_on == null ? "?" : h.screen_on ? "on" : "off"}
           {h.screen_locked ? ", locked" : h.screen_locked === false ? ", unlocked" : ""}</dd></div>
         <div><dt>/data free</dt><dd>{h.data_free_mb == null ? "?" : `${h.data_free_mb} MB`}</dd></div>
@@ -185,7 +188,7 @@ function Thresholds({ detail }: { detail: DeviceDetail }) {
             {checks.map((c) => (
               <tr key={c.key} data-testid="threshold" data-key={c.key} data-broken={String(c.broken)}
                 class={c.broken ? "attention" : undefined}>
-                <td>{c.label}</td><td>{c.limit}</td><td>{c.value}</td>
+                <td>{c.label}</td><td>{c.limit}</td><td title={c.title}>{c.value}</td>
                 <td>{c.broken === null ? <span class="muted">unknown</span>
                   : c.broken ? <span class="badge badge-unhealthy">broken</span> : <span class="badge badge-idle">ok</span>}</td>
               </tr>

@@ -2,9 +2,11 @@ import { memo } from "preact/compat";
 import { useCallback, useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
 import {
-  ATTENTION_STATES, filterCounts, filterPhones, groupCountsText, isHot, PHONE_FILTERS, type PhoneFilter, type PhoneGroup,
-  phoneLines, temperatureText, whyText,
+  ATTENTION_STATES, batteryReading, filterCounts, filterPhones, groupCountsText, isHot, lastSeenText, PHONE_FILTERS,
+  type PhoneFilter, type PhoneGroup, phoneLines, temperatureReading, whyText,
 } from "../fleetHealth";
+import { clockNow } from "../clock";
+import { useTicker } from "../hooks";
 import { phonePauseText } from "../jobProgress";
 import type { Store } from "../store";
 import type { Agent, Device } from "../types";
@@ -51,7 +53,7 @@ function useWindow(count: number, body: { current: HTMLElement | null }): [numbe
 }
 
 /** Columns of the phones table (a group's header spans them all). */
-const COLS = 9;
+const COLS = 10;
 
 export function PhonesPage({ api, store, initialFilter }: { api: Api; store: Store; initialFilter: PhoneFilter }) {
   const [search, setSearch] = useState("");
@@ -67,6 +69,9 @@ export function PhonesPage({ api, store, initialFilter }: { api: Api; store: Sto
     [shown, collapsed]);
   const body = useRef<HTMLTableSectionElement>(null);
   const [first, last, rowPx] = useWindow(lines.length, body);
+  // offline phones' "last seen" ages move on their own (to the second; the page's clock stops while it is offline)
+  useTicker(counts.offline > 0, 5000);
+  const nowSec = Math.floor(clockNow() / 1000);
   const toggle = useCallback((agent: string) => setCollapsed((prev) => {
     const next = new Set(prev);
     if (next.has(agent)) next.delete(agent);
@@ -124,7 +129,7 @@ export function PhonesPage({ api, store, initialFilter }: { api: Api; store: Sto
           <thead>
             <tr>
               <th scope="col">Serial</th><th scope="col">State</th><th scope="col">Why</th>
-              <th scope="col">Battery</th><th scope="col">Temp</th><th scope="col">Model</th>
+              <th scope="col">Battery</th><th scope="col">Temp</th><th scope="col">Last seen</th><th scope="col">Model</th>
               <th scope="col">Android</th><th scope="col">Job</th><th scope="col"><span class="sr-only">Actions</span></th>
             </tr>
           </thead>
@@ -136,7 +141,7 @@ export function PhonesPage({ api, store, initialFilter }: { api: Api; store: Sto
             ) : (
               <PhoneRow key={line.device.id} device={line.device} index={first + i + 2}
                 job={running.get(line.device.id) ?? null} hot={isHot(line.device, store.maxTempC)} api={api}
-                store={store} onError={setError} />
+                store={store} onError={setError} nowSec={line.device.state === "offline" ? nowSec : 0} />
             ))}
             {last < lines.length && <Spacer px={(lines.length - last) * rowPx} />}
           </tbody>
@@ -217,15 +222,19 @@ interface PhoneRowProps {
   index: number;
   job: string | null;
   hot: boolean;
+  /** The page's clock in whole seconds, for an offline phone's "last seen" (0 for a connected one: no re-render). */
+  nowSec: number;
   api: Api;
   store: Store;
   onError: (e: string | null) => void;
 }
 
-const PhoneRow = memo(function PhoneRow({ device: d, index, job, hot, api, store, onError }: PhoneRowProps) {
+const PhoneRow = memo(function PhoneRow({ device: d, index, job, hot, api, store, onError, nowSec }: PhoneRowProps) {
   const [busy, setBusy] = useState(false);
   const paused = d.state === "paused";
   const why = whyText(d);
+  const battery = batteryReading(d);
+  const temp = temperatureReading(d);
   const attention = hot || ATTENTION_STATES.has(d.state);
   async function toggle() {
     setBusy(true);
@@ -248,11 +257,14 @@ const PhoneRow = memo(function PhoneRow({ device: d, index, job, hot, api, store
           {` ${phonePauseText(d) ?? ""}`}</span>}
       </td>
       <td class="why"><span title={why ?? undefined} data-testid="phone-why">{why ?? ""}</span></td>
-      <td>{d.battery === null ? "–" : `${d.battery}%`}</td>
+      <td><span title={battery.title} data-testid="phone-battery">{battery.text}</span></td>
       <td>
-        {temperatureText(d.battery_temp_c)}
+        <span title={temp.title} data-testid="phone-temp">{temp.text}</span>
         {hot && <span class="badge badge-hot" data-testid="phone-hot">hot</span>}
       </td>
+      <td class="muted" data-testid="phone-last-seen"
+        title={d.last_seen_at ? new Date(d.last_seen_at).toLocaleString() : undefined}>
+        {lastSeenText(d, nowSec ? nowSec * 1000 : clockNow())}</td>
       <td>{d.model ?? "–"}</td>
       <td>{d.android_version ?? "–"}</td>
       <td>{job ?? (d.state === "busy" ? "busy" : "–")}</td>

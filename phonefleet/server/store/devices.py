@@ -131,7 +131,8 @@ async def apply_reports(
             paused_by = CASE WHEN $12::bool AND EXCLUDED.paused_by = 'agent' AND devices.paused_by IS NULL THEN 'agent'
                              WHEN $12::bool AND EXCLUDED.paused_by IS NULL AND devices.paused_by = 'agent' THEN NULL
                              ELSE devices.paused_by END,
-            last_seen_at = now()
+            -- seen while connected, and at the moment it drops; an offline phone reported again keeps its time
+            last_seen_at = CASE WHEN EXCLUDED.connected OR devices.connected THEN now() ELSE devices.last_seen_at END
         RETURNING devices.id, devices.connected, devices.healthy, devices.health_reason, devices.broken,
                   (devices.xmax = 0) AS inserted)
         SELECT up.*, old.connected AS was_connected, old.healthy AS was_healthy, old.health_reason AS old_reason,
@@ -214,7 +215,10 @@ async def refresh_states(conn: Conn, device_ids: Sequence[int]) -> list[DeviceCh
 async def disconnect_agent(conn: Conn, agent_id: int) -> list[DeviceChange]:
     """The agent is gone: its phones are offline (not counted as the phones' own disconnects)."""
     rows = await conn.fetch(
-        "UPDATE devices SET connected = false WHERE agent_id = $1 AND connected RETURNING id", agent_id
+        """UPDATE devices SET connected = false,  -- last seen when its agent last was (or now)
+                  last_seen_at = greatest(last_seen_at, coalesce((SELECT a.last_seen_at FROM agents a WHERE a.id = $1),
+                                                                 now()))
+           WHERE agent_id = $1 AND connected RETURNING id""", agent_id
     )
     await device_events.add_many(conn, [device_events.NewEvent(r["id"], DeviceEventKind.disconnected, "server",
                                                                "its agent went away") for r in rows])
