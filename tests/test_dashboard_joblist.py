@@ -51,7 +51,7 @@ async def test_the_job_list_shows_id_times_eta_sorts_and_does_not_wrap(server: R
     await expect(r.get_by_test_id("job-age")).to_have_text(re.compile(r"^(just now|\d+ s ago)$"))
     await expect(r.get_by_test_id("job-duration")).to_have_text(re.compile(r"^took \d+ s$"))
     await expect(r.get_by_test_id("job-eta")).to_have_text(re.compile(r"^ETA (\d+(\.\d)? s|\d+ min \d+ s)$"))
-    await expect(s.get_by_test_id("job-duration")).to_have_text("took –")  # not started
+    await expect(s.get_by_test_id("job-duration")).to_have_text("took \u2013")  # not started: a dash
     await expect(s.get_by_test_id("job-eta")).to_have_count(0)
     await expect(c.get_by_test_id("job-status")).to_have_text("cancelled")
     await expect(c.get_by_test_id("cancelled-runs")).to_have_text("4 runs cancelled")
@@ -70,8 +70,9 @@ async def test_the_job_list_shows_id_times_eta_sorts_and_does_not_wrap(server: R
         " ...[...r.children].map(c => Math.round(c.getBoundingClientRect().left))])")
     # nothing cut or spilling into the next column, but the title (whose full text is on hover)
     spilled = await page.locator("[data-testid=job] .job-main > :not(.job-title)").evaluate_all(
-        "cells => cells.filter(c => c.scrollWidth > c.clientWidth + 1 || [...c.querySelectorAll(':not(.sr-only)')].some("
-        " e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflow === 'hidden'))"
+        "cells => cells.filter(c => c.scrollWidth > c.clientWidth + 1 ||"
+        " [...c.querySelectorAll(':not(.sr-only)')].some("
+        "  e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflow === 'hidden'))"
         ".map(c => c.className + ' ' + c.textContent)")
     assert spilled == [], spilled
     assert len(boxes) == 3
