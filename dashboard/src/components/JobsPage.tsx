@@ -2,7 +2,7 @@ import { memo } from "preact/compat";
 import { useCallback, useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
 import {
-  batchSummary, filterJobs, JOB_ACTIONS, jobsByNewest, jobSummary, percentText, requeueText,
+  batchSummary, filterJobs, JOB_ACTIONS, jobSummary, percentText, requeueText,
   secondsText, type StatusFilter, waitingText, windowText,
 } from "../logic";
 import { outcomeOf, pauseText, segmentsOf, segmentsText, segmentWidths, statusLabel } from "../jobProgress";
@@ -13,6 +13,11 @@ import { AttentionPanel } from "./AttentionPanel";
 import { Confirm } from "./Confirm";
 import { cancelJobsText, cancelJobText, deleteJobText } from "../confirm";
 import { NewJobDialog } from "./NewJobDialog";
+import {
+  ageText, cancelledText, createdText, durationText, etaText, JOB_SORTS, type JobSort, loadSort, saveSort, SORT_LABELS,
+  sortJobs,
+} from "../jobList";
+import { useTicker } from "../hooks";
 
 const STATUSES: StatusFilter[] = ["all", "scheduled", "blocked", "active", "paused", "completed", "cancelled"];
 const PAGE = 100;
@@ -28,10 +33,14 @@ export function JobsPage({ api, store }: { api: Api; store: Store }) {
   const [error, setError] = useState<string | null>(null);
   const [notice, setNotice] = useState<string | null>(null);
   const [selected, setSelected] = useState<Set<number>>(new Set());
+  const [sort, setSort] = useState<JobSort>(() => loadSort());
   const jobs = store.jobs;
   const summary = useMemo(() => jobSummary(jobs.values(), jobs.size, store.jobsTotal, store.jobCounts),
     [store.version]);
-  const visible = useMemo(() => jobsByNewest(filterJobs(jobs.values(), status, search)), [store.version, status, search]);
+  const visible = useMemo(() => sortJobs(filterJobs(jobs.values(), status, search), sort),
+    [store.version, status, search, sort]);
+  // ages, durations and ETAs move each second (clock.ts stops them while the page is offline)
+  const tick = useTicker(visible.length > 0);
 
   // stable callbacks, so a row re-renders only when its own job (or its open/selected state) changes
   const toggle = useCallback((id: number) => setExpanded((prev) => {
@@ -76,6 +85,16 @@ export function JobsPage({ api, store }: { api: Api; store: Store }) {
           <input type="search" placeholder="Title" value={search} data-testid="search"
             onInput={(e) => setSearch((e.target as HTMLInputElement).value)} />
         </label>
+        <label>
+          Sort{" "}
+          <select value={sort} data-testid="job-sort" onChange={(e) => {
+            const by = (e.target as HTMLSelectElement).value as JobSort;
+            setSort(by);
+            saveSort(by);
+          }}>
+            {JOB_SORTS.map((s) => <option value={s} key={s}>{SORT_LABELS[s]}</option>)}
+          </select>
+        </label>
         <span class="muted" data-testid="jobs-shown">
           {visible.length > shown ? `${shown} of ${visible.length} shown` : `${visible.length} shown`}
         </span>
@@ -90,7 +109,7 @@ export function JobsPage({ api, store }: { api: Api; store: Store }) {
           {page.map((job) => (
             <JobRow key={job.id} job={job} api={api} store={store} open={expanded.has(job.id)}
               selected={selected.has(job.id)} onSelect={select} onToggle={toggle} onError={setError}
-              onNotice={setNotice} />
+              onNotice={setNotice} tick={job.status === "active" ? tick : Math.floor(tick / 15)} />
           ))}
         </ul>
       )}
@@ -250,6 +269,8 @@ interface RowProps {
   onToggle: (id: number) => void;
   onError: (e: string | null) => void;
   onNotice: (n: string | null) => void;
+  /** Changes each second for a running job (every 15 s for others' ages), so the memoised row's times move. */
+  tick: number;
 }
 
 const JobRow = memo(function JobRow({ job, api, store, open, selected, onSelect, onToggle, onError, onNotice }:
@@ -266,11 +287,19 @@ const JobRow = memo(function JobRow({ job, api, store, open, selected, onSelect,
             {open ? "▾" : "▸"}<span class="sr-only">Phones of {job.title}</span>
           </button>
         </div>
-        <div class="job-title">
-          <a href={`#/jobs/${job.id}`} data-testid="job-title">{job.title}</a>
-          <span class="muted"> #{job.id} · priority {job.priority}</span>
+        <span class="job-id muted" data-testid="job-id">#{job.id}</span>
+        <div class="job-title" title={job.title}>
+          <a href={`#/jobs/${job.id}`} data-testid="job-title" title={job.title}>{job.title}</a>
+          <span class="job-sub muted"> priority {job.priority}</span>
         </div>
-        <span class="job-state"><JobStatusBadge job={job} /></span>
+        <JobTimes job={job} />
+        <span class="job-state">
+          <JobStatusBadge job={job} />
+          {job.status === "cancelled" && (
+            <span class="cancelled-runs muted" data-testid="cancelled-runs">{cancelledText(job)}</span>
+          )}
+        </span>
+        <div class="job-progress">
         <ProgressBar job={job} />
         {waiting ? (
           <span class={`counts ${job.status === "blocked" ? "blocked-reason" : "muted"}`} data-testid="waiting">
@@ -282,12 +311,28 @@ const JobRow = memo(function JobRow({ job, api, store, open, selected, onSelect,
             {(job.paused_count ?? 0) > 0 && ` · ${job.paused_count} paused`}
           </span>
         )}
+        </div>
         <JobActions api={api} store={store} job={job} onError={onError} onNotice={onNotice} />
       </div>
       {open && <JobPhones api={api} store={store} job={job} />}
     </li>
   );
 });
+
+/** Created time and age, duration (started to ended, or so far) and, while it runs, the ETA. */
+function JobTimes({ job }: { job: Job }) {
+  const eta = etaText(job);
+  return (
+    <div class="job-times">
+      <span data-testid="job-created" title={`created ${new Date(job.created_at).toLocaleString()}`}>
+        {createdText(job.created_at)} · <span data-testid="job-age">{ageText(job)}</span></span>
+      <span class="muted">
+        <span data-testid="job-duration" title="started to ended, or so far">took {durationText(job)}</span>
+        {eta && <> · <span data-testid="job-eta" title="from the runs ended so far">{eta}</span></>}
+      </span>
+    </div>
+  );
+}
 
 /** Per-phone status of one job, refetched (at most every second) as the job's counts or its runs' progress change. */
 function JobPhones({ api, store, job }: { api: Api; store: Store; job: Job }) {
