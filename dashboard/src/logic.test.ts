@@ -1,13 +1,11 @@
 import { describe, expect, it } from "vitest";
 import {
   agoText, batchSummary, defaultTitle, duration, eligibleDevices, expectedPhones, filterJobs, formFieldOf, groupFieldErrors,
-  intervalText, isHttpUrl, parseList, jobSummary, percentText, presetPlan, progressText, relativeTime, requeueText, scheduleRule,
+  intervalText, isHttpUrl, parseList, jobSummary, percentText, presetPlan, relativeTime, requeueText, scheduleRule,
   secondsText, summarize, targetText, throttle, waitingText, windowText,
 } from "./logic";
 import { Store } from "./store";
 import type { Device, Job, JobStatusUpdate } from "./types";
-
-const counts = { target_count: 20, assigned_count: 20, completed_count: 14, failed_count: 1 };
 
 function device(id: number, over: Partial<Device> = {}): Device {
   return {
@@ -24,15 +22,6 @@ function job(id: number, over: Partial<Job> = {}): Job {
     created_at: "2024-01-01T00:00:00Z", updated_at: "2024-01-01T00:00:00Z", finished_at: null, ...over,
   };
 }
-
-describe("progress", () => {
-  it("reads as done/target phones (percent)", () => {
-    expect(progressText(counts)).toBe("15/20 phones (75%)");
-    expect(progressText({ ...counts, target_count: 1, completed_count: 1, failed_count: 0 })).toBe("1/1 phone (100%)");
-    expect(progressText({ target_count: null, assigned_count: 0, completed_count: 0, failed_count: 0 }))
-      .toBe("0/0 phones (0%)");
-  });
-});
 
 describe("expected phone count", () => {
   it("rounds a percentage up, at least one", () => {

@@ -12,19 +12,6 @@ export interface Progress {
   paused_count?: number;
 }
 
-export function progressOf(p: Progress): { done: number; total: number; percent: number } {
-  const done = p.completed_count + p.failed_count;
-  const total = p.target_count ?? p.assigned_count;
-  const percent = total > 0 ? Math.min(100, Math.floor((done * 100) / total)) : 0;
-  return { done, total, percent };
-}
-
-/** "15/20 phones (75%)". */
-export function progressText(p: Progress): string {
-  const { done, total, percent } = progressOf(p);
-  return `${done}/${total} ${total === 1 ? "phone" : "phones"} (${percent}%)`;
-}
-
 /** The phone count a target resolves to now (as the server does: percentage = ceil, at least 1). */
 export function expectedPhones(type: TargetType, value: number | null, eligible: number): number {
   if (type === "all_devices") return eligible;
@@ -278,10 +265,6 @@ export function throttle(fn: () => void, ms: number, schedule: (cb: () => void, 
       fn();
     }, ms);
   };
-}
-
-export function jobsByNewest<T extends { id: number }>(jobs: Iterable<T>): T[] {
-  return [...jobs].sort((a, b) => b.id - a.id);
 }
 
 // ---------------------------------------------------------------- scheduling and job control
