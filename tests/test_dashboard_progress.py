@@ -89,10 +89,14 @@ async def test_a_paused_job_says_what_still_runs_then_paused(server: RunningServ
     # a phone paused at its PC says where and by whom, in the same words
     serial = agent.serials[1]
     await agent.pause("device", serial=serial)
+    await expect(page.get_by_test_id("toast")).to_have_text(f"Paused at PC rack-3 by operator: phone {serial}")
     await page.get_by_role("link", name="Phones", exact=True).click()
     phone = page.locator(f"[data-testid=phone][data-serial='{serial}']")
     await expect(phone.get_by_test_id("phone-paused-by")).to_have_text("paused at PC rack-3 by operator")
     await shot(page, "progress-phone-paused-at-pc")
+    await agent.pause("agent")  # the whole PC, in the same words on its card
+    card = page.locator("[data-testid=agent][data-agent='rack-3']")
+    await expect(card.get_by_test_id("agent-paused-by")).to_have_text("paused at PC rack-3 by operator")
 
 
 async def test_per_phone_bar_and_took_move_during_a_long_step(

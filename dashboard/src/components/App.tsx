@@ -54,7 +54,7 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
     live.onPause = (p) => {
       if (p.source !== "agent") return;
       const what = p.scope === "device" ? `phone ${p.serial}` : p.scope === "job" ? `job ${p.job_id}` : "the agent";
-      setToast(`${p.paused ? "Paused" : "Resumed"} at ${p.agent_name ?? "an agent"}: ${what}`);
+      setToast(`${p.paused ? "Paused" : "Resumed"} at PC ${p.agent_name ?? "?"} by operator: ${what}`);
     };
     live.start();
     return () => live.stop();

@@ -211,6 +211,7 @@ const AgentCard = memo(function AgentCard({ agent }: { agent: Agent }) {
       <span class={`badge badge-${agent.paused ? "paused" : agent.connected ? "idle" : "offline"}`}>
         {agent.paused ? "paused" : agent.connected ? "connected" : "offline"}
       </span>
+      {agent.paused && <span class="muted" data-testid="agent-paused-by">paused at PC {agent.name} by operator</span>}
       <span class="muted">{agent.device_count} phones · {agent.hostname ?? "?"} · v{agent.version ?? "?"}</span>
     </li>
   );
