@@ -60,7 +60,9 @@ async def test_a_failed_run_records_each_step_its_failing_step_its_logcat_and_it
     await state.actions.wait_for(lambda r: r.argv[:1] == ("date",), since=len(state.actions))  # a probe read it
     mark = len(state.actions)
     state.crashing_packages.add("com.android.settings")
-    state.logd("I", "Earlier", "before-the-run", pid=99)  # not in the run's span
+    # A line from a minute before the run is not in its span (the span may start up to one probe early, to
+    # never miss the run's own first lines, but never a minute early).
+    state.log.add(state.now() - 60, "I", "Earlier", "before-the-run", pid=99)
     plan = [
         {"type": "tap", "x": 10, "y": 20, "name": "poke"},
         {"type": "shell", "command": "echo from-the-plan"},

@@ -297,12 +297,15 @@ class DeviceTracker:
                 # keeps a hung phone in distribution longer.
                 limit = min(self.probe_timeout_sec, self.thresholds.max_probe_sec)
                 try:
-                    asked = time.time()
                     async with asyncio.timeout(limit):
                         output = await self.adb.shell(phone.serial, health.PROBE_COMMAND)
+                    answered = time.time()
                     facts = health.parse_probe(output.decode("utf-8", "replace"))
-                    if facts.phone_time is not None:  # read first, one adb hop after it was asked: a run's
-                        phone.clock_offset = facts.phone_time - asked  # span starts a hop late, never early
+                    # The phone read its clock somewhere between the ask and the answer; taken as read at the
+                    # answer, a run's logcat span starts up to one probe early, never late: a slow probe on a
+                    # loaded host must not cut the first seconds (a short run's crash) out of the span.
+                    if facts.phone_time is not None:
+                        phone.clock_offset = facts.phone_time - answered
                 except TimeoutError:
                     failure = f"probe timed out after {limit:g} s"
                 except (AdbHostError, OSError, health.ProbeOutputError) as exc:
