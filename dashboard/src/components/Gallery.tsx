@@ -1,4 +1,4 @@
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import type { Api } from "../api";
 import {
   anyUploading, byStep, bytesText, caption, isPicture, mergePages, pendingText, positionText, statusText, step,
@@ -174,19 +174,24 @@ function Viewer({ api, pictures, index, label, onIndex, onClose }: {
   const i = Math.min(index, pictures.length - 1);
   const a = pictures[i];
   const url = useBlobUrl(api, a);
+  // The key listener reads what is on screen now, not what it saw when attached: effects run after paint, so a
+  // listener re-attached per index would page from a stale index when keys come faster than paints.
+  const shown = useRef({ i, count: pictures.length, onIndex, onClose });
+  shown.current = { i, count: pictures.length, onIndex, onClose };
   useEffect(() => {
     function onKey(e: KeyboardEvent) {
+      const now = shown.current;
       const action = viewerKey(e.key);
       if (action === "next" || action === "previous") {
         e.preventDefault();
-        onIndex(step(i, pictures.length, action === "next" ? 1 : -1));
+        now.onIndex(step(now.i, now.count, action === "next" ? 1 : -1));
       } else if (action === "close") {
-        onClose(); // focus left the dialog (its button at an end was disabled): Escape still closes it
+        now.onClose(); // focus left the dialog (its button at an end was disabled): Escape still closes it
       }
     }
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [i, pictures.length]);
+  }, []);
   return (
     <Dialog titleId="viewer-title" testId="artifact-viewer" onClose={onClose}>
       <div class="viewer">
