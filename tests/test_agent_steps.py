@@ -3,6 +3,7 @@
 import asyncio
 import io
 import itertools
+import re
 import zipfile
 from collections.abc import AsyncIterator
 from typing import Any
@@ -193,4 +194,5 @@ async def test_a_long_step_reports_progress_at_least_once_a_second(
     assert len(seen) >= 4, seen  # 3 s at least once a second, and the step's end
     assert max(b - a for a, b in itertools.pairwise(times)) <= 1.0, seen
     assert values == sorted(values) and values[-1] == 1.0, values
-    assert any(m and m.startswith("wait · ") for _, _, m in seen), seen
+    assert any(m and re.fullmatch(r"step 1/1 wait: \d+ s", m) for _, _, m in seen), seen
+    assert seen[-1][2] == "step 1/1 wait: done", seen

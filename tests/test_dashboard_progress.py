@@ -122,6 +122,7 @@ async def test_per_phone_bar_and_took_move_during_a_long_step(
         return status == "running" and low < value < high and value
 
     first = await eventually(lambda: moved(0.05, 0.6), timeout=6, interval=0.1)
+    await expect(run.get_by_test_id("run-step")).to_contain_text(re.compile(r"^step 1/1 wait: \d+ s$"))
     await shot(page, "progress-phone-bar-moving")
     second = await eventually(lambda: moved(first + 0.1, 1.0), timeout=6, interval=0.1)
     assert second > first, seen
@@ -133,3 +134,4 @@ async def test_per_phone_bar_and_took_move_during_a_long_step(
     assert await eventually(counted_up, timeout=3, interval=0.1), seen
     await expect(run).to_have_attribute("data-status", "completed", timeout=10_000)
     await expect(bar).to_contain_text(re.compile(r"100%"))
+    await expect(run.get_by_test_id("run-step")).to_have_count(0)  # what a step is doing shows while it runs

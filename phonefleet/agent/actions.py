@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
+from phonefleet.agent.phone import Progress
 from phonefleet.protocol.artifacts import NAME_PATTERN, ArtifactInfo, ArtifactKind
 from phonefleet.protocol.plan import (
     STEP_TYPES,
@@ -48,13 +49,22 @@ log = logging.getLogger(__name__)
 
 
 class Shell(Protocol):
-    """What a step needs of a phone: adbutils' AdbDevice satisfies it (wrapped to run off-loop)."""
+    """What a step needs of a phone (``phone.AdbPhone``)."""
 
     async def shell(self, command: str, timeout: float | None = None) -> tuple[int, str]: ...
 
+    async def shell_stream(self, command: str, on_line: Callable[[str], None],
+                           timeout: float | None = None) -> tuple[int, str]: ...
+
     async def shell_bytes(self, command: str, timeout: float | None = None) -> bytes: ...
 
-    async def push(self, local: Path, remote: str) -> None: ...
+    async def push(self, local: Path, remote: str, progress: Progress | None = None) -> None: ...
+
+
+class Fetch(Protocol):
+    """Downloads a URL to a file on this PC; ``progress`` hears the bytes received so far."""
+
+    async def __call__(self, url: str, dest: Path, progress: Progress | None = None) -> None: ...
 
 
 class StepError(Exception):
@@ -77,7 +87,7 @@ class StepContext:
     allow_shell: bool = False
     cancelled: Callable[[], bool] = lambda: False
     artifacts: list[dict[str, Any]] = field(default_factory=list)
-    fetch: Callable[[str, Path], Awaitable[None]] | None = None
+    fetch: Fetch | None = None
     step_index: int | None = None
     """The plan step running now (set by the runner); None before the first and after the last."""
     exit_code: int | None = None
@@ -100,9 +110,14 @@ class StepContext:
         if note is not None:
             self.step_note = note
 
-    async def shell(self, command: str, timeout: float | None = 60) -> tuple[int, str]:
-        """Run a command on the phone, keeping its exit code and the tail of its output for the step timeline."""
-        code, output = await self.phone.shell(command, timeout=timeout)
+    async def shell(self, command: str, timeout: float | None = 60,
+                    on_line: Callable[[str], None] | None = None) -> tuple[int, str]:
+        """Run a command on the phone, keeping its exit code and the tail of its output for the step timeline;
+        ``on_line`` hears each line of the output as the phone prints it (a step's progress follows it)."""
+        if on_line is None:
+            code, output = await self.phone.shell(command, timeout=timeout)
+        else:
+            code, output = await self.phone.shell_stream(command, on_line, timeout=timeout)
         self.exit_code = code
         self.output_tail = (self.output_tail + output)[-OUTPUT_TAIL_CHARS:]
         return code, output
@@ -265,6 +280,24 @@ async def stop_app_step(ctx: StepContext, step: StopAppStep) -> None:
     await _run(ctx, f"am force-stop {shlex.quote(step.package)}")
 
 
+DOWNLOADED_AT, PUSHED_AT = 0.45, 0.75
+"""How far an install is once its APK is on this PC, and once it is on the phone: each part moves by its bytes
+between these marks (``pm install`` says nothing until it ends: its part moves only when it does)."""
+
+
+def _bytes_progress(ctx: StepContext, verb: str, start: float, end: float) -> Progress:
+    """A byte counter that moves the step from ``start`` to ``end`` and says "downloading 3.1 of 12.0 MB"."""
+
+    def moved(done: int, total: int | None) -> None:
+        if total:
+            ctx.advance(start + (end - start) * min(done, total) / total,
+                        f"{verb} {done / 1e6:.1f} of {total / 1e6:.1f} MB")
+        else:
+            ctx.advance(start, f"{verb} {done / 1e6:.1f} MB")
+
+    return moved
+
+
 async def install_apk_step(ctx: StepContext, step: InstallApkStep) -> dict[str, Any]:
     if ctx.fetch is None:
         raise StepError("this agent cannot download APKs", code="no_fetch", retryable=False)
@@ -272,15 +305,15 @@ async def install_apk_step(ctx: StepContext, step: InstallApkStep) -> dict[str, 
     name = Path(urllib.parse.urlparse(url).path).name or "app.apk"
     local = ctx.artifacts_dir / f"download-{ctx.assignment_id}-{name}"
     ctx.advance(0.0, "downloading")
-    await ctx.fetch(url, local)
-    ctx.advance(0.4, "pushing")
+    await ctx.fetch(url, local, progress=_bytes_progress(ctx, "downloading", 0.0, DOWNLOADED_AT))
+    ctx.advance(DOWNLOADED_AT, "pushing")
     if step.sha256:
         digest = hashlib.sha256(local.read_bytes()).hexdigest()
         if digest != step.sha256:
             raise StepError(f"APK checksum mismatch: {digest}", code="apk_checksum", retryable=False)
     remote = f"/data/local/tmp/phonefleet-{ctx.assignment_id}.apk"
-    await ctx.phone.push(local, remote)
-    ctx.advance(0.7, "installing")
+    await ctx.phone.push(local, remote, progress=_bytes_progress(ctx, "pushing", DOWNLOADED_AT, PUSHED_AT))
+    ctx.advance(PUSHED_AT, "installing")
     flags = ("-r " if step.reinstall else "") + ("-g " if step.grant_permissions else "")
     code, output = await ctx.shell(f"pm install {flags}{remote}", timeout=300)
     await ctx.phone.shell(f"rm -f {remote}")
@@ -293,14 +326,58 @@ async def install_apk_step(ctx: StepContext, step: InstallApkStep) -> dict[str, 
     return {"installed": name}
 
 
+class Instrumentation:
+    """Follows ``am instrument -r``'s status blocks as they come: how many tests of how many have ended, and how
+    many of them failed. A block is ``INSTRUMENTATION_STATUS: key=value`` lines (a value may run over several
+    lines: a stack) closed by ``INSTRUMENTATION_STATUS_CODE: n``; n is 1 when a test starts, and 0 (passed),
+    -1 (error), -2 (failed), -3 (ignored) or -4 (assumption failed) when it ends."""
+
+    STATUS, CODE = "INSTRUMENTATION_STATUS: ", "INSTRUMENTATION_STATUS_CODE: "
+    FAILED = frozenset({-1, -2})
+
+    def __init__(self, ctx: StepContext) -> None:
+        self.ctx = ctx
+        self.total: int | None = None
+        self.ended = 0
+        self.failed = 0
+        self._block: dict[str, str] = {}
+
+    def line(self, text: str) -> None:
+        if text.startswith(self.STATUS):
+            key, _, value = text[len(self.STATUS):].partition("=")
+            self._block[key] = value
+        elif text.startswith(self.CODE):
+            block, self._block = self._block, {}
+            try:
+                code = int(text[len(self.CODE):].strip())
+                total = int(block["numtests"])
+            except (KeyError, ValueError):
+                return  # not a test's block (the instrumentation's own error)
+            self.total = max(total, 1)
+            if code != 1:
+                self.ended += 1
+                self.failed += code in self.FAILED
+            running = "" if code != 1 else f", running {block.get('test') or block.get('current', '?')}"[:120]
+            failed = f" · {self.failed} failed" if self.failed else ""
+            self.ctx.advance(min(self.ended / self.total, 1.0),
+                             f"{self.ended} of {self.total} tests done{failed}{running}")
+
+    def counts(self) -> dict[str, int]:
+        return {} if self.total is None else {"tests": self.total, "tests_run": self.ended,
+                                               "tests_failed": self.failed}
+
+
 async def run_tests_step(ctx: StepContext, step: RunTestsStep) -> dict[str, Any]:
     args = "".join(f" -e {shlex.quote(k)} {shlex.quote(v)}" for k, v in step.args.items())
-    code, output = await ctx.shell(f"am instrument -w -r{args} {shlex.quote(step.runner)}", timeout=None)
-    failed = code != 0 or "FAILURES!!!" in output or "INSTRUMENTATION_FAILED" in output
+    tests = Instrumentation(ctx)
+    code, output = await ctx.shell(f"am instrument -w -r{args} {shlex.quote(step.runner)}", timeout=None,
+                                   on_line=tests.line)
+    failed = code != 0 or "FAILURES!!!" in output or "INSTRUMENTATION_FAILED" in output or tests.failed > 0
     if failed:
-        raise StepError(f"instrumentation failed: {output.strip()[-500:]}", code="tests_failed", retryable=False,
-                        exit_code=code, output=output[-OUTPUT_TAIL_CHARS:])
-    return {"instrumentation": output.strip()[-2000:]}
+        counted = f"{tests.failed} of {tests.total} tests failed; " if tests.total else ""
+        raise StepError(f"instrumentation failed: {counted}{output.strip()[-500:]}", code="tests_failed",
+                        retryable=False, exit_code=code, output=output[-OUTPUT_TAIL_CHARS:])
+    return {"instrumentation": output.strip()[-2000:], **tests.counts()}
 
 
 async def screenshot_step(ctx: StepContext, step: ScreenshotStep) -> dict[str, Any]:

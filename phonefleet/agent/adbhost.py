@@ -9,6 +9,7 @@ concurrently without threads and a timeout cancels one cleanly.
 
 import asyncio
 import contextlib
+from collections.abc import AsyncGenerator
 
 
 class AdbHostError(Exception):
@@ -37,6 +38,18 @@ class AdbHost:
                 if len(output) > limit:
                     raise AdbHostError(f"more than {limit} bytes of output")
             return bytes(output)
+        finally:
+            await _close(writer)
+
+    async def stream(self, serial: str, service: str) -> AsyncGenerator[bytes]:
+        """Open ``service`` on the phone and yield its output as it comes, until the phone ends it. Leaving the
+        loop early (a cancel, a break) closes the connection: adbd ends the command."""
+        reader, writer = await self._open()
+        try:
+            await _request(reader, writer, f"host:transport:{serial}")
+            await _request(reader, writer, service)
+            while chunk := await reader.read(65536):
+                yield chunk
         finally:
             await _close(writer)
 

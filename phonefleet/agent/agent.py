@@ -25,6 +25,7 @@ from phonefleet.agent.health import thresholds_in_force
 from phonefleet.agent.journal import JournalEntry, RunJournal
 from phonefleet.agent.link import Control, Handlers, PauseState, ServerLink
 from phonefleet.agent.outbox import ArtifactUpload, Outbox
+from phonefleet.agent.phone import Progress
 from phonefleet.agent.recovery import Recovery, RecoveryStore
 from phonefleet.agent.rungs import Rungs
 from phonefleet.agent.runner import PhoneWorker
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
     from phonefleet.virtual import VirtualFleet
 
 log = logging.getLogger(__name__)
+
+FETCH_REPORT_BYTES = 256 * 1024
+"""A download says how far it is at most once per this many bytes."""
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -221,12 +225,22 @@ class Agent(Handlers):
             uploads=[ArtifactUpload.of(entry.assignment_id, f) for f in files])
         self.link.notify()
 
-    async def fetch(self, url: str, dest: Path) -> None:
+    async def fetch(self, url: str, dest: Path, progress: Progress | None = None) -> None:
+        """Download ``url`` to ``dest``; ``progress`` hears the bytes received (of the response's length, when it
+        says one) at most once per ``FETCH_REPORT_BYTES``."""
         assert self._session is not None
         async with self._session.get(url) as r:
             r.raise_for_status()
-            data = await r.read()
-        await asyncio.to_thread(_write, dest, data)
+            data = bytearray()
+            told = 0
+            async for chunk in r.content.iter_chunked(65536):
+                data += chunk
+                if progress is not None and len(data) - told >= FETCH_REPORT_BYTES:
+                    told = len(data)
+                    progress(told, r.content_length)
+        if progress is not None:
+            progress(len(data), r.content_length or len(data))
+        await asyncio.to_thread(_write, dest, bytes(data))
 
     # ------------------------------------------------------------------ phones
 

@@ -132,7 +132,7 @@ class DeviceTracker:
                 await task
 
     def phone(self, serial: str) -> AdbPhone:
-        return AdbPhone(self.client.device(serial))
+        return AdbPhone(self.client.device(serial), self.adb)
 
     def phone_clock(self, serial: str) -> float | None:
         """The phone's clock now (epoch seconds) as its probes found it, without asking it; None until known."""

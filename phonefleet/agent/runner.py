@@ -10,7 +10,7 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from phonefleet.agent.actions import Registry, Shell, StepContext, StepError
+from phonefleet.agent.actions import Fetch, Registry, Shell, StepContext, StepError
 from phonefleet.agent.evidence import LogcatSpan, StepLog
 from phonefleet.agent.journal import RunJournal
 from phonefleet.agent.outbox import ArtifactUpload
@@ -34,7 +34,6 @@ PROGRESS_EVERY_SEC = 0.5
 a timer in the agent, never a poll of the phone. The link keeps only the newest report per run in a batch."""
 
 Report = Callable[[str, BaseModel], None]
-Fetch = Callable[[str, Path], Awaitable[None]]
 
 
 @dataclass(order=True)
@@ -258,7 +257,7 @@ class PhoneWorker:
             steps.end(ctx)
             self.report(ev.ASSIGNMENT_PROGRESS, ev.AssignmentProgress(items=[ev.ProgressItem(
                 assignment_id=ctx.assignment_id, step_index=index, step_count=count,
-                progress=round((index + 1) / count, 4), message=label[:1000])]))
+                progress=round((index + 1) / count, 4), message=step_message(index, count, label, "done"))]))
         return {"steps": results}
 
     async def _tick(self, ctx: StepContext, index: int, count: int, label: str) -> None:
@@ -266,9 +265,14 @@ class PhoneWorker:
         t0 = time.monotonic()
         while True:
             await asyncio.sleep(PROGRESS_EVERY_SEC)
-            elapsed = time.monotonic() - t0
-            note = f" {ctx.step_note}" if ctx.step_note else ""
+            elapsed = f"{time.monotonic() - t0:.0f} s"
             self.report(ev.ASSIGNMENT_PROGRESS, ev.AssignmentProgress(items=[ev.ProgressItem(
                 assignment_id=ctx.assignment_id, step_index=index, step_count=count,
                 progress=round(min(index + ctx.step_fraction, count) / count, 4),
-                message=f"{label}{note} · {elapsed:.0f} s"[:1000])]))
+                message=step_message(index, count, label, f"{ctx.step_note} · {elapsed}" if ctx.step_note
+                                     else elapsed))]))
+
+
+def step_message(index: int, count: int, label: str, state: str) -> str:
+    """What a progress report says of its step: "step 2/3 install_apk: pushing 5.0 of 12.0 MB · 4 s"."""
+    return f"step {index + 1}/{count} {label}: {state}"[:1000]

@@ -165,6 +165,9 @@ class Assignment(_Resource):
     status: AssignmentStatus
     attempt: int
     progress: float
+    progress_message: str | None = Field(default=None, description="What the running step is doing, as its agent's "
+                                         "last progress report said (\"step 2/3 install_apk: pushing 5.0 of 12.0 MB "
+                                         "· 4 s\").")
     step_index: int | None
     result: dict[str, Any] | None
     error: str | None

@@ -268,6 +268,8 @@ class PhoneState:
     current_url: str | None = None
     instrumentation_tests: int = 3
     instrumentation_failures: int = 0
+    instrumentation_test_sec: float = 0.0
+    """How long each instrumented test runs (``am instrument`` prints each test's lines as it starts and ends)."""
     packages: dict[str, InstalledPackage] = field(default_factory=_system_packages)
     files: VirtualFileSystem = field(default_factory=VirtualFileSystem)
     actions: ActionLog = field(default_factory=ActionLog)

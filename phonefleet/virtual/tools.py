@@ -267,20 +267,24 @@ class Tools:
         failures = min(total, self.state.instrumentation_failures)
         test_class = extras.get("class", f"{package.removesuffix('.test')}.ExampleInstrumentedTest").split("#")[0]
         raw = "-r" in args
-        lines: list[str] = []
-        for number in range(1, total + 1):
+        for number in range(1, total + 1):  # each test's lines as it starts and ends (-r: status blocks)
             failed = number > total - failures
+            common = (f"INSTRUMENTATION_STATUS: class={test_class}\nINSTRUMENTATION_STATUS: current={number}\n"
+                      f"INSTRUMENTATION_STATUS: numtests={total}\nINSTRUMENTATION_STATUS: test=test{number}\n")
             if raw:
-                common = (f"INSTRUMENTATION_STATUS: class={test_class}\nINSTRUMENTATION_STATUS: current={number}\n"
-                          f"INSTRUMENTATION_STATUS: numtests={total}\nINSTRUMENTATION_STATUS: test=test{number}\n")
-                lines.append(common + "INSTRUMENTATION_STATUS_CODE: 1\n")
-                lines.append(common + f"INSTRUMENTATION_STATUS_CODE: {-2 if failed else 0}\n")
+                await io.out(common + "INSTRUMENTATION_STATUS_CODE: 1\n")
+            if self.state.instrumentation_test_sec:
+                await asyncio.sleep(self.state.instrumentation_test_sec)
+            if raw:
+                stack = (f"INSTRUMENTATION_STATUS: stack=java.lang.AssertionError: test{number}\n"
+                         f"\tat {test_class}.test{number}({test_class.rsplit('.', 1)[-1]}.java:{number * 10})\n"
+                         if failed else "")
+                await io.out(common + stack + f"INSTRUMENTATION_STATUS_CODE: {-2 if failed else 0}\n")
             else:
-                lines.append(f"{test_class}:{'E' if failed else '.'}\n")
+                await io.out(f"{test_class}:{'E' if failed else '.'}\n")
         summary = f"OK ({total} tests)" if not failures else f"FAILURES!!!\nTests run: {total},  Failures: {failures}"
         result = f"\nTime: 0.{total * 137:03d}\n\n{summary}\n\n\n"
-        lines.append(f"INSTRUMENTATION_RESULT: stream={result}INSTRUMENTATION_CODE: -1\n" if raw else result)
-        await io.out("".join(lines))
+        await io.out(f"INSTRUMENTATION_RESULT: stream={result}INSTRUMENTATION_CODE: -1\n" if raw else result)
         return 0
 
     async def monkey(self, args: list[str], io: CommandIO) -> int:

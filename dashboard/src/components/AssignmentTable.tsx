@@ -39,6 +39,11 @@ export function AssignmentTable({ items, compact, extra }:
                     aria-valuenow={Math.round(a.progress * 100)}><span style={{ width: `${a.progress * 100}%` }} /></span>
                   {Math.round(a.progress * 100)}%
                 </span>
+                {a.status === "running" && a.progress_message && (
+                  <small class="run-step muted" data-testid="run-step" title={a.progress_message}>
+                    {a.progress_message}
+                  </small>
+                )}
               </td>
               {!compact && <td>{a.started_at ? new Date(a.started_at).toLocaleTimeString() : "–"}</td>}
               <td data-testid="took">{duration(a.started_at, a.finished_at) ?? "–"}</td>

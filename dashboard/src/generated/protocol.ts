@@ -1067,6 +1067,10 @@ export interface Assignment {
   lease_until: string | null;
   progress: number;
   /**
+   * What the running step is doing, as its agent's last progress report said ("step 2/3 install_apk: pushing 5.0 of 12.0 MB · 4 s").
+   */
+  progress_message?: string | null;
+  /**
    * Times the run started again from its first step after an agent crash interrupted it (on_interrupt: rerun).
    */
   reruns?: number;

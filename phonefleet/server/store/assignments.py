@@ -38,7 +38,8 @@ from phonefleet.server.store.records import (
 from phonefleet.server.store.slots import SLOT_SETTLED
 
 ASSIGNMENT_COLUMNS = """
-    a.id, a.job_id, a.device_id, a.agent_id, a.status, a.attempt, a.progress, a.step_index, a.result,
+    a.id, a.job_id, a.device_id, a.agent_id, a.status, a.attempt, a.progress, a.progress_message, a.step_index,
+    a.result,
     a.error, a.error_code, a.lease_until, a.retry_at, a.created_at, a.started_at, a.finished_at, a.retried,
     a.superseded, a.slot_id, a.reruns, a.crashes,
     (SELECT count(*)::int FROM artifacts x WHERE x.assignment_id = a.id AND x.status = 'uploading')
@@ -312,6 +313,7 @@ async def record_reruns(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec
     rerun``): each rerun is counted, so no run happens twice without a record of both."""
     return await conn.fetch(
         """UPDATE assignments SET status = 'running', reruns = reruns + 1, progress = 0, step_index = NULL,
+               progress_message = NULL,
                started_at = coalesce(started_at, now()), lease_until = now() + make_interval(secs => $3)
            WHERE id = ANY($1::bigint[]) AND agent_id = $2 AND status = ANY($4::text[])
            RETURNING id, job_id, reruns""",
@@ -321,15 +323,17 @@ async def record_reruns(conn: Conn, agent_id: int, ids: Sequence[int], lease_sec
 
 async def record_progress(conn: Conn, agent_id: int, items: Sequence[dict[str, Any]]) -> list[AssignmentRef]:
     return await conn.fetch(
-        """WITH t AS (SELECT * FROM unnest($1::bigint[], $2::real[], $3::int[]) AS t(id, progress, step_index)),
+        """WITH t AS (SELECT * FROM unnest($1::bigint[], $2::real[], $3::int[], $5::text[])
+                           AS t(id, progress, step_index, message)),
                 locked AS (SELECT a.id FROM assignments a JOIN t ON t.id = a.id  -- in id order: no deadlocks
                            WHERE a.agent_id = $4 AND a.status IN ('pending', 'delivered', 'running')
                            ORDER BY a.id FOR UPDATE OF a)
-           UPDATE assignments a SET progress = t.progress, step_index = t.step_index
+           UPDATE assignments a SET progress = t.progress, step_index = t.step_index,
+                                    progress_message = coalesce(t.message, a.progress_message)
            FROM t, locked WHERE a.id = t.id AND a.id = locked.id
            RETURNING a.id, a.job_id""",
         [i["assignment_id"] for i in items], [i["progress"] for i in items], [i["step_index"] for i in items],
-        agent_id, record_class=AssignmentRef,
+        agent_id, [i.get("message") for i in items], record_class=AssignmentRef,
     )
 
 

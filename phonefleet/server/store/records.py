@@ -138,6 +138,7 @@ class AssignmentRecord(asyncpg.Record):
     status = Col[str]()
     attempt = Col[int]()
     progress = Col[float]()
+    progress_message = Col[str | None]()
     step_index = Col[int | None]()
     result = Col[dict[str, Any] | None]()
     error = Col[str | None]()
