@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import {
-  countWarning, humanDetails, initialJobForm, initialScheduleForm, intervalSeconds, jobCreateOf, type JobFormValues,
-  localToIso, matchingPhones, messageFor, parseIds, placeErrors, planOf, scheduleCreateOf, shownKeys, templateOf,
-  validateJobForm,
+  browserKnowsZone, countWarning, humanDetails, humanScheduleDetails, initialJobForm, initialScheduleForm,
+  intervalSeconds, jobCreateOf, type JobFormValues, localToIso, matchingPhones, messageFor, parseIds, placeErrors,
+  planOf, scheduleCreateOf, type ScheduleFormValues, shownKeys, templateOf, validateJobForm, validateScheduleForm,
 } from "./jobForm";
 import type { Device } from "./types";
 
@@ -188,6 +188,101 @@ describe("server errors in the form's words", () => {
     expect(humanDetails([{ field: "target_value", message: "m", type: "value_error" }], "percentage")[0].message)
       .toBe("Enter a whole number from 1 to 100");
     expect(humanDetails(undefined, "all_devices")).toEqual([]);
+  });
+});
+
+describe("a schedule's checks before sending", () => {
+  const sched = (over: Partial<ScheduleFormValues> = {}): ScheduleFormValues =>
+    ({ ...initialScheduleForm("Europe/Berlin"), name: "nightly", ...over });
+  const every = (n: string, unit: ScheduleFormValues["unit"]) => sched({ rule: "interval", every: n, unit });
+  const CRON_SHAPE = "Enter five fields: minute hour day month weekday, such as 0 9 * * 1-5, or one of @hourly, "
+    + "@daily, @weekly, @monthly, @yearly";
+
+  it("passes good schedules of either rule, with any macro the server takes", () => {
+    expect(validateScheduleForm(sched(), form())).toEqual({});
+    for (const cron of ["@daily", " @Hourly ", "*/15 9-17 * * mon-fri", "0 0 L * *", "0 0 * * 5L", "30 0 9 * * *"]) {
+      expect(validateScheduleForm(sched({ cron }), form())).toEqual({});
+    }
+    expect(validateScheduleForm(sched({ timezone: "" }), form())).toEqual({}); // sent as UTC
+    expect(validateScheduleForm(every("366", "d"), form())).toEqual({});
+    expect(validateScheduleForm(every("31622400", "s"), form())).toEqual({});
+    expect(validateScheduleForm(every("1.5", "min"), form())).toEqual({}); // 90 s: the server takes it
+  });
+
+  it("names a missing or too long name", () => {
+    expect(validateScheduleForm(sched({ name: "  " }), form())).toEqual({ name: "Give the schedule a name" });
+    expect(validateScheduleForm(sched({ name: "x".repeat(200) }), form())).toEqual({});
+    expect(validateScheduleForm(sched({ name: "x".repeat(201) }), form()))
+      .toEqual({ name: "Keep the name to 200 characters or fewer" });
+  });
+
+  it("says what is wrong with a cron expression, down to its field", () => {
+    const cron = (c: string) => validateScheduleForm(sched({ cron: c }), form()).cron;
+    expect(cron("")).toBe(CRON_SHAPE);
+    expect(cron("every day")).toBe(CRON_SHAPE);
+    expect(cron("@reboot")).toBe(CRON_SHAPE);
+    expect(cron("61 * * * *")).toBe("Check the minute (0 to 59) in the cron expression");
+    expect(cron("0 25 * * *")).toBe("Check the hour (0 to 23) in the cron expression");
+    expect(cron("0 0 32 * *")).toBe("Check the day of the month (1 to 31, or L for the last) in the cron expression");
+    expect(cron("0 0 * 13 *")).toBe("Check the month (1 to 12, or JAN to DEC) in the cron expression");
+    expect(cron("0 0 * * 8")).toBe("Check the weekday (0 to 7, or SUN to SAT) in the cron expression");
+    expect(cron("0 0 30 2 *")).toBe("No month given has that day, so it would never run: check the day and the month");
+    expect(cron("0".repeat(201))).toBe("Keep the cron expression to 200 characters or fewer");
+    // an interval rule does not look at the cron field
+    expect(validateScheduleForm(sched({ rule: "interval", cron: "nonsense" }), form())).toEqual({});
+  });
+
+  it("takes a time zone the browser knows, spelt as the server spells it", () => {
+    const zone = (timezone: string) => validateScheduleForm(sched({ timezone }), form()).timezone;
+    const ZONE = "Choose a time zone from the list, such as Europe/Berlin or UTC";
+    for (const ok of ["UTC", "Europe/Berlin", "America/New_York", "US/Pacific", "Etc/GMT+1"]) expect(zone(ok)).toBeUndefined();
+    for (const bad of ["Mars/Olympus", "Berlin", "europe/berlin", "utc", "GMT+1"]) expect(zone(bad)).toBe(ZONE);
+    expect(browserKnowsZone("Asia/Kolkata")).toBe(true);
+    // the check is given, so another list of zones can be used
+    expect(validateScheduleForm(sched({ timezone: "Mars/Olympus" }), form(), () => true)).toEqual({});
+  });
+
+  it("takes an interval of whole seconds from 1 s to 366 days, and words it in the chosen unit", () => {
+    const interval = (n: string, unit: ScheduleFormValues["unit"]) =>
+      validateScheduleForm(every(n, unit), form()).interval_sec;
+    expect(interval("0", "h")).toBe("Enter a whole number of hours from 1 to 8784");
+    expect(interval("-5", "min")).toBe("Enter a whole number of minutes from 1 to 527040");
+    expect(interval("", "d")).toBe("Enter a whole number of days from 1 to 366");
+    expect(interval("367", "d")).toBe("Enter a whole number of days from 1 to 366");
+    expect(interval("8785", "h")).toBe("Enter a whole number of hours from 1 to 8784");
+    expect(interval("1.5", "s")).toBe("Enter a whole number of seconds from 1 to 31622400");
+    expect(interval("abc", "s")).toBe("Enter a whole number of seconds from 1 to 31622400");
+  });
+
+  it("checks a misfire policy and the job template too, in the job form's words", () => {
+    expect(validateScheduleForm(sched({ misfirePolicy: "later" as ScheduleFormValues["misfirePolicy"] }), form()))
+      .toEqual({ misfire_policy: "Choose what happens to the runs missed while the server was down" });
+    const values = { ...initialJobForm().values, url: "example.com" };
+    expect(validateScheduleForm(sched({ name: "" }), form({ values, priority: "5000" }))).toEqual({
+      name: "Give the schedule a name", url: "Enter a full URL starting with http:// or https://",
+      priority: "Enter a whole number from -1000 to 1000",
+    });
+  });
+
+  it("words the server's 422 for a schedule's fields and its template's as the checks do", () => {
+    const s = sched({ name: "", cron: "0 25 * * *", rule: "cron", unit: "min" });
+    const worded = humanScheduleDetails([
+      { field: "name", message: "String should have at least 1 character", type: "string_too_short" },
+      { field: "cron", message: "Value error, invalid cron expression: Bad hour", type: "value_error" },
+      { field: "timezone", message: "Value error, unknown time zone 'x'", type: "value_error" },
+      { field: "interval_sec", message: "Input should be greater than or equal to 1", type: "greater_than_equal" },
+      { field: "template.plan.0.open_url.url", message: "URL scheme should be 'http' or 'https'", type: "url_scheme" },
+      { field: "name", message: "a schedule with this name exists" },
+    ], s, "all_devices");
+    expect(worded.map((d) => d.message)).toEqual([
+      "Give the schedule a name", "Check the hour (0 to 23) in the cron expression",
+      "Choose a time zone from the list, such as Europe/Berlin or UTC",
+      "Enter a whole number of minutes from 1 to 527040",
+      "Enter a full URL starting with http:// or https://", "a schedule with this name exists",
+    ]);
+    // a cron expression the server refused that the browser took: the general wording, never the parser's
+    expect(humanScheduleDetails([{ field: "cron", message: "Bad", type: "value_error" }], sched(), "all_devices")[0]
+      .message).toBe(CRON_SHAPE);
   });
 });
 

@@ -1,6 +1,7 @@
 // The job form as typed (strings) and the bodies it makes: a JobTemplate for a schedule, a JobCreate for a
 // job, a ScheduleCreate around a template. Pure, unit-tested in jobForm.test.ts. Numbers are parsed here;
 // a bad one goes to the server as typed, so its 422 names the field (as the preset plans already do).
+import { type CronField, type CronProblem, cronProblem, MAX_CRON } from "./cron";
 import {
   defaultTitle, formFieldOf, isHttpUrl, parseList, type PresetId, presetPlan, type PresetValues, STEP_TEMPLATES,
 } from "./logic";
@@ -304,6 +305,106 @@ export function humanDetails(details: ErrorDetail[] | undefined, targetType: Tar
     if (!d.type) return d;
     const named = (d.field ?? "").split(".").filter((p) => p !== "" && !/^\d+$/.test(p));
     const ours = named.length ? messageFor(named[named.length - 1], targetType) : null;
+    return ours ? { ...d, message: ours } : d;
+  });
+}
+
+// ---------------------------------------------------------------- a schedule's own fields, checked the same way
+
+/** The limits of ScheduleCreate (phonefleet/protocol/models.py). */
+const MAX_NAME = 200;
+const MAX_INTERVAL_SECONDS = 366 * 86_400;
+const UNIT_NAMES: Record<IntervalUnit, string> = { s: "seconds", min: "minutes", h: "hours", d: "days" };
+const CRON_FIELD_WORDS: Record<CronField, string> = {
+  second: "the second (0 to 59)", minute: "the minute (0 to 59)", hour: "the hour (0 to 23)",
+  "day-of-month": "the day of the month (1 to 31, or L for the last)", month: "the month (1 to 12, or JAN to DEC)",
+  "day-of-week": "the weekday (0 to 7, or SUN to SAT)",
+};
+const CRON_SHAPE = "Enter five fields: minute hour day month weekday, such as 0 9 * * 1-5, or one of @hourly, "
+  + "@daily, @weekly, @monthly, @yearly";
+const MISFIRE_POLICIES: ReadonlySet<string> = new Set<MisfirePolicy>(["run_once", "skip"]);
+
+/**
+ * Whether the server can place a time zone, as far as the browser can tell: a name this browser knows, spelt
+ * as the server spells it (the server's names are case-sensitive; the browser's are not).
+ */
+export function browserKnowsZone(name: string): boolean {
+  try {
+    const resolved = new Intl.DateTimeFormat("en-US", { timeZone: name }).resolvedOptions().timeZone;
+    return resolved === name || resolved.toLowerCase() !== name.toLowerCase();
+  } catch {
+    return false;
+  }
+}
+
+/** The cron expression's problem in words; null when there is none. */
+export function cronMessage(problem: CronProblem | null): string | null {
+  switch (problem) {
+    case null:
+      return null;
+    case "empty":
+    case "fields":
+      return CRON_SHAPE;
+    case "too-long":
+      return `Keep the cron expression to ${MAX_CRON} characters or fewer`;
+    case "no-such-day":
+      return "No month given has that day, so it would never run: check the day and the month";
+    default:
+      return `Check ${CRON_FIELD_WORDS[problem]} in the cron expression`;
+  }
+}
+
+/**
+ * The message for one of a schedule's own fields (its ScheduleCreate name), in the same words whether the
+ * browser or the server found it; worded from the values as typed. null: not a field of the schedule's own.
+ */
+export function scheduleMessageFor(field: string, s: ScheduleFormValues): string | null {
+  switch (field) {
+    case "name":
+      return s.name.trim() ? `Keep the name to ${MAX_NAME} characters or fewer` : "Give the schedule a name";
+    case "cron":
+      return cronMessage(cronProblem(s.cron.trim())) ?? CRON_SHAPE;
+    case "timezone":
+      return "Choose a time zone from the list, such as Europe/Berlin or UTC";
+    case "interval_sec":
+      return `Enter a whole number of ${UNIT_NAMES[s.unit]} from 1 to ${MAX_INTERVAL_SECONDS / UNIT_SECONDS[s.unit]}`;
+    case "misfire_policy":
+      return "Choose what happens to the runs missed while the server was down";
+    default:
+      return null;
+  }
+}
+
+/**
+ * What is wrong with a schedule before it is sent, by form key: its own fields (checked as the server checks
+ * them, cron rule for rule, see cron.ts) and its job template's (validateJobForm). Nothing is sent while any is.
+ */
+export function validateScheduleForm(s: ScheduleFormValues, form: JobFormValues,
+  knowsZone: (name: string) => boolean = browserKnowsZone): Record<string, string> {
+  const out = validateJobForm(form);
+  const bad = (key: string) => { out[key] = scheduleMessageFor(key, s) ?? "Check this field"; };
+  const name = s.name.trim();
+  if (!name || [...name].length > MAX_NAME) bad("name");
+  if (s.rule === "cron") {
+    if (cronProblem(s.cron.trim())) bad("cron");
+    const zone = s.timezone.trim();
+    if (zone && !knowsZone(zone)) bad("timezone");
+  } else {
+    const sec = intervalSeconds(s.every, s.unit);
+    if (typeof sec !== "number" || sec < 1 || sec > MAX_INTERVAL_SECONDS) bad("interval_sec");
+  }
+  if (!MISFIRE_POLICIES.has(s.misfirePolicy)) bad("misfire_policy");
+  return out;
+}
+
+/**
+ * A schedule's 422 in the form's words: a validation detail about one of its own fields gets our message for
+ * it; the template's ("template.plan.0.open_url.url") are worded as the job form's (humanDetails).
+ */
+export function humanScheduleDetails(details: ErrorDetail[] | undefined, s: ScheduleFormValues,
+  targetType: TargetType): ErrorDetail[] {
+  return humanDetails(details, targetType).map((d) => {
+    const ours = d.type ? scheduleMessageFor(d.field ?? "", s) : null;
     return ours ? { ...d, message: ours } : d;
   });
 }

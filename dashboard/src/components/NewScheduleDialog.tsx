@@ -1,8 +1,8 @@
 import { useMemo, useState } from "preact/hooks";
 import type { Api, ApiError } from "../api";
 import {
-  initialJobForm, initialScheduleForm, type IntervalUnit, type JobFormValues, placeErrors, planOf,
-  scheduleCreateOf, type ScheduleFormValues, shownKeys, templateOf,
+  humanScheduleDetails, initialJobForm, initialScheduleForm, type IntervalUnit, type JobFormValues, placeErrors,
+  planOf, scheduleCreateOf, type ScheduleFormValues, shownKeys, templateOf, validateScheduleForm,
 } from "../jobForm";
 import type { Store } from "../store";
 import type { MisfirePolicy, Schedule } from "../types";
@@ -23,7 +23,8 @@ function browserZone(): string {
 
 function zones(): string[] {
   try {
-    return Intl.supportedValuesOf("timeZone");
+    const known = Intl.supportedValuesOf("timeZone");
+    return known.includes("UTC") ? known : ["UTC", ...known];
   } catch {
     return [];
   }
@@ -46,7 +47,14 @@ export function NewScheduleDialog({ api, store, onClose, onCreated }:
 
   async function submit(e: Event) {
     e.preventDefault();
-    if (Object.keys(planErrors).length) return;
+    // checked here first, in the same words the server's 422 is shown in: nothing is sent while any is wrong
+    const local = validateScheduleForm(sched, form);
+    if (Object.keys(local).length || Object.keys(planErrors).length) {
+      setErrors(local);
+      const shown = e.currentTarget as HTMLFormElement; // the first wrong field on screen takes the focus
+      requestAnimationFrame(() => shown.querySelector<HTMLElement>("[aria-invalid=true]")?.focus());
+      return;
+    }
     setBusy(true);
     setErrors({});
     try {
@@ -55,7 +63,9 @@ export function NewScheduleDialog({ api, store, onClose, onCreated }:
     } catch (err) {
       const own = sched.rule === "cron" ? ["name", "cron", "timezone", "misfire_policy"] :
         ["name", "interval_sec", "misfire_policy"];
-      setErrors(placeErrors(err as ApiError, form.preset, shownKeys(form.preset, own), "template."));
+      const apiErr = err as ApiError;
+      const worded = { message: apiErr.message, details: humanScheduleDetails(apiErr.details, sched, form.targetType) };
+      setErrors(placeErrors(worded, form.preset, shownKeys(form.preset, own), "template."));
     } finally {
       setBusy(false);
     }
@@ -107,7 +117,8 @@ export function NewScheduleDialog({ api, store, onClose, onCreated }:
               <div class="narrow">
                 <label for="unit">Unit</label>
                 <select id="unit" value={sched.unit} data-testid="unit"
-                  onChange={(e) => set({ unit: (e.target as HTMLSelectElement).value as IntervalUnit })}>
+                  onChange={(e) => set({ unit: (e.target as HTMLSelectElement).value as IntervalUnit })}
+                  {...described("interval_sec")}>
                   {UNITS.map((u) => <option key={u.id} value={u.id}>{u.label}</option>)}
                 </select>
               </div>
