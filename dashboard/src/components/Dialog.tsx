@@ -71,3 +71,13 @@ export function clearOnInput(errors: Record<string, string>, setErrors: (e: Reco
     }
   };
 }
+
+/** After a refused submit: the first wrong field in the form takes the focus, scrolled to the middle of the dialog
+ * so its label and its message show with it (a plain focus scrolls only the field itself into view). */
+export function focusFirstWrong(form: HTMLFormElement) {
+  requestAnimationFrame(() => {
+    const field = form.querySelector<HTMLElement>("[aria-invalid=true]");
+    field?.focus({ preventScroll: true });
+    field?.scrollIntoView({ block: "center" });
+  });
+}

@@ -5,7 +5,7 @@ import {
   validateJobForm,
 } from "../jobForm";
 import type { Store } from "../store";
-import { clearOnInput, describedBy, Dialog, FieldError } from "./Dialog";
+import { clearOnInput, describedBy, Dialog, FieldError, focusFirstWrong } from "./Dialog";
 import { JobTemplateFields } from "./JobTemplateFields";
 
 export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; onClose: () => void }) {
@@ -22,8 +22,7 @@ export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; 
     const local = validateJobForm(form, timing);
     if (Object.keys(local).length || Object.keys(planErrors).length) {
       setErrors(local);
-      const first = Object.keys({ ...local, ...planErrors })[0];
-      requestAnimationFrame(() => document.querySelector<HTMLElement>(`[aria-describedby="err-${first}"]`)?.focus());
+      focusFirstWrong(e.currentTarget as HTMLFormElement);
       return;
     }
     setBusy(true);

@@ -6,7 +6,7 @@ import {
 } from "../jobForm";
 import type { Store } from "../store";
 import type { MisfirePolicy, Schedule } from "../types";
-import { clearOnInput, describedBy, Dialog, FieldError } from "./Dialog";
+import { clearOnInput, describedBy, Dialog, FieldError, focusFirstWrong } from "./Dialog";
 import { JobTemplateFields } from "./JobTemplateFields";
 
 const UNITS: { id: IntervalUnit; label: string }[] = [
@@ -51,8 +51,7 @@ export function NewScheduleDialog({ api, store, onClose, onCreated }:
     const local = validateScheduleForm(sched, form);
     if (Object.keys(local).length || Object.keys(planErrors).length) {
       setErrors(local);
-      const shown = e.currentTarget as HTMLFormElement; // the first wrong field on screen takes the focus
-      requestAnimationFrame(() => shown.querySelector<HTMLElement>("[aria-invalid=true]")?.focus());
+      focusFirstWrong(e.currentTarget as HTMLFormElement);
       return;
     }
     setBusy(true);
