@@ -12,7 +12,7 @@ import pytest
 
 from phonefleet.agent.agent import Agent
 from phonefleet.agent.config import AgentSettings
-from tests.conftest import RunningServer, eventually, free_port
+from tests.conftest import RunningServer, eventually, free_port, open_url_job
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +52,19 @@ async def agent_factory(server: RunningServer, adb_server: int, tmp_path: Path) 
     yield factory
     for agent in started:
         await agent.stop()
+
+
+async def stopped_mid_run(server: RunningServer, agent: Agent, url: str) -> tuple[dict[str, Any], int]:
+    """Post a 60 s ``open_url`` job, wait until the agent runs it, and stop the agent there (its run journaled on
+    its step): the job and the run's assignment id."""
+    job: dict[str, Any] = await server.ok("POST", "/api/jobs", open_url_job(
+        plan=[{"type": "open_url", "url": url, "duration_sec": 60}]))
+
+    async def running() -> int | None:
+        rows: list[dict[str, Any]] = (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]
+        return int(rows[0]["id"]) if rows and rows[0]["status"] == "running" else None
+
+    aid = await eventually(running, timeout=30)
+    assert aid is not None
+    await agent.stop()
+    return job, aid

@@ -12,7 +12,7 @@ from phonefleet.agent.outbox import Outbox
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.enums import AssignmentStatus
 from phonefleet.protocol.plan import OpenUrlStep, UnknownStep
-from tests.agent_fixtures import AgentFactory
+from tests.agent_fixtures import AgentFactory, stopped_mid_run
 from tests.conftest import RunningServer, eventually, open_url_job
 
 
@@ -105,16 +105,7 @@ async def test_a_result_an_older_agent_left_in_the_outbox_is_still_sent(
         server: RunningServer, agent_factory: AgentFactory, tmp_path: Path) -> None:
     """Outbox items are the JSON objects the wire carries, as the agent before the typed models wrote them."""
     first = await agent_factory("pc", virtual=1)
-    job = await server.ok("POST", "/api/jobs", open_url_job(
-        plan=[{"type": "open_url", "url": "https://example.com/once", "duration_sec": 60}]))
-
-    async def running() -> int | None:
-        rows: list[dict[str, Any]] = (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]
-        return int(rows[0]["id"]) if rows and rows[0]["status"] == "running" else None
-
-    aid = await eventually(running, timeout=30)
-    assert aid is not None
-    await first.stop()  # the run is journaled, on its step
+    job, aid = await stopped_mid_run(server, first, "https://example.com/once")  # journaled, on its step
 
     box = Outbox(tmp_path / "pc" / "outbox.sqlite3")
     with box.transaction() as db:  # what the older agent wrote when the run ended: a plain dict, ISO times

@@ -11,8 +11,8 @@ from phonefleet.agent import link
 from phonefleet.agent.journal import RunJournal
 from phonefleet.agent.outbox import Outbox
 from phonefleet.protocol import events as ev
-from tests.agent_fixtures import AgentFactory
-from tests.conftest import RunningServer, eventually, open_url_job
+from tests.agent_fixtures import AgentFactory, stopped_mid_run
+from tests.conftest import RunningServer, eventually
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 
@@ -25,16 +25,7 @@ def _info(name: str, data: bytes) -> dict[str, Any]:
 async def test_older_entries_go_and_lost_files_are_reported_not_retried(
         server: RunningServer, agent_factory: AgentFactory, tmp_path: Path) -> None:
     first = await agent_factory("pc", virtual=1)
-    job = await server.ok("POST", "/api/jobs", open_url_job(
-        plan=[{"type": "open_url", "url": "https://example.com/evidence", "duration_sec": 60}]))
-
-    async def running() -> int | None:
-        rows: list[dict[str, Any]] = (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]
-        return int(rows[0]["id"]) if rows and rows[0]["status"] == "running" else None
-
-    aid = await eventually(running, timeout=30)
-    assert aid is not None
-    await first.stop()
+    job, aid = await stopped_mid_run(server, first, "https://example.com/evidence")
 
     files = tmp_path / "pc" / "artifacts"
     files.mkdir(parents=True, exist_ok=True)
@@ -80,16 +71,7 @@ async def test_a_file_the_server_keeps_refusing_is_reported_not_sent_forever(
     monkeypatch.setattr(link, "UPLOAD_MISMATCH_TRIES", 2)
     monkeypatch.setattr(link, "UPLOAD_BACKOFF_MAX_SEC", 0.1)
     first = await agent_factory("pc", virtual=1)
-    job = await server.ok("POST", "/api/jobs", open_url_job(
-        plan=[{"type": "open_url", "url": "https://example.com/evidence", "duration_sec": 60}]))
-
-    async def running() -> int | None:
-        rows: list[dict[str, Any]] = (await server.ok("GET", f"/api/jobs/{job['id']}/assignments"))["items"]
-        return int(rows[0]["id"]) if rows and rows[0]["status"] == "running" else None
-
-    aid = await eventually(running, timeout=30)
-    assert aid is not None
-    await first.stop()
+    _job, aid = await stopped_mid_run(server, first, "https://example.com/evidence")
     status, body = await server.request("POST", "/api/agent/events", token=first.settings.token, json={"events": [{
         "event": ev.ASSIGNMENT_FINISHED, "data": {"results": [{
             "assignment_id": aid, "outcome": "completed", "artifacts": [_info("odd.png", PNG)]}]}}]})

@@ -396,14 +396,13 @@ class Agent(Handlers):
         self._selftests.add(task)
         task.add_done_callback(self._selftests.discard)
 
-    async def on_screen(self, event: str, message: BaseModel) -> dict[str, Any]:
+    async def on_screen(self, event: str, message: BaseModel) -> ev.Ack:
         screens = self.screens
         if screens is None:
-            return {"ok": False, "error": {"code": "starting", "message": "the agent is starting", "details": []}}
+            return ev.Ack.refused("starting", "the agent is starting")
         serial = getattr(message, "serial", "")
         if self.tracker is None or serial not in self.tracker.phones or serial in self.refused:
-            return {"ok": False, "error": {"code": "not_found", "message": f"no phone {serial!r} here",
-                                           "details": []}}
+            return ev.Ack.refused("not_found", f"no phone {serial!r} here")
         if isinstance(message, sc.StreamStart):
             screens.start(message)
         elif isinstance(message, sc.StreamStop):
@@ -412,7 +411,7 @@ class Agent(Handlers):
             screens.snapshot(message)
         elif isinstance(message, sc.AgentInput):
             return await screens.input(message)
-        return {"ok": True}
+        return ev.Ack(ok=True)
 
     async def _reclaim_loop(self) -> None:
         """Claim refused phones again on every probe: when the agent holding one goes away, take it over."""

@@ -215,7 +215,7 @@ class Handlers:
         """The server asks for the self-test of a quarantined phone (``device:selftest``)."""
         raise NotImplementedError
 
-    async def on_screen(self, event: str, message: BaseModel) -> dict[str, Any]:
+    async def on_screen(self, event: str, message: BaseModel) -> ev.Ack:
         """A live-screen message (``SCREEN_MODELS``); the answer is its ack."""
         raise NotImplementedError
 
@@ -329,10 +329,9 @@ class ServerLink:
         async def handler(data: object) -> dict[str, Any]:
             sock.heard()
             message = parse(model, data, name)
-            if message is None:
-                return {"ok": False, "error": {"code": "validation_error", "message": f"malformed {name}",
-                                               "details": []}}
-            return await self.handlers.on_screen(name, message)
+            ack = (ev.Ack.refused("validation_error", f"malformed {name}") if message is None
+                   else await self.handlers.on_screen(name, message))
+            return ack.model_dump(exclude_none=True)
 
         return handler
 

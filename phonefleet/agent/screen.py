@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from PIL import Image
 
 from phonefleet.agent.adbhost import AdbHost, AdbHostError
+from phonefleet.protocol import events as ev
 from phonefleet.protocol import screen as sc
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ class ScreenStreams:
                                                                          "snapshot": request.request_id})
         await self.send(meta, frame.data)
 
-    async def input(self, request: sc.AgentInput) -> dict[str, object]:
+    async def input(self, request: sc.AgentInput) -> ev.Ack:
         """Run one input on the phone; the ack says whether it took."""
         serial = request.serial
         try:
@@ -214,13 +215,11 @@ class ScreenStreams:
                 for command in commands:
                     output = (await self.adb.shell(serial, command)).decode(errors="replace")
                     if "Error" in output or "Exception" in output:
-                        return {"ok": False, "error": {"code": "input_failed", "message": output.strip()[:300],
-                                                       "details": []}}
+                        return ev.Ack.refused("input_failed", output.strip()[:300])
         except (AdbHostError, TimeoutError, OSError) as exc:
-            return {"ok": False, "error": {"code": "phone_unreachable", "message": str(exc)[:300] or "timed out",
-                                           "details": []}}
+            return ev.Ack.refused("phone_unreachable", str(exc)[:300] or "timed out")
         self.poke(serial)
-        return {"ok": True}
+        return ev.Ack(ok=True)
 
 
 def _meta(serial: str, seq: int, frame: Encoded, taken: datetime) -> sc.FrameMeta:

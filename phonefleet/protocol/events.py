@@ -203,6 +203,11 @@ class Ack(BaseModel):
     error: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
 
+    @classmethod
+    def refused(cls, code: str, message: str) -> "Ack":
+        """A refusal, its error shaped as the REST API's (``code``, ``message``, ``details``)."""
+        return cls(ok=False, error={"code": code, "message": message, "details": []})
+
 
 # ---------------------------------------------------------------- server -> agent
 

@@ -4,7 +4,6 @@ import asyncio
 import gzip
 import io
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 
@@ -28,6 +27,7 @@ from phonefleet.server.routes import LogcatQuery
 from phonefleet.server.store import Conn
 from phonefleet.server.store import artifacts as artifacts_store
 from phonefleet.server.store import steps as steps_store
+from phonefleet.server.store.records import RunEvidence, StepRow
 
 ENDED = {"completed", "failed", "timed_out", "cancelled"}
 READ_LIMIT = 64 * 1024 * 1024
@@ -59,12 +59,11 @@ async def logcat_file(conn: Conn, artifacts: ArtifactStore, assignment_id: int) 
     return path
 
 
-def _timeline(assignment_id: int, run: Any, rows: list[Any]) -> StepTimeline:
+def _timeline(assignment_id: int, run: RunEvidence, rows: list[StepRow]) -> StepTimeline:
     steps = [StepRecord.model_validate(dict(r.items())) for r in rows]
-    if run["status"] in ENDED:  # the plan's steps the run never reached
+    if run.status in ENDED:  # the plan's steps the run never reached
         reached = {s.step_index for s in steps}
-        plan = run["plan"] or []
-        for index, step in enumerate(plan):
+        for index, step in enumerate(run.plan or []):
             if index not in reached and isinstance(step, dict):
                 name = step.get("name")
                 steps.append(StepRecord(step_index=index, type=str(step.get("type") or "unknown")[:100],
@@ -72,8 +71,8 @@ def _timeline(assignment_id: int, run: Any, rows: list[Any]) -> StepTimeline:
         steps.sort(key=lambda s: s.step_index)
     failed = next((s.step_index for s in steps
                    if s.outcome in (StepOutcome.failed, StepOutcome.timed_out)), None)
-    return StepTimeline(assignment_id=assignment_id, status=run["status"], steps=steps, failed_step=failed,
-                        crashes=[Crash.model_validate(c) for c in run["crashes"] or []])
+    return StepTimeline(assignment_id=assignment_id, status=run.status, steps=steps, failed_step=failed,
+                        crashes=[Crash.model_validate(c) for c in run.crashes or []])
 
 
 def filter_logcat(assignment_id: int, data: bytes, query: LogcatQuery, artifact: str) -> LogcatAnswer:

@@ -380,3 +380,29 @@ class ArtifactRecord(asyncpg.Record):
     stored_at = Col[datetime | None]()
     deleted_at = Col[datetime | None]()
     deleted_reason = Col[str | None]()
+
+
+# --------------------------------------------------------------------------------------------- evidence
+
+
+class StepRow(asyncpg.Record):
+    """A run's step as its agent recorded it (``steps.STEP_COLUMNS``)."""
+
+    step_index = Col[int]()
+    type = Col[str]()
+    name = Col[str | None]()
+    started_at = Col[datetime | None]()
+    finished_at = Col[datetime | None]()
+    outcome = Col[str]()
+    exit_code = Col[int | None]()
+    output_tail = Col[str | None]()
+    error = Col[str | None]()
+
+
+class RunEvidence(asyncpg.Record):
+    """What a run's timeline needs of the run (``steps.run_of``)."""
+
+    status = Col[str]()
+    crashes = Col[list[dict[str, Any]] | None]()
+    step_index = Col[int | None]()
+    plan = Col[list[dict[str, Any]] | None]()

@@ -8,7 +8,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from phonefleet.server.store import Conn, Row
+from phonefleet.server.store import Conn
+from phonefleet.server.store.records import RunEvidence, StepRow
 
 STEP_COLUMNS = "step_index, type, name, started_at, finished_at, outcome, exit_code, output_tail, error"
 
@@ -48,15 +49,16 @@ async def record(conn: Conn, items: Sequence[dict[str, Any]], *, replace: bool =
         )
 
 
-async def of_assignment(conn: Conn, assignment_id: int) -> list[Row]:
+async def of_assignment(conn: Conn, assignment_id: int) -> list[StepRow]:
     return await conn.fetch(
-        f"SELECT {STEP_COLUMNS} FROM assignment_steps WHERE assignment_id = $1 ORDER BY step_index", assignment_id)
+        f"SELECT {STEP_COLUMNS} FROM assignment_steps WHERE assignment_id = $1 ORDER BY step_index", assignment_id,
+        record_class=StepRow)
 
 
-async def run_of(conn: Conn, assignment_id: int) -> Row | None:
+async def run_of(conn: Conn, assignment_id: int) -> RunEvidence | None:
     """What the timeline needs of the run: its status, crashes, failed step (``step_index``) and plan."""
     return await conn.fetchrow(
         """SELECT a.status, a.crashes, a.step_index, j.plan FROM assignments a JOIN jobs j ON j.id = a.job_id
            WHERE a.id = $1""",
-        assignment_id,
+        assignment_id, record_class=RunEvidence,
     )
