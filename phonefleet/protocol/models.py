@@ -342,7 +342,8 @@ class ScheduleCreate(_Body):
     name: str = Field(min_length=1, max_length=200)
     template: JobTemplate
     cron: str | None = Field(default=None, max_length=200,
-                             description="Five fields (minute hour day month weekday) or @hourly/@daily/...")
+                             description="Five fields (minute hour day month weekday), six with seconds "
+                                         "first, or @hourly/@daily/...")
     timezone: str = Field(default="UTC", max_length=64, description="IANA name, e.g. Europe/Berlin.")
     interval_sec: int | None = Field(default=None, ge=1, le=366 * 86_400, strict=True, validate_default=True)
     misfire_policy: MisfirePolicy = MisfirePolicy.run_once

@@ -2371,7 +2371,7 @@ export interface ScheduleChanged {
  */
 export interface ScheduleCreate {
   /**
-   * Five fields (minute hour day month weekday) or @hourly/@daily/...
+   * Five fields (minute hour day month weekday), six with seconds first, or @hourly/@daily/...
    */
   cron?: string | null;
   enabled?: boolean;
