@@ -157,6 +157,9 @@ class Result:
     probe_pause: list[float] = field(default_factory=list)
     updates: int = 0
     hot: int = 0
+    last_ack: dict[int, float] = field(default_factory=dict)
+    gaps: list[float] = field(default_factory=list)
+    """Per phone, the time between two of its reports recorded (acked) in this phase."""
 
 
 def item(assignment_id: int, progress: float, elapsed: float) -> dict[str, Any]:
@@ -172,7 +175,13 @@ async def send(agent: SimAgent, items: list[dict[str, Any]], result: Result) -> 
     except Exception:  # a timeout: counted, the load goes on
         result.failed += 1
         return
-    result.acks.append(time.perf_counter() - t0)
+    t_ack = time.perf_counter()
+    result.acks.append(t_ack - t0)
+    for i in items:
+        last = result.last_ack.get(i["assignment_id"])
+        if last is not None:
+            result.gaps.append(t_ack - last)
+        result.last_ack[i["assignment_id"]] = t_ack
     result.messages += 1
     result.items += len(items)
     result.batch_sizes.append(len(items))
@@ -441,6 +450,9 @@ def print_phase(r: Result, phones: int) -> None:
         print(f"messages/s                  {r.messages / r.seconds:9,.1f} /s   (items per message p50 "
               f"{sizes.p50:.0f}, min {sizes.min:.0f}, max {sizes.max:.0f})")
         print(f"progress ack latency        {acks.ms()}")
+        gaps = Summary.of(r.gaps)
+        print(f"per phone, between two recorded reports: p50 {gaps.p50:.2f} s, p99 {gaps.p99:.2f} s, max "
+              f"{gaps.max:.2f} s; over 1.0 s: {100 * sum(g > 1.0 for g in r.gaps) / len(r.gaps):.1f}%")
     print(f"CPU: server {r.server_cpu:.0f}%, PostgreSQL {fmt_pct(r.pg_cpu)}, driver+agents {r.driver_cpu:.0f}%, "
           f"other work on the machine {r.others_cpu:.0f}% (% of one core; 2 cores in all)")
     print(f"dashboard job:progress for the job  {r.pushes / r.seconds:.1f} /s")
@@ -454,16 +466,18 @@ def print_phase(r: Result, phones: int) -> None:
 def print_table(results: list[Result], phones: int) -> None:
     print(f"\n== summary, {phones} phones (markdown)")
     print("| phase | items/s recorded (asked) | msgs/s | ack p50 / p99 ms | server CPU | PostgreSQL CPU | driver CPU "
-          "| other work CPU | job:progress/s | probe assign p50 / max ms | probe pause p50 / max ms | HOT |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| other work CPU | job:progress/s | probe assign p50 / max ms | probe pause p50 / max ms | HOT "
+          "| gap per phone p99 / max s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         want = 0 if r.phase.mode == "none" else phones / r.phase.every_sec
         acks = f"{Summary.of(r.acks).p50 * 1e3:.0f} / {Summary.of(r.acks).p99 * 1e3:.0f}" if r.acks else "-"
         pa, pp = Summary.of(r.probe_assign), Summary.of(r.probe_pause)
+        gap = f"{percentile(r.gaps, 99):.2f} / {max(r.gaps):.2f}" if r.gaps else "-"
         print(f"| {r.phase.label} | {r.recorded / r.seconds:,.0f} ({want:,.0f}) | {r.messages / r.seconds:,.0f} "
               f"| {acks} | {r.server_cpu:.0f}% | {fmt_pct(r.pg_cpu)} | {r.driver_cpu:.0f}% "
               f"| {r.others_cpu:.0f}% | {r.pushes / r.seconds:.1f} | {pa.p50 * 1e3:.0f} / {pa.max * 1e3:.0f} "
-              f"| {pp.p50 * 1e3:.0f} / {pp.max * 1e3:.0f} | {100 * r.hot / max(r.updates, 1):.0f}% |")
+              f"| {pp.p50 * 1e3:.0f} / {pp.max * 1e3:.0f} | {100 * r.hot / max(r.updates, 1):.0f}% | {gap} |")
 
 
 async def main_async(args: argparse.Namespace) -> None:
