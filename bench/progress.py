@@ -11,13 +11,16 @@ finished. Then, phase by phase on the same server, each simulated agent reports 
   phase (runs start at different moments), and the agent sends whatever ticked as soon as its previous
   message was acked, newest item per run, so a message's size is what arrived during one round trip.
 
-Per phase: progress items recorded per second (the acks' ``recorded``), messages per second, the ack
-latency of each progress message, CPU of the server process, of the PostgreSQL instance and of this driver
-process (psutil, over the phase), ``job:progress`` pushes per second that a dashboard client received for
-the job, and whether the rest of the server still responds: a probe agent with a few phones outside the
-long job gets a small job posted (POST -> its ``job:assign`` arrived) and paused (PATCH -> ``job:paused``
-arrived), back to back, for the whole phase. Afterwards, on the same database: ``record_progress`` alone
-for one agent's batch, and the share of HOT updates among the progress UPDATEs.
+The loaded phases run ``--passes`` times, every other pass in reverse order (the first pass is a fresh job's
+first minutes). Per phase: progress items recorded per second (the acks' ``recorded``), messages per second,
+the ack latency of each progress message, per phone the time between two of its reports acked, CPU of the
+server process, of the PostgreSQL instance, of this driver process and of other work on the machine (psutil,
+over the phase), the share of HOT updates among the ``assignments`` UPDATEs, ``job:progress`` pushes per
+second that a dashboard client received for the job, and whether the rest of the server still responds: a
+probe agent with a few phones outside the long job gets a small job posted (POST -> its ``job:assign``
+arrived) and paused (PATCH -> ``job:paused`` arrived), back to back, for the whole phase. Afterwards, on the
+same database: ``record_progress`` for one agent's batch under ``EXPLAIN (ANALYZE, WAL)``, beside the same
+UPDATE without its locking CTE (a what-if).
 """
 
 import argparse
