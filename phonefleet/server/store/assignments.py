@@ -114,7 +114,7 @@ async def open_count(conn: Conn, job_id: int) -> int:
     ))
 
 
-_CLAIM_SIMPLE = f"""
+CLAIM_SIMPLE_SQL = f"""
     WITH j AS (
         SELECT {JOB_COLUMNS.replace("j.", "jj.")} FROM jobs jj, scheduler_state s
         WHERE jj.id = $1 AND s.id = 1 AND s.running AND jj.status = 'active' AND jj.target_count IS NOT NULL
@@ -148,7 +148,7 @@ async def claim_simple(conn: Conn, job_id: int, limit: int) -> tuple[ClaimedJob 
     ``max_parallel``, distribution running, no agent capping its phones. Returns (the job row, the new
     assignments), or (None, []) when that is not the case (``claim`` in a transaction of the caller's
     serves it then)."""
-    row = await conn.fetchrow(_CLAIM_SIMPLE, job_id, limit, as_guard(DEVICE_CLAIM_FROM), record_class=ClaimedJob)
+    row = await conn.fetchrow(CLAIM_SIMPLE_SQL, job_id, limit, as_guard(DEVICE_CLAIM_FROM), record_class=ClaimedJob)
     if row is None:
         return None, []
     return row, row.claimed
