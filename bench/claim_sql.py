@@ -1,33 +1,52 @@
-"""The distributor's claim, statement by statement: where the database time of a fan-out goes.
+"""The distributor's claim beside a bare INSERT of the same rows: PostgreSQL's share of a fan-out.
 
-Builds a fleet in a scratch database (agents online, N idle phones), then runs the statements of
-``store.assignments.claim`` for an all_devices job inside a transaction that is rolled back, each
-timed, and prints ``EXPLAIN (ANALYZE)`` trigger times of the INSERT (its foreign-key checks). No
-server runs: this isolates PostgreSQL's share of the fan-out.
+For each fleet size a scratch database gets agents online, N idle phones and an all_devices job. Then,
+alternating run by run, each inside a transaction that is rolled back (and a VACUUM after each pair, so
+neither side inherits the other's dead rows):
+
+- the claim: ``store.assignments.claim_simple`` exactly as the distributor calls it (pick with
+  ``FOR UPDATE SKIP LOCKED``, mark busy, bump the job, insert, and the rows decoded in Python);
+- the floor: a bare ``INSERT ... SELECT FROM unnest(...) RETURNING`` of the same rows (same job, devices,
+  agents, attempts) into a table ``LIKE assignments INCLUDING ALL`` (same columns, checks, indexes; no
+  foreign keys), as ``bench.floor`` measures it for the fan-out.
+
+It prints the medians (and minima), the ratio claim / floor, and ``EXPLAIN (ANALYZE, BUFFERS)`` of the
+claim statement by node (its CTEs, triggers). No server runs.
 """
 
 import argparse
 import json
 import statistics
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
 from bench.harness import PLAN, database_facts, postgres_root, print_header, run, scratch_database
-from phonefleet.server.store.jobs import filter_args, filter_sql
+from phonefleet.protocol.states import DEVICE_CLAIM_FROM, as_guard
+from phonefleet.server.distributor import ANY_PHONES
+from phonefleet.server.store import assignments as assignments_store
 
 MODULE = "bench.claim_sql"
 
-SELECT_DEVICES = f"""SELECT d.id, d.agent_id, d.serial FROM devices d JOIN agents ag ON ag.id = d.agent_id
-    WHERE d.state = 'idle' AND ag.status = 'online' AND NOT ag.paused AND {filter_sql(3)}
-      AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = $1 AND x.device_id = d.id)
-      AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = $1)
-    ORDER BY d.idle_since NULLS FIRST, d.id LIMIT $2 FOR UPDATE OF d SKIP LOCKED"""
-UPDATE_DEVICES = "UPDATE devices SET state = 'busy' WHERE id = ANY($1::bigint[])"
-INSERT = """INSERT INTO assignments (job_id, device_id, agent_id, attempt)
+BARE_INSERT = """INSERT INTO bench_floor (job_id, device_id, agent_id, attempt)
     SELECT $1, t.device_id, t.agent_id, t.attempt
     FROM unnest($2::bigint[], $3::bigint[], $4::int[]) AS t(device_id, agent_id, attempt)
     RETURNING id, device_id, agent_id, attempt"""
+
+PLAN_NODES = ("CTE ", "Insert on", "Update on", "LockRows", "Sort  ", "Trigger", "Execution Time", "Planning Time")
+
+
+@dataclass
+class Size:
+    agents: int
+    phones_each: int
+
+    @property
+    def phones(self) -> int:
+        return self.agents * self.phones_each
 
 
 async def build_fleet(conn: asyncpg.Connection, agents: int, phones_each: int) -> int:
@@ -43,93 +62,104 @@ async def build_fleet(conn: asyncpg.Connection, agents: int, phones_each: int) -
         """INSERT INTO jobs (title, plan, target_type, target_count, status, timeout_sec)
            VALUES ('claim', $1::jsonb, 'all_devices', $2, 'active', 3600) RETURNING id""",
         json.dumps(PLAN), agents * phones_each)
-    await conn.execute("ANALYZE")
+    await conn.execute("CREATE TABLE bench_floor (LIKE assignments INCLUDING ALL)")
+    await conn.execute("VACUUM ANALYZE")
     return job_id
 
 
-async def claim_once(conn: asyncpg.Connection, job_id: int, limit: int) -> dict[str, float]:
-    times: dict[str, float] = {}
+async def rolled_back(conn: asyncpg.Connection, work: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
     tr = conn.transaction()
     await tr.start()
     try:
         t = time.perf_counter()
-        devices = await conn.fetch(SELECT_DEVICES, job_id, limit, *filter_args({}))
-        times["SELECT idle devices FOR UPDATE SKIP LOCKED"] = time.perf_counter() - t
-        ids = [d["id"] for d in devices]
-        agent_ids = [d["agent_id"] for d in devices]
-        t = time.perf_counter()
-        await conn.execute(UPDATE_DEVICES, ids)
-        times["UPDATE devices SET state = 'busy'"] = time.perf_counter() - t
-        t = time.perf_counter()
-        await conn.execute("UPDATE jobs SET assigned_count = assigned_count + $2 WHERE id = $1", job_id, len(ids))
-        times["UPDATE jobs counters"] = time.perf_counter() - t
-        t = time.perf_counter()
-        await conn.fetch(INSERT, job_id, ids, agent_ids, [1] * len(ids))
-        times["INSERT assignments (3 FKs, 6 indexes)"] = time.perf_counter() - t
+        result = await work()
+        return time.perf_counter() - t, result
     finally:
         await tr.rollback()
-    if await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"):
-        tr = conn.transaction()
-        await tr.start()
-        try:  # the same INSERT without its foreign-key triggers: what the three FK checks cost
-            await conn.execute("SET LOCAL session_replication_role = replica")
-            t = time.perf_counter()
-            await conn.fetch(INSERT, job_id, ids, agent_ids, [1] * len(ids))
-            times["  (same INSERT, FK triggers off)"] = time.perf_counter() - t
+
+
+async def measure(conn: asyncpg.Connection, job_id: int, size: Size, runs: int, warmup: int
+                  ) -> tuple[list[float], list[float]]:
+    devices = await conn.fetch("SELECT id, agent_id FROM devices ORDER BY idle_since NULLS FIRST, id")
+    ids, agent_ids, ones = [d["id"] for d in devices], [d["agent_id"] for d in devices], [1] * len(devices)
+    claim: list[float] = []
+    bare: list[float] = []
+    for n in range(warmup + runs):
+        took, (_, rows) = await rolled_back(conn, lambda: assignments_store.claim_simple(conn, job_id, ANY_PHONES))
+        assert len(rows) == size.phones, (len(rows), size.phones)
+        took_bare, bare_rows = await rolled_back(conn, lambda: conn.fetch(BARE_INSERT, job_id, ids, agent_ids, ones))
+        assert len(bare_rows) == size.phones
+        await conn.execute("VACUUM assignments, devices, jobs, bench_floor")
+        if n >= warmup:
+            claim.append(took)
+            bare.append(took_bare)
+    return claim, bare
+
+
+async def explain_claim(conn: asyncpg.Connection, job_id: int) -> list[str]:
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        rows = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + assignments_store.CLAIM_SIMPLE_SQL,
+                                job_id, ANY_PHONES, as_guard(DEVICE_CLAIM_FROM))
+    finally:
+        await tr.rollback()
+    await conn.execute("VACUUM assignments, devices, jobs")
+    lines = [str(r[0]) for r in rows]
+    keep: list[str] = []
+    for i, line in enumerate(lines):
+        if any(node in line for node in PLAN_NODES):
+            keep.append(line)
+            if i + 1 < len(lines) and "Buffers:" in lines[i + 1]:
+                keep.append(lines[i + 1])
+    return keep
+
+
+def ms(xs: list[float]) -> str:
+    return f"median {statistics.median(xs) * 1e3:7.1f} ms  (min {min(xs) * 1e3:6.1f}, max {max(xs) * 1e3:6.1f})"
+
+
+async def one_size(root: str, size: Size, args: argparse.Namespace) -> None:
+    async with scratch_database(root) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+            job_id = await build_fleet(conn, size.agents, size.phones_each)
+            claim, bare = await measure(conn, job_id, size, args.runs, args.warmup)
+            plan = await explain_claim(conn, job_id) if not args.no_explain else []
         finally:
-            await tr.rollback()
-    return times
-
-
-
-async def explain_insert(conn: asyncpg.Connection, job_id: int, limit: int) -> list[str]:
-    tr = conn.transaction()
-    await tr.start()
-    try:
-        devices = await conn.fetch("SELECT id, agent_id FROM devices ORDER BY id LIMIT $1", limit)
-        rows = await conn.fetch("EXPLAIN (ANALYZE) " + INSERT, job_id, [d["id"] for d in devices],
-                                [d["agent_id"] for d in devices], [1] * len(devices))
-    finally:
-        await tr.rollback()
-    return [r[0] for r in rows if "Trigger" in r[0] or "Execution Time" in r[0]]
+            await conn.close()
+    ratio = statistics.median(claim) / statistics.median(bare)
+    print(f"\n-- {size.phones} idle phones ({size.agents} agents x {size.phones_each}), {args.runs} runs each "
+          f"(+{args.warmup} warm-up), alternating, each rolled back")
+    print(f"  claim (claim_simple, as the distributor calls it)  {ms(claim)}")
+    print(f"  bare INSERT ... unnest of the same rows            {ms(bare)}")
+    print(f"  ratio claim / bare INSERT (medians): {ratio:.2f}x "
+          f"(per-run ratios: median {statistics.median(c / b for c, b in zip(claim, bare, strict=True)):.2f}x); "
+          f"goal <= 1.30x: {'MEETS' if ratio <= 1.3 else 'MISSES'}")
+    if plan:
+        print("  EXPLAIN (ANALYZE, BUFFERS) of the claim, by node:")
+        for line in plan:
+            print(f"    {line}")
 
 
 async def main_async(args: argparse.Namespace) -> None:
+    sizes = [Size(10, 100)] if args.quick else [Size(10, 100), Size(20, 500)]
     with postgres_root() as root:
         async with scratch_database(root) as dsn:
             print(f"database: {await database_facts(dsn)}")
-            conn = await asyncpg.connect(dsn)
-            try:
-                job_id = await build_fleet(conn, args.agents, args.phones_each)
-                limit = args.agents * args.phones_each
-                for _ in range(2):
-                    await claim_once(conn, job_id, limit)
-                runs = [await claim_once(conn, job_id, limit) for _ in range(args.runs)]
-                print(f"\n-- claim of {limit} idle phones ({args.agents} agents x {args.phones_each}), "
-                      f"median of {args.runs} rolled-back runs")
-                total = 0.0
-                for step in runs[0]:
-                    median = statistics.median(r[step] for r in runs)
-                    total += median if not step.startswith(" ") else 0
-                    print(f"  {step:<46} {median * 1e3:8.1f} ms")
-                print(f"  {'sum':<46} {total * 1e3:8.1f} ms")
-                print("EXPLAIN ANALYZE of the INSERT:")
-                for line in await explain_insert(conn, job_id, limit):
-                    print(f"  {line}")
-            finally:
-                await conn.close()
+        for size in sizes:
+            await one_size(root, size, args)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog=MODULE, description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 phones")
-    parser.add_argument("--agents", type=int, default=20)
-    parser.add_argument("--phones-each", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="1,000 phones only")
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--no-explain", action="store_true")
     args = parser.parse_args()
-    if args.quick:
-        args.agents, args.phones_each = 10, 100
-    print_header(MODULE, "the distributor's claim, statement by statement (no server)")
+    print_header(MODULE, "the distributor's claim beside a bare INSERT of the same rows (no server)")
     run(main_async(args))
 
 

@@ -90,6 +90,8 @@ async def test_delete_cancels_on_phones_and_removes_the_job(server: RunningServe
     assert status == 404 and body["error"]["code"] == "not_found"
     await dash.wait_for(lambda: any(d["job_id"] == job["id"] for d in dash.events("job:deleted")))
     await dash.disconnect()
+    async with server.services.pool.acquire() as conn:  # its runs go with it (a trigger, not a foreign key)
+        assert await conn.fetchval("SELECT count(*) FROM assignments WHERE job_id = $1", job["id"]) == 0
 
 
 async def test_resume_of_a_cancelled_job_is_a_conflict(server: RunningServer) -> None:

@@ -21,7 +21,7 @@ from phonefleet.protocol.states import (
     sources_of,
 )
 from phonefleet.server.store import Conn, Row
-from phonefleet.server.store.jobs import JOB_COLUMNS, JOB_FILTERS_MATCH, filter_args, filter_sql
+from phonefleet.server.store.jobs import JOB_COLUMNS, filter_args, filter_sql
 from phonefleet.server.store.records import (
     AgentOrderRecord,
     AssignmentRecord,
@@ -114,18 +114,32 @@ async def open_count(conn: Conn, job_id: int) -> int:
     ))
 
 
-_CLAIM_SIMPLE = f"""
+_FILTER_KEYS = ("models", "android_versions", "tags", "agents", "serials")
+_FILTER_ARRAYS = ",\n".join(
+    f"CASE WHEN jj.filters->'{key}' IS NULL THEN NULL"
+    f" ELSE ARRAY(SELECT jsonb_array_elements_text(jj.filters->'{key}')) END AS f_{key}"
+    for key in _FILTER_KEYS)
+"""The job's filters as text arrays, read once per claim (in ``j``) rather than once per phone."""
+_M, _V, _T, _A, _S = (f"(SELECT f_{key} FROM j)::text[]" for key in _FILTER_KEYS)
+
+CLAIM_SIMPLE_SQL = f"""
     WITH j AS (
-        SELECT {JOB_COLUMNS.replace("j.", "jj.")} FROM jobs jj, scheduler_state s
+        SELECT {JOB_COLUMNS.replace("j.", "jj.")}, {_FILTER_ARRAYS}
+        FROM jobs jj, scheduler_state s
         WHERE jj.id = $1 AND s.id = 1 AND s.running AND jj.status = 'active' AND jj.target_count IS NOT NULL
           AND jj.retry_pending = 0 AND jj.max_parallel IS NULL
           AND NOT EXISTS (SELECT 1 FROM agents c WHERE c.max_running IS NOT NULL AND c.status = 'online')
         FOR UPDATE OF jj FOR SHARE OF s),
     picked AS (
-        SELECT d.id, d.agent_id, d.serial FROM j, devices d JOIN agents ag ON ag.id = d.agent_id
-        WHERE d.state = 'idle' AND ag.status = 'online' AND NOT ag.paused AND {JOB_FILTERS_MATCH}
-          AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = j.id AND x.device_id = d.id AND NOT x.superseded)
-          AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = j.id)
+        SELECT d.id, d.agent_id, d.serial FROM devices d
+        WHERE EXISTS (SELECT FROM j) AND d.state = 'idle'
+          AND ({_M} IS NULL OR d.model = ANY({_M})) AND ({_V} IS NULL OR d.android_version = ANY({_V}))
+          AND ({_T} IS NULL OR d.tags @> {_T}) AND ({_S} IS NULL OR d.serial = ANY({_S}))
+          AND d.agent_id NOT IN (SELECT ag.id FROM agents ag WHERE (
+              ag.status = 'online' AND NOT ag.paused AND ({_A} IS NULL OR ag.name = ANY({_A}))
+              AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = ag.id AND p.job_id = $1)
+          ) IS NOT TRUE)
+          AND d.id NOT IN (SELECT x.device_id FROM assignments x WHERE x.job_id = $1 AND NOT x.superseded)
         ORDER BY d.idle_since NULLS FIRST, d.id
         LIMIT least($2, (SELECT greatest(0, target_count - assigned_count) FROM j))
         FOR UPDATE OF d SKIP LOCKED),
@@ -135,23 +149,35 @@ _CLAIM_SIMPLE = f"""
              WHERE id = $1 AND EXISTS (SELECT 1 FROM picked)),
     ins AS (INSERT INTO assignments (job_id, device_id, agent_id, attempt)
             SELECT $1, picked.id, picked.agent_id, 1 FROM picked
-            RETURNING id, device_id, agent_id, attempt)
-    SELECT j.*, (SELECT coalesce(jsonb_agg(jsonb_build_object(
-                     'id', ins.id, 'device_id', ins.device_id, 'agent_id', ins.agent_id, 'attempt', ins.attempt,
-                     'serial', (SELECT d.serial FROM devices d WHERE d.id = ins.device_id))), '[]') FROM ins) AS claimed
-    FROM j
+            RETURNING id, device_id, agent_id)
+    SELECT {JOB_COLUMNS}, c.ids AS claimed_ids, c.device_ids AS claimed_device_ids,
+           c.agent_ids AS claimed_agent_ids, p.ids AS picked_ids, p.serials AS picked_serials
+    FROM j,
+         (SELECT coalesce(array_agg(ins.id), '{{}}') AS ids, coalesce(array_agg(ins.device_id), '{{}}') AS device_ids,
+                 coalesce(array_agg(ins.agent_id), '{{}}') AS agent_ids FROM ins) c,
+         (SELECT coalesce(array_agg(picked.id), '{{}}') AS ids, coalesce(array_agg(picked.serial), '{{}}') AS serials
+          FROM picked) p
 """
+"""The common claim in one statement, its per-job facts computed once, not once per phone: the filters,
+the agents that may not take the job (offline, paused, filtered out, or the job paused there) and the
+phones that ran it, each hashed once (NOT IN over ids, never NULL) and devices scanned alone. The new rows
+come back as arrays, each phone's serial from the rows picked, so nothing is looked up again per row."""
 
 
 async def claim_simple(conn: Conn, job_id: int, limit: int) -> tuple[ClaimedJob | None, list[ClaimedRow]]:
     """The common claim as one statement, its own transaction: an active job with no retry due and no
     ``max_parallel``, distribution running, no agent capping its phones. Returns (the job row, the new
-    assignments), or (None, []) when that is not the case (``claim`` in a transaction of the caller's
-    serves it then)."""
-    row = await conn.fetchrow(_CLAIM_SIMPLE, job_id, limit, as_guard(DEVICE_CLAIM_FROM), record_class=ClaimedJob)
+    assignments, all first attempts), or (None, []) when that is not the case (``claim`` in a transaction
+    of the caller's serves it then)."""
+    row = await conn.fetchrow(CLAIM_SIMPLE_SQL, job_id, limit, as_guard(DEVICE_CLAIM_FROM), record_class=ClaimedJob)
     if row is None:
         return None, []
-    return row, row.claimed
+    serials = dict(zip(row.picked_ids, row.picked_serials, strict=True))
+    rows: list[ClaimedRow] = [
+        {"id": a, "device_id": d, "agent_id": g, "attempt": 1, "serial": serials[d]}
+        for a, d, g in zip(row.claimed_ids, row.claimed_device_ids, row.claimed_agent_ids, strict=True)
+    ]
+    return row, rows
 
 
 async def claim(conn: Conn, job: JobRecord, limit: int, *, agent_caps: bool = False) -> list[ClaimedRow]:

@@ -360,19 +360,24 @@ JOB_FILTERS_MATCH = """
 """
 """``ELIGIBLE_FILTERS`` over a job row ``j`` (its stored filters) instead of parameters: for set-based checks."""
 
-def phone_for_job(states: str, *, among: str = "true") -> str:
+def phone_for_job(states: str, *, among: str = "true", phones: str = "devices") -> str:
     """SQL (over a job row ``j``): a phone in one of ``states`` (a SQL list), and matching ``among``, that may
     run the job: its agent online and not paused, the job's filters matched, the job never run on it, the
-    job not paused there."""
+    job not paused there. ``phones``: where to look for it (``devices``, or a subset read once)."""
     return f"""EXISTS (
-        SELECT 1 FROM devices d JOIN agents ag ON ag.id = d.agent_id
+        SELECT 1 FROM {phones} d JOIN agents ag ON ag.id = d.agent_id
         WHERE d.state IN ({states}) AND {among} AND ag.status = 'online' AND NOT ag.paused AND {JOB_FILTERS_MATCH}
           AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.job_id = j.id AND x.device_id = d.id AND NOT x.superseded)
           AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = j.id))"""
 
 
+_IDLE_PHONES = """idle_phones AS MATERIALIZED (
+    SELECT id, agent_id, state, model, android_version, tags, serial FROM devices WHERE state = 'idle')"""
+"""The idle phones, read once per statement (devices has no index on state: a claim or release must stay a
+HOT update), so that checking many jobs against them scans the few idle phones, not the whole fleet."""
+
 _CAN_CLAIM = f"""(
-    (j.assigned_count < j.target_count AND {phone_for_job("'idle'")})
+    (j.assigned_count < j.target_count AND {phone_for_job("'idle'", phones="idle_phones")})
     OR (j.retry_pending > 0 AND EXISTS (SELECT 1 FROM assignments a WHERE a.job_id = j.id AND a.retry_at <= now()))
 )"""
 """A job that may claim a phone now: an open slot and an idle phone it may run on, or a retry that is due."""
@@ -399,7 +404,8 @@ async def fillable(conn: Conn, job_ids: Sequence[int] | None, *, after: FillCurs
     transaction each; and one no connected phone may run at all (``starved``) is skipped at the index."""
     which = "j.id = ANY($1::bigint[])" if job_ids is not None else "NOT j.starved AND $1::bigint[] IS NULL"
     return await conn.fetch(
-        f"""SELECT {JOB_COLUMNS} FROM jobs j
+        f"""WITH {_IDLE_PHONES}
+            SELECT {JOB_COLUMNS} FROM jobs j
             WHERE j.status = 'active' AND {which}
               AND ($2::int IS NULL OR (j.priority, -extract(epoch FROM j.created_at), -j.id)
                                       < ($2, -extract(epoch FROM $3::timestamptz), -$4::bigint))

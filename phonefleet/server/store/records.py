@@ -97,9 +97,14 @@ class ClaimedRow(TypedDict):
 
 
 class ClaimedJob(JobRecord):
-    """A job after a single-statement claim: its row and the orders' seeds (``claimed``, JSON)."""
+    """A job after a single-statement claim: its row, the new assignments as parallel arrays, and the
+    serials of the phones picked (``claim_simple`` makes the ``ClaimedRow``s)."""
 
-    claimed = Col[list[ClaimedRow]]()
+    claimed_ids = Col[list[int]]()
+    claimed_device_ids = Col[list[int]]()
+    claimed_agent_ids = Col[list[int]]()
+    picked_ids = Col[list[int]]()
+    picked_serials = Col[list[str]]()
 
 
 class BlockedJob(asyncpg.Record):
