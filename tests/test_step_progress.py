@@ -34,9 +34,11 @@ def adb_phone(agent: Agent) -> AdbPhone:
     return agent.tracker.phone(agent.fleet.phones[0].adb_serial)
 
 
-async def runs(server: RunningServer, job_id: int) -> list[dict[str, Any]]:
+async def the_run(server: RunningServer, job_id: int) -> dict[str, Any]:
+    """The job's one run (an empty dict until the distributor has placed it)."""
     items: list[dict[str, Any]] = (await server.ok("GET", f"/api/jobs/{job_id}/assignments"))["items"]
-    return items
+    assert len(items) <= 1, items
+    return items[0] if items else {}
 
 
 async def test_run_tests_reports_each_test_as_it_ends(server: RunningServer, agent_factory: AgentFactory) -> None:
@@ -46,8 +48,8 @@ async def test_run_tests_reports_each_test_as_it_ends(server: RunningServer, age
     seen: list[tuple[float, str]] = []
 
     async def moved_to(done: int) -> bool:
-        (run,) = await runs(server, job["id"])
-        if run["status"] == "running" and run["progress_message"]:
+        run = await the_run(server, job["id"])
+        if run.get("status") == "running" and run["progress_message"]:
             seen.append((run["progress"], run["progress_message"]))
         return any(f"{done} of 4 tests done" in message for _, message in seen)
 
@@ -59,8 +61,8 @@ async def test_run_tests_reports_each_test_as_it_ends(server: RunningServer, age
     assert all(m.startswith("step 1/1 run_tests: ") for _, m in seen), seen
 
     async def ended() -> dict[str, Any] | None:
-        (run,) = await runs(server, job["id"])
-        return run if run["finished_at"] else None
+        run = await the_run(server, job["id"])
+        return run if run.get("finished_at") else None
 
     run = await eventually(ended, timeout=15)
     assert run is not None and run["status"] == "failed", run
@@ -73,8 +75,8 @@ async def test_a_passing_test_run_counts_its_tests(server: RunningServer, agent_
     job = await server.ok("POST", "/api/jobs", open_url_job(plan=[{"type": "run_tests", "runner": RUNNER}]))
 
     async def ended() -> dict[str, Any] | None:
-        (run,) = await runs(server, job["id"])
-        return run if run["finished_at"] else None
+        run = await the_run(server, job["id"])
+        return run if run.get("finished_at") else None
 
     run = await eventually(ended, timeout=15)
     assert run is not None and run["status"] == "completed", run
@@ -119,9 +121,9 @@ async def test_an_install_moves_by_the_bytes_downloaded(
     job = await server.ok("POST", "/api/jobs", open_url_job(plan=[{"type": "install_apk", "url": url}]))
 
     async def half_downloaded() -> dict[str, Any] | None:
-        (run,) = await runs(server, job["id"])
-        message = run["progress_message"] or ""
-        return run if run["status"] == "running" and "downloading" in message else None
+        run = await the_run(server, job["id"])
+        message = run.get("progress_message") or ""
+        return run if run.get("status") == "running" and "downloading" in message else None
 
     run = await eventually(half_downloaded, timeout=15, interval=0.05)
     assert run is not None
@@ -132,8 +134,8 @@ async def test_an_install_moves_by_the_bytes_downloaded(
     gate.set()
 
     async def ended() -> dict[str, Any] | None:
-        (run,) = await runs(server, job["id"])
-        return run if run["finished_at"] else None
+        run = await the_run(server, job["id"])
+        return run if run.get("finished_at") else None
 
     done = await eventually(ended, timeout=30)
     assert done is not None and done["status"] == "completed", done
