@@ -47,6 +47,7 @@ from bench.harness import (
     run,
     scratch_database,
     session,
+    wait_until,
 )
 from phonefleet.protocol import events as ev
 from phonefleet.sim.agent import SimAgent
@@ -291,9 +292,7 @@ async def reconnect(agent: SimAgent, index: int, seen: Reconnects) -> None:
     while True:
         seen.attempts[index] = seen.attempts.get(index, 0) + 1
         try:
-            with contextlib.suppress(Exception):
-                await agent.sio.disconnect()  # let go of what is left of the dead socket
-            await asyncio.wait_for(agent.connect(), 15)
+            await asyncio.wait_for(agent.reconnect(), 15)
         except (TimeoutError, socketio.exceptions.ConnectionError, aiohttp.ClientError, OSError, AssertionError):
             await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, 3.0)
@@ -387,6 +386,79 @@ async def kill_test(root: str, size: Size) -> None:
     sys.stdout.flush()
 
 
+async def job_audit(watcher: Watcher, job_id: int) -> tuple[str, bool]:
+    """Rows per status, and whether every phone ran exactly once and the job counts them all."""
+    counts = await watcher.conn.fetch(
+        "SELECT status, count(*) AS n, count(DISTINCT device_id) AS phones FROM assignments"
+        " WHERE job_id = $1 GROUP BY status ORDER BY status", job_id)
+    row = await watcher.job(job_id)
+    text = ", ".join(f"{r['status']} {r['n']} ({r['phones']} phones)" for r in counts)
+    ok = (row["status"] == "completed" and row["completed_count"] == row["target_count"] == row["assigned_count"]
+          and [(r["status"], r["n"], r["phones"]) for r in counts]
+          == [("completed", row["target_count"], row["target_count"])])
+    return f"job {job_id}: {text}; counted {row['completed_count']}/{row['target_count']}", ok
+
+
+async def kill_mid_throughput(root: str, size: Size) -> None:
+    """Instant phones, a job in flight (assigns, acks and finishes crossing the node) when node2 dies."""
+    async with scratch_database(root) as dsn, cluster(dsn, 3) as (servers, url), session() as http:
+        fleet = await Fleet.start(url, dsn, size.agents, size.phones_each, auto_finish=True)
+        watcher = await Watcher.connect(dsn)
+        op = Operator(http, url)
+        seen = Reconnects()
+        audits: list[tuple[str, bool]] = []
+        try:
+            await watcher.wait_idle(size.phones, timeout=120)
+            spread = await agents_per_node(http, servers)
+            print(f"\n-- kill mid-run: 3 nodes, {size.phones} instant phones, agents per node {spread}")
+            watch_drops(fleet, seen)
+            victim = servers[1]
+            job = await op.create_job("in flight when node2 dies")
+
+            async def first_done() -> bool:
+                return int((await watcher.job(job["id"]))["completed_count"]) > 0
+
+            await wait_until(first_done, timeout=120, what="the job's first completion")
+            t_kill = time.perf_counter()
+            os.kill(victim.pid, signal.SIGKILL)
+            at_kill = await watcher.conn.fetch(
+                "SELECT status, count(*) AS n FROM assignments WHERE job_id = $1 GROUP BY status ORDER BY status",
+                job["id"])
+            try:
+                await watcher.wait_job(job["id"], ("completed",), timeout=60, interval=0.01)
+            except TimeoutError:
+                print(f"dropped {len(seen.dropped)}, greeted again {len(seen.greeted)}, attempts "
+                      f"{sum(seen.attempts.values())}")
+                raise
+            t_done = time.perf_counter()
+            audits.append(await job_audit(watcher, job["id"]))
+            await watcher.wait_idle(size.phones, timeout=120)
+            after = await agents_per_node(http, [s for s in servers if s is not victim])
+            nxt = await op.create_job("after the kill, on the two survivors")
+            assert nxt["target_count"] == size.phones, nxt
+            await watcher.wait_job(nxt["id"], ("completed",), timeout=120, interval=0.01)
+            audits.append(await job_audit(watcher, nxt["id"]))
+        finally:
+            seen.watching = False
+            await watcher.close()
+            for t in seen.tasks:
+                t.cancel()
+            await fleet.stop()
+    back = Summary.of([seen.greeted[i] - t_kill for i in seen.greeted]) if seen.greeted else None
+    print(f"SIGKILL node2 (held {spread[1]} agents) at the job's first completion; assignments then: "
+          + ", ".join(f"{r['status']} {r['n']}" for r in at_kill))
+    print(f"job completed {t_done - t_kill:.2f} s after the kill")
+    print(f"agents that saw their socket drop: {len(seen.dropped)}; hello answered again: {len(seen.greeted)}")
+    if back is not None:
+        print(f"kill -> hello answered again       {back.ms()}")
+    print(f"agents per surviving node after: {after}")
+    for text, _ in audits:
+        print(text)
+    print("verdict: " + ("NOTHING LOST, nothing duplicated" if all(ok for _, ok in audits)
+                         else "MISMATCH (see above)"))
+    sys.stdout.flush()
+
+
 # ---------------------------------------------------------------------- main
 
 
@@ -403,6 +475,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 figures.append(await measure_nodes(root, nodes, size, args.warmup))
         if not args.no_kill:
             await kill_test(root, size)
+            await kill_mid_throughput(root, size)
     if figures:
         print(f"\n== summary: {size.phones} phones over {size.agents} agents, through haproxy")
         print("    nodes  agents per node      fan-out p50   fan-out p99   throughput")
