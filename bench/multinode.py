@@ -112,7 +112,11 @@ backend nodes
     balance leastconn
     option httpchk GET {HEALTH_ROUTE}
     http-check expect status 200
-    default-server inter 500ms fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down
+    # A dead node is seen by the first refused connection (observe layer4); a busy one is not marked down:
+    # /healthz pings the database through the node's pool, which a 10,000-phone claim keeps busy for
+    # seconds on this machine (500 ms checks flapped the only node DOWN and the balancer answered 503).
+    timeout check 5s
+    default-server inter 1s fall 3 rise 2 observe layer4 error-limit 1 on-error mark-down
 {servers}
 """
 
