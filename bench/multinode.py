@@ -467,7 +467,7 @@ async def kill_mid_throughput(root: str, size: Size) -> None:
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    size = Size(50, 20, 5, 3) if args.quick else Size(500, 20, args.runs, args.jobs)
+    size = Size(50, 20, 5, 3) if args.quick else Size(args.agents, args.phones_each, args.runs, args.jobs)
     with postgres_root() as root:
         async with scratch_database(root) as dsn:
             print(f"database: {await database_facts(dsn)}")
@@ -495,6 +495,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 phones over 50 agents, fewer runs")
     parser.add_argument("--nodes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 3],
                         metavar="1,2,3")
+    parser.add_argument("--agents", type=int, default=500, help="simulated agents (full size)")
+    parser.add_argument("--phones-each", type=int, default=20, help="phones per agent (full size)")
     parser.add_argument("--runs", type=int, default=8, help="fan-out runs per node count (full size)")
     parser.add_argument("--jobs", type=int, default=5, help="throughput jobs per node count (full size)")
     parser.add_argument("--warmup", type=int, default=2)
