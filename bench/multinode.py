@@ -208,17 +208,28 @@ class NodeFigures:
 
 async def fanout_runs(fleet: Fleet, op: Operator, watcher: Watcher, runs: int, warmup: int) -> Summary:
     arrive: list[float] = []
+    respond: list[float] = []
     for i in range(warmup + runs):
         fleet.forget()
         t0 = time.perf_counter()
         job = await op.create_job(f"fanout {i}")
+        t_resp = time.perf_counter()
         assert job["target_count"] == fleet.phones, job
         t_last = await fleet.wait_assigned(job["id"], timeout=120)
         if i >= warmup:
             arrive.append(t_last - t0)
+            respond.append(t_resp - t0)
+        late = sorted(t - t0 for a in fleet.agents for n, d, t in a.received
+                      if n == ev.JOB_ASSIGN and t - t0 > 5 and any(o["job_id"] == job["id"] for o in d["assignments"]))
+        if late:  # which deliveries made a slow run: a few stragglers, or everyone
+            print(f"run {i}: {len(late)} job:assign arrived more than 5 s after the POST (at "
+                  f"{', '.join(f'{x:.1f}' for x in late[:10])}{' ...' if len(late) > 10 else ''} s); "
+                  f"POST answered after {t_resp - t0:.1f} s")
         await fleet.finish_all(job["id"])
         await watcher.wait_job(job["id"], ("completed",), timeout=120, interval=0.01)
         await watcher.wait_idle(fleet.phones, timeout=60)
+    print("fan-out runs, POST -> 201 / -> last job:assign (ms): "
+          + ", ".join(f"{r * 1e3:.0f}/{a * 1e3:.0f}" for r, a in zip(respond, arrive, strict=True)))
     return Summary.of(arrive)
 
 
