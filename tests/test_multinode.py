@@ -3,13 +3,17 @@ on one node reaches agents connected to the other."""
 
 import asyncio
 import contextlib
+import os
+import signal
 
 import aiohttp
 import asyncpg
+import psutil
 
 from phonefleet.server import tokens
 from phonefleet.sim.agent import SimAgent
 from tests.conftest import ADMIN, eventually, open_url_job
+from tests.server_processes import NodeFactory
 
 
 async def test_two_server_processes_never_exceed_a_target(two_nodes: list[str], dsn: str) -> None:
@@ -49,6 +53,64 @@ async def test_two_server_processes_never_exceed_a_target(two_nodes: list[str], 
             assert r["runs"] == r["phones"] == r["assigned_count"] == r["completed_count"] == 15, dict(r)
         per_node = await conn.fetch("SELECT agent_id, count(*) FROM assignments GROUP BY agent_id")
         assert len(per_node) == 4, "agents on both nodes took work"
+    finally:
+        for agent in agents:
+            with contextlib.suppress(Exception):
+                await agent.disconnect()
+        await conn.close()
+
+
+def _listener_pid(url: str) -> int:
+    """The process listening on ``url``'s port (a node started by the ``server_nodes`` fixture)."""
+    port = int(url.rsplit(":", 1)[1])
+    pids = {c.pid for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid}
+    assert len(pids) == 1, pids
+    return pids.pop()
+
+
+async def test_an_agent_whose_node_is_killed_finishes_its_running_work_on_another(
+        server_nodes: NodeFactory, dsn: str) -> None:
+    """SIGKILL the node holding an agent mid-job: reconnected to the other node, its hello hands back the same
+    running assignments, and every phone's run is counted once."""
+    first, second = await server_nodes(2)
+    conn = await asyncpg.connect(dsn)
+    agents: list[SimAgent] = []
+    try:
+        for i, url in enumerate((first, second)):
+            _, token = await tokens.add_agent(conn, f"pc{i}")
+            agents.append(SimAgent(url, token, [f"pc{i}-{n}" for n in range(5)]))
+            await agents[-1].connect()
+        orphan = agents[0]
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as session, \
+                session.post(second + "/api/jobs", json=open_url_job()) as r:
+            assert r.status == 201, await r.text()
+            job_id: int = (await r.json())["id"]
+        for agent in agents:  # the orphan's orders come from the other node (through the bus)
+            await agent.wait_for(lambda agent=agent: len(agent.orders) == 5, timeout=20)  # type: ignore[misc]
+            assert (await agent.start(sorted(agent.orders)))["ok"]
+        running = sorted(orphan.orders)
+
+        async def dropped() -> bool:
+            return not orphan.sio.connected
+
+        os.kill(_listener_pid(first), signal.SIGKILL)
+        await eventually(dropped, timeout=20)
+        orphan.base_url = second
+        ack = await orphan.reconnect()
+        assert ack is not None and sorted(o["assignment_id"] for o in ack["data"]["assignments"]) == running
+
+        for agent in agents:
+            assert (await agent.finish(sorted(agent.orders)))["ok"]
+
+        async def completed() -> bool:
+            return bool(await conn.fetchval("SELECT status = 'completed' FROM jobs WHERE id = $1", job_id))
+
+        await eventually(completed, timeout=20, interval=0.1)
+        row = await conn.fetchrow("""SELECT count(*) AS runs, count(DISTINCT device_id) AS phones,
+                                            count(*) FILTER (WHERE status = 'completed') AS done
+                                     FROM assignments WHERE job_id = $1""", job_id)
+        assert row is not None and dict(row) == {"runs": 10, "phones": 10, "done": 10}
     finally:
         for agent in agents:
             with contextlib.suppress(Exception):

@@ -120,6 +120,19 @@ class SimAgent:
                 if ack.get("data", {}).get("hello_required"):
                     await self.hello()
 
+    async def reconnect(self) -> dict[str, Any] | None:
+        """A new session after the socket dropped, as a real agent starts one: the calls in flight on the dead
+        socket are abandoned (the hello lists every open order again, and ``auto_finish`` finishes them)."""
+        for task in (self._flush_task, self._heartbeat_task):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, socketio.exceptions.SocketIOError,
+                                         asyncio.TimeoutError):
+                    await task
+        with contextlib.suppress(socketio.exceptions.SocketIOError):
+            await self.sio.disconnect()
+        return await self.connect()
+
     async def disconnect(self) -> None:
         for task in (self._flush_task, self._heartbeat_task):
             if task is not None:
