@@ -3,7 +3,7 @@ then one node killed mid-run.
 
 Each node is the server in its own child process (as ``bench.harness`` runs one); HAProxy (Debian's
 package, run here as a child process with a generated config) balances them: HTTP mode, websocket
-upgrade, ``balance leastconn``, ``option httpchk GET /healthz``, ``option redispatch``. The simulated
+upgrade, ``balance leastconn``, ``option httpchk GET /livez``, ``option redispatch``. The simulated
 agents connect only through HAProxy with the websocket transport alone, so no sticky sessions are
 needed: a socket lives on the node that accepted its upgrade. The driver's REST calls go through HAProxy
 too, so a job is created on whichever node the balancer picks, and the other nodes hear of it over
@@ -54,7 +54,7 @@ from phonefleet.sim.agent import SimAgent
 
 MODULE = "bench.multinode"
 INSTALL = "HAProxy is needed: install Debian's package with `apt-get install -y haproxy` (as root)"
-HEALTH_ROUTE = "/healthz"
+HEALTH_ROUTE = "/livez"
 
 
 @dataclass
@@ -113,8 +113,9 @@ backend nodes
     option httpchk GET {HEALTH_ROUTE}
     http-check expect status 200
     # A dead node is seen by the first refused connection (observe layer4); a busy one is not marked down:
-    # /healthz pings the database through the node's pool, which a 10,000-phone claim keeps busy for
-    # seconds on this machine (500 ms checks flapped the only node DOWN and the balancer answered 503).
+    # /livez asks nothing of the database (/healthz waits for a pooled connection, which a 10,000-phone claim
+    # keeps busy for seconds on this machine: 500 ms checks of it flapped the only node DOWN, and the balancer
+    # answered 503), and a loop busy for a moment still answers within the check's timeout.
     timeout check 5s
     default-server inter 1s fall 3 rise 2 observe layer4 error-limit 1 on-error mark-down
 {servers}

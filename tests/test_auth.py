@@ -112,7 +112,7 @@ async def test_unknown_token_is_unauthorized_on_every_route(server: RunningServe
 
 
 async def test_public_routes_need_no_token(server: RunningServer) -> None:
-    for path in ("/healthz", "/metrics", "/api/openapi.json"):
+    for path in ("/healthz", "/livez", "/metrics", "/api/openapi.json"):
         status, _body = await server.request("GET", path, token=None)
         assert status == 200, path
 

@@ -28,6 +28,18 @@ async def test_openapi_describes_every_route_and_body(server: RunningServer) -> 
     assert set(create["responses"]) >= {"201", "401", "403", "422"}
 
 
+async def test_livez_answers_while_every_pooled_connection_is_taken(server: RunningServer) -> None:
+    """A load balancer's check on a node busy with a large fan-out: the process answers, the pool is not asked."""
+    pool = server.services.pool
+    held = [await pool.acquire() for _ in range(pool.get_max_size())]
+    try:
+        status, body = await server.request("GET", "/livez", token=None)
+        assert status == 200 and body["status"] == "ok" and body["version"], body
+    finally:
+        for conn in held:
+            await pool.release(conn)
+
+
 async def test_health_and_metrics_are_public(server: RunningServer) -> None:
     status, body = await server.request("GET", "/healthz", token=None)
     assert status == 200 and body["database"] == "ok"

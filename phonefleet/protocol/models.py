@@ -437,6 +437,13 @@ class Health(BaseModel):
     version: str
 
 
+class Liveness(BaseModel):
+    """The process answers (``/livez``): nothing is asked of the database or its pool."""
+
+    status: Literal["ok"]
+    version: str
+
+
 class ErrorDetail(BaseModel):
     field: str | None = None
     message: str

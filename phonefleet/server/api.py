@@ -47,6 +47,7 @@ from phonefleet.protocol.models import (
     JobCreate,
     JobList,
     JobPatch,
+    Liveness,
     RequeueBody,
     RequeueResult,
     Schedule,
@@ -236,6 +237,9 @@ class Api:
         return principal
 
     # ------------------------------------------------------------------ handlers
+
+    async def live(self, _request: web.Request) -> web.Response:
+        return model_response(Liveness(status="ok", version=__version__))
 
     async def health(self, _request: web.Request) -> web.Response:
         await self.s.queries.ping()
@@ -494,8 +498,11 @@ class Api:
 
 
 ROUTES: list[Route] = [
-    Route("GET", "/healthz", Api.health, "Liveness and database reachability", "public", response=Health,
-          tags=("ops",)),
+    Route("GET", "/healthz", Api.health, "Liveness and database reachability (a pooled connection answers)",
+          "public", response=Health, tags=("ops",)),
+    Route("GET", "/livez", Api.live, "The process answers, whatever its database or pool is doing (for a load "
+          "balancer's check: a node busy with a large fan-out is not down)", "public", response=Liveness,
+          tags=("ops",), database=False),
     Route("GET", "/metrics", Api.metrics_text, "Prometheus metrics; through a database outage too, with "
           "phonefleet_database_up 0 and without the gauges counted in the database", "public", tags=("ops",),
           database=False, produces=("text/plain",)),

@@ -230,6 +230,7 @@ export interface Contract {
   KeyeventStep: KeyeventStep;
   LastFailure: LastFailure;
   LaunchAppStep: LaunchAppStep;
+  Liveness: Liveness;
   LogLevel: LogLevel;
   LogcatAnswer: LogcatAnswer;
   LogcatLine: LogcatLine;
@@ -2152,6 +2153,16 @@ export interface JobTemplate {
    */
   timeout_sec?: number;
   title: string;
+}
+/**
+ * The process answers (``/livez``): nothing is asked of the database or its pool.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "Liveness".
+ */
+export interface Liveness {
+  status: "ok";
+  version: string;
 }
 /**
  * ``GET /api/assignments/{id}/logcat``: the matching lines (at most ``limit``, the last ones when more
