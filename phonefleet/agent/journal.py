@@ -58,8 +58,8 @@ class RunJournal:
         synced to disk), so a crash from then on is known."""
         row = (order.assignment_id, order.job_id, order.attempt, str(order.on_interrupt), step_index, step_type,
                started_at.isoformat(), time.time())
-        if step_index > 0:  # the entry is on disk already: moving it on is one small write, done here (no disk
-            self._write([row])  # sync, as before; a hop through the writer thread per step cost more than it)
+        if step_index > 0:  # the entry is on disk since step 0: moving it on is one small unsynced write,
+            self._write([row])  # cheaper here than a hop through the writer thread on every step
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((row, done))
