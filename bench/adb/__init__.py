@@ -8,11 +8,12 @@ Per size (100 and 500 virtual phones), in one run:
 2. **Fan-out.** ``POST /api/jobs`` of one ``open_url`` (``duration_sec`` 0) until every phone's action log holds
    its VIEW intent (the record's own ``time.time()`` stamp minus the instant before the POST); a few runs, each
    after the previous job is ``completed`` and every phone is idle again.
-3. **Floor**, same phones and adb server: bare adbutils ``shell2`` loops (what ``AdbPhone.shell`` calls), one
-   command in flight per phone like the agent, from a thread pool of the agent's size (asyncio's default
-   executor, ``min(32, cpu + 4)``) and from a larger one; a lean client (one ``shell,v2`` connection per command,
-   no version check, no sleep) from the agent's pool size and on the event loop without threads; the same VIEW
-   intent to every phone at once; and the latency of one call from one thread, to show adbutils' per-call cost.
+3. **Floor**, same phones and adb server, in the same run: a bare asyncio client of the adb server's
+   smart-socket protocol (``host:transport:SERIAL``, then ``shell:CMD`` read to the end or ``shell,v2:CMD`` read to
+   its exit packet; one connection per command, nothing else), one command in flight per phone like the agent and
+   at most 50 or 200 in flight in all, at least 3,000 commands per loop; the agent is printed as a ratio to the best
+   of these. Beside it: bare adbutils ``shell2`` from 6 threads (what the agent ran before issue 14); the VIEW intent
+   to every phone at once from the bare client (50 and 200 in flight) and from adbutils; the latency of one call.
 
 Processes: the phonefleet server in a spawned child (as every benchmark); the adb server (the adbutils wheel's
 binary, ``LocalAdbServer`` on a free port, never 5037) in its own process; the agent, its virtual phones and the
@@ -23,5 +24,6 @@ its threads spend their time; ``--what-if`` tries agent-side changes from the ou
 
 The parts: ``workload`` (what is sent, per size), ``agent_run`` (the real agent's jobs), ``floor`` (bare loops),
 ``lean`` (a lean adb client), ``phones`` (the virtual phones, here or apart), ``cpu`` and ``spy`` (where the time
-goes), ``whatif`` (agent-side changes tried from the outside), ``report`` (the printed figures), ``__main__``.
+goes), ``whatif`` (agent-side changes tried from the outside), ``report`` (the printed figures), ``__main__``;
+``startup`` (``python -m bench.adb.startup``: where the agent's start-up goes, without a server).
 """

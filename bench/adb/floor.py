@@ -1,6 +1,8 @@
 """The floor: bare loops against the same phones and adb server, from this process, one command in flight per
-phone like the agent (adbutils from a thread pool of the agent's size and a larger one, the lean client
-from threads and on the event loop), the VIEW intent to every phone at once, and one call's latency."""
+phone like the agent. The floor proper is a bare asyncio client of the adb server's smart-socket protocol
+(``host:transport:SERIAL`` then ``shell:`` or ``shell,v2:``) with at most 50 and 200 commands in flight; beside it
+adbutils from a pool of the old agent's size (what the agent ran before issue 14), the VIEW intent to every
+phone at once, and one call's latency."""
 
 import asyncio
 import time
@@ -10,10 +12,10 @@ from dataclasses import dataclass
 
 import adbutils
 
-from bench.adb.lean import async_lean_shell, lean_shell
+from bench.adb.lean import bare_shell, lean_shell
 from bench.adb.phones import Phones
 from bench.adb.whatif import patched
-from bench.adb.workload import AGENT_POOL, BIG_POOL, TAP, VIEW, VIEW_COMMAND, Size
+from bench.adb.workload import AGENT_POOL, TAP, VIEW, VIEW_COMMAND, Size
 from bench.harness import LOOPBACK, Summary
 
 Call = Callable[[str, str], tuple[int, str]]
@@ -52,20 +54,45 @@ async def command_loop(call: Call, serials: Sequence[str], per_phone: int, pool:
         return time.perf_counter() - t0
 
 
-async def async_loop(port: int, serials: Sequence[str], per_phone: int, in_flight: int) -> float:
-    """``command_loop`` without threads: the lean client on the event loop, at most ``in_flight`` at once."""
+BARE_IN_FLIGHT = (50, 200)
+BARE_COMMANDS = 3000
+"""The bare loops run at least this many commands (a loop of a second or more at the floor's rate)."""
+
+
+def bare_label(in_flight: int, v2: bool) -> str:
+    return f"bare asyncio {'shell,v2' if v2 else 'shell'}, {in_flight} in flight"
+
+
+async def bare_loop(port: int, serials: Sequence[str], per_phone: int, in_flight: int, v2: bool) -> float:
+    """``command_loop`` without threads: the bare client on the event loop, at most ``in_flight`` at once."""
     gate = asyncio.Semaphore(in_flight)
 
     async def one(serial: str) -> None:
         for _ in range(per_phone):
             async with gate:
-                code, out = await async_lean_shell(port, serial, TAP)
-            if code != 0:
-                raise RuntimeError(f"{serial}: {TAP} exited {code}: {out}")
+                code, out = await bare_shell(port, serial, TAP, v2=v2)
+            if code not in (0, None):
+                raise RuntimeError(f"{serial}: {TAP} exited {code}: {out!r}")
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(s) for s in serials))
     return time.perf_counter() - t0
+
+
+async def bare_view_all(port: int, phones: Phones, in_flight: int) -> float:
+    """The VIEW intent to every phone at once from the bare client, at most ``in_flight`` at once; seconds until
+    the last phone logged it."""
+    gate = asyncio.Semaphore(in_flight)
+
+    async def one(serial: str) -> None:
+        async with gate:
+            await bare_shell(port, serial, VIEW_COMMAND, v2=False)
+
+    marks = await phones.marks()
+    t0 = time.time()
+    await asyncio.gather(*(one(s) for s in phones.serials))
+    stamps = await phones.wait_all(marks, VIEW, 30)
+    return max(stamps) - t0
 
 
 async def view_all(call: Call, phones: Phones, pool: int) -> float:
@@ -98,6 +125,17 @@ class Floor:
     rates: dict[str, float]  # label -> commands/s
     views: dict[str, Summary]  # label -> seconds until every phone logged its VIEW
     latency: dict[str, Summary]  # label -> seconds per call, one thread
+    bare_per_phone: int = 0
+
+    @property
+    def best_rate(self) -> tuple[str, float]:
+        """The bare client's best rate: the floor the agent is a ratio of."""
+        return max(((k, v) for k, v in self.rates.items() if k.startswith("bare")), key=lambda kv: kv[1])
+
+    @property
+    def best_view(self) -> tuple[str, Summary]:
+        """The bare client's fastest VIEW to every phone (by p50)."""
+        return min(((k, v) for k, v in self.views.items() if k.startswith("bare")), key=lambda kv: kv[1].p50)
 
 
 async def measure_floor(port: int, phones: Phones, size: Size) -> Floor:
@@ -105,28 +143,29 @@ async def measure_floor(port: int, phones: Phones, size: Size) -> Floor:
     plain = adbutils_call(port, serials)
     lean = lean_call(port)
     rates: dict[str, float] = {}
-    for label, call, pool in ((f"adbutils shell2, {AGENT_POOL} threads (the agent's pool)", plain, AGENT_POOL),
-                              (f"adbutils shell2, {BIG_POOL} threads", plain, BIG_POOL),
-                              (f"lean shell,v2 client, {AGENT_POOL} threads", lean, AGENT_POOL)):
-        marks = await phones.marks()
-        seconds = await command_loop(call, serials, size.floor_per_phone, pool)
-        done = sum(n for n, _, _ in await phones.scan(marks, TAP))
-        assert done == len(serials) * size.floor_per_phone, (label, done)
-        rates[label] = done / seconds
+    bare_per_phone = max(size.floor_per_phone, -(-BARE_COMMANDS // len(serials)))
+    for in_flight in BARE_IN_FLIGHT:
+        for v2 in (False, True):
+            marks = await phones.marks()
+            seconds = await bare_loop(port, serials, bare_per_phone, in_flight, v2)
+            done = sum(n for n, _, _ in await phones.scan(marks, TAP))
+            assert done == len(serials) * bare_per_phone, (in_flight, v2, done)
+            rates[bare_label(in_flight, v2)] = done / seconds
+    label = f"adbutils shell2, {AGENT_POOL} threads (the agent before issue 14)"
     marks = await phones.marks()
-    seconds = await async_loop(port, serials, size.floor_per_phone, BIG_POOL)
+    seconds = await command_loop(plain, serials, size.floor_per_phone, AGENT_POOL)
     done = sum(n for n, _, _ in await phones.scan(marks, TAP))
-    assert done == len(serials) * size.floor_per_phone, ("asyncio", done)
-    rates[f"lean shell,v2 on the event loop, {BIG_POOL} in flight"] = done / seconds
+    assert done == len(serials) * size.floor_per_phone, (label, done)
+    rates[label] = done / seconds
     views: dict[str, Summary] = {}
-    for label, call, pool in ((f"adbutils, {AGENT_POOL} threads", plain, AGENT_POOL),
-                              (f"adbutils, {BIG_POOL} threads", plain, BIG_POOL)):
-        views[label] = Summary.of([await view_all(call, phones, pool) for _ in range(size.fanouts)])
+    for in_flight in BARE_IN_FLIGHT:
+        views[f"bare asyncio shell, {in_flight} in flight"] = Summary.of(
+            [await bare_view_all(port, phones, in_flight) for _ in range(size.fanouts)])
+    views[f"adbutils, {AGENT_POOL} threads"] = Summary.of(
+        [await view_all(plain, phones, AGENT_POOL) for _ in range(size.fanouts)])
     latency: dict[str, Summary] = {}
     latency["adbutils shell2 (2 connections, 2 x 10 ms sleep)"] = await one_call_latency(plain, serials[0])
     with patched(frozenset({"no-close-sleep"}), port):
         latency["adbutils shell2 without the close sleep"] = await one_call_latency(plain, serials[0])
-        with patched(frozenset({"no-close-sleep", "cache-version"}), port):
-            latency["  ... and the version asked once"] = await one_call_latency(plain, serials[0])
-    latency["lean shell,v2 (1 connection)"] = await one_call_latency(lean, serials[0])
-    return Floor(rates, views, latency)
+    latency["lean shell,v2 (1 connection), from a thread"] = await one_call_latency(lean, serials[0])
+    return Floor(rates, views, latency, bare_per_phone)

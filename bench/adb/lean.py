@@ -72,3 +72,24 @@ async def async_lean_shell(port: int, serial: str, cmd: str) -> tuple[int, str]:
                 out += data
     finally:
         writer.close()
+
+
+async def bare_shell(port: int, serial: str, cmd: str, *, v2: bool) -> tuple[int | None, bytes]:
+    """The floor: the adb server's smart-socket protocol and nothing else, on the event loop. ``host:transport:S``
+    then ``shell:CMD`` read to the end (no exit code: None), or ``shell,v2:CMD`` read to its exit packet."""
+    reader, writer = await asyncio.open_connection(LOOPBACK, port)
+    try:
+        await _arequest(reader, writer, f"host:transport:{serial}")
+        await _arequest(reader, writer, f"shell,v2:{cmd}" if v2 else f"shell:{cmd}")
+        if not v2:
+            return None, await reader.read(-1)
+        out = bytearray()
+        while True:
+            kind, length = struct.unpack("<BI", await reader.readexactly(5))
+            data = await reader.readexactly(length)
+            if kind == 3:
+                return data[0], bytes(out)
+            if kind in (1, 2):
+                out += data
+    finally:
+        writer.close()

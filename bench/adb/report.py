@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from bench.adb.agent_run import AgentRun
 from bench.adb.floor import Floor
-from bench.adb.workload import AGENT_POOL, BIG_POOL, Size
+from bench.adb.workload import AGENT_POOL, Size
 from bench.harness import Summary
 
 
@@ -47,9 +47,8 @@ def print_setup(run: SizeRun) -> None:
     print(f"\n-- {size.phones} virtual phones via the adb server on 127.0.0.1:{run.adb_port} (pid {run.adb_pid}); "
           f"phones in {where}")
     print(f"agent probe_sec {run.probe_sec:g}; virtual phones started and adb-connected in {run.fleet_sec:.2f} s; "
-          f"agent.start() {got.startup:.1f} s "
-          f"(adb list + a 3-command probe per phone, one phone at a time); all {size.phones} idle in the DB "
-          f"after {got.ready:.1f} s")
+          f"agent.start() {got.startup:.2f} s (adb list + a probe of every phone); all {size.phones} idle in "
+          f"the DB {got.ready:.2f} s after the start")
 
 
 def print_agent(run: SizeRun) -> None:
@@ -78,7 +77,7 @@ def print_agent(run: SizeRun) -> None:
 def print_floor(run: SizeRun) -> None:
     floor = run.floor
     print("floor (same phones, same adb server, bare loops from this process; one command in flight per phone; "
-          f"{run.size.floor_per_phone} taps per phone):")
+          f"{floor.bare_per_phone} taps per phone on the bare client, {run.size.floor_per_phone} on adbutils):")
     for label, value in floor.rates.items():
         print(rate_line(f"  {label}", value))
     for label, summary in floor.views.items():
@@ -89,18 +88,14 @@ def print_floor(run: SizeRun) -> None:
 
 
 def print_ratios(run: SizeRun) -> None:
-    rates, views, rate, fan = run.floor.rates, run.floor.views, run.rate, run.fanout
-    base = rates[f"adbutils shell2, {AGENT_POOL} threads (the agent's pool)"]
-    big = rates[f"adbutils shell2, {BIG_POOL} threads"]
-    lean = rates[f"lean shell,v2 client, {AGENT_POOL} threads"]
-    aio = rates[f"lean shell,v2 on the event loop, {BIG_POOL} in flight"]
-    view = views[f"adbutils, {AGENT_POOL} threads"]
-    print(f"ratio to floor, throughput (agent / floor): {rate / base:.2f} of adbutils at {AGENT_POOL} threads, "
-          f"{rate / big:.2f} of adbutils at {BIG_POOL} threads, {rate / lean:.2f} of the lean client at {AGENT_POOL} "
-          f"threads, {rate / aio:.2f} of the lean client on the event loop")
-    big_view = views[f"adbutils, {BIG_POOL} threads"]
-    print(f"ratio to floor, fan-out (agent / floor): p50 {fan.p50 / view.p50:.2f}, max {fan.max / view.max:.2f} of the "
-          f"bare VIEW loop at {AGENT_POOL} threads; p50 {fan.p50 / big_view.p50:.2f} of it at {BIG_POOL} threads")
+    rate, fan = run.rate, run.fanout
+    label, best = run.floor.best_rate
+    old = run.floor.rates[f"adbutils shell2, {AGENT_POOL} threads (the agent before issue 14)"]
+    print(f"ratio to floor, throughput: agent {rate:,.0f} /s = {rate / best:.2f} of the floor ({label}, "
+          f"{best:,.0f} /s); {rate / old:.2f}x adbutils at {AGENT_POOL} threads")
+    view_label, view = run.floor.best_view
+    print(f"ratio to floor, fan-out: agent p50 {fan.p50 * 1e3:,.0f} ms = {fan.p50 / view.p50:.2f}x the floor's "
+          f"({view_label}, p50 {view.p50 * 1e3:,.0f} ms); max {fan.max / view.max:.2f}x its max")
 
 
 def print_size(run: SizeRun) -> None:

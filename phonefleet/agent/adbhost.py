@@ -1,15 +1,25 @@
-"""The adb server's smart-socket protocol on the event loop: the health probe's, the recovery ladder's and the
-self-test's transport.
+"""The adb server's smart-socket protocol on the event loop: the transport of plan steps' commands, the health
+probe, the recovery ladder and the self-test.
 
-adbutils blocks a worker thread per call; a probe of every phone at once would hold one thread each (and a
-hung phone holds its thread until the socket times out). Here a request is a coroutine on one TCP connection
-to the adb server (``host:transport:SERIAL`` then the service, read to the end), so hundreds run
-concurrently without threads and a timeout cancels one cleanly.
+adbutils blocks a worker thread per call (and asks ``host:version`` and sleeps 2 x 10 ms on close in each);
+a probe of every phone at once would hold one thread each, and a hung phone holds its thread until the socket
+times out. Here a request is a coroutine on one TCP connection to the adb server (``host:transport:SERIAL``
+then the service, read to the end), so hundreds run concurrently without threads and a timeout cancels one
+cleanly. Short requests share ``max_connections`` connections at most: the adb server ``select()``s, and with
+500 phones on TCP it already holds 500 descriptors of its own.
 """
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+import struct
+from collections.abc import AsyncGenerator, AsyncIterator
+
+MAX_CONNECTIONS = 128
+"""Short requests (a command, a query) open at most this many connections to the adb server at once."""
+SHELL_V2 = "shell_v2"
+"""The feature of an adbd that speaks the shell protocol (Android 7 and later): exit codes in a packet."""
+_STDOUT, _STDERR, _EXIT = 1, 2, 3  # shell protocol packet ids
+_HEADER = struct.Struct("<BI")
 
 
 class AdbHostError(Exception):
@@ -17,9 +27,48 @@ class AdbHostError(Exception):
 
 
 class AdbHost:
-    def __init__(self, host: str = "127.0.0.1", port: int = 5037) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 5037, *, max_connections: int = MAX_CONNECTIONS) -> None:
         self.host = host
         self.port = port
+        self._gate = asyncio.Semaphore(max_connections)
+        self._features: dict[str, frozenset[str]] = {}
+
+    async def features(self, serial: str) -> frozenset[str]:
+        """What the phone's adbd said it speaks (``shell_v2``, ``stat_v2``, ...), asked once per phone."""
+        known = self._features.get(serial)
+        if known is None:
+            answer = await self.query(f"host-serial:{serial}:features")
+            known = self._features[serial] = frozenset(f for f in answer.split(",") if f)
+        return known
+
+    def forget(self, serial: str) -> None:
+        """The phone changed state (a reboot, a new phone under the serial): ask its features again."""
+        self._features.pop(serial, None)
+
+    async def run(self, serial: str, command: str, *, limit: int = 1024 * 1024) -> tuple[int, bytes]:
+        """Run a command through the shell protocol (``shell,v2:``): its exit code and its output (stdout and
+        stderr as they came), at most ``limit`` bytes. The phone must speak ``shell_v2`` (``features``); the
+        caller bounds the time (``asyncio.timeout``): cancelling closes the connection and the phone ends it."""
+        async with self._connection(serial, f"shell,v2:{command}") as reader:
+            buffer = bytearray()
+            output = bytearray()
+            while chunk := await reader.read(65536):
+                buffer += chunk
+                start = 0
+                while len(buffer) - start >= 5:
+                    kind, length = _HEADER.unpack_from(buffer, start)
+                    end = start + 5 + length
+                    if len(buffer) < end:
+                        break
+                    if kind == _EXIT:
+                        return (buffer[start + 5] if length else -1), bytes(output)
+                    if kind in (_STDOUT, _STDERR):
+                        output += buffer[start + 5:end]
+                        if len(output) > limit:
+                            raise AdbHostError(f"more than {limit} bytes of output")
+                    start = end
+                del buffer[:start]
+            raise AdbHostError("the phone hung up before the command ended")
 
     async def shell(self, serial: str, command: str, *, limit: int = 1024 * 1024) -> bytes:
         """The command's output (stdout and stderr, as the legacy shell service mixes them), at most ``limit``
@@ -28,22 +77,19 @@ class AdbHost:
 
     async def service(self, serial: str, service: str, *, limit: int = 1024 * 1024) -> bytes:
         """Open ``service`` on the phone (``exec:...`` for binary output, ``reboot:``) and read it to the end."""
-        reader, writer = await self._open()
-        try:
-            await _request(reader, writer, f"host:transport:{serial}")
-            await _request(reader, writer, service)
+        async with self._connection(serial, service) as reader:
             output = bytearray()
             while chunk := await reader.read(65536):
                 output += chunk
                 if len(output) > limit:
                     raise AdbHostError(f"more than {limit} bytes of output")
             return bytes(output)
-        finally:
-            await _close(writer)
 
     async def stream(self, serial: str, service: str) -> AsyncGenerator[bytes]:
         """Open ``service`` on the phone and yield its output as it comes, until the phone ends it. Leaving the
-        loop early (a cancel, a break) closes the connection: adbd ends the command."""
+        loop early (a cancel, a break) closes the connection: adbd ends the command. Not counted against
+        ``max_connections``: a stream lasts as long as its command (a test run), and holding a share for it
+        would queue every other phone's commands behind it."""
         reader, writer = await self._open()
         try:
             await _request(reader, writer, f"host:transport:{serial}")
@@ -56,16 +102,16 @@ class AdbHost:
     async def start(self, serial: str, service: str) -> None:
         """Open ``service`` on the phone and let go once the phone took it (``reboot:``: adbd answers only by
         going down)."""
-        reader, writer = await self._open()
-        try:
-            await _request(reader, writer, f"host:transport:{serial}")
-            await _request(reader, writer, service)
-        finally:
-            await _close(writer)
+        async with self._connection(serial, service):
+            pass
 
     async def query(self, request: str) -> str:
         """A request to the adb server itself (``host:connect:ADDR``, ``host-serial:SERIAL:reconnect``): its
         length-prefixed answer."""
+        async with self._gate:
+            return await self._query(request)
+
+    async def _query(self, request: str) -> str:
         reader, writer = await self._open()
         try:
             await _request(reader, writer, request)
@@ -79,6 +125,18 @@ class AdbHost:
         finally:
             await _close(writer)
 
+    @contextlib.asynccontextmanager
+    async def _connection(self, serial: str, service: str) -> AsyncIterator[asyncio.StreamReader]:
+        """A connection to ``service`` on the phone, one of ``max_connections``; closed on the way out."""
+        async with self._gate:
+            reader, writer = await self._open()
+            try:
+                await _request(reader, writer, f"host:transport:{serial}")
+                await _request(reader, writer, service)
+                yield reader
+            finally:
+                await _close(writer)
+
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
             return await asyncio.open_connection(self.host, self.port)
@@ -87,9 +145,9 @@ class AdbHost:
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close without waiting for the transport to finish closing (one loop turn per command saved; nothing
+    is left to flush: every request was answered)."""
     writer.close()
-    with contextlib.suppress(ConnectionError, OSError):
-        await writer.wait_closed()
 
 
 async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: str) -> None:

@@ -272,6 +272,7 @@ class DeviceTracker:
             return None
         phone.status = status
         phone.epoch += 1
+        self.adb.forget(serial)
         phone.facts, phone.failure, phone.probe_sec = None, None, None
         self._touch(phone)
         return phone

@@ -1,7 +1,8 @@
-"""A phone as the plan runner sees it: adbutils' blocking calls, run off the event loop, and commands whose
-output is read as it comes (``shell_stream``) on the loop through the adb server's own protocol (``adbhost``).
+"""A phone as the plan runner sees it: commands on the event loop through the adb server's own protocol
+(``adbhost``): no thread and no sleep per command, and a timeout or a cancel closes the connection at once.
+Only a push goes through adbutils (its sync protocol), in a worker thread.
 
-(The health probe does not come through here: it speaks to the adb server on the loop, ``adbhost``.)
+(The health probe does not come through here: it speaks to ``adbhost`` itself.)
 """
 
 import asyncio
@@ -10,10 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from phonefleet.agent.adbhost import AdbHost, AdbHostError
+from phonefleet.agent.adbhost import SHELL_V2, AdbHost, AdbHostError
 
 EXIT_MARK = b"\x1ephonefleet-exit:"
 """Printed after a streamed command with its exit status (the legacy shell service carries none of its own)."""
+OUTPUT_LIMIT = 64 * 1024 * 1024
+"""A command printing more than this (a runaway logcat) fails rather than filling the agent's memory."""
 PUSH_REPORT_BYTES = 256 * 1024
 """A push says how far it is at most once per this many bytes."""
 
@@ -22,7 +25,7 @@ Progress = Callable[[int, int | None], None]
 
 
 class AdbPhone:
-    """Wraps ``adbutils.AdbDevice``; every call runs in a worker thread so one slow phone never stalls others."""
+    """One phone's commands through ``AdbHost``; ``device`` (an ``adbutils.AdbDevice``) serves pushes only."""
 
     def __init__(self, device: Any, host: AdbHost) -> None:
         self.device = device
@@ -30,8 +33,18 @@ class AdbPhone:
         self.host = host
 
     async def shell(self, command: str, timeout: float | None = None) -> tuple[int, str]:
-        result = await asyncio.to_thread(self.device.shell2, command, timeout=timeout)
-        return int(result.returncode), str(result.output)
+        """Run a command: its exit code and output (stdout and stderr). Through the shell protocol when the
+        phone speaks it (one connection, the exit code in a packet), else the legacy shell with the exit status
+        printed after the output. Not ending within ``timeout`` seconds is an ``AdbHostError`` (a bare
+        ``TimeoutError`` would read as the whole run's timeout)."""
+        try:
+            async with asyncio.timeout(timeout):
+                if SHELL_V2 in await self.host.features(self.serial):
+                    code, output = await self.host.run(self.serial, command, limit=OUTPUT_LIMIT)
+                    return code, output.decode("utf-8", "replace")
+        except TimeoutError:
+            raise AdbHostError(f"`{command[:200]}` did not end within {timeout:g} s") from None
+        return await self.shell_stream(command, lambda _line: None, timeout=timeout)
 
     async def shell_stream(self, command: str, on_line: Callable[[str], None],
                            timeout: float | None = None) -> tuple[int, str]:
@@ -60,8 +73,13 @@ class AdbPhone:
         return code, output[:mark].decode("utf-8", "replace")
 
     async def shell_bytes(self, command: str, timeout: float | None = None) -> bytes:
-        data = await asyncio.to_thread(self.device.shell, command, encoding=None, timeout=timeout)
-        return bytes(data)
+        """A command's stdout as bytes, untouched (``exec:``, as ``adb exec-out``: a screencap's PNG); no exit
+        code. Not ending within ``timeout`` seconds is an ``AdbHostError``."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.host.service(self.serial, f"exec:{command}", limit=OUTPUT_LIMIT)
+        except TimeoutError:
+            raise AdbHostError(f"`{command[:200]}` did not end within {timeout:g} s") from None
 
     async def push(self, local: Path, remote: str, progress: Progress | None = None) -> None:
         """Copy a file to the phone; ``progress`` hears the bytes sent so far (on the loop, never per chunk)."""
