@@ -2,16 +2,20 @@
 and sha256 match (exactly once), a run says when its files are still uploading, a phone lists its artifacts
 newest first, and retention deletes by age and by total size (oldest first), recording what it deleted."""
 
+import asyncio
 import hashlib
+import logging
 import os
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from phonefleet.protocol import artifacts as pa
 from phonefleet.server.duties.artifact_retention import ArtifactRetention
 from phonefleet.sim.agent import SimAgent
-from tests.conftest import ADMIN, RunningServer, open_url_job
+from tests.conftest import ADMIN, RunningServer, eventually, open_url_job
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8
 
@@ -214,3 +218,33 @@ async def test_retention_removes_what_uploads_cut_off_by_a_dead_server_left(serv
         os.utime(path, (two_hours_ago, two_hours_ago))
     assert await duty.sweep_partials() == 1
     assert sorted(p.name for p in folder_of_run.iterdir()) == sorted([whole.name, live.name]), "only the dead upload"
+
+
+async def test_an_upload_cut_by_its_client_keeps_nothing_and_logs_no_error(
+        server: RunningServer, caplog: pytest.LogCaptureFixture) -> None:
+    """An agent stopped mid-upload: the server drops the partial file, keeps serving, and says so quietly (an
+    info line, not aiohttp's error traceback)."""
+    agent, aid = await _run(server)
+    assert (await agent.finish([aid], artifacts=[info("cut.png", PNG)]))["ok"]
+    host, port = server.url.removeprefix("http://").split(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write((f"PUT /api/agent/artifacts/{aid}/cut.png HTTP/1.1\r\nHost: {host}\r\n"
+                  f"Authorization: Bearer {agent.token}\r\nContent-Length: {len(PNG)}\r\n"
+                  f"{pa.HEADER_SHA256}: {hashlib.sha256(PNG).hexdigest()}\r\n{pa.HEADER_BYTES}: {len(PNG)}\r\n\r\n"
+                  ).encode() + PNG[:100])
+    await writer.drain()
+
+    async def reading() -> bool:  # the server is reading the body: its .part file exists
+        return any(name.endswith(".part") for name in folder(server, aid))
+
+    assert await eventually(reading, timeout=10)
+    writer.transport.abort()  # a reset, as a killed agent's socket
+
+    async def dropped() -> bool:
+        return not folder(server, aid)
+
+    assert await eventually(dropped, timeout=10)
+    assert (await listing(server, aid))["cut.png"]["status"] == "uploading"  # still expected, never half-stored
+    status, _ = await upload(server, agent, aid, "cut.png", PNG)  # the agent's retry stores it
+    assert status == 201
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]

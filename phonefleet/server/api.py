@@ -651,8 +651,9 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     try:
         return await handler(request)
     except OUTAGE_ERRORS as exc:  # before ServiceError: DatabaseUnavailable is one
-        if request.transport is None or request.transport.is_closing():
-            raise  # the client hung up (a reset while reading its body): nothing to answer, no outage
+        if request.transport is None or request.transport.is_closing():  # the client hung up (a reset while
+            log.info("client hung up mid-request", extra={"path": request.path, "error": type(exc).__name__})
+            return _error("client_gone", "the client hung up", 400)  # reading its body): no outage, no one to tell
         outage.report(exc, request.path)
         response = json_response(outage.outage_body(exc), 503)
         response.headers["Retry-After"] = str(outage.RETRY_AFTER_SEC)
