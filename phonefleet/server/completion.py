@@ -6,7 +6,7 @@ finishing at once) are merged into one transaction by a ``Coalescer``.
 """
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,12 +119,7 @@ class Completion:
         changed, devices, completed, late = await in_transaction(self.pool, work)
         ids = {r.id for r in changed}
         if changed:
-            for row in changed:
-                status = "retrying" if row.retry_at is not None else row.status
-                self.metrics.assignments_finished.labels(status=status).inc()
-                if row.started_at is not None and row.status != "cancelled":
-                    seconds = (row.finished_at - row.started_at).total_seconds()
-                    self.metrics.run_seconds.labels(status=row.status).observe(max(0.0, seconds))
+            self._count(changed)
             self.realtime.jobs_changed(r.job_id for r in changed)
             self.realtime.devices_changed(d.id for d in devices)
             if completed:
@@ -149,3 +144,19 @@ class Completion:
             recorded.append(aid if aid in ids else None)
             ids.discard(aid)  # a duplicate in one batch is recorded once
         return recorded
+
+    def _count(self, ended: Sequence[Ended]) -> None:
+        """The metrics of a batch of ended runs: one ``labels()`` per status, not per run (10,000 runs end in
+        a batch at full speed, and each ``labels()`` takes a lock and validates its names)."""
+        finished: Counter[str] = Counter()
+        seconds: defaultdict[str, list[float]] = defaultdict(list)
+        for row in ended:
+            finished["retrying" if row.retry_at is not None else row.status] += 1
+            if row.started_at is not None and row.status != "cancelled":
+                seconds[row.status].append(max(0.0, (row.finished_at - row.started_at).total_seconds()))
+        for status, n in finished.items():
+            self.metrics.assignments_finished.labels(status=status).inc(n)
+        for status, values in seconds.items():
+            histogram = self.metrics.run_seconds.labels(status=status)
+            for value in values:
+                histogram.observe(value)

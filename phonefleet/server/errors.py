@@ -3,6 +3,7 @@
 import re
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from phonefleet.protocol.models import ErrorBody, ErrorDetail, ErrorInfo
@@ -46,6 +47,11 @@ def unstorable_text_path(data: Any) -> str | None:
     model fields (free-form dicts), but text and jsonb columns refuse them; they are bad input, not
     a database failure. Iterative, so a deeply nested body cannot exhaust the stack.
     """
+    try:  # the common case, decided in C: orjson writes a NUL as \u0000 and refuses a lone surrogate
+        if b"\\u0000" not in orjson.dumps(data):
+            return None
+    except (orjson.JSONEncodeError, TypeError):
+        pass  # a lone surrogate (or a value JSON has no word for): the walk finds where
     stack: list[tuple[str, Any]] = [("", data)]
     while stack:
         path, value = stack.pop()

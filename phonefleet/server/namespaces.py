@@ -88,6 +88,10 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.metrics = metrics
         self.screen = screen
         self._background: set[asyncio.Task[None]] = set()
+        # Known names only as labels (a client must not grow the metrics without bound), each bound once: a
+        # labels() call per message takes a lock and checks its names, on the path of every agent event.
+        self._counted = {name: metrics.socket_events.labels(namespace="agent", event=name)
+                         for name in [*ev.AGENT_EVENT_MODELS, "unknown"]}
 
     def _is_lifecycle(self, event: str, sid: Any) -> bool:
         """A real connect or disconnect, as opposed to a client *emitting* an event of that name.
@@ -113,11 +117,9 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return malformed_ack(self.namespace, sid, bad)
         if event == ev.AGENT_PING:  # a liveness probe: answered here, never reaching the database
             return {"ok": True}
-        # Known names only as labels: a client must not grow the metrics without bound.
         if event == sc.SCREEN_FRAME:  # [meta, bytes]: memory only, never the database
             return await self.screen.on_frame(principal, data, args[2] if len(args) > 2 else None)
-        label = event if event in ev.AGENT_EVENT_MODELS else "unknown"
-        self.metrics.socket_events.labels(namespace="agent", event=label).inc()
+        self._counted.get(event, self._counted["unknown"]).inc()
         ack = await self.handler(principal, event, data)
         if event == ev.AGENT_HELLO and ack.get("ok") and principal.agent_id is not None:
             task = asyncio.get_running_loop().create_task(self.screen.agent_greeted(principal.agent_id))
