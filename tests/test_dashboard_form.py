@@ -8,10 +8,10 @@ import json
 from typing import TYPE_CHECKING
 
 from tests.conftest import RunningServer, eventually
-from tests.dashboard_helpers import shot, sign_in
+from tests.dashboard_helpers import posts_to, shot, sign_in
 
 if TYPE_CHECKING:
-    from playwright.async_api import Page, Request
+    from playwright.async_api import Page
 
 URL_MESSAGE = "Enter a full URL starting with http:// or https://"
 
@@ -21,13 +21,7 @@ async def test_the_new_job_form_checks_before_sending_and_warns_of_too_few_phone
     from playwright.async_api import expect
 
     agent = await server.sim_agent("rack-f", 22)
-    sent: list[str] = []
-
-    def on_request(request: "Request") -> None:
-        if request.method == "POST" and request.url.endswith("/api/jobs"):
-            sent.append(request.post_data or "")
-
-    page.on("request", on_request)
+    sent = posts_to(page, "/api/jobs")
     await sign_in(page, server)
     await expect(page.get_by_test_id("connected-count")).to_have_text("22")
     # two phones that can never run the job: one offline, one quarantined

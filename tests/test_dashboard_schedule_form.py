@@ -8,10 +8,10 @@ import json
 from typing import TYPE_CHECKING
 
 from tests.conftest import RunningServer
-from tests.dashboard_helpers import shot, sign_in
+from tests.dashboard_helpers import posts_to, shot, sign_in
 
 if TYPE_CHECKING:
-    from playwright.async_api import Page, Request, ViewportSize
+    from playwright.async_api import Page, ViewportSize
 
 URL_MESSAGE = "Enter a full URL starting with http:// or https://"
 PHONE: "ViewportSize" = {"width": 390, "height": 844}
@@ -21,13 +21,7 @@ LAPTOP: "ViewportSize" = {"width": 1280, "height": 860}
 async def test_the_new_schedule_form_checks_every_field_before_sending(server: RunningServer, page: "Page") -> None:
     from playwright.async_api import expect
 
-    sent: list[str] = []
-
-    def on_request(request: "Request") -> None:
-        if request.method == "POST" and request.url.endswith("/api/schedules"):
-            sent.append(request.post_data or "")
-
-    page.on("request", on_request)
+    sent = posts_to(page, "/api/schedules")
     await sign_in(page, server)
     await page.get_by_role("link", name="Schedules").click()
     await page.get_by_test_id("new-schedule").click()
