@@ -7,7 +7,7 @@ Only a push goes through adbutils (its sync protocol), in a worker thread.
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -37,13 +37,10 @@ class AdbPhone:
         phone speaks it (one connection, the exit code in a packet), else the legacy shell with the exit status
         printed after the output. Not ending within ``timeout`` seconds is an ``AdbHostError`` (a bare
         ``TimeoutError`` would read as the whole run's timeout)."""
-        try:
-            async with asyncio.timeout(timeout):
-                if SHELL_V2 in await self.host.features(self.serial):
-                    code, output = await self.host.run(self.serial, command, limit=OUTPUT_LIMIT)
-                    return code, output.decode("utf-8", "replace")
-        except TimeoutError:
-            raise AdbHostError(f"`{command[:200]}` did not end within {timeout:g} s") from None
+        async with _within(command, timeout):
+            if SHELL_V2 in await self.host.features(self.serial):
+                code, output = await self.host.run(self.serial, command, limit=OUTPUT_LIMIT)
+                return code, output.decode("utf-8", "replace")
         return await self.shell_stream(command, lambda _line: None, timeout=timeout)
 
     async def shell_stream(self, command: str, on_line: Callable[[str], None],
@@ -53,15 +50,12 @@ class AdbPhone:
         the phone ends the command. Not ending within ``timeout`` seconds is an ``AdbHostError``."""
         output = bytearray()
         lines = _Lines(on_line)
-        try:
-            async with asyncio.timeout(timeout):
-                chunks = self.host.stream(self.serial, f"shell:{command}; echo {EXIT_MARK.decode()}$?")
-                async with contextlib.aclosing(chunks):
-                    async for chunk in chunks:
-                        output += chunk
-                        lines.feed(chunk)
-        except TimeoutError:
-            raise AdbHostError(f"`{command[:200]}` did not end within {timeout:g} s") from None
+        async with _within(command, timeout):
+            chunks = self.host.stream(self.serial, f"shell:{command}; echo {EXIT_MARK.decode()}$?")
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    output += chunk
+                    lines.feed(chunk)
         lines.end()
         mark = output.rfind(EXIT_MARK)
         if mark < 0:
@@ -75,11 +69,8 @@ class AdbPhone:
     async def shell_bytes(self, command: str, timeout: float | None = None) -> bytes:
         """A command's stdout as bytes, untouched (``exec:``, as ``adb exec-out``: a screencap's PNG); no exit
         code. Not ending within ``timeout`` seconds is an ``AdbHostError``."""
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.host.service(self.serial, f"exec:{command}", limit=OUTPUT_LIMIT)
-        except TimeoutError:
-            raise AdbHostError(f"`{command[:200]}` did not end within {timeout:g} s") from None
+        async with _within(command, timeout):
+            return await self.host.service(self.serial, f"exec:{command}", limit=OUTPUT_LIMIT)
 
     async def push(self, local: Path, remote: str, progress: Progress | None = None) -> None:
         """Copy a file to the phone; ``progress`` hears the bytes sent so far (on the loop, never per chunk)."""
@@ -95,6 +86,17 @@ class AdbPhone:
                 self.device.sync.push(source, remote)
 
         await asyncio.to_thread(push)
+
+
+@contextlib.asynccontextmanager
+async def _within(command: str, timeout: float | None) -> AsyncIterator[None]:
+    """Bound a command's time; running out is an ``AdbHostError`` naming it, never a bare ``TimeoutError`` (the
+    runner would read that as the whole run's timeout)."""
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError:
+        raise AdbHostError(f"`{command[:200]}` did not end within {timeout:g} s") from None
 
 
 class _Lines:
