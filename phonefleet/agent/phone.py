@@ -37,11 +37,11 @@ class AdbPhone:
         phone speaks it (one connection, the exit code in a packet), else the legacy shell with the exit status
         printed after the output. Not ending within ``timeout`` seconds is an ``AdbHostError`` (a bare
         ``TimeoutError`` would read as the whole run's timeout)."""
-        async with _within(command, timeout):
+        async with _within(command, timeout):  # one bound for the features question and the command
             if SHELL_V2 in await self.host.features(self.serial):
                 code, output = await self.host.run(self.serial, command, limit=OUTPUT_LIMIT)
                 return code, output.decode("utf-8", "replace")
-        return await self.shell_stream(command, lambda _line: None, timeout=timeout)
+            return await self.shell_stream(command, lambda _line: None)
 
     async def shell_stream(self, command: str, on_line: Callable[[str], None],
                            timeout: float | None = None) -> tuple[int, str]:
