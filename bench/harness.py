@@ -40,6 +40,25 @@ LOOPBACK = "127.0.0.1"
 
 # The job every benchmark posts: one open_url step, as in the README's first example.
 PLAN: list[dict[str, Any]] = [{"type": "open_url", "url": "https://example.com", "duration_sec": 60}]
+LAB_PLAN: list[dict[str, Any]] = [
+    {"type": "install_apk", "name": "install the build under test",
+     "url": "https://artifacts.example.com/builds/app-release-4.12.0-rc3.apk",
+     "sha256": "9f2c1e5b7a3d4c8e6f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60", "grant_permissions": True},
+    {"type": "launch_app", "name": "cold start", "package": "com.example.shop",
+     "activity": "com.example.shop.ui.MainActivity", "stop_first": True},
+    {"type": "wait", "name": "let it settle", "duration_sec": 3},
+    {"type": "tap", "name": "accept terms", "x": 540, "y": 1820},
+    {"type": "text", "name": "search box", "text": "wireless headphones"},
+    {"type": "keyevent", "name": "submit", "key": "KEYCODE_ENTER"},
+    {"type": "swipe", "name": "scroll results", "x1": 540, "y1": 1600, "x2": 540, "y2": 400, "duration_ms": 400},
+    {"type": "screenshot", "name": "results page"},
+    {"type": "run_tests", "name": "checkout suite",
+     "runner": "com.example.shop.test/androidx.test.runner.AndroidJUnitRunner",
+     "args": {"class": "com.example.shop.CheckoutTest", "size": "medium", "coverage": "false"}},
+    {"type": "stop_app", "name": "clean up", "package": "com.example.shop"},
+]
+"""A device lab's usual job (install, start, a few inputs, a screenshot, instrumentation tests): what a fan-out
+carries per phone when each order holds its plan (about 1 KB of JSON)."""
 
 
 # ---------------------------------------------------------------------- statistics and output
@@ -476,8 +495,8 @@ class Operator:
                 raise RuntimeError(f"{method} {path} answered {r.status}: {data}")
             return data
 
-    async def create_job(self, title: str) -> dict[str, Any]:
-        body = {"title": title, "plan": PLAN, "target_type": "all_devices"}
+    async def create_job(self, title: str, plan: list[dict[str, Any]] = PLAN) -> dict[str, Any]:
+        body = {"title": title, "plan": plan, "target_type": "all_devices"}
         job: dict[str, Any] = await self.call("POST", "/api/jobs", body, expect=201)
         return job
 

@@ -28,6 +28,21 @@ async def test_all_devices_targets_every_connected_phone(server: RunningServer) 
     assert order["serial"].startswith("pc-b-")
 
 
+async def test_each_job_travels_once_to_agents_that_take_plans_once_and_whole_to_others(
+        server: RunningServer) -> None:
+    new = await server.sim_agent("pc-new", 3)
+    old = await server.sim_agent("pc-old", 2, plans_once=False)
+    job = await server.ok("POST", "/api/jobs", open_url_job())
+    await new.wait_for(lambda: len(new.orders) == 3)
+    await old.wait_for(lambda: len(old.orders) == 2)
+    (compact,) = new.events("job:assign")
+    assert set(compact) == {"jobs", "slots"}
+    assert [j["job_id"] for j in compact["jobs"]] == [job["id"]], "the plan once, not once per phone"
+    assert len(compact["slots"]) == 3 and all("plan" not in slot for slot in compact["slots"])
+    (whole,) = old.events("job:assign")
+    assert set(whole) == {"assignments"} and all(o["plan"][0]["type"] == "open_url" for o in whole["assignments"])
+
+
 async def test_a_large_fan_out_is_claimed_and_pushed_in_chunks(server: RunningServer,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Past ``CLAIM_CHUNK`` phones a job is claimed in several statements, each chunk pushed while the next is

@@ -239,13 +239,15 @@ class Distributor:
         return total
 
     async def _push(self, created: list[tuple[JobRecord, list[ClaimedRow]]]) -> None:
+        jobs = {job.id: orders.job_fields(job) for job, _ in created}
         by_agent: dict[int, list[dict[str, Any]]] = defaultdict(list)
         device_ids: list[int] = []
         for job, rows in created:
             for row, made in zip(rows, orders.claimed(job, rows), strict=True):
                 by_agent[row["agent_id"]].append(made)
                 device_ids.append(row["device_id"])
-        await asyncio.gather(*(self.realtime.send_orders(a, o, self.on_ack) for a, o in by_agent.items()))
+        await asyncio.gather(*(self.realtime.send_claimed(a, jobs, slots, self.on_ack)
+                               for a, slots in by_agent.items()))
         self.realtime.jobs_changed(job.id for job, _ in created)
         self.realtime.devices_changed(device_ids)
 

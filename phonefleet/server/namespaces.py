@@ -47,6 +47,14 @@ def _token_from(auth: Any) -> str | None:
     return None
 
 
+def _features_from(auth: Any) -> frozenset[str]:
+    """The features an agent named at connect (``auth["features"]``); anything malformed names none."""
+    features = auth.get("features") if isinstance(auth, dict) else None
+    if not isinstance(features, list) or len(features) > 50:
+        return frozenset()
+    return frozenset(f for f in features if isinstance(f, str))
+
+
 @contextlib.contextmanager
 def refused_on_outage() -> Iterator[None]:
     """A connect during a database outage is refused with the outage's error (the client tries again
@@ -132,7 +140,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             principal = await self.tokens.principal(_token_from(auth))
         if principal is None or principal.kind != "agent" or principal.agent_id is None:
             raise socketio.exceptions.ConnectionRefusedError("an agent token is required")
-        self.presence.remember_agent(sid, principal)
+        self.presence.remember_agent(sid, principal, plans_once=ev.PLANS_ONCE in _features_from(auth))
         return True
 
 
