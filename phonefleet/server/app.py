@@ -274,6 +274,7 @@ def create_app(settings: Settings) -> web.Application:
         running(lambda s: s.push.start(), lambda s: s.push.stop()),
         running(lambda s: s.distributor.start(), lambda s: s.distributor.stop()),
         running(_start_completion, lambda s: s.completion.stop()),
+        running(_start_agent_events, lambda s: s.agent_events.stop()),
         running(lambda s: s.maintenance.start(), lambda s: s.maintenance.stop()),
         running(lambda s: s.revocations.start(), lambda s: s.revocations.stop()),
         running(lambda s: s.screen.start(), lambda s: s.screen.stop()),
@@ -284,3 +285,7 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _start_completion(services: Services) -> None:
     services.completion.start()
+
+
+async def _start_agent_events(services: Services) -> None:
+    services.agent_events.start()

@@ -1,5 +1,6 @@
 """SQL of agents (and their token) and agent-side job pauses."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from phonefleet.protocol.enums import AgentStatus
@@ -94,6 +95,19 @@ async def touch(conn: Conn, agent_id: int) -> bool:
         agent_id, every_state(AGENT_TRANSITIONS),
     )
     return bool(was_offline)
+
+
+async def touch_many(conn: Conn, agent_ids: Sequence[int]) -> set[int]:
+    """``touch`` for many agents in one statement (a batch of heartbeats), their rows locked in id order;
+    returns the ids of those that were considered gone (offline) before."""
+    rows = await conn.fetch(
+        """UPDATE agents a SET last_seen_at = now(),
+               status = CASE WHEN a.paused THEN 'paused' ELSE 'online' END
+           FROM (SELECT id, status FROM agents WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE) old
+           WHERE a.id = old.id AND a.status = ANY($2::text[]) RETURNING a.id, old.status = 'offline' AS gone""",
+        list(agent_ids), every_state(AGENT_TRANSITIONS),
+    )
+    return {r["id"] for r in rows if r["gone"]}
 
 
 async def set_paused(conn: Conn, agent_id: int, paused: bool) -> None:
