@@ -1,5 +1,6 @@
 """Everything an agent says, by socket or by the polling fallback: one code path per event."""
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -213,10 +214,10 @@ class AgentEvents:
 
     async def _finished(self, agent: Principal, finished: ev.AssignmentFinished) -> dict[str, Any]:
         assert agent.agent_id is not None
-        async with self.pool.acquire() as conn:
-            await agents_store.touch(conn, agent.agent_id)
         items = [i.model_dump() for i in finished.results]
-        recorded = await self.completion.end(items, agent_id=agent.agent_id)
+        # The agent is alive: touched with the heartbeats that arrive meanwhile, beside the results' batch.
+        _, recorded = await asyncio.gather(self._beats.submit([agent.agent_id]),
+                                           self.completion.end(items, agent_id=agent.agent_id))
         # Already-ended (or foreign) ids are acknowledged too, so an outbox replay always drains.
         return {"recorded": recorded, "acknowledged": [i["assignment_id"] for i in items]}
 
