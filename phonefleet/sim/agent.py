@@ -20,6 +20,12 @@ from phonefleet.protocol import screen as sc
 from phonefleet.protocol.wire import OrJson, TextPacket
 
 
+def assigned_orders(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ``job:assign``'s orders, whole: its ``assignments``, and its ``slots`` joined with their ``jobs``."""
+    jobs = {j["job_id"]: j for j in data.get("jobs", [])}
+    return [*data.get("assignments", []), *({**jobs[s["job_id"]], **s} for s in data.get("slots", []))]
+
+
 class SimAgent:
     def __init__(self, base_url: str, token: str, serials: list[str], *, auto_finish: bool = False,
                  auto_ack: bool = True, models: dict[str, str] | None = None, plans_once: bool = True) -> None:
@@ -49,8 +55,7 @@ class SimAgent:
 
         @self.sio.on(ev.JOB_ASSIGN, namespace=ns)  # type: ignore[untyped-decorator]
         async def on_assign(data: dict[str, Any]) -> dict[str, Any] | None:
-            jobs = {j["job_id"]: j for j in data.get("jobs", [])}
-            orders = [*data.get("assignments", []), *({**jobs[s["job_id"]], **s} for s in data.get("slots", []))]
+            orders = assigned_orders(data)
             for o in orders:
                 self.orders[o["assignment_id"]] = o
             await self._record(ev.JOB_ASSIGN, data)
