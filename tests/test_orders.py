@@ -2,6 +2,7 @@
 a ``job:assign`` to an agent that takes plans once carries each job's fields once (``OrderJob``) and a slot per
 phone (``OrderSlot``), which join back into the same orders."""
 
+import gc
 from typing import Any
 
 import pytest
@@ -40,6 +41,12 @@ def test_claimed_slots_joined_with_their_job_are_whole_valid_orders() -> None:
                                                      serial=r["serial"], attempt=r["attempt"],
                                                      status=AssignmentStatus.pending)).model_dump()
         for r in ROWS], "one builder: the whole order and the joined slot are the same"
+
+
+def test_claimed_slots_are_nothing_for_the_garbage_collector_to_scan() -> None:
+    """A 10,000-phone fan-out makes 10,000 slots: plain ints and strings, so CPython never tracks them and a
+    collection in the middle of the fan-out does not walk them (an enum member in one would)."""
+    assert not any(gc.is_tracked(s) for s in orders.claimed(JOB, ROWS))
 
 
 def test_a_job_assign_with_plans_once_reads_as_the_same_orders() -> None:

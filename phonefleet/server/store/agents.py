@@ -98,12 +98,13 @@ async def touch(conn: Conn, agent_id: int) -> bool:
 
 
 async def touch_many(conn: Conn, agent_ids: Sequence[int]) -> set[int]:
-    """``touch`` for many agents in one statement (a batch of heartbeats), their rows locked in id order;
+    """``touch`` for many agents in one statement (a batch of heartbeats), their rows locked in id order (as an
+    UPDATE locks them: never blocking a key-share lock);
     returns the ids of those that were considered gone (offline) before."""
     rows = await conn.fetch(
         """UPDATE agents a SET last_seen_at = now(),
                status = CASE WHEN a.paused THEN 'paused' ELSE 'online' END
-           FROM (SELECT id, status FROM agents WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE) old
+           FROM (SELECT id, status FROM agents WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE) old
            WHERE a.id = old.id AND a.status = ANY($2::text[]) RETURNING a.id, old.status = 'offline' AS gone""",
         list(agent_ids), every_state(AGENT_TRANSITIONS),
     )
