@@ -206,8 +206,8 @@ WHAT_IF = {
     "no-fk": "assignments without its foreign keys (none are left since migrations 0002 and 0011: a no-op)",
     "async-commit": "synchronous_commit = off for the benchmark database (no WAL flush wait per commit)",
     "pool-30": "db_pool_max = 30 instead of 10",
-    "gc-freeze": "gc.freeze() once the server is up (start-up's objects never scanned again) and gen0 threshold "
-                 "7,000 instead of 700",
+    "gc-default": "CPython's garbage collection defaults, as before issue 14 (no gc_policy.settle_after_start: "
+                  "start-up's objects walked by every full collection, gen0 threshold 700)",
 }
 
 
@@ -256,12 +256,10 @@ async def _serve_async(dsn: str, overrides: dict[str, Any], breakdown: bool, wha
         site = web.TCPSite(runner, LOOPBACK, 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        if "gc-freeze" in what_if:
-            import gc
+        if "gc-default" not in what_if:  # as `phonefleet-server run` does once it is up
+            from phonefleet.server import gc_policy
 
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(7_000, 10, 10)
+            gc_policy.settle_after_start()
         pipe.send(("ready", port, os.getpid()))
         await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
         await runner.cleanup()

@@ -11,7 +11,7 @@ import functools
 import gc
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -95,7 +95,20 @@ def install(app: web.Application) -> None:
         SPANS.clear()
         return web.json_response(out)
 
+    async def heap(_request: web.Request) -> web.Response:
+        """What the garbage collector tracks, by type (most first): what a full collection walks."""
+        gc.collect()
+        kinds = Counter(type(o).__qualname__ for o in gc.get_objects())
+        lists = [o for o in gc.get_objects() if type(o) is list]
+        holders = Counter(type(r).__qualname__ + ":" + (",".join(list(r)[:4]) if isinstance(r, dict) else "")
+                          for o in lists[-20:] for r in gc.get_referrers(o) if r is not lists)
+        sample = [repr(o)[:80] for o in lists[-5:]]
+        return web.json_response({"tracked": sum(kinds.values()), "frozen": gc.get_freeze_count(),
+                                  "top": kinds.most_common(25), "list_holders": holders.most_common(8),
+                                  "sample": sample})
+
     app.router.add_get("/bench/spans", spans)
+    app.router.add_get("/bench/heap", heap)
 
 
 class Breakdown:

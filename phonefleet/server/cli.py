@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from phonefleet.cli_help import APP_SETTINGS, env_help
 from phonefleet.logs import setup_logging
-from phonefleet.server import tokens
+from phonefleet.server import gc_policy, tokens
 from phonefleet.server.app import SERVICES, AdminTokenAtStart, create_app
 from phonefleet.server.auth import ENV_ADMIN
 from phonefleet.server.config import ENV_PREFIX, Settings
@@ -75,6 +75,7 @@ async def serve(settings: Settings) -> None:
         typer.echo(f"phonefleet server on http://{settings.host}:{settings.port}/  (database: {where})")
         _say_admin_token(services.admin_token)
         typer.echo("add an agent: phonefleet-server agents add NAME")
+        gc_policy.settle_after_start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
