@@ -257,7 +257,7 @@ async def _serve_async(dsn: str, overrides: dict[str, Any], breakdown: bool, wha
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if "gc-default" not in what_if:  # as `phonefleet-server run` does once it is up
-            from phonefleet.server import gc_policy
+            from phonefleet import gc_policy
 
             gc_policy.settle_after_start()
         pipe.send(("ready", port, os.getpid()))

@@ -8,7 +8,8 @@ import textwrap
 def test_settling_freezes_start_up_and_raises_the_young_threshold_only() -> None:
     script = textwrap.dedent("""
         import gc
-        from phonefleet.server import app, gc_policy
+        from phonefleet import gc_policy
+        from phonefleet.server import app
         before = gc.get_threshold()
         gc_policy.settle_after_start()
         after = gc.get_threshold()

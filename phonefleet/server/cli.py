@@ -12,9 +12,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 
+from phonefleet import gc_policy
 from phonefleet.cli_help import APP_SETTINGS, env_help
 from phonefleet.logs import setup_logging
-from phonefleet.server import gc_policy, tokens
+from phonefleet.server import tokens
 from phonefleet.server.app import SERVICES, AdminTokenAtStart, create_app
 from phonefleet.server.auth import ENV_ADMIN
 from phonefleet.server.config import ENV_PREFIX, Settings

@@ -1,5 +1,6 @@
-"""The server process's garbage collection: tuned once the server is up, for a process that makes and drops
-tens of thousands of short-lived objects a second (a 10,000-phone job's orders, acks and results).
+"""Garbage collection of the server and agent processes: tuned once each is up, for processes that make and
+drop tens of thousands of short-lived objects a second (a 10,000-phone job's orders, acks and results on the
+server; commands, reports and outbox rows for hundreds of phones on an agent).
 
 With CPython's defaults a generation-0 collection runs every 700 new container objects, so a fan-out's
 short-lived objects are still alive at most collections and get promoted; a full collection follows every few
@@ -13,7 +14,8 @@ at 10,000 phones on 500 agent connections (``bench.throughput --agents 500``): t
   more of a burst's objects already dead, so less is promoted and full collections come less often.
 
 Reference counting frees acyclic garbage at once either way; only cycles wait for a collection. The test
-suite runs servers in its own process without this (freezing there would keep every test's objects).
+suite runs servers and agents in its own process without this (freezing there would keep every test's
+objects).
 """
 
 import gc
