@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from phonefleet.server.embedded_postgres import EmbeddedPostgres, pg_ctl, runnin
 from tests import conftest
 from tests.conftest import _with_db, eventually, open_url_job, start_server
 from tests.pgoutput import Change, decode
+from tests.supabase_fixtures import create_empty_database, drop_empty_database
 
 SLOT = "realtime_test"
 
@@ -48,28 +48,10 @@ def logical_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         embedded.stop()
 
 
-async def _database(root: str, *, owner: str | None = None) -> str:
-    name = f"pf_rt_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(root)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}" + (f" OWNER {owner}" if owner else ""))
-    finally:
-        await conn.close()
-    return name
-
-
-async def _drop(root: str, name: str) -> None:
-    conn = await asyncpg.connect(root)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 async def logical_db(logical_root: str) -> AsyncIterator[str]:
     """An empty database on the logical PostgreSQL (its slot, if any, is dropped before it)."""
-    name = await _database(logical_root)
+    name = await create_empty_database(logical_root)
     dsn = _with_db(logical_root, name)
     yield dsn
     conn = await asyncpg.connect(dsn)
@@ -78,36 +60,7 @@ async def logical_db(logical_root: str) -> AsyncIterator[str]:
                            "WHERE database = current_database()")
     finally:
         await conn.close()
-    await _drop(logical_root, name)
-
-
-@pytest.fixture
-async def bare_db(pg_root: str) -> AsyncIterator[str]:
-    """An empty database on the suite's PostgreSQL (not migrated, unlike ``dsn``)."""
-    name = await _database(pg_root)
-    yield _with_db(pg_root, name)
-    await _drop(pg_root, name)
-
-
-@pytest.fixture
-async def limited_db(pg_root: str) -> AsyncIterator[tuple[str, str]]:
-    """(superuser DSN, owner DSN) of an empty database owned by a role with no superuser rights."""
-    role = f"pf_rt_owner_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(pg_root)
-    try:
-        await conn.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
-    finally:
-        await conn.close()
-    name = await _database(pg_root, owner=role)
-    admin = _with_db(pg_root, name)
-    scheme, rest = admin.split("://", 1)
-    yield admin, f"{scheme}://{role}@{rest.rpartition('@')[2]}"
-    await _drop(pg_root, name)
-    conn = await asyncpg.connect(pg_root)
-    try:
-        await conn.execute(f"DROP ROLE IF EXISTS {role}")
-    finally:
-        await conn.close()
+    await drop_empty_database(logical_root, name)
 
 
 async def _state(dsn: str) -> supabase_realtime.RealtimeState:
