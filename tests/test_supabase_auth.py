@@ -184,6 +184,8 @@ async def test_unknown_kids_do_not_hammer_the_jwks(keys: Keys, jwks_url: str) ->
 async def test_unreachable_jwks_is_a_401_not_a_hang(keys: Keys, silent_url: str) -> None:
     stalled = verifier(jwks_url=silent_url, jwks_timeout_sec=0.3)
     assert await refused(stalled, keys.sign("ec-1", claims())) == "jwks_unavailable"
+    assert await refused(stalled, keys.sign("ec-1", claims())) == "jwks_unavailable"
+    assert stalled.jwks is not None and stalled.jwks.fetches == 1, "the next tokens do not each wait out a fetch"
     closed = verifier(jwks_url=f"http://127.0.0.1:{free_port()}/jwks.json", jwks_timeout_sec=0.3)
     assert await refused(closed, keys.sign("ec-1", claims())) == "jwks_unavailable"
 

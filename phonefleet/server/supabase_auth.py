@@ -82,6 +82,7 @@ class JwksCache:
         self.min_refresh_sec = min_refresh_sec
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
+        self._failed = False
         self._lock = asyncio.Lock()
         self.fetches = 0
 
@@ -91,15 +92,19 @@ class JwksCache:
         async with self._lock:  # one fetch for a burst of tokens naming the new kid
             if kid not in self._keys and self._may_refresh():
                 await self._refresh()
-        if kid not in self._keys:
-            raise JwtRejected("unknown_kid", f"no key {kid!r} in the project's JWKS")
-        return self._keys[kid]
+        if kid in self._keys:
+            return self._keys[kid]
+        if self._failed:  # refused at once until the next fetch may be tried, not after a timeout each
+            raise JwtRejected("jwks_unavailable", "the project's JWKS could not be fetched")
+        raise JwtRejected("unknown_kid", f"no key {kid!r} in the project's JWKS")
 
     def _may_refresh(self) -> bool:
         return self._fetched_at is None or time.monotonic() - self._fetched_at >= self.min_refresh_sec
 
     async def _refresh(self) -> None:
         self.fetches += 1
+        self._fetched_at = time.monotonic()  # a failed fetch waits as long as a good one before the next
+        self._failed = True
         try:
             timeout = aiohttp.ClientTimeout(total=self.timeout_sec)
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(self.url) as response:
@@ -109,7 +114,7 @@ class JwksCache:
             log.warning("supabase jwks unavailable", extra={"url": self.url, "error": repr(exc)})
             raise JwtRejected("jwks_unavailable", "the project's JWKS could not be fetched") from exc
         self._keys = _keys_of(document)
-        self._fetched_at = time.monotonic()
+        self._failed = False
 
 
 def _keys_of(document: Any) -> dict[str, jwt.PyJWK]:
