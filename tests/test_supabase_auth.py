@@ -10,10 +10,12 @@ from typing import Any
 
 import jwt
 import pytest
+import socketio
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from phonefleet.protocol import events as ev
 from phonefleet.server.supabase_auth import JwtRejected, SupabaseAuthConfig, SupabaseVerifier, looks_like_jwt
 from tests.conftest import ADMIN, free_port
 
@@ -219,3 +221,16 @@ async def test_server_answers_401_with_the_reason_and_keeps_its_own_tokens(serve
 async def test_without_supabase_settings_a_jwt_is_just_an_unknown_token(server: Any) -> None:
     status, body = await server.request("GET", "/api/jobs", token=jwt.encode(claims(), SECRET, algorithm="HS256"))
     assert status == 401 and body["error"]["message"] == "unknown token"
+
+
+async def test_dashboard_socket_refuses_a_supabase_token_and_a_dotted_admin_token_still_works(
+        server_factory: Any) -> None:
+    dotted = "admin.token.with-dots"
+    srv = await server_factory(supabase_jwt_secret=SECRET, admin_token=dotted)
+    assert (await srv.request("GET", "/api/jobs", token=dotted))[0] == 200, "the environment's token comes first"
+    client = socketio.AsyncClient(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(srv.url, namespaces=[ev.DASHBOARD_NAMESPACE], transports=["websocket"], wait_timeout=10,
+                             auth={"token": jwt.encode(claims(), SECRET, algorithm="HS256")})
+    await client.disconnect()
+    assert srv.services.realtime.dashboards == set()

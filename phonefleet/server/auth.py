@@ -68,14 +68,16 @@ class Authenticator:
         return self._env_admin_hash is not None
 
     async def resolve(self, conn: Conn, token: str | None) -> Principal | None:
-        if token and self.supabase is not None and looks_like_jwt(token):
-            claims = await self.supabase.verify(token)
-            return await person_for_claims(conn, claims, self.supabase_first_role)
-        if not token or len(token) > 200:
+        if not token:
             return None
         digest = hash_token(token)
         if self._env_admin_hash and hmac.compare_digest(digest, self._env_admin_hash):
-            return Principal("admin", admin_name=ENV_ADMIN)
+            return Principal("admin", admin_name=ENV_ADMIN)  # first: an environment token may have dots too
+        if self.supabase is not None and looks_like_jwt(token):
+            claims = await self.supabase.verify(token)
+            return await person_for_claims(conn, claims, self.supabase_first_role)
+        if len(token) > 200:
+            return None
         if token.startswith(AGENT_PREFIX):
             row = await agents_store.by_token_hash(conn, digest)
             if row is not None:
