@@ -57,6 +57,23 @@ async def test_migrate_adopts_the_versions_the_cli_recorded_and_runs_only_the_re
         await conn.close()
 
 
+async def test_a_cli_history_the_role_cannot_read_is_not_guessed_at(limited_db: tuple[str, str]) -> None:
+    admin, owner = limited_db
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute("CREATE SCHEMA supabase_migrations; CREATE TABLE supabase_migrations.schema_migrations"
+                           " (version text PRIMARY KEY, statements text[], name text)")
+        version, name = OURS[0].split("_", 1)
+        await conn.execute("INSERT INTO supabase_migrations.schema_migrations VALUES ($1, '{}', $2)", version, name)
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(owner)
+    try:
+        assert await migrate(conn) == OURS, "another role's history (no USAGE here) adopts nothing and breaks nothing"
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
 def supabase_cli() -> str:
     path = os.environ.get("SUPABASE_CLI") or shutil.which("supabase")

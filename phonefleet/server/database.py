@@ -83,8 +83,13 @@ async def migrate(conn: Conn, directory: Path | None = None) -> list[str]:
 
 async def supabase_cli_history(conn: Conn) -> set[str]:
     """The migrations ``supabase db push`` recorded (file ``0001_initial.sql`` is its version ``0001``, name
-    ``initial``), as our versions (``0001_initial``): empty where the CLI never ran."""
-    if await conn.fetchval("SELECT to_regclass('supabase_migrations.schema_migrations')") is None:
+    ``initial``), as our versions (``0001_initial``): empty where the CLI never ran (or its table is not ours
+    to read: then what it applied fails here loudly rather than being guessed)."""
+    readable = await conn.fetchval(
+        "SELECT has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT') FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'supabase_migrations' AND c.relname = 'schema_migrations'")
+    if not readable:
         return set()
     rows = await conn.fetch("SELECT version, name FROM supabase_migrations.schema_migrations WHERE name IS NOT NULL")
     return {f"{r['version']}_{r['name']}" for r in rows}
