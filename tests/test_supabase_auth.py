@@ -118,6 +118,12 @@ def unsigned(payload: dict[str, Any], header: dict[str, Any]) -> str:
     return f"{part(header)}.{part(payload)}."
 
 
+async def test_a_few_seconds_of_clock_skew_are_allowed() -> None:
+    now = int(time.time())
+    skewed = jwt.encode(claims(iat=now + 2, nbf=now + 2, exp=now - 2), SECRET, algorithm="HS256")
+    assert (await verifier(jwt_secret=SECRET).verify(skewed)).sub == USER
+
+
 async def test_hs256_token_signed_with_the_secret_gives_its_claims() -> None:
     got = await verifier(jwt_secret=SECRET).verify(jwt.encode(claims(), SECRET, algorithm="HS256"))
     assert (got.sub, got.email, got.aud, got.role, got.iss) == (USER, "ada@example.com", "authenticated",
@@ -135,7 +141,8 @@ async def test_es256_and_rs256_tokens_verify_against_the_jwks(keys: Keys, jwks_u
 
 
 @pytest.mark.parametrize(("token", "reason"), [
-    (lambda: jwt.encode(claims(exp=int(time.time()) - 10), SECRET, algorithm="HS256"), "expired"),
+    (lambda: jwt.encode(claims(exp=int(time.time()) - 120), SECRET, algorithm="HS256"), "expired"),
+    (lambda: jwt.encode(claims(nbf=int(time.time()) + 3600), SECRET, algorithm="HS256"), "not_yet_valid"),
     (lambda: jwt.encode(claims(aud="anon"), SECRET, algorithm="HS256"), "wrong_audience"),
     (lambda: jwt.encode(claims(aud=None), SECRET, algorithm="HS256"), "missing_claim"),
     (lambda: jwt.encode(claims(iss="https://evil.supabase.co/auth/v1"), SECRET, algorithm="HS256"), "wrong_issuer"),
@@ -156,7 +163,7 @@ async def test_asymmetric_tokens_that_must_not_pass_are_refused_with_their_reaso
     other = ec.generate_private_key(ec.SECP256R1())
     forged = jwt.encode(claims(), other, algorithm="ES256", headers={"kid": "ec-1"})
     assert await refused(check, forged) == "bad_signature"
-    assert await refused(check, keys.sign("ec-1", claims(exp=int(time.time()) - 1))) == "expired"
+    assert await refused(check, keys.sign("ec-1", claims(exp=int(time.time()) - 120))) == "expired"
     assert await refused(check, keys.sign("rsa-1", claims(aud="service_role"))) == "wrong_audience"
     assert await refused(check, jwt.encode(claims(), keys.rsa, algorithm="RS256")) == "unknown_kid"
     # An RS256 header over the EC key's kid: the key decides the algorithm, not the token.
@@ -203,7 +210,7 @@ def test_only_three_part_tokens_look_like_jwts(keys: Keys) -> None:
 async def test_server_answers_401_with_the_reason_and_keeps_its_own_tokens(server_factory: Any, keys: Keys,
                                                                            jwks_url: str) -> None:
     srv = await server_factory(supabase_jwt_secret=SECRET, supabase_jwks_url=jwks_url, supabase_jwt_issuer=ISSUER)
-    expired = jwt.encode(claims(exp=int(time.time()) - 10), SECRET, algorithm="HS256")
+    expired = jwt.encode(claims(exp=int(time.time()) - 120), SECRET, algorithm="HS256")
     status, body = await srv.request("GET", "/api/jobs", token=expired)
     assert status == 401 and body["error"]["code"] == "unauthorized" and "expired" in body["error"]["message"]
     status, body = await srv.request("GET", "/api/jobs", token=keys.sign("ec-1", claims(aud="anon")))

@@ -59,7 +59,8 @@ class SupabaseAuthConfig:
     jwks_timeout_sec: float = 3.0
     jwks_min_refresh_sec: float = 30.0
     """An unknown ``kid`` refetches the JWKS at most this often, so forged kids cannot make us hammer it."""
-    leeway_sec: float = 0.0
+    leeway_sec: float = 5.0
+    """Clock skew allowed between the project and this server (exp, nbf, iat)."""
 
     @property
     def enabled(self) -> bool:
