@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import pytest
 
+from phonefleet.server import supabase_realtime
 from phonefleet.server.database import migrate, migrations_dir
 from phonefleet.server.supabase_migrations import ExportConflict, export_migrations
 
@@ -104,9 +105,16 @@ def _push(cli: str, workdir: Path, dsn: str, *args: str) -> "subprocess.Complete
 async def test_supabase_db_push_applies_the_migrations_and_the_server_adopts_them(
         supabase_cli: str, bare_db: str, tmp_path: Path) -> None:
     export_migrations(tmp_path / "supabase" / "migrations")
+    conn = await asyncpg.connect(bare_db)
+    try:
+        await conn.execute("CREATE PUBLICATION supabase_realtime")  # as a Supabase project has it
+    finally:
+        await conn.close()
     await asyncio.to_thread(_push, supabase_cli, tmp_path, bare_db, "db", "push")
     conn = await asyncpg.connect(bare_db)
     try:
+        assert (await supabase_realtime.state(conn)).published == supabase_realtime.REALTIME_TABLES, \
+            "the CLI ran 0014's DO block as the server would"
         recorded = [f"{r['version']}_{r['name']}" for r in
                     await conn.fetch("SELECT version, name FROM supabase_migrations.schema_migrations ORDER BY 1")]
         assert recorded == OURS
