@@ -229,7 +229,7 @@ class Api:
         token = bearer(request.headers.get("Authorization"))
         if token is None:
             raise Unauthorized("a bearer token is required")
-        principal = await self.s.tokens.principal(token)
+        principal = await self.s.tokens.authenticate(token)
         if principal is None:
             raise Unauthorized("unknown token")
         if principal.kind != access:

@@ -11,6 +11,7 @@ import asyncpg
 import socketio
 from aiohttp import web
 
+from phonefleet.server import supabase_realtime
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.api import Api, ApiServices, error_middleware
 from phonefleet.server.artifact_uploads import ArtifactUploads
@@ -46,6 +47,7 @@ from phonefleet.server.schedules import ScheduleFirer, Schedules
 from phonefleet.server.screen_relay import ScreenRelay
 from phonefleet.server.static import add_dashboard_routes, dashboard_dist
 from phonefleet.server.store import admin_tokens as admin_tokens_store
+from phonefleet.server.supabase_auth import SupabaseVerifier
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,7 @@ def database_context(settings: Settings) -> Callable[[web.Application], AsyncIte
             try:
                 async with pool.acquire() as conn:
                     await migrate(conn)
+                    await supabase_realtime.missing_at_start(conn)
                 admin_token = await ensure_admin_token(pool, settings.data_dir, settings.admin_token)
                 app[DATABASE] = Database(dsn, pool, admin_token)
                 yield
@@ -231,7 +234,9 @@ def running(start: Callable[[Services], Awaitable[None]], stop: Callable[[Servic
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     metrics = Metrics()
-    authenticator = Authenticator(settings.admin_token)
+    supabase = settings.supabase_auth()
+    authenticator = Authenticator(settings.admin_token, SupabaseVerifier(supabase) if supabase.enabled else None,
+                                  settings.supabase_first_role)
     sio = socket_server(ping_interval_sec=settings.socket_ping_interval_sec,
                         ping_timeout_sec=settings.socket_ping_timeout_sec)
     sio.attach(app)

@@ -30,6 +30,8 @@ agents_cli = typer.Typer(help="Manage agents and their tokens (works while the s
 cli.add_typer(agents_cli, name="agents")
 admins_cli = typer.Typer(help="Manage named admin tokens (works while the server runs).")
 cli.add_typer(admins_cli, name="admins")
+supabase_cli = typer.Typer(help="Supabase as a home: Realtime publication, migrations for the Supabase CLI.")
+cli.add_typer(supabase_cli, name="supabase")
 
 HostOpt = Annotated[str | None, typer.Option("--host", metavar="ADDR", show_default=False, help=env_help(
     "Listen address.", "PHONEFLEET_HOST", Settings.model_fields["host"].default))]
@@ -222,6 +224,40 @@ def admins_revoke(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -
 
     _with_database(settings, work)
     typer.echo(f"revoked the admin token {name!r}", err=True)
+
+
+@supabase_cli.command("realtime")
+def supabase_realtime_command(ctx: typer.Context, data_dir: DataOpt = None) -> None:
+    """Add jobs, assignments and devices to the supabase_realtime publication (migration 0014 again: for a
+    publication created after phonefleet's migrations ran). Exit 1 if the publication does not exist."""
+    from phonefleet.server import supabase_realtime
+
+    state = _with_database(_command_settings(ctx, data_dir), supabase_realtime.publish)
+    if not state.publication:
+        typer.echo("error: no supabase_realtime publication in this database (is it a Supabase project?)", err=True)
+        raise typer.Exit(1)
+    identities = ", ".join(f"{t} {state.replica_identity.get(t, '?')}" for t in supabase_realtime.REALTIME_TABLES)
+    typer.echo(f"published: {', '.join(state.published) or '-'}  (replica identity: {identities})")
+    if state.missing:
+        typer.echo(f"error: not published: {', '.join(state.missing)} (the publication belongs to another role; "
+                   "see the warning above)", err=True)
+        raise typer.Exit(1)
+
+
+@supabase_cli.command("export-migrations")
+def supabase_export_migrations(directory: Annotated[Path, typer.Argument(
+        metavar="DIR", help="The Supabase CLI's migrations folder, usually supabase/migrations.")]) -> None:
+    """Write phonefleet's migrations where `supabase db push` applies them (the server adopts what it applied)."""
+    from phonefleet.server.supabase_migrations import ExportConflict, export_migrations
+
+    try:
+        done = export_migrations(directory)
+    except ExportConflict as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{len(done.written)} written, {len(done.unchanged)} already there, in {directory}")
+    typer.echo("a database the server already migrated: mark them applied first with\n"
+               f"  supabase migration repair --status applied {' '.join(done.versions)} --db-url <url>")
 
 
 @cli.command("schema")

@@ -54,7 +54,8 @@ def error_statuses(r: Route) -> dict[str, str]:
     """Each error status the route can answer, with why, from the route's properties."""
     out: dict[str, str] = {}
     if r.access != "public":
-        out["401"] = "No bearer token, or one the server does not know"
+        out["401"] = ("No bearer token, or one the server does not know (a refused Supabase JWT: the message "
+                      "says why)")
         out["403"] = f"A token of the wrong kind: this route needs an {r.access} token"
     if "{" in r.path:
         out["404"] = "The id (or name) in the path names nothing this caller can see"
