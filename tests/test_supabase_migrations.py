@@ -75,12 +75,16 @@ async def test_a_cli_history_the_role_cannot_read_is_not_guessed_at(limited_db: 
         await conn.close()
 
 
+TOOLS_CLI = Path(__file__).resolve().parent / "tools" / "node_modules" / ".bin" / "supabase"
+"""Where ``make test`` installs the Supabase CLI (``tests/tools/package.json``)."""
+
+
 @pytest.fixture
 def supabase_cli() -> str:
-    path = os.environ.get("SUPABASE_CLI") or shutil.which("supabase")
+    path = os.environ.get("SUPABASE_CLI") or (str(TOOLS_CLI) if TOOLS_CLI.exists() else shutil.which("supabase"))
     if not path:
-        pytest.skip("the Supabase CLI is not installed here (npm install supabase, then put node_modules/.bin on "
-                    "PATH or set SUPABASE_CLI to node_modules/.bin/supabase)")
+        pytest.skip("the Supabase CLI is not installed here (make test installs it into tests/tools; or set "
+                    "SUPABASE_CLI to a supabase binary)")
     return path
 
 
