@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from phonefleet.client import PhonefleetClient
 from tests.conftest import ADMIN, RunningServer, eventually, open_url_job
 
 
@@ -268,3 +269,15 @@ async def test_a_cli_change_is_recorded_with_the_cli_as_actor(server: RunningSer
     assert len(made) == 1, made
     assert made[0]["action"] == "agent.create" and made[0]["after"] == {"name": "rack-cli"}
     assert made[0]["via"] == "cli" and "@" in made[0]["actor"]["name"] and made[0]["address"] is None
+
+
+async def test_the_client_reads_the_trail_as_typed_events(server: RunningServer) -> None:
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    job_id = (await server.ok("POST", "/api/jobs", waiting_job()))["id"]
+    await server.ok("PATCH", f"/api/jobs/{job_id}", {"status": "paused"})
+    async with PhonefleetClient(server.url, ADMIN, timeout=10) as client:
+        page = await client.audit(object_kind="job", object_id=job_id, since=started, limit=1)
+        assert [e.action for e in page.items] == ["job.pause"] and page.next_before == page.items[0].id
+        older = await client.audit(object_kind="job", object_id=job_id, before=page.next_before)
+    assert [e.action for e in older.items] == ["job.create"] and older.next_before is None
+    assert older.items[0].actor.kind == "token" and older.items[0].at >= started
