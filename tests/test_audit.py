@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from phonefleet.client import PhonefleetClient
+from phonefleet.sim.screen_viewer import ScreenViewer
 from tests.conftest import ADMIN, RunningServer, eventually, open_url_job
 
 
@@ -281,3 +282,29 @@ async def test_the_client_reads_the_trail_as_typed_events(server: RunningServer)
         older = await client.audit(object_kind="job", object_id=job_id, before=page.next_before)
     assert [e.action for e in older.items] == ["job.create"] and older.next_before is None
     assert older.items[0].actor.kind == "token" and older.items[0].at >= started
+
+
+async def test_a_batch_records_each_job_it_changed_and_none_it_could_not(server: RunningServer) -> None:
+    ids = [(await server.ok("POST", "/api/jobs", waiting_job()))["id"] for _ in range(2)]
+    result = await server.ok("POST", "/api/jobs/batch", {"action": "pause", "ids": [*ids, 999_999]}, expect=200)
+    assert result["changed"] == ids and [f["id"] for f in result["failed"]] == [999_999]
+    assert sorted(int(e["object_id"]) for e in await trail(server, action="job.pause")) == ids
+
+
+async def test_a_control_session_over_the_socket_is_recorded_in_its_holders_name(server: RunningServer) -> None:
+    await server.sim_agent("rack-3", 1)
+    device_id = (await server.ok("GET", "/api/devices"))[0]["id"]
+    carol = (await server.ok("POST", "/api/admins", {"name": "carol"}))["token"]
+    viewer = ScreenViewer(server.url, carol)
+    await viewer.connect()
+    try:
+        assert (await viewer.control(device_id, take=True))["ok"]
+        await viewer.input(device_id, {"type": "keyevent", "key": "HOME"})  # done or not, a tap is no record
+    finally:
+        await viewer.disconnect()  # its session ends with its page
+    ended = await eventually(lambda: trail(server, action="device.control.release"))
+    took = await only(server, "device.control.take", device_id)
+    for e in (took, ended[0]):
+        assert e["actor"]["name"] == "carol" and e["via"] == "socket", e
+    assert ended[0]["before"] == {"controlled_by": took["after"]["controlled_by"]}
+    assert len(await trail(server, object_kind="device")) == 2, "a session, not every tap"
