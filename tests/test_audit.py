@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from phonefleet.client import PhonefleetClient
+from phonefleet.server import tokens
 from phonefleet.sim.screen_viewer import ScreenViewer
 from tests.conftest import ADMIN, RunningServer, eventually, open_url_job
 
@@ -308,3 +309,13 @@ async def test_a_control_session_over_the_socket_is_recorded_in_its_holders_name
         assert e["actor"]["name"] == "carol" and e["via"] == "socket", e
     assert ended[0]["before"] == {"controlled_by": took["after"]["controlled_by"]}
     assert len(await trail(server, object_kind="device")) == 2, "a session, not every tap"
+
+
+async def test_a_change_on_a_bare_connection_is_recorded_too(server: RunningServer, dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)  # no jsonb codec, as a script or a test may open one
+    try:
+        await tokens.add_agent(conn, "rack-bare")
+    finally:
+        await conn.close()
+    [made] = await trail(server, action="agent.create")
+    assert made["after"] == {"name": "rack-bare"} and made["actor"]["kind"] == "system"

@@ -1,5 +1,6 @@
 """SQL of the audit trail (``audit_events``; the table refuses updates, deletes and truncation)."""
 
+import json
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -24,14 +25,19 @@ class NewAuditEvent(NamedTuple):
     team_id: int | None = None
 
 
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
 async def add(conn: Conn, e: NewAuditEvent) -> int:
-    """Append one event; returns its id."""
+    """Append one event; returns its id. before and after travel as JSON text, so any connection writes them
+    alike (the pool's have a jsonb codec; one made by hand, as the CLI and tests may, has not)."""
     return int(await conn.fetchval(
         """INSERT INTO audit_events (actor_kind, actor_id, actor_name, action, object_kind, object_id, before,
                                      after, via, address, team_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id""",
-        e.actor_kind, e.actor_id, e.actor_name, e.action, e.object_kind, e.object_id, e.before, e.after, e.via,
-        e.address, e.team_id,
+           VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb, $9, $10, $11) RETURNING id""",
+        e.actor_kind, e.actor_id, e.actor_name, e.action, e.object_kind, e.object_id, _json(e.before),
+        _json(e.after), e.via, e.address, e.team_id,
     ))
 
 
