@@ -18,6 +18,7 @@ from phonefleet import __version__
 from phonefleet.protocol import events as ev
 from phonefleet.protocol import screen as sc
 from phonefleet.protocol.artifacts import Artifact, ArtifactLost, ArtifactPage
+from phonefleet.protocol.audit import AuditPage
 from phonefleet.protocol.health import (
     DeviceDetail,
     DeviceEventList,
@@ -58,10 +59,11 @@ from phonefleet.protocol.models import (
     Stats,
 )
 from phonefleet.protocol.timeline import LogcatAnswer, StepTimeline
-from phonefleet.server import outage
+from phonefleet.server import audit, outage
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.artifact_uploads import ArtifactUploads, Claim
 from phonefleet.server.artifacts import ARTIFACT_TYPES, ArtifactStore, serving_headers
+from phonefleet.server.audit import AuditTrail
 from phonefleet.server.auth import Authenticator, Principal, TokenCheck, bearer
 from phonefleet.server.errors import Forbidden, Invalid, NotFound, ServiceError, Unauthorized
 from phonefleet.server.evidence import Evidence
@@ -80,6 +82,7 @@ from phonefleet.server.routes import (
     ArtifactQuery,
     AssignmentListQuery,
     AssignmentQuery,
+    AuditQuery,
     DeviceEventQuery,
     JobListQuery,
     LogcatQuery,
@@ -91,6 +94,7 @@ from phonefleet.server.routes import (
 from phonefleet.server.scheduler_control import SchedulerControl
 from phonefleet.server.schedules import Schedules
 from phonefleet.server.screen_relay import ScreenRelay
+from phonefleet.server.store.audit import AuditFilter
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +190,7 @@ class ApiServices:
     evidence: Evidence
     screen: ScreenRelay
     artifacts: ArtifactUploads
+    audit: AuditTrail
 
 
 class Api:
@@ -219,9 +224,11 @@ class Api:
         async def handler(request: web.Request) -> web.StreamResponse:
             if self._services is None and route.database:
                 return _error("starting", "starting up", 503, {"Retry-After": str(outage.RETRY_AFTER_SEC)})
-            if route.access != "public":
-                request[PRINCIPAL] = await self._authorize(request, route.access)
-            return await route.handler(self, request)
+            if route.access == "public":
+                return await route.handler(self, request)
+            principal = request[PRINCIPAL] = await self._authorize(request, route.access)
+            with audit.acting(audit.actor_of(principal), "rest", request.remote):
+                return await route.handler(self, request)
 
         return handler
 
@@ -490,6 +497,14 @@ class Api:
         await self.s.screen.release(device_id, f"released by {_actor(request)}")
         return model_response(self.s.screen.session(device_id))
 
+    async def audit_events(self, request: web.Request) -> web.Response:
+        q = _query(request, AuditQuery)
+        if q.since is not None and q.until is not None and q.until <= q.since:
+            raise Invalid.field("until", "must be after since")
+        found = AuditFilter(actor=q.actor, actor_kind=q.actor_kind, team_id=q.team_id, object_kind=q.object_kind,
+                            object_id=q.object_id, action=q.action, since=q.since, until=q.until)
+        return model_response(await self.s.audit.page(found, before=q.before, limit=q.limit))
+
     async def agent_post_events(self, request: web.Request) -> web.Response:
         # Each event's payload is checked by the handler, so one bad event is one error ack, as on the socket.
         batch = await _body(request, ev.AgentEventBatch, check_text=False)
@@ -613,6 +628,9 @@ ROUTES: list[Route] = [
           response=Job, status=201, tags=("schedules",)),
     Route("GET", "/api/schedules/{id}/jobs", Api.schedule_jobs, "The jobs a schedule created, newest first",
           query=JobListQuery, response=JobList, tags=("schedules",)),
+    Route("GET", "/api/audit", Api.audit_events, "The audit trail, newest first, a page at a time: every change "
+          "by a person, token, agent or the CLI, with the fields that changed; append-only (nothing edits or "
+          "deletes it)", query=AuditQuery, response=AuditPage, tags=("ops",)),
     Route("GET", "/api/stats", Api.stats, "Counts by state; success rate, run time and queue wait over a window",
           query=StatsQuery, response=Stats, tags=("ops",)),
     Route("GET", "/api/agent/assignments", Api.agent_poll, "Polling fallback: the agent's open assignments",

@@ -16,6 +16,7 @@ from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.api import Api, ApiServices, error_middleware
 from phonefleet.server.artifact_uploads import ArtifactUploads
 from phonefleet.server.artifacts import ArtifactStore
+from phonefleet.server.audit import AuditTrail
 from phonefleet.server.auth import ADMIN_PREFIX, Authenticator, TokenCheck, hash_token, new_token
 from phonefleet.server.bus import Bus
 from phonefleet.server.completion import Completion
@@ -211,7 +212,7 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
                       scheduler=scheduler, schedules=schedules, revocations=revocations,
                       fleet=Fleet(pool, queries, distributor), fleet_health=fleet_health,
                       evidence=Evidence(pool, artifact_store),
-                      screen=screen, artifacts=ArtifactUploads(pool, artifact_store))
+                      screen=screen, artifacts=ArtifactUploads(pool, artifact_store), audit=AuditTrail(pool))
     return services, api
 
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from phonefleet import gc_policy
 from phonefleet.cli_help import APP_SETTINGS, env_help
 from phonefleet.logs import setup_logging
-from phonefleet.server import tokens
+from phonefleet.server import audit, tokens
 from phonefleet.server.app import SERVICES, AdminTokenAtStart, create_app
 from phonefleet.server.auth import ENV_ADMIN
 from phonefleet.server.config import ENV_PREFIX, Settings
@@ -118,7 +118,8 @@ def _with_database(settings: Settings, work: Callable[[Conn], Awaitable[T]]) -> 
             try:
                 async with pool.acquire() as conn:
                     await migrate(conn)
-                    return await work(conn)
+                    with audit.acting(audit.cli_actor(), "cli"):
+                        return await work(conn)
             finally:
                 await pool.close()
         finally:

@@ -177,6 +177,9 @@ export interface Contract {
   AssignmentStarted: AssignmentStarted;
   AssignmentStatus: AssignmentStatus;
   AttentionItem: AttentionItem;
+  AuditActor: AuditActor;
+  AuditEvent: AuditEvent;
+  AuditPage: AuditPage;
   BatchAction: BatchAction;
   BatchFailure: BatchFailure;
   ControlRequest: ControlRequest;
@@ -1248,6 +1251,71 @@ export interface AttentionItem {
   serial: string;
   since: string | null;
   state: DeviceState;
+}
+/**
+ * Who made a change: a person (signed in), a named admin token, an agent, the server's CLI, or the
+ * server itself (an idle timeout, a shutdown).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AuditActor".
+ */
+export interface AuditActor {
+  /**
+   * The person's, token's or agent's id; null for the environment's token, the CLI and the server.
+   */
+  id?: string | null;
+  kind: "person" | "token" | "agent" | "cli" | "system";
+  name: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AuditEvent".
+ */
+export interface AuditEvent {
+  /**
+   * Object kind and verb: job.pause, device.control.take, agent.token.rotate, scheduler.stop, ...
+   */
+  action: string;
+  actor: AuditActor;
+  /**
+   * The caller's network address (REST and sockets).
+   */
+  address: string | null;
+  /**
+   * The same fields as they became; null for a deletion.
+   */
+  after: {
+    [k: string]: unknown;
+  } | null;
+  at: string;
+  /**
+   * The fields that changed, as they were; null for a creation.
+   */
+  before: {
+    [k: string]: unknown;
+  } | null;
+  id: number;
+  /**
+   * Null for singletons: the fleet policy, the scheduler switch.
+   */
+  object_id: string | null;
+  object_kind: string;
+  team_id: number | null;
+  via: "rest" | "socket" | "cli" | "system";
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AuditPage".
+ */
+export interface AuditPage {
+  /**
+   * Newest first.
+   */
+  items: AuditEvent[];
+  /**
+   * Pass as ?before= for the next (older) page; null at the end.
+   */
+  next_before: number | null;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema

@@ -65,6 +65,12 @@ async def token_hashes(conn: Conn, agent_ids: list[int]) -> dict[int, str | None
     return {r["id"]: r["token_hash"] for r in rows}
 
 
+async def max_running(conn: Conn, agent_id: int) -> int | None:
+    """The agent's cap (locked for the change that follows); None when uncapped or unknown."""
+    value = await conn.fetchval("SELECT max_running FROM agents WHERE id = $1 FOR UPDATE", agent_id)
+    return None if value is None else int(value)
+
+
 async def set_max_running(conn: Conn, agent_id: int, max_running: int | None) -> bool:
     status = await conn.execute("UPDATE agents SET max_running = $2 WHERE id = $1", agent_id, max_running)
     return str(status).endswith(" 1")
