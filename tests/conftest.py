@@ -18,6 +18,7 @@ from phonefleet.server import tokens
 from phonefleet.server.app import SERVICES, Services, create_app
 from phonefleet.server.config import Settings
 from phonefleet.server.database import EmbeddedPostgres, migrate
+from phonefleet.server.listener import REQUEST_LINE_MAX
 from phonefleet.sim.agent import SimAgent
 
 pytest_plugins = ["tests.agent_fixtures", "tests.browser_fixtures", "tests.db_fault_fixtures",
@@ -152,7 +153,8 @@ class RunningServer:
 
 async def start_server(settings: Settings) -> RunningServer:
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, max_line_size=REQUEST_LINE_MAX,
+                           max_field_size=REQUEST_LINE_MAX)  # as the server's own runner (listener.app_runner)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

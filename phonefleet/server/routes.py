@@ -110,16 +110,21 @@ class ScreenQuery(BaseModel):
 
 
 class AuditQuery(BaseModel):
+    """The text filters are bounded so that a query string of them all, each percent-encoded at its longest,
+    stays within a request line the server reads (8,190 bytes)."""
+
     actor: str | None = Field(default=None, min_length=1, max_length=200, description="Exactly this actor name.")
     actor_kind: ActorKind | None = None
     team_id: int | None = Field(default=None, ge=1, le=MAX_OFFSET)
-    object_kind: str | None = Field(default=None, min_length=1, max_length=100,
+    object_kind: str | None = Field(default=None, min_length=1, max_length=40,
                                     description="job, device, agent, schedule, admin_token, fleet_policy, scheduler")
-    object_id: str | None = Field(default=None, min_length=1, max_length=200)
-    action: str | None = Field(default=None, min_length=1, max_length=100, description="Exactly this action "
+    object_id: str | None = Field(default=None, min_length=1, max_length=100)
+    action: str | None = Field(default=None, min_length=1, max_length=60, description="Exactly this action "
                                                                                        "(job.pause, ...).")
-    since: datetime | None = Field(default=None, description="At or after this moment (ISO 8601).")
-    until: datetime | None = Field(default=None, description="Before this moment (ISO 8601).")
+    since: datetime | None = Field(default=None, description="At or after this moment (ISO 8601).",
+                                   json_schema_extra={"maxLength": 40})
+    until: datetime | None = Field(default=None, description="Before this moment (ISO 8601).",
+                                   json_schema_extra={"maxLength": 40})
     before: int | None = Field(default=None, ge=1, le=MAX_OFFSET, description="Events older than this id "
                                                                              "(the previous page's next_before).")
     limit: int = Field(default=50, ge=1, le=500)
