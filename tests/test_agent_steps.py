@@ -171,15 +171,20 @@ async def test_a_long_step_reports_progress_at_least_once_a_second(
     server's row moves while the run runs."""
     agent: Agent = await agent_factory("pc", virtual=1)
     seen: list[tuple[float, float, str | None]] = []
-    put = agent.outbox.put
+    kept: list[str] = []
+    progress, put = agent.link.progress, agent.outbox.put
     loop = asyncio.get_running_loop()
 
-    def spy(event: str, data: Any) -> int:
-        if event == ev.ASSIGNMENT_PROGRESS:
-            seen.extend((loop.time(), i.progress, i.message) for i in data.items)
+    def spy(report: ev.AssignmentProgress) -> None:
+        seen.extend((loop.time(), i.progress, i.message) for i in report.items)
+        progress(report)
+
+    def durable(event: str, data: Any) -> int:
+        kept.append(event)
         return put(event, data)
 
-    monkeypatch.setattr(agent.outbox, "put", spy)
+    monkeypatch.setattr(agent.link, "progress", spy)
+    monkeypatch.setattr(agent.outbox, "put", durable)
     job = await server.ok("POST", "/api/jobs", open_url_job(plan=[{"type": "wait", "duration_sec": 3}]))
 
     async def moving() -> bool:
@@ -197,3 +202,4 @@ async def test_a_long_step_reports_progress_at_least_once_a_second(
     assert values == sorted(values) and values[-1] == 1.0, values
     assert any(m and re.fullmatch(r"step 1/1 wait: \d+ s", m) for _, _, m in seen), seen
     assert seen[-1][2] == "step 1/1 wait: done", seen
+    assert ev.ASSIGNMENT_STARTED in kept and ev.ASSIGNMENT_PROGRESS not in kept, "progress is memory, not a row"

@@ -1,8 +1,9 @@
 """The agent's durable outbox and how its events travel in batches."""
 
 from pathlib import Path
+from typing import cast
 
-from phonefleet.agent.link import batch
+from phonefleet.agent.link import MEMORY_ID, Handlers, ServerLink, batch
 from phonefleet.agent.outbox import Outbox
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.enums import AssignmentStatus, FinishOutcome
@@ -126,3 +127,34 @@ def test_a_runs_step_output_is_kept_within_its_budget_newest_steps_first() -> No
     tails = [r.output_tail for r in log.records]
     assert tails == [None, "1" * 4000, "2" * 6000]
     assert [r.exit_code for r in log.records] == [0, 0, 0]
+
+
+async def test_runs_progress_rides_the_next_window_from_memory_and_comes_back_if_it_was_not_sent(
+        tmp_path: Path) -> None:
+    """Progress is not an outbox row: the link keeps each run's latest and appends it to the next window (none
+    for a run whose end is in that window); a window that could not be sent gives it back, unless a newer
+    report came meanwhile."""
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    link = ServerLink("http://127.0.0.1:9", "pfagt_x", box, cast(Handlers, None), artifacts_dir=tmp_path)
+
+    def report(assignment_id: int, progress: float) -> None:
+        link.progress(ev.AssignmentProgress(items=[ev.ProgressItem(assignment_id=assignment_id, step_index=0,
+                                                                   step_count=2, progress=progress)]))
+
+    report(1, 0.25)
+    report(1, 0.5)
+    report(2, 0.5)
+    box.put(ev.ASSIGNMENT_FINISHED, {"results": [{"assignment_id": 2, "outcome": "completed"}]})
+    assert len(box) == 1, "no row for progress"
+    events, taken = link._with_progress(box.peek(), full=False)
+    assert [(e, d, ids) for e, d, ids in batch(events) if e == ev.ASSIGNMENT_PROGRESS] == [
+        (ev.ASSIGNMENT_PROGRESS, {"items": [{"assignment_id": 1, "step_index": 0, "step_count": 2, "progress": 0.5}]},
+         [MEMORY_ID])], "the latest of run 1; none for run 2, which ends in this window"
+    assert link._with_progress([], full=False) == ([], {}), "taken: not sent twice"
+    report(1, 0.75)
+    link._restore_progress(taken)  # the window was not sent
+    events, _ = link._with_progress([], full=False)
+    assert [i["progress"] for e in events for i in e.data["items"]] == [0.75], "the newer report wins"
+    report(3, 0.1)
+    assert link._with_progress(box.peek(), full=True)[1] == {}, "a full window: a run's start may be behind it"
+    box.close()

@@ -208,6 +208,10 @@ class Agent(Handlers):
     # ------------------------------------------------------------------ reports
 
     def report(self, event: str, payload: BaseModel) -> None:
+        """An event for the server: durable in the outbox, except runs' progress (the link keeps the latest)."""
+        if isinstance(payload, ev.AssignmentProgress):
+            self.link.progress(payload)
+            return
         self.outbox.put(event, payload)
         self.link.notify()
 

@@ -45,6 +45,10 @@ ModeWatcher = Callable[[Mode], Awaitable[None]]
 MERGEABLE = {ev.ASSIGNMENT_STARTED: "items", ev.ASSIGNMENT_PROGRESS: "items", ev.ASSIGNMENT_FINISHED: "results"}
 """Consecutive events of these kinds travel as one message (their lists are joined)."""
 UPLOAD_FLOOR_BYTES_PER_SEC = 256 * 1024
+POLL_WINDOW = 500
+"""Outbox rows read per chunk when polling (a POST of at most 50 events)."""
+MEMORY_ID = 0
+"""The id of what a window carries from memory (runs' progress), not from an outbox row: nothing to ack."""
 SEND_WINDOW = 5000
 """Outbox rows read per round trip on the socket. A window keeps only each run's latest progress, so a wide
 one costs the server little: with 500 phones a window of 500 rows held one step's report per phone, and a
@@ -298,6 +302,8 @@ class ServerLink:
         self._session: aiohttp.ClientSession | None = None
         self._socket: _Socket | None = None
         self._pending = asyncio.Event()
+        self._progress: dict[int, ev.ProgressItem] = {}
+        """Each run's latest progress, not yet sent: memory only (see ``progress``)."""
         self._run_task: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -417,6 +423,36 @@ class ServerLink:
     def notify(self) -> None:
         """New events are in the outbox."""
         self._pending.set()
+
+    def progress(self, report: ev.AssignmentProgress) -> None:
+        """A run's progress: kept in memory, the latest per run, and sent with the next outbox window. Progress is
+        advisory (a run's end is what counts, and that goes through the outbox and the journal), so it is not
+        worth a durable row per report: at 500 phones the outbox's SQLite writes were an eighth of the agent's
+        loop. A crash loses only the last progress of the runs it cuts short, which end as interrupted."""
+        for item in report.items:
+            self._progress[item.assignment_id] = item
+        self._pending.set()
+
+    def _with_progress(self, peeked: list[OutboxItem], *, full: bool
+                       ) -> tuple[list[OutboxItem], dict[int, ev.ProgressItem]]:
+        """The outbox window and, after it, the runs' latest progress (taken from memory: ``_restore_progress``
+        puts it back if the window could not be sent). None for a run whose end is in the window, and none while
+        the outbox holds more than the window (a run's start may still be in there, behind it)."""
+        if not self._progress or full:
+            return peeked, {}
+        ending = {r.get("assignment_id") for i in peeked if i.event == ev.ASSIGNMENT_FINISHED
+                  for r in i.data.get("results", ()) if isinstance(r, dict)}
+        latest, self._progress = self._progress, {}
+        taken = {aid: item for aid, item in latest.items() if aid not in ending}  # the others are superseded
+        if not taken:
+            return peeked, {}
+        items = [item.model_dump(mode="json", exclude_none=True) for item in taken.values()]
+        return [*peeked, OutboxItem(MEMORY_ID, ev.ASSIGNMENT_PROGRESS, {"items": items}, time.time())], taken
+
+    def _restore_progress(self, taken: dict[int, ev.ProgressItem]) -> None:
+        """Progress taken for a window the server could not take: back, unless a newer report came meanwhile."""
+        for assignment_id, item in taken.items():
+            self._progress.setdefault(assignment_id, item)
 
     def require_hello(self) -> None:
         self._hello_needed = True
@@ -545,11 +581,18 @@ class ServerLink:
                 await self._hello_socket(sock)
             self._pending.clear()  # before reading, so an event put meanwhile still wakes us
             peeked = self.outbox.peek(SEND_WINDOW)
-            events = [i for i in peeked if i.event != ev.ARTIFACT_UPLOAD]
-            for event, data, ids in batch(events):  # results first: the server learns what files to expect
-                if self._settle(event, data, await self._call(sock, event, data), ids):
-                    await asyncio.sleep(1.0)  # the server could not take it now; try again shortly
-                    break
+            events, progress = self._with_progress([i for i in peeked if i.event != ev.ARTIFACT_UPLOAD],
+                                                   full=len(peeked) >= SEND_WINDOW)
+            sent = False
+            try:
+                for event, data, ids in batch(events):  # results first: the server learns what files to expect
+                    if self._settle(event, data, await self._call(sock, event, data), ids):
+                        await asyncio.sleep(1.0)  # the server could not take it now; try again shortly
+                        break
+                    sent = sent or MEMORY_ID in ids
+            finally:
+                if not sent:
+                    self._restore_progress(progress)
             await self._upload_artifacts(peeked)
             if not events:
                 if self.outbox.peek(1):  # only files the server could not take yet
@@ -567,7 +610,7 @@ class ServerLink:
         if ack.ok or not keep:
             if not ack.ok:
                 log.warning("server rejected an event", extra={"event": event, "error": error})
-            self.outbox.ack(ids)
+            self.outbox.ack([i for i in ids if i != MEMORY_ID])
             return False
         return True
 
@@ -751,10 +794,17 @@ class ServerLink:
             self._hello_needed = False
         for start in range(0, 10):  # flush the outbox in bounded chunks
             del start
-            peeked = self.outbox.peek()
-            groups = batch([i for i in peeked if i.event != ev.ARTIFACT_UPLOAD])
-            if groups:  # results first: the server learns what files to expect
-                await self._post_events(_within_post_budget(groups[:50]))
+            peeked = self.outbox.peek(POLL_WINDOW)
+            events, progress = self._with_progress([i for i in peeked if i.event != ev.ARTIFACT_UPLOAD],
+                                                   full=len(peeked) >= POLL_WINDOW)
+            groups = batch(events)
+            posting = _within_post_budget(groups[:50])
+            try:
+                if posting:  # results first: the server learns what files to expect
+                    await self._post_events(posting)
+            finally:
+                if not any(MEMORY_ID in ids for _, _, ids in posting):  # not sent, or left for the next chunk
+                    self._restore_progress(progress)
             await self._upload_artifacts(peeked)
             if not groups:
                 break
