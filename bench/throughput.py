@@ -12,6 +12,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+import psutil
+
 from bench.floor import db_floor, sio_floor
 from bench.harness import (
     Fleet,
@@ -75,6 +77,8 @@ async def measure(root: str, size: Size, warmup: int, breakdown: Breakdown | Non
                 else:
                     await watcher.wait_idle(size.phones, timeout=30)
             elapsed = time.perf_counter() - started
+            rss_mb = psutil.Process(server.pid).memory_info().rss / 2**20
+            made = size.phones * (warmup + size.jobs)
         finally:
             await watcher.close()
             await fleet.stop()
@@ -91,6 +95,7 @@ async def measure(root: str, size: Size, warmup: int, breakdown: Breakdown | Non
     print(f"completed assignments/s            {rate:9,.0f} /s   ({total:,} in {sum(per_job):.2f} s; "
           f"wall incl. polling {total / elapsed:,.0f} /s)")
     print(f"per job, POST -> completed in DB   {jobs.ms()}")
+    print(f"server RSS after {made:,} assignments   {rss_mb:,.0f} MB")
     print(f"floor: db INSERT {size.phones:>5} rows       {Summary.of(floor_db.insert).ms()}")
     print(f"floor: db UPDATE {size.phones:>5} rows       {Summary.of(floor_db.update).ms()}")
     print(f"floor: socket.io emit same size    {Summary.of(floor_sio).ms()}")
@@ -106,7 +111,8 @@ async def measure(root: str, size: Size, warmup: int, breakdown: Breakdown | Non
 
 async def main_async(args: argparse.Namespace) -> None:
     if args.agents:  # issue 14 part 6: 2,000 and 10,000 phones over this many agent connections
-        sizes = [Size(args.agents, 2_000 // args.agents, 10), Size(args.agents, 10_000 // args.agents, 8)]
+        sizes = [Size(args.agents, 2_000 // args.agents, 10),
+                 Size(args.agents, 10_000 // args.agents, args.jobs_10k)]
     else:
         sizes = [Size(10, 200, 5)] if args.quick else [Size(10, 200, 10), Size(20, 500, 8)]
     if args.only_10k:
@@ -127,6 +133,8 @@ def main() -> None:
                         help="spread both sizes over this many agent connections (issue 14 part 6: 500) instead of "
                              "10 and 20")
     parser.add_argument("--only-10k", action="store_true", help="only the 10,000 phones")
+    parser.add_argument("--jobs-10k", type=int, default=8,
+                        help="jobs at 10,000 phones with --agents (issue 14 part 7's RSS: 20 = 210,000 assignments)")
     add_server_options(parser)
     args = parser.parse_args()
     print_header(MODULE, "throughput: instant phones, jobs back to back, completed in the database")
