@@ -11,6 +11,7 @@ import asyncpg
 import socketio
 from aiohttp import web
 
+from phonefleet.server.accounts import Accounts
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.api import Api, ApiServices, error_middleware
 from phonefleet.server.artifact_uploads import ArtifactUploads
@@ -36,6 +37,7 @@ from phonefleet.server.maintenance import Maintenance
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.namespaces import AgentNamespace, DashboardNamespace
 from phonefleet.server.pauses import Pauses
+from phonefleet.server.people import SignInPolicy
 from phonefleet.server.presence import Presence
 from phonefleet.server.queries import Queries
 from phonefleet.server.realtime import Realtime, socket_server
@@ -198,6 +200,9 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     revocations = Revocations(pool, realtime, maintenance, bus, recheck_sec=settings.token_recheck_sec)
     router = Router(realtime, push, distributor, revocations)
     tokens = TokenCheck(authenticator, pool)
+    accounts = Accounts(pool, revocations, bus, SignInPolicy(
+        account_failures=settings.sign_in_account_failures, address_failures=settings.sign_in_address_failures,
+        window_sec=settings.sign_in_window_sec, session_ttl_sec=settings.session_ttl_sec))
     screen = ScreenRelay(pool, sio, presence, realtime, distributor, idle_sec=settings.screen_control_idle_sec,
                          interval_ms=settings.screen_interval_ms)
     sio.register_namespace(AgentNamespace(presence, tokens, agent_events.handle, metrics, screen))
@@ -205,7 +210,7 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     services = Services(settings, db.dsn, pool, realtime, distributor, completion, jobs, pauses, agent_events,
                         scheduler, schedules, maintenance, bus, revocations, db.admin_token, push, router, screen)
     api = ApiServices(tokens=tokens, queries=queries, jobs=jobs, pauses=pauses, agent_events=agent_events,
-                      scheduler=scheduler, schedules=schedules, revocations=revocations,
+                      scheduler=scheduler, schedules=schedules, revocations=revocations, accounts=accounts,
                       fleet=Fleet(pool, queries, distributor), fleet_health=fleet_health,
                       evidence=Evidence(pool, artifact_store),
                       screen=screen, artifacts=ArtifactUploads(pool, artifact_store))
@@ -231,7 +236,7 @@ def running(start: Callable[[Services], Awaitable[None]], stop: Callable[[Servic
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     metrics = Metrics()
-    authenticator = Authenticator(settings.admin_token)
+    authenticator = Authenticator(settings.admin_token, session_ttl_sec=settings.session_ttl_sec)
     sio = socket_server(ping_interval_sec=settings.socket_ping_interval_sec,
                         ping_timeout_sec=settings.socket_ping_timeout_sec)
     sio.attach(app)

@@ -38,12 +38,12 @@ INPUT_SEC = 20.0
 
 
 def may_control(principal: Principal) -> bool:
-    """Who may control a phone: admins (operators too, once roles exist)."""
-    return principal.kind == "admin"
+    """Who may control a phone: operators and admins (people or tokens); viewers only watch."""
+    return principal.allows("operator")
 
 
 def who(principal: Principal) -> str:
-    return principal.admin_name or principal.kind
+    return principal.name
 
 
 @dataclass(eq=False)
