@@ -45,7 +45,7 @@ def test_reads_are_for_viewers_and_changes_need_more_unless_they_are_ones_own() 
 
 
 def test_roles_are_ordered_each_including_the_one_before() -> None:
-    assert ROLE_ORDER == (Role.viewer, Role.operator, Role.admin)
+    assert (Role.viewer, Role.operator, Role.admin) == ROLE_ORDER
     for i, role in enumerate(ROLE_ORDER):
         for j, needed in enumerate(ROLE_ORDER):
             assert role_at_least(role, needed) is (i >= j)
@@ -72,12 +72,12 @@ async def test_every_route_refuses_a_caller_below_its_level(server: RunningServe
             continue
         status, body = await server.request(route.method, _path(route), token=None)
         assert status == 401, (route.method, route.path, status, body)
-        for role, secret in secrets.items():
-            allowed = route.access != "agent" and role_at_least(Role(role), Role(route.access))
+        for held, secret in secrets.items():
+            allowed = route.access != "agent" and role_at_least(Role(held), Role(route.access))
             if allowed:
                 continue
             status, body = await server.request(route.method, _path(route), token=secret)
-            assert status == 403 and body["error"]["code"] == "forbidden", (role, route.method, route.path, body)
+            assert status == 403 and body["error"]["code"] == "forbidden", (held, route.method, route.path, body)
             checked += 1
     below = {"agent": len(ROLE_ORDER), **{str(role): i for i, role in enumerate(ROLE_ORDER)}}
     assert checked == sum(below[r.access] for r in ROUTES if r.access != "public") > 0
