@@ -152,6 +152,27 @@ async def test_sign_out_ends_the_session_on_the_server_and_drops_its_sockets_on_
                 await dashboard.disconnect()
 
 
+async def test_a_session_socket_from_another_origin_is_refused(server: RunningServer) -> None:
+    """SameSite keeps other sites' pages from sending the cookie; a sibling origin of the same site is refused by
+    the Origin check."""
+    signed = await signed_in(server, "olaf", "viewer")
+    host = server.url.removeprefix("http://")
+    for origin, accepted in (("http://evil.example", False), (f"http://{host}", True)):
+        client = socketio.AsyncClient(reconnection=False)
+        try:
+            if accepted:
+                await client.connect(server.url, namespaces=["/dashboard"], transports=["websocket"],
+                                     headers={"Cookie": signed.header, "Origin": origin}, wait_timeout=10)
+                assert client.connected
+            else:
+                with pytest.raises(socketio.exceptions.ConnectionError):
+                    await client.connect(server.url, namespaces=["/dashboard"], transports=["websocket"],
+                                         headers={"Cookie": signed.header, "Origin": origin}, wait_timeout=10)
+        finally:
+            if client.connected:
+                await client.disconnect()
+
+
 async def test_a_dashboard_socket_needs_a_session_or_a_token(server: RunningServer) -> None:
     with pytest.raises(socketio.exceptions.ConnectionError):
         await SimDashboard(server.url, None, cookie=f"{SESSION_COOKIE}=pfses_made-up").connect()

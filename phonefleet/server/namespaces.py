@@ -11,6 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import socketio
 
@@ -46,6 +47,17 @@ def _token_from(auth: Any) -> str | None:
         token = auth.get("token")
         return token if isinstance(token, str) else None
     return None
+
+
+def _same_origin(environ: Any) -> bool:
+    """The handshake comes from a page of this server (or from no page: a non-browser client sends no Origin)."""
+    if not isinstance(environ, dict):
+        return False
+    origin = str(environ.get("HTTP_ORIGIN", ""))
+    if not origin:
+        return True
+    host = str(environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST", "")).split(",")[0].strip()
+    return urlsplit(origin).netloc.lower() == host.lower()
 
 
 def _session_cookie(environ: Any) -> str | None:
@@ -168,6 +180,8 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         token = _token_from(auth)
         if token is not None:
             return await self.tokens.principal(token)
+        if not _same_origin(environ):  # a page of a sibling site (same site, other origin) gets no session
+            return None
         return await self.tokens.session(_session_cookie(environ))
 
     def _is_lifecycle(self, event: str, sid: Any) -> bool:
