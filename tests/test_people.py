@@ -173,6 +173,25 @@ async def test_a_session_socket_from_another_origin_is_refused(server: RunningSe
                 await client.disconnect()
 
 
+async def test_screen_control_over_the_socket_needs_the_operator_role(server: RunningServer) -> None:
+    """A viewer's dashboard may watch but not take control; an operator's passes the role check (and meets the
+    next one: there is no such phone)."""
+    viewer = SimDashboard(server.url, None, cookie=(await signed_in(server, "vic", "viewer")).header)
+    operator = SimDashboard(server.url, None, cookie=(await signed_in(server, "opal", "operator")).header)
+    for dashboard in (viewer, operator):
+        await dashboard.connect()
+    try:
+        request = {"device_id": 999, "take": True}
+        refused = await viewer.sio.call("screen:control", request, namespace="/dashboard", timeout=10)
+        assert refused["ok"] is False and refused["error"]["code"] == "forbidden", refused
+        assert "operator" in refused["error"]["message"]
+        answered = await operator.sio.call("screen:control", request, namespace="/dashboard", timeout=10)
+        assert answered["ok"] is False and answered["error"]["code"] == "not_found", answered
+    finally:
+        for dashboard in (viewer, operator):
+            await dashboard.disconnect()
+
+
 async def test_a_dashboard_socket_needs_a_session_or_a_token(server: RunningServer) -> None:
     with pytest.raises(socketio.exceptions.ConnectionError):
         await SimDashboard(server.url, None, cookie=f"{SESSION_COOKIE}=pfses_made-up").connect()

@@ -110,7 +110,7 @@ class ScreenControl:
 
     async def take(self, device_id: int, principal: Principal, *, owner: str) -> None:
         if not may_control(principal):
-            raise Forbidden("only admins may control a phone")
+            raise Forbidden("controlling a phone needs the operator role (viewers watch)")
         held = self.controls.get(device_id)
         if held is not None:
             if held.owner == owner:
@@ -180,7 +180,7 @@ class ScreenControl:
                     implicit: bool) -> sc.InputAccepted:
         """Run one input on the phone. The sender must hold control; REST (``implicit``) takes it when free."""
         if not may_control(principal):
-            raise Forbidden("only admins may control a phone")
+            raise Forbidden("controlling a phone needs the operator role (viewers watch)")
         control = self.controls.get(device_id)
         if control is None and implicit:
             await self.take(device_id, principal, owner=owner)
