@@ -32,10 +32,12 @@ async def admin_person(url: str, role: str = "admin") -> tuple[str, str]:
         return name, str((await r.json())["password"])
 
 
-async def sign_in(page: "Page", server: RunningServer | str, role: str = "admin") -> None:
-    """Sign in as a new person of ``role`` (an admin unless told) and wait until the live link is up."""
+async def sign_in(page: "Page", server: RunningServer | str, role: str = "admin") -> str:
+    """Sign in as a new person of ``role`` (an admin unless told) and wait until the live link is up; their name."""
     url = server if isinstance(server, str) else server.url
-    await sign_in_with(page, url, *await admin_person(url, role))
+    name, password = await admin_person(url, role)
+    await sign_in_with(page, url, name, password)
+    return name
 
 
 def posts_to(page: "Page", path: str) -> list[str]:
