@@ -80,6 +80,7 @@ async def serve(settings: Settings) -> None:
         typer.echo(f"phonefleet server on http://{settings.host}:{settings.port}/  (database: {where})")
         _say_admin_token(services.admin_token)
         typer.echo("add an agent: phonefleet-server agents add NAME")
+        typer.echo("add a person to sign in with: phonefleet-server users add NAME --role admin")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

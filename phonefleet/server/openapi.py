@@ -110,7 +110,9 @@ def operation(r: Route) -> dict[str, Any]:
     if body is not None:
         op["requestBody"] = body
     if r.access != "public":
-        op["security"] = [{"bearer": []}]
+        op["security"] = [{"bearer": []}] if r.access == "agent" else [{"bearer": []}, {"session": []}]
+        if r.access != "agent":
+            op["x-role"] = r.access  # the least role that may call it (viewer < operator < admin)
     error = {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}}
     for status, why in error_statuses(r).items():
         op["responses"][status] = {"description": why, "content": error}
@@ -137,5 +139,8 @@ def build_openapi(routes: "list[Route]") -> dict[str, Any]:
                                 "does not serve answers 405 with an Allow header."},
         "paths": paths,
         "components": {"schemas": schemas.get("$defs", {}),
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "session": {
+                           "type": "apiKey", "in": "cookie", "name": "pf_session",
+                           "description": "The dashboard's session (POST /api/session); a request that changes "
+                                          "something also sends the session's X-CSRF-Token header"}}},
     }
