@@ -96,12 +96,15 @@ async def db_floor(dsn: str, rows: int, runs: int, warmup: int = 2) -> DbFloor:
 # ---------------------------------------------------------------------- bare Socket.IO server
 
 
-def order_like(assignment_id: int, job_id: int, device_id: int) -> dict[str, Any]:
-    """The same keys and sizes as the server's ``job:assign`` orders."""
+def assign_like(job_id: int, first_id: int, first_device: int, count: int) -> dict[str, Any]:
+    """The same keys and sizes as the server's ``job:assign`` to an agent that takes plans once: the job's fields
+    once, and one slot per phone."""
     return {
-        "assignment_id": assignment_id, "job_id": job_id, "device_id": device_id,
-        "serial": f"pc{device_id // 1000:03d}-{device_id % 1000:04d}", "title": "fanout", "plan": PLAN,
-        "priority": 0, "timeout_sec": 3600, "attempt": 1, "status": "pending",
+        "jobs": [{"job_id": job_id, "title": "fanout", "plan": PLAN, "priority": 0, "timeout_sec": 3600,
+                  "allow_shell": False, "on_interrupt": "fail"}],
+        "slots": [{"assignment_id": first_id + k, "job_id": job_id, "device_id": first_device + k,
+                   "serial": f"pc{(first_device + k) // 1000:03d}-{(first_device + k) % 1000:04d}", "attempt": 1,
+                   "status": "pending"} for k in range(count)],
     }
 
 
@@ -138,8 +141,7 @@ async def _serve_bare_async(pipe: Connection, lean: bool) -> None:
         for i, sid in enumerate(sids):
             ids = range(job_id * 1_000_000 + i * per, job_id * 1_000_000 + (i + 1) * per)
             if event == ev.JOB_ASSIGN:
-                data: dict[str, Any] = {"assignments": [order_like(a, job_id, i * 1000 + k)
-                                                        for k, a in enumerate(ids)]}
+                data: dict[str, Any] = assign_like(job_id, ids[0], i * 1000, per)
             else:
                 data = {"job_id": job_id, "assignment_ids": list(ids), "abort_running": False}
             prepared.append((sid, event, data))

@@ -33,13 +33,32 @@ import aiohttp
 import asyncpg
 
 from phonefleet.protocol import events as ev
-from phonefleet.sim.agent import SimAgent
+from phonefleet.sim.agent import SimAgent, assigned_orders
 
 ADMIN = "pfadm_bench-admin-token"
 LOOPBACK = "127.0.0.1"
 
 # The job every benchmark posts: one open_url step, as in the README's first example.
 PLAN: list[dict[str, Any]] = [{"type": "open_url", "url": "https://example.com", "duration_sec": 60}]
+LAB_PLAN: list[dict[str, Any]] = [
+    {"type": "install_apk", "name": "install the build under test",
+     "url": "https://artifacts.example.com/builds/app-release-4.12.0-rc3.apk",
+     "sha256": "9f2c1e5b7a3d4c8e6f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60", "grant_permissions": True},
+    {"type": "launch_app", "name": "cold start", "package": "com.example.shop",
+     "activity": "com.example.shop.ui.MainActivity", "stop_first": True},
+    {"type": "wait", "name": "let it settle", "duration_sec": 3},
+    {"type": "tap", "name": "accept terms", "x": 540, "y": 1820},
+    {"type": "text", "name": "search box", "text": "wireless headphones"},
+    {"type": "keyevent", "name": "submit", "key": "KEYCODE_ENTER"},
+    {"type": "swipe", "name": "scroll results", "x1": 540, "y1": 1600, "x2": 540, "y2": 400, "duration_ms": 400},
+    {"type": "screenshot", "name": "results page"},
+    {"type": "run_tests", "name": "checkout suite",
+     "runner": "com.example.shop.test/androidx.test.runner.AndroidJUnitRunner",
+     "args": {"class": "com.example.shop.CheckoutTest", "size": "medium", "coverage": "false"}},
+    {"type": "stop_app", "name": "clean up", "package": "com.example.shop"},
+]
+"""A device lab's usual job (install, start, a few inputs, a screenshot, instrumentation tests): what a fan-out
+carries per phone when each order holds its plan (about 1 KB of JSON)."""
 
 
 # ---------------------------------------------------------------------- statistics and output
@@ -187,6 +206,8 @@ WHAT_IF = {
     "no-fk": "assignments without its foreign keys (none are left since migrations 0002 and 0011: a no-op)",
     "async-commit": "synchronous_commit = off for the benchmark database (no WAL flush wait per commit)",
     "pool-30": "db_pool_max = 30 instead of 10",
+    "gc-default": "CPython's garbage collection defaults, as before issue 14 (no gc_policy.settle_after_start: "
+                  "start-up's objects walked by every full collection, gen0 threshold 700)",
 }
 
 
@@ -235,6 +256,10 @@ async def _serve_async(dsn: str, overrides: dict[str, Any], breakdown: bool, wha
         site = web.TCPSite(runner, LOOPBACK, 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if "gc-default" not in what_if:  # as `phonefleet-server run` does once it is up
+            from phonefleet import gc_policy
+
+            gc_policy.settle_after_start()
         pipe.send(("ready", port, os.getpid()))
         await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
         await runner.cleanup()
@@ -438,7 +463,7 @@ class Fleet:
 
         await asyncio.gather(*(a.wait_for(functools.partial(enough, a), timeout) for a in self.agents))
         return max(t for a in self.agents for n, d, t in a.received
-                   if n == ev.JOB_ASSIGN and any(o["job_id"] == job_id for o in d["assignments"]))
+                   if n == ev.JOB_ASSIGN and any(o["job_id"] == job_id for o in assigned_orders(d)))
 
     async def wait_control(self, event: str, job_id: int, agents: Sequence[SimAgent], timeout: float) -> float:
         """Until each of ``agents`` has received ``event`` for ``job_id``; returns the latest arrival."""
@@ -476,8 +501,8 @@ class Operator:
                 raise RuntimeError(f"{method} {path} answered {r.status}: {data}")
             return data
 
-    async def create_job(self, title: str) -> dict[str, Any]:
-        body = {"title": title, "plan": PLAN, "target_type": "all_devices"}
+    async def create_job(self, title: str, plan: list[dict[str, Any]] = PLAN) -> dict[str, Any]:
+        body = {"title": title, "plan": plan, "target_type": "all_devices"}
         job: dict[str, Any] = await self.call("POST", "/api/jobs", body, expect=201)
         return job
 

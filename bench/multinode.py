@@ -50,7 +50,7 @@ from bench.harness import (
     wait_until,
 )
 from phonefleet.protocol import events as ev
-from phonefleet.sim.agent import SimAgent
+from phonefleet.sim.agent import SimAgent, assigned_orders
 
 MODULE = "bench.multinode"
 INSTALL = "HAProxy is needed: install Debian's package with `apt-get install -y haproxy` (as root)"
@@ -221,7 +221,8 @@ async def fanout_runs(fleet: Fleet, op: Operator, watcher: Watcher, runs: int, w
             arrive.append(t_last - t0)
             respond.append(t_resp - t0)
         late = sorted(t - t0 for a in fleet.agents for n, d, t in a.received
-                      if n == ev.JOB_ASSIGN and t - t0 > 5 and any(o["job_id"] == job["id"] for o in d["assignments"]))
+                      if n == ev.JOB_ASSIGN and t - t0 > 5
+                      and any(o["job_id"] == job["id"] for o in assigned_orders(d)))
         if late:  # which deliveries made a slow run: a few stragglers, or everyone
             print(f"run {i}: {len(late)} job:assign arrived more than 5 s after the POST (at "
                   f"{', '.join(f'{x:.1f}' for x in late[:10])}{' ...' if len(late) > 10 else ''} s); "

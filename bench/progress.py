@@ -59,7 +59,7 @@ from bench.harness import (
 from phonefleet.protocol import events as ev
 from phonefleet.server.store import Conn
 from phonefleet.server.store import assignments as assignments_store
-from phonefleet.sim.agent import SimAgent, SimDashboard
+from phonefleet.sim.agent import SimAgent, SimDashboard, assigned_orders
 
 MODULE = "bench.progress"
 PROBE_AGENT = "bench-probe"
@@ -259,7 +259,7 @@ class Probe:
         jid = job["id"]
 
         def assigns() -> list[tuple[int, float]]:
-            return [(sum(o["job_id"] == jid for o in d["assignments"]), t)
+            return [(sum(o["job_id"] == jid for o in assigned_orders(d)), t)
                     for n, d, t in self.agent.received if n == ev.JOB_ASSIGN]
 
         await self.agent.wait_for(lambda: sum(k for k, _ in assigns()) >= PROBE_PHONES, timeout=60)

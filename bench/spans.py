@@ -8,9 +8,10 @@ route, ``GET /bench/spans``, and prints per step the median start, end and busy 
 """
 
 import functools
+import gc
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +32,19 @@ def _wrap(owner: Any, attr: str, name: str) -> None:
             SPANS.append((name, start, time.perf_counter()))
 
     setattr(owner, attr, timed)
+
+
+def _time_gc() -> None:
+    """Each garbage collection as a span (``gc gen2`` ...): a full collection stops the loop for all of it."""
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            SPANS.append((f"gc gen{info['generation']}", started[0], time.perf_counter()))
+
+    gc.callbacks.append(callback)
 
 
 def install(app: web.Application) -> None:
@@ -59,6 +73,8 @@ def install(app: web.Application) -> None:
         (devices, "refresh_states", "sql: refresh device states"),
         (distributor.Distributor, "_push", "Distributor._push"),
         (realtime.Realtime, "send_orders", "Realtime.send_orders"),
+        (realtime.Realtime, "send_claimed", "Realtime.send_claimed"),
+        (agent_events.AgentEvents, "_beat_batch", "heartbeat batch (touch + leases)"),
         (realtime.Realtime, "to_agent", "Realtime.to_agent"),
         (realtime.Realtime, "job_status_changed", "Realtime.job_status_changed"),
         (socketio.AsyncServer, "emit", "socketio emit"),
@@ -72,13 +88,27 @@ def install(app: web.Application) -> None:
         (jobs, "complete_finished", "sql: complete finished jobs"),
     ]:
         _wrap(owner, attr, name)
+    _time_gc()
 
     async def spans(_request: web.Request) -> web.Response:
         out = list(SPANS)
         SPANS.clear()
         return web.json_response(out)
 
+    async def heap(_request: web.Request) -> web.Response:
+        """What the garbage collector tracks, by type (most first): what a full collection walks."""
+        gc.collect()
+        kinds = Counter(type(o).__qualname__ for o in gc.get_objects())
+        lists = [o for o in gc.get_objects() if type(o) is list]
+        holders = Counter(type(r).__qualname__ + ":" + (",".join(list(r)[:4]) if isinstance(r, dict) else "")
+                          for o in lists[-20:] for r in gc.get_referrers(o) if r is not lists)
+        sample = [repr(o)[:80] for o in lists[-5:]]
+        return web.json_response({"tracked": sum(kinds.values()), "frozen": gc.get_freeze_count(),
+                                  "top": kinds.most_common(25), "list_holders": holders.most_common(8),
+                                  "sample": sample})
+
     app.router.add_get("/bench/spans", spans)
+    app.router.add_get("/bench/heap", heap)
 
 
 class Breakdown:

@@ -105,7 +105,12 @@ async def measure(root: str, size: Size, warmup: int, breakdown: Breakdown | Non
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    sizes = [Size(10, 200, 5)] if args.quick else [Size(10, 200, 10), Size(20, 500, 8)]
+    if args.agents:  # issue 14 part 6: 2,000 and 10,000 phones over this many agent connections
+        sizes = [Size(args.agents, 2_000 // args.agents, 10), Size(args.agents, 10_000 // args.agents, 8)]
+    else:
+        sizes = [Size(10, 200, 5)] if args.quick else [Size(10, 200, 10), Size(20, 500, 8)]
+    if args.only_10k:
+        sizes = sizes[1:]
     what_if = what_if_of(args)
     with postgres_root() as root:
         async with scratch_database(root) as dsn:
@@ -118,6 +123,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog=MODULE, description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2,000 phones, 5 jobs")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--agents", type=int, choices=(20, 100, 500),
+                        help="spread both sizes over this many agent connections (issue 14 part 6: 500) instead of "
+                             "10 and 20")
+    parser.add_argument("--only-10k", action="store_true", help="only the 10,000 phones")
     add_server_options(parser)
     args = parser.parse_args()
     print_header(MODULE, "throughput: instant phones, jobs back to back, completed in the database")

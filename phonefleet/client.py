@@ -6,12 +6,14 @@
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 import aiohttp
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from phonefleet.protocol.audit import AuditPage
 from phonefleet.protocol.enums import AssignmentStatus, BatchAction, JobStatus, RecoveryRung, RequeueScope
 from phonefleet.protocol.health import (
     DeviceDetail,
@@ -327,6 +329,16 @@ class PhonefleetClient:
 
     async def health(self) -> Health:
         return await self._model(Health, "GET", "/healthz")
+
+    async def audit(self, *, actor: str | None = None, actor_kind: str | None = None, team_id: int | None = None,
+                    object_kind: str | None = None, object_id: int | str | None = None, action: str | None = None,
+                    since: datetime | None = None, until: datetime | None = None, before: int | None = None,
+                    limit: int | None = None) -> AuditPage:
+        """The audit trail, newest first; ``before`` is the previous page's ``next_before``."""
+        return await self._model(AuditPage, "GET", "/api/audit", params=_params(
+            actor=actor, actor_kind=actor_kind, team_id=team_id, object_kind=object_kind, object_id=object_id,
+            action=action, since=since.isoformat() if since else None, until=until.isoformat() if until else None,
+            before=before, limit=limit))
 
 
 __all__ = ["DEFAULT_TIMEOUT_SEC", "ApiError", "PhonefleetClient", "ServerUnreachable", "UnexpectedAnswer"]

@@ -21,7 +21,8 @@ from phonefleet.server.database import EmbeddedPostgres, migrate
 from phonefleet.sim.agent import SimAgent
 
 pytest_plugins = ["tests.agent_fixtures", "tests.browser_fixtures", "tests.db_fault_fixtures",
-                  "tests.health_fixtures", "tests.live_server_fixtures", "tests.server_processes"]
+                  "tests.health_fixtures", "tests.live_server_fixtures", "tests.server_processes",
+                  "tests.supabase_fixtures"]
 
 ADMIN = "pfadm_test-admin-token"
 TEMPLATE = "phonefleet_template"

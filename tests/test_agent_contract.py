@@ -51,6 +51,23 @@ def test_a_step_no_model_fits_arrives_as_an_unknown_step_and_travels_unchanged()
     assert got.model_dump(mode="json")["assignments"][0]["plan"] == [raw]
 
 
+def test_a_job_assign_with_plans_once_drops_what_does_not_fit_one_by_one() -> None:
+    """A slot that does not fit is dropped alone; a job that does not fit takes its slots with it."""
+    good_job = {k: v for k, v in order(1, "p", "https://example.com/a").items() if k in ev.OrderJob.model_fields}
+    bad_job = {**good_job, "job_id": 2, "timeout_sec": "soon"}
+
+    def slot(assignment_id: int, job_id: int) -> dict[str, Any]:
+        return {"assignment_id": assignment_id, "job_id": job_id, "device_id": assignment_id,
+                "serial": f"p{assignment_id}", "attempt": 1, "status": "pending"}
+
+    got = parse(ev.JobAssign, {"jobs": [good_job, bad_job],
+                               "slots": [slot(10, 1), {**slot(11, 1), "attempt": "x"}, slot(12, 2), slot(13, 1)]},
+                "push")
+    assert got is not None
+    assert [(o.assignment_id, o.job_id) for o in got.orders()] == [(10, 1), (13, 1)]
+    assert isinstance(got.orders()[0].plan[0], OpenUrlStep)
+
+
 async def _agent_id(server: RunningServer, name: str) -> int:
     agents: list[dict[str, Any]] = await server.ok("GET", "/api/agents")
     return next(int(a["id"]) for a in agents if a["name"] == name)

@@ -23,6 +23,7 @@ ADMIN_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/agents", None),
     ("POST", "/api/agents", {"name": "intruder"}),
     ("GET", "/api/stats", None),
+    ("GET", "/api/audit", None),
 ]
 AGENT_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/agent/assignments", None),

@@ -193,7 +193,7 @@ async def test_phone_width_dark_theme_and_its_toggle(
         "target_type": "device_count", "target_value": 1})
     device = (await server.ok("GET", "/api/devices"))[0]
     pages = {"jobs": "#/jobs", "phones": "#/phones", "job": f"#/jobs/{job['id']}",
-             "phone": f"#/phones/{device['id']}", "grid": "#/grid", "schedules": "#/schedules"}
+             "phone": f"#/phones/{device['id']}", "grid": "#/grid", "schedules": "#/schedules", "audit": "#/audit"}
 
     # 390 x 844, light: no horizontal overflow on any page; the top bar is one row with a menu
     async with new_page(browser, viewport=PHONE, color_scheme="light") as page:

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from phonefleet.server import distributor
 from phonefleet.sim.agent import SimAgent
 from tests.conftest import RunningServer, eventually, open_url_job
 
@@ -25,6 +26,48 @@ async def test_all_devices_targets_every_connected_phone(server: RunningServer) 
     order = next(iter(b.orders.values()))
     assert order["plan"][0]["type"] == "open_url"
     assert order["serial"].startswith("pc-b-")
+
+
+async def test_each_job_travels_once_to_agents_that_take_plans_once_and_whole_to_others(
+        server: RunningServer) -> None:
+    new = await server.sim_agent("pc-new", 3)
+    old = await server.sim_agent("pc-old", 2, plans_once=False)
+    job = await server.ok("POST", "/api/jobs", open_url_job())
+    await new.wait_for(lambda: len(new.orders) == 3)
+    await old.wait_for(lambda: len(old.orders) == 2)
+    (compact,) = new.events("job:assign")
+    assert set(compact) == {"jobs", "slots"}
+    assert [j["job_id"] for j in compact["jobs"]] == [job["id"]], "the plan once, not once per phone"
+    assert len(compact["slots"]) == 3 and all("plan" not in slot for slot in compact["slots"])
+    (whole,) = old.events("job:assign")
+    assert set(whole) == {"assignments"} and all(o["plan"][0]["type"] == "open_url" for o in whole["assignments"])
+
+
+async def test_a_large_fan_out_is_claimed_and_pushed_in_chunks(server: RunningServer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``CLAIM_CHUNK`` phones a job is claimed in several statements, each chunk pushed while the next is
+    claimed: every phone still gets exactly one order, the job's counters add up, and a second job that fits
+    its room exactly is not over-assigned across the chunks."""
+    monkeypatch.setattr(distributor, "CLAIM_CHUNK", 3)
+    a = await server.sim_agent("pc-a", 5)
+    b = await server.sim_agent("pc-b", 6)
+    job = await server.ok("POST", "/api/jobs", open_url_job())
+    assert (job["target_count"], job["assigned_count"]) == (11, 11)
+    await a.wait_for(lambda: len(a.orders) == 5)
+    await b.wait_for(lambda: len(b.orders) == 6)
+    assert len({o["device_id"] for o in [*a.orders.values(), *b.orders.values()]}) == 11
+    assert len(a.events("job:assign")) + len(b.events("job:assign")) > 2, "pushed in more than one batch"
+    await a.finish(sorted(a.orders))
+    await b.finish(sorted(b.orders))
+    counted = await server.ok("POST", "/api/jobs", open_url_job(title="seven", target_type="device_count",
+                                                                 target_value=7))
+    assert counted["assigned_count"] == 7
+
+    async def seven() -> bool:
+        return bool(sum(o["job_id"] == counted["id"] for o in [*a.orders.values(), *b.orders.values()]) == 7)
+
+    await eventually(seven)
+    assert (await job_state(server, counted["id"]))["assigned_count"] == 7
 
 
 @pytest.mark.parametrize(("phones", "percent", "expected"), [(10, 50, 5), (10, 25, 3), (3, 1, 1), (10, 100, 10)])

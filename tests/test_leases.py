@@ -1,5 +1,6 @@
 """Leases, retries, re-delivery and the polling fallback: nothing is lost when a link or a PC fails."""
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -123,6 +124,29 @@ async def test_heartbeats_keep_a_running_lease_alive(server_factory: Any) -> Non
         before = row["lease_until"]
         await eventually(lambda previous=before: _lease_extended(server, job["id"], previous),  # type: ignore[misc]
                          timeout=2)
+
+
+async def test_heartbeats_arriving_together_each_get_their_own_answer(server_factory: Any) -> None:
+    """Heartbeats are batched into shared statements: every agent's running lease still moves on, and only the
+    agent the server had given up on is told to say hello again."""
+    server: RunningServer = await server_factory(lease_sec=30, agent_grace_sec=30)
+    agents = [await server.sim_agent(f"pc-{i}", 1) for i in range(4)]
+    job = await server.ok("POST", "/api/jobs", open_url_job())
+    for agent in agents:
+        await agent.wait_for(lambda a=agent: len(a.orders) == 1)  # type: ignore[misc]
+        await agent.start(sorted(agent.orders))
+    async with server.services.pool.acquire() as conn:
+        await conn.execute("UPDATE assignments SET lease_until = now() WHERE job_id = $1", job["id"])
+        await conn.execute("UPDATE agents SET status = 'offline' WHERE name = 'pc-2'")
+    answers = await asyncio.gather(*(a.call("agent:heartbeat", {"running": sorted(a.orders)}) for a in agents))
+    assert [a["data"]["hello_required"] for a in answers] == [False, False, True, False]
+    rows = await assignments(server, job["id"])
+    assert len(rows) == 4 and all(r["status"] == "running" for r in rows)
+    async with server.services.pool.acquire() as conn:
+        extended = await conn.fetchval("SELECT count(*) FROM assignments WHERE job_id = $1 AND "
+                                       "lease_until > now() + interval '20 seconds'", job["id"])
+        online = await conn.fetchval("SELECT count(*) FROM agents WHERE status = 'online'")
+    assert (extended, online) == (4, 4)
 
 
 async def _lease_extended(server: RunningServer, job_id: int, previous: str) -> bool:

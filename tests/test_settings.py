@@ -51,8 +51,10 @@ def test_every_server_env_name_in_the_readme_sets_its_field(monkeypatch: pytest.
     for name in sorted(names):
         field = "database_url" if name == "DATABASE_URL" else name.removeprefix("PHONEFLEET_").lower()
         assert field in Settings.model_fields, name
-        value = {"port": "8711", "data_dir": "/srv/pf", "log_level": "INFO"}.get(field, "7")
-        if field in {"host", "database_url", "admin_token"}:
+        value = {"port": "8711", "data_dir": "/srv/pf", "log_level": "INFO", "supabase_first_role": "operator"}.get(
+            field, "7")
+        if field in {"host", "database_url", "admin_token", "supabase_jwks_url", "supabase_jwt_secret",
+                     "supabase_jwt_issuer", "supabase_jwt_audience"}:
             value = f"from-{name}"
         with monkeypatch.context() as env:
             env.setenv(name, value)

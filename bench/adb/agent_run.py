@@ -15,6 +15,7 @@ from bench.adb.phones import Phones
 from bench.adb.spy import Spy, summarize_profile
 from bench.adb.workload import POLL_SEC, TAP, URL, VIEW, Size
 from bench.harness import Operator, Watcher, session
+from phonefleet import gc_policy
 from phonefleet.agent.agent import Agent
 from phonefleet.agent.config import AgentSettings
 from phonefleet.protocol import events as ev
@@ -170,6 +171,7 @@ async def measure_agent(server_url: str, dsn: str, port: int, phones: Phones, *,
     try:
         await agent.start()
         out.startup = time.perf_counter() - t0
+        gc_policy.settle_after_start()  # as `phonefleet-agent run` does once it is up
         await watcher.wait_idle(n, timeout=120)
         out.ready = time.perf_counter() - t0
         async with session() as http:

@@ -1,7 +1,7 @@
 // REST client: calls go with the session cookie (same-origin) and, when they change something, the session's
 // CSRF token; errors become ApiError with the contract's details.
 import type {
-  Agent, Artifact, ArtifactKind, ArtifactPage, AssignmentList, BatchAction, Device, DeviceDetail, DeviceEventList, ErrorBody, ErrorDetail, FleetHealthReport,
+  Agent, Artifact, AuditPage, ArtifactKind, ArtifactPage, AssignmentList, BatchAction, Device, DeviceDetail, DeviceEventList, ErrorBody, ErrorDetail, FleetHealthReport,
   FleetPolicy, Job, JobBatchResult, JobCreate, JobList, JobPatch, RecoverAccepted, RecoveryRung, RequeueResult,
   RequeueScope, Schedule, ScheduleCreate, ScheduleList, SchedulePatch, SchedulerStatus, Stats,
 } from "./types";
@@ -81,6 +81,8 @@ export class Api {
   }
 
   stats = () => this.request<Stats>("GET", "/api/stats");
+  /** ``query`` as ``audit.auditQuery`` makes it. */
+  audit = (query: string) => this.request<AuditPage>("GET", `/api/audit${query}`);
   jobs = () => this.request<JobList>("GET", "/api/jobs?limit=500");
   job = (id: number) => this.request<Job>("GET", `/api/jobs/${id}`);
   createJob = (body: JobCreate) => this.request<Job>("POST", "/api/jobs", body);

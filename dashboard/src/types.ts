@@ -3,6 +3,9 @@ import type { JobCreate } from "./generated/protocol";
 
 export type {
   Agent,
+  AuditActor,
+  AuditEvent,
+  AuditPage,
   Artifact,
   ArtifactKind,
   ArtifactPage,

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from phonefleet import gc_policy
 from phonefleet.agent.config import AgentSettings, ConfigFileError
 from phonefleet.agent.control import CONTROL_FILE
 from phonefleet.agent.token_source import TokenSourceError, agent_token
@@ -75,6 +76,7 @@ def run(  # noqa: PLR0917 (one option each; typer passes them by keyword)
             loop.add_signal_handler(sig, stop.set)
         await agent.start(progress=typer.echo)
         typer.echo(f"agent connected to {settings.server} ({len(agent.workers)} phones); Ctrl-C stops it")
+        gc_policy.settle_after_start()
         try:
             await stop.wait()
         finally:

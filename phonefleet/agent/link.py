@@ -227,20 +227,31 @@ class Handlers:
 M = TypeVar("M", bound=BaseModel)
 
 
+ITEM_LISTS = ("assignments", "jobs", "slots")
+"""The lists of a message from the server whose items are dropped one by one when they do not fit (orders, and
+the jobs and slots of a ``job:assign`` that carries plans once)."""
+
+
 def parse(model: type[M], data: object, what: str) -> M | None:
     """A message from the server as its model, or None (logged) when it does not fit: a malformed message never
-    stops the link. Orders that do not fit are dropped from it, each logged, and the rest go on."""
+    stops the link. Orders that do not fit are dropped from it, each logged, and the rest go on (a job that
+    does not fit takes its slots with it)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
     places = [e["loc"] for e in errors]
-    orders = data.get("assignments") if isinstance(data, dict) else None
-    if isinstance(data, dict) and isinstance(orders, list) and all(
-            len(loc) > 1 and loc[0] == "assignments" for loc in places):
-        bad = {loc[1] for loc in places}
+    if isinstance(data, dict) and all(len(loc) > 1 and loc[0] in ITEM_LISTS and isinstance(data.get(loc[0]), list)
+                                      for loc in places):
+        bad: dict[str, set[Any]] = {}
+        for loc in places:
+            bad.setdefault(str(loc[0]), set()).add(loc[1])
         log.warning("malformed orders from the server ignored", extra={"what": what, "errors": errors[:5]})
-        return parse(model, {**data, "assignments": [o for i, o in enumerate(orders) if i not in bad]}, what)
+        fixed = {**data, **{key: [x for i, x in enumerate(data[key]) if i not in at] for key, at in bad.items()}}
+        if "jobs" in bad:
+            kept = {j.get("job_id") for j in fixed["jobs"] if isinstance(j, dict)}
+            fixed["slots"] = [x for x in fixed.get("slots", []) if isinstance(x, dict) and x.get("job_id") in kept]
+        return parse(model, fixed, what)
     log.warning("malformed message from the server ignored", extra={"what": what, "errors": errors[:5]})
     return None
 
@@ -307,7 +318,7 @@ class ServerLink:
         async def on_assign(data: object) -> dict[str, Any]:
             sock.heard()
             assign = parse(ev.JobAssign, data, ev.JOB_ASSIGN)
-            orders = assign.assignments if assign is not None else []
+            orders = assign.orders() if assign is not None else []
             await self.handlers.on_orders(orders, full=False)
             return ev.JobAssignAck(received=[o.assignment_id for o in orders]).model_dump()
 
@@ -451,7 +462,8 @@ class ServerLink:
             self._abandon(sock)
 
     async def _connect(self, sock: _Socket) -> None:
-        await sock.sio.connect(self.url, namespaces=[ev.AGENT_NAMESPACE], auth={"token": self.token},
+        await sock.sio.connect(self.url, namespaces=[ev.AGENT_NAMESPACE],
+                               auth={"token": self.token, "features": [ev.PLANS_ONCE]},
                                transports=["websocket"], wait_timeout=self.timings.connect_timeout_sec)
 
     def _abandon(self, sock: _Socket) -> None:

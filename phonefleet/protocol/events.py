@@ -8,7 +8,7 @@ payloads (``POST /api/agent/events``), so server and agent have one code path pe
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from phonefleet.protocol import health
 from phonefleet.protocol.artifacts import MAX_ARTIFACTS_PER_RUN, ArtifactInfo
@@ -230,8 +230,57 @@ class AssignmentOrder(BaseModel):
                                       description="What the agent does with this run if it crashes mid-plan.")
 
 
+class OrderJob(BaseModel):
+    """What every order of one job shares (``AssignmentOrder``'s job fields): a ``job:assign`` to an agent that
+    takes plans once carries it once per job, however many of that job's phones the agent drives."""
+
+    job_id: int
+    title: str
+    plan: list[AnyStep] = Field(description="The agent fails a step type it does not know.")
+    priority: int
+    timeout_sec: int
+    allow_shell: bool = False
+    on_interrupt: OnInterrupt = OnInterrupt.fail
+
+
+class OrderSlot(BaseModel):
+    """One phone's part of an order (``AssignmentOrder``'s own fields); its job's fields are in ``jobs``."""
+
+    assignment_id: int
+    job_id: int
+    device_id: int
+    serial: str
+    attempt: int
+    status: AssignmentStatus
+
+
+PLANS_ONCE: Final = "plans_once"
+"""An agent feature, named in its connect ``auth`` (``{"token": ..., "features": ["plans_once"]}``): it reads a
+``job:assign`` whose orders come as ``jobs`` + ``slots`` (each job's plan once) instead of whole ``assignments``.
+An agent that does not name it gets whole orders, as before."""
+
+
 class JobAssign(BaseModel):
-    assignments: list[AssignmentOrder]
+    assignments: list[AssignmentOrder] = Field(default_factory=list, description="Whole orders (agents without "
+                                               "the plans_once feature, and re-sends).")
+    jobs: list[OrderJob] = Field(default_factory=list, max_length=100_000,
+                                 description="The jobs of ``slots``, each once (plans_once).")
+    slots: list[OrderSlot] = Field(default_factory=list, max_length=100_000,
+                                   description="Orders without their job's fields, which are in ``jobs``.")
+
+    @model_validator(mode="after")
+    def _slots_have_jobs(self) -> "JobAssign":
+        known = {j.job_id for j in self.jobs}
+        missing = sorted({s.job_id for s in self.slots} - known)
+        if missing:
+            raise ValueError(f"slots name jobs not in jobs: {missing[:10]}")
+        return self
+
+    def orders(self) -> list[AssignmentOrder]:
+        """Every order whole: ``assignments``, then each slot joined with its job (validated once per job)."""
+        jobs = {j.job_id: j.__dict__ for j in self.jobs}
+        return [*self.assignments,
+                *(AssignmentOrder.model_construct(**{**jobs[s.job_id], **s.__dict__}) for s in self.slots)]
 
 
 class JobAssignAck(BaseModel):

@@ -18,6 +18,7 @@ from phonefleet import __version__
 from phonefleet.protocol import events as ev
 from phonefleet.protocol import screen as sc
 from phonefleet.protocol.artifacts import Artifact, ArtifactLost, ArtifactPage
+from phonefleet.protocol.audit import AuditPage
 from phonefleet.protocol.enums import Role
 from phonefleet.protocol.health import (
     DeviceDetail,
@@ -71,11 +72,12 @@ from phonefleet.protocol.people import (
     SignIn,
 )
 from phonefleet.protocol.timeline import LogcatAnswer, StepTimeline
-from phonefleet.server import outage, people
+from phonefleet.server import audit, outage, people
 from phonefleet.server.accounts import Accounts, person_model
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.artifact_uploads import ArtifactUploads, Claim
 from phonefleet.server.artifacts import ARTIFACT_TYPES, ArtifactStore, serving_headers
+from phonefleet.server.audit import AuditTrail
 from phonefleet.server.auth import SESSION_COOKIE, Authenticator, Principal, TokenCheck, bearer
 from phonefleet.server.errors import Forbidden, Invalid, NotFound, ServiceError, Unauthorized
 from phonefleet.server.evidence import Evidence
@@ -94,6 +96,7 @@ from phonefleet.server.routes import (
     ArtifactQuery,
     AssignmentListQuery,
     AssignmentQuery,
+    AuditQuery,
     DeviceEventQuery,
     JobListQuery,
     LogcatQuery,
@@ -105,6 +108,7 @@ from phonefleet.server.routes import (
 from phonefleet.server.scheduler_control import SchedulerControl
 from phonefleet.server.schedules import Schedules
 from phonefleet.server.screen_relay import ScreenRelay
+from phonefleet.server.store.audit import AuditFilter
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +204,7 @@ class ApiServices:
     evidence: Evidence
     screen: ScreenRelay
     artifacts: ArtifactUploads
+    audit: AuditTrail
 
 
 class Api:
@@ -233,9 +238,11 @@ class Api:
         async def handler(request: web.Request) -> web.StreamResponse:
             if self._services is None and route.database:
                 return _error("starting", "starting up", 503, {"Retry-After": str(outage.RETRY_AFTER_SEC)})
-            if route.access != "public":
-                request[PRINCIPAL] = await self._authorize(request, route.access)
-            return await route.handler(self, request)
+            if route.access == "public":
+                return await route.handler(self, request)
+            principal = request[PRINCIPAL] = await self._authorize(request, route.access)
+            with audit.acting(audit.actor_of(principal), "rest", request.remote):
+                return await route.handler(self, request)
 
         return handler
 
@@ -245,7 +252,7 @@ class Api:
         one by itself)."""
         token = bearer(request.headers.get("Authorization"))
         if token is not None:
-            principal = await self.s.tokens.principal(token)
+            principal = await self.s.tokens.authenticate(token)
             if principal is None:
                 raise Unauthorized("unknown token")
         elif (cookie := request.cookies.get(SESSION_COOKIE)) is not None:
@@ -568,6 +575,14 @@ class Api:
         await self.s.screen.release(device_id, f"released by {_actor(request)}")
         return model_response(self.s.screen.session(device_id))
 
+    async def audit_events(self, request: web.Request) -> web.Response:
+        q = _query(request, AuditQuery)
+        if q.since is not None and q.until is not None and q.until <= q.since:
+            raise Invalid.field("until", "must be after since")
+        found = AuditFilter(actor=q.actor, actor_kind=q.actor_kind, team_id=q.team_id, object_kind=q.object_kind,
+                            object_id=q.object_id, action=q.action, since=q.since, until=q.until)
+        return model_response(await self.s.audit.page(found, before=q.before, limit=q.limit))
+
     async def agent_post_events(self, request: web.Request) -> web.Response:
         # Each event's payload is checked by the handler, so one bad event is one error ack, as on the socket.
         batch = await _body(request, ev.AgentEventBatch, check_text=False)
@@ -726,6 +741,9 @@ ROUTES: list[Route] = [
           response=Job, status=201, tags=("schedules",)),
     Route("GET", "/api/schedules/{id}/jobs", Api.schedule_jobs, "The jobs a schedule created, newest first", "viewer",
           query=JobListQuery, response=JobList, tags=("schedules",)),
+    Route("GET", "/api/audit", Api.audit_events, "The audit trail, newest first, a page at a time: every change "
+          "by a person, token, agent or the CLI, with the fields that changed; append-only (nothing edits or "
+          "deletes it)", "viewer", query=AuditQuery, response=AuditPage, tags=("ops",)),
     Route("GET", "/api/stats", Api.stats, "Counts by state; success rate, run time and queue wait over a window",
           "viewer",
           query=StatsQuery, response=Stats, tags=("ops",)),

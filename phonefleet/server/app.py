@@ -11,11 +11,13 @@ import asyncpg
 import socketio
 from aiohttp import web
 
+from phonefleet.server import supabase_realtime
 from phonefleet.server.accounts import Accounts
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.api import Api, ApiServices, error_middleware
 from phonefleet.server.artifact_uploads import ArtifactUploads
 from phonefleet.server.artifacts import ArtifactStore
+from phonefleet.server.audit import AuditTrail
 from phonefleet.server.auth import ADMIN_PREFIX, Authenticator, TokenCheck, hash_token, new_token
 from phonefleet.server.bus import Bus
 from phonefleet.server.completion import Completion
@@ -48,6 +50,7 @@ from phonefleet.server.schedules import ScheduleFirer, Schedules
 from phonefleet.server.screen_relay import ScreenRelay
 from phonefleet.server.static import add_dashboard_routes, dashboard_dist
 from phonefleet.server.store import admin_tokens as admin_tokens_store
+from phonefleet.server.supabase_auth import SupabaseVerifier
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +156,7 @@ def database_context(settings: Settings) -> Callable[[web.Application], AsyncIte
             try:
                 async with pool.acquire() as conn:
                     await migrate(conn)
+                    await supabase_realtime.missing_at_start(conn)
                 admin_token = await ensure_admin_token(pool, settings.data_dir, settings.admin_token)
                 app[DATABASE] = Database(dsn, pool, admin_token)
                 yield
@@ -213,7 +217,7 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
                       scheduler=scheduler, schedules=schedules, revocations=revocations, accounts=accounts,
                       fleet=Fleet(pool, queries, distributor), fleet_health=fleet_health,
                       evidence=Evidence(pool, artifact_store),
-                      screen=screen, artifacts=ArtifactUploads(pool, artifact_store))
+                      screen=screen, artifacts=ArtifactUploads(pool, artifact_store), audit=AuditTrail(pool))
     return services, api
 
 
@@ -236,7 +240,9 @@ def running(start: Callable[[Services], Awaitable[None]], stop: Callable[[Servic
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     metrics = Metrics()
-    authenticator = Authenticator(settings.admin_token, session_ttl_sec=settings.session_ttl_sec)
+    supabase = settings.supabase_auth()
+    authenticator = Authenticator(settings.admin_token, SupabaseVerifier(supabase) if supabase.enabled else None,
+                                  settings.supabase_first_role, session_ttl_sec=settings.session_ttl_sec)
     sio = socket_server(ping_interval_sec=settings.socket_ping_interval_sec,
                         ping_timeout_sec=settings.socket_ping_timeout_sec)
     sio.attach(app)
@@ -279,6 +285,7 @@ def create_app(settings: Settings) -> web.Application:
         running(lambda s: s.push.start(), lambda s: s.push.stop()),
         running(lambda s: s.distributor.start(), lambda s: s.distributor.stop()),
         running(_start_completion, lambda s: s.completion.stop()),
+        running(_start_agent_events, lambda s: s.agent_events.stop()),
         running(lambda s: s.maintenance.start(), lambda s: s.maintenance.stop()),
         running(lambda s: s.revocations.start(), lambda s: s.revocations.stop()),
         running(lambda s: s.screen.start(), lambda s: s.screen.stop()),
@@ -289,3 +296,7 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _start_completion(services: Services) -> None:
     services.completion.start()
+
+
+async def _start_agent_events(services: Services) -> None:
+    services.agent_events.start()

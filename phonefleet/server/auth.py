@@ -1,8 +1,10 @@
 """Who is asking: shared admin tokens (automation), one token per agent, people's personal tokens and their
-dashboard sessions (a cookie); only hashes are stored."""
+dashboard sessions (a cookie); only hashes are stored. Where Supabase Auth is configured, a Supabase-issued JWT
+is verified too (``supabase_auth``)."""
 
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass, field
 from typing import Literal
@@ -15,6 +17,9 @@ from phonefleet.server.store import Conn
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import people as people_store
+from phonefleet.server.supabase_auth import JwtRejected, SupabaseClaims, SupabaseVerifier, looks_like_jwt
+
+log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "pfadm_"
 AGENT_PREFIX = "pfagt_"
@@ -70,11 +75,25 @@ class Principal:
         return self.role is not None and role_at_least(self.role, Role(access))
 
 
-class Authenticator:
-    """Resolves a bearer token to an admin or an agent."""
+async def person_for_claims(conn: Conn, claims: SupabaseClaims, first_role: str) -> Principal:
+    """SEAM, to be glued when people land (migration 0012): the person whose Supabase ``sub`` these verified
+    claims carry (or, on a first sign-in, whose email they verify), created with ``first_role`` if none
+    is; their role and teams come from phonefleet's own tables, never from the token. Until phonefleet has
+    people, a verified Supabase user is nobody here: refused with a 401 (never made an admin)."""
+    del conn, first_role
+    raise JwtRejected("no_person", f"no phonefleet person for Supabase user {claims.sub}")
 
-    def __init__(self, env_admin_token: str | None, *, session_ttl_sec: float = 43_200.0) -> None:
+
+class Authenticator:
+    """Resolves a bearer token to an admin, a person (personal token) or an agent (or, with Supabase Auth
+    configured, a Supabase user's JWT to their person), and a session cookie to its person; a refused JWT raises
+    ``JwtRejected`` with its reason."""
+
+    def __init__(self, env_admin_token: str | None, supabase: SupabaseVerifier | None = None,
+                 supabase_first_role: str = "viewer", *, session_ttl_sec: float = 43_200.0) -> None:
         self._env_admin_hash = hash_token(env_admin_token) if env_admin_token else None
+        self.supabase = supabase
+        self.supabase_first_role = supabase_first_role
         self.session_ttl_sec = session_ttl_sec
 
     @property
@@ -82,11 +101,17 @@ class Authenticator:
         return self._env_admin_hash is not None
 
     async def resolve(self, conn: Conn, token: str | None) -> Principal | None:
-        if not token or len(token) > 200:
+        if not token:
             return None
         digest = hash_token(token)
         if self._env_admin_hash and hmac.compare_digest(digest, self._env_admin_hash):
+            # first: an environment token may have dots too
             return Principal("admin", admin_name=ENV_ADMIN, role=Role.admin)
+        if self.supabase is not None and looks_like_jwt(token):
+            claims = await self.supabase.verify(token)
+            return await person_for_claims(conn, claims, self.supabase_first_role)
+        if len(token) > 200:
+            return None
         if token.startswith(AGENT_PREFIX):
             row = await agents_store.by_token_hash(conn, digest)
             if row is not None:
@@ -126,8 +151,20 @@ class TokenCheck:
         self.pool = pool
 
     async def principal(self, token: str | None) -> Principal | None:
+        """Who the token is, or None (a refused Supabase JWT too: sockets say only "refused")."""
+        try:
+            return await self.authenticate(token)
+        except JwtRejected:
+            return None
+
+    async def authenticate(self, token: str | None) -> Principal | None:
+        """As ``principal``, but a refused Supabase JWT raises ``JwtRejected``: a 401 that says why."""
         async with self.pool.acquire() as conn:
-            return await self.authenticator.resolve(conn, token)
+            try:
+                return await self.authenticator.resolve(conn, token)
+            except JwtRejected as exc:
+                log.info("supabase token refused", extra={"reason": exc.reason})
+                raise
 
     async def session(self, cookie: str | None) -> Principal | None:
         if not cookie:

@@ -12,11 +12,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 
+from phonefleet import gc_policy
 from phonefleet.cli_help import APP_SETTINGS, env_help
 from phonefleet.logs import setup_logging
 from phonefleet.protocol.enums import Role
 from phonefleet.protocol.people import PersonPatch
-from phonefleet.server import people, tokens
+from phonefleet.server import audit, people, tokens
 from phonefleet.server.app import SERVICES, AdminTokenAtStart, create_app
 from phonefleet.server.auth import ENV_ADMIN
 from phonefleet.server.config import ENV_PREFIX, Settings
@@ -34,6 +35,8 @@ admins_cli = typer.Typer(help="Manage named admin tokens (works while the server
 cli.add_typer(admins_cli, name="admins")
 users_cli = typer.Typer(help="Manage people: accounts with a role (works while the server runs).")
 cli.add_typer(users_cli, name="users")
+supabase_cli = typer.Typer(help="Supabase as a home: Realtime publication, migrations for the Supabase CLI.")
+cli.add_typer(supabase_cli, name="supabase")
 
 HostOpt = Annotated[str | None, typer.Option("--host", metavar="ADDR", show_default=False, help=env_help(
     "Listen address.", "PHONEFLEET_HOST", Settings.model_fields["host"].default))]
@@ -81,6 +84,7 @@ async def serve(settings: Settings) -> None:
         _say_admin_token(services.admin_token)
         typer.echo("add an agent: phonefleet-server agents add NAME")
         typer.echo("add a person to sign in with: phonefleet-server users add NAME --role admin")
+        gc_policy.settle_after_start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -120,7 +124,8 @@ def _with_database(settings: Settings, work: Callable[[Conn], Awaitable[T]]) -> 
             try:
                 async with pool.acquire() as conn:
                     await migrate(conn)
-                    return await work(conn)
+                    with audit.acting(audit.cli_actor(), "cli"):
+                        return await work(conn)
             finally:
                 await pool.close()
         finally:
@@ -297,6 +302,40 @@ def users_reset_password(ctx: typer.Context, name: NameArg, data_dir: DataOpt = 
         return await people.reset_password(conn, name, node=CLI_NODE)
 
     typer.echo(_with_database(settings, work))
+
+
+@supabase_cli.command("realtime")
+def supabase_realtime_command(ctx: typer.Context, data_dir: DataOpt = None) -> None:
+    """Add jobs, assignments and devices to the supabase_realtime publication (migration 0014 again: for a
+    publication created after phonefleet's migrations ran). Exit 1 if the publication does not exist."""
+    from phonefleet.server import supabase_realtime
+
+    state = _with_database(_command_settings(ctx, data_dir), supabase_realtime.publish)
+    if not state.publication:
+        typer.echo("error: no supabase_realtime publication in this database (is it a Supabase project?)", err=True)
+        raise typer.Exit(1)
+    identities = ", ".join(f"{t} {state.replica_identity.get(t, '?')}" for t in supabase_realtime.REALTIME_TABLES)
+    typer.echo(f"published: {', '.join(state.published) or '-'}  (replica identity: {identities})")
+    if state.missing:
+        typer.echo(f"error: not published: {', '.join(state.missing)} (the publication belongs to another role; "
+                   "see the warning above)", err=True)
+        raise typer.Exit(1)
+
+
+@supabase_cli.command("export-migrations")
+def supabase_export_migrations(directory: Annotated[Path, typer.Argument(
+        metavar="DIR", help="The Supabase CLI's migrations folder, usually supabase/migrations.")]) -> None:
+    """Write phonefleet's migrations where `supabase db push` applies them (the server adopts what it applied)."""
+    from phonefleet.server.supabase_migrations import ExportConflict, export_migrations
+
+    try:
+        done = export_migrations(directory)
+    except ExportConflict as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{len(done.written)} written, {len(done.unchanged)} already there, in {directory}")
+    typer.echo("a database the server already migrated: mark them applied first with\n"
+               f"  supabase migration repair --status applied {' '.join(done.versions)} --db-url <url>")
 
 
 @cli.command("schema")

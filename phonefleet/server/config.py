@@ -1,12 +1,13 @@
 """Server settings: command-line flags override ``PHONEFLEET_*`` environment variables, which override defaults."""
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from phonefleet.protocol.health import HealthThresholds
+from phonefleet.server.supabase_auth import SupabaseAuthConfig
 
 ENV_PREFIX = "PHONEFLEET_"
 
@@ -67,6 +68,19 @@ class Settings(BaseSettings):
     health_max_battery_temp_c: float = Field(default=45.0, ge=0, le=100, description="Battery temperature (°C).")
     health_min_data_free_mb: int = Field(default=500, ge=0, le=1_000_000, description="Free space on /data (MB).")
     health_max_probe_sec: float = Field(default=5.0, gt=0, le=600, description="The health probe's round trip.")
+    supabase_jwt_secret: str | None = Field(default=None, repr=False, description="Accept Supabase Auth JWTs "
+                                            "signed HS256 with this secret (the project's legacy JWT secret).")
+    supabase_jwks_url: str | None = Field(default=None, description="Accept Supabase Auth JWTs signed ES256/RS256 "
+                                          "by a key of this JWKS (https://<ref>.supabase.co/auth/v1/.well-known/"
+                                          "jwks.json).")
+    supabase_jwt_audience: str = Field(default="authenticated", min_length=1, description="The audience (aud) a "
+                                       "Supabase JWT must carry.")
+    supabase_jwt_issuer: str | None = Field(default=None, description="The issuer (iss) a Supabase JWT must "
+                                            "carry (https://<ref>.supabase.co/auth/v1); unchecked when unset.")
+    supabase_first_role: Literal["viewer", "operator", "admin"] = Field(default="viewer", description="The role "
+                                                                        "of a person created by their first sign-in.")
+    supabase_jwks_timeout_sec: float = Field(default=3.0, gt=0, le=60, description="A JWKS fetch taking longer "
+                                             "refuses the token (401) rather than hanging the request.")
 
     @field_validator("database_url", mode="before")
     @classmethod
@@ -79,6 +93,12 @@ class Settings(BaseSettings):
         return HealthThresholds(min_battery=self.health_min_battery, max_battery_temp_c=self.health_max_battery_temp_c,
                                 min_data_free_mb=self.health_min_data_free_mb,
                                 max_probe_sec=self.health_max_probe_sec)
+
+    def supabase_auth(self) -> SupabaseAuthConfig:
+        """Supabase Auth as configured (``enabled`` is false when neither secret nor JWKS is set)."""
+        return SupabaseAuthConfig(jwt_secret=self.supabase_jwt_secret or None, jwks_url=self.supabase_jwks_url or None,
+                                  audience=self.supabase_jwt_audience, issuer=self.supabase_jwt_issuer or None,
+                                  jwks_timeout_sec=self.supabase_jwks_timeout_sec)
 
     @classmethod
     def from_env(cls, **flags: Any) -> "Settings":

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK_KEY = 0x70686F6E65666C74  # "phonefltq" in ASCII-ish; any constant shared by all nodes
 
 Pool = asyncpg.Pool
-__all__ = ["EmbeddedPostgres", "Pool", "create_pool", "migrate", "migrations_dir", "wait_for_database"]
+__all__ = ["EmbeddedPostgres", "Pool", "create_pool", "migrate", "migrations_dir", "supabase_cli_history",
+           "wait_for_database"]
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -61,9 +62,14 @@ async def migrate(conn: Conn, directory: Path | None = None) -> list[str]:
             " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        pushed = await supabase_cli_history(conn)
         for path in files:
             version = path.stem
             if version in done:
+                continue
+            if version in pushed:  # applied by `supabase db push`: adopted into our history, not run again
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                log.info("migration adopted from the supabase cli", extra={"version": version})
                 continue
             async with conn.transaction():
                 await conn.execute(path.read_text())
@@ -73,6 +79,20 @@ async def migrate(conn: Conn, directory: Path | None = None) -> list[str]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
     return applied
+
+
+async def supabase_cli_history(conn: Conn) -> set[str]:
+    """The migrations ``supabase db push`` recorded (file ``0001_initial.sql`` is its version ``0001``, name
+    ``initial``), as our versions (``0001_initial``): empty where the CLI never ran (or its table is not ours
+    to read: then what it applied fails here loudly rather than being guessed)."""
+    readable = await conn.fetchval(
+        "SELECT has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT') FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'supabase_migrations' AND c.relname = 'schema_migrations'")
+    if not readable:
+        return set()
+    rows = await conn.fetch("SELECT version, name FROM supabase_migrations.schema_migrations WHERE name IS NOT NULL")
+    return {f"{r['version']}_{r['name']}" for r in rows}
 
 
 async def wait_for_database(dsn: str, patience_sec: float = 30.0) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import asyncpg
@@ -36,6 +36,9 @@ PASS_WAIT_SEC = 5.0
 """How long a job event waits for the pass that serves it before making one itself."""
 ANY_PHONES = 1_000_000
 """A claim's limit when the job's own room is the only bound."""
+CLAIM_CHUNK = 2_000
+"""Phones one claim statement takes at most: a larger fan-out is claimed in chunks, each pushed to its agents
+while the database claims the next (at 10,000 phones the claim and the emits overlap instead of adding up)."""
 
 
 class Distributor:
@@ -106,7 +109,7 @@ class Distributor:
 
     async def _pass(self) -> int:
         started = time.perf_counter()
-        created: list[tuple[JobRecord, list[ClaimedRow]]] = []
+        fill = _Fill(self._push)
         async with self._lock:  # one pass at a time on a node
             self._passes_started += 1
             seq = self._passes_started
@@ -114,14 +117,14 @@ class Distributor:
             complete = False
             try:
                 async with self.pool.acquire() as conn:
-                    complete = await self._fill_pass(conn, created)
+                    complete = await self._fill_pass(conn, fill)
             finally:
                 if not complete:  # the phones were not offered to every job: the next fill is a pass
                     self._pass_due = True
                 async with self._pass_done:
                     self._passes_finished = seq
                     self._pass_done.notify_all()
-        return await self._finish_fill(created, started)
+        return await self._finish_fill(fill, started)
 
     async def _next_pass(self) -> int:
         """Wait for a pass that starts from now (asking for one); a pass that does not come soon (its
@@ -138,12 +141,12 @@ class Distributor:
 
     async def _fill_jobs(self, job_ids: Sequence[int]) -> int:
         started = time.perf_counter()
-        created: list[tuple[JobRecord, list[ClaimedRow]]] = []
+        fill = _Fill(self._push)
         async with self.pool.acquire() as conn:
             context = None
             for job_id in job_ids:
                 job: JobRecord | None
-                job, rows = await assignments_store.claim_simple(conn, job_id, ANY_PHONES)
+                job, claimed = await self._claim_simple(conn, job_id, ANY_PHONES, fill)
                 if job is None:  # not the common case: the general path, with the fleet's facts
                     context = context or await scheduler_store.fill_context(conn)
                     if not context.running:
@@ -152,15 +155,36 @@ class Distributor:
                                                                    agent_caps=context.agent_caps)
                     if stopped:
                         break
-                if rows and job is not None:  # rows: a job claimed them
-                    created.append((job, rows))
-                elif job is not None and job.status == "active" and job.retry_pending == 0:
+                    if rows and job is not None:
+                        fill.push(job, rows)
+                    claimed = len(rows)
+                if not claimed and job is not None and job.status == "active" and job.retry_pending == 0:
                     await waiting.mark(conn, [job_id])  # no phone now: is there none connected at all?
-        return await self._finish_fill(created, started)
+        return await self._finish_fill(fill, started)
 
-    async def _fill_pass(self, conn: Conn, created: list[tuple[JobRecord, list[ClaimedRow]]]) -> bool:
-        """Claim for every job that may, appending to ``created``; False when distribution is stopped, so
-        no job was offered the idle phones."""
+    async def _claim_simple(self, conn: Conn, job_id: int, limit: int, fill: "_Fill"
+                            ) -> tuple[JobRecord | None, int]:
+        """The common claim (``claim_simple``) in chunks of ``CLAIM_CHUNK`` phones, each chunk's orders pushed
+        while the next chunk is claimed: at 10,000 phones the database claims while this process emits.
+        Returns (the job, the phones claimed), or (None, 0) when the job is not the common case."""
+        claimed = 0
+        job: JobRecord | None = None
+        while claimed < limit:
+            chunk = min(CLAIM_CHUNK, limit - claimed)
+            got, rows = await assignments_store.claim_simple(conn, job_id, chunk)
+            if got is None:  # the first chunk: not the common case; a later one: the job changed meanwhile
+                break
+            job = got
+            if rows:
+                fill.push(job, rows)
+            claimed += len(rows)
+            if len(rows) < chunk:
+                break
+        return job, claimed
+
+    async def _fill_pass(self, conn: Conn, fill: "_Fill") -> bool:
+        """Claim for every job that may, pushing what each claims at once; False when distribution is stopped,
+        so no job was offered the idle phones."""
         context = await scheduler_store.fill_context(conn)
         idle = context.idle
         if not context.running:
@@ -169,29 +193,30 @@ class Distributor:
         while idle > 0:
             batch = await jobs_store.fillable(conn, None, after=after, limit=FILL_BATCH)
             for candidate in batch:
-                rows, job, stopped = await self._claim(conn, candidate.id, idle, agent_caps=context.agent_caps)
+                claimed, stopped = await self._claim(conn, candidate.id, idle, fill, agent_caps=context.agent_caps)
                 if stopped:  # distribution was stopped since this pass began
                     return False
-                if rows and job is not None:
-                    created.append((job, rows))
-                    idle -= len(rows)
-                    if idle <= 0:
-                        break
+                idle -= claimed
+                if idle <= 0:
+                    break
             if len(batch) < FILL_BATCH:
                 break
             after = jobs_store.FillCursor.of(batch[-1])
         return True
 
-    async def _claim(self, conn: Conn, job_id: int, idle: int, *, agent_caps: bool
-                     ) -> tuple[list[ClaimedRow], JobRecord | None, bool]:
-        """Claim phones for one job in its own short transaction: (rows, job, whether distribution was
-        stopped since the pass began). The common case is one statement; retries, ``max_parallel``,
-        agents' caps and stopped distribution take the general path."""
+    async def _claim(self, conn: Conn, job_id: int, idle: int, fill: "_Fill", *, agent_caps: bool
+                     ) -> tuple[int, bool]:
+        """Claim phones for one job in short transactions, pushing them: (the phones claimed, whether
+        distribution was stopped since the pass began). The common case is one statement per chunk; retries,
+        ``max_parallel``, agents' caps and stopped distribution take the general path."""
         if not agent_caps:
-            job, rows = await assignments_store.claim_simple(conn, job_id, idle)
+            job, claimed = await self._claim_simple(conn, job_id, idle, fill)
             if job is not None:
-                return rows, job, False
-        return await self._claim_general(conn, job_id, idle, agent_caps=agent_caps)
+                return claimed, False
+        rows, job, stopped = await self._claim_general(conn, job_id, idle, agent_caps=agent_caps)
+        if rows and job is not None:
+            fill.push(job, rows)
+        return len(rows), stopped
 
     async def _claim_general(self, conn: Conn, job_id: int, idle: int, *, agent_caps: bool
                              ) -> tuple[list[ClaimedRow], JobRecord | None, bool]:
@@ -204,23 +229,25 @@ class Distributor:
             limit = max(0, job.target_count - job.assigned_count) + job.retry_pending
             return await assignments_store.claim(conn, job, min(limit, idle), agent_caps=agent_caps), job, False
 
-    async def _finish_fill(self, created: list[tuple[JobRecord, list[ClaimedRow]]], started: float) -> int:
-        total = sum(len(rows) for _, rows in created)
+    async def _finish_fill(self, fill: "_Fill", started: float) -> int:
+        total = fill.total
         if total:
             self.metrics.assignments_created.inc(total)
-            await self._push(created)
+            await fill.pushed()
             self.metrics.fanout_seconds.observe(time.perf_counter() - started)
         self.metrics.fill_seconds.observe(time.perf_counter() - started)
         return total
 
     async def _push(self, created: list[tuple[JobRecord, list[ClaimedRow]]]) -> None:
+        jobs = {job.id: orders.job_fields(job) for job, _ in created}
         by_agent: dict[int, list[dict[str, Any]]] = defaultdict(list)
         device_ids: list[int] = []
         for job, rows in created:
             for row, made in zip(rows, orders.claimed(job, rows), strict=True):
                 by_agent[row["agent_id"]].append(made)
                 device_ids.append(row["device_id"])
-        await asyncio.gather(*(self.realtime.send_orders(a, o, self.on_ack) for a, o in by_agent.items()))
+        await asyncio.gather(*(self.realtime.send_claimed(a, jobs, slots, self.on_ack)
+                               for a, slots in by_agent.items()))
         self.realtime.jobs_changed(job.id for job, _ in created)
         self.realtime.devices_changed(device_ids)
 
@@ -243,3 +270,41 @@ class Distributor:
             rows = await assignments_store.pending_orders(conn, agent_id)
         if rows:
             await self.realtime.send_orders(agent_id, orders.of_rows(rows), self.on_ack)
+
+
+class _Fill:
+    """What one fill claimed. Claims are gathered and pushed to the agents together (one ``job:assign`` per
+    agent for many small jobs), but as soon as ``CLAIM_CHUNK`` phones are waiting they go, while the fill
+    claims on."""
+
+    def __init__(self, push: Callable[[list[tuple[JobRecord, list[ClaimedRow]]]], Coroutine[Any, Any, None]]
+                 ) -> None:
+        self._push = push
+        self._tasks: list[asyncio.Task[None]] = []
+        self._waiting: list[tuple[JobRecord, list[ClaimedRow]]] = []
+        self._waiting_rows = 0
+        self.total = 0
+
+    def push(self, job: JobRecord, rows: list[ClaimedRow]) -> None:
+        self.total += len(rows)
+        self._waiting.append((job, rows))
+        self._waiting_rows += len(rows)
+        if self._waiting_rows >= CLAIM_CHUNK:
+            self._send()
+
+    def _send(self) -> None:
+        if self._waiting:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._pushing(self._waiting)))
+            self._waiting, self._waiting_rows = [], 0
+
+    async def _pushing(self, created: list[tuple[JobRecord, list[ClaimedRow]]]) -> None:
+        try:
+            await self._push(created)
+        except Exception:  # the orders are stored: the agents' next hello, poll or kick sends them
+            log.exception("push of %d orders failed; the agents will read them", sum(len(r) for _, r in created))
+
+    async def pushed(self) -> None:
+        """Until every claim has been handed to the sockets (or the bus)."""
+        self._send()
+        if self._tasks:
+            await asyncio.gather(*self._tasks)

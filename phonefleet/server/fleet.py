@@ -3,11 +3,13 @@
 import asyncpg
 
 from phonefleet.protocol.models import Agent, AgentCreated
-from phonefleet.server import tokens
+from phonefleet.server import audit, tokens
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import NotFound
 from phonefleet.server.queries import Queries
+from phonefleet.server.store import Conn
 from phonefleet.server.store import agents as agents_store
+from phonefleet.server.transactions import in_transaction
 
 
 class Fleet:
@@ -24,8 +26,13 @@ class Fleet:
 
     async def set_max_running(self, agent_id: int, max_running: int | None) -> Agent:
         """Cap (or uncap) the phones that run at once on an agent; a raised or removed cap frees room at once."""
-        async with self.pool.acquire() as conn:
+        async def work(conn: Conn) -> None:
+            was = await agents_store.max_running(conn, agent_id)
             if not await agents_store.set_max_running(conn, agent_id, max_running):
                 raise NotFound(f"agent {agent_id} not found")
+            await audit.record_change(conn, "agent.update", "agent", agent_id,
+                                      before={"max_running": was}, after={"max_running": max_running})
+
+        await in_transaction(self.pool, work)
         self.distributor.request_fill()
         return await self.queries.agent(agent_id)

@@ -35,7 +35,7 @@ from phonefleet.protocol.health import (
     SelftestRequest,
     SelftestResult,
 )
-from phonefleet.server import reliability
+from phonefleet.server import audit, reliability
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Conflict, NotFound
 from phonefleet.server.metrics import Metrics
@@ -55,6 +55,12 @@ POLICY = "policy"
 """The actor of what the quarantine policy does by itself."""
 HOT_PREFIX = "battery "
 """Reasons about the battery's temperature read "battery 52.0 °C above 45.0 °C"."""
+
+
+def _flat(policy: FleetPolicy) -> dict[str, Any]:
+    """``thresholds.battery_min``-style keys, so the trail names the one threshold that changed."""
+    parts = policy.model_dump(mode="json", include={"thresholds", "quarantine"})
+    return {f"{part}.{k}": v for part, values in parts.items() for k, v in values.items()}
 
 
 def event_model(event: DeviceEventRecord) -> DeviceEvent:
@@ -91,11 +97,16 @@ class FleetHealth:
         was ever changed is stored: a field left alone keeps following its default."""
 
         async def work(conn: Conn) -> FleetPolicy:
-            stored = dict((await policy_store.get(conn))["policy"] or {})
+            row = await policy_store.get(conn)
+            was = self._policy(row)
+            stored = dict(row["policy"] or {})
             for part, patch in (("thresholds", body.thresholds), ("quarantine", body.quarantine)):
                 if patch is not None:
                     stored[part] = {**stored.get(part, {}), **patch.model_dump(exclude_none=True)}
-            return self._policy(await policy_store.set_policy(conn, stored, actor))
+            now = self._policy(await policy_store.set_policy(conn, stored, actor))
+            await audit.record_change(conn, "fleet.policy.update", "fleet_policy", None,
+                                      before=_flat(was), after=_flat(now))
+            return now
 
         policy = await in_transaction(self.pool, work)
         async with self.pool.acquire() as conn:
@@ -169,10 +180,16 @@ class FleetHealth:
 
     async def release(self, device_id: int, by: str, reason: str = "released by an operator") -> DeviceDetail:
         async def work(conn: Conn) -> tuple[DeviceEventRecord | None, bool]:
+            was = await devices_store.get(conn, device_id)
             event = await quarantine_store.release(conn, device_id, by=by, reason=reason)
-            if event is None:
-                return None, await devices_store.get(conn, device_id) is not None
+            if event is None or was is None:
+                return None, was is not None
             await devices_store.refresh_states(conn, [device_id])
+            now = await devices_store.get(conn, device_id)
+            assert now is not None
+            await audit.record_change(conn, "device.release", "device", device_id,
+                                      before={"state": was.state, "quarantine_reason": was.quarantine_reason},
+                                      after={"state": now.state, "quarantine_reason": now.quarantine_reason})
             return event, True
 
         event, exists = await in_transaction(self.pool, work)
@@ -194,6 +211,9 @@ class FleetHealth:
         sent = self.realtime.has_agent(device.agent_id)
         await self.realtime.to_agent(device.agent_id, DEVICE_RECOVER,
                                      DeviceRecover(serial=device.serial, rung=rung, by=by).model_dump())
+        async with self.pool.acquire() as conn:  # an order to the agent, not a transaction: recorded once sent
+            await audit.record(conn, "device.recover", "device", device_id, before={"recovering": None},
+                               after={"recovering": str(rung), "sent": sent})
         return RecoverAccepted(device_id=device_id, serial=device.serial, rung=rung, sent=sent)
 
     # ------------------------------------------------------------------ from agents
@@ -319,6 +339,9 @@ class FleetHealth:
             events: list[DeviceEventRecord] = []
             for reason, device_ids in by_reason.items():
                 done, written = await quarantine_store.quarantine(conn, device_ids, reason=reason, by=by)
+                for device_id in done:
+                    await audit.record(conn, "device.quarantine", "device", device_id,
+                                       before={"quarantine_reason": None}, after={"quarantine_reason": reason})
                 ids += done
                 events += written
             handed = await assignments_store.hand_back(conn, device_ids=ids, reason="phone quarantined") if ids \

@@ -13,6 +13,7 @@ from phonefleet.protocol.enums import BatchAction, JobStatus, RequeueScope, Targ
 from phonefleet.protocol.events import AssignmentOrder
 from phonefleet.protocol.models import BatchFailure, JobBatch, JobBatchResult, JobCreate, JobPatch, JobTemplate
 from phonefleet.protocol.states import JOB_ACTIONS, JOB_TRANSITIONS
+from phonefleet.server import audit
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Conflict, Invalid, NotFound, ServiceError
 from phonefleet.server.orders import of_rows as orders_of_rows
@@ -36,6 +37,12 @@ def resolve_target(target_type: str, target_value: int | None, eligible: int) ->
     return target_value
 
 
+def _audited(job: JobRecord) -> dict[str, object]:
+    """What the trail keeps of a job created or deleted (its plan stays in the job's own record)."""
+    return {"title": job.title, "status": job.status, "target_type": job.target_type,
+            "target_value": job.target_value, "priority": job.priority, "steps": len(job.plan)}
+
+
 def _by_agent(placed: Iterable[Placement]) -> dict[int, list[int]]:
     out: dict[int, list[int]] = defaultdict(list)
     for p in placed:
@@ -51,8 +58,12 @@ class JobControl:
 
     async def create(self, body: JobCreate, actor: str = "admin", *, allow_shell: bool = True) -> int:
         """Store and distribute a job; returns its id (its row has changed since: read it again)."""
-        async with self.pool.acquire() as conn:  # one write statement: no transaction of its own needed
-            row = await self.insert(conn, body, actor, allow_shell=allow_shell)
+        async def work(conn: Conn) -> JobRecord:
+            job = await self.insert(conn, body, actor, allow_shell=allow_shell)
+            await audit.record(conn, "job.create", "job", job.id, after=_audited(job))
+            return job
+
+        row = await in_transaction(self.pool, work)
         await self.announce(row)
         return row.id
 
@@ -130,12 +141,18 @@ class JobControl:
         fields = body.model_dump(exclude_unset=True, exclude={"status", "depends_on"})
         if fields or depends_on is not None:
             async def work(conn: Conn) -> None:
-                if await jobs_store.update_fields(conn, job_id, fields) is None:
+                was = await jobs_store.get(conn, job_id, for_update=True)
+                now = await jobs_store.update_fields(conn, job_id, fields)
+                if was is None or now is None:
                     raise NotFound(f"job {job_id} not found")
                 if depends_on is not None:
                     await self._check_dependencies(conn, job_id, depends_on)
                     await jobs_store.set_depends_on(conn, job_id, depends_on)
                     await jobs_store.add_event(conn, job_id, "dependencies", actor, {"depends_on": depends_on})
+                edited = [*fields, *(["depends_on"] if depends_on is not None else [])]
+                after = {k: now[k] for k in fields} | ({"depends_on": depends_on} if depends_on is not None else {})
+                await audit.record_change(conn, "job.update", "job", job_id, before={k: was[k] for k in edited},
+                                          after=after)
 
             await in_transaction(self.pool, work)
             await self.realtime.job_status_changed([job_id])
@@ -159,12 +176,14 @@ class JobControl:
         """Move the job if its status allows ``action``; 404 or 409 (naming the status) otherwise."""
         sources = sorted(JOB_ACTIONS[action])
         assert all(target in JOB_TRANSITIONS[JobStatus(s)] for s in sources), (action, target)
+        current = await jobs_store.get(conn, job_id, for_update=True)  # the status it leaves, for the trail
+        if current is None:
+            raise NotFound(f"job {job_id} not found")
         job = await jobs_store.transition(conn, job_id, target, sources)
         if job is None:
-            current = await jobs_store.get(conn, job_id)
-            if current is None:
-                raise NotFound(f"job {job_id} not found")
             raise Conflict(f"job {job_id} is {current.status}; it cannot {action}")
+        await audit.record(conn, f"job.{action}", "job", job_id, before={"status": current.status},
+                           after={"status": job.status})
         return job
 
     async def pause(self, job_id: int, actor: str = "admin") -> RenderedJob:
@@ -246,6 +265,10 @@ class JobControl:
                 raise Conflict(f"job {job_id} is {job.status}; it cannot requeue")
             n = await jobs_store.requeue(conn, job_id, str(scope))
             await jobs_store.add_event(conn, job_id, "requeued", actor, {"scope": str(scope), "slots": n})
+            now = await jobs_store.get(conn, job_id)
+            await audit.record(conn, "job.requeue", "job", job_id, before={"status": job.status},
+                               after={"status": now.status if now else job.status, "requeued": n,
+                                      "scope": str(scope)})
             return n
 
         n = await in_transaction(self.pool, work)
@@ -290,6 +313,7 @@ class JobControl:
             await jobs_store.delete(conn, job_id)
             devices = await devices_store.refresh_states(conn, device_ids)
             await jobs_store.add_event(conn, None, "deleted", actor, {"job_id": job_id})
+            await audit.record(conn, "job.delete", "job", job_id, before=_audited(job))
             return cancelled, devices
 
         cancelled, devices = await in_transaction(self.pool, work)

@@ -19,7 +19,7 @@ from phonefleet.protocol import events as ev
 from phonefleet.protocol import screen as sc
 from phonefleet.protocol.models import ErrorBody, ErrorDetail, ErrorInfo
 from phonefleet.protocol.wire import MALFORMED_EVENT, MalformedPacket
-from phonefleet.server import outage
+from phonefleet.server import audit, outage
 from phonefleet.server.auth import SESSION_COOKIE, Principal, TokenCheck
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.outage import OUTAGE_ERRORS
@@ -47,6 +47,14 @@ def _token_from(auth: Any) -> str | None:
         token = auth.get("token")
         return token if isinstance(token, str) else None
     return None
+
+
+def _features_from(auth: Any) -> frozenset[str]:
+    """The features an agent named at connect (``auth["features"]``); anything malformed names none."""
+    features = auth.get("features") if isinstance(auth, dict) else None
+    if not isinstance(features, list) or len(features) > 50:
+        return frozenset()
+    return frozenset(f for f in features if isinstance(f, str))
 
 
 def _same_origin(environ: Any) -> bool:
@@ -145,7 +153,8 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if event == sc.SCREEN_FRAME:  # [meta, bytes]: memory only, never the database
             return await self.screen.on_frame(principal, data, args[2] if len(args) > 2 else None)
         self._counted.get(event, self._counted["unknown"]).inc()
-        ack = await self.handler(principal, event, data)
+        with audit.acting(audit.actor_of(principal), "socket"):
+            ack = await self.handler(principal, event, data)
         if event == ev.AGENT_HELLO and ack.get("ok") and principal.agent_id is not None:
             task = asyncio.get_running_loop().create_task(self.screen.agent_greeted(principal.agent_id))
             self._background.add(task)
@@ -157,7 +166,7 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             principal = await self.tokens.principal(_token_from(auth))
         if principal is None or principal.kind != "agent" or principal.agent_id is None:
             raise socketio.exceptions.ConnectionRefusedError("an agent token is required")
-        self.presence.remember_agent(sid, principal)
+        self.presence.remember_agent(sid, principal, plans_once=ev.PLANS_ONCE in _features_from(auth))
         return True
 
 
@@ -200,8 +209,9 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 self._principals[args[0]] = principal
                 return True
             self.presence.forget_dashboard(args[0])
-            self._principals.pop(args[0], None)
-            await self.screen.dashboard_gone(args[0])
+            gone = self._principals.pop(args[0], None)
+            with audit.acting(audit.actor_of(gone) if gone else audit.SYSTEM, "socket"):
+                await self.screen.dashboard_gone(args[0])  # its control sessions end, in its name
             return None
         if (bad := _malformed(event, args[1] if len(args) > 1 else None)) is not None:
             return malformed_ack(self.namespace, args[0], bad)
@@ -210,7 +220,8 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             return {"ok": True}  # the page's heartbeat: cheap, and not counted (one a second per page)
         if event in sc.DASHBOARD_SCREEN_EVENTS and principal is not None:
             self.metrics.socket_events.labels(namespace="dashboard", event=event).inc()
-            return await self.screen.on_dashboard(args[0], principal, event, args[1] if len(args) > 1 else None)
+            with audit.acting(audit.actor_of(principal), "socket"):
+                return await self.screen.on_dashboard(args[0], principal, event, args[1] if len(args) > 1 else None)
         # Dashboards send no other events: every one is counted under a single label.
         self.metrics.socket_events.labels(namespace="dashboard", event="unknown").inc()
         return {"ok": False, "error": {"code": "unknown_event", "message": f"unknown event {str(event)[:100]!r}",

@@ -54,7 +54,8 @@ def error_statuses(r: Route) -> dict[str, str]:
     """Each error status the route can answer, with why, from the route's properties."""
     out: dict[str, str] = {}
     if r.access != "public":
-        out["401"] = "No bearer token or session cookie, or one the server does not know (or that ended)"
+        out["401"] = ("No bearer token or session cookie, or one the server does not know or that ended (a refused "
+                      "Supabase JWT: the message says why)")
         out["403"] = (f"This route needs an {r.access} token" if r.access == "agent" else
                       f"This route needs the {r.access} role (or more); or a request made with the session cookie "
                       "that changes something lacks its X-CSRF-Token")

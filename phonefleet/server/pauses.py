@@ -13,6 +13,7 @@ import asyncpg
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.enums import DeviceEventKind, PausedBy, PauseScope
 from phonefleet.protocol.models import Device
+from phonefleet.server import audit
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Invalid, NotFound
 from phonefleet.server.realtime import Realtime
@@ -54,6 +55,12 @@ class Pauses:
                                                            reason="phone paused by server")
             if handed:
                 await devices_store.refresh_states(conn, [device_id])
+            if changed:
+                now = await devices_store.get(conn, device_id)
+                assert now is not None
+                await audit.record_change(conn, "device.pause" if paused else "device.resume", "device", device_id,
+                                          before={"paused_by": device.paused_by, "state": device.state},
+                                          after={"paused_by": now.paused_by, "state": now.state})
             return device, changed, handed
 
         device, changed, handed = await in_transaction(self.pool, work)
@@ -74,6 +81,7 @@ class Pauses:
         self, agent_id: int, agent_name: str, request: ev.PauseRequest, paused: bool
     ) -> dict[str, Any]:
         """``agent:pause`` / ``agent:resume`` from the operator at a PC."""
+        verb = "pause" if paused else "resume"
 
         async def work(conn: Conn) -> tuple[list[int], list[JobPlacement], int | None]:
             device_ids: Sequence[int] = []
@@ -86,12 +94,16 @@ class Pauses:
                 if not await jobs_store.existing_ids(conn, [request.job_id]):
                     raise NotFound(f"job {request.job_id} not found")
                 if paused:
-                    await agents_store.pause_job(conn, agent_id, request.job_id)
+                    moved = await agents_store.pause_job(conn, agent_id, request.job_id)
                     device_ids = await devices_store.ids_of_agent(conn, agent_id)
                     handed = await assignments_store.hand_back(
                         conn, device_ids=device_ids, job_id=request.job_id, reason="job paused on the agent")
                 else:
-                    await agents_store.resume_job(conn, agent_id, request.job_id)
+                    moved = await agents_store.resume_job(conn, agent_id, request.job_id)
+                if moved:
+                    await audit.record(conn, f"job.{verb}_on_agent", "job", request.job_id,
+                                       before={"paused_on": None if paused else agent_name},
+                                       after={"paused_on": agent_name if paused else None})
             else:
                 if request.scope is PauseScope.agent:
                     await agents_store.set_paused(conn, agent_id, paused)
@@ -112,6 +124,14 @@ class Pauses:
                 if paused:
                     handed = await assignments_store.hand_back(conn, device_ids=device_ids,
                                                                reason="paused on the agent")
+                if request.scope is PauseScope.agent:
+                    await audit.record(conn, f"agent.{verb}", "agent", agent_id, before={"paused": not paused},
+                                       after={"paused": paused, "phones_changed": len(changed)})
+                elif changed:
+                    await audit.record(conn, f"device.{verb}", "device", device_id,
+                                       before={"paused_by": None if paused else str(PausedBy.agent)},
+                                       after={"paused_by": str(PausedBy.agent) if paused else None,
+                                              "serial": request.serial})
             if handed:
                 touched = sorted({h.device_id for h in handed})
                 await devices_store.refresh_states(conn, touched)

@@ -12,17 +12,22 @@ class Presence:
         self.metrics = metrics
         self._agent_sids: dict[int, str] = {}
         self._sid_agents: dict[str, Principal] = {}
+        self._plans_once: set[str] = set()
+        """Agent sids that named the ``plans_once`` feature when they connected."""
         self.dashboards: set[str] = set()
         self._dashboard_principals: dict[str, Principal] = {}
         """sid -> who connected it (a session, a personal token or an admin token), checked again on revocations."""
 
-    def remember_agent(self, sid: str, principal: Principal) -> None:
+    def remember_agent(self, sid: str, principal: Principal, *, plans_once: bool = False) -> None:
         assert principal.agent_id is not None
         self._agent_sids[principal.agent_id] = sid
         self._sid_agents[sid] = principal
+        if plans_once:
+            self._plans_once.add(sid)
         self.metrics.connected_agents.set(len(self._agent_sids))
 
     def forget_agent(self, sid: str) -> None:
+        self._plans_once.discard(sid)
         principal = self._sid_agents.pop(sid, None)
         if principal is not None and self._agent_sids.get(principal.agent_id or -1) == sid:
             del self._agent_sids[principal.agent_id or -1]
@@ -33,6 +38,10 @@ class Presence:
 
     def agent_sid(self, agent_id: int) -> str | None:
         return self._agent_sids.get(agent_id)
+
+    def takes_plans_once(self, sid: str) -> bool:
+        """The agent on ``sid`` reads a ``job:assign`` whose jobs come once (``events.PLANS_ONCE``)."""
+        return sid in self._plans_once
 
     def agent_sessions(self) -> list[tuple[str, Principal]]:
         return list(self._sid_agents.items())

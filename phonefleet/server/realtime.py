@@ -3,7 +3,7 @@ and through ``DashboardPush`` to dashboards. The sockets themselves are ``namesp
 other nodes arrive through ``router``."""
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
 import socketio
@@ -15,7 +15,7 @@ from phonefleet.server.auth import Principal
 from phonefleet.server.bus import Bus
 from phonefleet.server.bus_messages import FillAll, Kick, ToAgent
 from phonefleet.server.dashboard_push import DashboardPush
-from phonefleet.server.orders import wire
+from phonefleet.server.orders import whole, wire
 from phonefleet.server.presence import Presence
 
 AckCallback = Callable[[int, Any], Coroutine[Any, Any, None]]
@@ -84,19 +84,35 @@ class Realtime:
 
     async def send_orders(self, agent_id: int, orders: Sequence[AssignmentOrder | dict[str, Any]],
                           on_ack: AckCallback) -> bool:
-        """One ``job:assign`` with all of an agent's new assignments; ``on_ack(agent_id, ack)`` marks them
-        delivered. An agent on another node is kicked to read them from the database."""
+        """One ``job:assign`` with whole orders (a re-send of an agent's pending work); ``on_ack(agent_id, ack)``
+        marks them delivered. An agent on another node is kicked to read them from the database."""
         sid = self.presence.agent_sid(agent_id)
         if sid is None:
             await self.kick(agent_id)
             return False
+        await self._assign(sid, agent_id, {"assignments": wire(orders)}, on_ack)
+        return True
 
+    async def send_claimed(self, agent_id: int, jobs: Mapping[int, dict[str, Any]], slots: list[dict[str, Any]],
+                           on_ack: AckCallback) -> bool:
+        """One ``job:assign`` with a claim's new orders of this agent (``orders.claimed`` slots, their jobs'
+        fields in ``jobs``): each job once to an agent that takes plans once, whole orders to the others."""
+        sid = self.presence.agent_sid(agent_id)
+        if sid is None:
+            await self.kick(agent_id)
+            return False
+        if self.presence.takes_plans_once(sid):
+            payload: dict[str, Any] = {"jobs": [jobs[i] for i in {s["job_id"] for s in slots}], "slots": slots}
+        else:
+            payload = {"assignments": whole(jobs, slots)}
+        await self._assign(sid, agent_id, payload, on_ack)
+        return True
+
+    async def _assign(self, sid: str, agent_id: int, payload: dict[str, Any], on_ack: AckCallback) -> None:
         def callback(*args: Any) -> None:
             asyncio.get_running_loop().create_task(on_ack(agent_id, args[0] if args else None))
 
-        await self.sio.emit(ev.JOB_ASSIGN, {"assignments": wire(orders)}, to=sid, namespace=ev.AGENT_NAMESPACE,
-                            callback=callback)
-        return True
+        await self.sio.emit(ev.JOB_ASSIGN, payload, to=sid, namespace=ev.AGENT_NAMESPACE, callback=callback)
 
     async def kick(self, agent_id: int) -> None:
         """Ask the node holding this agent to re-send its pending assignments from the database."""

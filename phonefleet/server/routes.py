@@ -3,12 +3,14 @@ models. ``api.ROUTES`` is the table; ``openapi`` builds the document from it."""
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
 from phonefleet.protocol.artifacts import ArtifactKind
+from phonefleet.protocol.audit import ActorKind
 from phonefleet.protocol.enums import AssignmentStatus, DeviceEventKind, JobStatus
 from phonefleet.protocol.timeline import LogLevel
 
@@ -109,3 +111,19 @@ class ScreenQuery(BaseModel):
                                                                             "(thumbnails).")
 
 
+
+
+class AuditQuery(BaseModel):
+    actor: str | None = Field(default=None, min_length=1, max_length=200, description="Exactly this actor name.")
+    actor_kind: ActorKind | None = None
+    team_id: int | None = Field(default=None, ge=1, le=MAX_OFFSET)
+    object_kind: str | None = Field(default=None, min_length=1, max_length=100,
+                                    description="job, device, agent, schedule, admin_token, fleet_policy, scheduler")
+    object_id: str | None = Field(default=None, min_length=1, max_length=200)
+    action: str | None = Field(default=None, min_length=1, max_length=100, description="Exactly this action "
+                                                                                       "(job.pause, ...).")
+    since: datetime | None = Field(default=None, description="At or after this moment (ISO 8601).")
+    until: datetime | None = Field(default=None, description="Before this moment (ISO 8601).")
+    before: int | None = Field(default=None, ge=1, le=MAX_OFFSET, description="Events older than this id "
+                                                                             "(the previous page's next_before).")
+    limit: int = Field(default=50, ge=1, le=500)

@@ -6,14 +6,17 @@ import asyncpg
 
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.models import ScheduleDue, SchedulerStatus
+from phonefleet.server import audit
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.realtime import Realtime
+from phonefleet.server.store import Conn
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.store import scheduler as scheduler_store
 from phonefleet.server.store import schedules as schedules_store
+from phonefleet.server.store.records import SwitchState
 from phonefleet.server.transactions import in_transaction
 
 
@@ -41,7 +44,14 @@ class SchedulerControl:
     async def set_running(self, running: bool, actor: str = "admin") -> SchedulerStatus:
         """Waits for claims in flight (they share the switch's row lock): once a stop answers, no
         node makes another assignment until a start."""
-        switch = await in_transaction(self.pool, lambda conn: scheduler_store.set_running(conn, running, actor))
+        async def work(conn: Conn) -> SwitchState:
+            was = await scheduler_store.state(conn)
+            switch = await scheduler_store.set_running(conn, running, actor)
+            await audit.record_change(conn, "scheduler.start" if running else "scheduler.stop", "scheduler", None,
+                                      before={"running": was.running}, after={"running": switch.running})
+            return switch
+
+        switch = await in_transaction(self.pool, work)
         await self.realtime.broadcast(ev.SCHEDULER_UPDATE, ev.SchedulerSwitch(
             running=switch.running, changed_at=switch.changed_at, changed_by=switch.changed_by).model_dump(mode="json"))
         if running:

@@ -17,6 +17,7 @@ from phonefleet.protocol import events as ev
 from phonefleet.protocol import recurrence
 from phonefleet.protocol.enums import MisfirePolicy
 from phonefleet.protocol.models import JobTemplate, Schedule, ScheduleCreate, ScheduleList, SchedulePatch
+from phonefleet.server import audit
 from phonefleet.server.config import Settings
 from phonefleet.server.errors import Conflict, Invalid, NotFound, ServiceError
 from phonefleet.server.job_control import JobControl
@@ -113,9 +114,13 @@ class Schedules:
         values = body.model_dump(mode="json", exclude={"template"})
         values["template"] = body.template.model_dump(mode="json", exclude_none=True)
         values["next_run_at"] = first_firing(values, self.clock()) if body.enabled else None
+        async def work(conn: Conn) -> ScheduleRecord:
+            made = await schedules_store.insert(conn, values)
+            await audit.record(conn, "schedule.create", "schedule", made.id, after=_audited(made))
+            return made
+
         try:
-            async with self.pool.acquire() as conn:
-                schedule = await schedules_store.insert(conn, values)
+            schedule = await in_transaction(self.pool, work)
         except asyncpg.UniqueViolationError:
             raise Conflict(f"a schedule named {body.name!r} exists") from None
         await self.changed(schedule.id)
@@ -153,6 +158,8 @@ class Schedules:
                 changes["next_run_at"] = first_firing(merged, self.clock())
             updated = await schedules_store.update(conn, schedule_id, changes)
             assert updated is not None
+            await audit.record_change(conn, "schedule.update", "schedule", schedule_id,
+                                      before={k: current[k] for k in fields}, after={k: updated[k] for k in fields})
             return updated
 
         try:
@@ -164,9 +171,13 @@ class Schedules:
 
     async def delete(self, schedule_id: int) -> None:
         """The jobs it created stay, no longer linked to it."""
-        async with self.pool.acquire() as conn:
-            if not await schedules_store.delete(conn, schedule_id):
+        async def work(conn: Conn) -> None:
+            schedule = await schedules_store.get(conn, schedule_id, for_update=True)
+            if schedule is None or not await schedules_store.delete(conn, schedule_id):
                 raise NotFound(f"schedule {schedule_id} not found")
+            await audit.record(conn, "schedule.delete", "schedule", schedule_id, before=_audited(schedule))
+
+        await in_transaction(self.pool, work)
         await self.changed(schedule_id, deleted=True)
 
     async def run_now(self, schedule_id: int, actor: str = "admin") -> int:
@@ -181,6 +192,7 @@ class Schedules:
             job = await self.jobs.insert(conn, _template(schedule), actor, schedule_id=schedule_id,
                                          scheduled_for=now)
             await schedules_store.record_run(conn, schedule_id, now, job.id)
+            await audit.record(conn, "schedule.run", "schedule", schedule_id, after={"job_id": job.id})
             return job
 
         try:
@@ -190,6 +202,11 @@ class Schedules:
         await self.jobs.announce(job)
         await self.changed(schedule_id)
         return job.id
+
+
+def _audited(schedule: ScheduleRecord) -> dict[str, object]:
+    return {"name": schedule.name, "cron": schedule.cron, "interval_sec": schedule.interval_sec,
+            "timezone": schedule.timezone, "enabled": schedule.enabled}
 
 
 class ScheduleFirer:

@@ -21,6 +21,7 @@ import asyncpg
 from phonefleet.protocol import events as ev
 from phonefleet.protocol import screen as sc
 from phonefleet.protocol.enums import DeviceEventKind
+from phonefleet.server import audit
 from phonefleet.server.auth import Principal
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Conflict, Forbidden
@@ -132,6 +133,8 @@ class ScreenControl:
             await device_events.add_many(conn, [device_events.NewEvent(
                 device_id, DeviceEventKind.control_started, name, "remote control of the screen",
                 {"paused": paused})])
+            await audit.record(conn, "device.control.take", "device", device_id, before={"controlled_by": None},
+                               after={"controlled_by": name, "handed_back": len(handed)})
             self.realtime.jobs_changed(h.job_id for h in handed)
             return paused, [c.id for c in changed]
 
@@ -159,6 +162,9 @@ class ScreenControl:
             held_sec = round((datetime.now(UTC) - control.since).total_seconds(), 1)
             await device_events.add_many(conn, [device_events.NewEvent(
                 device_id, DeviceEventKind.control_ended, control.who, reason, {"held_sec": held_sec})])
+            await audit.record(conn, "device.control.release", "device", device_id,
+                               before={"controlled_by": control.who},
+                               after={"controlled_by": None, "reason": reason, "held_sec": held_sec})
             return resumed, await devices_store.get(conn, device_id)
 
         try:

@@ -9,7 +9,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from phonefleet.protocol.models import AdminTokenCreate, AgentCreate
-from phonefleet.server import bus
+from phonefleet.server import audit, bus
 from phonefleet.server.auth import ADMIN_PREFIX, AGENT_PREFIX, ENV_ADMIN, hash_token, new_token
 from phonefleet.server.bus_messages import Revoked
 from phonefleet.server.errors import Conflict, Invalid, NotFound
@@ -34,10 +34,12 @@ async def add_agent(conn: Conn, name: str) -> tuple[int, str]:
     except ValidationError as exc:
         raise Invalid.from_validation(exc) from None
     token = new_token(AGENT_PREFIX)
-    try:
-        agent_id = await agents_store.create(conn, name, hash_token(token))
-    except asyncpg.UniqueViolationError:
-        raise Conflict(f"an agent named {name!r} exists") from None
+    async with conn.transaction():
+        try:
+            agent_id = await agents_store.create(conn, name, hash_token(token))
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"an agent named {name!r} exists") from None
+        await audit.record(conn, "agent.create", "agent", agent_id, after={"name": name})
     return agent_id, token
 
 
@@ -52,6 +54,8 @@ async def _replace_agent_token(conn: Conn, agent_id: int, token: str | None, nod
     async with conn.transaction():
         if not await agents_store.replace_token(conn, agent_id, hash_token(token) if token else None):
             raise NotFound(f"agent {agent_id} not found")
+        await audit.record(conn, "agent.token.rotate" if token else "agent.token.revoke", "agent", agent_id,
+                           before={"token": "the old one"}, after={"token": "a new one" if token else None})
         await bus.notify(conn, agent_revoked(agent_id), node)
 
 
@@ -81,9 +85,11 @@ async def add_admin(conn: Conn, name: str) -> tuple[Row, str]:
     if name == ENV_ADMIN:
         raise Conflict(f"{ENV_ADMIN!r} is reserved for the environment's PHONEFLEET_ADMIN_TOKEN")
     token = new_token(ADMIN_PREFIX)
-    row = await admin_tokens_store.add(conn, name, hash_token(token))
-    if row is None:
-        raise Conflict(f"an admin token named {name!r} exists")
+    async with conn.transaction():
+        row = await admin_tokens_store.add(conn, name, hash_token(token))
+        if row is None:
+            raise Conflict(f"an admin token named {name!r} exists")
+        await audit.record(conn, "admin_token.create", "admin_token", row["id"], after={"name": name})
     return row, token
 
 
@@ -96,5 +102,6 @@ async def revoke_admin(conn: Conn, name: str, *, node: str) -> int:
         token_id = await admin_tokens_store.delete(conn, name)
         if token_id is None:
             raise NotFound(f"no admin token named {name!r}")
+        await audit.record(conn, "admin_token.revoke", "admin_token", token_id, before={"name": name})
         await bus.notify(conn, admin_revoked(token_id), node)
     return token_id

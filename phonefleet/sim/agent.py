@@ -20,10 +20,18 @@ from phonefleet.protocol import screen as sc
 from phonefleet.protocol.wire import OrJson, TextPacket
 
 
+def assigned_orders(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ``job:assign``'s orders, whole: its ``assignments``, and its ``slots`` joined with their ``jobs``."""
+    jobs = {j["job_id"]: j for j in data.get("jobs", [])}
+    return [*data.get("assignments", []), *({**jobs[s["job_id"]], **s} for s in data.get("slots", []))]
+
+
 class SimAgent:
     def __init__(self, base_url: str, token: str, serials: list[str], *, auto_finish: bool = False,
-                 auto_ack: bool = True, models: dict[str, str] | None = None) -> None:
+                 auto_ack: bool = True, models: dict[str, str] | None = None, plans_once: bool = True) -> None:
         self.base_url = base_url.rstrip("/")
+        self.plans_once = plans_once
+        """Names the ``plans_once`` feature at connect, as the real agent does (False: an older agent)."""
         self.token = token
         self.serials = serials
         self.auto_finish = auto_finish
@@ -47,7 +55,7 @@ class SimAgent:
 
         @self.sio.on(ev.JOB_ASSIGN, namespace=ns)  # type: ignore[untyped-decorator]
         async def on_assign(data: dict[str, Any]) -> dict[str, Any] | None:
-            orders = data.get("assignments", [])
+            orders = assigned_orders(data)
             for o in orders:
                 self.orders[o["assignment_id"]] = o
             await self._record(ev.JOB_ASSIGN, data)
@@ -90,8 +98,10 @@ class SimAgent:
                  **overrides} for s in self.serials]
 
     async def connect(self, *, hello: bool = True, paused: bool = False) -> dict[str, Any] | None:
-        await self.sio.connect(self.base_url, namespaces=[ev.AGENT_NAMESPACE], auth={"token": self.token},
-                               transports=["websocket"], wait_timeout=10)
+        features = [ev.PLANS_ONCE] if self.plans_once else []
+        await self.sio.connect(self.base_url, namespaces=[ev.AGENT_NAMESPACE],
+                               auth={"token": self.token, "features": features}, transports=["websocket"],
+                               wait_timeout=10)
         if hello:
             return await self.hello(paused=paused)
         return None

@@ -5,6 +5,7 @@ import { useHash, useStore } from "../hooks";
 import { Live } from "../live";
 import { Store } from "../store";
 import { parsePhoneFilter } from "../fleetHealth";
+import { AuditPage } from "./AuditPage";
 import { FleetGrid } from "./FleetGrid";
 import { JobDetail } from "./JobDetail";
 import { JobsPage } from "./JobsPage";
@@ -86,7 +87,8 @@ function Dashboard({ session, onSignOut }: { session: SessionInfo; onSignOut: (w
   const phone = /^#\/phones\/(\d+)/.exec(hash);
   const page = detail ? "detail" : phone ? "phone" : hash.startsWith("#/phones") ? "phones"
     : hash.startsWith("#/grid") ? "grid"
-    : hash.startsWith("#/schedules") ? "schedules" : hash.startsWith("#/account") ? "account" : "jobs";
+    : hash.startsWith("#/schedules") ? "schedules"
+    : hash.startsWith("#/audit") ? "audit" : hash.startsWith("#/account") ? "account" : "jobs";
   const [menu, setMenu] = useState(false);
   useEffect(() => setMenu(false), [hash]);
   const show = parsePhoneFilter(new URLSearchParams(hash.split("?")[1] ?? "").get("show"));
@@ -104,6 +106,7 @@ function Dashboard({ session, onSignOut }: { session: SessionInfo; onSignOut: (w
           <a href="#/phones" aria-current={page === "phones" || page === "phone" ? "page" : undefined}>Phones</a>
           <a href="#/grid" aria-current={page === "grid" ? "page" : undefined}>Grid</a>
           <a href="#/schedules" aria-current={page === "schedules" ? "page" : undefined}>Schedules</a>
+          <a href="#/audit" aria-current={page === "audit" ? "page" : undefined}>Audit</a>
         </nav>
         <SchedulerControl api={api} store={store} />
         <span class={`link link-${store.link}`} data-testid="link-state" role="status">
@@ -134,6 +137,7 @@ function Dashboard({ session, onSignOut }: { session: SessionInfo; onSignOut: (w
         {page === "schedules" && (
           <SchedulesPage api={api} store={store} onChanged={() => void live.refreshScheduler()} />
         )}
+        {page === "audit" && <AuditPage api={api} />}
         {page === "detail" && detail && <JobDetail api={api} store={store} jobId={Number(detail[1])} />}
         {page === "account" && <AccountPage api={api} />}
       </main>

@@ -95,13 +95,17 @@ export type JobStatus = "scheduled" | "active" | "paused" | "completed" | "cance
  */
 export type TargetType = "all_devices" | "percentage" | "device_count";
 /**
- * A run cut short by an agent crash: 'fail' reports it (error_code interrupted) and retries it per max_retries on any eligible phone; 'rerun' runs it again from its first step on the same phone, counted in the assignment's reruns. A plan that installs or runs shell never runs twice without a record of both.
+ * What a run cut short by an agent crash means (the agent journals each step it starts).
  */
 export type OnInterrupt2 = "fail" | "rerun";
 /**
  * A run cut short by an agent crash: 'fail' reports it (error_code interrupted) and retries it per max_retries on any eligible phone; 'rerun' runs it again from its first step on the same phone, counted in the assignment's reruns. A plan that installs or runs shell never runs twice without a record of both.
  */
 export type OnInterrupt3 = "fail" | "rerun";
+/**
+ * A run cut short by an agent crash: 'fail' reports it (error_code interrupted) and retries it per max_retries on any eligible phone; 'rerun' runs it again from its first step on the same phone, counted in the assignment's reruns. A plan that installs or runs shell never runs twice without a record of both.
+ */
+export type OnInterrupt4 = "fail" | "rerun";
 /**
  * Logcat priorities, lowest first (``A``, assert, is shown as ``F``).
  *
@@ -122,7 +126,7 @@ export type MisfirePolicy = "skip" | "run_once";
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "OnInterrupt".
  */
-export type OnInterrupt4 = "fail" | "rerun";
+export type OnInterrupt5 = "fail" | "rerun";
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "PauseScope".
@@ -188,6 +192,9 @@ export interface Contract {
   AssignmentStarted: AssignmentStarted;
   AssignmentStatus: AssignmentStatus;
   AttentionItem: AttentionItem;
+  AuditActor: AuditActor;
+  AuditEvent: AuditEvent;
+  AuditPage: AuditPage;
   BatchAction: BatchAction;
   BatchFailure: BatchFailure;
   ControlRequest: ControlRequest;
@@ -250,8 +257,10 @@ export interface Contract {
   LogcatAnswer: LogcatAnswer;
   LogcatLine: LogcatLine;
   MisfirePolicy: MisfirePolicy;
-  OnInterrupt: OnInterrupt4;
+  OnInterrupt: OnInterrupt5;
   OpenUrlStep: OpenUrlStep;
+  OrderJob: OrderJob;
+  OrderSlot: OrderSlot;
   PasswordChange: PasswordChange;
   PauseChanged: PauseChanged;
   PauseRequest: PauseRequest;
@@ -1270,6 +1279,71 @@ export interface AttentionItem {
   state: DeviceState;
 }
 /**
+ * Who made a change: a person (signed in), a named admin token, an agent, the server's CLI, or the
+ * server itself (an idle timeout, a shutdown).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AuditActor".
+ */
+export interface AuditActor {
+  /**
+   * The person's, token's or agent's id; null for the environment's token, the CLI and the server.
+   */
+  id?: string | null;
+  kind: "person" | "token" | "agent" | "cli" | "system";
+  name: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AuditEvent".
+ */
+export interface AuditEvent {
+  /**
+   * Object kind and verb: job.pause, device.control.take, agent.token.rotate, scheduler.stop, ...
+   */
+  action: string;
+  actor: AuditActor;
+  /**
+   * The caller's network address (REST and sockets).
+   */
+  address: string | null;
+  /**
+   * The same fields as they became; null for a deletion.
+   */
+  after: {
+    [k: string]: unknown;
+  } | null;
+  at: string;
+  /**
+   * The fields that changed, as they were; null for a creation.
+   */
+  before: {
+    [k: string]: unknown;
+  } | null;
+  id: number;
+  /**
+   * Null for singletons: the fleet policy, the scheduler switch.
+   */
+  object_id: string | null;
+  object_kind: string;
+  team_id: number | null;
+  via: "rest" | "socket" | "cli" | "system";
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "AuditPage".
+ */
+export interface AuditPage {
+  /**
+   * Newest first.
+   */
+  items: AuditEvent[];
+  /**
+   * Pass as ?before= for the next (older) page; null at the end.
+   */
+  next_before: number | null;
+}
+/**
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "BatchFailure".
  */
@@ -1920,7 +1994,73 @@ export interface JobFilters {
  * via the `definition` "JobAssign".
  */
 export interface JobAssign {
-  assignments: AssignmentOrder[];
+  /**
+   * Whole orders (agents without the plans_once feature, and re-sends).
+   */
+  assignments?: AssignmentOrder[];
+  /**
+   * The jobs of ``slots``, each once (plans_once).
+   *
+   * @maxItems 100000
+   */
+  jobs?: OrderJob[];
+  /**
+   * Orders without their job's fields, which are in ``jobs``.
+   *
+   * @maxItems 100000
+   */
+  slots?: OrderSlot[];
+}
+/**
+ * What every order of one job shares (``AssignmentOrder``'s job fields): a ``job:assign`` to an agent that
+ * takes plans once carries it once per job, however many of that job's phones the agent drives.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "OrderJob".
+ */
+export interface OrderJob {
+  allow_shell?: boolean;
+  job_id: number;
+  on_interrupt?: OnInterrupt2;
+  /**
+   * The agent fails a step type it does not know.
+   */
+  plan: (
+    | (
+        | OpenUrlStep
+        | WaitStep
+        | TapStep
+        | SwipeStep
+        | KeyeventStep
+        | TextStep
+        | LaunchAppStep
+        | StopAppStep
+        | InstallApkStep
+        | RunTestsStep
+        | ScreenshotStep
+        | ShellStep
+      )
+    | {
+        [k: string]: unknown;
+      }
+  )[];
+  priority: number;
+  timeout_sec: number;
+  title: string;
+}
+/**
+ * One phone's part of an order (``AssignmentOrder``'s own fields); its job's fields are in ``jobs``.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "OrderSlot".
+ */
+export interface OrderSlot {
+  assignment_id: number;
+  attempt: number;
+  device_id: number;
+  job_id: number;
+  serial: string;
+  status: AssignmentStatus;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -2012,7 +2152,7 @@ export interface JobCreate {
    */
   max_parallel?: number | null;
   max_retries?: number;
-  on_interrupt?: OnInterrupt2;
+  on_interrupt?: OnInterrupt3;
   /**
    * @minItems 1
    * @maxItems 200
@@ -2133,7 +2273,7 @@ export interface JobTemplate {
    */
   max_parallel?: number | null;
   max_retries?: number;
-  on_interrupt?: OnInterrupt3;
+  on_interrupt?: OnInterrupt4;
   /**
    * @minItems 1
    * @maxItems 200
@@ -2763,6 +2903,7 @@ export const EVENTS = {
   "JOB_RESUMED": "job:resumed",
   "JOB_STATUS_UPDATE": "job:status:update",
   "PAUSE_CHANGED": "pause:changed",
+  "PLANS_ONCE": "plans_once",
   "SCHEDULER_UPDATE": "scheduler:update",
   "SCHEDULE_CHANGED": "schedule:changed",
   "SCREEN_CONTROL": "screen:control",

@@ -1,5 +1,6 @@
 """SQL of agents (and their token) and agent-side job pauses."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from phonefleet.protocol.enums import AgentStatus
@@ -64,6 +65,12 @@ async def token_hashes(conn: Conn, agent_ids: list[int]) -> dict[int, str | None
     return {r["id"]: r["token_hash"] for r in rows}
 
 
+async def max_running(conn: Conn, agent_id: int) -> int | None:
+    """The agent's cap (locked for the change that follows); None when uncapped or unknown."""
+    value = await conn.fetchval("SELECT max_running FROM agents WHERE id = $1 FOR UPDATE", agent_id)
+    return None if value is None else int(value)
+
+
 async def set_max_running(conn: Conn, agent_id: int, max_running: int | None) -> bool:
     status = await conn.execute("UPDATE agents SET max_running = $2 WHERE id = $1", agent_id, max_running)
     return str(status).endswith(" 1")
@@ -94,6 +101,20 @@ async def touch(conn: Conn, agent_id: int) -> bool:
         agent_id, every_state(AGENT_TRANSITIONS),
     )
     return bool(was_offline)
+
+
+async def touch_many(conn: Conn, agent_ids: Sequence[int]) -> set[int]:
+    """``touch`` for many agents in one statement (a batch of heartbeats), their rows locked in id order (as an
+    UPDATE locks them: never blocking a key-share lock);
+    returns the ids of those that were considered gone (offline) before."""
+    rows = await conn.fetch(
+        """UPDATE agents a SET last_seen_at = now(),
+               status = CASE WHEN a.paused THEN 'paused' ELSE 'online' END
+           FROM (SELECT id, status FROM agents WHERE id = ANY($1::bigint[]) ORDER BY id FOR NO KEY UPDATE) old
+           WHERE a.id = old.id AND a.status = ANY($2::text[]) RETURNING a.id, old.status = 'offline' AS gone""",
+        list(agent_ids), every_state(AGENT_TRANSITIONS),
+    )
+    return {r["id"] for r in rows if r["gone"]}
 
 
 async def set_paused(conn: Conn, agent_id: int, paused: bool) -> None:

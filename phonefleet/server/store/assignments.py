@@ -366,12 +366,17 @@ async def record_progress(conn: Conn, agent_id: int, items: Sequence[dict[str, A
 async def extend_leases(conn: Conn, agent_id: int, lease_sec: float) -> None:
     """Rows another statement holds (a progress batch) are skipped: the next heartbeat extends them,
     long before the lease runs out, and two statements locking one agent's rows never deadlock."""
+    await extend_leases_many(conn, [agent_id], lease_sec)
+
+
+async def extend_leases_many(conn: Conn, agent_ids: Sequence[int], lease_sec: float) -> None:
+    """``extend_leases`` for many agents in one statement (a batch of heartbeats)."""
     await conn.execute(
-        """WITH running AS (SELECT id FROM assignments WHERE agent_id = $1 AND status = 'running'
+        """WITH running AS (SELECT id FROM assignments WHERE agent_id = ANY($1::bigint[]) AND status = 'running'
                             ORDER BY id FOR UPDATE SKIP LOCKED)
            UPDATE assignments a SET lease_until = now() + make_interval(secs => $2)
            FROM running WHERE a.id = running.id""",
-        agent_id, lease_sec,
+        list(agent_ids), lease_sec,
     )
 
 

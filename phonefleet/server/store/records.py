@@ -445,3 +445,24 @@ class RunEvidence(asyncpg.Record):
     crashes = Col[list[dict[str, Any]] | None]()
     step_index = Col[int | None]()
     plan = Col[list[dict[str, Any]] | None]()
+
+
+# --------------------------------------------------------------------------------------------------- audit
+
+
+class AuditRecord(asyncpg.Record):
+    """One entry of the audit trail (``audit.AUDIT_COLUMNS``)."""
+
+    id = Col[int]()
+    at = Col[datetime]()
+    actor_kind = Col[str]()
+    actor_id = Col[str | None]()
+    actor_name = Col[str]()
+    team_id = Col[int | None]()
+    action = Col[str]()
+    object_kind = Col[str]()
+    object_id = Col[str | None]()
+    before = Col[dict[str, Any] | None]()
+    after = Col[dict[str, Any] | None]()
+    via = Col[str]()
+    address = Col[str | None]()

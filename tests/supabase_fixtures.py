@@ -1,0 +1,59 @@
+"""Fixtures: empty (unmigrated) databases, one owned by a role with no superuser rights (a Supabase
+project's ``postgres`` role is not a superuser)."""
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tests.conftest import _with_db
+
+
+async def create_empty_database(root: str, *, owner: str | None = None) -> str:
+    name = f"pf_sb_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(root)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}" + (f" OWNER {owner}" if owner else ""))
+    finally:
+        await conn.close()
+    return name
+
+
+async def drop_empty_database(root: str, name: str) -> None:
+    conn = await asyncpg.connect(root)
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def bare_db(pg_root: str) -> AsyncIterator[str]:
+    """An empty database on the suite's PostgreSQL (not migrated, unlike ``dsn``)."""
+    name = await create_empty_database(pg_root)
+    yield _with_db(pg_root, name)
+    await drop_empty_database(pg_root, name)
+
+
+@pytest.fixture
+async def limited_db(pg_root: str) -> AsyncIterator[tuple[str, str]]:
+    """(superuser DSN, owner DSN) of an empty database owned by a role with no superuser rights."""
+    role = f"pf_rt_owner_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(pg_root)
+    try:
+        await conn.execute(f"CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+    finally:
+        await conn.close()
+    name = await create_empty_database(pg_root, owner=role)
+    admin = _with_db(pg_root, name)
+    scheme, rest = admin.split("://", 1)
+    yield admin, f"{scheme}://{role}@{rest.rpartition('@')[2]}"
+    await drop_empty_database(pg_root, name)
+    conn = await asyncpg.connect(pg_root)
+    try:
+        await conn.execute(f"DROP ROLE IF EXISTS {role}")
+    finally:
+        await conn.close()
+
+
