@@ -453,3 +453,20 @@ async def test_the_users_cli_adds_lists_changes_and_disables_people(server: Runn
             assert word in done.stderr, (word, done.stderr)
     role = await run_cli(dsn, "users", "add", "uma", "--role", "owner")
     assert role.returncode == 2 and "owner" in role.stderr
+
+
+async def test_a_persons_changes_are_in_the_audit_trail_under_their_name(server: RunningServer) -> None:
+    operator = await signed_in(server, "rita", "operator")
+    status, job = await with_cookie(server, "POST", "/api/jobs", operator, csrf=operator.csrf, json=open_url_job())
+    assert status == 201
+    status, token = await with_cookie(server, "POST", "/api/tokens", operator, csrf=operator.csrf,
+                                      json={"name": "ci"})
+    assert status == 201
+    await server.ok("PATCH", "/api/users/rita", {"role": "viewer"})
+    page = await server.ok("GET", "/api/audit?actor_kind=person")
+    mine = [(e["action"], e["object_id"], e["actor"]["name"]) for e in page["items"]]
+    assert ("job.create", str(job["id"]), "rita") in mine
+    assert ("personal_token.create", str(token["token"]["id"]), "rita") in mine
+    changes = (await server.ok("GET", "/api/audit?action=person.update"))["items"]
+    assert [(e["actor"]["name"], e["before"], e["after"]) for e in changes] == [
+        ("env", {"role": "operator"}, {"role": "viewer"})]

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from phonefleet.protocol.enums import Role
 from phonefleet.protocol.people import PASSWORD_MIN, PersonalTokenCreate, PersonCreate, PersonPatch
-from phonefleet.server import bus
+from phonefleet.server import audit, bus
 from phonefleet.server.auth import PERSON_PREFIX, SESSION_PREFIX, hash_token, new_token
 from phonefleet.server.bus_messages import Revoked
 from phonefleet.server.errors import Conflict, Forbidden, Invalid, NotFound, TooManyAttempts, Unauthorized
@@ -90,9 +90,12 @@ async def add_person(conn: Conn, name: str, role: Role) -> tuple[PersonRecord, s
     """A new person with a one-time password (returned, shown once: only its hash is kept)."""
     name = _valid(PersonCreate, name=name, role=role)
     password = new_password()
-    person = await people_store.add(conn, name, await hash_password(password), str(role))
-    if person is None:
-        raise Conflict(f"a person named {name!r} exists")
+    password_hash = await hash_password(password)
+    async with conn.transaction():
+        person = await people_store.add(conn, name, password_hash, str(role))
+        if person is None:
+            raise Conflict(f"a person named {name!r} exists")
+        await audit.record(conn, "person.create", "person", person.id, after={"name": name, "role": str(role)})
     return person, password
 
 
@@ -111,6 +114,9 @@ async def update_person(conn: Conn, name: str, patch: PersonPatch, *, node: str)
                 raise Conflict(f"{name!r} is the last enabled admin: make another admin first")
         person = await people_store.update(conn, name, role=patch.role, disabled=patch.disabled)
         assert person is not None
+        await audit.record_change(conn, "person.update", "person", person.id,
+                                  before={"role": before.role, "disabled": before.disabled},
+                                  after={"role": person.role, "disabled": person.disabled})
         if patch.disabled:
             await people_store.delete_sessions_of(conn, person.id)
             await people_store.delete_tokens_of(conn, person.id)
@@ -159,6 +165,7 @@ async def change_password(conn: Conn, person_id: int, current: str, new: str, *,
     new_hash = await hash_password(new)
     async with conn.transaction():
         await people_store.set_password(conn, person_id, new_hash)
+        await audit.record(conn, "person.password.change", "person", person_id)
         await conn.execute("DELETE FROM person_sessions WHERE person_id = $1 AND id IS DISTINCT FROM $2",
                            person_id, keep_session)
         await bus.notify(conn, person_revoked(person_id), node)
@@ -172,6 +179,7 @@ async def reset_password(conn: Conn, name: str, *, node: str) -> str:
     async with conn.transaction():
         await people_store.set_password(conn, person.id, new_hash)
         await people_store.delete_sessions_of(conn, person.id)
+        await audit.record(conn, "person.password.reset", "person", person.id)
         await bus.notify(conn, person_revoked(person.id), node)
     return password
 
@@ -180,9 +188,11 @@ async def add_token(conn: Conn, person_id: int, name: str) -> tuple[PersonTokenR
     """A personal API token (its secret returned once); it acts with its owner's role as it stands."""
     name = _valid(PersonalTokenCreate, name=name)
     secret = new_token(PERSON_PREFIX)
-    token = await people_store.add_token(conn, person_id, name, hash_token(secret))
-    if token is None:
-        raise Conflict(f"you have a token named {name!r}")
+    async with conn.transaction():
+        token = await people_store.add_token(conn, person_id, name, hash_token(secret))
+        if token is None:
+            raise Conflict(f"you have a token named {name!r}")
+        await audit.record(conn, "personal_token.create", "personal_token", token.id, after={"name": name})
     return token, secret
 
 
@@ -190,6 +200,7 @@ async def revoke_token(conn: Conn, person_id: int, token_id: int, *, node: str) 
     async with conn.transaction():
         if not await people_store.delete_token(conn, person_id, token_id):
             raise NotFound(f"you have no token {token_id}")
+        await audit.record(conn, "personal_token.revoke", "personal_token", token_id)
         await bus.notify(conn, person_revoked(person_id), node)
 
 
