@@ -80,7 +80,7 @@ async def one_run(root: str, browser: Any) -> tuple[ScaleReport, list[float]]:
         server = BenchServer(process.url, dsn, http)
         context, page, errors = await open_page(browser)
         try:
-            report = await run_scenario(server, page, ADMIN, respond_timeout_ms=RESPOND_TIMEOUT_MS)
+            report = await run_scenario(server, page, respond_timeout_ms=RESPOND_TIMEOUT_MS)
             mark = await now(page)
             await page.wait_for_timeout(WINDOW_SEC * 1000)
             quiet = await long_tasks_since(page, mark)

@@ -126,6 +126,26 @@ async def agent_token(http: aiohttp.ClientSession, url: str, data_dir: Path) -> 
     raise DemoFailed("could not register a demo agent")
 
 
+async def demo_person(http: aiohttp.ClientSession, url: str, data_dir: Path) -> tuple[str, str]:
+    """The person to sign the dashboard in with, an admin: (name, password), made once and kept in the data dir
+    (made again, under the next free name, if the database lost them or the password no longer works)."""
+    path = data_dir / "demo-person"
+    if path.exists():
+        name, _, password = path.read_text().strip().partition(" ")
+        async with http.post(url + "/api/session", json={"name": name, "password": password}) as r:
+            if r.status == 201:
+                return name, password
+    for n in range(1, 100):
+        name = "demo" if n == 1 else f"demo-{n}"
+        async with http.post(url + "/api/users", json={"name": name, "role": "admin"}) as r:
+            if r.status == 201:
+                password = str((await r.json())["password"])
+                path.write_text(f"{name} {password}\n")
+                path.chmod(0o600)
+                return name, password
+    raise DemoFailed("could not add a demo person")
+
+
 class Demo:
     """The server, the agent and its private adb server, started in order and stopped in reverse."""
 
@@ -146,19 +166,23 @@ class Demo:
         self.agent: Child | None = None
 
     async def show(self) -> None:
-        """Start the server and say where to look (URL and admin token) at once; start the phones; a few
+        """Start the server and say where to look (URL, and whom to sign in as) at once; start the phones; a few
         seconds later send a first job to watch run live; then keep running until a process exits."""
         if port_in_use(self.port):
             raise DemoFailed(f"port {self.port} is in use (another phonefleet?); pick one with --port or "
                              "PHONEFLEET_PORT")
         await self._start_server()
         admin = admin_token(self.data_dir)
-        say("")
-        say(f"  dashboard:    {self.url}/")
-        say(f"  admin token:  {admin}   (paste it at sign-in; kept in {self.data_dir / 'admin_token'})")
-        say("  Ctrl-C stops everything (agent, virtual phones, server, its database).")
-        say("")
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin}"}) as http:
+            name, password = await demo_person(http, self.url, self.data_dir)
+            say("")
+            say(f"  dashboard:    {self.url}/")
+            say(f"  sign in as:   {name}   password: {password}   (an admin; kept in "
+                f"{self.data_dir / 'demo-person'})")
+            say(f"  scripts and the CLI: the admin token in {self.data_dir / 'admin_token'}, or a personal token "
+                "made in the dashboard")
+            say("  Ctrl-C stops everything (agent, virtual phones, server, its database).")
+            say("")
             token = await agent_token(http, self.url, self.data_dir)
             await self._start_agent(http, token)
             say(f"sending a first job in {self.first_job_after:g} s: open the dashboard to watch it run ...")

@@ -1,7 +1,10 @@
 """Helpers of the dashboard's browser tests: signing in, and screenshots kept under ``tests/artifacts/``."""
 
+import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import aiohttp
 
 from phonefleet.sim.dashboard_scale import sign_in as sign_in_with
 from tests.conftest import ADMIN, RunningServer
@@ -17,9 +20,24 @@ async def shot(page: "Page", name: str) -> None:
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-async def sign_in(page: "Page", server: RunningServer) -> None:
-    """Sign in with the admin token and wait until the live link is up."""
-    await sign_in_with(page, server.url, ADMIN)
+_people = itertools.count(1)
+
+
+async def admin_person(url: str, role: str = "admin") -> tuple[str, str]:
+    """A new person of ``role`` on the server at ``url`` (made with the shared admin token): (name, password)."""
+    name = f"{role}-{next(_people)}"
+    async with aiohttp.ClientSession() as s, s.post(url + "/api/users", json={"name": name, "role": role},
+                                                   headers={"Authorization": f"Bearer {ADMIN}"}) as r:
+        assert r.status == 201, await r.text()
+        return name, str((await r.json())["password"])
+
+
+async def sign_in(page: "Page", server: RunningServer | str, role: str = "admin") -> str:
+    """Sign in as a new person of ``role`` (an admin unless told) and wait until the live link is up; their name."""
+    url = server if isinstance(server, str) else server.url
+    name, password = await admin_person(url, role)
+    await sign_in_with(page, url, name, password)
+    return name
 
 
 def posts_to(page: "Page", path: str) -> list[str]:

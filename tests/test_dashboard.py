@@ -23,8 +23,8 @@ from phonefleet.protocol.schema import main as export_schema
 from phonefleet.server.static import add_dashboard_routes, dashboard_dist
 from tests.agent_fixtures import AgentFactory
 from tests.browser_fixtures import DASHBOARD, ROOT
-from tests.conftest import ADMIN, RunningServer, eventually
-from tests.dashboard_helpers import shot, sign_in
+from tests.conftest import RunningServer, eventually
+from tests.dashboard_helpers import admin_person, shot, sign_in
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
@@ -93,23 +93,37 @@ def test_generated_types_match_the_protocol(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- browser
 
 
-async def test_sign_in_rejects_a_wrong_token_and_survives_a_reload(server: RunningServer, page: "Page") -> None:
+async def test_sign_in_rejects_a_wrong_password_survives_a_reload_and_signs_out_on_the_server(
+        server: RunningServer, page: "Page") -> None:
     from playwright.async_api import expect
 
+    name, password = await admin_person(server.url, "operator")
     await page.goto(server.url + "/")
     await shot(page, "sign-in")
-    await page.fill("#token", "pfadm_wrong")
+    await page.fill("#name", name)
+    await page.fill("#password", "not-the-password")
     await page.click("button[type=submit]")
-    await expect(page.get_by_test_id("signin-error")).to_contain_text("not accepted")
-    await page.fill("#token", ADMIN)
+    await expect(page.get_by_test_id("signin-error")).to_contain_text("Wrong name or password")
+    await page.fill("#password", password)
     await page.click("button[type=submit]")
     await expect(page.get_by_test_id("link-state")).to_have_text("Live")
     await expect(page.get_by_role("heading", name="Jobs")).to_be_visible()
+    await expect(page.get_by_test_id("signed-in-as")).to_have_text(f"{name} operator")
+    cookies = [c for c in await page.context.cookies() if c["name"] == "pf_session"]
+    assert len(cookies) == 1 and cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict"
+    assert await page.evaluate("document.cookie") == "", "the session cookie is out of the page's scripts' reach"
     await page.reload()
     await expect(page.get_by_test_id("link-state")).to_have_text("Live")
-    await expect(page.locator("#token")).to_have_count(0)
+    await expect(page.locator("#password")).to_have_count(0)
     await page.get_by_role("button", name="Sign out").click()
-    await expect(page.locator("#token")).to_be_visible()
+    await expect(page.locator("#password")).to_be_visible()
+    status, _ = await server.request("GET", "/api/session", token=None)
+    assert status == 401
+    async with server.session.get(server.url + "/api/session",
+                                  headers={"Cookie": f"pf_session={cookies[0]['value']}"}) as r:
+        assert r.status == 401, "signing out ended the session on the server, not only in the page"
+    await page.reload()
+    await expect(page.locator("#password")).to_be_visible()
 
 
 async def test_job_for_half_the_phones_runs_to_100_percent(server: RunningServer, agent_factory: AgentFactory,
@@ -263,3 +277,30 @@ async def test_page_says_when_the_live_link_drops_and_recovers(server: RunningSe
     await expect(page.get_by_test_id("link-state")).to_have_text("Live")
     await expect(page.get_by_test_id("offline-banner")).to_have_count(0)
     await expect(page.locator(".shell")).not_to_have_class(re.compile(r"\bstale\b"))
+
+
+async def test_a_viewer_sees_jobs_without_the_buttons_and_makes_a_personal_token(
+        server: RunningServer, page: "Page") -> None:
+    from playwright.async_api import expect
+
+    await server.ok("POST", "/api/jobs", {"title": "look only", "plan": [{"type": "wait", "duration_sec": 1}],
+                                          "target_type": "device_count", "target_value": 1})
+    await sign_in(page, server, "viewer")
+    await expect(page.get_by_test_id("job-title")).to_have_text("look only")
+    await expect(page.get_by_test_id("new-job")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Pause look only")).to_have_count(0)
+    await expect(page.get_by_test_id("scheduler-stop")).to_have_count(0)
+
+    await page.get_by_test_id("signed-in-as").click()
+    await expect(page.get_by_test_id("account-who")).to_contain_text("role viewer")
+    await page.fill("#token-name", "laptop")
+    await page.get_by_test_id("create-token").click()
+    secret = await page.get_by_test_id("new-token-secret").inner_text()
+    assert secret.startswith("pfusr_")
+    await expect(page.get_by_test_id("token-row")).to_have_count(1)
+    status, me = await server.request("GET", "/api/session", token=secret)
+    assert status == 200 and me["role"] == "viewer"
+    await shot(page, "account")
+    await page.get_by_role("button", name="Revoke").click()
+    await expect(page.get_by_test_id("token-row")).to_have_count(0)
+    assert (await server.request("GET", "/api/session", token=secret))[0] == 401

@@ -74,10 +74,7 @@ async def test_offline_within_3_s_of_the_server_stopping_and_back_refreshed(
         job = await _post_job(url, {"title": "before the outage", "plan": [{"type": "wait", "duration_sec": 1}],
                                     "target_type": "device_count", "target_value": 1})
         async with new_page(browser, viewport=DESKTOP) as page:
-            await page.goto(url + "/")
-            await page.fill("#token", ADMIN)
-            await page.click("button[type=submit]")
-            await expect(page.get_by_test_id("link-state")).to_have_text("Live")
+            await sign_in(page, url)
             await expect(page.get_by_test_id("job-title")).to_have_text("before the outage")
             shell = page.locator(".shell")
             await expect(shell).not_to_have_class(re.compile("stale"))

@@ -23,7 +23,7 @@ async def test_a_remote_tap_in_the_page_changes_the_phones_screen(
     phone = agent.fleet.phones[0]
     device_id = next(d["id"] for d in await server.ok("GET", "/api/devices") if d["serial"] == phone.adb_serial)
 
-    await sign_in(page, server)
+    me = await sign_in(page, server)
     await page.goto(f"{server.url}/#/phones/{device_id}")
     await page.get_by_test_id("screen-toggle").click()
     image = page.get_by_test_id("screen-image")
@@ -37,7 +37,7 @@ async def test_a_remote_tap_in_the_page_changes_the_phones_screen(
 
     async def paused() -> bool:
         found = next(d for d in await server.ok("GET", "/api/devices") if d["id"] == device_id)
-        return bool(found["state"] == "paused" and found["pause_reason"] == "in use by env")
+        return bool(found["state"] == "paused" and found["pause_reason"] == f"in use by {me}")
 
     await eventually(paused)
     mark = len(phone.actions)

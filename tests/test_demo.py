@@ -8,6 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
+import aiohttp
 import psutil
 
 from tests.conftest import free_port
@@ -64,8 +65,12 @@ async def _run_demo_once(data_dir: Path, port: int, adb_port: int, *, port_from_
     try:
         # Where to look comes first, as soon as the server is up; the first job only after the phones.
         assert (await run.wait_for_line("dashboard:", RUN_SEC)).split()[-1] == f"http://127.0.0.1:{port}/"
-        token = (await run.wait_for_line("admin token:", 10)).split()[2]
-        assert token == (data_dir / "admin_token").read_text().strip()
+        words = (await run.wait_for_line("sign in as:", 10)).split()
+        name, password = words[3], words[5]
+        assert f"{name} {password}" == (data_dir / "demo-person").read_text().strip()
+        async with aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{port}/api/session", json={"name": name, "password": password}) as r:
+            assert r.status == 201, await r.text()
         await run.wait_for_line("Ctrl-C stops everything", 10)
         await run.wait_for_line("sending a first job in 1 s", RUN_SEC)
         done = await run.wait_for_line("job ", RUN_SEC)

@@ -26,6 +26,7 @@ from phonefleet.protocol.models import (
     ScheduleCreate,
     SchedulePatch,
 )
+from phonefleet.protocol.people import PasswordChange, PersonalTokenCreate, PersonCreate, PersonPatch, SignIn
 from phonefleet.protocol.screen import InputBody
 from phonefleet.server import outage
 from phonefleet.server.api import ROUTES
@@ -65,11 +66,14 @@ class Fleet:
             QuarantineRequest: {"reason": "checked by hand"}, RecoverRequest: {"rung": "reconnect"},
             FleetPolicyPatch: {"quarantine": {"cooldown_sec": 900}}, InputBody: {"type": "tap", "x": 10, "y": 20},
             ArtifactLost: {"reason": "the file is gone"},
+            SignIn: {"name": "nobody", "password": "wrong"}, PersonCreate: {"name": "pat", "role": "viewer"},
+            PersonPatch: {"role": "viewer"}, PersonalTokenCreate: {"name": "ci"},
+            PasswordChange: {"current_password": "old", "new_password": "a new passphrase"},
         }
         return {} if route.body is None else {"json": bodies[route.body]}
 
     def token(self, route: Route) -> str | None:
-        return {"public": None, "admin": ADMIN, "agent": self.agent.token}[route.access]
+        return {"public": None, "agent": self.agent.token}.get(route.access, ADMIN)
 
     async def call(self, route: Route) -> tuple[int, dict[str, str], Any]:
         headers = {"Authorization": f"Bearer {t}"} if (t := self.token(route)) else {}

@@ -1,10 +1,13 @@
-// REST client: every call carries the admin token; errors become ApiError with the contract's details.
+// REST client: calls go with the session cookie (same-origin) and, when they change something, the session's
+// CSRF token; errors become ApiError with the contract's details.
 import type {
   Agent, Artifact, AuditPage, ArtifactKind, ArtifactPage, AssignmentList, BatchAction, Device, DeviceDetail, DeviceEventList, ErrorBody, ErrorDetail, FleetHealthReport,
   FleetPolicy, Job, JobBatchResult, JobCreate, JobList, JobPatch, RecoverAccepted, RecoveryRung, RequeueResult,
   RequeueScope, Schedule, ScheduleCreate, ScheduleList, SchedulePatch, SchedulerStatus, Stats,
 } from "./types";
-import type { LogcatAnswer, StepTimeline } from "./generated/protocol";
+import type {
+  LogcatAnswer, PersonalToken, PersonalTokenCreated, Role, SessionInfo, StepTimeline,
+} from "./generated/protocol";
 
 export class ApiError extends Error {
   constructor(
@@ -17,14 +20,26 @@ export class ApiError extends Error {
   }
 }
 
-export const TOKEN_KEY = "phonefleet.token";
-
 type Listener = (err: ApiError) => void;
+
+const ROLES: Role[] = ["viewer", "operator", "admin"];
+
+/** Whether ``role`` includes ``needed`` (each role includes the one before: viewer < operator < admin). */
+export function roleAtLeast(role: Role, needed: Role): boolean {
+  return ROLES.indexOf(role) >= ROLES.indexOf(needed);
+}
+
+const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
 
 export class Api {
   private unauthorized: Listener[] = [];
 
-  constructor(public token: string, private base = "") {}
+  constructor(public session: SessionInfo, private base = "") {}
+
+  /** May the signed-in person do what needs ``role``? (The server checks again; this only hides buttons.) */
+  can(role: Role): boolean {
+    return roleAtLeast(this.session.role, role);
+  }
 
   onUnauthorized(fn: Listener): void {
     this.unauthorized.push(fn);
@@ -41,8 +56,9 @@ export class Api {
     try {
       res = await fetch(this.base + path, {
         method,
+        credentials: "same-origin",
         headers: {
-          Authorization: `Bearer ${this.token}`,
+          ...(SAFE.has(method) || !this.session.csrf_token ? {} : { "X-CSRF-Token": this.session.csrf_token }),
           ...(body === undefined ? {} : { "Content-Type": "application/json" }),
         },
         body: body === undefined ? undefined : JSON.stringify(body),
@@ -113,6 +129,13 @@ export class Api {
     this.request<ArtifactPage>("GET", `/api/devices/${id}/artifacts?limit=${limit}`
       + `${kind ? `&kind=${kind}` : ""}${before === null ? "" : `&before=${before}`}`);
 
+  signOut = () => this.request<void>("DELETE", "/api/session");
+  changePassword = (current_password: string, new_password: string) =>
+    this.request<void>("POST", "/api/session/password", { current_password, new_password });
+  tokens = () => this.request<PersonalToken[]>("GET", "/api/tokens");
+  createToken = (name: string) => this.request<PersonalTokenCreated>("POST", "/api/tokens", { name });
+  revokeToken = (id: number) => this.request<void>("DELETE", `/api/tokens/${id}`);
+
   /** A current picture of a phone's screen, at most `maxWidth` pixels wide, as an object URL (revoke it). */
   async screenThumb(deviceId: number, maxWidth: number): Promise<string> {
     const res = await this.raw("GET", `/api/devices/${deviceId}/screen?max_width=${maxWidth}`);
@@ -126,16 +149,37 @@ export class Api {
   }
 }
 
-/** Sign-in: a token is good when /api/stats answers with it. */
-export async function checkToken(token: string, base = ""): Promise<string | null> {
-  const api = new Api(token, base);
+async function errorOf(res: Response): Promise<ApiError> {
   try {
-    await api.stats();
-    return null;
-  } catch (e) {
-    const err = e as ApiError;
-    if (err.status === 401) return "That token was not accepted: check it and try again.";
-    if (err.status === 403) return "That is an agent token; the dashboard needs an admin token (pfadm_…).";
-    return `Cannot sign in: ${err.message}`;
+    const data = (await res.json()) as ErrorBody;
+    return new ApiError(res.status, data.error.code, data.error.message, data.error.details ?? []);
+  } catch {
+    return new ApiError(res.status, "http_error", `${res.status} ${res.statusText}`);
   }
+}
+
+/** The session this browser's cookie holds, or null when it holds none (or it ended). */
+export async function currentSession(base = ""): Promise<SessionInfo | null> {
+  const res = await fetch(base + "/api/session", { credentials: "same-origin" });
+  if (res.status === 401) return null;
+  if (!res.ok) throw await errorOf(res);
+  return (await res.json()) as SessionInfo;
+}
+
+/** Sign in with a name and password: the session, or the words to show. */
+export async function signIn(name: string, password: string, base = ""): Promise<SessionInfo | string> {
+  let res: Response;
+  try {
+    res = await fetch(base + "/api/session", {
+      method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name, password }),
+    });
+  } catch (e) {
+    return `Cannot reach the server (${(e as Error).message})`;
+  }
+  if (res.ok) return (await res.json()) as SessionInfo;
+  const err = await errorOf(res);
+  if (res.status === 401) return "Wrong name or password.";
+  if (res.status === 429) return "Too many failed sign-ins: wait a while and try again.";
+  return err.message;
 }

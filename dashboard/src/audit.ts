@@ -17,7 +17,8 @@ export const NO_FILTERS: AuditFilters = {
 };
 
 export const ACTOR_KINDS: AuditActor["kind"][] = ["person", "token", "agent", "cli", "system"];
-export const OBJECT_KINDS = ["job", "device", "agent", "schedule", "admin_token", "fleet_policy", "scheduler"];
+export const OBJECT_KINDS = ["job", "device", "agent", "schedule", "admin_token", "fleet_policy", "scheduler", "person",
+  "personal_token"];
 
 /** A datetime-local value ("2026-11-30T19:05") as the instant it names here, in ISO 8601; null if none. */
 export function localToIso(value: string): string | null {

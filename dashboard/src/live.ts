@@ -45,7 +45,6 @@ export class Live {
     this.stopped = false;
     void this.refresh();
     const socket = io(`${this.url}${EVENTS.DASHBOARD_NAMESPACE}`, {
-      auth: { token: this.api.token },
       transports: ["websocket", "polling"],
       reconnectionDelay: 1000,
       reconnectionDelayMax: 3000,

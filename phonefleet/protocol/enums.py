@@ -161,3 +161,20 @@ OPEN_ASSIGNMENT_STATUSES: tuple[AssignmentStatus, ...] = (
 
 LIVE_ASSIGNMENT_STATUSES: tuple[AssignmentStatus, ...] = (*OPEN_ASSIGNMENT_STATUSES, AssignmentStatus.paused)
 """Statuses from which an assignment can still end (cancel reaches these)."""
+
+
+class Role(StrEnum):
+    """What a person (or a token) may do, each including the one before: viewer reads everything; operator also
+    creates, pauses, resumes and cancels jobs and pauses and controls phones; admin also manages agents, people,
+    tokens, policies and the distribution switch."""
+
+    viewer = "viewer"
+    operator = "operator"
+    admin = "admin"
+
+
+ROLE_ORDER: tuple[Role, ...] = (Role.viewer, Role.operator, Role.admin)
+
+
+def role_at_least(role: Role, needed: Role) -> bool:
+    return ROLE_ORDER.index(role) >= ROLE_ORDER.index(needed)

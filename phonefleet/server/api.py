@@ -19,6 +19,7 @@ from phonefleet.protocol import events as ev
 from phonefleet.protocol import screen as sc
 from phonefleet.protocol.artifacts import Artifact, ArtifactLost, ArtifactPage
 from phonefleet.protocol.audit import AuditPage
+from phonefleet.protocol.enums import Role
 from phonefleet.protocol.health import (
     DeviceDetail,
     DeviceEventList,
@@ -58,13 +59,26 @@ from phonefleet.protocol.models import (
     SchedulerStatus,
     Stats,
 )
+from phonefleet.protocol.people import (
+    PasswordChange,
+    Person,
+    PersonalToken,
+    PersonalTokenCreate,
+    PersonalTokenCreated,
+    PersonCreate,
+    PersonCreated,
+    PersonPatch,
+    SessionInfo,
+    SignIn,
+)
 from phonefleet.protocol.timeline import LogcatAnswer, StepTimeline
-from phonefleet.server import audit, outage
+from phonefleet.server import audit, outage, people
+from phonefleet.server.accounts import Accounts, person_model
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.artifact_uploads import ArtifactUploads, Claim
 from phonefleet.server.artifacts import ARTIFACT_TYPES, ArtifactStore, serving_headers
 from phonefleet.server.audit import AuditTrail
-from phonefleet.server.auth import Authenticator, Principal, TokenCheck, bearer
+from phonefleet.server.auth import SESSION_COOKIE, Authenticator, Principal, TokenCheck, bearer
 from phonefleet.server.errors import Forbidden, Invalid, NotFound, ServiceError, Unauthorized
 from phonefleet.server.evidence import Evidence
 from phonefleet.server.fleet import Fleet
@@ -103,9 +117,8 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def _actor(request: web.Request) -> str:
-    """Who is asking, for a phone's timeline: the admin token's name."""
-    principal = request[PRINCIPAL]
-    return principal.admin_name or principal.kind
+    """Who is asking, for a phone's timeline: the person, or the admin token's name."""
+    return request[PRINCIPAL].name
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -185,6 +198,7 @@ class ApiServices:
     scheduler: SchedulerControl
     schedules: Schedules
     revocations: Revocations
+    accounts: Accounts
     fleet: Fleet
     fleet_health: FleetHealth
     evidence: Evidence
@@ -233,14 +247,26 @@ class Api:
         return handler
 
     async def _authorize(self, request: web.Request, access: Access) -> Principal:
+        """A bearer token, else the dashboard's session cookie; a cookie request that changes something must
+        also send its session's CSRF token in ``X-CSRF-Token`` (a bearer request needs none: no browser sends
+        one by itself)."""
         token = bearer(request.headers.get("Authorization"))
-        if token is None:
-            raise Unauthorized("a bearer token is required")
-        principal = await self.s.tokens.authenticate(token)
-        if principal is None:
-            raise Unauthorized("unknown token")
-        if principal.kind != access:
-            raise Forbidden(f"this route needs an {access} token")
+        if token is not None:
+            principal = await self.s.tokens.authenticate(token)
+            if principal is None:
+                raise Unauthorized("unknown token")
+        elif (cookie := request.cookies.get(SESSION_COOKIE)) is not None:
+            principal = await self.s.tokens.session(cookie)
+            if principal is None:
+                raise Unauthorized("the session ended: sign in again")
+            if request.method not in SAFE_METHODS and not people.same_secret(
+                    request.headers.get(CSRF_HEADER), principal.csrf_token):
+                raise Forbidden(f"a request made with the session cookie needs its {CSRF_HEADER} header")
+        else:
+            raise Unauthorized("sign in, or send a bearer token")
+        if not principal.allows(access):
+            raise Forbidden(f"this route needs an {access} token" if access == "agent" else
+                            f"this route needs the {access} role (you are {principal.role or principal.kind})")
         return principal
 
     # ------------------------------------------------------------------ handlers
@@ -363,6 +389,58 @@ class Api:
 
     async def revoke_admin(self, request: web.Request) -> web.Response:
         await self.s.revocations.revoke_admin(request.match_info["name"])
+        return web.Response(status=204)
+
+    # ------------------------------------------------------------------ people: sessions, accounts, tokens
+
+    async def sign_in(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/json":  # a cross-site form cannot send JSON without CORS
+            raise Invalid.field("body", "send application/json")
+        body = await _body(request, SignIn)
+        new = await self.s.accounts.sign_in(body.name, body.password, request.remote or "unknown")
+        response = model_response(SessionInfo(person=person_model(new.person), name=new.person.name,
+                                              role=Role(new.person.role), csrf_token=new.csrf_token), 201)
+        response.set_cookie(SESSION_COOKIE, new.cookie, path="/", httponly=True, samesite="Strict",
+                            secure=_is_tls(request))
+        return response
+
+    async def get_session(self, request: web.Request) -> web.Response:
+        principal = request[PRINCIPAL]
+        assert principal.role is not None
+        return model_response(SessionInfo(person=await self.s.accounts.me(principal), name=principal.name,
+                                          role=principal.role, csrf_token=principal.csrf_token))
+
+    async def sign_out(self, request: web.Request) -> web.Response:
+        await self.s.accounts.sign_out(request[PRINCIPAL])
+        response = web.Response(status=204)
+        response.del_cookie(SESSION_COOKIE, path="/", secure=_is_tls(request), samesite="Strict")
+        return response
+
+    async def change_password(self, request: web.Request) -> web.Response:
+        body = await _body(request, PasswordChange)
+        await self.s.accounts.change_password(request[PRINCIPAL], body.current_password, body.new_password)
+        return web.Response(status=204)
+
+    async def list_people(self, _request: web.Request) -> web.Response:
+        return models_response(await self.s.accounts.everyone())
+
+    async def create_person(self, request: web.Request) -> web.Response:
+        body = await _body(request, PersonCreate)
+        return model_response(await self.s.accounts.add(body.name, body.role), 201)
+
+    async def patch_person(self, request: web.Request) -> web.Response:
+        body = await _body(request, PersonPatch)
+        return model_response(await self.s.accounts.update(request.match_info["name"], body))
+
+    async def list_tokens(self, request: web.Request) -> web.Response:
+        return models_response(await self.s.accounts.tokens(request[PRINCIPAL]))
+
+    async def create_token(self, request: web.Request) -> web.Response:
+        body = await _body(request, PersonalTokenCreate)
+        return model_response(await self.s.accounts.add_token(request[PRINCIPAL], body.name), 201)
+
+    async def revoke_token(self, request: web.Request) -> web.Response:
+        await self.s.accounts.revoke_token(request[PRINCIPAL], _int_id(request))
         return web.Response(status=204)
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -522,116 +600,152 @@ ROUTES: list[Route] = [
           "phonefleet_database_up 0 and without the gauges counted in the database", "public", tags=("ops",),
           database=False, produces=("text/plain",)),
     Route("GET", "/api/openapi.json", Api.openapi, "This document", "public", tags=("ops",), database=False),
-    Route("POST", "/api/jobs", Api.create_job, "Create a job and distribute it", body=JobCreate, response=Job,
+    Route("POST", "/api/jobs", Api.create_job, "Create a job and distribute it",
+          "operator", body=JobCreate, response=Job,
           status=201, tags=("jobs",)),
-    Route("GET", "/api/jobs", Api.list_jobs, "List jobs", query=JobListQuery, response=JobList, tags=("jobs",)),
+    Route("GET", "/api/jobs", Api.list_jobs, "List jobs",
+          "viewer", query=JobListQuery, response=JobList, tags=("jobs",)),
     Route("POST", "/api/jobs/batch", Api.batch_jobs, "Pause, resume or cancel many jobs (by ids or a filter)",
+          "operator",
           body=JobBatch, response=JobBatchResult, tags=("jobs",)),
-    Route("GET", "/api/jobs/{id}", Api.get_job, "One job", response=Job, tags=("jobs",)),
+    Route("GET", "/api/jobs/{id}", Api.get_job, "One job", "viewer", response=Job, tags=("jobs",)),
     Route("POST", "/api/jobs/{id}/requeue", Api.requeue_job,
-          "Run a job's failed slots (or all of them) again; the body may be left out (failed)",
+          "Run a job's failed slots (or all of them) again; the body may be left out (failed)", "operator",
           body=RequeueBody, body_required=False, response=RequeueResult, tags=("jobs",)),
-    Route("PATCH", "/api/jobs/{id}", Api.patch_job, "Pause, resume, cancel or edit a job", body=JobPatch,
+    Route("PATCH", "/api/jobs/{id}", Api.patch_job, "Pause, resume, cancel or edit a job", "operator", body=JobPatch,
           response=Job, tags=("jobs",)),
-    Route("DELETE", "/api/jobs/{id}", Api.delete_job, "Delete a job, cancelling its work on the phones",
+    Route("DELETE", "/api/jobs/{id}", Api.delete_job, "Delete a job, cancelling its work on the phones", "operator",
           status=204, tags=("jobs",)),
-    Route("GET", "/api/jobs/{id}/assignments", Api.job_assignments, "A job's assignments", query=AssignmentQuery,
+    Route("GET", "/api/jobs/{id}/assignments", Api.job_assignments, "A job's assignments",
+          "viewer", query=AssignmentQuery,
           response=AssignmentList, tags=("jobs",)),
     Route("GET", "/api/assignments", Api.list_assignments, "Assignments by status (dead letters: failed) or "
-          "phone, newest first", query=AssignmentListQuery, response=AssignmentList, tags=("jobs",)),
+          "phone, newest first", "viewer", query=AssignmentListQuery, response=AssignmentList, tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/artifacts", Api.list_artifacts, "An assignment's artifacts (screenshots, "
-          "logcat, files) with kind, size, sha256 and status (uploading, stored, deleted)",
+          "logcat, files) with kind, size, sha256 and status (uploading, stored, deleted)", "viewer",
           response=Artifact, many=True, tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/steps", Api.assignment_steps, "A run's step timeline: each step's start, "
-          "end, outcome, exit code and output tail (steps it never reached: not_run)", response=StepTimeline,
+          "end, outcome, exit code and output tail (steps it never reached: not_run)", "viewer", response=StepTimeline,
           tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/logcat", Api.assignment_logcat, "A run's logcat, filtered on the server by "
-          "level (and above), tag and text; 409 while it is still uploading, 410 once retention deleted it",
+          "level (and above), tag and text; 409 while it is still uploading, 410 once retention deleted it", "viewer",
           query=LogcatQuery, response=LogcatAnswer, tags=("jobs",), conflicts=True, gone=True),
     Route("GET", "/api/assignments/{id}/artifacts/{name}", Api.get_artifact,
-          "One artifact's bytes: images and logs inline, anything else as an attachment", tags=("jobs",),
+          "One artifact's bytes: images and logs inline, anything else as an attachment", "viewer", tags=("jobs",),
           produces=ARTIFACT_TYPES),
-    Route("GET", "/api/devices", Api.list_devices, "Every phone", response=Device, many=True, tags=("fleet",)),
-    Route("PATCH", "/api/devices/{id}", Api.patch_device, "Pause or resume a phone", body=DevicePatch,
+    Route("GET", "/api/devices", Api.list_devices, "Every phone",
+          "viewer", response=Device, many=True, tags=("fleet",)),
+    Route("PATCH", "/api/devices/{id}", Api.patch_device, "Pause or resume a phone", "operator", body=DevicePatch,
           response=Device, tags=("fleet",)),
     Route("GET", "/api/devices/{id}", Api.get_device, "One phone: its health, the thresholds it breaks and its "
-          "reliability record", response=DeviceDetail, tags=("fleet",)),
+          "reliability record", "viewer", response=DeviceDetail, tags=("fleet",)),
     Route("GET", "/api/devices/{id}/artifacts", Api.device_artifacts, "A phone's artifacts over all its runs, "
-          "newest first, a page at a time", query=ArtifactQuery, response=ArtifactPage, tags=("fleet",)),
+          "newest first, a page at a time", "viewer", query=ArtifactQuery, response=ArtifactPage, tags=("fleet",)),
     Route("GET", "/api/devices/{id}/events", Api.device_events, "A phone's timeline, newest first, a page at a "
-          "time", query=DeviceEventQuery, response=DeviceEventList, tags=("fleet",)),
+          "time", "viewer", query=DeviceEventQuery, response=DeviceEventList, tags=("fleet",)),
     Route("POST", "/api/devices/{id}/quarantine", Api.quarantine_device, "Quarantine a phone by hand: it gets "
-          "no work until released; its unstarted work goes back to its jobs", body=QuarantineRequest,
+          "no work until released; its unstarted work goes back to its jobs", "operator", body=QuarantineRequest,
           response=DeviceDetail, tags=("fleet",)),
-    Route("POST", "/api/devices/{id}/release", Api.release_device, "Release a quarantined phone",
+    Route("POST", "/api/devices/{id}/release", Api.release_device, "Release a quarantined phone", "operator",
           response=DeviceDetail, tags=("fleet",)),
     Route("POST", "/api/devices/{id}/recover", Api.recover_device, "Run one rung of the recovery ladder on a "
-          "phone now (its agent reports what it did in the phone's timeline)", body=RecoverRequest,
+          "phone now (its agent reports what it did in the phone's timeline)", "operator", body=RecoverRequest,
           response=RecoverAccepted, status=202, tags=("fleet",)),
     Route("GET", "/api/devices/{id}/screen", Api.device_screen, "One current frame of the phone's screen: JPEG "
-          "(max_width scales it down), or full-size PNG; 409 when the phone is offline", query=ScreenQuery,
+          "(max_width scales it down), or full-size PNG; 409 when the phone is offline", "viewer", query=ScreenQuery,
           tags=("screen",), produces=("image/jpeg", "image/png"), conflicts=True),
     Route("POST", "/api/devices/{id}/input", Api.device_input, "Tap, swipe, type, press a key or rotate, in the "
           "phone's own pixels. The caller must hold control or nobody may: then it takes control implicitly "
           "(the phone leaves distribution until DELETE /api/devices/{id}/control or the idle timeout); 409 when "
-          "someone else controls it", body=sc.InputBody, response=sc.InputAccepted, tags=("screen",)),
+          "someone else controls it", "operator", body=sc.InputBody, response=sc.InputAccepted, tags=("screen",)),
     Route("POST", "/api/devices/{id}/control", Api.take_control, "Take remote control: the phone is paused out "
-          "of distribution ('in use by NAME'); 409 when someone else controls it", response=sc.ScreenSession,
+          "of distribution ('in use by NAME'); 409 when someone else controls it",
+          "operator", response=sc.ScreenSession,
           tags=("screen",)),
     Route("DELETE", "/api/devices/{id}/control", Api.release_control, "End remote control of the phone "
-          "(whoever holds it) and give it back to distribution", response=sc.ScreenSession, tags=("screen",)),
+          "(whoever holds it) and give it back to distribution",
+          "operator", response=sc.ScreenSession, tags=("screen",)),
     Route("GET", "/api/fleet/health", Api.fleet_health_report, "Phones by state, and those needing attention "
-          "(quarantined, recovering, unhealthy, flapping, hot) with reasons", response=FleetHealthReport,
+          "(quarantined, recovering, unhealthy, flapping, hot) with reasons", "viewer", response=FleetHealthReport,
           tags=("fleet",)),
-    Route("GET", "/api/fleet/policy", Api.fleet_policy, "The health thresholds and the quarantine policy",
+    Route("GET", "/api/fleet/policy", Api.fleet_policy, "The health thresholds and the quarantine policy", "viewer",
           response=FleetPolicy, tags=("fleet",)),
     Route("PATCH", "/api/fleet/policy", Api.patch_fleet_policy, "Change health thresholds or the quarantine "
-          "policy (the fields given; agents hear new thresholds at once)", body=FleetPolicyPatch,
+          "policy (the fields given; agents hear new thresholds at once)", "admin", body=FleetPolicyPatch,
           response=FleetPolicy, tags=("fleet",)),
-    Route("GET", "/api/agents", Api.list_agents, "Every agent", response=Agent, many=True, tags=("fleet",)),
-    Route("POST", "/api/agents", Api.create_agent, "Register an agent; answers its token once",
+    Route("GET", "/api/agents", Api.list_agents, "Every agent", "viewer", response=Agent, many=True, tags=("fleet",)),
+    Route("POST", "/api/agents", Api.create_agent, "Register an agent; answers its token once", "admin",
           body=AgentCreate, response=AgentCreated, status=201, tags=("fleet",)),
-    Route("PATCH", "/api/agents/{id}", Api.patch_agent, "Limit how many phones run at once on an agent",
+    Route("PATCH", "/api/agents/{id}", Api.patch_agent, "Limit how many phones run at once on an agent", "admin",
           body=AgentPatch, response=Agent, tags=("fleet",)),
     Route("DELETE", "/api/agents/{id}/token", Api.revoke_agent_token,
           "Revoke an agent's token: its sockets drop at once on every node, its REST calls answer 401, its "
-          "phones go offline and their work goes back to the jobs (as when its grace expires)",
+          "phones go offline and their work goes back to the jobs (as when its grace expires)", "admin",
           status=204, tags=("fleet",)),
     Route("POST", "/api/agents/{id}/token", Api.rotate_agent_token,
-          "Give an agent a new token (answered once); the old one is revoked as by DELETE",
+          "Give an agent a new token (answered once); the old one is revoked as by DELETE", "admin",
           response=AgentCreated, status=201, tags=("fleet",)),
     Route("GET", "/api/admins", Api.list_admins, "Admin tokens by name (never their secret); 'env' is the "
-          "servers' PHONEFLEET_ADMIN_TOKEN", response=AdminToken, many=True, tags=("ops",)),
-    Route("POST", "/api/admins", Api.create_admin, "Make a named admin token; answers it once",
+          "servers' PHONEFLEET_ADMIN_TOKEN", "admin", response=AdminToken, many=True, tags=("ops",)),
+    Route("POST", "/api/admins", Api.create_admin, "Make a named admin token; answers it once", "admin",
           body=AdminTokenCreate, response=AdminTokenCreated, status=201, tags=("ops",)),
     Route("DELETE", "/api/admins/{name}", Api.revoke_admin,
-          "Revoke an admin token: its dashboards drop at once on every node, its next call answers 401",
+          "Revoke an admin token: its dashboards drop at once on every node, its next call answers 401", "admin",
           status=204, tags=("ops",)),
-    Route("GET", "/api/scheduler", Api.scheduler_status, "Is distribution running; counts; next schedule due",
+    Route("POST", "/api/session", Api.sign_in, "Sign in with a name and password: sets the session cookie "
+          "(HttpOnly, SameSite=Strict, Secure over TLS) and answers the session's CSRF token, which every request "
+          "made with the cookie that changes something sends in X-CSRF-Token; 429 after too many failures",
+          "public", body=SignIn, response=SessionInfo, status=201, tags=("people",),
+          also=(("401", "Wrong name or password"), ("403", "The person is disabled"),
+                ("429", "Too many failed sign-ins for this name or from this address; try again later"))),
+    Route("GET", "/api/session", Api.get_session, "Who is asking: the person (or admin token), their role, and "
+          "the session's CSRF token", "viewer", response=SessionInfo, tags=("people",)),
+    Route("DELETE", "/api/session", Api.sign_out, "Sign out: the session ends on the server and its dashboards "
+          "drop on every node", "viewer", status=204, tags=("people",)),
+    Route("POST", "/api/session/password", Api.change_password, "Change your own password (give the current "
+          "one); your other sessions end", "viewer", body=PasswordChange, status=204, tags=("people",)),
+    Route("GET", "/api/tokens", Api.list_tokens, "Your personal API tokens (never their secret)", "viewer",
+          response=PersonalToken, many=True, tags=("people",)),
+    Route("POST", "/api/tokens", Api.create_token, "Make a personal API token, answered once; it acts with your "
+          "role and stops working when revoked or when you are disabled", "viewer", body=PersonalTokenCreate,
+          response=PersonalTokenCreated, status=201, tags=("people",)),
+    Route("DELETE", "/api/tokens/{id}", Api.revoke_token, "Revoke one of your personal tokens: its next call "
+          "answers 401, its dashboards drop", "viewer", status=204, tags=("people",)),
+    Route("GET", "/api/users", Api.list_people, "People and their roles", "admin", response=Person, many=True,
+          tags=("people",)),
+    Route("POST", "/api/users", Api.create_person, "Add a person with a role; answers a one-time password",
+          "admin", body=PersonCreate, response=PersonCreated, status=201, tags=("people",)),
+    Route("PATCH", "/api/users/{name}", Api.patch_person, "Change a person's role, disable them (ending every "
+          "session and token of theirs) or enable them again; the last enabled admin stays one", "admin",
+          body=PersonPatch, response=Person, tags=("people",)),
+    Route("GET", "/api/scheduler", Api.scheduler_status, "Is distribution running; counts; next schedule due", "viewer",
           response=SchedulerStatus, tags=("ops",)),
     Route("POST", "/api/scheduler/stop", Api.scheduler_stop,
-          "Stop distribution on every node: no new assignments; running work finishes",
+          "Stop distribution on every node: no new assignments; running work finishes", "admin",
           response=SchedulerStatus, tags=("ops",)),
-    Route("POST", "/api/scheduler/start", Api.scheduler_start, "Start distribution again",
+    Route("POST", "/api/scheduler/start", Api.scheduler_start, "Start distribution again", "admin",
           response=SchedulerStatus, tags=("ops",)),
-    Route("GET", "/api/schedules", Api.list_schedules, "Recurring schedules", query=ScheduleListQuery,
+    Route("GET", "/api/schedules", Api.list_schedules, "Recurring schedules", "viewer", query=ScheduleListQuery,
           response=ScheduleList, tags=("schedules",)),
     Route("POST", "/api/schedules", Api.create_schedule, "Create a schedule: a job template fired by cron or interval",
+          "operator",
           body=ScheduleCreate, response=Schedule, status=201, tags=("schedules",)),
-    Route("GET", "/api/schedules/{id}", Api.get_schedule, "One schedule", response=Schedule, tags=("schedules",)),
+    Route("GET", "/api/schedules/{id}", Api.get_schedule, "One schedule",
+          "viewer", response=Schedule, tags=("schedules",)),
     Route("PATCH", "/api/schedules/{id}", Api.patch_schedule,
           "Edit, enable or disable a schedule; the next firing is computed again from now when the rule or "
-          "enabled changes", body=SchedulePatch, response=Schedule, tags=("schedules",)),
+          "enabled changes", "operator", body=SchedulePatch, response=Schedule, tags=("schedules",)),
     Route("DELETE", "/api/schedules/{id}", Api.delete_schedule,
-          "Delete a schedule; the jobs it created stay", status=204, tags=("schedules",)),
-    Route("POST", "/api/schedules/{id}/run", Api.run_schedule, "Create the schedule's job now",
+          "Delete a schedule; the jobs it created stay", "operator", status=204, tags=("schedules",)),
+    Route("POST", "/api/schedules/{id}/run", Api.run_schedule, "Create the schedule's job now", "operator",
           response=Job, status=201, tags=("schedules",)),
-    Route("GET", "/api/schedules/{id}/jobs", Api.schedule_jobs, "The jobs a schedule created, newest first",
+    Route("GET", "/api/schedules/{id}/jobs", Api.schedule_jobs, "The jobs a schedule created, newest first", "viewer",
           query=JobListQuery, response=JobList, tags=("schedules",)),
     Route("GET", "/api/audit", Api.audit_events, "The audit trail, newest first, a page at a time: every change "
           "by a person, token, agent or the CLI, with the fields that changed; append-only (nothing edits or "
-          "deletes it)", query=AuditQuery, response=AuditPage, tags=("ops",)),
+          "deletes it)", "viewer", query=AuditQuery, response=AuditPage, tags=("ops",)),
     Route("GET", "/api/stats", Api.stats, "Counts by state; success rate, run time and queue wait over a window",
+          "viewer",
           query=StatsQuery, response=Stats, tags=("ops",)),
     Route("GET", "/api/agent/assignments", Api.agent_poll, "Polling fallback: the agent's open assignments",
           "agent", response=ev.AgentPoll, tags=("agent",)),
@@ -648,8 +762,17 @@ ROUTES: list[Route] = [
 ]
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+
+
+def _is_tls(request: web.Request) -> bool:
+    """Secure cookies when the browser's connection is TLS: here, or at the proxy in front (X-Forwarded-Proto)."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower() == "https"
+
+
 def _rest_owner(principal: Principal) -> str:
-    return f"rest:{principal.admin_name or principal.kind}"
+    return f"rest:{principal.name}"
 
 
 def _input_errors(exc: ValidationError, kind: str) -> ValidationError:

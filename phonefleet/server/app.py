@@ -12,6 +12,7 @@ import socketio
 from aiohttp import web
 
 from phonefleet.server import supabase_realtime
+from phonefleet.server.accounts import Accounts
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.api import Api, ApiServices, error_middleware
 from phonefleet.server.artifact_uploads import ArtifactUploads
@@ -38,6 +39,7 @@ from phonefleet.server.maintenance import Maintenance
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.namespaces import AgentNamespace, DashboardNamespace
 from phonefleet.server.pauses import Pauses
+from phonefleet.server.people import SignInPolicy
 from phonefleet.server.presence import Presence
 from phonefleet.server.queries import Queries
 from phonefleet.server.realtime import Realtime, socket_server
@@ -202,6 +204,9 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     revocations = Revocations(pool, realtime, maintenance, bus, recheck_sec=settings.token_recheck_sec)
     router = Router(realtime, push, distributor, revocations)
     tokens = TokenCheck(authenticator, pool)
+    accounts = Accounts(pool, revocations, bus, SignInPolicy(
+        account_failures=settings.sign_in_account_failures, address_failures=settings.sign_in_address_failures,
+        window_sec=settings.sign_in_window_sec, session_ttl_sec=settings.session_ttl_sec))
     screen = ScreenRelay(pool, sio, presence, realtime, distributor, idle_sec=settings.screen_control_idle_sec,
                          interval_ms=settings.screen_interval_ms)
     sio.register_namespace(AgentNamespace(presence, tokens, agent_events.handle, metrics, screen))
@@ -209,7 +214,7 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     services = Services(settings, db.dsn, pool, realtime, distributor, completion, jobs, pauses, agent_events,
                         scheduler, schedules, maintenance, bus, revocations, db.admin_token, push, router, screen)
     api = ApiServices(tokens=tokens, queries=queries, jobs=jobs, pauses=pauses, agent_events=agent_events,
-                      scheduler=scheduler, schedules=schedules, revocations=revocations,
+                      scheduler=scheduler, schedules=schedules, revocations=revocations, accounts=accounts,
                       fleet=Fleet(pool, queries, distributor), fleet_health=fleet_health,
                       evidence=Evidence(pool, artifact_store),
                       screen=screen, artifacts=ArtifactUploads(pool, artifact_store), audit=AuditTrail(pool))
@@ -237,7 +242,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     supabase = settings.supabase_auth()
     authenticator = Authenticator(settings.admin_token, SupabaseVerifier(supabase) if supabase.enabled else None,
-                                  settings.supabase_first_role)
+                                  settings.supabase_first_role, session_ttl_sec=settings.session_ttl_sec)
     sio = socket_server(ping_interval_sec=settings.socket_ping_interval_sec,
                         ping_timeout_sec=settings.socket_ping_timeout_sec)
     sio.attach(app)

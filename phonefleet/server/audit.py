@@ -36,7 +36,10 @@ SYSTEM = Actor("system", None, "server")
 
 
 def actor_of(principal: Principal) -> Actor:
-    """The one mapping from who a request is to who the trail names (people join here when they land)."""
+    """The one mapping from who a request is to who the trail names: a person (by session or personal token), a
+    shared admin token, or an agent."""
+    if principal.person_id is not None:
+        return Actor("person", str(principal.person_id), principal.person_name or f"person {principal.person_id}")
     if principal.kind == "agent":
         return Actor("agent", str(principal.agent_id), principal.agent_name or f"agent {principal.agent_id}")
     if principal.admin_token_id is None:

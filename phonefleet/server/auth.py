@@ -1,5 +1,6 @@
-"""Tokens: admin tokens for people and automation, one token per agent; only hashes are stored. Where
-Supabase Auth is configured, a Supabase-issued JWT is verified too (``supabase_auth``)."""
+"""Who is asking: shared admin tokens (automation), one token per agent, people's personal tokens and their
+dashboard sessions (a cookie); only hashes are stored. Where Supabase Auth is configured, a Supabase-issued JWT
+is verified too (``supabase_auth``)."""
 
 import hashlib
 import hmac
@@ -10,15 +11,21 @@ from typing import Literal
 
 import asyncpg
 
+from phonefleet.protocol.enums import Role, role_at_least
+from phonefleet.server.routes import Access
 from phonefleet.server.store import Conn
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import people as people_store
 from phonefleet.server.supabase_auth import JwtRejected, SupabaseClaims, SupabaseVerifier, looks_like_jwt
 
 log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "pfadm_"
 AGENT_PREFIX = "pfagt_"
+PERSON_PREFIX = "pfusr_"
+SESSION_PREFIX = "pfses_"
+SESSION_COOKIE = "pf_session"
 ENV_ADMIN = "env"
 """The name under which the environment's ``PHONEFLEET_ADMIN_TOKEN`` is listed; reserved, not revocable here."""
 
@@ -34,7 +41,10 @@ def hash_token(token: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    kind: Literal["admin", "agent"]
+    """``kind``: a shared admin token ("admin", role admin), a person by personal token or session ("person",
+    their role), or an agent (no role: only the agent routes)."""
+
+    kind: Literal["admin", "person", "agent"]
     agent_id: int | None = None
     agent_name: str | None = None
     admin_token_id: int | None = None
@@ -42,6 +52,27 @@ class Principal:
     admin_name: str | None = None
     token_hash: str | None = field(default=None, repr=False)
     """Kept in memory only, so a node can check that a socket's token is still the agent's."""
+    role: Role | None = None
+    person_id: int | None = None
+    person_name: str | None = None
+    session_id: int | None = None
+    """The dashboard session (cookie) used, so its sockets can be found on sign-out."""
+    person_token_id: int | None = None
+    """The personal token used, so its sockets can be found on revoke."""
+    csrf_token: str | None = field(default=None, repr=False)
+    """A cookie session's CSRF token: its requests that change something must send it back."""
+
+    @property
+    def name(self) -> str:
+        """Who, for timelines and messages: the person, the admin token's name, or the agent."""
+        return self.person_name or self.admin_name or self.agent_name or self.kind
+
+    def allows(self, access: Access) -> bool:
+        if access == "public":
+            return True
+        if access == "agent":
+            return self.kind == "agent"
+        return self.role is not None and role_at_least(self.role, Role(access))
 
 
 async def person_for_claims(conn: Conn, claims: SupabaseClaims, first_role: str) -> Principal:
@@ -54,14 +85,16 @@ async def person_for_claims(conn: Conn, claims: SupabaseClaims, first_role: str)
 
 
 class Authenticator:
-    """Resolves a bearer token to an admin or an agent (or, with Supabase Auth configured, a Supabase
-    user's JWT to their person); a refused JWT raises ``JwtRejected`` with its reason."""
+    """Resolves a bearer token to an admin, a person (personal token) or an agent (or, with Supabase Auth
+    configured, a Supabase user's JWT to their person), and a session cookie to its person; a refused JWT raises
+    ``JwtRejected`` with its reason."""
 
     def __init__(self, env_admin_token: str | None, supabase: SupabaseVerifier | None = None,
-                 supabase_first_role: str = "viewer") -> None:
+                 supabase_first_role: str = "viewer", *, session_ttl_sec: float = 43_200.0) -> None:
         self._env_admin_hash = hash_token(env_admin_token) if env_admin_token else None
         self.supabase = supabase
         self.supabase_first_role = supabase_first_role
+        self.session_ttl_sec = session_ttl_sec
 
     @property
     def has_env_admin(self) -> bool:
@@ -72,7 +105,8 @@ class Authenticator:
             return None
         digest = hash_token(token)
         if self._env_admin_hash and hmac.compare_digest(digest, self._env_admin_hash):
-            return Principal("admin", admin_name=ENV_ADMIN)  # first: an environment token may have dots too
+            # first: an environment token may have dots too
+            return Principal("admin", admin_name=ENV_ADMIN, role=Role.admin)
         if self.supabase is not None and looks_like_jwt(token):
             claims = await self.supabase.verify(token)
             return await person_for_claims(conn, claims, self.supabase_first_role)
@@ -83,11 +117,30 @@ class Authenticator:
             if row is not None:
                 return Principal("agent", agent_id=row.id, agent_name=row.name, token_hash=digest)
             return None
+        if token.startswith(PERSON_PREFIX):
+            personal = await people_store.token_by_hash(conn, digest)
+            if personal is None:
+                return None
+            await people_store.mark_token_used(conn, personal)
+            return Principal("person", role=Role(personal.role), person_id=personal.person_id,
+                             person_name=personal.person_name, person_token_id=personal.id)
         admin = await admin_tokens_store.by_hash(conn, digest)
         if admin is None:
             return None
         await admin_tokens_store.mark_used(conn, admin)
-        return Principal("admin", admin_token_id=admin.id, admin_name=admin.name, token_hash=digest)
+        return Principal("admin", admin_token_id=admin.id, admin_name=admin.name, token_hash=digest,
+                         role=Role.admin)
+
+    async def resolve_session(self, conn: Conn, cookie: str | None) -> Principal | None:
+        """A dashboard session's cookie: the person it signed in, while it lasts (each use pushes it on)."""
+        if not cookie or len(cookie) > 200 or not cookie.startswith(SESSION_PREFIX):
+            return None
+        session = await people_store.session_by_hash(conn, hash_token(cookie))
+        if session is None:
+            return None
+        await people_store.touch_session(conn, session, self.session_ttl_sec)
+        return Principal("person", role=Role(session.role), person_id=session.person_id,
+                         person_name=session.person_name, session_id=session.id, csrf_token=session.csrf_token)
 
 
 class TokenCheck:
@@ -112,6 +165,12 @@ class TokenCheck:
             except JwtRejected as exc:
                 log.info("supabase token refused", extra={"reason": exc.reason})
                 raise
+
+    async def session(self, cookie: str | None) -> Principal | None:
+        if not cookie:
+            return None
+        async with self.pool.acquire() as conn:
+            return await self.authenticator.resolve_session(conn, cookie)
 
 
 def bearer(header: str | None) -> str | None:

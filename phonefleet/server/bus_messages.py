@@ -58,6 +58,8 @@ class Revoked(_Message):
     kind: Literal["revoked"] = "revoked"
     agent_id: int | None = None
     admin_token_id: int | None = None
+    person_id: int | None = None
+    """A person was disabled, changed role or password, signed out or revoked a token: their sockets are checked."""
 
 
 BusMessage = Annotated[ToAgent | Kick | Dirty | ToDashboards | FillAll | Revoked, Field(discriminator="kind")]

@@ -15,7 +15,9 @@ from pydantic import ValidationError
 from phonefleet import gc_policy
 from phonefleet.cli_help import APP_SETTINGS, env_help
 from phonefleet.logs import setup_logging
-from phonefleet.server import audit, tokens
+from phonefleet.protocol.enums import Role
+from phonefleet.protocol.people import PersonPatch
+from phonefleet.server import audit, people, tokens
 from phonefleet.server.app import SERVICES, AdminTokenAtStart, create_app
 from phonefleet.server.auth import ENV_ADMIN
 from phonefleet.server.config import ENV_PREFIX, Settings
@@ -24,12 +26,15 @@ from phonefleet.server.errors import ServiceError
 from phonefleet.server.listener import GuardedTCPSite, app_runner
 from phonefleet.server.store import Conn
 from phonefleet.server.store import admin_tokens as admin_tokens_store
+from phonefleet.server.store import people as people_store
 
 cli = typer.Typer(**APP_SETTINGS, no_args_is_help=False, help="The phonefleet server.")
 agents_cli = typer.Typer(help="Manage agents and their tokens (works while the server runs).")
 cli.add_typer(agents_cli, name="agents")
 admins_cli = typer.Typer(help="Manage named admin tokens (works while the server runs).")
 cli.add_typer(admins_cli, name="admins")
+users_cli = typer.Typer(help="Manage people: accounts with a role (works while the server runs).")
+cli.add_typer(users_cli, name="users")
 supabase_cli = typer.Typer(help="Supabase as a home: Realtime publication, migrations for the Supabase CLI.")
 cli.add_typer(supabase_cli, name="supabase")
 
@@ -78,6 +83,7 @@ async def serve(settings: Settings) -> None:
         typer.echo(f"phonefleet server on http://{settings.host}:{settings.port}/  (database: {where})")
         _say_admin_token(services.admin_token)
         typer.echo("add an agent: phonefleet-server agents add NAME")
+        typer.echo("add a person to sign in with: phonefleet-server users add NAME --role admin")
         gc_policy.settle_after_start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -225,6 +231,77 @@ def admins_revoke(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -
 
     _with_database(settings, work)
     typer.echo(f"revoked the admin token {name!r}", err=True)
+
+
+RoleOpt = Annotated[Role, typer.Option("--role", help="viewer: reads; operator: also jobs and phones; admin: also "
+                                                      "agents, people, tokens, policies and the distribution switch.")]
+
+
+@users_cli.command("add")
+def users_add(ctx: typer.Context, name: NameArg, role: RoleOpt = Role.viewer, data_dir: DataOpt = None) -> None:
+    """Add a person and print their one-time password (shown once; they change it in the dashboard)."""
+    settings = _command_settings(ctx, data_dir)
+
+    async def work(conn: Conn) -> str:
+        _, password = await people.add_person(conn, name, role)
+        return password
+
+    typer.echo(_with_database(settings, work))
+
+
+@users_cli.command("list")
+def users_list(ctx: typer.Context, data_dir: DataOpt = None) -> None:
+    """People by name, with their role and whether they are disabled."""
+    settings = _command_settings(ctx, data_dir)
+    rows = _with_database(settings, people_store.list_all)
+    lines = [("NAME", "ROLE", "CREATED", "")] + [
+        (r.name, r.role, _when(r.created_at), "disabled" if r.disabled else "") for r in rows]
+    width = max(len(line[0]) for line in lines)
+    for name, role, created, note in lines:
+        typer.echo(f"{name:<{width}}  {role:<8}  {created:<20}  {note}".rstrip())
+
+
+def _update(ctx: typer.Context, data_dir: Path | None, name: str, patch: PersonPatch) -> None:
+    settings = _command_settings(ctx, data_dir)
+
+    async def work(conn: Conn) -> None:
+        await people.update_person(conn, name, patch, node=CLI_NODE)
+
+    _with_database(settings, work)
+
+
+@users_cli.command("set-role")
+def users_set_role(ctx: typer.Context, name: NameArg,
+                   role: Annotated[Role, typer.Argument(metavar="ROLE", help="viewer, operator or admin.")],
+                   data_dir: DataOpt = None) -> None:
+    """Change a person's role; their dashboards reconnect with it."""
+    _update(ctx, data_dir, name, PersonPatch(role=role))
+    typer.echo(f"{name!r} is now {role}", err=True)
+
+
+@users_cli.command("disable")
+def users_disable(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
+    """Disable a person: they cannot sign in, and every session and personal token of theirs ends now."""
+    _update(ctx, data_dir, name, PersonPatch(disabled=True))
+    typer.echo(f"disabled {name!r}; their sessions and tokens ended", err=True)
+
+
+@users_cli.command("enable")
+def users_enable(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
+    """Let a disabled person sign in again (their old sessions and tokens stay ended)."""
+    _update(ctx, data_dir, name, PersonPatch(disabled=False))
+    typer.echo(f"enabled {name!r}", err=True)
+
+
+@users_cli.command("reset-password")
+def users_reset_password(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
+    """Give a person a new one-time password and print it; their sessions end."""
+    settings = _command_settings(ctx, data_dir)
+
+    async def work(conn: Conn) -> str:
+        return await people.reset_password(conn, name, node=CLI_NODE)
+
+    typer.echo(_with_database(settings, work))
 
 
 @supabase_cli.command("realtime")

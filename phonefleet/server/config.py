@@ -45,6 +45,13 @@ class Settings(BaseSettings):
                                                                                "captures of a watched screen.")
     token_recheck_sec: float = Field(default=5.0, gt=0, description="How often each node checks its sockets' "
                                                                    "tokens (covers a missed revocation message).")
+    session_ttl_sec: float = Field(default=43_200.0, gt=0, description="A dashboard session ends this long after "
+                                                                       "its last use.")
+    sign_in_account_failures: int = Field(default=5, ge=1, description="Failed sign-ins one account may have "
+                                                                       "within the window (on every node together).")
+    sign_in_address_failures: int = Field(default=30, ge=1, description="Failed sign-ins one address may have "
+                                                                        "within the window.")
+    sign_in_window_sec: float = Field(default=900.0, gt=0, description="The window failed sign-ins count over.")
     max_body_bytes: int = 1024 * 1024
     header_timeout_sec: float = Field(default=30.0, gt=0, description="A connection must send a complete request "
                                       "head within this long of opening or of its previous response (slowloris); "

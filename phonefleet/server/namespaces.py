@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from http.cookies import CookieError, SimpleCookie
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import socketio
 
@@ -18,7 +20,7 @@ from phonefleet.protocol import screen as sc
 from phonefleet.protocol.models import ErrorBody, ErrorDetail, ErrorInfo
 from phonefleet.protocol.wire import MALFORMED_EVENT, MalformedPacket
 from phonefleet.server import audit, outage
-from phonefleet.server.auth import Principal, TokenCheck
+from phonefleet.server.auth import SESSION_COOKIE, Principal, TokenCheck
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.outage import OUTAGE_ERRORS
 from phonefleet.server.presence import Presence
@@ -53,6 +55,29 @@ def _features_from(auth: Any) -> frozenset[str]:
     if not isinstance(features, list) or len(features) > 50:
         return frozenset()
     return frozenset(f for f in features if isinstance(f, str))
+
+
+def _same_origin(environ: Any) -> bool:
+    """The handshake comes from a page of this server (or from no page: a non-browser client sends no Origin)."""
+    if not isinstance(environ, dict):
+        return False
+    origin = str(environ.get("HTTP_ORIGIN", ""))
+    if not origin:
+        return True
+    host = str(environ.get("HTTP_X_FORWARDED_HOST") or environ.get("HTTP_HOST", "")).split(",")[0].strip()
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+def _session_cookie(environ: Any) -> str | None:
+    if not isinstance(environ, dict):
+        return None
+    cookies = SimpleCookie()
+    try:
+        cookies.load(str(environ.get("HTTP_COOKIE", "")))
+    except CookieError:
+        return None
+    morsel = cookies.get(SESSION_COOKIE)
+    return morsel.value if morsel is not None else None
 
 
 @contextlib.contextmanager
@@ -146,8 +171,9 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
 
 class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
-    """``/dashboard``: browsers with an admin token; they listen, and send only their heartbeat and the live screen's
-    events."""
+    """``/dashboard``: browsers signed in (the session cookie, same-origin) or clients with a token of a person
+    or an admin; they listen, and send only their heartbeat and the live screen's events (control and input need
+    the operator role: ``screen_control.may_control``)."""
 
     def __init__(self, presence: Presence, tokens: TokenCheck, metrics: Metrics, screen: ScreenHandlers) -> None:
         super().__init__(ev.DASHBOARD_NAMESPACE)
@@ -157,6 +183,16 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.screen = screen
         self._principals: dict[str, Principal] = {}
 
+    async def _who(self, environ: Any, auth: Any) -> Principal | None:
+        """A token in the connect's ``auth`` wins; else the session cookie the browser sent with the handshake
+        (SameSite=Strict: never from another site's page)."""
+        token = _token_from(auth)
+        if token is not None:
+            return await self.tokens.principal(token)
+        if not _same_origin(environ):  # a page of a sibling site (same site, other origin) gets no session
+            return None
+        return await self.tokens.session(_session_cookie(environ))
+
     def _is_lifecycle(self, event: str, sid: Any) -> bool:
         """A real connect or disconnect, not a client emitting one (see ``AgentNamespace._is_lifecycle``)."""
         return event in ("connect", "disconnect") and not self.server.manager.is_connected(sid, self.namespace)
@@ -165,9 +201,10 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if self._is_lifecycle(event, args[0]):
             if event == "connect":
                 with refused_on_outage():
-                    principal = await self.tokens.principal(_token_from(args[2] if len(args) > 2 else None))
-                if principal is None or principal.kind != "admin":
-                    raise socketio.exceptions.ConnectionRefusedError("an admin token is required")
+                    principal = await self._who(args[1] if len(args) > 1 else None,
+                                                args[2] if len(args) > 2 else None)
+                if principal is None or not principal.allows("viewer"):
+                    raise socketio.exceptions.ConnectionRefusedError("sign in, or give a token of a person or an admin")
                 self.presence.remember_dashboard(args[0], principal)
                 self._principals[args[0]] = principal
                 return True

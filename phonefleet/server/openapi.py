@@ -54,13 +54,16 @@ def error_statuses(r: Route) -> dict[str, str]:
     """Each error status the route can answer, with why, from the route's properties."""
     out: dict[str, str] = {}
     if r.access != "public":
-        out["401"] = ("No bearer token, or one the server does not know (a refused Supabase JWT: the message "
-                      "says why)")
-        out["403"] = f"A token of the wrong kind: this route needs an {r.access} token"
+        out["401"] = ("No bearer token or session cookie, or one the server does not know or that ended (a refused "
+                      "Supabase JWT: the message says why)")
+        out["403"] = (f"This route needs an {r.access} token" if r.access == "agent" else
+                      f"This route needs the {r.access} role (or more); or a request made with the session cookie "
+                      "that changes something lacks its X-CSRF-Token")
     if "{" in r.path:
         out["404"] = "The id (or name) in the path names nothing this caller can see"
-    if (r.access == "admin" and r.method in WRITES) or r.conflicts:
+    if (r.access not in ("public", "agent") and r.method in WRITES) or r.conflicts:
         out["409"] = "The resource's state (or a name already taken) does not allow it"
+    out.update(dict(r.also))
     if r.gone:
         out["410"] = "It existed but was deleted (artifact retention, or its file was lost); the body says why"
     if r.body is not None or r.raw_body:
@@ -108,7 +111,9 @@ def operation(r: Route) -> dict[str, Any]:
     if body is not None:
         op["requestBody"] = body
     if r.access != "public":
-        op["security"] = [{"bearer": []}]
+        op["security"] = [{"bearer": []}] if r.access == "agent" else [{"bearer": []}, {"session": []}]
+        if r.access != "agent":
+            op["x-role"] = r.access  # the least role that may call it (viewer < operator < admin)
     error = {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}}
     for status, why in error_statuses(r).items():
         op["responses"][status] = {"description": why, "content": error}
@@ -135,5 +140,8 @@ def build_openapi(routes: "list[Route]") -> dict[str, Any]:
                                 "does not serve answers 405 with an Allow header."},
         "paths": paths,
         "components": {"schemas": schemas.get("$defs", {}),
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}, "session": {
+                           "type": "apiKey", "in": "cookie", "name": "pf_session",
+                           "description": "The dashboard's session (POST /api/session); a request that changes "
+                                          "something also sends the session's X-CSRF-Token header"}}},
     }

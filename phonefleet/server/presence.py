@@ -15,8 +15,8 @@ class Presence:
         self._plans_once: set[str] = set()
         """Agent sids that named the ``plans_once`` feature when they connected."""
         self.dashboards: set[str] = set()
-        self._dashboard_tokens: dict[str, int] = {}
-        """sid -> the stored admin token it connected with (the environment's token is not in here)."""
+        self._dashboard_principals: dict[str, Principal] = {}
+        """sid -> who connected it (a session, a personal token or an admin token), checked again on revocations."""
 
     def remember_agent(self, sid: str, principal: Principal, *, plans_once: bool = False) -> None:
         assert principal.agent_id is not None
@@ -48,13 +48,12 @@ class Presence:
 
     def remember_dashboard(self, sid: str, principal: Principal) -> None:
         self.dashboards.add(sid)
-        if principal.admin_token_id is not None:
-            self._dashboard_tokens[sid] = principal.admin_token_id
+        self._dashboard_principals[sid] = principal
 
     def forget_dashboard(self, sid: str) -> None:
         self.dashboards.discard(sid)
-        self._dashboard_tokens.pop(sid, None)
+        self._dashboard_principals.pop(sid, None)
 
-    def dashboard_sessions(self) -> list[tuple[str, int]]:
-        """Dashboards signed in with a stored admin token, and that token's id."""
-        return list(self._dashboard_tokens.items())
+    def dashboard_sessions(self) -> list[tuple[str, Principal]]:
+        """Dashboards and who connected each."""
+        return list(self._dashboard_principals.items())

@@ -50,7 +50,7 @@ class Realtime:
     def agent_sessions(self) -> list[tuple[str, Principal]]:
         return self.presence.agent_sessions()
 
-    def dashboard_sessions(self) -> list[tuple[str, int]]:
+    def dashboard_sessions(self) -> list[tuple[str, Principal]]:
         return self.presence.dashboard_sessions()
 
     async def drop_agent_sockets(self, sids: Iterable[str]) -> None:

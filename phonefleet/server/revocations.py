@@ -9,11 +9,13 @@ against the database covers a message this node missed (its listening connection
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import asyncpg
 
 from phonefleet.protocol.models import AdminToken, AdminTokenCreated
 from phonefleet.server import tokens
+from phonefleet.server.auth import Principal
 from phonefleet.server.bus import Bus
 from phonefleet.server.bus_messages import Revoked
 from phonefleet.server.maintenance import Maintenance
@@ -21,8 +23,19 @@ from phonefleet.server.outage import DATABASE_ERRORS
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import people as people_store
 
 log = logging.getLogger(__name__)
+
+
+def _still_valid(p: Principal, admins: set[int], sessions: dict[int, str], tokens: dict[int, str]) -> bool:
+    if p.admin_token_id is not None:
+        return p.admin_token_id in admins
+    if p.session_id is not None:
+        return sessions.get(p.session_id) == p.role
+    if p.person_token_id is not None:
+        return tokens.get(p.person_token_id) == p.role
+    return True  # the environment's token: changed only by restarting the servers
 
 
 class Revocations:
@@ -70,7 +83,9 @@ class Revocations:
             dropped = await self.drop_stale_agents([message.agent_id])
             self.maintenance.wake()  # the leader retires the agent now (phones offline, work lost)
         elif message.admin_token_id is not None:
-            dropped = await self.drop_stale_dashboards([message.admin_token_id])
+            dropped = await self.drop_stale_dashboards(lambda p: p.admin_token_id == message.admin_token_id)
+        elif message.person_id is not None:
+            dropped = await self.drop_stale_dashboards(lambda p: p.person_id == message.person_id)
         else:
             return
         if dropped:
@@ -89,14 +104,19 @@ class Revocations:
         await self.realtime.drop_agent_sockets(stale)
         return len(stale)
 
-    async def drop_stale_dashboards(self, token_ids: list[int] | None = None) -> int:
-        """Drop dashboard sockets (of these admin tokens, or all) whose token was revoked; returns how many."""
-        sessions = [(sid, t) for sid, t in self.realtime.dashboard_sessions() if token_ids is None or t in token_ids]
+    async def drop_stale_dashboards(self, which: Callable[[Principal], bool] | None = None) -> int:
+        """Drop dashboard sockets (those ``which`` picks, or all) whose admin token was revoked, whose session or
+        personal token ended, or whose person's role changed (they reconnect with the new one); returns how many."""
+        sessions = [(sid, p) for sid, p in self.realtime.dashboard_sessions() if which is None or which(p)]
         if not sessions:
             return 0
         async with self.pool.acquire() as conn:
-            alive = await admin_tokens_store.existing_ids(conn, sorted({t for _, t in sessions}))
-        stale = [sid for sid, t in sessions if t not in alive]
+            admins = await admin_tokens_store.existing_ids(
+                conn, sorted({p.admin_token_id for _, p in sessions if p.admin_token_id is not None}))
+            people_sessions, people_tokens = await people_store.alive(
+                conn, sorted({p.session_id for _, p in sessions if p.session_id is not None}),
+                sorted({p.person_token_id for _, p in sessions if p.person_token_id is not None}))
+        stale = [sid for sid, p in sessions if not _still_valid(p, admins, people_sessions, people_tokens)]
         await self.realtime.drop_dashboard_sockets(stale)
         return len(stale)
 

@@ -16,7 +16,9 @@ from phonefleet.protocol.timeline import LogLevel
 
 Handler = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
 """An ``Api`` method: (the api, the request) -> the response."""
-Access = Literal["public", "admin", "agent"]
+Access = Literal["public", "viewer", "operator", "admin", "agent"]
+"""Who may call a route: anyone; a person or token of at least this role (``protocol.enums.Role``); or an agent."""
+ACCESS_LEVELS: tuple[Access, ...] = ("public", "viewer", "operator", "admin", "agent")
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Route:
     path: str
     handler: Handler
     summary: str
-    access: Access = "admin"
+    access: Access
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
@@ -43,6 +45,8 @@ class Route:
     gone: bool = False
     """May answer 410: what it names existed but was deleted (artifact retention), and the body says why."""
     produces: tuple[str, ...] = ("application/json",)
+    also: tuple[tuple[str, str], ...] = ()
+    """Error statuses it answers besides those its properties imply, each with why (for the OpenAPI document)."""
 
 
 MAX_OFFSET = 2**63 - 1

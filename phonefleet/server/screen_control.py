@@ -39,12 +39,12 @@ INPUT_SEC = 20.0
 
 
 def may_control(principal: Principal) -> bool:
-    """Who may control a phone: admins (operators too, once roles exist)."""
-    return principal.kind == "admin"
+    """Who may control a phone: operators and admins (people or tokens); viewers only watch."""
+    return principal.allows("operator")
 
 
 def who(principal: Principal) -> str:
-    return principal.admin_name or principal.kind
+    return principal.name
 
 
 @dataclass(eq=False)
@@ -111,7 +111,7 @@ class ScreenControl:
 
     async def take(self, device_id: int, principal: Principal, *, owner: str) -> None:
         if not may_control(principal):
-            raise Forbidden("only admins may control a phone")
+            raise Forbidden("controlling a phone needs the operator role (viewers watch)")
         held = self.controls.get(device_id)
         if held is not None:
             if held.owner == owner:
@@ -186,7 +186,7 @@ class ScreenControl:
                     implicit: bool) -> sc.InputAccepted:
         """Run one input on the phone. The sender must hold control; REST (``implicit``) takes it when free."""
         if not may_control(principal):
-            raise Forbidden("only admins may control a phone")
+            raise Forbidden("controlling a phone needs the operator role (viewers watch)")
         control = self.controls.get(device_id)
         if control is None and implicit:
             await self.take(device_id, principal, owner=owner)

@@ -233,9 +233,11 @@ class SimDashboard:
               ev.PAUSE_CHANGED, ev.AGENT_UPDATE, ev.JOB_DELETED, ev.SCHEDULER_UPDATE,
               ev.SCHEDULE_CHANGED, health.DEVICE_EVENT)
 
-    def __init__(self, base_url: str, token: str) -> None:
+    def __init__(self, base_url: str, token: str | None, *, cookie: str | None = None) -> None:
+        """``token``: a bearer token in the connect's auth; or ``cookie``: a session cookie, as a browser sends."""
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.cookie = cookie
         self.sio = socketio.AsyncClient(reconnection=False, serializer=TextPacket, json=OrJson)
         self.received: list[tuple[str, Any]] = []
         self._changed = asyncio.Condition()
@@ -251,7 +253,9 @@ class SimDashboard:
         return handler
 
     async def connect(self) -> None:
-        await self.sio.connect(self.base_url, namespaces=[ev.DASHBOARD_NAMESPACE], auth={"token": self.token},
+        await self.sio.connect(self.base_url, namespaces=[ev.DASHBOARD_NAMESPACE],
+                               auth={"token": self.token} if self.token else None,
+                               headers={"Cookie": self.cookie} if self.cookie else {},
                                transports=["websocket"], wait_timeout=10)
 
     async def disconnect(self) -> None:

@@ -140,11 +140,19 @@ async def open_page(browser: "Browser") -> tuple["BrowserContext", "Page", list[
     return context, page, errors
 
 
-async def sign_in(page: "Page", url: str, token: str) -> None:
+async def admin_person(server: FleetServer, name: str = "scale-admin") -> tuple[str, str]:
+    """An admin person to sign the dashboard in with: (name, one-time password)."""
+    created = await server.ok("POST", "/api/users", {"name": name, "role": "admin"})
+    return name, str(created["password"])
+
+
+async def sign_in(page: "Page", url: str, name: str, password: str) -> None:
+    """Sign in with a person's name and password and wait until the live link is up."""
     from playwright.async_api import expect
 
     await page.goto(url + "/")
-    await page.fill("#token", token)
+    await page.fill("#name", name)
+    await page.fill("#password", password)
     await page.click("button[type=submit]")
     await expect(page.get_by_test_id("link-state")).to_have_text("Live")
 
@@ -246,7 +254,7 @@ async def scroll_to_last_phone(page: "Page", timeout_ms: float) -> tuple[int, fl
     return rendered, scroll_ms
 
 
-async def run_scenario(server: FleetServer, page: "Page", token: str, *, respond_timeout_ms: float,
+async def run_scenario(server: FleetServer, page: "Page", *, respond_timeout_ms: float,
                        artifacts: Path | None = None) -> ScaleReport:
     """The whole scenario on ``page`` (from ``open_page``); every wait is bounded, every figure is returned."""
     from playwright.async_api import expect
@@ -254,7 +262,7 @@ async def run_scenario(server: FleetServer, page: "Page", token: str, *, respond
     started = time.perf_counter()
     driver = await start_fleet(server)
 
-    await sign_in(page, server.url, token)  # the jobs page: initial load, then live updates
+    await sign_in(page, server.url, *await admin_person(server))  # the jobs page: initial load, then live updates
     await expect(page.get_by_test_id("connected-count")).to_have_text(str(AGENTS * PHONES_PER_AGENT))
     await expect(page.get_by_test_id("sum-total")).to_have_text(str(JOBS - driver.left))
     await expect(page.get_by_test_id("sum-paused")).to_have_text(str(PAUSED_JOBS))

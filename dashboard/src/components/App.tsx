@@ -1,5 +1,6 @@
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { Api, TOKEN_KEY } from "../api";
+import { Api, currentSession } from "../api";
+import type { SessionInfo } from "../generated/protocol";
 import { useHash, useStore } from "../hooks";
 import { Live } from "../live";
 import { Store } from "../store";
@@ -12,46 +13,61 @@ import { PhoneDetail } from "./PhoneDetail";
 import { PhonesPage } from "./PhonesPage";
 import { SchedulerBanner, SchedulerControl } from "./SchedulerControl";
 import { SchedulesPage } from "./SchedulesPage";
+import { AccountPage } from "./AccountPage";
 import { SignIn } from "./SignIn";
 import { ThemeToggle } from "./ThemeToggle";
 
 export function App() {
-  const [token, setToken] = useState<string | null>(() => localStorage.getItem(TOKEN_KEY));
+  // undefined: still asking the server whether this browser's cookie holds a session.
+  const [session, setSession] = useState<SessionInfo | null | undefined>(undefined);
   const [notice, setNotice] = useState<string | null>(null);
-  if (!token) {
+  useEffect(() => {
+    currentSession().then(setSession, (e: Error) => {
+      setNotice(`Cannot reach the server: ${e.message}`);
+      setSession(null);
+    });
+  }, []);
+  if (session === undefined) return <main class="signin" aria-busy="true" />;
+  if (!session) {
     return (
       <SignIn
         notice={notice}
-        onSignedIn={(t) => {
-          localStorage.setItem(TOKEN_KEY, t);
+        onSignedIn={(s) => {
           setNotice(null);
-          setToken(t);
+          setSession(s);
         }}
       />
     );
   }
   return (
     <Dashboard
-      key={token}
-      token={token}
+      key={session.csrf_token ?? session.name}
+      session={session}
       onSignOut={(why) => {
-        localStorage.removeItem(TOKEN_KEY);
         setNotice(why);
-        setToken(null);
+        setSession(null);
       }}
     />
   );
 }
 
-function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: string | null) => void }) {
+function Dashboard({ session, onSignOut }: { session: SessionInfo; onSignOut: (why: string | null) => void }) {
   const { api, store, live } = useMemo(() => {
-    const api = new Api(token);
+    const api = new Api(session);
     const store = new Store();
     return { api, store, live: new Live(api, store) };
-  }, [token]);
+  }, [session]);
   const [toast, setToast] = useState<string | null>(null);
+  async function signOut() {
+    try {
+      await api.signOut();
+    } catch {
+      // the session already ended (or the server is away): the page signs out all the same
+    }
+    onSignOut(null);
+  }
   useEffect(() => {
-    api.onUnauthorized(() => onSignOut("Your token is no longer accepted: sign in again."));
+    api.onUnauthorized(() => onSignOut("Your session ended: sign in again."));
     live.onPause = (p) => {
       if (p.source !== "agent") return;
       const what = p.scope === "device" ? `phone ${p.serial}` : p.scope === "job" ? `job ${p.job_id}` : "the agent";
@@ -72,7 +88,7 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
   const page = detail ? "detail" : phone ? "phone" : hash.startsWith("#/phones") ? "phones"
     : hash.startsWith("#/grid") ? "grid"
     : hash.startsWith("#/schedules") ? "schedules"
-    : hash.startsWith("#/audit") ? "audit" : "jobs";
+    : hash.startsWith("#/audit") ? "audit" : hash.startsWith("#/account") ? "account" : "jobs";
   const [menu, setMenu] = useState(false);
   useEffect(() => setMenu(false), [hash]);
   const show = parsePhoneFilter(new URLSearchParams(hash.split("?")[1] ?? "").get("show"));
@@ -97,7 +113,11 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
           {store.link === "live" ? "Live" : store.link === "connecting" ? "Connecting…" : "Offline"}
         </span>
         <ThemeToggle />
-        <button type="button" class="ghost signout" onClick={() => onSignOut(null)}>Sign out</button>
+        <a href="#/account" class="who" data-testid="signed-in-as" title="Your account and personal tokens"
+          aria-current={page === "account" ? "page" : undefined}>
+          {session.name} <span class={`role role-${session.role}`}>{session.role}</span>
+        </a>
+        <button type="button" class="ghost signout" onClick={() => void signOut()}>Sign out</button>
       </header>
       {store.link === "offline" && (
         <div class="banner" role="alert" data-testid="offline-banner">
@@ -119,6 +139,7 @@ function Dashboard({ token, onSignOut }: { token: string; onSignOut: (why: strin
         )}
         {page === "audit" && <AuditPage api={api} />}
         {page === "detail" && detail && <JobDetail api={api} store={store} jobId={Number(detail[1])} />}
+        {page === "account" && <AccountPage api={api} />}
       </main>
     </div>
   );

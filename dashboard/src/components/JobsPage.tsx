@@ -61,7 +61,8 @@ export function JobsPage({ api, store }: { api: Api; store: Store }) {
     <section aria-labelledby="jobs-title">
       <div class="page-head">
         <h1 id="jobs-title">Jobs</h1>
-        <button type="button" onClick={() => setCreating(true)} data-testid="new-job">New job</button>
+        {api.can("operator") &&
+          <button type="button" onClick={() => setCreating(true)} data-testid="new-job">New job</button>}
       </div>
       <dl class="summary" data-testid="summary">
         <div><dt>Total</dt><dd data-testid="sum-total">{summary.total}</dd></div>
@@ -179,6 +180,7 @@ export function JobActions({ api, store, job, onError, onNotice }: {
       setBusy(null);
     }
   }
+  if (!api.can("operator")) return null; // a viewer sees the job, not buttons the server would refuse
   return (
     <div class="actions">
       {job.status === "active" && (
@@ -424,6 +426,7 @@ function BatchBar({ api, store, page, selected, onSelect }: {
     }
   }
 
+  if (!api.can("operator")) return null;
   return (
     <div class="batch" role="group" aria-label="Selected jobs" data-testid="batch-bar">
       <label class="select-all">

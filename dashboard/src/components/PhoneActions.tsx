@@ -35,6 +35,7 @@ export function PhoneActions({ api, store, device: d, onChanged }:
   }
 
   const recovering = d.state === "recovering";
+  if (!api.can("operator")) return null;
   return (
     <div class="phone-actions" data-testid="phone-actions">
       <div class="actions left" role="group" aria-label="Quarantine">

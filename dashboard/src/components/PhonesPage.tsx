@@ -270,7 +270,7 @@ const PhoneRow = memo(function PhoneRow({ device: d, index, job, hot, api, store
       <td>{d.android_version ?? "–"}</td>
       <td>{job ?? (d.state === "busy" ? "busy" : "–")}</td>
       <td>
-        {d.state !== "offline" && (
+        {d.state !== "offline" && api.can("operator") && (
           <button type="button" class={paused ? "small" : "small ghost"} disabled={busy} onClick={toggle}
             data-testid="phone-toggle"
             aria-label={`${paused ? "Resume" : "Pause"} ${d.serial}`}>

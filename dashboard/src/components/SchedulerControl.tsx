@@ -42,7 +42,7 @@ export function SchedulerControl({ api, store }: { api: Api; store: Store }) {
           next: {next.name} {relativeTime(next.next_run_at)}
         </a>
       )}
-      {s.running && !confirming && (
+      {s.running && !confirming && api.can("admin") && (
         <button type="button" class="small ghost" disabled={busy} onClick={() => setConfirming(true)}
           data-testid="scheduler-stop" title="Stop handing out new work to every phone">Stop</button>
       )}
@@ -54,7 +54,7 @@ export function SchedulerControl({ api, store }: { api: Api; store: Store }) {
             data-testid="scheduler-keep">Keep running</button>
         </>
       )}
-      {!s.running && (
+      {!s.running && api.can("admin") && (
         <button type="button" class="small" disabled={busy} onClick={() => set(true)}
           data-testid="scheduler-start">{busy ? "Starting…" : "Start"}</button>
       )}

@@ -55,7 +55,8 @@ export function SchedulesPage({ api, store, onChanged }: { api: Api; store: Stor
     <section aria-labelledby="schedules-title">
       <div class="page-head">
         <h1 id="schedules-title">Schedules</h1>
-        <button type="button" onClick={() => setCreating(true)} disabled={unavailable} data-testid="new-schedule">
+        <button type="button" onClick={() => setCreating(true)} disabled={unavailable || !api.can("operator")}
+          data-testid="new-schedule">
           New schedule</button>
       </div>
       {error && <p class="field-error" role="alert">{error}</p>}
@@ -161,13 +162,13 @@ function ScheduleRow({ schedule: s, api, store, onReplace, onRemove, onChanged, 
       </td>
       <td>
         <label class="switch">
-          <input type="checkbox" role="switch" checked={s.enabled} disabled={busy !== null}
+          <input type="checkbox" role="switch" checked={s.enabled} disabled={busy !== null || !api.can("operator")}
             aria-label={`Enabled: ${s.name}`} data-testid="schedule-enabled" onChange={() => act("toggle")} />
           <span aria-hidden="true">{s.enabled ? "On" : "Off"}</span>
         </label>
       </td>
       <td>
-        <div class="actions">
+        <div class="actions" hidden={!api.can("operator")}>
           <button type="button" class="small" disabled={busy !== null} onClick={() => act("run")}
             aria-label={`Run ${s.name} now`} data-testid="schedule-run">{busy === "run" ? "Starting…" : "Run now"}</button>
           <button type="button" class="small danger" disabled={busy !== null} onClick={() => act("delete")}

@@ -45,7 +45,7 @@ function LiveScreen({ api, deviceId }: { api: Api; deviceId: number }) {
   const img = useRef<HTMLImageElement | null>(null);
 
   useEffect(() => {
-    const s = io(EVENTS.DASHBOARD_NAMESPACE, { auth: { token: api.token }, transports: ["websocket", "polling"] });
+    const s = io(EVENTS.DASHBOARD_NAMESPACE, { transports: ["websocket", "polling"] });
     socket.current = s;
     let url: string | null = null;
     s.on("connect", () => {
@@ -112,7 +112,7 @@ function LiveScreen({ api, deviceId }: { api: Api; deviceId: number }) {
       <div class="screen-controls">
         {controlling
           ? <button type="button" data-testid="screen-release" onClick={() => control(false)}>Release control</button>
-          : <button type="button" data-testid="screen-take" onClick={() => control(true)}
+          : api.can("operator") && <button type="button" data-testid="screen-take" onClick={() => control(true)}
               disabled={Boolean(session?.controller)}>Take control</button>}
         {BUTTONS.map((b) => (
           <button type="button" key={b.label} disabled={!controlling} data-testid={`screen-${b.label.toLowerCase()}`}

@@ -1,45 +1,48 @@
 import { useState } from "preact/hooks";
-import { checkToken } from "../api";
+import { signIn } from "../api";
+import type { SessionInfo } from "../generated/protocol";
 
-export function SignIn({ onSignedIn, notice }: { onSignedIn: (token: string) => void; notice: string | null }) {
-  const [token, setToken] = useState("");
+export function SignIn({ onSignedIn, notice }: { onSignedIn: (session: SessionInfo) => void; notice: string | null }) {
+  const [name, setName] = useState("");
+  const [password, setPassword] = useState("");
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
 
   async function submit(e: Event) {
     e.preventDefault();
-    const t = token.trim();
-    if (!t) {
-      setError("Enter the admin token.");
+    if (!name.trim() || !password) {
+      setError("Enter your name and password.");
       return;
     }
     setBusy(true);
-    const problem = await checkToken(t);
+    const answer = await signIn(name.trim(), password);
     setBusy(false);
-    if (problem) setError(problem);
-    else onSignedIn(t);
+    if (typeof answer === "string") setError(answer);
+    else onSignedIn(answer);
   }
 
   return (
     <main class="signin">
       <form onSubmit={submit} aria-labelledby="signin-title">
         <h1 id="signin-title">phonefleet</h1>
-        <p>Sign in with an admin token (<code>pfadm_…</code>, printed by the server at start-up).</p>
+        <p>Sign in with your name and password (an admin adds people with <code>phonefleet-server users add</code>).</p>
         {notice && <p class="notice" role="status">{notice}</p>}
-        <label for="token">Admin token</label>
+        <label for="name">Name</label>
+        <input id="name" name="username" autocomplete="username" value={name} autofocus
+          onInput={(e) => setName((e.target as HTMLInputElement).value)} />
+        <label for="password">Password</label>
         <input
-          id="token"
-          name="token"
+          id="password"
+          name="password"
           type="password"
           autocomplete="current-password"
-          value={token}
-          onInput={(e) => setToken((e.target as HTMLInputElement).value)}
+          value={password}
+          onInput={(e) => setPassword((e.target as HTMLInputElement).value)}
           aria-invalid={error ? "true" : undefined}
-          aria-describedby={error ? "token-error" : undefined}
-          autofocus
+          aria-describedby={error ? "signin-error" : undefined}
         />
-        {error && <p id="token-error" class="field-error" role="alert" data-testid="signin-error">{error}</p>}
-        <button type="submit" disabled={busy}>{busy ? "Checking…" : "Sign in"}</button>
+        {error && <p id="signin-error" class="field-error" role="alert" data-testid="signin-error">{error}</p>}
+        <button type="submit" disabled={busy}>{busy ? "Signing in…" : "Sign in"}</button>
       </form>
     </main>
   );

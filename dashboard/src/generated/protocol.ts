@@ -132,6 +132,21 @@ export type OnInterrupt5 = "fail" | "rerun";
  * via the `definition` "PauseScope".
  */
 export type PauseScope = "agent" | "device" | "job";
+/**
+ * What a person (or a token) may do, each including the one before: viewer reads everything; operator also
+ * creates, pauses, resumes and cancels jobs and pauses and controls phones; admin also manages agents, people,
+ * tokens, policies and the distribution switch.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "Role".
+ */
+export type Role = "viewer" | "operator" | "admin";
+/**
+ * What a person (or a token) may do, each including the one before: viewer reads everything; operator also
+ * creates, pauses, resumes and cancels jobs and pauses and controls phones; admin also manages agents, people,
+ * tokens, policies and the distribution switch.
+ */
+export type Role1 = "viewer" | "operator" | "admin";
 export type RequeueScope = "failed" | "all";
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -246,10 +261,18 @@ export interface Contract {
   OpenUrlStep: OpenUrlStep;
   OrderJob: OrderJob;
   OrderSlot: OrderSlot;
+  PasswordChange: PasswordChange;
   PauseChanged: PauseChanged;
   PauseRequest: PauseRequest;
   PauseScope: PauseScope;
   PausedBy: PausedBy;
+  Person: Person;
+  PersonCreate: PersonCreate;
+  PersonCreated: PersonCreated;
+  PersonPatch: PersonPatch;
+  PersonalToken: PersonalToken;
+  PersonalTokenCreate: PersonalTokenCreate;
+  PersonalTokenCreated: PersonalTokenCreated;
   Plan: Plan;
   ProgressItem: ProgressItem;
   QuarantinePatch: QuarantinePatch;
@@ -264,6 +287,7 @@ export interface Contract {
   RequeueBody: RequeueBody;
   RequeueResult: RequeueResult;
   RequeueScope: RequeueScope1;
+  Role: Role;
   RotateInput: RotateInput;
   RunTestsStep: RunTestsStep;
   Schedule: Schedule;
@@ -279,7 +303,9 @@ export interface Contract {
   SelftestCheck: SelftestCheck;
   SelftestRequest: SelftestRequest;
   SelftestResult: SelftestResult;
+  SessionInfo: SessionInfo;
   ShellStep: ShellStep;
+  SignIn: SignIn;
   SnapshotRequest: SnapshotRequest;
   StartedItem: StartedItem;
   Stats: Stats;
@@ -2352,6 +2378,14 @@ export interface LogcatLine {
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "PasswordChange".
+ */
+export interface PasswordChange {
+  current_password: string;
+  new_password: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "PauseChanged".
  */
 export interface PauseChanged {
@@ -2374,6 +2408,83 @@ export interface PauseRequest {
   job_id?: number | null;
   scope: PauseScope;
   serial?: string | null;
+}
+/**
+ * A person (never their password).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "Person".
+ */
+export interface Person {
+  created_at: string;
+  disabled: boolean;
+  id: number;
+  name: string;
+  role: Role;
+}
+/**
+ * ``POST /api/users``; the answer carries a one-time password.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "PersonCreate".
+ */
+export interface PersonCreate {
+  name: string;
+  role?: Role1;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "PersonCreated".
+ */
+export interface PersonCreated {
+  /**
+   * Shown once; the server keeps only its argon2id hash.
+   */
+  password: string;
+  person: Person;
+}
+/**
+ * ``PATCH /api/users/{name}``: change a role, disable (ending every session and token) or enable again.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "PersonPatch".
+ */
+export interface PersonPatch {
+  disabled?: boolean | null;
+  role?: Role | null;
+}
+/**
+ * A personal API token (never its secret).
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "PersonalToken".
+ */
+export interface PersonalToken {
+  created_at: string;
+  id: number;
+  /**
+   * Recorded at most once a minute.
+   */
+  last_used_at?: string | null;
+  name: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "PersonalTokenCreate".
+ */
+export interface PersonalTokenCreate {
+  name: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "PersonalTokenCreated".
+ */
+export interface PersonalTokenCreated {
+  /**
+   * Shown once; send as `Authorization: Bearer ...`. It acts with its owner's role and stops working when revoked or when its owner is disabled.
+   */
+  secret: string;
+  token: PersonalToken;
 }
 /**
  * Wrapper used where a plan must be validated on its own (e.g. from the database).
@@ -2638,6 +2749,30 @@ export interface SelftestResult {
   checks?: SelftestCheck[];
   passed: boolean;
   serial: string;
+}
+/**
+ * Who is signed in. ``csrf_token`` (cookie sessions only) goes in ``X-CSRF-Token`` on every request that
+ * changes something.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "SessionInfo".
+ */
+export interface SessionInfo {
+  csrf_token?: string | null;
+  name: string;
+  /**
+   * None for a shared admin token.
+   */
+  person?: Person | null;
+  role: Role;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "SignIn".
+ */
+export interface SignIn {
+  name: string;
+  password: string;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema

@@ -322,6 +322,40 @@ class AdminTokenRecord(asyncpg.Record):
     last_used_at = Col[datetime | None]()
 
 
+class PersonRecord(asyncpg.Record):
+    """A person's row without the password hash (``people.COLUMNS``)."""
+
+    id = Col[int]()
+    name = Col[str]()
+    role = Col[str]()
+    disabled = Col[bool]()
+    created_at = Col[datetime]()
+
+
+class PersonCredentials(PersonRecord):
+    """A person with the hash a sign-in checks (``people.COLUMNS`` and ``password_hash``)."""
+
+    password_hash = Col[str]()
+
+
+class SessionRecord(asyncpg.Record):
+    """A live session or personal token with its enabled owner (``people.SESSION_COLUMNS``)."""
+
+    id = Col[int]()
+    person_id = Col[int]()
+    person_name = Col[str]()
+    role = Col[str]()
+    csrf_token = Col[str | None]()
+    last_used_at = Col[datetime | None]()
+
+
+class PersonTokenRecord(asyncpg.Record):
+    id = Col[int]()
+    name = Col[str]()
+    created_at = Col[datetime]()
+    last_used_at = Col[datetime | None]()
+
+
 # ------------------------------------------------------------------------------------ scheduling, switch
 
 

@@ -1,0 +1,88 @@
+"""People, their sessions and personal tokens: the REST bodies of ``/api/session``, ``/api/users`` and
+``/api/tokens``."""
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from phonefleet.protocol.enums import Role
+from phonefleet.protocol.models import TOKEN_NAME_PATTERN
+
+PASSWORD_MIN = 10
+PASSWORD_MAX = 200
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Person(BaseModel):
+    """A person (never their password)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    role: Role
+    disabled: bool
+    created_at: datetime
+
+
+class PersonCreate(_Body):
+    """``POST /api/users``; the answer carries a one-time password."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=TOKEN_NAME_PATTERN)
+    role: Role = Role.viewer
+
+
+class PersonCreated(BaseModel):
+    person: Person
+    password: str = Field(description="Shown once; the server keeps only its argon2id hash.")
+
+
+class PersonPatch(_Body):
+    """``PATCH /api/users/{name}``: change a role, disable (ending every session and token) or enable again."""
+
+    role: Role | None = None
+    disabled: bool | None = None
+
+
+class SignIn(_Body):
+    name: str = Field(min_length=1, max_length=100)
+    password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+
+
+class SessionInfo(BaseModel):
+    """Who is signed in. ``csrf_token`` (cookie sessions only) goes in ``X-CSRF-Token`` on every request that
+    changes something."""
+
+    person: Person | None = Field(default=None, description="None for a shared admin token.")
+    name: str
+    role: Role
+    csrf_token: str | None = None
+
+
+class PasswordChange(_Body):
+    current_password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+    new_password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
+
+
+class PersonalToken(BaseModel):
+    """A personal API token (never its secret)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None = Field(default=None, description="Recorded at most once a minute.")
+
+
+class PersonalTokenCreate(_Body):
+    name: str = Field(min_length=1, max_length=100, pattern=TOKEN_NAME_PATTERN)
+
+
+class PersonalTokenCreated(BaseModel):
+    token: PersonalToken
+    secret: str = Field(description="Shown once; send as `Authorization: Bearer ...`. It acts with its owner's "
+                                    "role and stops working when revoked or when its owner is disabled.")
