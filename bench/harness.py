@@ -206,6 +206,7 @@ WHAT_IF = {
     "no-fk": "assignments without its foreign keys (none are left since migrations 0002 and 0011: a no-op)",
     "async-commit": "synchronous_commit = off for the benchmark database (no WAL flush wait per commit)",
     "pool-30": "db_pool_max = 30 instead of 10",
+    "claim-whole": "a fan-out claimed in one statement, its orders sent after it (no CLAIM_CHUNK chunks)",
     "gc-default": "CPython's garbage collection defaults, as before issue 14 (no gc_policy.settle_after_start: "
                   "start-up's objects walked by every full collection, gen0 threshold 700)",
 }
@@ -243,6 +244,10 @@ async def _serve_async(dsn: str, overrides: dict[str, Any], breakdown: bool, wha
         socketio.packet.Packet.uses_binary_events = False
     if "pool-30" in what_if:
         overrides = {**overrides, "db_pool_max": 30}
+    if "claim-whole" in what_if:
+        from phonefleet.server import distributor
+
+        distributor.CLAIM_CHUNK = 10**9
     with tempfile.TemporaryDirectory(prefix="pfbench-srv-") as tmp:
         settings = Settings(**{"database_url": dsn, "admin_token": ADMIN, "data_dir": Path(tmp), "port": 0,
                                **overrides})

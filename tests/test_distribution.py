@@ -45,10 +45,11 @@ async def test_each_job_travels_once_to_agents_that_take_plans_once_and_whole_to
 
 async def test_a_large_fan_out_is_claimed_and_pushed_in_chunks(server: RunningServer,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past ``CLAIM_CHUNK`` phones a job is claimed in several statements, each chunk pushed while the next is
-    claimed: every phone still gets exactly one order, the job's counters add up, and a second job that fits
-    its room exactly is not over-assigned across the chunks."""
+    """Past ``CLAIM_CHUNK`` phones (on a node with many agents) a job is claimed in several statements, each chunk
+    pushed while the next is claimed: every phone still gets exactly one order, the job's counters add up, and a
+    second job that fits its room exactly is not over-assigned across the chunks."""
     monkeypatch.setattr(distributor, "CLAIM_CHUNK", 3)
+    monkeypatch.setattr(distributor, "CHUNKED_FROM_AGENTS", 2)
     a = await server.sim_agent("pc-a", 5)
     b = await server.sim_agent("pc-b", 6)
     job = await server.ok("POST", "/api/jobs", open_url_job())

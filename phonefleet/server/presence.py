@@ -39,6 +39,10 @@ class Presence:
     def agent_sid(self, agent_id: int) -> str | None:
         return self._agent_sids.get(agent_id)
 
+    def agent_count(self) -> int:
+        """Agent sockets on this node."""
+        return len(self._agent_sids)
+
     def takes_plans_once(self, sid: str) -> bool:
         """The agent on ``sid`` reads a ``job:assign`` whose jobs come once (``events.PLANS_ONCE``)."""
         return sid in self._plans_once
