@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tests.conftest import _with_db
+from tests.conftest import _with_db, drop_database
 
 
 async def create_empty_database(root: str, *, owner: str | None = None) -> str:
@@ -20,20 +20,12 @@ async def create_empty_database(root: str, *, owner: str | None = None) -> str:
     return name
 
 
-async def drop_empty_database(root: str, name: str) -> None:
-    conn = await asyncpg.connect(root)
-    try:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 async def bare_db(pg_root: str) -> AsyncIterator[str]:
     """An empty database on the suite's PostgreSQL (not migrated, unlike ``dsn``)."""
     name = await create_empty_database(pg_root)
     yield _with_db(pg_root, name)
-    await drop_empty_database(pg_root, name)
+    await drop_database(pg_root, name)
 
 
 @pytest.fixture
@@ -49,7 +41,7 @@ async def limited_db(pg_root: str) -> AsyncIterator[tuple[str, str]]:
     admin = _with_db(pg_root, name)
     scheme, rest = admin.split("://", 1)
     yield admin, f"{scheme}://{role}@{rest.rpartition('@')[2]}"
-    await drop_empty_database(pg_root, name)
+    await drop_database(pg_root, name)
     conn = await asyncpg.connect(pg_root)
     try:
         await conn.execute(f"DROP ROLE IF EXISTS {role}")

@@ -18,9 +18,9 @@ from phonefleet.server import supabase_realtime
 from phonefleet.server.database import migrate
 from phonefleet.server.embedded_postgres import EmbeddedPostgres, pg_ctl, running_postmaster
 from tests import conftest
-from tests.conftest import _with_db, eventually, open_url_job, start_server
+from tests.conftest import _with_db, drop_database, eventually, open_url_job, start_server
 from tests.pgoutput import Change, decode
-from tests.supabase_fixtures import create_empty_database, drop_empty_database
+from tests.supabase_fixtures import create_empty_database
 
 SLOT = "realtime_test"
 
@@ -60,7 +60,7 @@ async def logical_db(logical_root: str) -> AsyncIterator[str]:
                            "WHERE database = current_database()")
     finally:
         await conn.close()
-    await drop_empty_database(logical_root, name)
+    await drop_database(logical_root, name)
 
 
 async def _state(dsn: str) -> supabase_realtime.RealtimeState:
