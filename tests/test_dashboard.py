@@ -290,6 +290,8 @@ async def test_a_viewer_sees_jobs_without_the_buttons_and_makes_a_personal_token
     await expect(page.get_by_test_id("new-job")).to_have_count(0)
     await expect(page.get_by_role("button", name="Pause look only")).to_have_count(0)
     await expect(page.get_by_test_id("scheduler-stop")).to_have_count(0)
+    await expect(page.get_by_role("link", name="Jobs")).to_have_count(1)
+    await expect(page.get_by_role("link", name="Audit")).to_have_count(0)  # the trail is the admins'
 
     await page.get_by_test_id("signed-in-as").click()
     await expect(page.get_by_test_id("account-who")).to_contain_text("role viewer")

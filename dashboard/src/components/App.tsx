@@ -1,5 +1,5 @@
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { Api, currentSession } from "../api";
+import { Api, currentSession, roleAtLeast } from "../api";
 import type { SessionInfo } from "../generated/protocol";
 import { useHash, useStore } from "../hooks";
 import { Live } from "../live";
@@ -106,7 +106,9 @@ function Dashboard({ session, onSignOut }: { session: SessionInfo; onSignOut: (w
           <a href="#/phones" aria-current={page === "phones" || page === "phone" ? "page" : undefined}>Phones</a>
           <a href="#/grid" aria-current={page === "grid" ? "page" : undefined}>Grid</a>
           <a href="#/schedules" aria-current={page === "schedules" ? "page" : undefined}>Schedules</a>
-          <a href="#/audit" aria-current={page === "audit" ? "page" : undefined}>Audit</a>
+          {roleAtLeast(session.role, "admin") && (  /* the trail is the admins' (GET /api/audit) */
+            <a href="#/audit" aria-current={page === "audit" ? "page" : undefined}>Audit</a>
+          )}
         </nav>
         <SchedulerControl api={api} store={store} />
         <span class={`link link-${store.link}`} data-testid="link-state" role="status">
