@@ -16,8 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from phonefleet.protocol import events as ev
+from phonefleet.server import people
+from phonefleet.server.auth import SUPABASE_ONLY
 from phonefleet.server.supabase_auth import JwtRejected, SupabaseAuthConfig, SupabaseVerifier, looks_like_jwt
-from tests.conftest import ADMIN, free_port
+from tests.conftest import ADMIN, free_port, open_url_job
 
 SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 ISSUER = "https://abcdefghijklmnop.supabase.co/auth/v1"
@@ -219,10 +221,45 @@ async def test_server_answers_401_with_the_reason_and_keeps_its_own_tokens(serve
                         headers={"kid": "rsa-1"})
     status, body = await srv.request("GET", "/api/jobs", token=forged)
     assert status == 401 and "bad_signature" in body["error"]["message"]
-    # A verified user is a person only once people exist (the person_for_claims seam): never an admin.
-    status, body = await srv.request("GET", "/api/jobs", token=keys.sign("rsa-1", claims()))
-    assert status == 401 and "no_person" in body["error"]["message"]
+    # A verified user is a phonefleet person (a viewer at first), never an admin.
+    assert (await srv.request("GET", "/api/jobs", token=keys.sign("rsa-1", claims())))[0] == 200
+    status, _ = await srv.request("POST", "/api/jobs", json=open_url_job(), token=keys.sign("rsa-1", claims()))
+    assert status == 403
     assert (await srv.request("GET", "/api/jobs"))[0] == 200, "the admin token still works beside Supabase Auth"
+
+
+async def test_a_supabase_user_is_a_person_whose_role_is_phonefleets(server_factory: Any) -> None:
+    """First sign-in makes a viewer named after the email (recorded in the audit trail); the user id finds them
+    again, whatever the token says of roles; an admin's role change counts at once; a disabled person is refused;
+    a person an admin gave an email is that user's from their first sign-in, and has no password of their own."""
+    srv = await server_factory(supabase_jwt_secret=SECRET)
+    token = jwt.encode(claims(role="service_role"), SECRET, algorithm="HS256")
+    assert (await srv.request("GET", "/api/jobs", token=token))[0] == 200
+    (ada,) = [p for p in await srv.ok("GET", "/api/users") if p["name"] == "ada"]
+    assert ada["role"] == "viewer"
+    assert (await srv.request("POST", "/api/jobs", json=open_url_job(), token=token))[0] == 403
+    trail = (await srv.ok("GET", "/api/audit?action=person.create"))["items"]
+    assert [(e["actor"]["kind"], e["after"]["name"]) for e in trail] == [("system", "ada")]
+
+    await srv.ok("PATCH", "/api/users/ada", {"role": "operator"})
+    assert (await srv.request("POST", "/api/jobs", json=open_url_job(), token=token))[0] == 201
+    again = jwt.encode(claims(email="ada.renamed@example.com"), SECRET, algorithm="HS256")
+    assert (await srv.request("POST", "/api/jobs", json=open_url_job(), token=again))[0] == 201, "found by user id"
+    assert len(await srv.ok("GET", "/api/users")) == 1
+
+    await srv.ok("PATCH", "/api/users/ada", {"disabled": True})
+    status, body = await srv.request("GET", "/api/jobs", token=token)
+    assert status == 401 and "disabled" in body["error"]["message"]
+
+    await srv.ok("POST", "/api/users", {"name": "grace", "role": "admin"})
+    async with srv.services.pool.acquire() as conn:
+        await people.set_email(conn, "grace", "Grace@Example.com")  # `phonefleet-server users set-email`
+    grace = jwt.encode(claims(sub="0f0e0d0c-0000-4000-8000-000000000002", email="grace@example.com"), SECRET,
+                       algorithm="HS256")
+    assert (await srv.request("POST", "/api/agents", json={"name": "pc-9"}, token=grace))[0] == 201, "an admin's email"
+    assert {p["name"] for p in await srv.ok("GET", "/api/users")} == {"ada", "grace"}
+    status, _ = await srv.request("POST", "/api/session", json={"name": "ada", "password": SUPABASE_ONLY}, token=None)
+    assert status == 401, "a person a Supabase sign-in made has no password to sign in with"
 
 
 async def test_without_supabase_settings_a_jwt_is_just_an_unknown_token(server: Any) -> None:
@@ -230,14 +267,21 @@ async def test_without_supabase_settings_a_jwt_is_just_an_unknown_token(server: 
     assert status == 401 and body["error"]["message"] == "unknown token"
 
 
-async def test_dashboard_socket_refuses_a_supabase_token_and_a_dotted_admin_token_still_works(
-        server_factory: Any) -> None:
+async def test_dashboard_socket_takes_a_supabase_users_token_and_refuses_a_bad_one(server_factory: Any) -> None:
     dotted = "admin.token.with-dots"
     srv = await server_factory(supabase_jwt_secret=SECRET, admin_token=dotted)
     assert (await srv.request("GET", "/api/jobs", token=dotted))[0] == 200, "the environment's token comes first"
-    client = socketio.AsyncClient(reconnection=False)
+    refused = socketio.AsyncClient(reconnection=False)
     with pytest.raises(socketio.exceptions.ConnectionError):
-        await client.connect(srv.url, namespaces=[ev.DASHBOARD_NAMESPACE], transports=["websocket"], wait_timeout=10,
-                             auth={"token": jwt.encode(claims(), SECRET, algorithm="HS256")})
-    await client.disconnect()
+        await refused.connect(srv.url, namespaces=[ev.DASHBOARD_NAMESPACE], transports=["websocket"],
+                              wait_timeout=10,
+                              auth={"token": jwt.encode(claims(), "another secret", algorithm="HS256")})
+    await refused.disconnect()
     assert srv.services.realtime.dashboards == set()
+    viewer = socketio.AsyncClient(reconnection=False)
+    await viewer.connect(srv.url, namespaces=[ev.DASHBOARD_NAMESPACE], transports=["websocket"], wait_timeout=10,
+                         auth={"token": jwt.encode(claims(), SECRET, algorithm="HS256")})
+    try:
+        assert len(srv.services.realtime.dashboards) == 1, "a Supabase user's token is their person's"
+    finally:
+        await viewer.disconnect()

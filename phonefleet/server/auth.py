@@ -5,6 +5,7 @@ is verified too (``supabase_auth``)."""
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Literal
@@ -16,7 +17,9 @@ from phonefleet.server.routes import Access
 from phonefleet.server.store import Conn
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
+from phonefleet.server.store import audit as audit_store
 from phonefleet.server.store import people as people_store
+from phonefleet.server.store.records import PersonRecord
 from phonefleet.server.supabase_auth import JwtRejected, SupabaseClaims, SupabaseVerifier, looks_like_jwt
 
 log = logging.getLogger(__name__)
@@ -75,13 +78,48 @@ class Principal:
         return self.role is not None and role_at_least(self.role, Role(access))
 
 
+SUPABASE_ONLY = "!supabase: no password"
+"""The password hash of a person a Supabase sign-in made: no password matches it (not an argon2 hash), so they
+sign in through Supabase until an admin resets their password."""
+
+
 async def person_for_claims(conn: Conn, claims: SupabaseClaims, first_role: str) -> Principal:
-    """SEAM, to be glued when people land (migration 0012): the person whose Supabase ``sub`` these verified
-    claims carry (or, on a first sign-in, whose email they verify), created with ``first_role`` if none
-    is; their role and teams come from phonefleet's own tables, never from the token. Until phonefleet has
-    people, a verified Supabase user is nobody here: refused with a 401 (never made an admin)."""
-    del conn, first_role
-    raise JwtRejected("no_person", f"no phonefleet person for Supabase user {claims.sub}")
+    """The person of a verified Supabase user: by their user id (``sub``), or on a first sign-in the person an admin
+    gave their email, or else a new person with ``first_role``. Their role and teams come from phonefleet's own
+    tables, never from the token; a disabled person is refused."""
+    row = await people_store.by_supabase(conn, claims.sub, claims.email)
+    if row is None:
+        row = await _first_supabase_sign_in(conn, claims, first_role)
+    if row.disabled:
+        raise JwtRejected("disabled", f"{row.name!r} is disabled in phonefleet")
+    return Principal("person", role=Role(row.role), person_id=row.id, person_name=row.name)
+
+
+def _names_for(claims: SupabaseClaims) -> list[str]:
+    """Names to try for a Supabase user's new person: their email's local part (made a valid name), then with
+    their user id's start, then ``supabase-<user id>``."""
+    local = re.sub(r"[^A-Za-z0-9_.-]", "-", (claims.email or "").split("@")[0]).lstrip("_.-")[:80]
+    names = [local, f"{local}-{claims.sub[:8]}"] if local else []
+    return [*names, f"supabase-{claims.sub}"[:100]]
+
+
+async def _first_supabase_sign_in(conn: Conn, claims: SupabaseClaims, first_role: str) -> PersonRecord:
+    async with conn.transaction():
+        for index, name in enumerate(_names_for(claims)):
+            email = claims.email if index == 0 else None  # an email someone else holds must not block the user
+            row = await people_store.add_from_supabase(conn, name, SUPABASE_ONLY, first_role, sub=claims.sub,
+                                                        email=email)
+            if row is not None:
+                await audit_store.add(conn, audit_store.NewAuditEvent(
+                    actor_kind="system", actor_id=None, actor_name="supabase sign-in", action="person.create",
+                    object_kind="person", object_id=str(row.id), before=None,
+                    after={"name": row.name, "role": row.role, "supabase_sub": claims.sub, "email": email},
+                    via="system", address=None))
+                return row
+    row = await people_store.by_supabase(conn, claims.sub, None)  # made a moment ago by another request
+    if row is None:
+        raise JwtRejected("no_person", f"no phonefleet person could be made for Supabase user {claims.sub}")
+    return row
 
 
 class Authenticator:

@@ -279,6 +279,21 @@ def users_set_role(ctx: typer.Context, name: NameArg,
     typer.echo(f"{name!r} is now {role}", err=True)
 
 
+@users_cli.command("set-email")
+def users_set_email(ctx: typer.Context, name: NameArg,
+                    email: Annotated[str, typer.Argument(metavar="EMAIL", help="Their Supabase sign-in's email; - for "
+                                                                                "none.")],
+                    data_dir: DataOpt = None) -> None:
+    """Match a Supabase user to this person by email at their first Supabase sign-in (then by their user id)."""
+    settings = _command_settings(ctx, data_dir)
+
+    async def work(conn: Conn) -> None:
+        await people.set_email(conn, name, None if email == "-" else email)
+
+    _with_database(settings, work)
+    typer.echo(f"{name!r}: email {email}", err=True)
+
+
 @users_cli.command("disable")
 def users_disable(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
     """Disable a person: they cannot sign in, and every session and personal token of theirs ends now."""

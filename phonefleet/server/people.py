@@ -7,9 +7,11 @@ message in the same transaction, so every node re-checks that person's dashboard
 
 import asyncio
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
+import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import ValidationError
@@ -97,6 +99,22 @@ async def add_person(conn: Conn, name: str, role: Role) -> tuple[PersonRecord, s
             raise Conflict(f"a person named {name!r} exists")
         await audit.record(conn, "person.create", "person", person.id, after={"name": name, "role": str(role)})
     return person, password
+
+
+async def set_email(conn: Conn, name: str, email: str | None) -> PersonRecord:
+    """The email a person's first Supabase sign-in is matched by (None: none): that Supabase user is this person
+    from then on, with this person's role."""
+    if email is not None and (len(email) > 320 or not re.fullmatch(r"[^@\s]+@[^@\s]+", email)):
+        raise Invalid.field("email", "an email address (name@domain)")
+    try:
+        async with conn.transaction():
+            person = await people_store.set_email(conn, name, email)
+            if person is None:
+                raise NotFound(f"no person named {name!r}")
+            await audit.record(conn, "person.update", "person", person.id, after={"email": email})
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"another person has the email {email!r}") from None
+    return person
 
 
 async def update_person(conn: Conn, name: str, patch: PersonPatch, *, node: str) -> PersonRecord:

@@ -24,7 +24,7 @@ MAX_JWT_CHARS = 16_384
 
 RejectReason = Literal["malformed", "algorithm_not_allowed", "bad_signature", "unknown_kid", "jwks_unavailable",
                        "expired", "not_yet_valid", "wrong_audience", "wrong_issuer", "missing_claim", "anonymous",
-                       "not_configured", "no_person"]
+                       "not_configured", "no_person", "disabled"]
 
 
 class JwtRejected(Unauthorized):

@@ -25,6 +25,34 @@ async def add(conn: Conn, name: str, password_hash: str, role: str) -> PersonRec
         name, password_hash, role, record_class=PersonRecord)
 
 
+async def by_supabase(conn: Conn, sub: str, email: str | None) -> PersonRecord | None:
+    """The person of a Supabase user: by their user id, or else (first sign-in) the one an admin gave their email,
+    who is linked to that user id from now on."""
+    row: PersonRecord | None = await conn.fetchrow(f"SELECT {COLUMNS} FROM people WHERE supabase_sub = $1", sub,
+                                                   record_class=PersonRecord)
+    if row is None and email:
+        row = await conn.fetchrow(
+            f"""UPDATE people SET supabase_sub = $1 WHERE lower(email) = lower($2) AND supabase_sub IS NULL
+                RETURNING {COLUMNS}""", sub, email, record_class=PersonRecord)
+    return row
+
+
+async def add_from_supabase(conn: Conn, name: str, password_hash: str, role: str, *, sub: str,
+                            email: str | None) -> PersonRecord | None:
+    """A person for a Supabase user's first sign-in, or None when the name, the user id or the email is taken
+    (another node made them a moment ago, or the name belongs to someone else)."""
+    return await conn.fetchrow(
+        f"""INSERT INTO people (name, password_hash, role, supabase_sub, email) VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT DO NOTHING RETURNING {COLUMNS}""",
+        name, password_hash, role, sub, email, record_class=PersonRecord)
+
+
+async def set_email(conn: Conn, name: str, email: str | None) -> PersonRecord | None:
+    """The email a person's Supabase sign-in is matched by (None: none); None when there is no such person."""
+    return await conn.fetchrow(f"UPDATE people SET email = $2 WHERE name = $1 RETURNING {COLUMNS}", name, email,
+                               record_class=PersonRecord)
+
+
 async def by_name(conn: Conn, name: str) -> PersonRecord | None:
     return await conn.fetchrow(f"SELECT {COLUMNS} FROM people WHERE name = $1", name, record_class=PersonRecord)
 
