@@ -267,6 +267,9 @@ async def test_without_supabase_settings_a_jwt_is_just_an_unknown_token(server: 
     assert status == 401 and body["error"]["message"] == "unknown token"
 
 
+OTHER_SECRET = "another project's secret, as long as a real one"
+
+
 async def test_dashboard_socket_takes_a_supabase_users_token_and_refuses_a_bad_one(server_factory: Any) -> None:
     dotted = "admin.token.with-dots"
     srv = await server_factory(supabase_jwt_secret=SECRET, admin_token=dotted)
@@ -275,7 +278,7 @@ async def test_dashboard_socket_takes_a_supabase_users_token_and_refuses_a_bad_o
     with pytest.raises(socketio.exceptions.ConnectionError):
         await refused.connect(srv.url, namespaces=[ev.DASHBOARD_NAMESPACE], transports=["websocket"],
                               wait_timeout=10,
-                              auth={"token": jwt.encode(claims(), "another secret", algorithm="HS256")})
+                              auth={"token": jwt.encode(claims(), OTHER_SECRET, algorithm="HS256")})
     await refused.disconnect()
     assert srv.services.realtime.dashboards == set()
     viewer = socketio.AsyncClient(reconnection=False)
