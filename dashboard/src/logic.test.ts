@@ -18,7 +18,7 @@ function job(id: number, over: Partial<Job> = {}): Job {
   return {
     id, title: `job ${id}`, plan: [{ type: "screenshot" }], target_type: "all_devices", target_value: null,
     target_count: 2, filters: {}, priority: 0, status: "active", timeout_sec: 60, max_retries: 0, run_at: null,
-    depends_on: [], assigned_count: 2, completed_count: 0, failed_count: 0, running_count: 2, paused_count: 0,
+    depends_on: [], team_id: 1, assigned_count: 2, completed_count: 0, failed_count: 0, running_count: 2, paused_count: 0,
     created_at: "2024-01-01T00:00:00Z", updated_at: "2024-01-01T00:00:00Z", finished_at: null, ...over,
   };
 }

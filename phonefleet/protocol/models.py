@@ -138,6 +138,8 @@ class Job(_Resource):
     blocked_reason: str | None = None
     schedule_id: int | None = None
     scheduled_for: datetime | None = Field(default=None, description="The schedule's firing that made this job.")
+    team_id: int = Field(description="The team the job belongs to: it runs only on that team's phones, "
+                                                "and only its people see it.")
     assigned_count: int
     completed_count: int
     failed_count: int

@@ -1966,6 +1966,10 @@ export interface Job {
   target_count: number | null;
   target_type: TargetType;
   target_value: number | null;
+  /**
+   * The team the job belongs to: it runs only on that team's phones, and only its people see it.
+   */
+  team_id: number;
   timeout_sec: number;
   title: string;
   updated_at: string;

@@ -67,6 +67,7 @@ CONNECTED = "d.state IN ('idle', 'busy')"
 
 _ELIGIBLE = """
     {state} AND ag.status = 'online' AND NOT ag.paused AND {filters} AND {runs}
+    AND ag.team_id = (SELECT tj.team_id FROM jobs tj WHERE tj.id = $1)
     AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = d.agent_id AND p.job_id = $1)
 """
 
@@ -136,7 +137,8 @@ CLAIM_SIMPLE_SQL = f"""
           AND ({_M} IS NULL OR d.model = ANY({_M})) AND ({_V} IS NULL OR d.android_version = ANY({_V}))
           AND ({_T} IS NULL OR d.tags @> {_T}) AND ({_S} IS NULL OR d.serial = ANY({_S}))
           AND d.agent_id NOT IN (SELECT ag.id FROM agents ag WHERE (
-              ag.status = 'online' AND NOT ag.paused AND ({_A} IS NULL OR ag.name = ANY({_A}))
+              ag.status = 'online' AND NOT ag.paused AND ag.team_id = (SELECT team_id FROM j)
+              AND ({_A} IS NULL OR ag.name = ANY({_A}))
               AND NOT EXISTS (SELECT 1 FROM agent_job_pauses p WHERE p.agent_id = ag.id AND p.job_id = $1)
           ) IS NOT TRUE)
           AND d.id NOT IN (SELECT x.device_id FROM assignments x WHERE x.job_id = $1 AND NOT x.superseded)

@@ -32,7 +32,7 @@ JOB_COLUMNS = """
     j.id, j.title, j.plan, j.target_type, j.target_value, j.target_count, j.filters, j.priority, j.status,
     j.timeout_sec, j.max_retries, j.run_at, j.depends_on, j.assigned_count, j.completed_count,
     j.failed_count, j.retry_pending, j.allow_shell, j.created_at, j.updated_at, j.finished_at,
-    j.max_parallel, j.blocked_reason, j.schedule_id, j.scheduled_for, j.activated_at, j.on_interrupt
+    j.max_parallel, j.blocked_reason, j.schedule_id, j.scheduled_for, j.activated_at, j.on_interrupt, j.team_id
 """
 
 # Eligibility of a phone for a job, minus the per-job "never before" and pause checks.

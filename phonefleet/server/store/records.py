@@ -70,6 +70,7 @@ class JobRecord(asyncpg.Record):
     scheduled_for = Col[datetime | None]()
     activated_at = Col[datetime | None]()
     on_interrupt = Col[str]()
+    team_id = Col[int]()
 
 
 class RenderedJob(JobRecord):
