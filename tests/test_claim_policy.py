@@ -12,7 +12,7 @@ import pytest
 from phonefleet.protocol.enums import TargetType
 from phonefleet.server.database import create_pool
 from phonefleet.server.job_control import resolve_target
-from phonefleet.server.store import Conn
+from phonefleet.server.store import DEFAULT_TEAM, Conn
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.store.records import ClaimedRow
@@ -123,11 +123,11 @@ async def test_targets_count_only_connected_phones_that_match_the_filters(fleet:
     for i, state in enumerate(["idle", "idle", "busy", "paused", "offline", "unhealthy"]):
         await fleet.phone(online, f"p{i}", state, tags=("lab",) if i % 2 == 0 else ())
     await fleet.phone(offline, "gone-0")  # idle in the table, but its agent is offline
-    eligible = await jobs_store.count_eligible_connected(fleet.conn, {})
+    eligible = await jobs_store.count_eligible_connected(fleet.conn, {}, DEFAULT_TEAM)
     assert eligible == 3, "idle and busy phones of online agents"
     assert resolve_target(TargetType.percentage, 50, eligible) == 2
     assert resolve_target(TargetType.all_devices, None, eligible) == 3
-    in_lab = await jobs_store.count_eligible_connected(fleet.conn, {"tags": ["lab"]})
+    in_lab = await jobs_store.count_eligible_connected(fleet.conn, {"tags": ["lab"]}, DEFAULT_TEAM)
     assert in_lab == 2, "p0 idle and p2 busy carry the tag"
     assert resolve_target(TargetType.percentage, 10, in_lab) == 1
 

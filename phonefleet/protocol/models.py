@@ -101,7 +101,11 @@ class JobTemplate(_Body):
 class JobCreate(JobTemplate):
     run_at: UtcDatetime | None = Field(default=None, description="Stays scheduled until then.")
     depends_on: list[Id] = Field(default_factory=list, max_length=100,
-                                 description="Starts once every one of these jobs completed without failures.")
+                                 description="Starts once every one of these jobs (of the same team) completed "
+                                             "without failures.")
+    team_id: Id | None = Field(default=None, description="The team it belongs to; by default the caller's team "
+                                                         "(a person in several teams must name one; an admin's "
+                                                         "default is the team 'default', id 1).")
 
 
 class JobPatch(_Body):
@@ -350,6 +354,9 @@ class ScheduleCreate(_Body):
     interval_sec: int | None = Field(default=None, ge=1, le=366 * 86_400, strict=True, validate_default=True)
     misfire_policy: MisfirePolicy = MisfirePolicy.run_once
     enabled: bool = Field(default=True, strict=True)
+    team_id: Id | None = Field(default=None, description="The team it belongs to; by default the caller's team "
+                                                         "(a person in several teams must name one; an admin's "
+                                                         "default is the team 'default', id 1).")
 
     @field_validator("cron")
     @classmethod
@@ -407,6 +414,7 @@ class Schedule(_Resource):
     next_run_at: datetime | None = Field(description="null while disabled.")
     last_run_at: datetime | None
     last_job_id: int | None
+    team_id: int = Field(description="Its firings make jobs of this team.")
     created_at: datetime
     updated_at: datetime
 

@@ -107,6 +107,7 @@ from phonefleet.server.routes import (
 )
 from phonefleet.server.scheduler_control import SchedulerControl
 from phonefleet.server.schedules import Schedules
+from phonefleet.server.scope import team_for_new
 from phonefleet.server.screen_relay import ScreenRelay
 from phonefleet.server.store.audit import AuditFilter
 
@@ -297,7 +298,8 @@ class Api:
 
     async def create_job(self, request: web.Request) -> web.Response:
         body = await _body(request, JobCreate)
-        return model_response(await self.s.queries.job(await self.s.jobs.create(body)), status=201)
+        team_id = await team_for_new(self.s.tokens.pool, request[PRINCIPAL], body.team_id)
+        return model_response(await self.s.queries.job(await self.s.jobs.create(body, team_id=team_id)), status=201)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         q = _query(request, JobListQuery)
@@ -474,7 +476,9 @@ class Api:
         return model_response(await self.s.schedules.list_page(enabled=q.enabled, limit=q.limit, offset=q.offset))
 
     async def create_schedule(self, request: web.Request) -> web.Response:
-        return model_response(await self.s.schedules.create(await _body(request, ScheduleCreate)), status=201)
+        body = await _body(request, ScheduleCreate)
+        team_id = await team_for_new(self.s.tokens.pool, request[PRINCIPAL], body.team_id)
+        return model_response(await self.s.schedules.create(body, team_id=team_id), status=201)
 
     async def get_schedule(self, request: web.Request) -> web.Response:
         return model_response(await self.s.schedules.get(_int_id(request)))

@@ -64,6 +64,22 @@ class Principal:
     """The personal token used, so its sockets can be found on revoke."""
     csrf_token: str | None = field(default=None, repr=False)
     """A cookie session's CSRF token: its requests that change something must send it back."""
+    team_ids: frozenset[int] = frozenset()
+    """The teams whose agents, phones, jobs and schedules this principal sees and acts on: a person's teams, an
+    agent's one team. Admins (admin tokens and people with the admin role) see every team (``sees_all``)."""
+
+    @property
+    def sees_all(self) -> bool:
+        return self.kind == "admin" or self.role == Role.admin
+
+    def sees(self, team_id: int) -> bool:
+        """May this principal see (and, with the role for it, act on) what belongs to ``team_id``?"""
+        return self.sees_all or team_id in self.team_ids
+
+    @property
+    def teams(self) -> list[int] | None:
+        """The teams to limit a query to, or None for every team (an admin)."""
+        return None if self.sees_all else sorted(self.team_ids)
 
     @property
     def name(self) -> str:
@@ -92,7 +108,8 @@ async def person_for_claims(conn: Conn, claims: SupabaseClaims, first_role: str)
         row = await _first_supabase_sign_in(conn, claims, first_role)
     if row.disabled:
         raise JwtRejected("disabled", f"{row.name!r} is disabled in phonefleet")
-    return Principal("person", role=Role(row.role), person_id=row.id, person_name=row.name)
+    return Principal("person", role=Role(row.role), person_id=row.id, person_name=row.name,
+                     team_ids=frozenset(row.team_ids))
 
 
 def _names_for(claims: SupabaseClaims) -> list[str]:
@@ -153,7 +170,8 @@ class Authenticator:
         if token.startswith(AGENT_PREFIX):
             row = await agents_store.by_token_hash(conn, digest)
             if row is not None:
-                return Principal("agent", agent_id=row.id, agent_name=row.name, token_hash=digest)
+                return Principal("agent", agent_id=row.id, agent_name=row.name, token_hash=digest,
+                                 team_ids=frozenset((row.team_id,)))
             return None
         if token.startswith(PERSON_PREFIX):
             personal = await people_store.token_by_hash(conn, digest)
@@ -161,7 +179,8 @@ class Authenticator:
                 return None
             await people_store.mark_token_used(conn, personal)
             return Principal("person", role=Role(personal.role), person_id=personal.person_id,
-                             person_name=personal.person_name, person_token_id=personal.id)
+                             person_name=personal.person_name, person_token_id=personal.id,
+                             team_ids=frozenset(personal.team_ids))
         admin = await admin_tokens_store.by_hash(conn, digest)
         if admin is None:
             return None
@@ -178,7 +197,8 @@ class Authenticator:
             return None
         await people_store.touch_session(conn, session, self.session_ttl_sec)
         return Principal("person", role=Role(session.role), person_id=session.person_id,
-                         person_name=session.person_name, session_id=session.id, csrf_token=session.csrf_token)
+                         person_name=session.person_name, session_id=session.id, csrf_token=session.csrf_token,
+                         team_ids=frozenset(session.team_ids))
 
 
 class TokenCheck:

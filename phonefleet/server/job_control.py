@@ -56,10 +56,11 @@ class JobControl:
         self.realtime = realtime
         self.distributor = distributor
 
-    async def create(self, body: JobCreate, actor: str = "admin", *, allow_shell: bool = True) -> int:
-        """Store and distribute a job; returns its id (its row has changed since: read it again)."""
+    async def create(self, body: JobCreate, actor: str = "admin", *, allow_shell: bool = True,
+                     team_id: int) -> int:
+        """Store and distribute a job of ``team_id``; returns its id (its row has changed since: read it again)."""
         async def work(conn: Conn) -> JobRecord:
-            job = await self.insert(conn, body, actor, allow_shell=allow_shell)
+            job = await self.insert(conn, body, actor, allow_shell=allow_shell, team_id=team_id)
             await audit.record(conn, "job.create", "job", job.id, after=_audited(job))
             return job
 
@@ -68,7 +69,8 @@ class JobControl:
         return row.id
 
     async def insert(self, conn: Conn, body: JobTemplate, actor: str, *, allow_shell: bool = True,
-                     schedule_id: int | None = None, scheduled_for: datetime | None = None) -> JobRecord:
+                     schedule_id: int | None = None, scheduled_for: datetime | None = None,
+                     team_id: int) -> JobRecord:
         """Validate and store a job (in the caller's transaction, if any: its one write is a single statement);
         ``announce`` it after the commit.
 
@@ -80,7 +82,7 @@ class JobControl:
         run_at = body.run_at if isinstance(body, JobCreate) else None
         depends_on = body.depends_on if isinstance(body, JobCreate) else []
         if depends_on:
-            missing = sorted(set(depends_on) - await jobs_store.existing_ids(conn, depends_on))
+            missing = sorted(set(depends_on) - await jobs_store.existing_ids(conn, depends_on, team_id))
             if missing:
                 raise Invalid.field("depends_on", f"unknown job ids {missing}")
         now = datetime.now(UTC)
@@ -89,7 +91,7 @@ class JobControl:
         target_count = None
         if not waiting:
             eligible = 0 if body.target_type == TargetType.device_count else (
-                await jobs_store.count_eligible_connected(conn, filters))  # a count needs no census
+                await jobs_store.count_eligible_connected(conn, filters, team_id))  # a count needs no census
             target_count = resolve_target(body.target_type, body.target_value, eligible)
         return await jobs_store.insert(conn, {
             "title": body.title,
@@ -100,6 +102,7 @@ class JobControl:
             "timeout_sec": body.timeout_sec, "max_retries": body.max_retries, "run_at": run_at,
             "depends_on": depends_on, "allow_shell": allow_shell, "max_parallel": body.max_parallel,
             "schedule_id": schedule_id, "scheduled_for": scheduled_for, "on_interrupt": body.on_interrupt,
+            "team_id": team_id,
         }, actor=actor)
 
     async def announce(self, job: JobRecord) -> None:
@@ -118,7 +121,7 @@ class JobControl:
 
     async def activate(self, conn: Conn, job: JobRecord) -> JobRecord | None:
         """A scheduled job whose time has come: resolve its target and open it for distribution."""
-        eligible = await jobs_store.count_eligible_connected(conn, job.filters)
+        eligible = await jobs_store.count_eligible_connected(conn, job.filters, job.team_id)
         target = resolve_target(job.target_type, job.target_value, eligible)
         activated = await jobs_store.activate(conn, job.id, target)
         if activated is not None:
@@ -215,7 +218,7 @@ class JobControl:
                 return [], []
             job = await self._transition(conn, job_id, JobStatus.active, "resume")
             if job.target_count is None:
-                eligible = await jobs_store.count_eligible_connected(conn, job.filters)
+                eligible = await jobs_store.count_eligible_connected(conn, job.filters, job.team_id)
                 target = resolve_target(job.target_type, job.target_value, eligible)
                 await jobs_store.set_target(conn, job_id, target)
             resumed = await assignments_store.resume_job(conn, job_id)

@@ -110,8 +110,10 @@ class Schedules:
         await self.realtime.broadcast(ev.SCHEDULE_CHANGED,
                                       ev.ScheduleChanged(schedule_id=schedule_id, deleted=deleted).model_dump())
 
-    async def create(self, body: ScheduleCreate) -> Schedule:
+    async def create(self, body: ScheduleCreate, *, team_id: int) -> Schedule:
+        """A schedule of ``team_id``: its firings make jobs of that team."""
         values = body.model_dump(mode="json", exclude={"template"})
+        values["team_id"] = team_id
         values["template"] = body.template.model_dump(mode="json", exclude_none=True)
         values["next_run_at"] = first_firing(values, self.clock()) if body.enabled else None
         async def work(conn: Conn) -> ScheduleRecord:
@@ -190,7 +192,7 @@ class Schedules:
             if schedule is None:
                 raise NotFound(f"schedule {schedule_id} not found")
             job = await self.jobs.insert(conn, _template(schedule), actor, schedule_id=schedule_id,
-                                         scheduled_for=now)
+                                         scheduled_for=now, team_id=schedule.team_id)
             await schedules_store.record_run(conn, schedule_id, now, job.id)
             await audit.record(conn, "schedule.run", "schedule", schedule_id, after={"job_id": job.id})
             return job
@@ -265,7 +267,7 @@ class ScheduleFirer:
         try:
             async with conn.transaction():  # a savepoint: a refused insert leaves the advance possible
                 return await self.jobs.insert(conn, _template(schedule), ACTOR, schedule_id=schedule.id,
-                                              scheduled_for=scheduled_for)
+                                              scheduled_for=scheduled_for, team_id=schedule.team_id)
         except asyncpg.UniqueViolationError:
             log.info("schedule firing exists", extra={"schedule": schedule.id,
                                                       "scheduled_for": scheduled_for.isoformat()})

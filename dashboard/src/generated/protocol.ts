@@ -2145,7 +2145,7 @@ export interface JobControl {
  */
 export interface JobCreate {
   /**
-   * Starts once every one of these jobs completed without failures.
+   * Starts once every one of these jobs (of the same team) completed without failures.
    *
    * @maxItems 100
    */
@@ -2201,6 +2201,10 @@ export interface JobCreate {
    * Percentage (1-100) or phone count (>= 1); ignored for all_devices.
    */
   target_value?: number | null;
+  /**
+   * The team it belongs to; by default the caller's team (a person in several teams must name one; an admin's default is the team 'default', id 1).
+   */
+  team_id?: number | null;
   /**
    * Per assignment.
    */
@@ -2617,6 +2621,10 @@ export interface Schedule {
    * null while disabled.
    */
   next_run_at: string | null;
+  /**
+   * Its firings make jobs of this team.
+   */
+  team_id: number;
   template: JobTemplate;
   timezone: string;
   updated_at: string;
@@ -2644,6 +2652,10 @@ export interface ScheduleCreate {
   interval_sec?: number | null;
   misfire_policy?: MisfirePolicy1;
   name: string;
+  /**
+   * The team it belongs to; by default the caller's team (a person in several teams must name one; an admin's default is the team 'default', id 1).
+   */
+  team_id?: number | null;
   template: JobTemplate;
   /**
    * IANA name, e.g. Europe/Berlin.

@@ -33,7 +33,7 @@ async def list_all(conn: Conn, grace_sec: float) -> list[AgentRecord]:
 
 
 async def by_token_hash(conn: Conn, token_hash: str) -> AgentIdentity | None:
-    return await conn.fetchrow("SELECT id, name, paused FROM agents WHERE token_hash = $1", token_hash,
+    return await conn.fetchrow("SELECT id, name, paused, team_id FROM agents WHERE token_hash = $1", token_hash,
                                record_class=AgentIdentity)
 
 

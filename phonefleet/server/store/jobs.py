@@ -75,10 +75,10 @@ async def insert(conn: Conn, job: dict[str, Any], *, actor: str) -> JobRecord:
         f"""WITH j AS (
                 INSERT INTO jobs (title, plan, target_type, target_value, target_count, filters, priority, status,
                     timeout_sec, max_retries, run_at, depends_on, allow_shell, max_parallel, schedule_id,
-                    scheduled_for, on_interrupt, activated_at, finished_at)
+                    scheduled_for, on_interrupt, activated_at, finished_at, team_id)
                 VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 = 'active' AND $5 = 0 THEN 'completed' ELSE $8 END,
                         $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                        CASE WHEN $8 = 'active' THEN now() END, CASE WHEN $8 = 'active' AND $5 = 0 THEN now() END)
+                        CASE WHEN $8 = 'active' THEN now() END, CASE WHEN $8 = 'active' AND $5 = 0 THEN now() END, $19)
                 RETURNING *),
             e AS (INSERT INTO job_events (job_id, kind, actor, data)
                   SELECT j.id, 'created', $18, jsonb_build_object('target_count', j.target_count) FROM j)
@@ -87,7 +87,7 @@ async def insert(conn: Conn, job: dict[str, Any], *, actor: str) -> JobRecord:
         job["priority"], checked_initial(JOB_INITIAL, job["status"]),
         job["timeout_sec"], job["max_retries"], job["run_at"],
         sorted(set(job["depends_on"])), job.get("allow_shell", False), job.get("max_parallel"), job.get("schedule_id"),
-        job.get("scheduled_for"), str(job.get("on_interrupt", "fail")), actor, record_class=JobRecord,
+        job.get("scheduled_for"), str(job.get("on_interrupt", "fail")), actor, job["team_id"], record_class=JobRecord,
     )
     assert row is not None
     return row
@@ -127,8 +127,10 @@ async def get_many(conn: Conn, job_ids: Sequence[int]) -> list[JobRecord]:
                             list(job_ids), record_class=JobRecord)
 
 
-async def existing_ids(conn: Conn, job_ids: Sequence[int]) -> set[int]:
-    rows = await conn.fetch("SELECT id FROM jobs WHERE id = ANY($1::bigint[])", list(job_ids))
+async def existing_ids(conn: Conn, job_ids: Sequence[int], team_id: int | None = None) -> set[int]:
+    """Those of ``job_ids`` that exist (in ``team_id``, when given: a job depends only on jobs of its team)."""
+    rows = await conn.fetch("SELECT id FROM jobs WHERE id = ANY($1::bigint[]) AND ($2::bigint IS NULL OR team_id = $2)",
+                            list(job_ids), team_id)
     return {r["id"] for r in rows}
 
 
@@ -188,14 +190,15 @@ async def delete(conn: Conn, job_id: int) -> bool:
     return str(await conn.execute("DELETE FROM jobs WHERE id = $1", job_id)).endswith(" 1")
 
 
-async def count_eligible_connected(conn: Conn, filters: dict[str, Any]) -> int:
-    """Phones that may take a job now or once they are free: connected, healthy, not paused (nor their agent),
-    matching the filters: the phones a claim may take."""
+async def count_eligible_connected(conn: Conn, filters: dict[str, Any], team_id: int) -> int:
+    """Phones that may take a job of ``team_id`` now or once they are free: connected, healthy, not paused (nor
+    their agent), of the team's agents, matching the filters: the phones a claim may take."""
     return int(
         await conn.fetchval(
             f"""SELECT count(*) FROM devices d JOIN agents ag ON ag.id = d.agent_id
-                WHERE d.state IN ('idle', 'busy') AND ag.status = 'online' AND NOT ag.paused AND {filter_sql(1)}""",
-            *filter_args(filters),
+                WHERE d.state IN ('idle', 'busy') AND ag.status = 'online' AND NOT ag.paused AND ag.team_id = $6
+                  AND {filter_sql(1)}""",
+            *filter_args(filters), team_id,
         )
     )
 

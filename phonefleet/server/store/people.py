@@ -4,11 +4,18 @@ stored (argon2id for passwords, SHA-256 for the 256-bit session and token secret
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from phonefleet.server.store import Conn
+from phonefleet.server.store import DEFAULT_TEAM, Conn
 from phonefleet.server.store.records import PersonCredentials, PersonRecord, PersonTokenRecord, SessionRecord
 
-COLUMNS = "id, name, role, disabled_at IS NOT NULL AS disabled, created_at"
-SESSION_COLUMNS = "s.id, p.id AS person_id, p.name AS person_name, p.role, s.csrf_token, s.last_used_at"
+BASE_COLUMNS = "id, name, role, disabled_at IS NOT NULL AS disabled, created_at"
+COLUMNS = (BASE_COLUMNS + ", ARRAY(SELECT m.team_id FROM team_members m WHERE m.person_id = people.id "
+           "ORDER BY m.team_id) AS team_ids")
+DEFAULT_TEAMS = (DEFAULT_TEAM,)
+"""Where a new person goes when no team is named."""
+TEAMS_OF_P = "ARRAY(SELECT m.team_id FROM team_members m WHERE m.person_id = p.id ORDER BY m.team_id) AS team_ids"
+"""SQL (over ``people p``): the ids of the person's teams."""
+SESSION_COLUMNS = ("s.id, p.id AS person_id, p.name AS person_name, p.role, s.csrf_token, s.last_used_at, "
+                   + TEAMS_OF_P)
 TOKEN_COLUMNS = "id, name, created_at, last_used_at"
 
 TOUCH_EVERY_SEC = 60
@@ -17,12 +24,21 @@ TOUCH_EVERY_SEC = 60
 
 # ------------------------------------------------------------------------------------------------ people
 
-async def add(conn: Conn, name: str, password_hash: str, role: str) -> PersonRecord | None:
-    """The new person, or None when the name is taken (the key decides, across processes)."""
+_WITH_TEAMS = """m AS (INSERT INTO team_members (team_id, person_id) SELECT t, p.id FROM p, unnest($%d::bigint[]) t
+                          RETURNING team_id)
+    SELECT p.*, ARRAY(SELECT team_id FROM m ORDER BY team_id) AS team_ids FROM p"""
+"""The end of an insert of a person (CTE ``p``) that makes them a member of the teams in parameter %d."""
+
+
+async def add(conn: Conn, name: str, password_hash: str, role: str,
+              team_ids: Sequence[int] = DEFAULT_TEAMS) -> PersonRecord | None:
+    """The new person, a member of ``team_ids``, or None when the name is taken (the key decides, across
+    processes)."""
     return await conn.fetchrow(
-        f"""INSERT INTO people (name, password_hash, role) VALUES ($1, $2, $3)
-            ON CONFLICT (name) DO NOTHING RETURNING {COLUMNS}""",
-        name, password_hash, role, record_class=PersonRecord)
+        f"""WITH p AS (INSERT INTO people (name, password_hash, role) VALUES ($1, $2, $3)
+                       ON CONFLICT (name) DO NOTHING RETURNING {BASE_COLUMNS}),
+            {_WITH_TEAMS % 4}""",
+        name, password_hash, role, list(team_ids), record_class=PersonRecord)
 
 
 async def by_supabase(conn: Conn, sub: str, email: str | None) -> PersonRecord | None:
@@ -38,13 +54,14 @@ async def by_supabase(conn: Conn, sub: str, email: str | None) -> PersonRecord |
 
 
 async def add_from_supabase(conn: Conn, name: str, password_hash: str, role: str, *, sub: str,
-                            email: str | None) -> PersonRecord | None:
-    """A person for a Supabase user's first sign-in, or None when the name, the user id or the email is taken
-    (another node made them a moment ago, or the name belongs to someone else)."""
+                            email: str | None, team_ids: Sequence[int] = DEFAULT_TEAMS) -> PersonRecord | None:
+    """A person for a Supabase user's first sign-in, a member of ``team_ids``, or None when the name, the user
+    id or the email is taken (another node made them a moment ago, or the name belongs to someone else)."""
     return await conn.fetchrow(
-        f"""INSERT INTO people (name, password_hash, role, supabase_sub, email) VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT DO NOTHING RETURNING {COLUMNS}""",
-        name, password_hash, role, sub, email, record_class=PersonRecord)
+        f"""WITH p AS (INSERT INTO people (name, password_hash, role, supabase_sub, email)
+                       VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING {BASE_COLUMNS}),
+            {_WITH_TEAMS % 6}""",
+        name, password_hash, role, sub, email, list(team_ids), record_class=PersonRecord)
 
 
 async def set_email(conn: Conn, name: str, email: str | None) -> PersonRecord | None:
@@ -140,7 +157,8 @@ async def add_token(conn: Conn, person_id: int, name: str, token_hash: str) -> P
 async def token_by_hash(conn: Conn, token_hash: str) -> SessionRecord | None:
     """A personal token of a person not disabled (as a session without a CSRF token)."""
     return await conn.fetchrow(
-        """SELECT t.id, p.id AS person_id, p.name AS person_name, p.role, NULL::text AS csrf_token, t.last_used_at
+        f"""SELECT t.id, p.id AS person_id, p.name AS person_name, p.role, NULL::text AS csrf_token, t.last_used_at,
+                  {TEAMS_OF_P}
            FROM person_tokens t JOIN people p ON p.id = t.person_id
            WHERE t.token_hash = $1 AND p.disabled_at IS NULL""",
         token_hash, record_class=SessionRecord)

@@ -314,6 +314,7 @@ class AgentIdentity(asyncpg.Record):
     id = Col[int]()
     name = Col[str]()
     paused = Col[bool]()
+    team_id = Col[int]()
 
 
 class AdminTokenRecord(asyncpg.Record):
@@ -331,6 +332,7 @@ class PersonRecord(asyncpg.Record):
     role = Col[str]()
     disabled = Col[bool]()
     created_at = Col[datetime]()
+    team_ids = Col[list[int]]()
 
 
 class PersonCredentials(PersonRecord):
@@ -348,6 +350,7 @@ class SessionRecord(asyncpg.Record):
     role = Col[str]()
     csrf_token = Col[str | None]()
     last_used_at = Col[datetime | None]()
+    team_ids = Col[list[int]]()
 
 
 class PersonTokenRecord(asyncpg.Record):
@@ -376,6 +379,7 @@ class ScheduleRecord(asyncpg.Record):
     last_job_id = Col[int | None]()
     created_at = Col[datetime]()
     updated_at = Col[datetime]()
+    team_id = Col[int]()
 
 
 class NextDue(asyncpg.Record):

@@ -9,7 +9,7 @@ from phonefleet.server.store.records import NextDue, ScheduleRecord
 
 SCHEDULE_COLUMNS = """
     s.id, s.name, s.template, s.cron, s.timezone, s.interval_sec, s.misfire_policy, s.enabled,
-    s.next_run_at, s.last_run_at, s.last_job_id, s.created_at, s.updated_at
+    s.next_run_at, s.last_run_at, s.last_job_id, s.created_at, s.updated_at, s.team_id
 """
 
 EDITABLE = ("name", "template", "cron", "timezone", "interval_sec", "misfire_policy", "enabled", "next_run_at")
@@ -19,11 +19,12 @@ async def insert(conn: Conn, schedule: dict[str, Any]) -> ScheduleRecord:
     """Raises ``asyncpg.UniqueViolationError`` when the name is taken."""
     row = await conn.fetchrow(
         f"""INSERT INTO schedules AS s (name, template, cron, timezone, interval_sec, misfire_policy, enabled,
-                next_run_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                next_run_at, team_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
             RETURNING {SCHEDULE_COLUMNS}""",
         schedule["name"], schedule["template"], schedule["cron"], schedule["timezone"], schedule["interval_sec"],
-        schedule["misfire_policy"], schedule["enabled"], schedule["next_run_at"], record_class=ScheduleRecord,
+        schedule["misfire_policy"], schedule["enabled"], schedule["next_run_at"], schedule["team_id"],
+        record_class=ScheduleRecord,
     )
     assert row is not None
     return row
