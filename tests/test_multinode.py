@@ -3,6 +3,7 @@ on one node reaches agents connected to the other."""
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 
@@ -116,3 +117,53 @@ async def test_an_agent_whose_node_is_killed_finishes_its_running_work_on_anothe
             with contextlib.suppress(Exception):
                 await agent.disconnect()
         await conn.close()
+
+
+async def test_a_fill_kicks_all_the_agents_another_node_holds_in_one_message(server_nodes: NodeFactory,
+                                                                            dsn: str) -> None:
+    """Node A claims phones of six agents connected to node B: one NOTIFY tells B to send all their orders
+    (not one per agent), and every agent runs its phones' work. (B's maintenance is slow, so its sweep does
+    not claim the new job first.)"""
+    (node_a,) = await server_nodes(1)
+    (node_b,) = await server_nodes(1, PHONEFLEET_MAINTENANCE_SEC="60")
+    conn = await asyncpg.connect(dsn)
+    listener = await asyncpg.connect(dsn)
+    kicks: list[list[int]] = []
+
+    def heard(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+        message = json.loads(str(payload))
+        if message.get("kind") == "kick":
+            assert message.get("agent_id") is None, "the batched form"
+            kicks.append(message["agent_ids"])
+
+    await listener.add_listener("phonefleet", heard)
+    agents: list[SimAgent] = []
+    try:
+        for i in range(6):
+            _, token = await tokens.add_agent(conn, f"far{i}")
+            agent = SimAgent(node_b, token, [f"far{i}-{n}" for n in range(3)], auto_finish=True)
+            await agent.connect()
+            agents.append(agent)
+        await eventually(lambda: _idle(conn, 18), timeout=30, interval=0.1)
+        async with (aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as session,
+                    session.post(node_a + "/api/jobs", json=open_url_job(title="far")) as r):
+            assert r.status == 201, await r.text()
+            job_id = (await r.json())["id"]
+
+        async def completed() -> bool:
+            return bool(await conn.fetchval("SELECT completed_count = 18 FROM jobs WHERE id = $1", job_id))
+
+        await eventually(completed, timeout=30, interval=0.1)
+        kicked = {a for ids in kicks for a in ids}
+        assert len(kicked) > 1, f"node A claimed and kicked the agents on node B: {kicks}"
+        assert len(kicks) < len(kicked), f"one message for many agents: {kicks}"
+    finally:
+        for agent in agents:
+            with contextlib.suppress(Exception):
+                await agent.disconnect()
+        await listener.close()
+        await conn.close()
+
+
+async def _idle(conn: asyncpg.Connection, n: int) -> bool:
+    return bool(await conn.fetchval("SELECT count(*) FROM devices WHERE state = 'idle'") >= n)

@@ -8,6 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+KICK_BATCH = 400
+"""Agents per ``Kick``: 400 ids of up to 15 digits stay within a NOTIFY's payload."""
+
 
 class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore")  # the sender's ``node`` rides along
@@ -23,10 +26,16 @@ class ToAgent(_Message):
 
 
 class Kick(_Message):
-    """The node holding this agent re-sends its pending assignments from the database."""
+    """The nodes holding these agents re-send their pending assignments from the database: one message for all
+    the agents a fill reached on other nodes (a fan-out to 500 agents spread over three nodes is one NOTIFY, not
+    one per agent)."""
 
     kind: Literal["kick"] = "kick"
-    agent_id: int
+    agent_ids: list[int] = Field(default_factory=list, max_length=KICK_BATCH)
+    agent_id: int | None = Field(default=None, description="One agent: what a node of an earlier version sends.")
+
+    def ids(self) -> list[int]:
+        return self.agent_ids if self.agent_id is None else [*self.agent_ids, self.agent_id]
 
 
 class Dirty(_Message):

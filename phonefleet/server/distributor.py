@@ -26,7 +26,7 @@ from phonefleet.server.store import Conn, waiting
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import jobs as jobs_store
 from phonefleet.server.store import scheduler as scheduler_store
-from phonefleet.server.store.records import ClaimedRow, JobRecord
+from phonefleet.server.store.records import AgentOrderRecord, ClaimedRow, JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,11 @@ class Distributor:
             for row, made in zip(rows, orders.claimed(job, rows), strict=True):
                 by_agent[row["agent_id"]].append(made)
                 device_ids.append(row["device_id"])
-        await asyncio.gather(*(self.realtime.send_claimed(a, jobs, slots, self.on_ack)
-                               for a, slots in by_agent.items()))
+        sent = await asyncio.gather(*(self.realtime.send_claimed(a, jobs, slots, self.on_ack)
+                                      for a, slots in by_agent.items()))
+        elsewhere = [a for a, here in zip(by_agent, sent, strict=True) if not here]
+        if elsewhere:  # agents held by other nodes: they read their orders from the database
+            await self.realtime.kick(elsewhere)
         self.realtime.jobs_changed(job.id for job, _ in created)
         self.realtime.devices_changed(device_ids)
 
@@ -273,12 +276,16 @@ class Distributor:
             except DATABASE_ERRORS:
                 log.warning("delivery ack not recorded; the agent's next hello or poll re-syncs it", exc_info=True)
 
-    async def resend_pending(self, agent_id: int) -> None:
-        """Re-send assignments that were never acknowledged (agent reconnected, or a kick)."""
+    async def resend_pending(self, agent_ids: Sequence[int]) -> None:
+        """Re-send these agents' assignments that were never acknowledged (an agent reconnected, or a kick), read
+        in one query."""
         async with self.pool.acquire() as conn:
-            rows = await assignments_store.pending_orders(conn, agent_id)
-        if rows:
-            await self.realtime.send_orders(agent_id, orders.of_rows(rows), self.on_ack)
+            rows = await assignments_store.pending_orders(conn, agent_ids)
+        by_agent: dict[int, list[AgentOrderRecord]] = defaultdict(list)
+        for row in rows:
+            by_agent[row.agent_id].append(row)
+        await asyncio.gather(*(self.realtime.send_orders(agent_id, orders.of_rows(mine), self.on_ack)
+                               for agent_id, mine in by_agent.items()))
 
 
 class _Fill:

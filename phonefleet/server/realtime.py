@@ -13,7 +13,7 @@ from phonefleet.protocol.events import AssignmentOrder
 from phonefleet.protocol.wire import OrJson, TextPacket
 from phonefleet.server.auth import Principal
 from phonefleet.server.bus import Bus
-from phonefleet.server.bus_messages import FillAll, Kick, ToAgent
+from phonefleet.server.bus_messages import KICK_BATCH, FillAll, Kick, ToAgent
 from phonefleet.server.dashboard_push import DashboardPush
 from phonefleet.server.orders import whole, wire
 from phonefleet.server.presence import Presence
@@ -72,7 +72,7 @@ class Realtime:
             try:
                 await self.bus.publish(ToAgent(agent_id=agent_id, event=event, data=data))
             except ValueError:
-                await self.kick(agent_id)
+                await self.kick([agent_id])
 
     async def to_local_agent(self, agent_id: int, event: str, data: dict[str, Any] | None) -> bool:
         """Emit to the agent if it is connected to this node; False if it is not."""
@@ -88,7 +88,7 @@ class Realtime:
         marks them delivered. An agent on another node is kicked to read them from the database."""
         sid = self.presence.agent_sid(agent_id)
         if sid is None:
-            await self.kick(agent_id)
+            await self.kick([agent_id])
             return False
         await self._assign(sid, agent_id, {"assignments": wire(orders)}, on_ack)
         return True
@@ -96,10 +96,10 @@ class Realtime:
     async def send_claimed(self, agent_id: int, jobs: Mapping[int, dict[str, Any]], slots: list[dict[str, Any]],
                            on_ack: AckCallback) -> bool:
         """One ``job:assign`` with a claim's new orders of this agent (``orders.claimed`` slots, their jobs'
-        fields in ``jobs``): each job once to an agent that takes plans once, whole orders to the others."""
+        fields in ``jobs``): each job once to an agent that takes plans once, whole orders to the others.
+        False when the agent is not connected to this node: the caller kicks all such agents at once."""
         sid = self.presence.agent_sid(agent_id)
         if sid is None:
-            await self.kick(agent_id)
             return False
         if self.presence.takes_plans_once(sid):
             payload: dict[str, Any] = {"jobs": [jobs[i] for i in {s["job_id"] for s in slots}], "slots": slots}
@@ -114,9 +114,12 @@ class Realtime:
 
         await self.sio.emit(ev.JOB_ASSIGN, payload, to=sid, namespace=ev.AGENT_NAMESPACE, callback=callback)
 
-    async def kick(self, agent_id: int) -> None:
-        """Ask the node holding this agent to re-send its pending assignments from the database."""
-        await self.bus.publish(Kick(agent_id=agent_id))
+    async def kick(self, agent_ids: Iterable[int]) -> None:
+        """Ask the nodes holding these agents to re-send their pending assignments from the database (one
+        message per ``KICK_BATCH`` agents)."""
+        ids = sorted(set(agent_ids))
+        for start in range(0, len(ids), KICK_BATCH):
+            await self.bus.publish(Kick(agent_ids=ids[start:start + KICK_BATCH]))
 
     async def fill_everywhere(self) -> None:
         """Ask every other node to run a fill (this node fills on its own)."""

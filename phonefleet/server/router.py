@@ -20,8 +20,9 @@ class Router:
             case ToAgent():
                 await self.realtime.to_local_agent(message.agent_id, message.event, message.data)
             case Kick():
-                if self.realtime.has_agent(message.agent_id):
-                    await self.distributor.resend_pending(message.agent_id)
+                held = [a for a in message.ids() if self.realtime.has_agent(a)]
+                if held:
+                    await self.distributor.resend_pending(held)
             case Dirty():
                 await self.push.show_remote(message)
             case ToDashboards():

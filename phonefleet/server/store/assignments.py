@@ -526,12 +526,13 @@ async def orders_by_ids(conn: Conn, ids: Sequence[int]) -> list[AgentOrderRecord
     )
 
 
-async def pending_orders(conn: Conn, agent_id: int) -> list[OrderRecord]:
+async def pending_orders(conn: Conn, agent_ids: Sequence[int]) -> list[AgentOrderRecord]:
+    """The unacknowledged orders of these agents, each agent's highest priority first."""
     return await conn.fetch(
-        f"""SELECT {ORDER_COLUMNS} FROM assignments a
+        f"""SELECT {ORDER_COLUMNS}, a.agent_id FROM assignments a
             JOIN jobs j ON j.id = a.job_id JOIN devices d ON d.id = a.device_id
-            WHERE a.agent_id = $1 AND a.status = 'pending' ORDER BY j.priority DESC, a.id""",
-        agent_id, record_class=OrderRecord,
+            WHERE a.agent_id = ANY($1::bigint[]) AND a.status = 'pending' ORDER BY j.priority DESC, a.id""",
+        list(agent_ids), record_class=AgentOrderRecord,
     )
 
 
