@@ -54,7 +54,7 @@ async def test_job_changes_each_leave_one_record_with_the_token_and_the_fields_t
         "job.create", "job.pause", "job.resume", "job.update", "job.requeue", "job.cancel", "job.delete"]
     for e in events:
         assert e["actor"] == {"kind": "token", "id": None, "name": "env"}, e
-        assert e["via"] == "rest" and e["address"] == "127.0.0.1" and e["team_id"] is None
+        assert e["via"] == "rest" and e["address"] == "127.0.0.1" and e["team_id"] == 1, "the job's team"
     by_action = {e["action"]: e for e in events}
     created = by_action["job.create"]
     assert created["before"] is None
@@ -172,6 +172,7 @@ async def test_schedule_changes_are_recorded(server: RunningServer) -> None:
     assert (events[1]["before"], events[1]["after"]) == ({"enabled": True}, {"enabled": False})
     assert events[2]["after"] == {"job_id": job["id"]}
     assert events[3]["before"]["name"] == "nightly" and events[3]["after"] is None
+    assert {e["team_id"] for e in events} == {1}, "each event carries the schedule's team, its deletion too"
 
 
 async def test_an_operator_pause_at_the_pc_is_recorded_as_the_agent(server: RunningServer) -> None:
@@ -231,7 +232,9 @@ async def test_the_trail_filters_and_pages(server: RunningServer) -> None:
     assert [e["action"] for e in await trail(server, object_kind="job", object_id=first)] == [
         "job.pause", "job.create"]
     assert len(await trail(server, action="job.create")) == 2
-    assert await trail(server, team_id=1) == []
+    in_default = await trail(server, team_id=1)  # a job's events carry its team; the switch's has none
+    assert [e["action"] for e in in_default] == ["job.pause", "job.pause", "job.create", "job.create"]
+    assert await trail(server, team_id=2) == []
     everything = await trail(server)
     assert len(everything) == 6
     assert len(await trail(server, since=started.isoformat().replace("+", "%2B"))) == 6

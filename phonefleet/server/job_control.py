@@ -316,7 +316,7 @@ class JobControl:
             await jobs_store.delete(conn, job_id)
             devices = await devices_store.refresh_states(conn, device_ids)
             await jobs_store.add_event(conn, None, "deleted", actor, {"job_id": job_id})
-            await audit.record(conn, "job.delete", "job", job_id, before=_audited(job))
+            await audit.record(conn, "job.delete", "job", job_id, before=_audited(job), team_id=job.team_id)
             return cancelled, devices
 
         cancelled, devices = await in_transaction(self.pool, work)

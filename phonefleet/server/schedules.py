@@ -177,7 +177,8 @@ class Schedules:
             schedule = await schedules_store.get(conn, schedule_id, for_update=True)
             if schedule is None or not await schedules_store.delete(conn, schedule_id):
                 raise NotFound(f"schedule {schedule_id} not found")
-            await audit.record(conn, "schedule.delete", "schedule", schedule_id, before=_audited(schedule))
+            await audit.record(conn, "schedule.delete", "schedule", schedule_id, before=_audited(schedule),
+                               team_id=schedule.team_id)
 
         await in_transaction(self.pool, work)
         await self.changed(schedule_id, deleted=True)

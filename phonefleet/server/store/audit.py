@@ -29,13 +29,27 @@ def _json(value: dict[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value)
 
 
+_OBJECT_ID = "CASE WHEN $6 ~ '^[0-9]{1,18}$' THEN $6::bigint END"
+OBJECT_TEAM = f"""CASE $5
+    WHEN 'job' THEN (SELECT t.team_id FROM jobs t WHERE t.id = {_OBJECT_ID})
+    WHEN 'schedule' THEN (SELECT t.team_id FROM schedules t WHERE t.id = {_OBJECT_ID})
+    WHEN 'agent' THEN (SELECT t.team_id FROM agents t WHERE t.id = {_OBJECT_ID})
+    WHEN 'device' THEN (SELECT g.team_id FROM devices t JOIN agents g ON g.id = t.agent_id WHERE t.id = {_OBJECT_ID})
+    WHEN 'team' THEN {_OBJECT_ID}
+END"""
+"""SQL: the team of the event's object ($5 kind, $6 id), as it stands when the event is written."""
+
+
 async def add(conn: Conn, e: NewAuditEvent) -> int:
-    """Append one event; returns its id. before and after travel as JSON text, so any connection writes them
-    alike (the pool's have a jsonb codec; one made by hand, as the CLI and tests may, has not)."""
+    """Append one event; returns its id. Its team is the one given, else its object's team (a job's, a
+    schedule's, an agent's, a phone's agent's), so the trail filters by team. before and after travel as JSON
+    text, so any connection writes them alike (the pool's have a jsonb codec; one made by hand, as the CLI and
+    tests may, has not)."""
     return int(await conn.fetchval(
-        """INSERT INTO audit_events (actor_kind, actor_id, actor_name, action, object_kind, object_id, before,
-                                     after, via, address, team_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb, $9, $10, $11) RETURNING id""",
+        f"""INSERT INTO audit_events (actor_kind, actor_id, actor_name, action, object_kind, object_id, before,
+                                      after, via, address, team_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb, $9, $10, coalesce($11, {OBJECT_TEAM}))
+            RETURNING id""",
         e.actor_kind, e.actor_id, e.actor_name, e.action, e.object_kind, e.object_id, _json(e.before),
         _json(e.after), e.via, e.address, e.team_id,
     ))
