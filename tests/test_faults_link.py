@@ -192,8 +192,10 @@ async def test_reports_whose_acks_were_lost_are_replayed_and_recorded_once(
     agent, modes = await agent_through(proxy, server, agent_factory, stall_probe_sec=1.0, stall_sec=8.0,
                                        probe_sec=3600)
     url = "https://example.com/lost-acks"
+    # Long enough that a loaded machine still stalls the link before the runs end (with 1 s, the ends
+    # were sometimes sent and acked before the stall, leaving nothing unacked to replay).
     job = await server.ok("POST", "/api/jobs", open_url_job(
-        plan=[{"type": "open_url", "url": url, "duration_sec": 1}]))
+        plan=[{"type": "open_url", "url": url, "duration_sec": 4}]))
     await eventually(lambda: _all_running(server, job["id"]), timeout=20)
     await eventually(lambda: _outbox_empty(agent), timeout=20)
 

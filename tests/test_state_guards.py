@@ -22,7 +22,7 @@ from phonefleet.protocol.enums import (
 )
 from phonefleet.protocol.states import TransitionError, can_transition, checked_initial, checked_sources
 from phonefleet.server import store
-from tests.status_writes import ROOT, Entity, Source, column_check, entities, problems, writes, writes_status
+from tests.status_writes import ROOT, Entity, Source, column_check, entities, parse, problems, writes, writes_status
 
 STORE_MODULES = sorted(m.name for m in pkgutil.iter_modules(store.__path__))
 
@@ -121,7 +121,7 @@ def test_no_status_write_lives_outside_the_store() -> None:
     known = entities()
     outside = [f"{path.relative_to(ROOT)}:{node.lineno}"
                for path in sorted((ROOT / "phonefleet").rglob("*.py")) if store.__path__[0] not in str(path)
-               for node in ast.walk(ast.parse(path.read_text()))
+               for node in ast.walk(parse(path.read_text()))
                if isinstance(node, ast.Constant) and isinstance(node.value, str) and writes_status(node.value, known)]
     assert outside == []
 
