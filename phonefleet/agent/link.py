@@ -152,7 +152,8 @@ def _within_post_budget(groups: list[tuple[str, dict[str, Any], list[int]]]
 
 
 def _still_cancelled() -> None:
-    """Re-raise a cancel that a library turned into an ordinary error (aiohttp can), so stop() never hangs."""
+    """Re-raise a cancel that a library turned into an ordinary error (aiohttp can) or lost (3.11's wait_for
+    can), so stop() never hangs."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
@@ -488,6 +489,7 @@ class ServerLink:
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, self.reconnect_max_sec)
                 continue
+            _still_cancelled()  # a cancel wait_for lost as the connect completed
             backoff = 0.5
             await self._stop_polling()
             self._hello_needed = True  # a new socket starts with the server's full view
@@ -553,6 +555,9 @@ class ServerLink:
                     timeout: float | None = None) -> ev.Ack:
         answer = await sock.sio.call(event, data, namespace=ev.AGENT_NAMESPACE,
                                      timeout=timeout or self.timings.ack_timeout_sec)
+        # Python 3.11's asyncio.wait_for (inside sio.call) loses a cancel that comes as the ack arrives; the
+        # send loop then waited forever in a task being cancelled, and stop() gave up on it.
+        _still_cancelled()
         sock.heard()
         ack = parse(ev.Ack, answer, f"ack of {event}")
         if ack is None:
