@@ -11,7 +11,7 @@ import asyncpg
 import socketio
 from aiohttp import web
 
-from phonefleet.server import supabase_realtime
+from phonefleet.server import supabase_realtime, supabase_rls
 from phonefleet.server.accounts import Accounts
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.api import Api, ApiServices, error_middleware
@@ -157,6 +157,7 @@ def database_context(settings: Settings) -> Callable[[web.Application], AsyncIte
                 async with pool.acquire() as conn:
                     await migrate(conn)
                     await supabase_realtime.missing_at_start(conn)
+                    await supabase_rls.ensure_at_start(conn)
                 admin_token = await ensure_admin_token(pool, settings.data_dir, settings.admin_token)
                 app[DATABASE] = Database(dsn, pool, admin_token)
                 yield
