@@ -207,7 +207,7 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     tokens = TokenCheck(authenticator, pool)
     accounts = Accounts(pool, revocations, bus, SignInPolicy(
         account_failures=settings.sign_in_account_failures, address_failures=settings.sign_in_address_failures,
-        window_sec=settings.sign_in_window_sec, session_ttl_sec=settings.session_ttl_sec))
+        window_sec=settings.sign_in_window_sec, session_ttl_sec=settings.session_ttl_sec), authenticator)
     screen = ScreenRelay(pool, sio, presence, realtime, distributor, idle_sec=settings.screen_control_idle_sec,
                          interval_ms=settings.screen_interval_ms)
     sio.register_namespace(AgentNamespace(presence, tokens, agent_events.handle, metrics, screen))
