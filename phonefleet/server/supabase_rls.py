@@ -40,10 +40,7 @@ async def state(conn: Conn) -> RlsState:
 
 async def protect(conn: Conn) -> RlsState:
     """Run migration 0017 again (a no-op without the roles), under the migrations' lock; the outcome."""
-    sql = (migrations_dir() / f"{RLS_MIGRATION}.sql").read_text()
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-        await conn.execute(sql)
+    await row_security_store.apply(conn, (migrations_dir() / f"{RLS_MIGRATION}.sql").read_text(), MIGRATION_LOCK_KEY)
     return await state(conn)
 
 

@@ -25,3 +25,11 @@ async def tables(conn: Conn) -> list[str]:
     rows = await conn.fetch("SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
                             " AND relkind IN ('r', 'p') ORDER BY relname")
     return [r["relname"] for r in rows]
+
+
+async def apply(conn: Conn, migration_sql: str, lock_key: int) -> None:
+    """Run the RLS migration's SQL again, in one transaction, under the migrations' advisory lock (two nodes
+    starting at once apply it one after the other)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+        await conn.execute(migration_sql)
