@@ -25,10 +25,12 @@ from phonefleet.server import supabase_rls
 from phonefleet.server.database import migrate
 from phonefleet.server.embedded_postgres import EmbeddedPostgres
 from phonefleet.server.store import row_security
+from phonefleet.server.supabase_migrations import export_migrations
 from tests import conftest
 from tests.conftest import _with_db, drop_database, eventually, open_url_job, start_server
 from tests.supabase_fixtures import create_empty_database
 from tests.test_supabase_auth import SECRET, claims
+from tests.test_supabase_migrations import _push
 
 OWNER = "pf_owner"
 """phonefleet's own role: owns the tables, no superuser, no BYPASSRLS (as Supabase's ``postgres`` runs migrations)."""
@@ -320,3 +322,34 @@ async def test_roles_made_after_the_migrations_are_caught_up_at_start_and_by_the
     done = await asyncio.to_thread(_server_cli, owner, "supabase", "rls")
     assert done.returncode == 0, done.stderr
     assert f"row level security on all {len(supabase_rls.RLS_TABLES)} phonefleet tables" in done.stdout
+
+
+async def test_after_supabase_db_push_the_server_closes_its_own_history_table(
+        supabase_root: str, supabase_cli: str, tmp_path: Path) -> None:
+    """``supabase db push`` runs 0017 where the roles exist, but ``schema_migrations`` is made by the server's
+    first start, after it (and Supabase grants the roles everything on it): that start gives it RLS too."""
+    dsn = await _owned_database(supabase_root)
+    owner = _as(dsn, OWNER)
+    export_migrations(tmp_path / "supabase" / "migrations")
+    await asyncio.to_thread(_push, supabase_cli, tmp_path, owner, "db", "push")
+    conn = await asyncpg.connect(owner)
+    try:
+        assert (await supabase_rls.state(conn)).unprotected == ()
+    finally:
+        await conn.close()
+    srv = await start_server(conftest.test_settings(owner, tmp_path / "srv"))
+    try:
+        assert (await srv.request("GET", "/api/jobs"))[0] == 200
+    finally:
+        await srv.close()
+    conn = await asyncpg.connect(owner)
+    try:
+        assert await migrate(conn) == [], "the versions the CLI applied, adopted"
+        state = await supabase_rls.state(conn)
+    finally:
+        await conn.close()
+    assert state.roles and state.unprotected == ()
+    for sql in ("SELECT * FROM schema_migrations", "DELETE FROM schema_migrations"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await _read(dsn, "anon", sql)
+    await drop_database(supabase_root, dsn.rsplit("/", 1)[1].split("?")[0])
