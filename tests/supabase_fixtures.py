@@ -1,8 +1,11 @@
 """Fixtures: empty (unmigrated) databases, one owned by a role with no superuser rights (a Supabase
-project's ``postgres`` role is not a superuser)."""
+project's ``postgres`` role is not a superuser); the Supabase CLI, where installed."""
 
+import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -49,3 +52,14 @@ async def limited_db(pg_root: str) -> AsyncIterator[tuple[str, str]]:
         await conn.close()
 
 
+TOOLS_CLI = Path(__file__).resolve().parent / "tools" / "node_modules" / ".bin" / "supabase"
+"""Where ``make test`` installs the Supabase CLI (``tests/tools/package.json``)."""
+
+
+@pytest.fixture
+def supabase_cli() -> str:
+    path = os.environ.get("SUPABASE_CLI") or (str(TOOLS_CLI) if TOOLS_CLI.exists() else shutil.which("supabase"))
+    if not path:
+        pytest.skip("the Supabase CLI is not installed here (make test installs it into tests/tools; or set "
+                    "SUPABASE_CLI to a supabase binary)")
+    return path

@@ -2,9 +2,7 @@
 (recorded in its own history table), and adopted by the server's migrator rather than run twice."""
 
 import asyncio
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -73,19 +71,6 @@ async def test_a_cli_history_the_role_cannot_read_is_not_guessed_at(limited_db: 
         assert await migrate(conn) == OURS, "another role's history (no USAGE here) adopts nothing and breaks nothing"
     finally:
         await conn.close()
-
-
-TOOLS_CLI = Path(__file__).resolve().parent / "tools" / "node_modules" / ".bin" / "supabase"
-"""Where ``make test`` installs the Supabase CLI (``tests/tools/package.json``)."""
-
-
-@pytest.fixture
-def supabase_cli() -> str:
-    path = os.environ.get("SUPABASE_CLI") or (str(TOOLS_CLI) if TOOLS_CLI.exists() else shutil.which("supabase"))
-    if not path:
-        pytest.skip("the Supabase CLI is not installed here (make test installs it into tests/tools; or set "
-                    "SUPABASE_CLI to a supabase binary)")
-    return path
 
 
 def _cli_url(dsn: str) -> str:

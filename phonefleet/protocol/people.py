@@ -10,6 +10,9 @@ from phonefleet.protocol.models import TOKEN_NAME_PATTERN
 
 PASSWORD_MIN = 10
 PASSWORD_MAX = 200
+EMAIL_MAX = 320
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
+SUPABASE_TOKEN_MAX = 16_384
 
 
 class _Body(BaseModel):
@@ -26,6 +29,7 @@ class Person(BaseModel):
     role: Role
     disabled: bool
     created_at: datetime
+    email: str | None = Field(default=None, description="The email their first Supabase sign-in is matched by.")
 
 
 class PersonCreate(_Body):
@@ -41,15 +45,23 @@ class PersonCreated(BaseModel):
 
 
 class PersonPatch(_Body):
-    """``PATCH /api/users/{name}``: change a role, disable (ending every session and token) or enable again."""
+    """``PATCH /api/users/{name}``: change a role, disable (ending every session and token) or enable again, or
+    set the email a Supabase user is matched by at their first Supabase sign-in (null: none)."""
 
     role: Role | None = None
     disabled: bool | None = None
+    email: str | None = Field(default=None, max_length=EMAIL_MAX, pattern=EMAIL_PATTERN,
+                              description="Given as null, the email is cleared; left out, it stays.")
 
 
 class SignIn(_Body):
-    name: str = Field(min_length=1, max_length=100)
-    password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+    """``POST /api/session``: a name and password, or (where Supabase Auth is configured) a Supabase access token
+    instead: one or the other, never both."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    password: str | None = Field(default=None, min_length=1, max_length=PASSWORD_MAX)
+    supabase_token: str | None = Field(default=None, min_length=1, max_length=SUPABASE_TOKEN_MAX,
+                                       description="A Supabase Auth access token (the session's access_token).")
 
 
 class SessionInfo(BaseModel):

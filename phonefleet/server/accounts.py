@@ -4,11 +4,18 @@ at once (the bus skips the sender's own messages; other nodes hear it from the b
 import asyncpg
 
 from phonefleet.protocol.enums import Role
-from phonefleet.protocol.people import Person, PersonalToken, PersonalTokenCreated, PersonCreated, PersonPatch
+from phonefleet.protocol.people import (
+    Person,
+    PersonalToken,
+    PersonalTokenCreated,
+    PersonCreated,
+    PersonPatch,
+    SignIn,
+)
 from phonefleet.server import people
-from phonefleet.server.auth import Principal
+from phonefleet.server.auth import Authenticator, Principal, supabase_person
 from phonefleet.server.bus import Bus
-from phonefleet.server.errors import Forbidden
+from phonefleet.server.errors import Forbidden, Invalid
 from phonefleet.server.people import NewSession, SignInPolicy
 from phonefleet.server.revocations import Revocations
 from phonefleet.server.store import people as people_store
@@ -26,18 +33,40 @@ def _person_id(principal: Principal) -> int:
 
 
 class Accounts:
-    def __init__(self, pool: asyncpg.Pool, revocations: Revocations, bus: Bus, policy: SignInPolicy) -> None:
+    def __init__(self, pool: asyncpg.Pool, revocations: Revocations, bus: Bus, policy: SignInPolicy,
+                 authenticator: Authenticator) -> None:
         self.pool = pool
         self.revocations = revocations
         self.bus = bus
         self.policy = policy
+        self.authenticator = authenticator
 
     async def _revoked(self, person_id: int) -> None:
         await self.revocations.apply(people.person_revoked(person_id))
 
-    async def sign_in(self, name: str, password: str, address: str) -> NewSession:
+    async def sign_in(self, body: SignIn, address: str) -> NewSession:
+        """A session for a name and password, or for the person of a verified Supabase access token (refused
+        with its reason, a 401, as a bearer JWT is): one or the other (422 naming the field otherwise)."""
+        if body.supabase_token is not None:
+            if body.name is not None or body.password is not None:
+                raise Invalid.field("supabase_token", "give a name and password or a supabase_token, not both")
+            return await self._supabase_sign_in(body.supabase_token)
+        if body.name is None:
+            raise Invalid.field("name", "a name and password (or a supabase_token) are required")
+        if body.password is None:
+            raise Invalid.field("password", "a name and password (or a supabase_token) are required")
         async with self.pool.acquire() as conn:
-            return await people.sign_in(conn, name, password, address, self.policy)
+            return await people.sign_in(conn, body.name, body.password, address, self.policy)
+
+    async def _supabase_sign_in(self, token: str) -> NewSession:
+        verifier = self.authenticator.supabase
+        if verifier is None:
+            raise Invalid.field("supabase_token", "Supabase Auth is not configured on this server "
+                                                  "(PHONEFLEET_SUPABASE_JWT_SECRET or _JWKS_URL)")
+        claims = await verifier.verify(token)
+        async with self.pool.acquire() as conn:
+            person = await supabase_person(conn, claims, self.authenticator.supabase_first_role)
+            return await people.open_session(conn, person, self.policy)
 
     async def sign_out(self, principal: Principal) -> None:
         person_id = _person_id(principal)

@@ -399,7 +399,7 @@ class Api:
         if request.content_type != "application/json":  # a cross-site form cannot send JSON without CORS
             raise Invalid.field("body", "send application/json")
         body = await _body(request, SignIn)
-        new = await self.s.accounts.sign_in(body.name, body.password, request.remote or "unknown")
+        new = await self.s.accounts.sign_in(body, request.remote or "unknown")
         response = model_response(SessionInfo(person=person_model(new.person), name=new.person.name,
                                               role=Role(new.person.role), csrf_token=new.csrf_token), 201)
         response.set_cookie(SESSION_COOKIE, new.cookie, path="/", httponly=True, samesite="Strict",
@@ -696,11 +696,13 @@ ROUTES: list[Route] = [
     Route("DELETE", "/api/admins/{name}", Api.revoke_admin,
           "Revoke an admin token: its dashboards drop at once on every node, its next call answers 401", "admin",
           status=204, tags=("ops",)),
-    Route("POST", "/api/session", Api.sign_in, "Sign in with a name and password: sets the session cookie "
+    Route("POST", "/api/session", Api.sign_in, "Sign in with a name and password, or with a Supabase access "
+          "token (supabase_token, where Supabase Auth is configured): sets the session cookie "
           "(HttpOnly, SameSite=Strict, Secure over TLS) and answers the session's CSRF token, which every request "
           "made with the cookie that changes something sends in X-CSRF-Token; 429 after too many failures",
           "public", body=SignIn, response=SessionInfo, status=201, tags=("people",),
-          also=(("401", "Wrong name or password"), ("403", "The person is disabled"),
+          also=(("401", "Wrong name or password; a Supabase token refused (its reason in the message)"),
+                ("403", "The person is disabled"),
                 ("429", "Too many failed sign-ins for this name or from this address; try again later"))),
     Route("GET", "/api/session", Api.get_session, "Who is asking: the person (or admin token), their role, and "
           "the session's CSRF token", "viewer", response=SessionInfo, tags=("people",)),
@@ -720,7 +722,8 @@ ROUTES: list[Route] = [
     Route("POST", "/api/users", Api.create_person, "Add a person with a role; answers a one-time password",
           "admin", body=PersonCreate, response=PersonCreated, status=201, tags=("people",)),
     Route("PATCH", "/api/users/{name}", Api.patch_person, "Change a person's role, disable them (ending every "
-          "session and token of theirs) or enable them again; the last enabled admin stays one", "admin",
+          "session and token of theirs) or enable them again, set or clear (null) the email their first Supabase "
+          "sign-in is matched by (409 if another person has it); the last enabled admin stays one", "admin",
           body=PersonPatch, response=Person, tags=("people",)),
     Route("GET", "/api/scheduler", Api.scheduler_status, "Is distribution running; counts; next schedule due", "viewer",
           response=SchedulerStatus, tags=("ops",)),

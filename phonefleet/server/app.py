@@ -11,7 +11,7 @@ import asyncpg
 import socketio
 from aiohttp import web
 
-from phonefleet.server import supabase_realtime
+from phonefleet.server import supabase_realtime, supabase_rls
 from phonefleet.server.accounts import Accounts
 from phonefleet.server.agent_events import AgentEvents
 from phonefleet.server.api import Api, ApiServices, error_middleware
@@ -157,6 +157,7 @@ def database_context(settings: Settings) -> Callable[[web.Application], AsyncIte
                 async with pool.acquire() as conn:
                     await migrate(conn)
                     await supabase_realtime.missing_at_start(conn)
+                    await supabase_rls.ensure_at_start(conn)
                 admin_token = await ensure_admin_token(pool, settings.data_dir, settings.admin_token)
                 app[DATABASE] = Database(dsn, pool, admin_token)
                 yield
@@ -206,7 +207,7 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     tokens = TokenCheck(authenticator, pool)
     accounts = Accounts(pool, revocations, bus, SignInPolicy(
         account_failures=settings.sign_in_account_failures, address_failures=settings.sign_in_address_failures,
-        window_sec=settings.sign_in_window_sec, session_ttl_sec=settings.session_ttl_sec))
+        window_sec=settings.sign_in_window_sec, session_ttl_sec=settings.session_ttl_sec), authenticator)
     screen = ScreenRelay(pool, sio, presence, realtime, distributor, idle_sec=settings.screen_control_idle_sec,
                          interval_ms=settings.screen_interval_ms)
     sio.register_namespace(AgentNamespace(presence, tokens, agent_events.handle, metrics, screen))

@@ -100,6 +100,13 @@ sign in through Supabase until an admin resets their password."""
 
 
 async def person_for_claims(conn: Conn, claims: SupabaseClaims, first_role: str) -> Principal:
+    """The principal of a verified Supabase user's person (``supabase_person``)."""
+    row = await supabase_person(conn, claims, first_role)
+    return Principal("person", role=Role(row.role), person_id=row.id, person_name=row.name,
+                     team_ids=frozenset(row.team_ids))
+
+
+async def supabase_person(conn: Conn, claims: SupabaseClaims, first_role: str) -> PersonRecord:
     """The person of a verified Supabase user: by their user id (``sub``), or on a first sign-in the person an admin
     gave their email, or else a new person with ``first_role``. Their role and teams come from phonefleet's own
     tables, never from the token; a disabled person is refused."""
@@ -108,8 +115,7 @@ async def person_for_claims(conn: Conn, claims: SupabaseClaims, first_role: str)
         row = await _first_supabase_sign_in(conn, claims, first_role)
     if row.disabled:
         raise JwtRejected("disabled", f"{row.name!r} is disabled in phonefleet")
-    return Principal("person", role=Role(row.role), person_id=row.id, person_name=row.name,
-                     team_ids=frozenset(row.team_ids))
+    return row
 
 
 def _names_for(claims: SupabaseClaims) -> list[str]:

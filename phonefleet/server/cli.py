@@ -35,7 +35,8 @@ admins_cli = typer.Typer(help="Manage named admin tokens (works while the server
 cli.add_typer(admins_cli, name="admins")
 users_cli = typer.Typer(help="Manage people: accounts with a role (works while the server runs).")
 cli.add_typer(users_cli, name="users")
-supabase_cli = typer.Typer(help="Supabase as a home: Realtime publication, migrations for the Supabase CLI.")
+supabase_cli = typer.Typer(help="Supabase as a home: Realtime publication, Row Level Security, migrations for the "
+                                 "Supabase CLI.")
 cli.add_typer(supabase_cli, name="supabase")
 
 HostOpt = Annotated[str | None, typer.Option("--host", metavar="ADDR", show_default=False, help=env_help(
@@ -335,6 +336,24 @@ def supabase_realtime_command(ctx: typer.Context, data_dir: DataOpt = None) -> N
         typer.echo(f"error: not published: {', '.join(state.missing)} (the publication belongs to another role; "
                    "see the warning above)", err=True)
         raise typer.Exit(1)
+
+
+@supabase_cli.command("rls")
+def supabase_rls_command(ctx: typer.Context, data_dir: DataOpt = None) -> None:
+    """Row Level Security on phonefleet's tables for Supabase's anon and authenticated roles (migration 0017
+    again: for roles created after phonefleet's migrations ran; a server start does it too). Exit 1 if the
+    roles do not exist."""
+    from phonefleet.server import supabase_rls
+
+    state = _with_database(_command_settings(ctx, data_dir), supabase_rls.protect)
+    if not state.roles:
+        typer.echo("error: no anon and authenticated roles in this database (is it a Supabase project?)", err=True)
+        raise typer.Exit(1)
+    if state.unprotected:
+        typer.echo(f"error: without row level security: {', '.join(state.unprotected)}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"row level security on all {len(supabase_rls.RLS_TABLES)} phonefleet tables: authenticated reads "
+               "its person's teams' rows, anon nothing")
 
 
 @supabase_cli.command("export-migrations")

@@ -17,7 +17,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import ValidationError
 
 from phonefleet.protocol.enums import Role
-from phonefleet.protocol.people import PASSWORD_MIN, PersonalTokenCreate, PersonCreate, PersonPatch
+from phonefleet.protocol.people import (
+    EMAIL_MAX,
+    EMAIL_PATTERN,
+    PASSWORD_MIN,
+    PersonalTokenCreate,
+    PersonCreate,
+    PersonPatch,
+)
 from phonefleet.server import audit, bus
 from phonefleet.server.auth import PERSON_PREFIX, SESSION_PREFIX, hash_token, new_token
 from phonefleet.server.bus_messages import Revoked
@@ -104,7 +111,7 @@ async def add_person(conn: Conn, name: str, role: Role) -> tuple[PersonRecord, s
 async def set_email(conn: Conn, name: str, email: str | None) -> PersonRecord:
     """The email a person's first Supabase sign-in is matched by (None: none): that Supabase user is this person
     from then on, with this person's role."""
-    if email is not None and (len(email) > 320 or not re.fullmatch(r"[^@\s]+@[^@\s]+", email)):
+    if email is not None and (len(email) > EMAIL_MAX or not re.fullmatch(EMAIL_PATTERN, email)):
         raise Invalid.field("email", "an email address (name@domain)")
     try:
         async with conn.transaction():
@@ -118,8 +125,16 @@ async def set_email(conn: Conn, name: str, email: str | None) -> PersonRecord:
 
 
 async def update_person(conn: Conn, name: str, patch: PersonPatch, *, node: str) -> PersonRecord:
-    """Change a role, disable or enable. Disabling ends every session and personal token of theirs; the last
-    enabled admin can be neither demoted nor disabled (nobody could manage people then)."""
+    """Change a role, disable or enable, set or clear the email (as ``set_email``). Disabling ends every session
+    and personal token of theirs; the last enabled admin can be neither demoted nor disabled (nobody could manage
+    people then)."""
+    try:
+        return await _update_person(conn, name, patch, node=node)
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"another person has the email {patch.email!r}") from None
+
+
+async def _update_person(conn: Conn, name: str, patch: PersonPatch, *, node: str) -> PersonRecord:
     async with conn.transaction():
         before = await people_store.by_name(conn, name)
         if before is None:
@@ -132,9 +147,12 @@ async def update_person(conn: Conn, name: str, patch: PersonPatch, *, node: str)
                 raise Conflict(f"{name!r} is the last enabled admin: make another admin first")
         person = await people_store.update(conn, name, role=patch.role, disabled=patch.disabled)
         assert person is not None
+        fields = ("role", "disabled", "email") if "email" in patch.model_fields_set else ("role", "disabled")
+        if "email" in patch.model_fields_set:
+            person = await people_store.set_email(conn, name, patch.email)
+            assert person is not None
         await audit.record_change(conn, "person.update", "person", person.id,
-                                  before={"role": before.role, "disabled": before.disabled},
-                                  after={"role": person.role, "disabled": person.disabled})
+                                  before={f: before[f] for f in fields}, after={f: person[f] for f in fields})
         if patch.disabled:
             await people_store.delete_sessions_of(conn, person.id)
             await people_store.delete_tokens_of(conn, person.id)
@@ -159,6 +177,11 @@ async def sign_in(conn: Conn, name: str, password: str, address: str, policy: Si
     if person.disabled:
         raise Forbidden(f"{name!r} is disabled")
     await people_store.clear_failures(conn, keys["account"])
+    return await open_session(conn, person, policy)
+
+
+async def open_session(conn: Conn, person: PersonRecord, policy: SignInPolicy) -> NewSession:
+    """A new dashboard session for a person already proven (by password, or by a verified Supabase token)."""
     cookie, csrf = new_token(SESSION_PREFIX), secrets.token_urlsafe(32)
     session_id = await people_store.add_session(conn, person.id, hash_token(cookie), csrf, policy.session_ttl_sec)
     await people_store.delete_expired_sessions(conn)

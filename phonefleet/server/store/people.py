@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from phonefleet.server.store import DEFAULT_TEAM, Conn
 from phonefleet.server.store.records import PersonCredentials, PersonRecord, PersonTokenRecord, SessionRecord
 
-BASE_COLUMNS = "id, name, role, disabled_at IS NOT NULL AS disabled, created_at"
+BASE_COLUMNS = "id, name, role, disabled_at IS NOT NULL AS disabled, created_at, email"
 COLUMNS = (BASE_COLUMNS + ", ARRAY(SELECT m.team_id FROM team_members m WHERE m.person_id = people.id "
            "ORDER BY m.team_id) AS team_ids")
 DEFAULT_TEAMS = (DEFAULT_TEAM,)

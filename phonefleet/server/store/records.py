@@ -332,6 +332,7 @@ class PersonRecord(asyncpg.Record):
     role = Col[str]()
     disabled = Col[bool]()
     created_at = Col[datetime]()
+    email = Col[str | None]()
     team_ids = Col[list[int]]()
 
 
