@@ -33,6 +33,7 @@ from phonefleet.server.presence import Presence
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.screen_control import ScreenControl
 from phonefleet.server.store import devices as devices_store
+from phonefleet.server.store import owners
 from phonefleet.server.store.records import DeviceRecord
 
 log = logging.getLogger(__name__)
@@ -101,17 +102,19 @@ class ScreenRelay:
         try:
             if event == sc.SCREEN_WATCH:
                 watch = _parse(sc.WatchRequest, data)
-                return _ok(await self.watch(sid, watch.device_id, watch.max_width))
-            if event == sc.SCREEN_UNWATCH:
+                return _ok(await self.watch(sid, watch.device_id, watch.max_width, principal))
+            if event == sc.SCREEN_UNWATCH:  # of a phone not watched (any other team's): nothing to do
                 await self.unwatch(sid, _parse(sc.WatchRequest, data).device_id)
                 return {"ok": True}
             if event == sc.SCREEN_CONTROL:
                 request = _parse(sc.ControlRequest, data)
+                await self.device(request.device_id, seen_by=principal)
                 if request.take:
                     return _ok(await self.take(request.device_id, principal, owner=sid))
                 await self.release(request.device_id, "released", owner=sid)
                 return _ok(self.session(request.device_id, sid))
             request_input = _parse(sc.DashboardInput, data)
+            await self.device(request_input.device_id, seen_by=principal)
             await self.input(request_input.device_id, request_input.input, principal, owner=sid, implicit=False)
             return {"ok": True}
         except ServiceError as exc:
@@ -128,10 +131,13 @@ class ScreenRelay:
 
     # ------------------------------------------------------------------ watching
 
-    async def device(self, device_id: int) -> DeviceRecord:
+    async def device(self, device_id: int, *, seen_by: Principal | None = None) -> DeviceRecord:
+        """The phone; a 404 when there is none, or when ``seen_by`` may not see its team (the very answer of an
+        unknown id, so another team's phones cannot be told from none)."""
         async with self.pool.acquire() as conn:
             device = await devices_store.get(conn, device_id)
-        if device is None:
+            team = (await owners.device_teams(conn, [device_id])).get(device_id) if seen_by is not None else None
+        if device is None or (seen_by is not None and (team is None or not seen_by.sees(team))):
             raise NotFound(f"device {device_id} not found")
         return device
 
@@ -141,8 +147,8 @@ class ScreenRelay:
         if self.presence.agent_sid(device.agent_id) is None:
             raise PhoneUnavailable(f"the agent of phone {device.serial} is not connected to this server node")
 
-    async def watch(self, sid: str, device_id: int, max_width: int) -> sc.ScreenSession:
-        device = await self.device(device_id)
+    async def watch(self, sid: str, device_id: int, max_width: int, principal: Principal) -> sc.ScreenSession:
+        device = await self.device(device_id, seen_by=principal)
         self.reachable(device)
         self._devices[(device.agent_id, device.serial)] = device_id
         viewers = self.watchers.setdefault(device_id, {})
