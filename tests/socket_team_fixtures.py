@@ -6,20 +6,20 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 import socketio
 
 from phonefleet.protocol import events as ev
 from phonefleet.protocol.wire import OrJson, TextPacket
+from phonefleet.server.store import Conn
 from tests.conftest import ADMIN
 
 
-async def add_team(conn: asyncpg.Connection, name: str) -> int:
+async def add_team(conn: Conn, name: str) -> int:
     team_id: int = await conn.fetchval("INSERT INTO teams (name) VALUES ($1) RETURNING id", name)
     return team_id
 
 
-async def set_teams(conn: asyncpg.Connection, person: str, team_ids: list[int]) -> None:
+async def set_teams(conn: Conn, person: str, team_ids: list[int]) -> None:
     """The person belongs to exactly these teams."""
     person_id = await conn.fetchval("SELECT id FROM people WHERE name = $1", person)
     await conn.execute("DELETE FROM team_members WHERE person_id = $1", person_id)
@@ -27,7 +27,7 @@ async def set_teams(conn: asyncpg.Connection, person: str, team_ids: list[int]) 
                            [(t, person_id) for t in team_ids])
 
 
-async def move_agent(conn: asyncpg.Connection, agent: str, team_id: int) -> int:
+async def move_agent(conn: Conn, agent: str, team_id: int) -> int:
     """Moves the agent (and so its phones) to the team; returns its id."""
     agent_id: int = await conn.fetchval("UPDATE agents SET team_id = $2 WHERE name = $1 RETURNING id", agent, team_id)
     return agent_id

@@ -88,8 +88,10 @@ async def test_a_team_hears_only_of_its_own_work_phones_and_screens_and_admins_h
 
         # Another team's phone on the screen events: the very answer of a phone that does not exist.
         unknown = 10**9
-        for event, body in [(sc.SCREEN_WATCH, {"max_width": 320}), (sc.SCREEN_CONTROL, {"take": True}),
-                            (sc.SCREEN_INPUT, {"input": {"type": "tap", "x": 1, "y": 1}})]:
+        asks: list[tuple[str, dict[str, Any]]] = [
+            (sc.SCREEN_WATCH, {"max_width": 320}), (sc.SCREEN_CONTROL, {"take": True}),
+            (sc.SCREEN_INPUT, {"input": {"type": "tap", "x": 1, "y": 1}})]
+        for event, body in asks:
             theirs, none = [await heard_a.call(event, {"device_id": d, **body}) for d in (phone_b, unknown)]
             assert theirs["ok"] is False and theirs["error"]["code"] == none["error"]["code"] == "not_found", theirs
             assert theirs["error"]["message"] == none["error"]["message"].replace(str(unknown), str(phone_b))
