@@ -4,8 +4,12 @@ hears all of A's; an admin hears both. Real server; team A's agent is a real one
 adb server (its screen streams), team B's a protocol-level one (``SimAgent``: two agents on one adb server would
 share their phones); teams made with SQL (``socket_team_fixtures``)."""
 
+import contextlib
 import json
 from typing import Any
+
+import aiohttp
+import asyncpg
 
 from phonefleet.protocol import events as ev
 from phonefleet.protocol import health
@@ -236,3 +240,56 @@ async def everyone_told(server: RunningServer, listener: Listener) -> None:
 async def _now(value: bool) -> bool:
     return value
 
+
+
+async def test_another_nodes_changes_reach_only_their_teams_dashboards(two_nodes: list[str], dsn: str) -> None:
+    """Both teams' agents on node 1, the dashboards on node 0: what node 1 relays over the bus is sent to each
+    team's room there too."""
+    here, there = two_nodes
+    conn = await asyncpg.connect(dsn)
+    racks: list[SimAgent] = []
+    try:
+        team_a, team_b = await add_team(conn, "team-a"), await add_team(conn, "team-b")
+        async with aiohttp.ClientSession() as session:
+            alice = await person_token(here, session, "alice", "viewer")
+        await set_teams(conn, "alice", [team_a])
+        agent_ids: dict[int, int] = {}
+        for team, name in ((team_a, "rack-of-a"), (team_b, B_AGENT)):
+            _, token = await tokens.add_agent(conn, name)
+            agent_ids[team] = await move_agent(conn, name, team)
+            racks.append(SimAgent(there, token, [f"{name}-1"], auto_finish=True))
+        heard_a, heard_all = await Listener(here, alice).connect(), await Listener(here, ADMIN).connect()
+        try:
+            for rack in racks:
+                await rack.connect()
+            jobs: dict[int, int] = {}
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as session:
+                for team, title in ((team_a, "work-of-a"), (team_b, B_TITLE)):
+                    async with session.post(there + "/api/jobs", json=open_url_job(title=title, team_id=team)) as r:
+                        assert r.status == 201, await r.text()
+                        jobs[team] = (await r.json())["id"]
+
+                def completed(listener: Listener, job_id: int) -> bool:
+                    return any(u["job_id"] == job_id and u["status"] == "completed"
+                               for u in listener.of(ev.JOB_STATUS_UPDATE))
+
+                await heard_all.wait_for(lambda: completed(heard_all, jobs[team_a])
+                                         and completed(heard_all, jobs[team_b]))
+                await heard_a.wait_for(lambda: completed(heard_a, jobs[team_a]))
+                async with session.post(there + "/api/scheduler/stop") as r:  # last: over the bus like the rest
+                    assert r.status == 200
+            await heard_a.wait_for(lambda: bool(heard_a.of(ev.SCHEDULER_UPDATE)))
+        finally:
+            await heard_a.close()
+            await heard_all.close()
+        mine, every = named(heard_a), named(heard_all)
+        assert mine["job"] == {jobs[team_a]} and mine["agent"] <= {agent_ids[team_a]}, mine
+        assert {jobs[team_a], jobs[team_b]} <= every["job"], every
+        assert not any(B_AGENT in json.dumps(d, default=str) or B_TITLE in json.dumps(d, default=str)
+                       for _, d in heard_a.events)
+        assert any(B_AGENT in json.dumps(d, default=str) for _, d in heard_all.events), "the admin heard B's phone"
+    finally:
+        for rack in racks:
+            with contextlib.suppress(Exception):
+                await rack.disconnect()
+        await conn.close()
