@@ -293,3 +293,33 @@ async def test_another_nodes_changes_reach_only_their_teams_dashboards(two_nodes
             with contextlib.suppress(Exception):
                 await rack.disconnect()
         await conn.close()
+
+
+async def test_a_phone_moved_to_another_team_leaves_its_viewers_and_controller(
+        server: RunningServer, agent_factory: AgentFactory) -> None:
+    """Within the token re-check: the watch and the control end, and the phone is then unknown to them."""
+    pool = server.services.pool
+    async with pool.acquire() as conn:
+        team_a, team_b = await add_team(conn, "team-a"), await add_team(conn, "team-b")
+    alice = await person_token(server.url, server.session, "alice", "operator")
+    token = await server.add_agent("rack")
+    async with pool.acquire() as conn:
+        await set_teams(conn, "alice", [team_a])
+        await move_agent(conn, "rack", team_a)
+    await agent_factory("rack", virtual=1, token=token)
+    phone = (await server.ok("GET", "/api/devices"))[0]["id"]
+    heard = await Listener(server.url, alice).connect()
+    try:
+        assert (await heard.call(sc.SCREEN_WATCH, {"device_id": phone, "max_width": 320}))["ok"]
+        assert (await heard.call(sc.SCREEN_CONTROL, {"device_id": phone, "take": True}))["ok"]
+        async with pool.acquire() as conn:
+            await move_agent(conn, "rack", team_b)
+        screen = server.services.screen
+        await eventually(lambda: _now(not screen.watchers.get(phone) and screen.control.held(phone) is None),
+                         timeout=20)
+        again = await heard.call(sc.SCREEN_WATCH, {"device_id": phone, "max_width": 320})
+        assert again["ok"] is False and again["error"]["code"] == "not_found", again
+    finally:
+        await heard.close()
+    device = next(d for d in await server.ok("GET", "/api/devices") if d["id"] == phone)
+    assert device["paused_by"] is None, "the control's pause was given back"

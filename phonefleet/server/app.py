@@ -211,6 +211,7 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
         window_sec=settings.sign_in_window_sec, session_ttl_sec=settings.session_ttl_sec))
     screen = ScreenRelay(pool, sio, presence, realtime, distributor, idle_sec=settings.screen_control_idle_sec,
                          interval_ms=settings.screen_interval_ms)
+    revocations.rechecks.append(screen.drop_unseen)  # a phone moved to another team leaves its viewers
     sio.register_namespace(AgentNamespace(presence, tokens, agent_events.handle, metrics, screen))
     sio.register_namespace(DashboardNamespace(presence, tokens, metrics, screen, rooms))
     services = Services(settings, db.dsn, pool, realtime, distributor, completion, jobs, pauses, agent_events,

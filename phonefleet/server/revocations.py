@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 
@@ -56,6 +56,9 @@ class Revocations:
         self.maintenance = maintenance
         self.bus = bus
         self.recheck_sec = recheck_sec
+        self.rechecks: list[Callable[[], Awaitable[int]]] = []
+        """More checks of what this node's sockets may still do, run with each re-check (the live screen's
+        ``ScreenRelay.drop_unseen``)."""
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ REST (this node revokes)
@@ -143,7 +146,10 @@ class Revocations:
                 await self.rooms.move(sid, before, after)
 
     async def recheck(self) -> int:
-        return await self.drop_stale_agents() + await self.drop_stale_dashboards()
+        dropped = await self.drop_stale_agents() + await self.drop_stale_dashboards()
+        for check in self.rechecks:
+            dropped += await check()
+        return dropped
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="token-recheck")

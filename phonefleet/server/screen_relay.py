@@ -320,6 +320,32 @@ class ScreenRelay:
     def watched(self) -> Iterable[int]:
         return list(self.watchers)
 
+    async def drop_unseen(self) -> int:
+        """Dashboards stop watching and controlling phones of a team they no longer see (the phone's agent moved
+        to another team, or they left its team); returns how many watches and controls ended. Run with the token
+        re-check (``Revocations.rechecks``)."""
+        owned = {d: c.owner for d, c in self.control.controls.items() if not c.owner.startswith("rest:")}
+        phones = sorted({*self.watchers, *owned})
+        if not phones:
+            return 0
+        async with self.pool.acquire() as conn:
+            teams = await owners.device_teams(conn, phones)
+
+        def unseen(sid: str, device_id: int) -> bool:
+            principal = self.presence.dashboard_principal(sid)
+            return principal is not None and device_id in teams and not principal.sees(teams[device_id])
+
+        ended = 0
+        for device_id, owner in owned.items():
+            if unseen(owner, device_id):
+                ended += await self.release(device_id, "the phone is no longer of the controller's teams",
+                                            owner=owner)
+        for device_id in phones:
+            for sid in [s for s in self.watchers.get(device_id, {}) if unseen(s, device_id)]:
+                await self.unwatch(sid, device_id)
+                ended += 1
+        return ended
+
 
 def _parse(model: type[M], data: Any) -> M:
     try:
