@@ -94,8 +94,10 @@ class Revocations:
             self.maintenance.wake()  # the leader retires the agent now (phones offline, work lost)
         elif message.admin_token_id is not None:
             dropped = await self.drop_stale_dashboards(lambda p: p.admin_token_id == message.admin_token_id)
-        elif message.person_id is not None:
+        elif message.person_id is not None:  # their teams may have changed too: what they watch follows
             dropped = await self.drop_stale_dashboards(lambda p: p.person_id == message.person_id)
+            for check in self.rechecks:
+                dropped += await check()
         else:
             return
         if dropped:
