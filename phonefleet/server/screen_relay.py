@@ -31,7 +31,7 @@ from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Invalid, NotFound, ServiceError
 from phonefleet.server.presence import Presence
 from phonefleet.server.realtime import Realtime
-from phonefleet.server.screen_control import ScreenControl
+from phonefleet.server.screen_control import ScreenControl, require_control
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import owners
 from phonefleet.server.store.records import DeviceRecord
@@ -108,12 +108,15 @@ class ScreenRelay:
                 return {"ok": True}
             if event == sc.SCREEN_CONTROL:
                 request = _parse(sc.ControlRequest, data)
+                if request.take:
+                    require_control(principal)
                 await self.device(request.device_id, seen_by=principal)
                 if request.take:
                     return _ok(await self.take(request.device_id, principal, owner=sid))
                 await self.release(request.device_id, "released", owner=sid)
                 return _ok(self.session(request.device_id, sid))
             request_input = _parse(sc.DashboardInput, data)
+            require_control(principal)
             await self.device(request_input.device_id, seen_by=principal)
             await self.input(request_input.device_id, request_input.input, principal, owner=sid, implicit=False)
             return {"ok": True}
