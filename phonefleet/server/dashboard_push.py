@@ -13,7 +13,7 @@ the admins.
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import socketio
@@ -141,7 +141,7 @@ class DashboardPush:
         await self.emit(ev.DASHBOARD_DEVICE_UPDATE, ev.DeviceUpdateBroadcast(devices=devices).model_dump(mode="json"),
                         to=[ADMINS])
         teams = await self.rooms.device_teams(d.id for d in devices)
-        for team, mine in _by_team(devices, lambda d: teams.get(d.id)).items():
+        for team, mine in _by_team(devices, teams).items():
             await self.emit(ev.DASHBOARD_DEVICE_UPDATE, ev.DeviceUpdateBroadcast(devices=mine).model_dump(mode="json"),
                             to=[team_room(team)])
 
@@ -179,11 +179,10 @@ class DashboardPush:
             await self.sio.emit(event, job_update(job), to=of_team(job.team_id), namespace=ev.DASHBOARD_NAMESPACE)
 
 
-def _by_team(devices: list[Device], team_of: Callable[[Device], int | None]) -> dict[int, list[Device]]:
-    """Phones grouped by team (a phone of no team, gone meanwhile, is the admins' alone)."""
+def _by_team(devices: list[Device], teams: dict[int, int]) -> dict[int, list[Device]]:
+    """Phones grouped by their team (``teams``: phone id -> team; a phone missing there is the admins' alone)."""
     groups: dict[int, list[Device]] = {}
     for device in devices:
-        team = team_of(device)
-        if team is not None:
-            groups.setdefault(team, []).append(device)
+        if device.id in teams:
+            groups.setdefault(teams[device.id], []).append(device)
     return groups

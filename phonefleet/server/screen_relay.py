@@ -109,7 +109,7 @@ class ScreenRelay:
             if event == sc.SCREEN_CONTROL:
                 request = _parse(sc.ControlRequest, data)
                 if request.take:
-                    require_control(principal)
+                    require_control(principal)  # the role before the phone, as a route's level before its handler
                 await self.device(request.device_id, seen_by=principal)
                 if request.take:
                     return _ok(await self.take(request.device_id, principal, owner=sid))
