@@ -44,6 +44,7 @@ from phonefleet.server.presence import Presence
 from phonefleet.server.queries import Queries
 from phonefleet.server.realtime import Realtime, socket_server
 from phonefleet.server.revocations import Revocations
+from phonefleet.server.rooms import Rooms
 from phonefleet.server.router import Router
 from phonefleet.server.scheduler_control import SchedulerControl
 from phonefleet.server.schedules import ScheduleFirer, Schedules
@@ -180,7 +181,8 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
     bus = Bus(db.dsn, pool)
     presence = Presence(metrics)
     queries = Queries(pool, grace_sec=settings.agent_grace_sec)
-    push = DashboardPush(sio, presence, queries, bus, progress_hz=settings.progress_hz)
+    rooms = Rooms(sio, pool)
+    push = DashboardPush(sio, presence, queries, rooms, bus, progress_hz=settings.progress_hz)
     realtime = Realtime(sio, presence, push, bus)
     distributor = Distributor(pool, realtime, metrics)
     fleet_health = FleetHealth(pool, realtime, distributor, metrics,
@@ -202,7 +204,7 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
         HealthWatch(fleet_health, interval_sec=every),
         ArtifactRetention(pool, artifact_store, metrics, settings),
     ], settings)
-    revocations = Revocations(pool, realtime, maintenance, bus, recheck_sec=settings.token_recheck_sec)
+    revocations = Revocations(pool, realtime, rooms, maintenance, bus, recheck_sec=settings.token_recheck_sec)
     router = Router(realtime, push, distributor, revocations)
     tokens = TokenCheck(authenticator, pool)
     accounts = Accounts(pool, revocations, bus, SignInPolicy(
@@ -210,8 +212,9 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
         window_sec=settings.sign_in_window_sec, session_ttl_sec=settings.session_ttl_sec), authenticator)
     screen = ScreenRelay(pool, sio, presence, realtime, distributor, idle_sec=settings.screen_control_idle_sec,
                          interval_ms=settings.screen_interval_ms)
+    revocations.rechecks.append(screen.drop_unseen)  # a phone moved to another team leaves its viewers
     sio.register_namespace(AgentNamespace(presence, tokens, agent_events.handle, metrics, screen))
-    sio.register_namespace(DashboardNamespace(presence, tokens, metrics, screen))
+    sio.register_namespace(DashboardNamespace(presence, tokens, metrics, screen, rooms))
     services = Services(settings, db.dsn, pool, realtime, distributor, completion, jobs, pauses, agent_events,
                         scheduler, schedules, maintenance, bus, revocations, db.admin_token, push, router, screen)
     api = ApiServices(tokens=tokens, queries=queries, jobs=jobs, pauses=pauses, agent_events=agent_events,

@@ -48,11 +48,12 @@ class Dirty(_Message):
 
 
 class ToDashboards(_Message):
-    """An event for every dashboard."""
+    """An event for the dashboards in some rooms (``server.rooms``: a team's and the admins'), or for all."""
 
     kind: Literal["dashboard"] = "dashboard"
     event: str
     data: Any = None
+    rooms: list[str] | None = Field(default=None, max_length=10, description="None: every dashboard.")
 
 
 class FillAll(_Message):

@@ -18,6 +18,7 @@ from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Conflict, Invalid, NotFound, ServiceError
 from phonefleet.server.orders import of_rows as orders_of_rows
 from phonefleet.server.realtime import Realtime
+from phonefleet.server.rooms import of_team
 from phonefleet.server.store import Conn
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
@@ -307,7 +308,7 @@ class JobControl:
     async def delete(self, job_id: int, actor: str = "admin") -> None:
         """Delete a job; its live assignments are cancelled on the phones first."""
 
-        async def work(conn: Conn) -> tuple[list[JobPlacement], list[DeviceChange]]:
+        async def work(conn: Conn) -> tuple[list[JobPlacement], list[DeviceChange], int]:
             job = await jobs_store.get(conn, job_id, for_update=True)
             if job is None:
                 raise NotFound(f"job {job_id} not found")
@@ -317,12 +318,12 @@ class JobControl:
             devices = await devices_store.refresh_states(conn, device_ids)
             await jobs_store.add_event(conn, None, "deleted", actor, {"job_id": job_id})
             await audit.record(conn, "job.delete", "job", job_id, before=_audited(job), team_id=job.team_id)
-            return cancelled, devices
+            return cancelled, devices, job.team_id
 
-        cancelled, devices = await in_transaction(self.pool, work)
+        cancelled, devices, team = await in_transaction(self.pool, work)
         await self._tell_cancelled(job_id, cancelled)
         self.realtime.devices_changed(d.id for d in devices)
-        await self.realtime.broadcast(ev.JOB_DELETED, ev.JobDeleted(job_id=job_id).model_dump())
+        await self.realtime.broadcast(ev.JOB_DELETED, ev.JobDeleted(job_id=job_id).model_dump(), to=of_team(team))
         self.distributor.request_fill()
 
     async def _tell_cancelled(self, job_id: int, cancelled: list[JobPlacement]) -> None:

@@ -24,6 +24,7 @@ from phonefleet.server.auth import SESSION_COOKIE, Principal, TokenCheck
 from phonefleet.server.metrics import Metrics
 from phonefleet.server.outage import OUTAGE_ERRORS
 from phonefleet.server.presence import Presence
+from phonefleet.server.rooms import Rooms
 
 log = logging.getLogger(__name__)
 
@@ -173,15 +174,17 @@ class AgentNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """``/dashboard``: browsers signed in (the session cookie, same-origin) or clients with a token of a person
     or an admin; they listen, and send only their heartbeat and the live screen's events (control and input need
-    the operator role: ``screen_control.may_control``)."""
+    the operator role: ``screen_control.may_control``). Each joins its principal's rooms (``rooms``), so it hears
+    only of its teams."""
 
-    def __init__(self, presence: Presence, tokens: TokenCheck, metrics: Metrics, screen: ScreenHandlers) -> None:
+    def __init__(self, presence: Presence, tokens: TokenCheck, metrics: Metrics, screen: ScreenHandlers,
+                 rooms: Rooms) -> None:
         super().__init__(ev.DASHBOARD_NAMESPACE)
         self.presence = presence
         self.tokens = tokens
         self.metrics = metrics
         self.screen = screen
-        self._principals: dict[str, Principal] = {}
+        self.rooms = rooms
 
     async def _who(self, environ: Any, auth: Any) -> Principal | None:
         """A token in the connect's ``auth`` wins; else the session cookie the browser sent with the handshake
@@ -205,17 +208,16 @@ class DashboardNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                                                 args[2] if len(args) > 2 else None)
                 if principal is None or not principal.allows("viewer"):
                     raise socketio.exceptions.ConnectionRefusedError("sign in, or give a token of a person or an admin")
+                await self.rooms.join(args[0], principal)
                 self.presence.remember_dashboard(args[0], principal)
-                self._principals[args[0]] = principal
                 return True
-            self.presence.forget_dashboard(args[0])
-            gone = self._principals.pop(args[0], None)
+            gone = self.presence.dashboard_closed(args[0])
             with audit.acting(audit.actor_of(gone) if gone else audit.SYSTEM, "socket"):
                 await self.screen.dashboard_gone(args[0])  # its control sessions end, in its name
             return None
         if (bad := _malformed(event, args[1] if len(args) > 1 else None)) is not None:
             return malformed_ack(self.namespace, args[0], bad)
-        principal = self._principals.get(args[0])
+        principal = self.presence.dashboard_principal(args[0])
         if event == ev.DASHBOARD_PING and principal is not None:
             return {"ok": True}  # the page's heartbeat: cheap, and not counted (one a second per page)
         if event in sc.DASHBOARD_SCREEN_EVENTS and principal is not None:

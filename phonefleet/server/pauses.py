@@ -17,7 +17,8 @@ from phonefleet.server import audit
 from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Invalid, NotFound
 from phonefleet.server.realtime import Realtime
-from phonefleet.server.store import Conn, device_events
+from phonefleet.server.rooms import ADMINS, of_team
+from phonefleet.server.store import Conn, device_events, owners
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
@@ -148,5 +149,10 @@ class Pauses:
     async def _announce(self, changed: list[int], handed: list[JobPlacement], notice: ev.PauseChanged) -> None:
         self.realtime.devices_changed(changed)
         self.realtime.jobs_changed(h.job_id for h in handed)
-        await self.realtime.broadcast(ev.PAUSE_CHANGED, notice.model_dump(mode="json"))
+        team = None
+        if notice.agent_id is not None:
+            async with self.pool.acquire() as conn:
+                team = (await owners.agent_teams(conn, [notice.agent_id])).get(notice.agent_id)
+        await self.realtime.broadcast(ev.PAUSE_CHANGED, notice.model_dump(mode="json"),
+                                      to=of_team(team) if team is not None else [ADMINS])
         self.distributor.request_fill()

@@ -54,10 +54,24 @@ class Presence:
         self.dashboards.add(sid)
         self._dashboard_principals[sid] = principal
 
+    def dashboard_principal(self, sid: str) -> Principal | None:
+        return self._dashboard_principals.get(sid)
+
+    def update_dashboard(self, sid: str, principal: Principal) -> None:
+        """The dashboard's principal as it now stands (its teams changed)."""
+        if sid in self.dashboards:
+            self._dashboard_principals[sid] = principal
+
     def forget_dashboard(self, sid: str) -> None:
+        """The socket is being dropped: no longer a dashboard to tell or check; who it was stays known until its
+        disconnect (``dashboard_closed``), which ends what it did in their name."""
         self.dashboards.discard(sid)
-        self._dashboard_principals.pop(sid, None)
+
+    def dashboard_closed(self, sid: str) -> Principal | None:
+        """The socket's disconnect: forgotten, and who it was returned."""
+        self.dashboards.discard(sid)
+        return self._dashboard_principals.pop(sid, None)
 
     def dashboard_sessions(self) -> list[tuple[str, Principal]]:
         """Dashboards and who connected each."""
-        return list(self._dashboard_principals.items())
+        return [(sid, p) for sid, p in self._dashboard_principals.items() if sid in self.dashboards]

@@ -136,5 +136,7 @@ class Realtime:
     async def job_status_changed(self, job_ids: Iterable[int]) -> None:
         await self.push.job_status_changed(job_ids)
 
-    async def broadcast(self, event: str, data: dict[str, Any]) -> None:
-        await self.push.broadcast(event, data)
+    async def broadcast(self, event: str, data: dict[str, Any], *, to: list[str] | None) -> None:
+        """To the dashboards in the rooms ``to`` (``rooms.of_team(team)`` for what a team owns; None only for
+        what every dashboard sees, such as the distribution switch), on every node."""
+        await self.push.broadcast(event, data, to=to)

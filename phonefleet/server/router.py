@@ -26,7 +26,7 @@ class Router:
             case Dirty():
                 await self.push.show_remote(message)
             case ToDashboards():
-                await self.push.emit(message.event, message.data)
+                await self.push.emit(message.event, message.data, to=message.rooms)
             case FillAll():
                 self.distributor.request_fill()
             case Revoked():

@@ -53,7 +53,8 @@ class SchedulerControl:
 
         switch = await in_transaction(self.pool, work)
         await self.realtime.broadcast(ev.SCHEDULER_UPDATE, ev.SchedulerSwitch(
-            running=switch.running, changed_at=switch.changed_at, changed_by=switch.changed_by).model_dump(mode="json"))
+            running=switch.running, changed_at=switch.changed_at, changed_by=switch.changed_by).model_dump(mode="json"),
+            to=None)  # the one switch of the whole fleet: every dashboard shows it
         if running:
             self.distributor.request_fill()
             await self.realtime.fill_everywhere()

@@ -22,7 +22,8 @@ from phonefleet.server.config import Settings
 from phonefleet.server.errors import Conflict, Invalid, NotFound, ServiceError
 from phonefleet.server.job_control import JobControl
 from phonefleet.server.realtime import Realtime
-from phonefleet.server.store import Conn
+from phonefleet.server.rooms import of_team
+from phonefleet.server.store import Conn, owners
 from phonefleet.server.store import schedules as schedules_store
 from phonefleet.server.store.records import JobRecord, ScheduleRecord
 from phonefleet.server.transactions import in_transaction
@@ -105,10 +106,16 @@ class Schedules:
         self.realtime = realtime
         self.clock = clock
 
-    async def changed(self, schedule_id: int, *, deleted: bool = False) -> None:
-        """Tell every dashboard (on every node) to re-read this schedule."""
-        await self.realtime.broadcast(ev.SCHEDULE_CHANGED,
-                                      ev.ScheduleChanged(schedule_id=schedule_id, deleted=deleted).model_dump())
+    async def changed(self, schedule_id: int, *, deleted_of: int | None = None) -> None:
+        """Tell the dashboards (on every node) of the schedule's team to re-read it; ``deleted_of``: it was
+        deleted, and was of that team."""
+        team = deleted_of
+        if team is None:
+            async with self.pool.acquire() as conn:
+                team = (await owners.schedule_teams(conn, [schedule_id])).get(schedule_id)
+        if team is not None:
+            await self.realtime.broadcast(ev.SCHEDULE_CHANGED, ev.ScheduleChanged(
+                schedule_id=schedule_id, deleted=deleted_of is not None).model_dump(), to=of_team(team))
 
     async def create(self, body: ScheduleCreate, *, team_id: int) -> Schedule:
         """A schedule of ``team_id``: its firings make jobs of that team."""
@@ -173,15 +180,16 @@ class Schedules:
 
     async def delete(self, schedule_id: int) -> None:
         """The jobs it created stay, no longer linked to it."""
-        async def work(conn: Conn) -> None:
+        async def work(conn: Conn) -> int:
             schedule = await schedules_store.get(conn, schedule_id, for_update=True)
             if schedule is None or not await schedules_store.delete(conn, schedule_id):
                 raise NotFound(f"schedule {schedule_id} not found")
             await audit.record(conn, "schedule.delete", "schedule", schedule_id, before=_audited(schedule),
                                team_id=schedule.team_id)
+            return schedule.team_id
 
-        await in_transaction(self.pool, work)
-        await self.changed(schedule_id, deleted=True)
+        team = await in_transaction(self.pool, work)
+        await self.changed(schedule_id, deleted_of=team)
 
     async def run_now(self, schedule_id: int, actor: str = "admin") -> int:
         """Create the template's job at once, for the clock's now, and return its id; the next firing stays

@@ -43,6 +43,12 @@ def may_control(principal: Principal) -> bool:
     return principal.allows("operator")
 
 
+def require_control(principal: Principal) -> None:
+    """A 403 unless ``principal`` may control phones (checked before anything else, the phone's existence too)."""
+    if not may_control(principal):
+        raise Forbidden("controlling a phone needs the operator role (viewers watch)")
+
+
 def who(principal: Principal) -> str:
     return principal.name
 
@@ -110,8 +116,7 @@ class ScreenControl:
                 log.warning("control release failed", exc_info=True)
 
     async def take(self, device_id: int, principal: Principal, *, owner: str) -> None:
-        if not may_control(principal):
-            raise Forbidden("controlling a phone needs the operator role (viewers watch)")
+        require_control(principal)
         held = self.controls.get(device_id)
         if held is not None:
             if held.owner == owner:
@@ -185,8 +190,7 @@ class ScreenControl:
     async def input(self, device_id: int, command: sc.InputCommand, principal: Principal, *, owner: str,
                     implicit: bool) -> sc.InputAccepted:
         """Run one input on the phone. The sender must hold control; REST (``implicit``) takes it when free."""
-        if not may_control(principal):
-            raise Forbidden("controlling a phone needs the operator role (viewers watch)")
+        require_control(principal)
         control = self.controls.get(device_id)
         if control is None and implicit:
             await self.take(device_id, principal, owner=owner)

@@ -31,8 +31,9 @@ from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Invalid, NotFound, ServiceError
 from phonefleet.server.presence import Presence
 from phonefleet.server.realtime import Realtime
-from phonefleet.server.screen_control import ScreenControl
+from phonefleet.server.screen_control import ScreenControl, require_control
 from phonefleet.server.store import devices as devices_store
+from phonefleet.server.store import owners
 from phonefleet.server.store.records import DeviceRecord
 
 log = logging.getLogger(__name__)
@@ -101,17 +102,22 @@ class ScreenRelay:
         try:
             if event == sc.SCREEN_WATCH:
                 watch = _parse(sc.WatchRequest, data)
-                return _ok(await self.watch(sid, watch.device_id, watch.max_width))
-            if event == sc.SCREEN_UNWATCH:
+                return _ok(await self.watch(sid, watch.device_id, watch.max_width, principal))
+            if event == sc.SCREEN_UNWATCH:  # of a phone not watched (any other team's): nothing to do
                 await self.unwatch(sid, _parse(sc.WatchRequest, data).device_id)
                 return {"ok": True}
             if event == sc.SCREEN_CONTROL:
                 request = _parse(sc.ControlRequest, data)
                 if request.take:
+                    require_control(principal)  # the role before the phone, as a route's level before its handler
+                await self.device(request.device_id, seen_by=principal)
+                if request.take:
                     return _ok(await self.take(request.device_id, principal, owner=sid))
                 await self.release(request.device_id, "released", owner=sid)
                 return _ok(self.session(request.device_id, sid))
             request_input = _parse(sc.DashboardInput, data)
+            require_control(principal)
+            await self.device(request_input.device_id, seen_by=principal)
             await self.input(request_input.device_id, request_input.input, principal, owner=sid, implicit=False)
             return {"ok": True}
         except ServiceError as exc:
@@ -128,10 +134,13 @@ class ScreenRelay:
 
     # ------------------------------------------------------------------ watching
 
-    async def device(self, device_id: int) -> DeviceRecord:
+    async def device(self, device_id: int, *, seen_by: Principal | None = None) -> DeviceRecord:
+        """The phone; a 404 when there is none, or when ``seen_by`` may not see its team (the very answer of an
+        unknown id, so another team's phones cannot be told from none)."""
         async with self.pool.acquire() as conn:
             device = await devices_store.get(conn, device_id)
-        if device is None:
+            team = (await owners.device_teams(conn, [device_id])).get(device_id) if seen_by is not None else None
+        if device is None or (seen_by is not None and (team is None or not seen_by.sees(team))):
             raise NotFound(f"device {device_id} not found")
         return device
 
@@ -141,8 +150,8 @@ class ScreenRelay:
         if self.presence.agent_sid(device.agent_id) is None:
             raise PhoneUnavailable(f"the agent of phone {device.serial} is not connected to this server node")
 
-    async def watch(self, sid: str, device_id: int, max_width: int) -> sc.ScreenSession:
-        device = await self.device(device_id)
+    async def watch(self, sid: str, device_id: int, max_width: int, principal: Principal) -> sc.ScreenSession:
+        device = await self.device(device_id, seen_by=principal)
         self.reachable(device)
         self._devices[(device.agent_id, device.serial)] = device_id
         viewers = self.watchers.setdefault(device_id, {})
@@ -313,6 +322,32 @@ class ScreenRelay:
 
     def watched(self) -> Iterable[int]:
         return list(self.watchers)
+
+    async def drop_unseen(self) -> int:
+        """Dashboards stop watching and controlling phones of a team they no longer see (the phone's agent moved
+        to another team, or they left its team); returns how many watches and controls ended. Run with the token
+        re-check (``Revocations.rechecks``)."""
+        owned = {d: c.owner for d, c in self.control.controls.items() if not c.owner.startswith("rest:")}
+        phones = sorted({*self.watchers, *owned})
+        if not phones:
+            return 0
+        async with self.pool.acquire() as conn:
+            teams = await owners.device_teams(conn, phones)
+
+        def unseen(sid: str, device_id: int) -> bool:
+            principal = self.presence.dashboard_principal(sid)
+            return principal is not None and device_id in teams and not principal.sees(teams[device_id])
+
+        ended = 0
+        for device_id, owner in owned.items():
+            if unseen(owner, device_id):
+                ended += await self.release(device_id, "the phone is no longer of the controller's teams",
+                                            owner=owner)
+        for device_id in phones:
+            for sid in [s for s in self.watchers.get(device_id, {}) if unseen(s, device_id)]:
+                await self.unwatch(sid, device_id)
+                ended += 1
+        return ended
 
 
 def _parse(model: type[M], data: Any) -> M:
