@@ -107,7 +107,7 @@ from phonefleet.server.routes import (
 )
 from phonefleet.server.scheduler_control import SchedulerControl
 from phonefleet.server.schedules import Schedules
-from phonefleet.server.scope import team_for_new
+from phonefleet.server.scope import check_visible, team_for_new
 from phonefleet.server.screen_relay import ScreenRelay
 from phonefleet.server.store.audit import AuditFilter
 
@@ -242,6 +242,8 @@ class Api:
             if route.access == "public":
                 return await route.handler(self, request)
             principal = request[PRINCIPAL] = await self._authorize(request, route.access)
+            if route.owns is not None:  # before the handler: another team's object is a missing one
+                await check_visible(self.s.tokens.pool, principal, route.owns, _int_id(request))
             with audit.acting(audit.actor_of(principal), "rest", request.remote):
                 return await route.handler(self, request)
 
@@ -304,7 +306,8 @@ class Api:
     async def list_jobs(self, request: web.Request) -> web.Response:
         q = _query(request, JobListQuery)
         return model_response(await self.s.queries.jobs(
-            statuses=[str(s) for s in q.status or []], search=q.search, limit=q.limit, offset=q.offset))
+            statuses=[str(s) for s in q.status or []], search=q.search, limit=q.limit, offset=q.offset,
+            teams=request[PRINCIPAL].teams))
 
     async def get_job(self, request: web.Request) -> web.Response:
         return model_response(await self.s.queries.job(_int_id(request)))
@@ -325,10 +328,10 @@ class Api:
         q = _query(request, AssignmentListQuery)
         return model_response(await self.s.queries.assignments(
             status=str(q.status) if q.status else None, dead=q.dead, device_id=q.device_id, limit=q.limit,
-            offset=q.offset))
+            offset=q.offset, teams=request[PRINCIPAL].teams))
 
-    async def list_devices(self, _request: web.Request) -> web.Response:
-        return models_response(await self.s.queries.devices())
+    async def list_devices(self, request: web.Request) -> web.Response:
+        return models_response(await self.s.queries.devices(request[PRINCIPAL].teams))
 
     async def patch_device(self, request: web.Request) -> web.Response:
         device_id = _int_id(request)
@@ -356,8 +359,8 @@ class Api:
         body = await _body(request, RecoverRequest)
         return model_response(await self.s.fleet_health.recover(device_id, body.rung, _actor(request)), 202)
 
-    async def fleet_health_report(self, _request: web.Request) -> web.Response:
-        return model_response(await self.s.fleet_health.report())
+    async def fleet_health_report(self, request: web.Request) -> web.Response:
+        return model_response(await self.s.fleet_health.report(request[PRINCIPAL].teams))
 
     async def fleet_policy(self, _request: web.Request) -> web.Response:
         return model_response(await self.s.fleet_health.policy())
@@ -366,8 +369,8 @@ class Api:
         body = await _body(request, FleetPolicyPatch)
         return model_response(await self.s.fleet_health.patch_policy(body, _actor(request)))
 
-    async def list_agents(self, _request: web.Request) -> web.Response:
-        return models_response(await self.s.queries.agents())
+    async def list_agents(self, request: web.Request) -> web.Response:
+        return models_response(await self.s.queries.agents(request[PRINCIPAL].teams))
 
     async def create_agent(self, request: web.Request) -> web.Response:
         body = await _body(request, AgentCreate)
@@ -446,7 +449,8 @@ class Api:
         return web.Response(status=204)
 
     async def stats(self, request: web.Request) -> web.Response:
-        return model_response(await self.s.queries.stats(_query(request, StatsQuery).window_sec))
+        return model_response(await self.s.queries.stats(_query(request, StatsQuery).window_sec,
+                                                         request[PRINCIPAL].teams))
 
     async def requeue_job(self, request: web.Request) -> web.Response:
         job_id = _int_id(request)
@@ -455,15 +459,15 @@ class Api:
         return model_response(RequeueResult(job=await self.s.queries.job(job_id), requeued=n))
 
     async def batch_jobs(self, request: web.Request) -> web.Response:
-        return model_response(await self.s.jobs.batch(await _body(request, JobBatch)))
+        return model_response(await self.s.jobs.batch(await _body(request, JobBatch), teams=request[PRINCIPAL].teams))
 
     async def patch_agent(self, request: web.Request) -> web.Response:
         agent_id = _int_id(request)
         body = await _body(request, AgentPatch)
         return model_response(await self.s.fleet.set_max_running(agent_id, body.max_running))
 
-    async def scheduler_status(self, _request: web.Request) -> web.Response:
-        return model_response(await self.s.scheduler.status())
+    async def scheduler_status(self, request: web.Request) -> web.Response:
+        return model_response(await self.s.scheduler.status(request[PRINCIPAL].teams))
 
     async def scheduler_stop(self, _request: web.Request) -> web.Response:
         return model_response(await self.s.scheduler.set_running(False))
@@ -473,7 +477,8 @@ class Api:
 
     async def list_schedules(self, request: web.Request) -> web.Response:
         q = _query(request, ScheduleListQuery)
-        return model_response(await self.s.schedules.list_page(enabled=q.enabled, limit=q.limit, offset=q.offset))
+        return model_response(await self.s.schedules.list_page(enabled=q.enabled, limit=q.limit, offset=q.offset,
+                                                               teams=request[PRINCIPAL].teams))
 
     async def create_schedule(self, request: web.Request) -> web.Response:
         body = await _body(request, ScheduleCreate)
@@ -501,7 +506,7 @@ class Api:
         await self.s.schedules.get(schedule_id)
         return model_response(await self.s.queries.jobs(
             statuses=[str(s) for s in q.status or []], search=q.search, limit=q.limit, offset=q.offset,
-            schedule_id=schedule_id))
+            schedule_id=schedule_id, teams=request[PRINCIPAL].teams))
 
     async def agent_poll(self, request: web.Request) -> web.Response:
         poll = await self.s.agent_events.poll(request[PRINCIPAL])
@@ -584,7 +589,8 @@ class Api:
         if q.since is not None and q.until is not None and q.until <= q.since:
             raise Invalid.field("until", "must be after since")
         found = AuditFilter(actor=q.actor, actor_kind=q.actor_kind, team_id=q.team_id, object_kind=q.object_kind,
-                            object_id=q.object_id, action=q.action, since=q.since, until=q.until)
+                            object_id=q.object_id, action=q.action, since=q.since, until=q.until,
+                            teams=request[PRINCIPAL].teams)
         return model_response(await self.s.audit.page(found, before=q.before, limit=q.limit))
 
     async def agent_post_events(self, request: web.Request) -> web.Response:
@@ -607,68 +613,70 @@ ROUTES: list[Route] = [
     Route("POST", "/api/jobs", Api.create_job, "Create a job and distribute it",
           "operator", body=JobCreate, response=Job,
           status=201, tags=("jobs",)),
-    Route("GET", "/api/jobs", Api.list_jobs, "List jobs",
+    Route("GET", "/api/jobs", Api.list_jobs, "Your teams' jobs (an admin's: every job)",
           "viewer", query=JobListQuery, response=JobList, tags=("jobs",)),
     Route("POST", "/api/jobs/batch", Api.batch_jobs, "Pause, resume or cancel many jobs (by ids or a filter)",
           "operator",
           body=JobBatch, response=JobBatchResult, tags=("jobs",)),
-    Route("GET", "/api/jobs/{id}", Api.get_job, "One job", "viewer", response=Job, tags=("jobs",)),
+    Route("GET", "/api/jobs/{id}", Api.get_job, "One job", "viewer", response=Job, tags=("jobs",), owns="job"),
     Route("POST", "/api/jobs/{id}/requeue", Api.requeue_job,
           "Run a job's failed slots (or all of them) again; the body may be left out (failed)", "operator",
-          body=RequeueBody, body_required=False, response=RequeueResult, tags=("jobs",)),
+          body=RequeueBody, body_required=False, response=RequeueResult, tags=("jobs",), owns="job"),
     Route("PATCH", "/api/jobs/{id}", Api.patch_job, "Pause, resume, cancel or edit a job", "operator", body=JobPatch,
-          response=Job, tags=("jobs",)),
+          response=Job, tags=("jobs",), owns="job"),
     Route("DELETE", "/api/jobs/{id}", Api.delete_job, "Delete a job, cancelling its work on the phones", "operator",
-          status=204, tags=("jobs",)),
+          status=204, tags=("jobs",), owns="job"),
     Route("GET", "/api/jobs/{id}/assignments", Api.job_assignments, "A job's assignments",
           "viewer", query=AssignmentQuery,
-          response=AssignmentList, tags=("jobs",)),
+          response=AssignmentList, tags=("jobs",), owns="job"),
     Route("GET", "/api/assignments", Api.list_assignments, "Assignments by status (dead letters: failed) or "
           "phone, newest first", "viewer", query=AssignmentListQuery, response=AssignmentList, tags=("jobs",)),
     Route("GET", "/api/assignments/{id}/artifacts", Api.list_artifacts, "An assignment's artifacts (screenshots, "
           "logcat, files) with kind, size, sha256 and status (uploading, stored, deleted)", "viewer",
-          response=Artifact, many=True, tags=("jobs",)),
+          response=Artifact, many=True, tags=("jobs",), owns="assignment"),
     Route("GET", "/api/assignments/{id}/steps", Api.assignment_steps, "A run's step timeline: each step's start, "
           "end, outcome, exit code and output tail (steps it never reached: not_run)", "viewer", response=StepTimeline,
-          tags=("jobs",)),
+          tags=("jobs",), owns="assignment"),
     Route("GET", "/api/assignments/{id}/logcat", Api.assignment_logcat, "A run's logcat, filtered on the server by "
           "level (and above), tag and text; 409 while it is still uploading, 410 once retention deleted it", "viewer",
-          query=LogcatQuery, response=LogcatAnswer, tags=("jobs",), conflicts=True, gone=True),
+          query=LogcatQuery, response=LogcatAnswer, tags=("jobs",), conflicts=True, gone=True, owns="assignment"),
     Route("GET", "/api/assignments/{id}/artifacts/{name}", Api.get_artifact,
           "One artifact's bytes: images and logs inline, anything else as an attachment", "viewer", tags=("jobs",),
-          produces=ARTIFACT_TYPES),
-    Route("GET", "/api/devices", Api.list_devices, "Every phone",
+          produces=ARTIFACT_TYPES, owns="assignment"),
+    Route("GET", "/api/devices", Api.list_devices, "Your teams' phones (an admin's: every phone)",
           "viewer", response=Device, many=True, tags=("fleet",)),
     Route("PATCH", "/api/devices/{id}", Api.patch_device, "Pause or resume a phone", "operator", body=DevicePatch,
-          response=Device, tags=("fleet",)),
+          response=Device, tags=("fleet",), owns="device"),
     Route("GET", "/api/devices/{id}", Api.get_device, "One phone: its health, the thresholds it breaks and its "
-          "reliability record", "viewer", response=DeviceDetail, tags=("fleet",)),
+          "reliability record", "viewer", response=DeviceDetail, tags=("fleet",), owns="device"),
     Route("GET", "/api/devices/{id}/artifacts", Api.device_artifacts, "A phone's artifacts over all its runs, "
-          "newest first, a page at a time", "viewer", query=ArtifactQuery, response=ArtifactPage, tags=("fleet",)),
+          "newest first, a page at a time", "viewer", query=ArtifactQuery, response=ArtifactPage, tags=("fleet",),
+          owns="device"),
     Route("GET", "/api/devices/{id}/events", Api.device_events, "A phone's timeline, newest first, a page at a "
-          "time", "viewer", query=DeviceEventQuery, response=DeviceEventList, tags=("fleet",)),
+          "time", "viewer", query=DeviceEventQuery, response=DeviceEventList, tags=("fleet",), owns="device"),
     Route("POST", "/api/devices/{id}/quarantine", Api.quarantine_device, "Quarantine a phone by hand: it gets "
           "no work until released; its unstarted work goes back to its jobs", "operator", body=QuarantineRequest,
-          response=DeviceDetail, tags=("fleet",)),
+          response=DeviceDetail, tags=("fleet",), owns="device"),
     Route("POST", "/api/devices/{id}/release", Api.release_device, "Release a quarantined phone", "operator",
-          response=DeviceDetail, tags=("fleet",)),
+          response=DeviceDetail, tags=("fleet",), owns="device"),
     Route("POST", "/api/devices/{id}/recover", Api.recover_device, "Run one rung of the recovery ladder on a "
           "phone now (its agent reports what it did in the phone's timeline)", "operator", body=RecoverRequest,
-          response=RecoverAccepted, status=202, tags=("fleet",)),
+          response=RecoverAccepted, status=202, tags=("fleet",), owns="device"),
     Route("GET", "/api/devices/{id}/screen", Api.device_screen, "One current frame of the phone's screen: JPEG "
           "(max_width scales it down), or full-size PNG; 409 when the phone is offline", "viewer", query=ScreenQuery,
-          tags=("screen",), produces=("image/jpeg", "image/png"), conflicts=True),
+          tags=("screen",), produces=("image/jpeg", "image/png"), conflicts=True, owns="device"),
     Route("POST", "/api/devices/{id}/input", Api.device_input, "Tap, swipe, type, press a key or rotate, in the "
           "phone's own pixels. The caller must hold control or nobody may: then it takes control implicitly "
           "(the phone leaves distribution until DELETE /api/devices/{id}/control or the idle timeout); 409 when "
-          "someone else controls it", "operator", body=sc.InputBody, response=sc.InputAccepted, tags=("screen",)),
+          "someone else controls it", "operator", body=sc.InputBody, response=sc.InputAccepted,
+          tags=("screen",), owns="device"),
     Route("POST", "/api/devices/{id}/control", Api.take_control, "Take remote control: the phone is paused out "
           "of distribution ('in use by NAME'); 409 when someone else controls it",
           "operator", response=sc.ScreenSession,
-          tags=("screen",)),
+          tags=("screen",), owns="device"),
     Route("DELETE", "/api/devices/{id}/control", Api.release_control, "End remote control of the phone "
           "(whoever holds it) and give it back to distribution",
-          "operator", response=sc.ScreenSession, tags=("screen",)),
+          "operator", response=sc.ScreenSession, tags=("screen",), owns="device"),
     Route("GET", "/api/fleet/health", Api.fleet_health_report, "Phones by state, and those needing attention "
           "(quarantined, recovering, unhealthy, flapping, hot) with reasons", "viewer", response=FleetHealthReport,
           tags=("fleet",)),
@@ -677,18 +685,19 @@ ROUTES: list[Route] = [
     Route("PATCH", "/api/fleet/policy", Api.patch_fleet_policy, "Change health thresholds or the quarantine "
           "policy (the fields given; agents hear new thresholds at once)", "admin", body=FleetPolicyPatch,
           response=FleetPolicy, tags=("fleet",)),
-    Route("GET", "/api/agents", Api.list_agents, "Every agent", "viewer", response=Agent, many=True, tags=("fleet",)),
+    Route("GET", "/api/agents", Api.list_agents, "Your teams' agents (an admin's: every agent)", "viewer",
+          response=Agent, many=True, tags=("fleet",)),
     Route("POST", "/api/agents", Api.create_agent, "Register an agent; answers its token once", "admin",
           body=AgentCreate, response=AgentCreated, status=201, tags=("fleet",)),
     Route("PATCH", "/api/agents/{id}", Api.patch_agent, "Limit how many phones run at once on an agent", "admin",
-          body=AgentPatch, response=Agent, tags=("fleet",)),
+          body=AgentPatch, response=Agent, tags=("fleet",), owns="agent"),
     Route("DELETE", "/api/agents/{id}/token", Api.revoke_agent_token,
           "Revoke an agent's token: its sockets drop at once on every node, its REST calls answer 401, its "
           "phones go offline and their work goes back to the jobs (as when its grace expires)", "admin",
-          status=204, tags=("fleet",)),
+          status=204, tags=("fleet",), owns="agent"),
     Route("POST", "/api/agents/{id}/token", Api.rotate_agent_token,
           "Give an agent a new token (answered once); the old one is revoked as by DELETE", "admin",
-          response=AgentCreated, status=201, tags=("fleet",)),
+          response=AgentCreated, status=201, tags=("fleet",), owns="agent"),
     Route("GET", "/api/admins", Api.list_admins, "Admin tokens by name (never their secret); 'env' is the "
           "servers' PHONEFLEET_ADMIN_TOKEN", "admin", response=AdminToken, many=True, tags=("ops",)),
     Route("POST", "/api/admins", Api.create_admin, "Make a named admin token; answers it once", "admin",
@@ -716,7 +725,7 @@ ROUTES: list[Route] = [
           "role and stops working when revoked or when you are disabled", "viewer", body=PersonalTokenCreate,
           response=PersonalTokenCreated, status=201, tags=("people",)),
     Route("DELETE", "/api/tokens/{id}", Api.revoke_token, "Revoke one of your personal tokens: its next call "
-          "answers 401, its dashboards drop", "viewer", status=204, tags=("people",)),
+          "answers 401, its dashboards drop", "viewer", status=204, tags=("people",), owns="own_token"),
     Route("GET", "/api/users", Api.list_people, "People and their roles", "admin", response=Person, many=True,
           tags=("people",)),
     Route("POST", "/api/users", Api.create_person, "Add a person with a role; answers a one-time password",
@@ -732,25 +741,26 @@ ROUTES: list[Route] = [
           response=SchedulerStatus, tags=("ops",)),
     Route("POST", "/api/scheduler/start", Api.scheduler_start, "Start distribution again", "admin",
           response=SchedulerStatus, tags=("ops",)),
-    Route("GET", "/api/schedules", Api.list_schedules, "Recurring schedules", "viewer", query=ScheduleListQuery,
-          response=ScheduleList, tags=("schedules",)),
+    Route("GET", "/api/schedules", Api.list_schedules, "Your teams' recurring schedules (an admin's: all)", "viewer",
+          query=ScheduleListQuery, response=ScheduleList, tags=("schedules",)),
     Route("POST", "/api/schedules", Api.create_schedule, "Create a schedule: a job template fired by cron or interval",
           "operator",
           body=ScheduleCreate, response=Schedule, status=201, tags=("schedules",)),
     Route("GET", "/api/schedules/{id}", Api.get_schedule, "One schedule",
-          "viewer", response=Schedule, tags=("schedules",)),
+          "viewer", response=Schedule, tags=("schedules",), owns="schedule"),
     Route("PATCH", "/api/schedules/{id}", Api.patch_schedule,
           "Edit, enable or disable a schedule; the next firing is computed again from now when the rule or "
-          "enabled changes", "operator", body=SchedulePatch, response=Schedule, tags=("schedules",)),
+          "enabled changes", "operator", body=SchedulePatch, response=Schedule, tags=("schedules",), owns="schedule"),
     Route("DELETE", "/api/schedules/{id}", Api.delete_schedule,
-          "Delete a schedule; the jobs it created stay", "operator", status=204, tags=("schedules",)),
+          "Delete a schedule; the jobs it created stay", "operator", status=204, tags=("schedules",), owns="schedule"),
     Route("POST", "/api/schedules/{id}/run", Api.run_schedule, "Create the schedule's job now", "operator",
-          response=Job, status=201, tags=("schedules",)),
+          response=Job, status=201, tags=("schedules",), owns="schedule"),
     Route("GET", "/api/schedules/{id}/jobs", Api.schedule_jobs, "The jobs a schedule created, newest first", "viewer",
-          query=JobListQuery, response=JobList, tags=("schedules",)),
+          query=JobListQuery, response=JobList, tags=("schedules",), owns="schedule"),
     Route("GET", "/api/audit", Api.audit_events, "The audit trail, newest first, a page at a time: every change "
           "by a person, token, agent or the CLI, with the fields that changed; append-only (nothing edits or "
-          "deletes it)", "viewer", query=AuditQuery, response=AuditPage, tags=("ops",)),
+          "deletes it). A person other than an admin sees their teams' events only", "viewer", query=AuditQuery,
+          response=AuditPage, tags=("ops",)),
     Route("GET", "/api/stats", Api.stats, "Counts by state; success rate, run time and queue wait over a window",
           "viewer",
           query=StatsQuery, response=Stats, tags=("ops",)),
@@ -762,10 +772,10 @@ ROUTES: list[Route] = [
           "Upload a file for one of the agent's assignments (raw body, up to 32 MiB), with its expected size and "
           "sha256 in X-Artifact-Bytes and X-Artifact-Sha256: a mismatch is a 422 and nothing is kept; 201 when "
           "stored, 200 when it was already", "agent", status=201, response=Artifact, raw_body=True,
-          tags=("agent",)),
+          tags=("agent",), owns="assignment"),
     Route("POST", "/api/agent/artifacts/{id}/{name}/lost", Api.artifact_lost,
           "The agent's copy of an artifact is gone or changed before it was sent: it lists as deleted",
-          "agent", body=ArtifactLost, response=Artifact, tags=("agent",)),
+          "agent", body=ArtifactLost, response=Artifact, tags=("agent",), owns="assignment"),
 ]
 
 

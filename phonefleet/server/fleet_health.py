@@ -137,14 +137,15 @@ class FleetHealth:
         items = [event_model(r) for r in rows[:limit]]
         return DeviceEventList(items=items, next_before=items[-1].id if len(rows) > limit else None)
 
-    async def report(self) -> FleetHealthReport:
-        """Phones by state, and those that need a look: quarantined, recovering, unhealthy, flapping, hot."""
+    async def report(self, teams: Sequence[int] | None = None) -> FleetHealthReport:
+        """Phones by state, and those that need a look: quarantined, recovering, unhealthy, flapping, hot; of
+        ``teams``' agents only (None: every phone)."""
         async with self.pool.acquire() as conn:
             policy = await self.policy(conn)
-            counts = await devices_store.counts_by_state(conn)
-            rows = await devices_store.needing_attention(conn)
+            counts = await devices_store.counts_by_state(conn, teams)
+            rows = await devices_store.needing_attention(conn, teams=teams)
             flap_since = datetime.now(UTC) - timedelta(seconds=policy.quarantine.flap_window_sec)
-            flapping = await device_events.disconnects_since(conn, await devices_store.connected_ids(conn),
+            flapping = await device_events.disconnects_since(conn, await devices_store.connected_ids(conn, teams),
                                                              flap_since)
             ids = [d for d, n in flapping.items() if n >= 2]
             flappers = await devices_store.get_many(conn, ids) if ids else []

@@ -3,7 +3,7 @@
 import asyncio
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -170,7 +170,7 @@ class JobControl:
             raise NotFound(f"job {job_id} not found")
         if job.status not in JOB_ACTIONS["edit_dependencies"]:
             raise Conflict(f"job {job_id} is {job.status}; its dependencies can change only while it waits")
-        missing = sorted(set(depends_on) - await jobs_store.existing_ids(conn, depends_on))
+        missing = sorted(set(depends_on) - await jobs_store.existing_ids(conn, depends_on, job.team_id))
         if missing:
             raise Invalid.field("depends_on", f"unknown job ids {missing}")
         if await jobs_store.would_cycle(conn, job_id, depends_on):
@@ -281,16 +281,23 @@ class JobControl:
             await self.distributor.fill([job_id])
         return n
 
-    async def batch(self, body: JobBatch, actor: str = "admin", *, max_jobs: int = 10_000) -> JobBatchResult:
-        """One action on many jobs, each exactly as a single request would do it (and tell the agents)."""
+    async def batch(self, body: JobBatch, actor: str = "admin", *, max_jobs: int = 10_000,
+                    teams: Sequence[int] | None = None) -> JobBatchResult:
+        """One action on many jobs, each exactly as a single request would do it (and tell the agents). ``teams``:
+        the caller's (None: every team); a filter selects among their jobs, and an id of another team's job fails
+        as a missing one does."""
+        hidden: set[int] = set()
         if body.ids is not None:
             ids = list(dict.fromkeys(body.ids))
+            if teams is not None:
+                async with self.pool.acquire() as conn:
+                    hidden = set(ids) - await jobs_store.visible_ids(conn, ids, teams)
         else:
             assert body.filter is not None
             async with self.pool.acquire() as conn:
                 ids = await jobs_store.ids_matching(
                     conn, statuses=[str(s) for s in body.filter.status] if body.filter.status else None,
-                    search=body.filter.search, schedule_id=body.filter.schedule_id, limit=max_jobs,
+                    search=body.filter.search, schedule_id=body.filter.schedule_id, limit=max_jobs, teams=teams,
                 )
         action = {BatchAction.pause: self.pause, BatchAction.resume: self.resume,
                   BatchAction.cancel: self.cancel}[body.action]
@@ -298,6 +305,8 @@ class JobControl:
         failed: list[BatchFailure] = []
         for job_id in ids:
             try:
+                if job_id in hidden:
+                    raise NotFound(f"job {job_id} not found")
                 await action(job_id, actor)
             except ServiceError as exc:
                 failed.append(BatchFailure(id=job_id, code=exc.code, message=exc.message))

@@ -62,10 +62,11 @@ class Queries:
         return job_model(job)
 
     async def jobs(self, *, statuses: Sequence[str] | None, search: str | None, limit: int, offset: int,
-                   schedule_id: int | None = None) -> JobList:
+                   schedule_id: int | None = None, teams: Sequence[int] | None = None) -> JobList:
+        """A page of jobs; ``teams``: of these teams only (a principal's ``teams``; None: every team)."""
         async with self.pool.acquire() as conn:
             rows, total = await jobs_store.list_page(conn, statuses=statuses or None, search=search, limit=limit,
-                                                     offset=offset, schedule_id=schedule_id)
+                                                     offset=offset, schedule_id=schedule_id, teams=teams)
             items = await render_jobs(conn, rows)
         return JobList(items=items, total=total, limit=limit, offset=offset)
 
@@ -83,10 +84,10 @@ class Queries:
         return AssignmentList(items=items, total=len(items))
 
     async def assignments(self, *, status: str | None, dead: bool, limit: int, offset: int,
-                          device_id: int | None = None) -> AssignmentList:
+                          device_id: int | None = None, teams: Sequence[int] | None = None) -> AssignmentList:
         async with self.pool.acquire() as conn:
             rows, total = await assignments_store.list_page(conn, status=status, dead=dead, device_id=device_id,
-                                                            limit=limit, offset=offset)
+                                                            limit=limit, offset=offset, teams=teams)
         return AssignmentList(items=[Assignment.model_validate(dict(r.items())) for r in rows], total=total)
 
     async def owns_assignment(self, agent_id: int, assignment_id: int) -> None:
@@ -97,9 +98,9 @@ class Queries:
 
     # ------------------------------------------------------------------ fleet
 
-    async def devices(self) -> list[Device]:
+    async def devices(self, teams: Sequence[int] | None = None) -> list[Device]:
         async with self.pool.acquire() as conn:
-            rows = await devices_store.list_all(conn)
+            rows = await devices_store.list_all(conn, teams=teams)
         return [Device.model_validate(dict(r.items())) for r in rows]
 
     async def devices_by_ids(self, device_ids: Sequence[int]) -> list[Device]:
@@ -125,9 +126,9 @@ class Queries:
             connected = await devices_store.count_connected(conn)
         return FleetStats(agents_online=agents["connected"], devices=states, connected_devices=connected)
 
-    async def agents(self) -> list[Agent]:
+    async def agents(self, teams: Sequence[int] | None = None) -> list[Agent]:
         async with self.pool.acquire() as conn:
-            rows = await agents_store.list_all(conn, self.grace_sec)
+            rows = await agents_store.list_all(conn, self.grace_sec, teams)
         return [Agent.model_validate(dict(r.items())) for r in rows]
 
     async def agent(self, agent_id: int) -> Agent:
@@ -150,10 +151,11 @@ class Queries:
         async with self.pool.acquire() as conn:
             return await stats_store.fleet_counts(conn, self.grace_sec)
 
-    async def stats(self, window_sec: int) -> Stats:
+    async def stats(self, window_sec: int, teams: Sequence[int] | None = None) -> Stats:
+        """The figures of ``teams``' jobs, phones and agents (None: the whole fleet)."""
         async with self.pool.acquire() as conn:
-            counts = await stats_store.fleet_counts(conn, self.grace_sec)
-            figures = await stats_store.window_figures(conn, window_sec)
+            counts = await stats_store.fleet_counts(conn, self.grace_sec, teams)
+            figures = await stats_store.window_figures(conn, window_sec, teams)
         return Stats.model_validate({"jobs": counts.jobs, "assignments": counts.assignments, "devices": counts.devices,
                                      "agents": counts.agents, "connected_devices": counts.connected_devices,
                                      **figures})

@@ -19,6 +19,10 @@ Handler = Callable[[Any, web.Request], Awaitable[web.StreamResponse]]
 Access = Literal["public", "viewer", "operator", "admin", "agent"]
 """Who may call a route: anyone; a person or token of at least this role (``protocol.enums.Role``); or an agent."""
 ACCESS_LEVELS: tuple[Access, ...] = ("public", "viewer", "operator", "admin", "agent")
+Owns = Literal["job", "assignment", "device", "agent", "schedule", "team", "own_token"]
+"""What a path's ``{id}`` names. A team's object (all but ``own_token``) is checked before the handler runs: a
+person who does not see its team gets the very 404 a missing one gets (``scope.check_visible``). ``own_token``:
+one of the caller's own personal tokens, which its service finds among theirs only."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Route:
     produces: tuple[str, ...] = ("application/json",)
     also: tuple[tuple[str, str], ...] = ()
     """Error statuses it answers besides those its properties imply, each with why (for the OpenAPI document)."""
+    owns: Owns | None = None
+    """What the path's ``{id}`` is: every route with an ``{id}`` names it (a test holds the table to it)."""
 
 
 MAX_OFFSET = 2**63 - 1

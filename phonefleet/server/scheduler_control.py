@@ -1,6 +1,7 @@
 """The distribution switch and its status: stopped means no new assignments on any node, while
 work already on the phones finishes (and pauses, cancels and results keep flowing)."""
 
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -27,17 +28,18 @@ class SchedulerControl:
         self.distributor = distributor
         self.grace_sec = grace_sec
 
-    async def status(self) -> SchedulerStatus:
+    async def status(self, teams: Sequence[int] | None = None) -> SchedulerStatus:
+        """The switch (one for every team), and counts of ``teams``' jobs, work, agents and phones (None: all)."""
         async with self.pool.acquire() as conn:
             switch = await scheduler_store.state(conn)
-            due = await schedules_store.next_due(conn)
-            agents = await agents_store.counts_by_status(conn, self.grace_sec)
+            due = await schedules_store.next_due(conn, teams)
+            agents = await agents_store.counts_by_status(conn, self.grace_sec, teams)
             return SchedulerStatus(
                 running=switch.running, changed_at=switch.changed_at, changed_by=switch.changed_by,
-                jobs=await jobs_store.counts_by_status(conn),
-                assignments=await assignments_store.open_counts(conn),
+                jobs=await jobs_store.counts_by_status(conn, teams),
+                assignments=await assignments_store.open_counts(conn, teams),
                 connected_agents=int(agents.get("connected", 0)),
-                idle_devices=await devices_store.count_idle(conn),
+                idle_devices=await devices_store.count_idle(conn, teams),
                 next_schedule=ScheduleDue(id=due.id, name=due.name, next_run_at=due.next_run_at) if due else None,
             )
 

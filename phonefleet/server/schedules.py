@@ -5,7 +5,7 @@ fires the due ones. Both read time from ``Schedules.clock``, so tests move time 
 """
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -142,9 +142,11 @@ class Schedules:
             raise NotFound(f"schedule {schedule_id} not found")
         return schedule_model(schedule)
 
-    async def list_page(self, *, enabled: bool | None, limit: int, offset: int) -> ScheduleList:
+    async def list_page(self, *, enabled: bool | None, limit: int, offset: int,
+                        teams: Sequence[int] | None = None) -> ScheduleList:
         async with self.pool.acquire() as conn:
-            rows, total = await schedules_store.list_page(conn, enabled=enabled, limit=limit, offset=offset)
+            rows, total = await schedules_store.list_page(conn, enabled=enabled, limit=limit, offset=offset,
+                                                          teams=teams)
         return ScheduleList(items=[schedule_model(r) for r in rows], total=total)
 
     async def patch(self, schedule_id: int, body: SchedulePatch) -> Schedule:

@@ -5,7 +5,7 @@ from typing import Any
 
 from phonefleet.protocol.enums import AgentStatus
 from phonefleet.protocol.states import AGENT_TRANSITIONS, every_state, sources_of
-from phonefleet.server.store import Conn
+from phonefleet.server.store import Conn, teams_arg
 from phonefleet.server.store.records import AgentIdentity, AgentRecord
 
 AGENT_COLUMNS = """
@@ -27,9 +27,10 @@ async def get(conn: Conn, agent_id: int, grace_sec: float) -> AgentRecord | None
                                record_class=AgentRecord)
 
 
-async def list_all(conn: Conn, grace_sec: float) -> list[AgentRecord]:
-    return await conn.fetch(f"SELECT {AGENT_COLUMNS} FROM agents a ORDER BY a.name", grace_sec,
-                            record_class=AgentRecord)
+async def list_all(conn: Conn, grace_sec: float, teams: Sequence[int] | None = None) -> list[AgentRecord]:
+    """Agents by name; ``teams``: only these teams' (None: every team)."""
+    return await conn.fetch(f"SELECT {AGENT_COLUMNS} FROM agents a WHERE $2::bigint[] IS NULL OR a.team_id = ANY($2)"
+                            " ORDER BY a.name", grace_sec, teams_arg(teams), record_class=AgentRecord)
 
 
 async def by_token_hash(conn: Conn, token_hash: str) -> AgentIdentity | None:
@@ -172,14 +173,14 @@ async def paused_job_ids(conn: Conn, agent_id: int) -> list[int]:
     return [r["job_id"] for r in rows]
 
 
-async def counts_by_status(conn: Conn, grace_sec: float) -> dict[str, Any]:
+async def counts_by_status(conn: Conn, grace_sec: float, teams: Sequence[int] | None = None) -> dict[str, Any]:
     row = await conn.fetchrow(
         """SELECT count(*) FILTER (WHERE status = 'online')::int AS online,
                   count(*) FILTER (WHERE status = 'paused')::int AS paused,
                   count(*) FILTER (WHERE status = 'offline')::int AS offline,
                   count(*) FILTER (WHERE last_seen_at > now() - make_interval(secs => $1))::int AS connected
-           FROM agents""",
-        grace_sec,
+           FROM agents WHERE $2::bigint[] IS NULL OR team_id = ANY($2)""",
+        grace_sec, teams_arg(teams),
     )
     assert row is not None
     return dict(row.items())

@@ -20,7 +20,7 @@ from phonefleet.protocol.states import (
     as_guard,
     sources_of,
 )
-from phonefleet.server.store import Conn, Row
+from phonefleet.server.store import Conn, Row, teams_arg
 from phonefleet.server.store.jobs import JOB_COLUMNS, filter_args, filter_sql
 from phonefleet.server.store.records import (
     AgentOrderRecord,
@@ -574,16 +574,25 @@ _DEAD = """a.status IN ('failed', 'timed_out') AND NOT a.retried AND NOT a.super
 """Dead letters: attempts that ended a slot for good (not retried on another phone, not requeued)."""
 
 
+def of_teams(param: int) -> str:
+    """SQL: assignment ``a`` is of a job of the teams in parameter ``param`` (a ``teams_arg``; None: any)."""
+    return f"(${param}::bigint[] IS NULL OR (SELECT tj.team_id FROM jobs tj WHERE tj.id = a.job_id) = ANY(${param}))"
+
+
 async def list_page(conn: Conn, *, status: str | None, dead: bool = False, device_id: int | None = None,
-                    limit: int, offset: int) -> tuple[list[AssignmentRecord], int]:
+                    limit: int, offset: int, teams: Sequence[int] | None = None,
+                    ) -> tuple[list[AssignmentRecord], int]:
+    """Newest first; ``teams``: only assignments of these teams' jobs (None: every team)."""
     where = (f"($1::text IS NULL OR a.status = $1) AND (NOT $2 OR ({_DEAD}))"
-             " AND ($3::bigint IS NULL OR a.device_id = $3)")
+             " AND ($3::bigint IS NULL OR a.device_id = $3)"
+             f" AND {of_teams(4)}")
+    args = (status, dead, device_id, teams_arg(teams))
     rows = await conn.fetch(
         f"""SELECT {ASSIGNMENT_COLUMNS}, d.serial FROM assignments a JOIN devices d ON d.id = a.device_id
-            WHERE {where} ORDER BY a.id DESC LIMIT $4 OFFSET $5""",
-        status, dead, device_id, limit, offset, record_class=AssignmentRecord,
+            WHERE {where} ORDER BY a.id DESC LIMIT $5 OFFSET $6""",
+        *args, limit, offset, record_class=AssignmentRecord,
     )
-    total = await conn.fetchval(f"SELECT count(*) FROM assignments a WHERE {where}", status, dead, device_id)
+    total = await conn.fetchval(f"SELECT count(*) FROM assignments a WHERE {where}", *args)
     return rows, int(total)
 
 
@@ -594,18 +603,20 @@ async def owned_by(conn: Conn, agent_id: int, ids: Sequence[int]) -> set[int]:
     return {r["id"] for r in rows}
 
 
-async def open_counts(conn: Conn) -> dict[str, int]:
-    """Assignments that can still end, by status (the scheduler's status)."""
+async def open_counts(conn: Conn, teams: Sequence[int] | None = None) -> dict[str, int]:
+    """Assignments that can still end, by status (the scheduler's status), of ``teams``' jobs (None: all)."""
     live = [str(s) for s in LIVE_ASSIGNMENT_STATUSES]
     rows = await conn.fetch(
-        "SELECT status, count(*)::int AS n FROM assignments WHERE status = ANY($1::text[]) GROUP BY status", live)
+        f"SELECT a.status, count(*)::int AS n FROM assignments a WHERE a.status = ANY($1::text[]) AND {of_teams(2)}"
+        " GROUP BY a.status", live, teams_arg(teams))
     counts = {s: 0 for s in live}
     counts.update({r["status"]: r["n"] for r in rows})
     return counts
 
 
-async def counts_by_status(conn: Conn) -> dict[str, int]:
-    rows = await conn.fetch("SELECT status, count(*)::int AS n FROM assignments GROUP BY status")
+async def counts_by_status(conn: Conn, teams: Sequence[int] | None = None) -> dict[str, int]:
+    rows = await conn.fetch(f"SELECT a.status, count(*)::int AS n FROM assignments a WHERE {of_teams(1)}"
+                            " GROUP BY a.status", teams_arg(teams))
     counts = {str(s): 0 for s in A}
     counts.update({r["status"]: r["n"] for r in rows})
     return counts

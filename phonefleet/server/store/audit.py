@@ -56,6 +56,9 @@ async def add(conn: Conn, e: NewAuditEvent) -> int:
 
 
 class AuditFilter(NamedTuple):
+    """Every given field must match. ``teams``: the caller's teams (None: an admin, every event); a person sees
+    only their teams' events, never those of no team (people, tokens, the switch: an admin's business)."""
+
     actor: str | None = None
     actor_kind: str | None = None
     team_id: int | None = None
@@ -64,6 +67,7 @@ class AuditFilter(NamedTuple):
     action: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    teams: list[int] | None = None
 
 
 async def page(conn: Conn, f: AuditFilter, *, before: int | None, limit: int) -> list[AuditRecord]:
@@ -79,7 +83,8 @@ async def page(conn: Conn, f: AuditFilter, *, before: int | None, limit: int) ->
               AND ($8::text IS NULL OR a.action = $8)
               AND ($9::timestamptz IS NULL OR a.at >= $9)
               AND ($10::timestamptz IS NULL OR a.at < $10)
+              AND ($11::bigint[] IS NULL OR a.team_id = ANY($11))
             ORDER BY a.id DESC LIMIT $2""",
         before, limit, f.actor, f.actor_kind, f.team_id, f.object_kind, f.object_id, f.action, f.since, f.until,
-        record_class=AuditRecord,
+        f.teams, record_class=AuditRecord,
     )

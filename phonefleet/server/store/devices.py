@@ -5,7 +5,7 @@ from typing import Any
 
 from phonefleet.protocol.enums import DeviceEventKind, DeviceState
 from phonefleet.protocol.states import DEVICE_STATE_PRECEDENCE, DEVICE_TRANSITIONS, every_state
-from phonefleet.server.store import Conn, Row, device_events, waiting
+from phonefleet.server.store import Conn, Row, device_events, teams_arg, waiting
 from phonefleet.server.store.records import AttentionRecord, DeviceChange, DeviceDetailRecord, DeviceRecord
 
 CONNECTED_STATES = ("idle", "busy")
@@ -305,21 +305,30 @@ async def get_detail(conn: Conn, device_id: int) -> DeviceDetailRecord | None:
     )
 
 
-async def needing_attention(conn: Conn, limit: int = 1000) -> list[AttentionRecord]:
-    """Quarantined, recovering and unhealthy phones, with since when."""
+async def needing_attention(conn: Conn, limit: int = 1000, teams: Sequence[int] | None = None,
+                            ) -> list[AttentionRecord]:
+    """Quarantined, recovering and unhealthy phones (of ``teams``' agents; None: all), with since when."""
     return await conn.fetch(
         f"""SELECT {DEVICE_COLUMNS},
                    CASE d.state WHEN 'quarantined' THEN d.quarantined_at WHEN 'unhealthy' THEN d.unhealthy_since
                    END AS since
             FROM devices d JOIN agents ag ON ag.id = d.agent_id
             WHERE d.state IN ('quarantined', 'recovering', 'unhealthy')
+              AND ($2::bigint[] IS NULL OR ag.team_id = ANY($2))
             ORDER BY d.id LIMIT $1""",
-        limit, record_class=AttentionRecord,
+        limit, teams_arg(teams), record_class=AttentionRecord,
     )
 
 
-async def connected_ids(conn: Conn) -> list[int]:
-    rows = await conn.fetch("SELECT id FROM devices WHERE connected ORDER BY id")
+def of_teams(param: int) -> str:
+    """SQL: phone ``d`` hangs off an agent of the teams in parameter ``param`` (a ``teams_arg``; None: any)."""
+    return (f"(${param}::bigint[] IS NULL OR (SELECT tg.team_id FROM agents tg WHERE tg.id = d.agent_id)"
+            f" = ANY(${param}))")
+
+
+async def connected_ids(conn: Conn, teams: Sequence[int] | None = None) -> list[int]:
+    rows = await conn.fetch(f"SELECT d.id FROM devices d WHERE d.connected AND {of_teams(1)} ORDER BY d.id",
+                            teams_arg(teams))
     return [r["id"] for r in rows]
 
 
@@ -331,12 +340,15 @@ async def get_many(conn: Conn, device_ids: Sequence[int]) -> list[DeviceRecord]:
     )
 
 
-async def list_all(conn: Conn, *, state: str | None = None, agent_id: int | None = None) -> list[DeviceRecord]:
+async def list_all(conn: Conn, *, state: str | None = None, agent_id: int | None = None,
+                   teams: Sequence[int] | None = None) -> list[DeviceRecord]:
+    """Phones by agent and serial; ``teams``: only those of these teams' agents (None: every team)."""
     return await conn.fetch(
         f"""SELECT {DEVICE_COLUMNS} FROM devices d JOIN agents ag ON ag.id = d.agent_id
             WHERE ($1::text IS NULL OR d.state = $1) AND ($2::bigint IS NULL OR d.agent_id = $2)
+              AND ($3::bigint[] IS NULL OR ag.team_id = ANY($3))
             ORDER BY ag.name, d.serial""",
-        state, agent_id, record_class=DeviceRecord,
+        state, agent_id, teams_arg(teams), record_class=DeviceRecord,
     )
 
 
@@ -347,16 +359,19 @@ async def paused_serials(conn: Conn, agent_id: int) -> list[str]:
     return [r["serial"] for r in rows]
 
 
-async def counts_by_state(conn: Conn) -> dict[str, int]:
-    rows = await conn.fetch("SELECT state, count(*)::int AS n FROM devices GROUP BY state")
+async def counts_by_state(conn: Conn, teams: Sequence[int] | None = None) -> dict[str, int]:
+    rows = await conn.fetch(f"SELECT d.state, count(*)::int AS n FROM devices d WHERE {of_teams(1)} GROUP BY d.state",
+                            teams_arg(teams))
     counts = {str(s): 0 for s in DeviceState}
     counts.update({r["state"]: r["n"] for r in rows})
     return counts
 
 
-async def count_connected(conn: Conn) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM devices WHERE connected"))
+async def count_connected(conn: Conn, teams: Sequence[int] | None = None) -> int:
+    return int(await conn.fetchval(f"SELECT count(*) FROM devices d WHERE d.connected AND {of_teams(1)}",
+                                   teams_arg(teams)))
 
 
-async def count_idle(conn: Conn) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM devices WHERE state = 'idle'"))
+async def count_idle(conn: Conn, teams: Sequence[int] | None = None) -> int:
+    return int(await conn.fetchval(f"SELECT count(*) FROM devices d WHERE d.state = 'idle' AND {of_teams(1)}",
+                                   teams_arg(teams)))

@@ -17,7 +17,7 @@ from phonefleet.protocol.states import (
     checked_sources,
     sources_of,
 )
-from phonefleet.server.store import Conn
+from phonefleet.server.store import Conn, teams_arg
 from phonefleet.server.store.records import (
     BlockedJob,
     FillJob,
@@ -136,17 +136,17 @@ async def existing_ids(conn: Conn, job_ids: Sequence[int], team_id: int | None =
 
 async def list_page(
     conn: Conn, *, statuses: Sequence[str] | None, search: str | None, limit: int, offset: int,
-    schedule_id: int | None = None,
+    schedule_id: int | None = None, teams: Sequence[int] | None = None,
 ) -> tuple[list[JobRecord], int]:
+    """A page of jobs, newest first; ``teams``: only jobs of these teams (None: every team)."""
     where = (f"($1::text[] IS NULL OR j.status = ANY($1)) AND {TITLE_CONTAINS}"
-             " AND ($3::bigint IS NULL OR j.schedule_id = $3)")
-    pattern = contains_pattern(search)
+             " AND ($3::bigint IS NULL OR j.schedule_id = $3) AND ($4::bigint[] IS NULL OR j.team_id = ANY($4))")
+    args = (list(statuses) if statuses else None, contains_pattern(search), schedule_id, teams_arg(teams))
     rows = await conn.fetch(
-        f"SELECT {JOB_COLUMNS} FROM jobs j WHERE {where} ORDER BY j.id DESC LIMIT $4 OFFSET $5",
-        list(statuses) if statuses else None, pattern, schedule_id, limit, offset, record_class=JobRecord,
+        f"SELECT {JOB_COLUMNS} FROM jobs j WHERE {where} ORDER BY j.id DESC LIMIT $5 OFFSET $6",
+        *args, limit, offset, record_class=JobRecord,
     )
-    total = await conn.fetchval(f"SELECT count(*) FROM jobs j WHERE {where}",
-                                list(statuses) if statuses else None, pattern, schedule_id)
+    total = await conn.fetchval(f"SELECT count(*) FROM jobs j WHERE {where}", *args)
     return rows, int(total)
 
 
@@ -342,15 +342,22 @@ async def requeue(conn: Conn, job_id: int, scope: str) -> int:
 
 
 async def ids_matching(conn: Conn, *, statuses: Sequence[str] | None, search: str | None,
-                       schedule_id: int | None, limit: int) -> list[int]:
+                       schedule_id: int | None, limit: int, teams: Sequence[int] | None = None) -> list[int]:
     rows = await conn.fetch(
         f"""SELECT j.id FROM jobs j
            WHERE ($1::text[] IS NULL OR j.status = ANY($1)) AND {TITLE_CONTAINS}
-             AND ($3::bigint IS NULL OR j.schedule_id = $3)
+             AND ($3::bigint IS NULL OR j.schedule_id = $3) AND ($5::bigint[] IS NULL OR j.team_id = ANY($5))
            ORDER BY j.id LIMIT $4""",
-        list(statuses) if statuses else None, contains_pattern(search), schedule_id, limit,
+        list(statuses) if statuses else None, contains_pattern(search), schedule_id, limit, teams_arg(teams),
     )
     return [r["id"] for r in rows]
+
+
+async def visible_ids(conn: Conn, job_ids: Sequence[int], teams: Sequence[int] | None) -> set[int]:
+    """Those of ``job_ids`` that exist in ``teams`` (None: in any team)."""
+    rows = await conn.fetch("SELECT id FROM jobs WHERE id = ANY($1::bigint[]) AND ($2::bigint[] IS NULL OR "
+                            "team_id = ANY($2))", list(job_ids), teams_arg(teams))
+    return {r["id"] for r in rows}
 
 
 JOB_FILTERS_MATCH = """
@@ -459,8 +466,9 @@ async def complete_finished(conn: Conn, job_ids: Sequence[int]) -> list[JobRecor
     )
 
 
-async def counts_by_status(conn: Conn) -> dict[str, int]:
-    rows = await conn.fetch("SELECT status, count(*)::int AS n FROM jobs GROUP BY status")
+async def counts_by_status(conn: Conn, teams: Sequence[int] | None = None) -> dict[str, int]:
+    rows = await conn.fetch("SELECT status, count(*)::int AS n FROM jobs WHERE $1::bigint[] IS NULL OR "
+                            "team_id = ANY($1) GROUP BY status", teams_arg(teams))
     counts = {str(s): 0 for s in JobStatus}
     counts.update({r["status"]: r["n"] for r in rows})
     return counts

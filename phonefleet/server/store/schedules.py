@@ -1,10 +1,11 @@
 """SQL of recurring schedules: definitions, the due ones (locked, skipping those another node holds),
 and the advance after a firing."""
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from phonefleet.server.store import Conn
+from phonefleet.server.store import Conn, teams_arg
 from phonefleet.server.store.records import NextDue, ScheduleRecord
 
 SCHEDULE_COLUMNS = """
@@ -40,13 +41,15 @@ async def exists(conn: Conn, schedule_id: int) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM schedules WHERE id = $1)", schedule_id))
 
 
-async def list_page(conn: Conn, *, enabled: bool | None, limit: int, offset: int) -> tuple[list[ScheduleRecord], int]:
-    where = "($1::boolean IS NULL OR s.enabled = $1)"
+async def list_page(conn: Conn, *, enabled: bool | None, limit: int, offset: int,
+                    teams: Sequence[int] | None = None) -> tuple[list[ScheduleRecord], int]:
+    """By id; ``teams``: only these teams' schedules (None: every team)."""
+    where = "($1::boolean IS NULL OR s.enabled = $1) AND ($2::bigint[] IS NULL OR s.team_id = ANY($2))"
     rows = await conn.fetch(
-        f"SELECT {SCHEDULE_COLUMNS} FROM schedules s WHERE {where} ORDER BY s.id LIMIT $2 OFFSET $3",
-        enabled, limit, offset, record_class=ScheduleRecord,
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules s WHERE {where} ORDER BY s.id LIMIT $3 OFFSET $4",
+        enabled, teams_arg(teams), limit, offset, record_class=ScheduleRecord,
     )
-    total = await conn.fetchval(f"SELECT count(*) FROM schedules s WHERE {where}", enabled)
+    total = await conn.fetchval(f"SELECT count(*) FROM schedules s WHERE {where}", enabled, teams_arg(teams))
     return rows, int(total)
 
 
@@ -98,11 +101,12 @@ async def record_run(conn: Conn, schedule_id: int, ran_at: datetime, job_id: int
     )
 
 
-async def next_due(conn: Conn) -> NextDue | None:
-    """The soonest enabled schedule (id, name, next_run_at), for status displays."""
+async def next_due(conn: Conn, teams: Sequence[int] | None = None) -> NextDue | None:
+    """The soonest enabled schedule (id, name, next_run_at) of ``teams`` (None: any), for status displays."""
     return await conn.fetchrow(
         """SELECT id, name, next_run_at FROM schedules
-           WHERE enabled AND next_run_at IS NOT NULL ORDER BY next_run_at, id LIMIT 1""",
-        record_class=NextDue,
+           WHERE enabled AND next_run_at IS NOT NULL AND ($1::bigint[] IS NULL OR team_id = ANY($1))
+           ORDER BY next_run_at, id LIMIT 1""",
+        teams_arg(teams), record_class=NextDue,
     )
 

@@ -1,10 +1,11 @@
 """SQL of the fleet's figures: counts by state (``/api/stats`` and ``/metrics``) and rates and
 durations of the assignments of a recent window."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from phonefleet.server.store import Conn
+from phonefleet.server.store import Conn, teams_arg
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
@@ -35,15 +36,15 @@ class FleetCounts:
 
 
 
-async def fleet_counts(conn: Conn, grace_sec: float) -> FleetCounts:
-    """Everything counted by state, one small query per table."""
+async def fleet_counts(conn: Conn, grace_sec: float, teams: Sequence[int] | None = None) -> FleetCounts:
+    """Everything counted by state, one small query per table; ``teams``: only what these teams own (None: all)."""
     return FleetCounts(
-        jobs=await jobs_store.counts_by_status(conn),
-        assignments=await assignments_store.counts_by_status(conn),
-        devices=await devices_store.counts_by_state(conn),
-        agents=await agents_store.counts_by_status(conn, grace_sec),
-        connected_devices=await devices_store.count_connected(conn),
-        phones=[PhoneFigures(**dict(r.items())) for r in await conn.fetch(_PHONES_SQL)],
+        jobs=await jobs_store.counts_by_status(conn, teams),
+        assignments=await assignments_store.counts_by_status(conn, teams),
+        devices=await devices_store.counts_by_state(conn, teams),
+        agents=await agents_store.counts_by_status(conn, grace_sec, teams),
+        connected_devices=await devices_store.count_connected(conn, teams),
+        phones=[PhoneFigures(**dict(r.items())) for r in await conn.fetch(_PHONES_SQL, teams_arg(teams))],
     )
 
 
@@ -53,7 +54,7 @@ _PHONES_SQL = """
             FROM assignments a WHERE a.device_id = d.id AND a.finished_at > now() - interval '1 hour'
               AND a.status IN ('completed', 'failed', 'timed_out')) AS success_rate_1h
     FROM devices d JOIN agents ag ON ag.id = d.agent_id
-    WHERE d.connected OR d.state = 'quarantined'
+    WHERE (d.connected OR d.state = 'quarantined') AND ($1::bigint[] IS NULL OR ag.team_id = ANY($1))
     ORDER BY d.id
 """
 """Phones plugged in (and quarantined ones): a gone phone's gauges go with it."""
@@ -66,7 +67,7 @@ _FINISHED_SQL = """
         SELECT a.status, greatest(0, extract(epoch FROM a.finished_at - a.started_at))::float8 AS run_sec
         FROM assignments a
         WHERE a.finished_at > now() - make_interval(secs => $1)
-          AND a.status IN ('completed', 'failed', 'timed_out')
+          AND a.status IN ('completed', 'failed', 'timed_out') AND {of_teams}
     )
     SELECT count(*) FILTER (WHERE status = 'completed')::int AS completed,
            count(*)::int AS ended,
@@ -81,7 +82,7 @@ _STARTED_SQL = """
         SELECT greatest(0, extract(epoch FROM a.started_at - coalesce(j.activated_at, j.created_at)))::float8
                    AS wait_sec
         FROM assignments a JOIN jobs j ON j.id = a.job_id
-        WHERE a.started_at > now() - make_interval(secs => $1)
+        WHERE a.started_at > now() - make_interval(secs => $1) AND ($2::bigint[] IS NULL OR j.team_id = ANY($2))
     )
     SELECT count(*)::int AS count, avg(wait_sec) AS avg_sec,
            percentile_cont(0.95) WITHIN GROUP (ORDER BY wait_sec) AS p95_sec
@@ -89,11 +90,13 @@ _STARTED_SQL = """
 """
 
 
-async def window_figures(conn: Conn, window_sec: int) -> dict[str, Any]:
+async def window_figures(conn: Conn, window_sec: int, teams: Sequence[int] | None = None) -> dict[str, Any]:
     """Success rate and run time of the assignments that ended in the last ``window_sec`` seconds
-    (retried attempts included, cancelled ones not), and queue wait of those that started in it."""
-    ended = await conn.fetchrow(_FINISHED_SQL, float(window_sec))
-    started = await conn.fetchrow(_STARTED_SQL, float(window_sec))
+    (retried attempts included, cancelled ones not), and queue wait of those that started in it; of ``teams``'
+    jobs only (None: all)."""
+    ended = await conn.fetchrow(_FINISHED_SQL.format(of_teams=assignments_store.of_teams(2)), float(window_sec),
+                                teams_arg(teams))
+    started = await conn.fetchrow(_STARTED_SQL, float(window_sec), teams_arg(teams))
     assert ended is not None and started is not None
     return {
         "window_sec": window_sec,
