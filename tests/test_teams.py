@@ -189,9 +189,10 @@ async def test_a_moved_agents_phones_run_the_new_teams_jobs_and_finish_what_they
     dashboard = SimDashboard(server.url, ADMIN)
     await dashboard.connect()
     try:
+        mark = len(dashboard.received)
         moved = await server.ok("PATCH", f"/api/agents/{row['id']}", {"team_id": red["id"]})
         assert moved["team_id"] == red["id"] and moved["name"] == "pc"
-        await eventually(lambda: _heard(dashboard, row["id"]))
+        await eventually(lambda: _heard(dashboard.received[mark:], row["id"], red["id"]))
     finally:
         await dashboard.disconnect()
     assert (await server.ok("GET", f"/api/teams/{red['id']}"))["agents"] == 1
@@ -210,9 +211,12 @@ async def test_a_moved_agents_phones_run_the_new_teams_jobs_and_finish_what_they
     assert status == 409 and "1 agent(s)" in body["error"]["message"]
 
 
-async def _heard(dashboard: SimDashboard, agent_id: int) -> bool:
-    return any(name == "agent:update" and data["agent_id"] == agent_id for name, data in dashboard.received) and \
-        any(name == "device:update" for name, data in dashboard.received)
+async def _heard(received: list[tuple[str, Any]], agent_id: int, team_id: int) -> bool:
+    """A dashboard heard of the agent in its new team, and of its phones."""
+    return any(name == "agent:update" and (data["agent_id"], data["team_id"]) == (agent_id, team_id)
+               for name, data in received) and \
+        any(name == "device:update" and any(d["agent_id"] == agent_id for d in data["devices"])
+            for name, data in received)
 
 
 async def _status(server: RunningServer, job_id: int, status: str) -> bool:
