@@ -28,6 +28,7 @@ from phonefleet.protocol.models import (
 )
 from phonefleet.protocol.people import PasswordChange, PersonalTokenCreate, PersonCreate, PersonPatch, SignIn
 from phonefleet.protocol.screen import InputBody
+from phonefleet.protocol.teams import TeamCreate, TeamPatch
 from phonefleet.server import outage
 from phonefleet.server.api import ROUTES
 from phonefleet.server.routes import Route
@@ -47,7 +48,7 @@ class Fleet:
 
     def path(self, route: Route) -> str:
         resource = route.path.split("/")[2] if route.path.startswith("/api/") else ""
-        kind = {"jobs": "job", "devices": "device", "agents": "agent", "schedules": "schedule"}.get(
+        kind = {"jobs": "job", "devices": "device", "agents": "agent", "schedules": "schedule", "teams": "team"}.get(
             resource, "assignment")
         name = "ci" if resource == "admins" else "shot.png"
         return route.path.replace("{id}", str(self.ids[kind])).replace("{name}", name)
@@ -69,6 +70,7 @@ class Fleet:
             SignIn: {"name": "nobody", "password": "wrong"}, PersonCreate: {"name": "pat", "role": "viewer"},
             PersonPatch: {"role": "viewer"}, PersonalTokenCreate: {"name": "ci"},
             PasswordChange: {"current_password": "old", "new_password": "a new passphrase"},
+            TeamCreate: {"name": "crew"}, TeamPatch: {"name": "default"},
         }
         return {} if route.body is None else {"json": bodies[route.body]}
 
@@ -96,7 +98,7 @@ async def _fleet(server: RunningServer) -> Fleet:
     (device,) = await server.ok("GET", "/api/devices")
     assert agent.agent_id is not None
     return Fleet(server, agent, {"job": job["id"], "assignment": assignment_id, "device": device["id"],
-                                 "agent": agent.agent_id, "schedule": schedule["id"]})
+                                 "agent": agent.agent_id, "schedule": schedule["id"], "team": 1})
 
 
 def _assert_outage_answer(route: Route, status: int, headers: dict[str, str], body: Any) -> None:

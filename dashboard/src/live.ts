@@ -97,7 +97,9 @@ export class Live {
     });
     socket.on(EVENTS.FLEET_STATS, (s: FleetStats) => this.store.fleetStats(s));
     socket.on(EVENTS.AGENT_UPDATE, (a: AgentUpdate) => {
-      if (!this.store.agents.has(a.agent_id)) void this.refreshAgents();
+      const known = this.store.agents.get(a.agent_id);
+      if (!known) void this.refreshAgents();
+      else if (known.team_id !== a.team_id) void this.refresh(); // moved: its phones join or leave this view
       this.store.agentUpdate(a);
     });
     socket.on(EVENTS.PAUSE_CHANGED, (p: PauseChanged) => {

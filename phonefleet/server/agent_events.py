@@ -297,5 +297,5 @@ class AgentEvents:
         if row is not None and team is not None:
             await self.realtime.broadcast(ev.AGENT_UPDATE, ev.AgentUpdate(
                 agent_id=row.id, name=row.name, status=row.status, paused=row.paused,
-                connected=row.connected,
+                connected=row.connected, team_id=row.team_id,
             ).model_dump(), to=of_team(team))

@@ -5,21 +5,21 @@ from typing import Any
 
 from phonefleet.protocol.enums import AgentStatus
 from phonefleet.protocol.states import AGENT_TRANSITIONS, every_state, sources_of
-from phonefleet.server.store import Conn, teams_arg
+from phonefleet.server.store import DEFAULT_TEAM, Conn, teams_arg
 from phonefleet.server.store.records import AgentIdentity, AgentRecord
 
 AGENT_COLUMNS = """
     a.id, a.name, a.hostname, a.version, a.status, a.paused, a.max_running, a.last_seen_at, a.created_at,
     (a.last_seen_at IS NOT NULL AND a.last_seen_at > now() - make_interval(secs => $1)) AS connected,
     (SELECT count(*) FROM devices d WHERE d.agent_id = a.id AND d.connected)::int AS device_count,
-    a.token_hash IS NULL AS token_revoked, a.token_changed_at
+    a.token_hash IS NULL AS token_revoked, a.token_changed_at, a.team_id
 """
 
 
-async def create(conn: Conn, name: str, token_hash: str) -> int:
+async def create(conn: Conn, name: str, token_hash: str, team_id: int = DEFAULT_TEAM) -> int:
     """The new agent's id."""
-    return int(await conn.fetchval("INSERT INTO agents (name, token_hash) VALUES ($1, $2) RETURNING id", name,
-                                   token_hash))
+    return int(await conn.fetchval("INSERT INTO agents (name, token_hash, team_id) VALUES ($1, $2, $3) RETURNING id",
+                                   name, token_hash, team_id))
 
 
 async def get(conn: Conn, agent_id: int, grace_sec: float) -> AgentRecord | None:
