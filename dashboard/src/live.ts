@@ -243,6 +243,16 @@ export class Live {
     }
   }
 
+  /** GET /api/teams; a server without teams (404) leaves the store's null: no team names or pickers show. */
+  async refreshTeams(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      this.store.setTeams(await this.api.teams());
+    } catch {
+      /* a server without teams, or offline: the next refresh tries again */
+    }
+  }
+
   async refreshAgents(): Promise<void> {
     try {
       this.store.replaceAgents(await this.api.agents());
@@ -266,6 +276,7 @@ export class Live {
     } catch {
       /* the banner already says the link is down; the poller tries again */
     }
-    await Promise.all([this.refreshScheduler(), this.refreshPolicy().then(() => this.refreshAttention())]);
+    await Promise.all([this.refreshScheduler(), this.refreshPolicy().then(() => this.refreshAttention()),
+      this.refreshTeams()]);
   }
 }

@@ -5,8 +5,9 @@ import { healthChanged, sortAttention } from "./fleetHealth";
 import { isConnected, throttle } from "./logic";
 import type {
   Agent, AgentUpdate, AttentionItem, Device, DeviceEvent, FleetStats, Job, JobStatusUpdate, SchedulerStatus,
-  SchedulerSwitch, Stats,
+  SchedulerSwitch, Stats, Team,
 } from "./types";
+import { sortTeams } from "./teams";
 
 export type LinkState = "connecting" | "live" | "offline";
 
@@ -39,6 +40,9 @@ export class Store {
   maxTempC: number | null = null;
   /** GET /api/fleet/health's phones needing attention, worst first; null until known (or on a server without it). */
   attention: AttentionItem[] | null = null;
+  /** GET /api/teams: the signed-in person's teams (an admin's: all), oldest first; null until known (or on a
+   * server without teams). */
+  teams: Team[] | null = null;
   private listeners = new Set<() => void>();
   private eventListeners = new Set<(e: DeviceEvent) => void>();
   readonly changed: () => void;
@@ -130,6 +134,20 @@ export class Store {
     this.devices = new Map(devices.map((d) => [d.id, d]));
     this.fleet = null; // recount from the fresh list until the server sends fleet:stats
     this.changed();
+  }
+
+  setTeams(teams: Team[] | null): void {
+    this.teams = teams === null ? null : sortTeams(teams);
+    this.changed();
+  }
+
+  /** One team as the server answered a change to it. */
+  putTeam(team: Team): void {
+    this.setTeams([...(this.teams ?? []).filter((t) => t.id !== team.id), team]);
+  }
+
+  teamDeleted(id: number): void {
+    this.setTeams((this.teams ?? []).filter((t) => t.id !== id));
   }
 
   replaceAgents(agents: Agent[]): void {

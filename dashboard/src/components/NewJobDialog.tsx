@@ -7,10 +7,13 @@ import {
 import type { Store } from "../store";
 import { clearOnInput, describedBy, Dialog, FieldError, focusFirstWrong } from "./Dialog";
 import { JobTemplateFields } from "./JobTemplateFields";
+import { defaultTeamId, teamKeys, withTeam } from "../teams";
+import { TeamPicker } from "./TeamPicker";
 
 export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; onClose: () => void }) {
   const [form, setForm] = useState<JobFormValues>(initialJobForm);
   const [timing, setTiming] = useState<JobTiming>({ runAt: "", dependsOn: "" });
+  const [team, setTeam] = useState<number | null>(() => defaultTeamId(store.teams));
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [busy, setBusy] = useState(false);
   const [plan, planErrors] = useMemo(() => planOf(form), [form.preset, form.values, form.custom]);
@@ -28,12 +31,12 @@ export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; 
     setBusy(true);
     setErrors({});
     try {
-      store.putJob(await api.createJob(jobCreateOf(form, timing, plan)));
+      store.putJob(await api.createJob(withTeam(jobCreateOf(form, timing, plan), team)));
       onClose();
     } catch (err) {
       const apiErr = err as ApiError;
       const worded = { message: apiErr.message, details: humanDetails(apiErr.details, form.targetType) };
-      setErrors(placeErrors(worded, form.preset, shownKeys(form.preset, ["run_at", "depends_on"])));
+      setErrors(placeErrors(worded, form.preset, shownKeys(form.preset, ["run_at", "depends_on", ...teamKeys(store.teams)])));
     } finally {
       setBusy(false);
     }
@@ -45,6 +48,7 @@ export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; 
         <h2 id="new-job-title">New job</h2>
         {allErrors[""] && <p class="field-error" role="alert" data-testid="error-general">{allErrors[""]}</p>}
 
+        <TeamPicker teams={store.teams} value={team} onChange={setTeam} errors={allErrors} />
         <JobTemplateFields form={form} onChange={setForm} plan={plan} errors={allErrors} store={store} />
 
         <fieldset>
