@@ -29,8 +29,9 @@ describe("which team a new job or schedule goes to", () => {
     expect(sortTeams([alpha, dflt, beta]).map((t) => t.name)).toEqual(["default", "beta", "alpha"]);
   });
   it("sends the picked team, and nothing when none is known (the server decides)", () => {
-    expect(withTeam({ title: "x" }, 3)).toEqual({ title: "x", team_id: 3 });
-    expect(withTeam({ title: "x" }, null)).toEqual({ title: "x" });
+    const body: { title: string; team_id?: number | null } = { title: "x" };
+    expect(withTeam(body, 3)).toEqual({ title: "x", team_id: 3 });
+    expect(withTeam(body, null)).toEqual({ title: "x" });
   });
 });
 
