@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import {
   agentTeamId, defaultTeamId, deleteTeamText, memberNameError, moveAgentText, removeMemberText, showTeamPicker,
-  sortTeams, teamKeys, teamName, teamNameError, teamSummary, withTeam,
+  sortTeams, teamKeys, teamName, teamNameError, teamPhones, teamSummary, withTeam,
 } from "./teams";
-import type { Agent, Team } from "./types";
+import type { Agent, Device, Team } from "./types";
 
 const alpha: Team = { id: 3, name: "alpha", members: ["ann", "bob"], agents: 2 };
 const beta: Team = { id: 2, name: "beta", members: [], agents: 0 };
@@ -32,6 +32,20 @@ describe("which team a new job or schedule goes to", () => {
     const body: { title: string; team_id?: number | null } = { title: "x" };
     expect(withTeam(body, 3)).toEqual({ title: "x", team_id: 3 });
     expect(withTeam(body, null)).toEqual({ title: "x" });
+  });
+});
+
+describe("the phones a job of a team can run on", () => {
+  const phone = (id: number, agent_id: number) => ({ id, agent_id, serial: `p${id}` }) as Device;
+  const phones = [phone(1, 7), phone(2, 8), phone(3, 9)];
+  it("are its agents' phones", () => {
+    const agents = new Map([[7, { ...agent, team_id: 3 } as Agent], [8, { ...agent, id: 8, team_id: 1 } as Agent]]);
+    expect(teamPhones(phones, agents, 3).map((d) => d.id)).toEqual([1, 3]); // agent 9 unknown: counted
+    expect(teamPhones(phones, agents, 1).map((d) => d.id)).toEqual([2, 3]);
+  });
+  it("are every phone while the team or the agents' teams are unknown", () => {
+    expect(teamPhones(phones, new Map([[7, agent]]), 3)).toHaveLength(3);
+    expect(teamPhones(phones, new Map(), null)).toHaveLength(3);
   });
 });
 

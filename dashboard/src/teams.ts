@@ -1,6 +1,6 @@
 // Teams in the dashboard: which team a new job or schedule goes to, team names beside jobs and agents, and what
 // the Teams page's confirmations say. GET /api/teams already answers only the caller's teams (admins: all).
-import type { Agent, Team } from "./types";
+import type { Agent, Device, Team } from "./types";
 
 /** The name rules of a team (those of people's names): 1..100 characters, a letter or digit first. */
 export const TEAM_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
@@ -46,6 +46,18 @@ export function withTeam<T extends { team_id?: number | null }>(body: T, teamId:
 /** An agent's team, when the server says it (older servers list agents without one). */
 export function agentTeamId(agent: Agent): number | null {
   return (agent as Agent & { team_id?: number | null }).team_id ?? null;
+}
+
+/** The phones a job of ``teamId`` can run on (a phone's team is its agent's): every phone while the team, or an
+ * agent's team, is unknown, so the form's counts never undercount. */
+export function teamPhones(devices: Iterable<Device>, agents: Map<number, Agent>, teamId: number | null): Device[] {
+  const all = [...devices];
+  if (teamId === null) return all;
+  return all.filter((d) => {
+    const agent = agents.get(d.agent_id);
+    const team = agent ? agentTeamId(agent) : null;
+    return team === null || team === teamId;
+  });
 }
 
 /** What is wrong with a team name as typed, in the words of the form; null when it is fine. */

@@ -49,7 +49,7 @@ export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; 
         {allErrors[""] && <p class="field-error" role="alert" data-testid="error-general">{allErrors[""]}</p>}
 
         <TeamPicker teams={store.teams} value={team} onChange={setTeam} errors={allErrors} />
-        <JobTemplateFields form={form} onChange={setForm} plan={plan} errors={allErrors} store={store} />
+        <JobTemplateFields form={form} onChange={setForm} plan={plan} errors={allErrors} store={store} teamId={team} />
 
         <fieldset>
           <legend>When</legend>

@@ -147,7 +147,7 @@ export function NewScheduleDialog({ api, store, onClose, onCreated }:
         </fieldset>
 
         <h3 class="subhead">The job it starts</h3>
-        <JobTemplateFields form={form} onChange={setForm} plan={plan} errors={allErrors} store={store} />
+        <JobTemplateFields form={form} onChange={setForm} plan={plan} errors={allErrors} store={store} teamId={team} />
 
         <div class="dialog-actions">
           <button type="button" class="ghost" onClick={onClose}>Cancel</button>
