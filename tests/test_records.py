@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from phonefleet.server.store import admin_tokens, agents, assignments, audit, devices, jobs, schedules, steps
+from phonefleet.server.store import admin_tokens, agents, assignments, audit, devices, jobs, schedules, steps, teams
 from phonefleet.server.store import records as r
 
 
@@ -40,6 +40,7 @@ def _names(select_list: str) -> list[str]:
     (r.OrderRecord, assignments.ORDER_COLUMNS, []),
     (r.StepRow, steps.STEP_COLUMNS, []),
     (r.AuditRecord, audit.AUDIT_COLUMNS, []),
+    (r.TeamRecord, teams.TEAM_COLUMNS, []),
 ], ids=lambda v: v.__name__ if isinstance(v, type) else "")
 def test_a_records_columns_are_exactly_what_its_query_selects(
     record: type[asyncpg.Record], select_list: str, extra: list[str]

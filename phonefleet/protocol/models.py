@@ -239,11 +239,17 @@ class Agent(_Resource):
                                                            "rotated (POST /api/agents/{id}/token).")
     token_changed_at: datetime | None = Field(default=None, description="When its token was last revoked or "
                                                                         "rotated.")
+    team_id: int = Field(description="The team it and its phones belong to.")
 
 
 class AgentPatch(_Body):
-    max_running: int | None = Field(strict=True, ge=1, le=100_000,
-                                    description="null removes the limit.")
+    """Give at least one field; those left out stay as they are."""
+
+    max_running: int | None = Field(default=None, strict=True, ge=1, le=100_000,
+                                    description="Phones that may run at once on it; null removes the limit.")
+    team_id: int | None = Field(default=None, strict=True, ge=1, le=2**63 - 1,
+                                description="Move it, and so its phones, to this team: from then on they run "
+                                            "only that team's jobs (what runs now finishes).")
 
 
 class AgentCreated(BaseModel):

@@ -2,6 +2,7 @@
 ``/api/tokens``."""
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +27,12 @@ class Person(BaseModel):
     role: Role
     disabled: bool
     created_at: datetime
+    team_ids: list[int] = Field(description="The teams they belong to (what they see and act on, unless an "
+                                            "admin), by id.")
+    teams: list[str] = Field(description="The same teams by name, in the order of team_ids.")
+
+
+TeamNames = list[Annotated[str, Field(min_length=1, max_length=100)]]
 
 
 class PersonCreate(_Body):
@@ -33,6 +40,8 @@ class PersonCreate(_Body):
 
     name: str = Field(min_length=1, max_length=100, pattern=TOKEN_NAME_PATTERN)
     role: Role = Role.viewer
+    teams: TeamNames = Field(default_factory=lambda: ["default"], max_length=1000,
+                             description="The teams they join, by name (by default the team 'default').")
 
 
 class PersonCreated(BaseModel):
@@ -41,10 +50,13 @@ class PersonCreated(BaseModel):
 
 
 class PersonPatch(_Body):
-    """``PATCH /api/users/{name}``: change a role, disable (ending every session and token) or enable again."""
+    """``PATCH /api/users/{name}``: change a role or teams, disable (ending every session and token) or enable
+    again."""
 
     role: Role | None = None
     disabled: bool | None = None
+    teams: TeamNames | None = Field(default=None, max_length=1000,
+                                    description="Replaces the teams they belong to, by name.")
 
 
 class SignIn(_Body):

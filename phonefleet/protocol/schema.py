@@ -12,14 +12,14 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from phonefleet.protocol import artifacts, audit, events, health, models, people, plan, screen, timeline
+from phonefleet.protocol import artifacts, audit, events, health, models, people, plan, screen, teams, timeline
 
 REF = "#/$defs/{model}"
 
 
 def contract_models() -> list[type[BaseModel]]:
     found: dict[str, type[BaseModel]] = {}
-    for module in (plan, models, events, health, timeline, screen, artifacts, audit, people):
+    for module in (plan, models, events, health, timeline, screen, artifacts, audit, people, teams):
         for name, value in vars(module).items():
             if (isinstance(value, type) and issubclass(value, BaseModel) and value.__module__ == module.__name__
                     and not name.startswith("_")):

@@ -1,6 +1,8 @@
 """This node's REST side of people: each call runs one ``people`` transaction, then applies its revocation here
 at once (the bus skips the sender's own messages; other nodes hear it from the bus)."""
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from phonefleet.protocol.enums import Role
@@ -65,9 +67,9 @@ class Accounts:
         async with self.pool.acquire() as conn:
             return [person_model(r) for r in await people_store.list_all(conn)]
 
-    async def add(self, name: str, role: Role) -> PersonCreated:
+    async def add(self, name: str, role: Role, team_names: Sequence[str]) -> PersonCreated:
         async with self.pool.acquire() as conn:
-            row, password = await people.add_person(conn, name, role)
+            row, password = await people.add_person(conn, name, role, team_names)
         return PersonCreated(person=person_model(row), password=password)
 
     async def update(self, name: str, patch: PersonPatch) -> Person:

@@ -71,6 +71,7 @@ from phonefleet.protocol.people import (
     SessionInfo,
     SignIn,
 )
+from phonefleet.protocol.teams import Team, TeamCreate, TeamPatch
 from phonefleet.protocol.timeline import LogcatAnswer, StepTimeline
 from phonefleet.server import audit, outage, people
 from phonefleet.server.accounts import Accounts, person_model
@@ -110,6 +111,7 @@ from phonefleet.server.schedules import Schedules
 from phonefleet.server.scope import team_for_new
 from phonefleet.server.screen_relay import ScreenRelay
 from phonefleet.server.store.audit import AuditFilter
+from phonefleet.server.teams import Teams
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,7 @@ class ApiServices:
     screen: ScreenRelay
     artifacts: ArtifactUploads
     audit: AuditTrail
+    teams: Teams
 
 
 class Api:
@@ -428,7 +431,7 @@ class Api:
 
     async def create_person(self, request: web.Request) -> web.Response:
         body = await _body(request, PersonCreate)
-        return model_response(await self.s.accounts.add(body.name, body.role), 201)
+        return model_response(await self.s.accounts.add(body.name, body.role, body.teams), 201)
 
     async def patch_person(self, request: web.Request) -> web.Response:
         body = await _body(request, PersonPatch)
@@ -445,6 +448,32 @@ class Api:
         await self.s.accounts.revoke_token(request[PRINCIPAL], _int_id(request))
         return web.Response(status=204)
 
+    # ------------------------------------------------------------------ teams (service: server/teams.py)
+
+    async def list_teams(self, request: web.Request) -> web.Response:
+        return models_response(await self.s.teams.visible(request[PRINCIPAL]))
+
+    async def create_team(self, request: web.Request) -> web.Response:
+        return model_response(await self.s.teams.create((await _body(request, TeamCreate)).name), 201)
+
+    async def get_team(self, request: web.Request) -> web.Response:
+        """A team the caller does not see answers as a missing one (404)."""
+        return model_response(await self.s.teams.get(request[PRINCIPAL], _int_id(request)))
+
+    async def patch_team(self, request: web.Request) -> web.Response:
+        team_id = _int_id(request)
+        return model_response(await self.s.teams.rename(team_id, (await _body(request, TeamPatch)).name))
+
+    async def delete_team(self, request: web.Request) -> web.Response:
+        await self.s.teams.delete(_int_id(request))
+        return web.Response(status=204)
+
+    async def add_team_member(self, request: web.Request) -> web.Response:
+        return model_response(await self.s.teams.add_member(_int_id(request), request.match_info["name"]))
+
+    async def remove_team_member(self, request: web.Request) -> web.Response:
+        return model_response(await self.s.teams.remove_member(_int_id(request), request.match_info["name"]))
+
     async def stats(self, request: web.Request) -> web.Response:
         return model_response(await self.s.queries.stats(_query(request, StatsQuery).window_sec))
 
@@ -459,8 +488,7 @@ class Api:
 
     async def patch_agent(self, request: web.Request) -> web.Response:
         agent_id = _int_id(request)
-        body = await _body(request, AgentPatch)
-        return model_response(await self.s.fleet.set_max_running(agent_id, body.max_running))
+        return model_response(await self.s.fleet.patch(agent_id, await _body(request, AgentPatch)))
 
     async def scheduler_status(self, _request: web.Request) -> web.Response:
         return model_response(await self.s.scheduler.status())
@@ -680,7 +708,8 @@ ROUTES: list[Route] = [
     Route("GET", "/api/agents", Api.list_agents, "Every agent", "viewer", response=Agent, many=True, tags=("fleet",)),
     Route("POST", "/api/agents", Api.create_agent, "Register an agent; answers its token once", "admin",
           body=AgentCreate, response=AgentCreated, status=201, tags=("fleet",)),
-    Route("PATCH", "/api/agents/{id}", Api.patch_agent, "Limit how many phones run at once on an agent", "admin",
+    Route("PATCH", "/api/agents/{id}", Api.patch_agent, "Limit how many phones run at once on an agent, or move it "
+          "(and its phones) to another team: they run only that team's jobs from then on", "admin",
           body=AgentPatch, response=Agent, tags=("fleet",)),
     Route("DELETE", "/api/agents/{id}/token", Api.revoke_agent_token,
           "Revoke an agent's token: its sockets drop at once on every node, its REST calls answer 401, its "
@@ -717,11 +746,27 @@ ROUTES: list[Route] = [
           "answers 401, its dashboards drop", "viewer", status=204, tags=("people",)),
     Route("GET", "/api/users", Api.list_people, "People and their roles", "admin", response=Person, many=True,
           tags=("people",)),
-    Route("POST", "/api/users", Api.create_person, "Add a person with a role; answers a one-time password",
+    Route("POST", "/api/users", Api.create_person, "Add a person with a role and teams (by "
+          "name; by default 'default'); answers a one-time password",
           "admin", body=PersonCreate, response=PersonCreated, status=201, tags=("people",)),
-    Route("PATCH", "/api/users/{name}", Api.patch_person, "Change a person's role, disable them (ending every "
+    Route("PATCH", "/api/users/{name}", Api.patch_person, "Change a person's role or teams, disable them (ending every "
           "session and token of theirs) or enable them again; the last enabled admin stays one", "admin",
           body=PersonPatch, response=Person, tags=("people",)),
+    Route("GET", "/api/teams", Api.list_teams, "Teams with their people and agent count: yours (an admin: every "
+          "team)", "viewer", response=Team, many=True, tags=("teams",)),
+    Route("POST", "/api/teams", Api.create_team, "Make a team; 409 when the name is taken", "admin", body=TeamCreate,
+          response=Team, status=201, tags=("teams",)),
+    Route("GET", "/api/teams/{id}", Api.get_team, "One team (404 unless it is yours or you are an admin)", "viewer",
+          response=Team, tags=("teams",)),
+    Route("PATCH", "/api/teams/{id}", Api.patch_team, "Rename a team; 409 when the name is taken", "admin",
+          body=TeamPatch, response=Team, tags=("teams",)),
+    Route("DELETE", "/api/teams/{id}", Api.delete_team, "Delete an empty team: 409 while it owns agents, jobs or "
+          "schedules, and for the team 'default'", "admin", status=204, tags=("teams",)),
+    Route("PUT", "/api/teams/{id}/members/{name}", Api.add_team_member, "Add a person to a team (again: no "
+          "change); they see its agents, phones, jobs and schedules from their next request", "admin", response=Team,
+          tags=("teams",)),
+    Route("DELETE", "/api/teams/{id}/members/{name}", Api.remove_team_member, "Remove a person from a team; 404 "
+          "when they are not in it", "admin", response=Team, tags=("teams",)),
     Route("GET", "/api/scheduler", Api.scheduler_status, "Is distribution running; counts; next schedule due", "viewer",
           response=SchedulerStatus, tags=("ops",)),
     Route("POST", "/api/scheduler/stop", Api.scheduler_stop,

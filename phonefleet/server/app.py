@@ -51,6 +51,7 @@ from phonefleet.server.screen_relay import ScreenRelay
 from phonefleet.server.static import add_dashboard_routes, dashboard_dist
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.supabase_auth import SupabaseVerifier
+from phonefleet.server.teams import Teams
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +216,10 @@ def build_services(settings: Settings, db: Database, sio: socketio.AsyncServer, 
                         scheduler, schedules, maintenance, bus, revocations, db.admin_token, push, router, screen)
     api = ApiServices(tokens=tokens, queries=queries, jobs=jobs, pauses=pauses, agent_events=agent_events,
                       scheduler=scheduler, schedules=schedules, revocations=revocations, accounts=accounts,
-                      fleet=Fleet(pool, queries, distributor), fleet_health=fleet_health,
+                      fleet=Fleet(pool, queries, distributor, realtime), fleet_health=fleet_health,
                       evidence=Evidence(pool, artifact_store),
-                      screen=screen, artifacts=ArtifactUploads(pool, artifact_store), audit=AuditTrail(pool))
+                      screen=screen, artifacts=ArtifactUploads(pool, artifact_store), audit=AuditTrail(pool),
+                      teams=Teams(pool, revocations, bus.node_id))
     return services, api
 
 

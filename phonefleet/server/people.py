@@ -9,6 +9,7 @@ import asyncio
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -18,7 +19,8 @@ from pydantic import ValidationError
 
 from phonefleet.protocol.enums import Role
 from phonefleet.protocol.people import PASSWORD_MIN, PersonalTokenCreate, PersonCreate, PersonPatch
-from phonefleet.server import audit, bus
+from phonefleet.protocol.teams import DEFAULT_TEAM_NAME
+from phonefleet.server import audit, bus, teams
 from phonefleet.server.auth import PERSON_PREFIX, SESSION_PREFIX, hash_token, new_token
 from phonefleet.server.bus_messages import Revoked
 from phonefleet.server.errors import Conflict, Forbidden, Invalid, NotFound, TooManyAttempts, Unauthorized
@@ -75,6 +77,7 @@ async def check_password(password_hash: str, password: str) -> bool:
 
 
 def _valid(model: type[PersonCreate] | type[PersonalTokenCreate], **fields: object) -> str:
+    """The name, once the fields are valid (422 naming the first bad one)."""
     try:
         return model.model_validate(fields).name
     except ValidationError as exc:
@@ -88,16 +91,20 @@ async def person_named(conn: Conn, name: str) -> PersonRecord:
     return person
 
 
-async def add_person(conn: Conn, name: str, role: Role) -> tuple[PersonRecord, str]:
-    """A new person with a one-time password (returned, shown once: only its hash is kept)."""
-    name = _valid(PersonCreate, name=name, role=role)
+async def add_person(conn: Conn, name: str, role: Role, team_names: Sequence[str] = (DEFAULT_TEAM_NAME,)
+                     ) -> tuple[PersonRecord, str]:
+    """A new person, a member of the teams named (422 naming ``teams`` for an unknown one), with a one-time
+    password (returned, shown once: only its hash is kept)."""
+    name = _valid(PersonCreate, name=name, role=role, teams=list(team_names))
     password = new_password()
     password_hash = await hash_password(password)
     async with conn.transaction():
-        person = await people_store.add(conn, name, password_hash, str(role))
+        team_ids = await teams.team_ids_named(conn, team_names)
+        person = await people_store.add(conn, name, password_hash, str(role), team_ids)
         if person is None:
             raise Conflict(f"a person named {name!r} exists")
-        await audit.record(conn, "person.create", "person", person.id, after={"name": name, "role": str(role)})
+        await audit.record(conn, "person.create", "person", person.id,
+                           after={"name": name, "role": str(role), "team_ids": sorted(team_ids)})
     return person, password
 
 
@@ -118,8 +125,8 @@ async def set_email(conn: Conn, name: str, email: str | None) -> PersonRecord:
 
 
 async def update_person(conn: Conn, name: str, patch: PersonPatch, *, node: str) -> PersonRecord:
-    """Change a role, disable or enable. Disabling ends every session and personal token of theirs; the last
-    enabled admin can be neither demoted nor disabled (nobody could manage people then)."""
+    """Change a role or the teams, disable or enable. Disabling ends every session and personal token of theirs;
+    the last enabled admin can be neither demoted nor disabled (nobody could manage people then)."""
     async with conn.transaction():
         before = await people_store.by_name(conn, name)
         if before is None:
@@ -135,6 +142,10 @@ async def update_person(conn: Conn, name: str, patch: PersonPatch, *, node: str)
         await audit.record_change(conn, "person.update", "person", person.id,
                                   before={"role": before.role, "disabled": before.disabled},
                                   after={"role": person.role, "disabled": person.disabled})
+        if patch.teams is not None:
+            await teams.set_teams(conn, person.id, await teams.team_ids_named(conn, patch.teams), before.team_ids)
+            person = await people_store.by_name(conn, name)
+            assert person is not None
         if patch.disabled:
             await people_store.delete_sessions_of(conn, person.id)
             await people_store.delete_tokens_of(conn, person.id)

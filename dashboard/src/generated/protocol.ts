@@ -320,6 +320,9 @@ export interface Contract {
   TapInput: TapInput;
   TapStep: TapStep;
   TargetType: TargetType;
+  Team: Team;
+  TeamCreate: TeamCreate;
+  TeamPatch: TeamPatch;
   TextInput: TextInput;
   TextStep: TextStep;
   ThresholdsPatch: ThresholdsPatch;
@@ -401,6 +404,10 @@ export interface Agent {
   name: string;
   paused: boolean;
   status: AgentStatus;
+  /**
+   * The team it and its phones belong to.
+   */
+  team_id: number;
   /**
    * When its token was last revoked or rotated.
    */
@@ -743,14 +750,20 @@ export interface RotateInput {
   type?: "rotate";
 }
 /**
+ * Give at least one field; those left out stay as they are.
+ *
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "AgentPatch".
  */
 export interface AgentPatch {
   /**
-   * null removes the limit.
+   * Phones that may run at once on it; null removes the limit.
    */
-  max_running: number | null;
+  max_running?: number | null;
+  /**
+   * Move it, and so its phones, to this team: from then on they run only that team's jobs (what runs now finishes).
+   */
+  team_id?: number | null;
 }
 /**
  * ``GET /api/agent/assignments``: the agent's open assignments, which it reconciles against.
@@ -2429,6 +2442,14 @@ export interface Person {
   id: number;
   name: string;
   role: Role;
+  /**
+   * The teams they belong to (what they see and act on, unless an admin), by id.
+   */
+  team_ids: number[];
+  /**
+   * The same teams by name, in the order of team_ids.
+   */
+  teams: string[];
 }
 /**
  * ``POST /api/users``; the answer carries a one-time password.
@@ -2439,6 +2460,12 @@ export interface Person {
 export interface PersonCreate {
   name: string;
   role?: Role1;
+  /**
+   * The teams they join, by name (by default the team 'default').
+   *
+   * @maxItems 1000
+   */
+  teams?: string[];
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
@@ -2452,7 +2479,8 @@ export interface PersonCreated {
   person: Person;
 }
 /**
- * ``PATCH /api/users/{name}``: change a role, disable (ending every session and token) or enable again.
+ * ``PATCH /api/users/{name}``: change a role or teams, disable (ending every session and token) or enable
+ * again.
  *
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "PersonPatch".
@@ -2460,6 +2488,10 @@ export interface PersonCreated {
 export interface PersonPatch {
   disabled?: boolean | null;
   role?: Role | null;
+  /**
+   * Replaces the teams they belong to, by name.
+   */
+  teams?: string[] | null;
 }
 /**
  * A personal API token (never its secret).
@@ -2872,6 +2904,41 @@ export interface StreamStart {
  */
 export interface StreamStop {
   serial: string;
+}
+/**
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "Team".
+ */
+export interface Team {
+  /**
+   * How many agents (and so their phones) belong to it.
+   */
+  agents: number;
+  created_at?: string | null;
+  id: number;
+  /**
+   * Its people, by name.
+   */
+  members: string[];
+  name: string;
+}
+/**
+ * ``POST /api/teams``; the name follows the rules of people's names.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "TeamCreate".
+ */
+export interface TeamCreate {
+  name: string;
+}
+/**
+ * ``PATCH /api/teams/{id}``: rename.
+ *
+ * This interface was referenced by `Contract`'s JSON-Schema
+ * via the `definition` "TeamPatch".
+ */
+export interface TeamPatch {
+  name: string;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema

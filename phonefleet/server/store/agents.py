@@ -12,7 +12,7 @@ AGENT_COLUMNS = """
     a.id, a.name, a.hostname, a.version, a.status, a.paused, a.max_running, a.last_seen_at, a.created_at,
     (a.last_seen_at IS NOT NULL AND a.last_seen_at > now() - make_interval(secs => $1)) AS connected,
     (SELECT count(*) FROM devices d WHERE d.agent_id = a.id AND d.connected)::int AS device_count,
-    a.token_hash IS NULL AS token_revoked, a.token_changed_at
+    a.token_hash IS NULL AS token_revoked, a.token_changed_at, a.team_id
 """
 
 

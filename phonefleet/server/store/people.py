@@ -9,7 +9,8 @@ from phonefleet.server.store.records import PersonCredentials, PersonRecord, Per
 
 BASE_COLUMNS = "id, name, role, disabled_at IS NOT NULL AS disabled, created_at"
 COLUMNS = (BASE_COLUMNS + ", ARRAY(SELECT m.team_id FROM team_members m WHERE m.person_id = people.id "
-           "ORDER BY m.team_id) AS team_ids")
+           "ORDER BY m.team_id) AS team_ids, ARRAY(SELECT t.name FROM team_members m JOIN teams t ON t.id = m.team_id "
+           "WHERE m.person_id = people.id ORDER BY m.team_id) AS teams")
 DEFAULT_TEAMS = (DEFAULT_TEAM,)
 """Where a new person goes when no team is named."""
 TEAMS_OF_P = "ARRAY(SELECT m.team_id FROM team_members m WHERE m.person_id = p.id ORDER BY m.team_id) AS team_ids"
@@ -26,7 +27,8 @@ TOUCH_EVERY_SEC = 60
 
 _WITH_TEAMS = """m AS (INSERT INTO team_members (team_id, person_id) SELECT t, p.id FROM p, unnest($%d::bigint[]) t
                           RETURNING team_id)
-    SELECT p.*, ARRAY(SELECT team_id FROM m ORDER BY team_id) AS team_ids FROM p"""
+    SELECT p.*, ARRAY(SELECT team_id FROM m ORDER BY team_id) AS team_ids,
+           ARRAY(SELECT t.name FROM m JOIN teams t ON t.id = m.team_id ORDER BY m.team_id) AS teams FROM p"""
 """The end of an insert of a person (CTE ``p``) that makes them a member of the teams in parameter %d."""
 
 

@@ -306,6 +306,7 @@ class AgentRecord(asyncpg.Record):
     device_count = Col[int]()
     token_revoked = Col[bool]()
     token_changed_at = Col[datetime | None]()
+    team_id = Col[int]()
 
 
 class AgentIdentity(asyncpg.Record):
@@ -333,6 +334,7 @@ class PersonRecord(asyncpg.Record):
     disabled = Col[bool]()
     created_at = Col[datetime]()
     team_ids = Col[list[int]]()
+    teams = Col[list[str]]()
 
 
 class PersonCredentials(PersonRecord):
@@ -450,6 +452,27 @@ class RunEvidence(asyncpg.Record):
     crashes = Col[list[dict[str, Any]] | None]()
     step_index = Col[int | None]()
     plan = Col[list[dict[str, Any]] | None]()
+
+
+# --------------------------------------------------------------------------------------------------- teams
+
+
+class TeamRecord(asyncpg.Record):
+    """A team with its members' names and its agent count (``teams.TEAM_COLUMNS``)."""
+
+    id = Col[int]()
+    name = Col[str]()
+    created_at = Col[datetime]()
+    members = Col[list[str]]()
+    agents = Col[int]()
+
+
+class TeamOwnings(asyncpg.Record):
+    """How many agents, jobs and schedules belong to a team (``teams.owned``)."""
+
+    agents = Col[int]()
+    jobs = Col[int]()
+    schedules = Col[int]()
 
 
 # --------------------------------------------------------------------------------------------------- audit
