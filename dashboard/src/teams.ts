@@ -43,9 +43,9 @@ export function withTeam<T extends { team_id?: number | null }>(body: T, teamId:
   return teamId === null ? body : { ...body, team_id: teamId };
 }
 
-/** An agent's team, when the server says it (older servers list agents without one). */
+/** An agent's team; null from a server older than teams (its agents carry none). */
 export function agentTeamId(agent: Agent): number | null {
-  return (agent as Agent & { team_id?: number | null }).team_id ?? null;
+  return agent.team_id ?? null;
 }
 
 /** The phones a job of ``teamId`` can run on (a phone's team is its agent's): every phone while the team, or an

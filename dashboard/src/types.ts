@@ -66,25 +66,11 @@ export type {
   SchedulerSwitch,
   Stats,
   TargetType,
+  Team,
+  TeamCreate,
+  TeamPatch,
 } from "./generated/protocol";
 export { EVENTS, STEP_TYPES } from "./generated/protocol";
 
 export type Step = JobCreate["plan"][number];
 export type StepType = NonNullable<Step["type"]>;
-
-// The teams contract (CONTEXT15: protocol/teams.py), until the generated types carry it.
-export interface Team {
-  id: number;
-  name: string;
-  /** Person names. */
-  members: string[];
-  /** How many agents (and so their phones) the team holds. */
-  agents: number;
-  created_at?: string | null;
-}
-export interface TeamCreate {
-  name: string;
-}
-export interface TeamPatch {
-  name: string;
-}
