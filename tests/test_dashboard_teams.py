@@ -48,7 +48,7 @@ async def test_an_admin_makes_a_team_adds_a_person_moves_an_agent_and_creates_a_
 
     await qa.get_by_test_id("add-member-name").fill(person)
     await qa.get_by_test_id("add-member").click()
-    await expect(qa.get_by_test_id("member")).to_have_text([person])
+    await expect(qa.get_by_test_id("member-name")).to_have_text([person])
     await expect(qa.get_by_test_id("team-summary")).to_have_text("1 member · 0 agents")
     assert (await teams_by_name(server))["qa-berlin"]["members"] == [person]
     # a name nobody has: the server's answer is shown
@@ -58,7 +58,7 @@ async def test_an_admin_makes_a_team_adds_a_person_moves_an_agent_and_creates_a_
 
     # move the agent (and its phones) into the team, after a confirmation that says so
     move = page.get_by_test_id("move-agent")
-    await move.get_by_test_id("move-agent-name").select_option(label="rack-t")
+    await move.get_by_test_id("move-agent-name").select_option(label="rack-t (default)")
     await move.get_by_test_id("move-agent-team").select_option(label="qa-berlin")
     await move.get_by_test_id("move-agent-submit").click()
     confirm = page.get_by_test_id("confirm-dialog")
@@ -133,7 +133,7 @@ async def test_a_person_of_team_a_sees_only_team_a(server: RunningServer, page: 
     cards = page.get_by_test_id("team")
     await expect(cards).to_have_count(1)
     await expect(cards.first.get_by_test_id("team-name")).to_have_text("team-a")
-    await expect(cards.first.get_by_test_id("member")).to_have_text([me])
+    await expect(cards.first.get_by_test_id("member-name")).to_have_text([me])
     # not an admin: nothing to change here
     await expect(page.get_by_test_id("new-team-form")).to_have_count(0)
     await expect(page.get_by_test_id("delete-team")).to_have_count(0)

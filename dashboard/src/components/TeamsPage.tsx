@@ -214,7 +214,7 @@ function TeamCard({ team, admin, people, onRename, onAdd, onRemove, onDelete }: 
         <ul class="members" data-testid="members">
           {team.members.map((m) => (
             <li key={m} class="member" data-testid="member" data-member={m}>
-              {m}
+              <span data-testid="member-name">{m}</span>
               {admin && (
                 <button type="button" class="ghost small" onClick={() => onRemove(m)}
                   aria-label={`Remove ${m} from ${team.name}`} data-testid="remove-member">×</button>
