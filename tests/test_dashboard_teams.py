@@ -6,7 +6,7 @@ creates a job for it from the New job form; a person of team A sees team A only.
 
 from typing import TYPE_CHECKING, Any
 
-from tests.conftest import RunningServer, open_url_job
+from tests.conftest import RunningServer
 from tests.dashboard_helpers import admin_person, posts_to, shot, sign_in
 
 if TYPE_CHECKING:
@@ -92,6 +92,11 @@ async def test_an_admin_makes_a_team_adds_a_person_moves_an_agent_and_creates_a_
     await expect(renamed).to_have_count(0)
     assert set(await teams_by_name(server)) == {"default", "qa-berlin"}
 
+    # the phones page says which team each agent is in
+    await page.get_by_role("link", name="Phones", exact=True).click()
+    await expect(page.locator("[data-testid=agent][data-agent=rack-t]").get_by_test_id("agent-team")).to_have_text(
+        "team qa-berlin")
+
     # a job for the team, from the form: an admin picks among every team
     await page.get_by_role("link", name="Jobs", exact=True).click()
     await page.get_by_test_id("new-job").click()
@@ -107,27 +112,20 @@ async def test_an_admin_makes_a_team_adds_a_person_moves_an_agent_and_creates_a_
     assert [j["team_id"] for j in jobs] == [qa_id]
     row = page.locator(f"[data-testid=job][data-job-id='{jobs[0]['id']}']")
     await expect(row.get_by_test_id("job-team")).to_have_text("team qa-berlin")
+    await shot(page, "teams-jobs")
     await row.get_by_test_id("job-title").click()
     await expect(page.get_by_test_id("fact-team")).to_have_text("qa-berlin")
+    await shot(page, "teams-job-detail")
 
 
 async def test_a_person_of_team_a_sees_only_team_a(server: RunningServer, page: "Page") -> None:
+    """The Teams page and the forms of a person in one team; that the lists hold only their team's jobs and phones
+    is the REST scope's promise (tests/test_team_isolation.py)."""
     from playwright.async_api import expect
 
     a = await server.ok("POST", "/api/teams", {"name": "team-a"})
-    b = await server.ok("POST", "/api/teams", {"name": "team-b"})
-    await server.ok("POST", "/api/jobs", open_url_job(title="job of a", team_id=a["id"]))
-    await server.ok("POST", "/api/jobs", open_url_job(title="job of b", team_id=b["id"]))
+    await server.ok("POST", "/api/teams", {"name": "team-b"})
     me = await sign_in(page, server, "operator", teams=["team-a"])
-
-    await expect(page.get_by_test_id("job-title")).to_have_text(["job of a"])
-    await expect(page.get_by_test_id("job-team")).to_have_text(["team team-a"])
-    # one team: the form does not ask, and the job goes to it
-    await page.get_by_test_id("new-job").click()
-    dialog = page.get_by_test_id("new-job-dialog")
-    await expect(dialog.get_by_test_id("title")).to_be_visible()
-    await expect(dialog.get_by_test_id("team-picker")).to_have_count(0)
-    await dialog.get_by_role("button", name="Cancel").click()
 
     await page.get_by_role("link", name="Teams", exact=True).click()
     cards = page.get_by_test_id("team")
@@ -136,8 +134,22 @@ async def test_a_person_of_team_a_sees_only_team_a(server: RunningServer, page: 
     await expect(cards.first.get_by_test_id("member-name")).to_have_text([me])
     # not an admin: nothing to change here
     await expect(page.get_by_test_id("new-team-form")).to_have_count(0)
+    await expect(page.get_by_test_id("rename")).to_have_count(0)
     await expect(page.get_by_test_id("delete-team")).to_have_count(0)
     await expect(page.get_by_test_id("add-member")).to_have_count(0)
+    await expect(page.get_by_test_id("remove-member")).to_have_count(0)
     await expect(page.get_by_test_id("move-agent")).to_have_count(0)
     await shot(page, "teams-person")
 
+    # one team: the form does not ask, and the job goes to it
+    await page.get_by_role("link", name="Jobs", exact=True).click()
+    await page.get_by_test_id("new-job").click()
+    dialog = page.get_by_test_id("new-job-dialog")
+    await expect(dialog.get_by_test_id("title")).to_be_visible()
+    await expect(dialog.get_by_test_id("team-picker")).to_have_count(0)
+    await dialog.get_by_test_id("create").click()
+    await expect(dialog).to_have_count(0)
+    jobs = (await server.ok("GET", "/api/jobs"))["items"]
+    assert [j["team_id"] for j in jobs] == [a["id"]]
+    await expect(page.get_by_test_id("job-team")).to_have_text(["team team-a"])
+    await shot(page, "teams-person-jobs")

@@ -296,7 +296,7 @@ const JobRow = memo(function JobRow({ job, team, api, store, open, selected, onS
         <span class="job-id muted" data-testid="job-id">#{job.id}</span>
         <div class="job-title" title={job.title}>
           <a href={`#/jobs/${job.id}`} data-testid="job-title" title={job.title}>{job.title}</a>
-          <span class="job-sub muted"> priority {job.priority}
+          <span class="job-sub muted">priority {job.priority}
             {team && <> · <span data-testid="job-team" title="The team whose phones run it">team {team}</span></>}
           </span>
         </div>

@@ -198,7 +198,6 @@ function TeamCard({ team, admin, people, onRename, onAdd, onRemove, onDelete }: 
             <button type="button" class="ghost small" onClick={() => { setRenaming(null); setWrong({}); }}>Cancel</button>
           </form>
         )}
-        <span class="muted" data-testid="team-summary">{teamSummary(team)}</span>
         {admin && renaming === null && (
           <span class="toolbar-end">
             <button type="button" class="ghost small" onClick={() => setRenaming(team.name)}
@@ -209,6 +208,7 @@ function TeamCard({ team, admin, people, onRename, onAdd, onRemove, onDelete }: 
         )}
       </div>
       {wrong.rename && <p class="field-error" role="alert">{wrong.rename}</p>}
+      <p class="muted small-text team-summary" data-testid="team-summary">{teamSummary(team)}</p>
       <h3 class="sr-only">Members of {team.name}</h3>
       {team.members.length === 0 ? <p class="muted small-text">No members yet.</p> : (
         <ul class="members" data-testid="members">
