@@ -1,6 +1,6 @@
 """Teams in the dashboard (issue 15), in headless Chromium against a real server: an admin makes a team, adds a
 person, moves an agent into it (a team that still holds an agent cannot be deleted, and the page says why) and
-creates a job for it from the New job form; a person of team A sees team A only. Screenshots go to
+creates a job and a schedule for it from their forms; a person of team A sees team A only. Screenshots go to
 ``tests/artifacts/teams-*.png``.
 """
 
@@ -116,6 +116,17 @@ async def test_an_admin_makes_a_team_adds_a_person_moves_an_agent_and_creates_a_
     await row.get_by_test_id("job-title").click()
     await expect(page.get_by_test_id("fact-team")).to_have_text("qa-berlin")
     await shot(page, "teams-job-detail")
+
+    # and a schedule for it: the schedule form asks the same
+    await page.get_by_role("link", name="Schedules", exact=True).click()
+    await page.get_by_test_id("new-schedule").click()
+    dialog = page.get_by_test_id("new-schedule-dialog")
+    await dialog.get_by_test_id("schedule-name").fill("nightly qa")
+    await dialog.get_by_test_id("team-picker").select_option(label="qa-berlin")
+    await dialog.get_by_test_id("create-schedule").click()
+    await expect(dialog).to_have_count(0)
+    schedules = (await server.ok("GET", "/api/schedules"))["items"]
+    assert [(s["name"], s["team_id"]) for s in schedules] == [("nightly qa", qa_id)]
 
 
 async def test_a_person_of_team_a_sees_only_team_a(server: RunningServer, page: "Page") -> None:

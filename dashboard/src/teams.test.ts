@@ -82,6 +82,7 @@ describe("confirmations say what will happen", () => {
   it("delete names the members who leave and the agents that stop it", () => {
     expect(deleteTeamText(alpha)).toBe("This deletes team alpha. Its 2 members leave it; their accounts stay. " +
       "It still has 2 agents: move them to another team first, or the server refuses.");
+    expect(deleteTeamText(dflt)).toContain("Its 1 member leaves it; their account stays.");
     expect(deleteTeamText(beta)).toBe("This deletes team beta. A team that still owns jobs or schedules cannot be " +
       "deleted: the server says so.");
   });

@@ -79,7 +79,9 @@ export function memberNameError(name: string, team: Team): string | null {
 
 /** Delete a team: says what goes and what stops it (the server refuses while the team owns anything). */
 export function deleteTeamText(team: Team): string {
-  const members = team.members.length ? ` Its ${plural(team.members.length, "member")} leave it; their accounts stay.` : "";
+  const n = team.members.length;
+  const members = n ? ` Its ${plural(n, "member")} ${n === 1 ? "leaves" : "leave"} it; ` +
+    `${n === 1 ? "their account stays" : "their accounts stay"}.` : "";
   const agents = team.agents
     ? ` It still has ${plural(team.agents, "agent")}: move them to another team first, or the server refuses.`
     : " A team that still owns jobs or schedules cannot be deleted: the server says so.";

@@ -13,7 +13,9 @@ import { TeamPicker } from "./TeamPicker";
 export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; onClose: () => void }) {
   const [form, setForm] = useState<JobFormValues>(initialJobForm);
   const [timing, setTiming] = useState<JobTiming>({ runAt: "", dependsOn: "" });
-  const [team, setTeam] = useState<number | null>(() => defaultTeamId(store.teams));
+  // null: not picked, so the default of the teams as known now (the list may arrive after the dialog opened)
+  const [picked, setTeam] = useState<number | null>(null);
+  const team = picked ?? defaultTeamId(store.teams);
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [busy, setBusy] = useState(false);
   const [plan, planErrors] = useMemo(() => planOf(form), [form.preset, form.values, form.custom]);
@@ -36,7 +38,8 @@ export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; 
     } catch (err) {
       const apiErr = err as ApiError;
       const worded = { message: apiErr.message, details: humanDetails(apiErr.details, form.targetType) };
-      setErrors(placeErrors(worded, form.preset, shownKeys(form.preset, ["run_at", "depends_on", ...teamKeys(store.teams)])));
+      const own = ["run_at", "depends_on", ...teamKeys(store.teams)];
+      setErrors(placeErrors(worded, form.preset, shownKeys(form.preset, own)));
     } finally {
       setBusy(false);
     }

@@ -37,7 +37,9 @@ export function NewScheduleDialog({ api, store, onClose, onCreated }:
   { api: Api; store: Store; onClose: () => void; onCreated: (s: Schedule) => void }) {
   const [sched, setSched] = useState<ScheduleFormValues>(() => initialScheduleForm(browserZone()));
   const [form, setForm] = useState<JobFormValues>(initialJobForm);
-  const [team, setTeam] = useState<number | null>(() => defaultTeamId(store.teams));
+  // null: not picked, so the default of the teams as known now (the list may arrive after the dialog opened)
+  const [picked, setTeam] = useState<number | null>(null);
+  const team = picked ?? defaultTeamId(store.teams);
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [busy, setBusy] = useState(false);
   const [plan, planErrors] = useMemo(() => planOf(form), [form.preset, form.values, form.custom]);

@@ -195,7 +195,8 @@ function TeamCard({ team, admin, people, onRename, onAdd, onRemove, onDelete }: 
             <input id={`rename-${team.id}`} value={renaming} data-testid="rename-input"
               onInput={(e) => setRenaming((e.target as HTMLInputElement).value)} />
             <button type="submit" class="small" data-testid="rename-save">Save</button>
-            <button type="button" class="ghost small" onClick={() => { setRenaming(null); setWrong({}); }}>Cancel</button>
+            <button type="button" class="ghost small"
+              onClick={() => { setRenaming(null); setWrong({}); }}>Cancel</button>
           </form>
         )}
         {admin && renaming === null && (
@@ -227,7 +228,8 @@ function TeamCard({ team, admin, people, onRename, onAdd, onRemove, onDelete }: 
         <form class="toolbar" onSubmit={add} noValidate>
           <label for={`add-${team.id}`} class="sr-only">Add a person to {team.name}</label>
           <input id={`add-${team.id}`} list={`people-${team.id}`} placeholder="person's name" value={adding}
-            data-testid="add-member-name" onInput={(e) => { setAdding((e.target as HTMLInputElement).value); setWrong({}); }} />
+            data-testid="add-member-name"
+            onInput={(e) => { setAdding((e.target as HTMLInputElement).value); setWrong({}); }} />
           <datalist id={`people-${team.id}`}>{candidates.map((p) => <option key={p} value={p} />)}</datalist>
           <button type="submit" class="small" data-testid="add-member">Add member</button>
         </form>
