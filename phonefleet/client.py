@@ -47,6 +47,7 @@ from phonefleet.protocol.models import (
     SchedulerStatus,
     Stats,
 )
+from phonefleet.protocol.teams import Team
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -55,6 +56,7 @@ DEFAULT_TIMEOUT_SEC = 30.0
 
 _DEVICES = TypeAdapter(list[Device])
 _AGENTS = TypeAdapter(list[Agent])
+_TEAMS = TypeAdapter(list[Team])
 
 
 class ApiError(Exception):
@@ -282,6 +284,16 @@ class PhonefleetClient:
     async def set_agent_max_running(self, agent_id: int, max_running: int | None) -> Agent:
         """At most ``max_running`` phones of this agent run at once; None removes the limit."""
         return await self._model(Agent, "PATCH", f"/api/agents/{agent_id}", body={"max_running": max_running})
+
+    async def move_agent(self, agent_id: int, team_id: int) -> Agent:
+        """Move an agent, and so its phones, to another team (an admin's call)."""
+        return await self._model(Agent, "PATCH", f"/api/agents/{agent_id}", body={"team_id": team_id})
+
+    # ------------------------------------------------------------------ teams
+
+    async def list_teams(self) -> list[Team]:
+        """Your teams (an admin: every team)."""
+        return _parse(_TEAMS, await self._call("GET", "/api/teams"), "/api/teams")
 
     # ------------------------------------------------------------------ schedules
 

@@ -2,11 +2,15 @@
 and remove people, move an agent and so its phones; every change audited with before and after. A person sees
 their own teams only; the CLIs do the same through the same transactions."""
 
+import json
 from typing import Any
 
 from phonefleet.sim.agent import SimDashboard
 from tests.conftest import ADMIN, RunningServer, eventually, open_url_job
-from tests.test_people import sign_in, with_cookie
+from tests.test_operator_cli import Cli, cli, ok
+from tests.test_people import run_cli, sign_in, with_cookie
+
+__all__ = ["cli"]  # the operator CLI's fixture
 
 DEFAULT = 1
 
@@ -185,9 +189,10 @@ async def test_a_moved_agents_phones_run_the_new_teams_jobs_and_finish_what_they
     dashboard = SimDashboard(server.url, ADMIN)
     await dashboard.connect()
     try:
+        mark = len(dashboard.received)
         moved = await server.ok("PATCH", f"/api/agents/{row['id']}", {"team_id": red["id"]})
         assert moved["team_id"] == red["id"] and moved["name"] == "pc"
-        await eventually(lambda: _heard(dashboard, row["id"]))
+        await eventually(lambda: _heard(dashboard.received[mark:], row["id"], red["id"]))
     finally:
         await dashboard.disconnect()
     assert (await server.ok("GET", f"/api/teams/{red['id']}"))["agents"] == 1
@@ -206,9 +211,12 @@ async def test_a_moved_agents_phones_run_the_new_teams_jobs_and_finish_what_they
     assert status == 409 and "1 agent(s)" in body["error"]["message"]
 
 
-async def _heard(dashboard: SimDashboard, agent_id: int) -> bool:
-    return any(name == "agent:update" and data["agent_id"] == agent_id for name, data in dashboard.received) and \
-        any(name == "device:update" for name, data in dashboard.received)
+async def _heard(received: list[tuple[str, Any]], agent_id: int, team_id: int) -> bool:
+    """A dashboard heard of the agent in its new team, and of its phones."""
+    return any(name == "agent:update" and (data["agent_id"], data["team_id"]) == (agent_id, team_id)
+               for name, data in received) and \
+        any(name == "device:update" and any(d["agent_id"] == agent_id for d in data["devices"])
+            for name, data in received)
 
 
 async def _status(server: RunningServer, job_id: int, status: str) -> bool:
@@ -230,3 +238,85 @@ async def test_an_agent_move_names_a_bad_team_and_needs_an_admin(server: Running
     both = await server.ok("PATCH", f"/api/agents/{row['id']}", {"team_id": DEFAULT, "max_running": 2})
     assert (both["team_id"], both["max_running"]) == (DEFAULT, 2)
     assert await audit_of(server, "agent.move") == [], "to the team it is in: no change"
+
+
+# -------------------------------------------------------------------------------------------------- CLIs
+
+
+async def test_the_server_cli_manages_teams_their_people_and_agents(server: RunningServer, dsn: str) -> None:
+    async def done(*args: str) -> str:
+        result = await run_cli(dsn, *args)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    await done("teams", "add", "red")
+    await done("teams", "add", "blue")
+    await done("teams", "rename", "blue", "navy")
+    password = (await done("users", "add", "ada", "--role", "operator", "--team", "red", "--team", "navy")).strip()
+    await done("users", "add", "bob")
+    await done("teams", "add-member", "red", "bob")
+    await done("teams", "remove-member", "navy", "ada")
+    token = (await done("agents", "add", "rack", "--team", "red")).strip()
+    assert token.startswith("pfa_") or len(token) > 20
+    await done("agents", "add", "desk")
+    await done("agents", "move", "desk", "--team", "navy")
+
+    listed = {line.split()[0]: line.split() for line in (await done("teams", "list")).splitlines()[1:]}
+    assert set(listed) == {"default", "red", "navy"}
+    assert listed["red"][2:] == ["1", "ada,bob"] and listed["navy"][2:] == ["1", "-"]
+    people = {line.split()[0]: line.split() for line in (await done("users", "list")).splitlines()[1:]}
+    assert people["ada"][4] == "red" and people["bob"][4] == "default,red"
+    _, body, signed = await sign_in(server, "ada", password)
+    assert signed is not None and body["person"]["teams"] == ["red"]
+    agents = {a["name"]: a["team_id"] for a in await server.ok("GET", "/api/agents")}
+    assert agents == {"rack": int(listed["red"][1]), "desk": int(listed["navy"][1])}
+
+    for args, words in [(("teams", "add", "red"), ("exists",)), (("teams", "add", "bad name"), ("name",)),
+                        (("teams", "delete", "red"), ("agent",)), (("teams", "delete", "default"), ("default",)),
+                        (("teams", "delete", "nope"), ("nope",)), (("teams", "add-member", "red", "nobody"),
+                                                                   ("nobody",)),
+                        (("users", "add", "cy", "--team", "nope"), ("teams", "nope")),
+                        (("agents", "move", "rack", "--team", "nope"), ("nope",)),
+                        (("agents", "add", "x", "--team", "nope"), ("nope",))]:
+        result = await run_cli(dsn, *args)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, (args, result.stderr)
+        assert all(w in result.stderr for w in words), (args, result.stderr)
+    await done("agents", "move", "desk", "--team", "default")
+    await done("teams", "delete", "navy")
+    assert "navy" not in await done("teams", "list")
+
+    actions = [e["action"] for e in (await server.ok("GET", "/api/audit?limit=100"))["items"]]
+    for action in ("team.create", "team.rename", "team.delete", "team.member_add", "team.member_remove",
+                   "agent.move"):
+        assert action in actions, action
+    [cli_made] = await audit_of(server, "team.rename")
+    assert cli_made["actor"]["kind"] == "cli" and cli_made["via"] == "cli"
+
+
+async def test_the_operator_cli_lists_teams_and_creates_jobs_and_schedules_for_one(
+        server: RunningServer, cli: Cli) -> None:
+    red = await team(server, "red")
+    listed = ok(await cli("teams"))
+    assert "red" in listed and "default" in listed
+    as_json = json.loads(ok(await cli("--json", "teams")))
+    assert [t["name"] for t in as_json] == ["default", "red"]
+
+    by_name = json.loads(ok(await cli("--json", "jobs", "create", "--url", "https://example.com", "--team", "red")))
+    by_id = json.loads(ok(await cli("--json", "jobs", "create", "--url", "https://example.com",
+                                    "--team", str(red["id"]))))
+    plain = json.loads(ok(await cli("--json", "jobs", "create", "--url", "https://example.com")))
+    assert (by_name["team_id"], by_id["team_id"], plain["team_id"]) == (red["id"], red["id"], DEFAULT)
+    schedule = json.loads(ok(await cli("--json", "schedules", "create", "--name", "nightly", "--every", "3600",
+                                       "--url", "https://example.com", "--team", "red")))
+    assert schedule["team_id"] == red["id"]
+
+    unknown = await cli("jobs", "create", "--url", "https://example.com", "--team", "nope")
+    assert unknown.exit_code == 1 and "nope" in unknown.stderr
+    missing = await cli("jobs", "create", "--url", "https://example.com", "--team", "999")
+    assert missing.exit_code == 1 and "team_id" in missing.stderr
+
+    await server.sim_agent("pc", 1)
+    [agent] = await server.ok("GET", "/api/agents")
+    moved = json.loads(ok(await cli("--json", "agents", "move", str(agent["id"]), "--team", "red")))
+    assert moved["team_id"] == red["id"]
+    assert "red" in ok(await cli("agents", "list")) or str(red["id"]) in ok(await cli("agents", "list"))

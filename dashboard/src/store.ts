@@ -227,6 +227,7 @@ export class Store {
     if (!agent) return; // a new agent: the next refresh lists it
     this.agents.set(u.agent_id, {
       ...agent, name: u.name, status: u.status as Agent["status"], paused: u.paused, connected: u.connected,
+      team_id: u.team_id,
     });
     this.changed();
   }

@@ -18,6 +18,7 @@ from phonefleet.cli.jobs import jobs_app
 from phonefleet.cli.scheduler import scheduler_app
 from phonefleet.cli.schedules import schedules_app
 from phonefleet.cli.stats import stats
+from phonefleet.cli.teams import teams
 from phonefleet.cli_help import APP_SETTINGS
 
 __all__ = ["app", "main"]
@@ -32,6 +33,7 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(scheduler_app, name="scheduler")
 app.command("stats")(stats)
+app.command("teams")(teams)
 
 
 def main() -> None:

@@ -5,8 +5,11 @@ from typing import Annotated
 
 import typer
 
+from phonefleet.cli.errors import usage_error
 from phonefleet.cli.output import emit, table
 from phonefleet.cli.session import run
+from phonefleet.cli.teams import team_id
+from phonefleet.client import PhonefleetClient
 from phonefleet.protocol.models import Agent
 
 agents_app = typer.Typer(no_args_is_help=True, help="The PC agents.")
@@ -15,9 +18,10 @@ agents_app = typer.Typer(no_args_is_help=True, help="The PC agents.")
 def _agents_table(agents: Sequence[Agent]) -> str:
     if not agents:
         return "no agents"
-    return table(["ID", "NAME", "STATUS", "CONNECTED", "PHONES", "MAX RUNNING", "VERSION", "HOST", "LAST SEEN"],
-                 [[a.id, a.name, a.status, a.connected, a.device_count, a.max_running, a.version, a.hostname,
-                   a.last_seen_at] for a in agents])
+    return table(["ID", "NAME", "TEAM", "STATUS", "CONNECTED", "PHONES", "MAX RUNNING", "VERSION", "HOST",
+                  "LAST SEEN"],
+                 [[a.id, a.name, a.team_id, a.status, a.connected, a.device_count, a.max_running, a.version,
+                   a.hostname, a.last_seen_at] for a in agents])
 
 
 @agents_app.command("list")
@@ -52,3 +56,23 @@ def agents_limit(
     agent = run(ctx, lambda c: c.set_agent_max_running(agent_id, max_running))
     emit(ctx, agent, lambda: f"agent {agent.id} {agent.name}: max running "
                               f"{agent.max_running if agent.max_running is not None else 'unlimited'}")
+
+
+@agents_app.command("move")
+def agents_move(
+    ctx: typer.Context,
+    agent_id: Annotated[int, typer.Argument(metavar="ID")],
+    team: Annotated[str, typer.Option("--team", metavar="ID|NAME", help="The team to move it to.")],
+) -> None:
+    """Move an agent, and so its phones, to another team (admins): they run only that team's jobs from then on;
+    what runs on them now finishes."""
+    if not team:
+        usage_error("--team names a team")
+
+    async def move(c: PhonefleetClient) -> Agent:
+        named = await team_id(c, team)
+        assert named is not None
+        return await c.move_agent(agent_id, named)
+
+    agent = run(ctx, move)
+    emit(ctx, agent, lambda: f"agent {agent.id} {agent.name}: team {agent.team_id}")

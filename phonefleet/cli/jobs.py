@@ -12,6 +12,7 @@ from phonefleet.cli.config import options
 from phonefleet.cli.errors import usage_error
 from phonefleet.cli.output import cell, emit, job_line, table, target_text
 from phonefleet.cli.session import run
+from phonefleet.cli.teams import TeamOpt, team_id
 from phonefleet.cli.templates import (
     AllOpt,
     CountOpt,
@@ -102,6 +103,7 @@ def jobs_create(  # noqa: PLR0917 (one flag each; typer passes them by keyword)
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job to its end with a progress bar; exit 0 when "
                                                       "every run succeeded, 1 when any failed, 2 when cancelled.")
                     ] = False,
+    team: TeamOpt = None,
 ) -> None:
     """Create a job from flags (--url or --plan-file; --title is made from the plan when left out) or from
     --file; it is distributed at once."""
@@ -119,7 +121,12 @@ def jobs_create(  # noqa: PLR0917 (one flag each; typer passes them by keyword)
         if depends_on:
             body["depends_on"] = depends_on
     job = validated(JobCreate, body, "job")
-    created = run(ctx, lambda c: c.create_job(job))
+
+    async def create(c: PhonefleetClient) -> Job:
+        named = await team_id(c, team)
+        return await c.create_job(job if named is None else job.model_copy(update={"team_id": named}))
+
+    created = run(ctx, create)
     if wait:
         if not options(ctx).as_json:
             typer.echo(f"created {job_line(created)} (target {target_text(created)}); Ctrl-C stops watching")

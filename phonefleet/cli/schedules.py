@@ -9,6 +9,7 @@ from phonefleet.cli.config import options
 from phonefleet.cli.errors import usage_error
 from phonefleet.cli.output import cell, emit, job_line, table, target_text
 from phonefleet.cli.session import run
+from phonefleet.cli.teams import TeamOpt, team_id
 from phonefleet.cli.templates import (
     AllOpt,
     CountOpt,
@@ -29,6 +30,7 @@ from phonefleet.cli.templates import (
     read_json,
     validated,
 )
+from phonefleet.client import PhonefleetClient
 from phonefleet.protocol.enums import MisfirePolicy
 from phonefleet.protocol.models import Schedule, ScheduleCreate, SchedulePatch
 
@@ -91,6 +93,7 @@ def schedules_create(  # noqa: PLR0917 (one flag each; typer passes them by keyw
         "--file", metavar="FILE", exists=True, dir_okay=False,
         help='JSON: a job template (then --name and --cron/--every apply), or a whole schedule with "template".',
     )] = None,
+    team: TeamOpt = None,
 ) -> None:
     """Create a schedule: a job template fired by --cron or --every."""
     flags = TemplateFlags(title, url, duration, plan_file, all_devices, percent, count, priority, max_parallel,
@@ -116,7 +119,12 @@ def schedules_create(  # noqa: PLR0917 (one flag each; typer passes them by keyw
     if file is None and cron is None and every is None:
         usage_error('give --cron "..." or --every SECONDS')
     schedule = validated(ScheduleCreate, body, "schedule")
-    created = run(ctx, lambda c: c.create_schedule(schedule))
+
+    async def create(c: PhonefleetClient) -> Schedule:
+        named = await team_id(c, team)
+        return await c.create_schedule(schedule if named is None else schedule.model_copy(update={"team_id": named}))
+
+    created = run(ctx, create)
     emit(ctx, created, lambda: f"created {_schedule_line(created)}")
 
 

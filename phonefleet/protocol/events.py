@@ -405,6 +405,7 @@ class AgentUpdate(BaseModel):
     status: str
     paused: bool
     connected: bool
+    team_id: int = Field(description="The team it and its phones belong to (it changes when an admin moves it).")
 
 
 AGENT_EVENT_MODELS: dict[str, type[BaseModel]] = {

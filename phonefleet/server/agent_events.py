@@ -295,5 +295,5 @@ class AgentEvents:
         if row is not None:
             await self.realtime.broadcast(ev.AGENT_UPDATE, ev.AgentUpdate(
                 agent_id=row.id, name=row.name, status=row.status, paused=row.paused,
-                connected=row.connected,
+                connected=row.connected, team_id=row.team_id,
             ).model_dump())

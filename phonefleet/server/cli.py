@@ -4,7 +4,7 @@ import asyncio
 import os
 import signal
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -17,7 +17,8 @@ from phonefleet.cli_help import APP_SETTINGS, env_help
 from phonefleet.logs import setup_logging
 from phonefleet.protocol.enums import Role
 from phonefleet.protocol.people import PersonPatch
-from phonefleet.server import audit, people, tokens
+from phonefleet.protocol.teams import DEFAULT_TEAM_NAME
+from phonefleet.server import audit, people, teams, tokens
 from phonefleet.server.app import SERVICES, AdminTokenAtStart, create_app
 from phonefleet.server.auth import ENV_ADMIN
 from phonefleet.server.config import ENV_PREFIX, Settings
@@ -27,6 +28,7 @@ from phonefleet.server.listener import GuardedTCPSite, app_runner
 from phonefleet.server.store import Conn
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import people as people_store
+from phonefleet.server.store import teams as teams_store
 
 cli = typer.Typer(**APP_SETTINGS, no_args_is_help=False, help="The phonefleet server.")
 agents_cli = typer.Typer(help="Manage agents and their tokens (works while the server runs).")
@@ -35,6 +37,9 @@ admins_cli = typer.Typer(help="Manage named admin tokens (works while the server
 cli.add_typer(admins_cli, name="admins")
 users_cli = typer.Typer(help="Manage people: accounts with a role (works while the server runs).")
 cli.add_typer(users_cli, name="users")
+teams_cli = typer.Typer(help="Manage teams: who sees and acts on which agents, phones, jobs and schedules (works "
+                             "while the server runs).")
+cli.add_typer(teams_cli, name="teams")
 supabase_cli = typer.Typer(help="Supabase as a home: Realtime publication, migrations for the Supabase CLI.")
 cli.add_typer(supabase_cli, name="supabase")
 
@@ -152,16 +157,36 @@ CLI_NODE = "cli-" + uuid.uuid4().hex[:8]
 """The sender id of this process's bus messages (server nodes ignore only their own)."""
 
 
+TeamOpt = Annotated[str, typer.Option("--team", metavar="TEAM", help="The team's name.")]
+
+
 @agents_cli.command("add")
-def agents_add(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
-    """Register an agent and print its token (shown once; only its hash is kept)."""
+def agents_add(ctx: typer.Context, name: NameArg, team: TeamOpt = DEFAULT_TEAM_NAME, data_dir: DataOpt = None
+               ) -> None:
+    """Register an agent in a team and print its token (shown once; only its hash is kept). Its phones run only
+    that team's jobs."""
     settings = _command_settings(ctx, data_dir)
 
     async def work(conn: Conn) -> str:
-        _, token = await tokens.add_agent(conn, name)
+        _, token = await tokens.add_agent(conn, name, await teams.team_named(conn, team))
         return token
 
     typer.echo(_with_database(settings, work))
+
+
+@agents_cli.command("move")
+def agents_move(ctx: typer.Context, name: NameArg,
+                team: Annotated[str, typer.Option("--team", metavar="TEAM", help="The team's name.")],
+                data_dir: DataOpt = None) -> None:
+    """Move an agent, and so its phones, to another team: from now on they run only that team's jobs (what runs
+    on them now finishes). Dashboards show it at their next refresh."""
+    settings = _command_settings(ctx, data_dir)
+
+    async def work(conn: Conn) -> None:
+        await teams.move_agent(conn, await tokens.agent_id_by_name(conn, name), await teams.team_named(conn, team))
+
+    _with_database(settings, work)
+    typer.echo(f"agent {name!r} is now in team {team!r}", err=True)
 
 
 @agents_cli.command("revoke")
@@ -238,12 +263,16 @@ RoleOpt = Annotated[Role, typer.Option("--role", help="viewer: reads; operator: 
 
 
 @users_cli.command("add")
-def users_add(ctx: typer.Context, name: NameArg, role: RoleOpt = Role.viewer, data_dir: DataOpt = None) -> None:
+def users_add(ctx: typer.Context, name: NameArg, role: RoleOpt = Role.viewer,
+              team: Annotated[list[str] | None, typer.Option(
+                  "--team", metavar="TEAM", show_default=False,
+                  help="A team they join, by name (repeat for several; default: the team 'default').")] = None,
+              data_dir: DataOpt = None) -> None:
     """Add a person and print their one-time password (shown once; they change it in the dashboard)."""
     settings = _command_settings(ctx, data_dir)
 
     async def work(conn: Conn) -> str:
-        _, password = await people.add_person(conn, name, role)
+        _, password = await people.add_person(conn, name, role, team or [DEFAULT_TEAM_NAME])
         return password
 
     typer.echo(_with_database(settings, work))
@@ -251,14 +280,19 @@ def users_add(ctx: typer.Context, name: NameArg, role: RoleOpt = Role.viewer, da
 
 @users_cli.command("list")
 def users_list(ctx: typer.Context, data_dir: DataOpt = None) -> None:
-    """People by name, with their role and whether they are disabled."""
+    """People by name, with their role, their teams and whether they are disabled."""
     settings = _command_settings(ctx, data_dir)
     rows = _with_database(settings, people_store.list_all)
-    lines = [("NAME", "ROLE", "CREATED", "")] + [
-        (r.name, r.role, _when(r.created_at), "disabled" if r.disabled else "") for r in rows]
-    width = max(len(line[0]) for line in lines)
-    for name, role, created, note in lines:
-        typer.echo(f"{name:<{width}}  {role:<8}  {created:<20}  {note}".rstrip())
+    _table([("NAME", "ROLE", "CREATED", "TEAMS", "")] + [
+        (r.name, r.role, _when(r.created_at), ",".join(r.teams) or "-", "disabled" if r.disabled else "")
+        for r in rows])
+
+
+def _table(lines: Sequence[tuple[str, ...]]) -> None:
+    """Columns as wide as their widest cell (the last one left ragged)."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]) - 1)]
+    for line in lines:
+        typer.echo("  ".join([*(cell.ljust(w) for cell, w in zip(line, widths, strict=False)), line[-1]]).rstrip())
 
 
 def _update(ctx: typer.Context, data_dir: Path | None, name: str, patch: PersonPatch) -> None:
@@ -317,6 +351,84 @@ def users_reset_password(ctx: typer.Context, name: NameArg, data_dir: DataOpt = 
         return await people.reset_password(conn, name, node=CLI_NODE)
 
     typer.echo(_with_database(settings, work))
+
+
+TeamArg = Annotated[str, typer.Argument(metavar="TEAM", help="The team's name.")]
+PersonArg = Annotated[str, typer.Argument(metavar="PERSON", help="The person's name.")]
+
+
+def _on_team(ctx: typer.Context, data_dir: Path | None, team: str, work: Callable[[Conn, int], Awaitable[T]]) -> T:
+    """``work`` on the team named ``team`` (exit 1 when there is none)."""
+
+    async def named(conn: Conn) -> T:
+        return await work(conn, await teams.team_named(conn, team))
+
+    return _with_database(_command_settings(ctx, data_dir), named)
+
+
+@teams_cli.command("add")
+def teams_add(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
+    """Make a team; then add people (`teams add-member`) and agents (`agents add --team`, `agents move`)."""
+
+    async def work(conn: Conn) -> int:
+        return (await teams.create(conn, name)).id
+
+    team_id = _with_database(_command_settings(ctx, data_dir), work)
+    typer.echo(f"team {name!r} made (id {team_id})", err=True)
+
+
+@teams_cli.command("list")
+def teams_list(ctx: typer.Context, data_dir: DataOpt = None) -> None:
+    """Teams by name, with their id, agent count and people."""
+
+    async def work(conn: Conn) -> list[tuple[str, ...]]:
+        return [(r.name, str(r.id), str(r.agents), ",".join(r.members) or "-")
+                for r in await teams_store.list_all(conn, None)]
+
+    _table([("NAME", "ID", "AGENTS", "PEOPLE"), *_with_database(_command_settings(ctx, data_dir), work)])
+
+
+@teams_cli.command("rename")
+def teams_rename(ctx: typer.Context, old: Annotated[str, typer.Argument(metavar="OLD", help="Its name now.")],
+                 new: Annotated[str, typer.Argument(metavar="NEW", help="Its new name.")],
+                 data_dir: DataOpt = None) -> None:
+    """Rename a team (what belongs to it stays)."""
+
+    async def work(conn: Conn, team_id: int) -> None:
+        await teams.rename(conn, team_id, new)
+
+    _on_team(ctx, data_dir, old, work)
+    typer.echo(f"team {old!r} is now {new!r}", err=True)
+
+
+@teams_cli.command("delete")
+def teams_delete(ctx: typer.Context, name: NameArg, data_dir: DataOpt = None) -> None:
+    """Delete an empty team: move its agents and delete its jobs and schedules first. 'default' stays."""
+    _on_team(ctx, data_dir, name, teams.delete)
+    typer.echo(f"deleted team {name!r}", err=True)
+
+
+@teams_cli.command("add-member")
+def teams_add_member(ctx: typer.Context, team: TeamArg, person: PersonArg, data_dir: DataOpt = None) -> None:
+    """Add a person to a team: they see and act on its agents, phones, jobs and schedules (as their role
+    allows)."""
+
+    async def work(conn: Conn, team_id: int) -> None:
+        await teams.add_member(conn, team_id, person, node=CLI_NODE)
+
+    _on_team(ctx, data_dir, team, work)
+    typer.echo(f"{person!r} is in team {team!r}", err=True)
+
+
+@teams_cli.command("remove-member")
+def teams_remove_member(ctx: typer.Context, team: TeamArg, person: PersonArg, data_dir: DataOpt = None) -> None:
+    """Remove a person from a team."""
+
+    async def work(conn: Conn, team_id: int) -> None:
+        await teams.remove_member(conn, team_id, person, node=CLI_NODE)
+
+    _on_team(ctx, data_dir, team, work)
+    typer.echo(f"{person!r} left team {team!r}", err=True)
 
 
 @supabase_cli.command("realtime")

@@ -67,5 +67,6 @@ class Fleet:
         agent = await self.queries.agent(agent_id)
         await self.realtime.broadcast(ev.AGENT_UPDATE, ev.AgentUpdate(
             agent_id=agent.id, name=agent.name, status=agent.status, paused=agent.paused, connected=agent.connected,
+            team_id=agent.team_id,
         ).model_dump())
         return agent

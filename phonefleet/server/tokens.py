@@ -13,7 +13,7 @@ from phonefleet.server import audit, bus
 from phonefleet.server.auth import ADMIN_PREFIX, AGENT_PREFIX, ENV_ADMIN, hash_token, new_token
 from phonefleet.server.bus_messages import Revoked
 from phonefleet.server.errors import Conflict, Invalid, NotFound
-from phonefleet.server.store import Conn, Row
+from phonefleet.server.store import DEFAULT_TEAM, Conn, Row
 from phonefleet.server.store import admin_tokens as admin_tokens_store
 from phonefleet.server.store import agents as agents_store
 
@@ -26,9 +26,9 @@ def admin_revoked(token_id: int) -> Revoked:
     return Revoked(admin_token_id=token_id)
 
 
-async def add_agent(conn: Conn, name: str) -> tuple[int, str]:
-    """Register an agent: (its id, its token, shown once: only the hash is kept). The one way an agent is
-    made, whether by REST, by ``phonefleet-server agents add`` or by a test."""
+async def add_agent(conn: Conn, name: str, team_id: int = DEFAULT_TEAM) -> tuple[int, str]:
+    """Register an agent in a team: (its id, its token, shown once: only the hash is kept). The one way an
+    agent is made, whether by REST, by ``phonefleet-server agents add`` or by a test."""
     try:
         name = AgentCreate(name=name).name
     except ValidationError as exc:
@@ -36,7 +36,7 @@ async def add_agent(conn: Conn, name: str) -> tuple[int, str]:
     token = new_token(AGENT_PREFIX)
     async with conn.transaction():
         try:
-            agent_id = await agents_store.create(conn, name, hash_token(token))
+            agent_id = await agents_store.create(conn, name, hash_token(token), team_id)
         except asyncpg.UniqueViolationError:
             raise Conflict(f"an agent named {name!r} exists") from None
         await audit.record(conn, "agent.create", "agent", agent_id, after={"name": name})

@@ -1014,6 +1014,10 @@ export interface AgentUpdate {
   name: string;
   paused: boolean;
   status: string;
+  /**
+   * The team it and its phones belong to (it changes when an admin moves it).
+   */
+  team_id: number;
 }
 /**
  * An artifact as the server holds it (``GET /api/assignments/{id}/artifacts``).

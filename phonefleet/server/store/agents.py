@@ -5,7 +5,7 @@ from typing import Any
 
 from phonefleet.protocol.enums import AgentStatus
 from phonefleet.protocol.states import AGENT_TRANSITIONS, every_state, sources_of
-from phonefleet.server.store import Conn
+from phonefleet.server.store import DEFAULT_TEAM, Conn
 from phonefleet.server.store.records import AgentIdentity, AgentRecord
 
 AGENT_COLUMNS = """
@@ -16,10 +16,10 @@ AGENT_COLUMNS = """
 """
 
 
-async def create(conn: Conn, name: str, token_hash: str) -> int:
+async def create(conn: Conn, name: str, token_hash: str, team_id: int = DEFAULT_TEAM) -> int:
     """The new agent's id."""
-    return int(await conn.fetchval("INSERT INTO agents (name, token_hash) VALUES ($1, $2) RETURNING id", name,
-                                   token_hash))
+    return int(await conn.fetchval("INSERT INTO agents (name, token_hash, team_id) VALUES ($1, $2, $3) RETURNING id",
+                                   name, token_hash, team_id))
 
 
 async def get(conn: Conn, agent_id: int, grace_sec: float) -> AgentRecord | None:
