@@ -98,7 +98,7 @@ export class Live {
     socket.on(EVENTS.FLEET_STATS, (s: FleetStats) => this.store.fleetStats(s));
     socket.on(EVENTS.AGENT_UPDATE, (a: AgentUpdate) => {
       if (!this.store.agents.has(a.agent_id)) void this.refreshAgents();
-      this.store.agentUpdate(a);
+      if (this.store.agentUpdate(a)) void this.refreshTeams(); // moved: both teams' agent counts changed
     });
     socket.on(EVENTS.PAUSE_CHANGED, (p: PauseChanged) => {
       this.onPause?.(p);

@@ -222,13 +222,15 @@ export class Store {
     this.changed();
   }
 
-  agentUpdate(u: AgentUpdate): void {
+  /** agent:update; true when the agent moved to another team (the teams' agent counts changed with it). */
+  agentUpdate(u: AgentUpdate): boolean {
     const agent = this.agents.get(u.agent_id);
-    if (!agent) return; // a new agent: the next refresh lists it
+    if (!agent) return false; // a new agent: the next refresh lists it
     this.agents.set(u.agent_id, {
       ...agent, name: u.name, status: u.status as Agent["status"], paused: u.paused, connected: u.connected,
       team_id: u.team_id,
     });
     this.changed();
+    return u.team_id !== agent.team_id;
   }
 }

@@ -3,6 +3,7 @@ import {
   agentTeamId, defaultTeamId, deleteTeamText, memberNameError, moveAgentText, removeMemberText, showTeamPicker,
   sortTeams, teamKeys, teamName, teamNameError, teamPhones, teamSummary, withTeam,
 } from "./teams";
+import { Store } from "./store";
 import type { Agent, Device, Team } from "./types";
 
 const alpha: Team = { id: 3, name: "alpha", members: ["ann", "bob"], agents: 2 };
@@ -95,5 +96,27 @@ describe("confirmations say what will happen", () => {
       "team default to team alpha. From now on its phones run only team alpha's jobs, and only alpha's people see " +
       "them; runs already running finish where they are.");
     expect(moveAgentText({ ...agent, device_count: 1 }, null, "beta")).toContain("its 1 connected phone to team beta.");
+  });
+});
+
+describe("the store's teams", () => {
+  it("keeps them oldest first, replacing one the server answered a change to, and dropping a deleted one", () => {
+    const store = new Store(100, () => {});
+    expect(store.teams).toBeNull();
+    store.setTeams([alpha, dflt]);
+    store.putTeam({ ...alpha, name: "alpha-2" });
+    store.putTeam(beta);
+    expect(store.teams?.map((t) => t.name)).toEqual(["default", "beta", "alpha-2"]);
+    store.teamDeleted(2);
+    expect(store.teams?.map((t) => t.id)).toEqual([1, 3]);
+  });
+  it("learns of an agent's move from agent:update, and says so (the teams' counts changed)", () => {
+    const store = new Store(100, () => {});
+    store.replaceAgents([{ ...agent, team_id: 1 }]);
+    const update = { agent_id: 7, name: "rack-a", status: "online", paused: false, connected: true, team_id: 1 };
+    expect(store.agentUpdate(update)).toBe(false);
+    expect(store.agentUpdate({ ...update, team_id: 3 })).toBe(true);
+    expect(store.agents.get(7)?.team_id).toBe(3);
+    expect(store.agentUpdate({ ...update, agent_id: 99 })).toBe(false); // unknown: the next refresh lists it
   });
 });
