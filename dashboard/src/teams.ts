@@ -5,6 +5,8 @@ import type { Agent, Device, Team } from "./types";
 /** The name rules of a team (those of people's names): 1..100 characters, a letter or digit first. */
 export const TEAM_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 export const TEAM_NAME_MAX = 100;
+/** The team 'default' (everything made before teams): it cannot be deleted. */
+export const DEFAULT_TEAM_ID = 1;
 
 function plural(n: number, one: string, many = `${one}s`): string {
   return `${n} ${n === 1 ? one : many}`;

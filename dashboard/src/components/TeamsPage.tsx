@@ -2,7 +2,7 @@ import { useEffect, useMemo, useState } from "preact/hooks";
 import type { Api, ApiError } from "../api";
 import type { Store } from "../store";
 import {
-  agentTeamId, deleteTeamText, memberNameError, moveAgentText, removeMemberText, teamName, teamNameError, teamSummary,
+  agentTeamId, DEFAULT_TEAM_ID, deleteTeamText, memberNameError, moveAgentText, removeMemberText, teamName, teamNameError, teamSummary,
 } from "../teams";
 import type { Agent, Team } from "../types";
 import { Confirm } from "./Confirm";
@@ -167,6 +167,7 @@ function TeamCard({ team, admin, people, onRename, onAdd, onRemove, onDelete }: 
   const [adding, setAdding] = useState("");
   const [wrong, setWrong] = useState<{ rename?: string; add?: string }>({});
   const candidates = useMemo(() => people.filter((p) => !team.members.includes(p)), [people, team.members]);
+  const kept = team.id === DEFAULT_TEAM_ID; // the server refuses to delete it (409)
 
   async function rename(e: Event) {
     e.preventDefault();
@@ -203,7 +204,8 @@ function TeamCard({ team, admin, people, onRename, onAdd, onRemove, onDelete }: 
           <span class="toolbar-end">
             <button type="button" class="ghost small" onClick={() => setRenaming(team.name)}
               aria-label={`Rename team ${team.name}`} data-testid="rename">Rename</button>
-            <button type="button" class="danger small" onClick={onDelete}
+            <button type="button" class="danger small" onClick={onDelete} disabled={kept}
+              title={kept ? "The team 'default' holds everything made before teams: it cannot be deleted" : undefined}
               aria-label={`Delete team ${team.name}`} data-testid="delete-team">Delete</button>
           </span>
         )}
