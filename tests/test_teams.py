@@ -171,6 +171,10 @@ async def test_a_person_sees_only_their_teams_and_cannot_manage_them(server: Run
         status, _ = await server.request(method, path, token=None, json=body)
         assert status == 401, (method, path)
     assert [t["name"] for t in await server.ok("GET", "/api/teams")] == ["blue", "default", "red"]
+    await server.ok("PUT", f"/api/teams/{blue['id']}/members/ada")  # takes effect from her next request
+    status, mine = await server.request("GET", "/api/teams", token=token)
+    assert [t["name"] for t in mine] == ["blue", "red"]
+    assert (await server.request("GET", f"/api/teams/{blue['id']}", token=token))[0] == 200
 
 
 # ----------------------------------------------------------------------------------------------- agents
