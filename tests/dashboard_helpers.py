@@ -23,19 +23,25 @@ async def shot(page: "Page", name: str) -> None:
 _people = itertools.count(1)
 
 
-async def admin_person(url: str, role: str = "admin") -> tuple[str, str]:
-    """A new person of ``role`` on the server at ``url`` (made with the shared admin token): (name, password)."""
+async def admin_person(url: str, role: str = "admin", teams: list[str] | None = None) -> tuple[str, str]:
+    """A new person of ``role`` (in ``teams``, by name; the server's default team unless told) on the server at
+    ``url``, made with the shared admin token: (name, password)."""
     name = f"{role}-{next(_people)}"
-    async with aiohttp.ClientSession() as s, s.post(url + "/api/users", json={"name": name, "role": role},
+    body: dict[str, object] = {"name": name, "role": role}
+    if teams is not None:
+        body["teams"] = teams
+    async with aiohttp.ClientSession() as s, s.post(url + "/api/users", json=body,
                                                    headers={"Authorization": f"Bearer {ADMIN}"}) as r:
         assert r.status == 201, await r.text()
         return name, str((await r.json())["password"])
 
 
-async def sign_in(page: "Page", server: RunningServer | str, role: str = "admin") -> str:
-    """Sign in as a new person of ``role`` (an admin unless told) and wait until the live link is up; their name."""
+async def sign_in(page: "Page", server: RunningServer | str, role: str = "admin",
+                  teams: list[str] | None = None) -> str:
+    """Sign in as a new person of ``role`` (an admin unless told; in ``teams`` if given) and wait until the live link
+    is up; their name."""
     url = server if isinstance(server, str) else server.url
-    name, password = await admin_person(url, role)
+    name, password = await admin_person(url, role, teams)
     await sign_in_with(page, url, name, password)
     return name
 

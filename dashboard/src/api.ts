@@ -3,10 +3,11 @@
 import type {
   Agent, Artifact, AuditPage, ArtifactKind, ArtifactPage, AssignmentList, BatchAction, Device, DeviceDetail, DeviceEventList, ErrorBody, ErrorDetail, FleetHealthReport,
   FleetPolicy, Job, JobBatchResult, JobCreate, JobList, JobPatch, RecoverAccepted, RecoveryRung, RequeueResult,
-  RequeueScope, Schedule, ScheduleCreate, ScheduleList, SchedulePatch, SchedulerStatus, Stats,
+  RequeueScope, Schedule, ScheduleCreate, ScheduleList, SchedulePatch, SchedulerStatus, Stats, Team, TeamCreate,
+  TeamPatch,
 } from "./types";
 import type {
-  LogcatAnswer, PersonalToken, PersonalTokenCreated, Role, SessionInfo, StepTimeline,
+  LogcatAnswer, Person, PersonalToken, PersonalTokenCreated, Role, SessionInfo, StepTimeline,
 } from "./generated/protocol";
 
 export class ApiError extends Error {
@@ -110,6 +111,19 @@ export class Api {
   fleetHealth = () => this.request<FleetHealthReport>("GET", "/api/fleet/health");
   fleetPolicy = () => this.request<FleetPolicy>("GET", "/api/fleet/policy");
   agents = () => this.request<Agent[]>("GET", "/api/agents");
+  /** Moves the agent, and so its phones, to another team (admin). */
+  moveAgent = (id: number, team_id: number) => this.request<Agent>("PATCH", `/api/agents/${id}`, { team_id });
+  /** The caller's teams (an admin's: all). */
+  teams = () => this.request<Team[]>("GET", "/api/teams");
+  createTeam = (body: TeamCreate) => this.request<Team>("POST", "/api/teams", body);
+  patchTeam = (id: number, body: TeamPatch) => this.request<Team>("PATCH", `/api/teams/${id}`, body);
+  deleteTeam = (id: number) => this.request<void>("DELETE", `/api/teams/${id}`);
+  addMember = (id: number, person: string) =>
+    this.request<Team>("PUT", `/api/teams/${id}/members/${encodeURIComponent(person)}`);
+  removeMember = (id: number, person: string) =>
+    this.request<Team>("DELETE", `/api/teams/${id}/members/${encodeURIComponent(person)}`);
+  /** Everyone's accounts (admin): the names "Add member" offers. */
+  people = () => this.request<Person[]>("GET", "/api/users");
   scheduler = () => this.request<SchedulerStatus>("GET", "/api/scheduler");
   setSchedulerRunning = (running: boolean) =>
     this.request<SchedulerStatus>("POST", `/api/scheduler/${running ? "start" : "stop"}`);

@@ -97,10 +97,12 @@ export class Live {
     });
     socket.on(EVENTS.FLEET_STATS, (s: FleetStats) => this.store.fleetStats(s));
     socket.on(EVENTS.AGENT_UPDATE, (a: AgentUpdate) => {
-      const known = this.store.agents.get(a.agent_id);
-      if (!known) void this.refreshAgents();
-      else if (known.team_id !== a.team_id) void this.refresh(); // moved: its phones join or leave this view
-      this.store.agentUpdate(a);
+      if (!this.store.agents.has(a.agent_id)) void this.refreshAgents();
+      if (this.store.agentUpdate(a)) {
+        // moved: both teams' agent counts changed, and its phones (and their runs) join or leave this view
+        void this.refreshTeams();
+        void this.refresh();
+      }
     });
     socket.on(EVENTS.PAUSE_CHANGED, (p: PauseChanged) => {
       this.onPause?.(p);
@@ -245,6 +247,16 @@ export class Live {
     }
   }
 
+  /** GET /api/teams; a server without teams (404) leaves the store's null: no team names or pickers show. */
+  async refreshTeams(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      this.store.setTeams(await this.api.teams());
+    } catch {
+      /* a server without teams, or offline: the next refresh tries again */
+    }
+  }
+
   async refreshAgents(): Promise<void> {
     try {
       this.store.replaceAgents(await this.api.agents());
@@ -268,6 +280,7 @@ export class Live {
     } catch {
       /* the banner already says the link is down; the poller tries again */
     }
-    await Promise.all([this.refreshScheduler(), this.refreshPolicy().then(() => this.refreshAttention())]);
+    await Promise.all([this.refreshScheduler(), this.refreshPolicy().then(() => this.refreshAttention()),
+      this.refreshTeams()]);
   }
 }

@@ -5,8 +5,9 @@ import { healthChanged, sortAttention } from "./fleetHealth";
 import { isConnected, throttle } from "./logic";
 import type {
   Agent, AgentUpdate, AttentionItem, Device, DeviceEvent, FleetStats, Job, JobStatusUpdate, SchedulerStatus,
-  SchedulerSwitch, Stats,
+  SchedulerSwitch, Stats, Team,
 } from "./types";
+import { sortTeams } from "./teams";
 
 export type LinkState = "connecting" | "live" | "offline";
 
@@ -39,6 +40,9 @@ export class Store {
   maxTempC: number | null = null;
   /** GET /api/fleet/health's phones needing attention, worst first; null until known (or on a server without it). */
   attention: AttentionItem[] | null = null;
+  /** GET /api/teams: the signed-in person's teams (an admin's: all), oldest first; null until known (or on a
+   * server without teams). */
+  teams: Team[] | null = null;
   private listeners = new Set<() => void>();
   private eventListeners = new Set<(e: DeviceEvent) => void>();
   readonly changed: () => void;
@@ -132,6 +136,20 @@ export class Store {
     this.changed();
   }
 
+  setTeams(teams: Team[] | null): void {
+    this.teams = teams === null ? null : sortTeams(teams);
+    this.changed();
+  }
+
+  /** One team as the server answered a change to it. */
+  putTeam(team: Team): void {
+    this.setTeams([...(this.teams ?? []).filter((t) => t.id !== team.id), team]);
+  }
+
+  teamDeleted(id: number): void {
+    this.setTeams((this.teams ?? []).filter((t) => t.id !== id));
+  }
+
   replaceAgents(agents: Agent[]): void {
     this.agents = new Map(agents.map((a) => [a.id, a]));
     this.changed();
@@ -204,13 +222,15 @@ export class Store {
     this.changed();
   }
 
-  agentUpdate(u: AgentUpdate): void {
+  /** agent:update; true when the agent moved to another team (the teams' agent counts changed with it). */
+  agentUpdate(u: AgentUpdate): boolean {
     const agent = this.agents.get(u.agent_id);
-    if (!agent) return; // a new agent: the next refresh lists it
+    if (!agent) return false; // a new agent: the next refresh lists it
     this.agents.set(u.agent_id, {
       ...agent, name: u.name, status: u.status as Agent["status"], paused: u.paused, connected: u.connected,
       team_id: u.team_id,
     });
     this.changed();
+    return u.team_id !== agent.team_id;
   }
 }

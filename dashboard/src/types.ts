@@ -66,6 +66,9 @@ export type {
   SchedulerSwitch,
   Stats,
   TargetType,
+  Team,
+  TeamCreate,
+  TeamPatch,
 } from "./generated/protocol";
 export { EVENTS, STEP_TYPES } from "./generated/protocol";
 

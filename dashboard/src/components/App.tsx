@@ -15,6 +15,7 @@ import { SchedulerBanner, SchedulerControl } from "./SchedulerControl";
 import { SchedulesPage } from "./SchedulesPage";
 import { AccountPage } from "./AccountPage";
 import { SignIn } from "./SignIn";
+import { TeamsPage } from "./TeamsPage";
 import { ThemeToggle } from "./ThemeToggle";
 
 export function App() {
@@ -88,6 +89,7 @@ function Dashboard({ session, onSignOut }: { session: SessionInfo; onSignOut: (w
   const page = detail ? "detail" : phone ? "phone" : hash.startsWith("#/phones") ? "phones"
     : hash.startsWith("#/grid") ? "grid"
     : hash.startsWith("#/schedules") ? "schedules"
+    : hash.startsWith("#/teams") ? "teams"
     : hash.startsWith("#/audit") ? "audit" : hash.startsWith("#/account") ? "account" : "jobs";
   const [menu, setMenu] = useState(false);
   useEffect(() => setMenu(false), [hash]);
@@ -106,6 +108,7 @@ function Dashboard({ session, onSignOut }: { session: SessionInfo; onSignOut: (w
           <a href="#/phones" aria-current={page === "phones" || page === "phone" ? "page" : undefined}>Phones</a>
           <a href="#/grid" aria-current={page === "grid" ? "page" : undefined}>Grid</a>
           <a href="#/schedules" aria-current={page === "schedules" ? "page" : undefined}>Schedules</a>
+          <a href="#/teams" aria-current={page === "teams" ? "page" : undefined}>Teams</a>
           {roleAtLeast(session.role, "admin") && (  /* the trail is the admins' (GET /api/audit) */
             <a href="#/audit" aria-current={page === "audit" ? "page" : undefined}>Audit</a>
           )}
@@ -139,6 +142,7 @@ function Dashboard({ session, onSignOut }: { session: SessionInfo; onSignOut: (w
         {page === "schedules" && (
           <SchedulesPage api={api} store={store} onChanged={() => void live.refreshScheduler()} />
         )}
+        {page === "teams" && <TeamsPage api={api} store={store} onAgentsChanged={() => void live.refreshAgents()} />}
         {page === "audit" && <AuditPage api={api} />}
         {page === "detail" && detail && <JobDetail api={api} store={store} jobId={Number(detail[1])} />}
         {page === "account" && <AccountPage api={api} />}

@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { type Api, ApiError } from "../api";
 import { describeStep, duration, relativeTime, targetText } from "../logic";
 import { useTicker } from "../hooks";
+import { teamName } from "../teams";
 import type { Store } from "../store";
 import type { Assignment } from "../types";
 import { AssignmentTable } from "./AssignmentTable";
@@ -67,6 +68,7 @@ export function JobDetail({ api, store, jobId }: { api: Api; store: Store; jobId
       {notice && <p class="notice" role="status" data-testid="notice">{notice}</p>}
       <dl class="facts">
         <div><dt>Target</dt><dd>{targetText(job.target_type, job.target_value)} → {job.target_count ?? "?"}</dd></div>
+        {store.teams && <div><dt>Team</dt><dd data-testid="fact-team">{teamName(store.teams, job.team_id)}</dd></div>}
         <div><dt>Priority</dt><dd>{job.priority}</dd></div>
         <div><dt>Max parallel</dt><dd data-testid="fact-max-parallel">{job.max_parallel ?? "no limit"}</dd></div>
         <div><dt>Max retries</dt><dd data-testid="fact-max-retries">{job.max_retries}</dd></div>

@@ -3,6 +3,7 @@ import {
   defaultTitle, eligibleDevices, expectedPhones, PRESETS, type PresetId, type PresetValues, STEP_TEMPLATES,
 } from "../logic";
 import type { Store } from "../store";
+import { teamPhones } from "../teams";
 import { STEP_TYPES, type Step, type StepType } from "../types";
 import { describedBy, FieldError } from "./Dialog";
 
@@ -10,13 +11,15 @@ import { describedBy, FieldError } from "./Dialog";
  * What a job is (plan, title, target, priority and limits, filters): the fields a new job and a schedule's
  * template share. Controlled: the owner keeps the values and turns them into a body (jobForm.ts).
  */
-export function JobTemplateFields({ form, onChange, plan, errors, store }: {
+export function JobTemplateFields({ form, onChange, plan, errors, store, teamId = null }: {
   form: JobFormValues;
   onChange: (next: JobFormValues) => void;
   /** planOf(form), computed once by the owner. */
   plan: Step[];
   errors: Record<string, string>;
   store: Store;
+  /** The team the job goes to: its phones are those counted (null: every phone the page knows). */
+  teamId?: number | null;
 }) {
   const set = (patch: Partial<JobFormValues>) => onChange({ ...form, ...patch });
   const input = (key: keyof JobFormValues) => (e: Event) => set({ [key]: (e.target as HTMLInputElement).value });
@@ -27,8 +30,9 @@ export function JobTemplateFields({ form, onChange, plan, errors, store }: {
   const autoTitle = defaultTitle(plan);
   const connected = store.connectedPhones;
   const filters = filtersOf(form);
-  const eligible = eligibleDevices(store.devices.values(), filters);
-  const matching = matchingPhones(store.devices.values(), filters);
+  const phones = teamPhones(store.devices.values(), store.agents, teamId);
+  const eligible = eligibleDevices(phones, filters);
+  const matching = matchingPhones(phones, filters);
   const warning = countWarning(form, matching);
   // a count above the phones that can ever run the job stops at them (the warning says so)
   const asked = expectedPhones(form.targetType, targetValueOf(form), eligible);

@@ -18,6 +18,7 @@ import {
   sortJobs,
 } from "../jobList";
 import { useTicker } from "../hooks";
+import { teamName } from "../teams";
 
 const STATUSES: StatusFilter[] = ["all", "scheduled", "blocked", "active", "paused", "completed", "cancelled"];
 const PAGE = 100;
@@ -108,7 +109,8 @@ export function JobsPage({ api, store }: { api: Api; store: Store }) {
       ) : (
         <ul class="jobs" data-testid="jobs">
           {page.map((job) => (
-            <JobRow key={job.id} job={job} api={api} store={store} open={expanded.has(job.id)}
+            <JobRow key={job.id} job={job} team={store.teams ? teamName(store.teams, job.team_id) : ""} api={api} store={store}
+              open={expanded.has(job.id)}
               selected={selected.has(job.id)} onSelect={select} onToggle={toggle} onError={setError}
               onNotice={setNotice} tick={job.status === "active" ? tick : Math.floor(tick / 15)} />
           ))}
@@ -263,6 +265,8 @@ export function JobStatusBadge({ job }: { job: Job }) {
 
 interface RowProps {
   job: Job;
+  /** The job's team's name ("" on a server without teams). */
+  team: string;
   api: Api;
   store: Store;
   open: boolean;
@@ -275,7 +279,7 @@ interface RowProps {
   tick: number;
 }
 
-const JobRow = memo(function JobRow({ job, api, store, open, selected, onSelect, onToggle, onError, onNotice }:
+const JobRow = memo(function JobRow({ job, team, api, store, open, selected, onSelect, onToggle, onError, onNotice }:
   RowProps) {
   const waiting = waitingText(job);
   return (
@@ -292,7 +296,9 @@ const JobRow = memo(function JobRow({ job, api, store, open, selected, onSelect,
         <span class="job-id muted" data-testid="job-id">#{job.id}</span>
         <div class="job-title" title={job.title}>
           <a href={`#/jobs/${job.id}`} data-testid="job-title" title={job.title}>{job.title}</a>
-          <span class="job-sub muted"> priority {job.priority}</span>
+          <span class="job-sub muted">priority {job.priority}
+            {team && <> · <span data-testid="job-team" title="The team whose phones run it">team {team}</span></>}
+          </span>
         </div>
         <JobTimes job={job} />
         <span class="job-state">

@@ -7,10 +7,15 @@ import {
 import type { Store } from "../store";
 import { clearOnInput, describedBy, Dialog, FieldError, focusFirstWrong } from "./Dialog";
 import { JobTemplateFields } from "./JobTemplateFields";
+import { defaultTeamId, teamKeys, withTeam } from "../teams";
+import { TeamPicker } from "./TeamPicker";
 
 export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; onClose: () => void }) {
   const [form, setForm] = useState<JobFormValues>(initialJobForm);
   const [timing, setTiming] = useState<JobTiming>({ runAt: "", dependsOn: "" });
+  // null: not picked, so the default of the teams as known now (the list may arrive after the dialog opened)
+  const [picked, setTeam] = useState<number | null>(null);
+  const team = picked ?? defaultTeamId(store.teams);
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [busy, setBusy] = useState(false);
   const [plan, planErrors] = useMemo(() => planOf(form), [form.preset, form.values, form.custom]);
@@ -28,12 +33,13 @@ export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; 
     setBusy(true);
     setErrors({});
     try {
-      store.putJob(await api.createJob(jobCreateOf(form, timing, plan)));
+      store.putJob(await api.createJob(withTeam(jobCreateOf(form, timing, plan), team)));
       onClose();
     } catch (err) {
       const apiErr = err as ApiError;
       const worded = { message: apiErr.message, details: humanDetails(apiErr.details, form.targetType) };
-      setErrors(placeErrors(worded, form.preset, shownKeys(form.preset, ["run_at", "depends_on"])));
+      const own = ["run_at", "depends_on", ...teamKeys(store.teams)];
+      setErrors(placeErrors(worded, form.preset, shownKeys(form.preset, own)));
     } finally {
       setBusy(false);
     }
@@ -45,7 +51,8 @@ export function NewJobDialog({ api, store, onClose }: { api: Api; store: Store; 
         <h2 id="new-job-title">New job</h2>
         {allErrors[""] && <p class="field-error" role="alert" data-testid="error-general">{allErrors[""]}</p>}
 
-        <JobTemplateFields form={form} onChange={setForm} plan={plan} errors={allErrors} store={store} />
+        <TeamPicker teams={store.teams} value={team} onChange={setTeam} errors={allErrors} />
+        <JobTemplateFields form={form} onChange={setForm} plan={plan} errors={allErrors} store={store} teamId={team} />
 
         <fieldset>
           <legend>When</legend>

@@ -8,6 +8,8 @@ import type { Store } from "../store";
 import type { MisfirePolicy, Schedule } from "../types";
 import { clearOnInput, describedBy, Dialog, FieldError, focusFirstWrong } from "./Dialog";
 import { JobTemplateFields } from "./JobTemplateFields";
+import { defaultTeamId, teamKeys, withTeam } from "../teams";
+import { TeamPicker } from "./TeamPicker";
 
 const UNITS: { id: IntervalUnit; label: string }[] = [
   { id: "s", label: "seconds" }, { id: "min", label: "minutes" }, { id: "h", label: "hours" }, { id: "d", label: "days" },
@@ -35,6 +37,9 @@ export function NewScheduleDialog({ api, store, onClose, onCreated }:
   { api: Api; store: Store; onClose: () => void; onCreated: (s: Schedule) => void }) {
   const [sched, setSched] = useState<ScheduleFormValues>(() => initialScheduleForm(browserZone()));
   const [form, setForm] = useState<JobFormValues>(initialJobForm);
+  // null: not picked, so the default of the teams as known now (the list may arrive after the dialog opened)
+  const [picked, setTeam] = useState<number | null>(null);
+  const team = picked ?? defaultTeamId(store.teams);
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [busy, setBusy] = useState(false);
   const [plan, planErrors] = useMemo(() => planOf(form), [form.preset, form.values, form.custom]);
@@ -57,11 +62,11 @@ export function NewScheduleDialog({ api, store, onClose, onCreated }:
     setBusy(true);
     setErrors({});
     try {
-      onCreated(await api.createSchedule(scheduleCreateOf(sched, templateOf(form, plan))));
+      onCreated(await api.createSchedule(withTeam(scheduleCreateOf(sched, templateOf(form, plan)), team)));
       onClose();
     } catch (err) {
-      const own = sched.rule === "cron" ? ["name", "cron", "timezone", "misfire_policy"] :
-        ["name", "interval_sec", "misfire_policy"];
+      const own = [...(sched.rule === "cron" ? ["name", "cron", "timezone", "misfire_policy"] :
+        ["name", "interval_sec", "misfire_policy"]), ...teamKeys(store.teams)];
       const apiErr = err as ApiError;
       const worded = { message: apiErr.message, details: humanScheduleDetails(apiErr.details, sched, form.targetType) };
       setErrors(placeErrors(worded, form.preset, shownKeys(form.preset, own), "template."));
@@ -80,6 +85,7 @@ export function NewScheduleDialog({ api, store, onClose, onCreated }:
         <input id="schedule-name" value={sched.name} placeholder="Nightly smoke test" data-testid="schedule-name"
           onInput={text("name")} {...described("name")} />
         <FieldError id="name" message={allErrors.name} />
+        <TeamPicker teams={store.teams} value={team} onChange={setTeam} errors={allErrors} />
 
         <fieldset>
           <legend>When it runs</legend>
@@ -143,7 +149,7 @@ export function NewScheduleDialog({ api, store, onClose, onCreated }:
         </fieldset>
 
         <h3 class="subhead">The job it starts</h3>
-        <JobTemplateFields form={form} onChange={setForm} plan={plan} errors={allErrors} store={store} />
+        <JobTemplateFields form={form} onChange={setForm} plan={plan} errors={allErrors} store={store} teamId={team} />
 
         <div class="dialog-actions">
           <button type="button" class="ghost" onClick={onClose}>Cancel</button>

@@ -8,6 +8,7 @@ import {
 import { clockNow } from "../clock";
 import { useTicker } from "../hooks";
 import { phonePauseText } from "../jobProgress";
+import { agentTeamId, teamName } from "../teams";
 import type { Store } from "../store";
 import type { Agent, Device } from "../types";
 
@@ -99,7 +100,7 @@ export function PhonesPage({ api, store, initialFilter }: { api: Api; store: Sto
       <h2>Agents</h2>
       {agents.length === 0 ? <p class="empty">No agent has registered yet.</p> : (
         <ul class="agents" data-testid="agents">
-          {agents.map((a) => <AgentCard key={a.id} agent={a} />)}
+          {agents.map((a) => <AgentCard key={a.id} agent={a} team={teamName(store.teams, agentTeamId(a))} />)}
         </ul>
       )}
       <h2>Phones</h2>
@@ -204,7 +205,8 @@ function useRunningJobs(api: Api, store: Store): Map<number, string> {
   }, [byDevice, store.version]);
 }
 
-const AgentCard = memo(function AgentCard({ agent }: { agent: Agent }) {
+/** An agent: its link, its phones and, when the server says it, its team. */
+const AgentCard = memo(function AgentCard({ agent, team }: { agent: Agent; team: string }) {
   return (
     <li class={`agent ${agent.connected ? "" : "agent-off"}`} data-testid="agent" data-agent={agent.name}>
       <strong>{agent.name}</strong>
@@ -213,6 +215,7 @@ const AgentCard = memo(function AgentCard({ agent }: { agent: Agent }) {
       </span>
       {agent.paused && <span class="muted" data-testid="agent-paused-by">paused at PC {agent.name} by operator</span>}
       <span class="muted">{agent.device_count} phones · {agent.hostname ?? "?"} · v{agent.version ?? "?"}</span>
+      {team && <span class="muted agent-team" data-testid="agent-team">team {team}</span>}
     </li>
   );
 });
