@@ -2443,6 +2443,10 @@ export interface PauseRequest {
 export interface Person {
   created_at: string;
   disabled: boolean;
+  /**
+   * The email their first Supabase sign-in is matched by.
+   */
+  email?: string | null;
   id: number;
   name: string;
   role: Role;
@@ -2484,13 +2488,17 @@ export interface PersonCreated {
 }
 /**
  * ``PATCH /api/users/{name}``: change a role or teams, disable (ending every session and token) or enable
- * again.
+ * again, or set the email a Supabase user is matched by at their first Supabase sign-in (null: none).
  *
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "PersonPatch".
  */
 export interface PersonPatch {
   disabled?: boolean | null;
+  /**
+   * Given as null, the email is cleared; left out, it stays.
+   */
+  email?: string | null;
   role?: Role | null;
   /**
    * Replaces the teams they belong to, by name.
@@ -2819,12 +2827,19 @@ export interface SessionInfo {
   role: Role;
 }
 /**
+ * ``POST /api/session``: a name and password, or (where Supabase Auth is configured) a Supabase access token
+ * instead: one or the other, never both.
+ *
  * This interface was referenced by `Contract`'s JSON-Schema
  * via the `definition` "SignIn".
  */
 export interface SignIn {
-  name: string;
-  password: string;
+  name?: string | null;
+  password?: string | null;
+  /**
+   * A Supabase Auth access token (the session's access_token).
+   */
+  supabase_token?: string | null;
 }
 /**
  * This interface was referenced by `Contract`'s JSON-Schema
