@@ -158,6 +158,13 @@ MATRIX: dict[tuple[str, str], dict[Column, Expect]] = {
     ("GET", "/api/users"): {},
     ("POST", "/api/users"): {},
     ("PATCH", "/api/users/{name}"): {},
+    ("GET", "/api/teams"): {},
+    ("POST", "/api/teams"): {},
+    ("GET", "/api/teams/{id}"): {},
+    ("PATCH", "/api/teams/{id}"): {},
+    ("DELETE", "/api/teams/{id}"): {},
+    ("PUT", "/api/teams/{id}/members/{name}"): {},
+    ("DELETE", "/api/teams/{id}/members/{name}"): {},
     ("GET", "/api/scheduler"): {},
     ("POST", "/api/scheduler/stop"): {},
     ("POST", "/api/scheduler/start"): {},
@@ -243,7 +250,7 @@ class MatrixWorld:
     """viewer, operator, admin (of team A); viewer_b, operator_b (of team B)"""
     agent: SimAgent
     ids: dict[str, int]
-    """team A's job, assignment, device, agent and schedule"""
+    """team A's job, assignment, device, agent, schedule and the team itself"""
     revoked: str
     created: int = 0
 
@@ -312,7 +319,7 @@ async def _matrix_world(server: RunningServer) -> MatrixWorld:
     assert status == 204
     return MatrixWorld(server=server, team_a=team_a, people=people, agent=agent, revoked=revoked,
                        ids={"job": job["id"], "assignment": runs[0]["id"], "device": devices[0], "agent": agent_id,
-                            "schedule": schedule["id"]})
+                            "schedule": schedule["id"], "team": team_a})
 
 
 async def _all(check: Callable[[], Awaitable[list[int]]], count: int) -> list[int] | None:

@@ -102,7 +102,7 @@ async def sides(server: RunningServer, agent_factory: AgentFactory, adb_server_b
 
 def _object_id(route: Route, side: Side) -> int:
     return {"job": side.waiting, "assignment": side.assignment, "device": next(iter(side.phones)),
-            "agent": side.agent, "schedule": side.schedule}[str(route.owns)]
+            "agent": side.agent, "schedule": side.schedule, "team": side.team}[str(route.owns)]
 
 
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
