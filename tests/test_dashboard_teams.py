@@ -6,7 +6,7 @@ creates a job and a schedule for it from their forms; a person of team A sees te
 
 from typing import TYPE_CHECKING, Any
 
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, open_url_job
 from tests.dashboard_helpers import admin_person, posts_to, shot, sign_in
 
 if TYPE_CHECKING:
@@ -130,12 +130,13 @@ async def test_an_admin_makes_a_team_adds_a_person_moves_an_agent_and_creates_a_
 
 
 async def test_a_person_of_team_a_sees_only_team_a(server: RunningServer, page: "Page") -> None:
-    """The Teams page and the forms of a person in one team; that the lists hold only their team's jobs and phones
-    is the REST scope's promise (tests/test_team_isolation.py)."""
+    """The Teams page and the forms of a person in one team, and their jobs list without team B's job (every list
+    and event is checked in tests/test_team_isolation.py and tests/test_socket_access.py)."""
     from playwright.async_api import expect
 
     a = await server.ok("POST", "/api/teams", {"name": "team-a"})
-    await server.ok("POST", "/api/teams", {"name": "team-b"})
+    b = await server.ok("POST", "/api/teams", {"name": "team-b"})
+    await server.ok("POST", "/api/jobs", open_url_job(title="job of team b", team_id=b["id"]))
     me = await sign_in(page, server, "operator", teams=["team-a"])
 
     await page.get_by_role("link", name="Teams", exact=True).click()
@@ -161,6 +162,6 @@ async def test_a_person_of_team_a_sees_only_team_a(server: RunningServer, page: 
     await dialog.get_by_test_id("create").click()
     await expect(dialog).to_have_count(0)
     jobs = (await server.ok("GET", "/api/jobs"))["items"]
-    assert [j["team_id"] for j in jobs] == [a["id"]]
-    await expect(page.get_by_test_id("job-team")).to_have_text(["team team-a"])
+    assert sorted(j["team_id"] for j in jobs) == [a["id"], b["id"]]
+    await expect(page.get_by_test_id("job-team")).to_have_text(["team team-a"])  # B's job is not listed
     await shot(page, "teams-person-jobs")

@@ -185,7 +185,11 @@ async def test_a_run_cut_short_by_a_crash_still_uploads_the_screenshots_it_took(
     assert listed is not None
     (shot,) = listed
     assert (shot["kind"], shot["bytes"], shot["sha256"]) == ("screenshot", len(png), hashlib.sha256(png).hexdigest())
-    assert not list((r.state / "artifacts").glob(f"{aid}-*")), "sent, then let go of"
+
+    async def let_go() -> bool:  # the agent deletes its copy once it has the server's answer, a moment later
+        return not list((r.state / "artifacts").glob(f"{aid}-*"))
+
+    assert await eventually(let_go, timeout=10), "sent, then let go of"
 
 
 async def test_on_interrupt_rerun_runs_the_plan_again_and_records_the_rerun(rig: RigFactory) -> None:
