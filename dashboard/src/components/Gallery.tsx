@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { Api } from "../api";
 import {
   anyUploading, byStep, bytesText, caption, isPicture, mergePages, pendingText, positionText, statusText, step,
@@ -178,7 +178,9 @@ function Viewer({ api, pictures, index, label, onIndex, onClose }: {
   // listener re-attached per index would page from a stale index when keys come faster than paints.
   const shown = useRef({ i, count: pictures.length, onIndex, onClose });
   shown.current = { i, count: pictures.length, onIndex, onClose };
-  useEffect(() => {
+  // Attached before the viewer is painted (a plain effect waits for the next frame): an arrow key pressed as soon
+  // as the viewer shows must page it, not be lost.
+  useLayoutEffect(() => {
     function onKey(e: KeyboardEvent) {
       const now = shown.current;
       const action = viewerKey(e.key);
