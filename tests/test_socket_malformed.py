@@ -85,3 +85,20 @@ async def test_malformed_packet_without_ack_id_is_logged_once_and_dropped(
     assert [(r.levelname, r.getMessage(), r.exc_info) for r in warnings_from(caplog)] == [
         ("WARNING", "malformed socket packet", None)]
     assert records[0].exc_text is None
+
+
+@pytest.mark.parametrize("namespace", [ev.AGENT_NAMESPACE, ev.DASHBOARD_NAMESPACE])
+async def test_a_binary_event_with_nothing_attached_is_answered_as_a_plain_one(
+        server: RunningServer, namespace: str) -> None:
+    """``5`` with 0 attachments: python-socketio would hold it for an attachment that never comes (no answer, and
+    the connection's next message taken for its bytes). It is read as the plain event it is."""
+    auth = {"token": await server.add_agent("raw")} if namespace == ev.AGENT_NAMESPACE else {"token": ADMIN}
+    ping = ev.AGENT_PING if namespace == ev.AGENT_NAMESPACE else ev.DASHBOARD_PING
+    async with RawSocketIO(server.url) as raw:
+        await raw.connect(namespace, auth)
+        await raw.send(f'50-{namespace},1["{ping}",{{}}]')
+        assert await raw.ack(namespace, 1) == {"ok": True}
+        await raw.send(f'50-{namespace},2["screen:frame",{{"serial":"x"}}]')  # a frame without its bytes
+        refused = await raw.ack(namespace, 2)
+        assert refused["ok"] is False and refused["error"]["code"], refused
+        assert await raw.call(namespace, 3, ping, {}) == {"ok": True}  # the next message is a message

@@ -47,6 +47,9 @@ def _event_problem(data: Any) -> str | None:
     return None
 
 
+_UNBINARY = {socketio.packet.BINARY_EVENT: socketio.packet.EVENT, socketio.packet.BINARY_ACK: socketio.packet.ACK}
+
+
 class TextPacket(socketio.packet.Packet):  # type: ignore[misc]
     uses_binary_events = False
     json = OrJson
@@ -56,7 +59,7 @@ class TextPacket(socketio.packet.Packet):  # type: ignore[misc]
                  encoded_packet: str | None = None) -> None:
         super().__init__(packet_type, data, namespace, id, binary, encoded_packet)
         if (packet_type == socketio.packet.EVENT and encoded_packet is None and isinstance(data, list) and data
-                and data[0] in BINARY_EVENTS):
+                and data[0] in BINARY_EVENTS and self.data_is_binary(data)):
             self.packet_type = socketio.packet.BINARY_EVENT  # a frame: its bytes go as an attachment
 
     def decode(self, encoded_packet: str) -> int:
@@ -74,6 +77,10 @@ class TextPacket(socketio.packet.Packet):  # type: ignore[misc]
                 raise
             self._malformed(str(exc), encoded_packet)
             return 0
+        if attachments == 0 and self.packet_type in _UNBINARY:
+            # "binary" with nothing attached: python-socketio would wait for an attachment that never comes (the
+            # event never answered, the connection's next message taken for its bytes); it is a plain one
+            self.packet_type = _UNBINARY[self.packet_type]
         if self.packet_type == socketio.packet.EVENT:
             problem = _event_problem(self.data)
             if problem is not None:
