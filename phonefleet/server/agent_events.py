@@ -25,7 +25,7 @@ from phonefleet.server.outage import DATABASE_ERRORS, OUTAGE_ERRORS
 from phonefleet.server.pauses import Pauses
 from phonefleet.server.realtime import Realtime
 from phonefleet.server.rooms import of_team
-from phonefleet.server.store import Conn, owners
+from phonefleet.server.store import Conn
 from phonefleet.server.store import agents as agents_store
 from phonefleet.server.store import assignments as assignments_store
 from phonefleet.server.store import devices as devices_store
@@ -293,9 +293,8 @@ class AgentEvents:
         assert agent.agent_id is not None
         async with self.pool.acquire() as conn:
             row = await agents_store.get(conn, agent.agent_id, self.settings.agent_grace_sec)
-            team = (await owners.agent_teams(conn, [agent.agent_id])).get(agent.agent_id)
-        if row is not None and team is not None:
+        if row is not None:
             await self.realtime.broadcast(ev.AGENT_UPDATE, ev.AgentUpdate(
                 agent_id=row.id, name=row.name, status=row.status, paused=row.paused,
                 connected=row.connected, team_id=row.team_id,
-            ).model_dump(), to=of_team(team))
+            ).model_dump(), to=of_team(row.team_id))

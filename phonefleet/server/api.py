@@ -460,8 +460,7 @@ class Api:
         return model_response(await self.s.teams.create((await _body(request, TeamCreate)).name), 201)
 
     async def get_team(self, request: web.Request) -> web.Response:
-        """A team the caller does not see answers as a missing one (404)."""
-        return model_response(await self.s.teams.get(request[PRINCIPAL], _int_id(request)))
+        return model_response(await self.s.teams.get(_int_id(request)))
 
     async def patch_team(self, request: web.Request) -> web.Response:
         team_id = _int_id(request)

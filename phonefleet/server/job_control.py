@@ -83,7 +83,7 @@ class JobControl:
         run_at = body.run_at if isinstance(body, JobCreate) else None
         depends_on = body.depends_on if isinstance(body, JobCreate) else []
         if depends_on:
-            missing = sorted(set(depends_on) - await jobs_store.existing_ids(conn, depends_on, team_id))
+            missing = sorted(set(depends_on) - await jobs_store.existing_ids(conn, depends_on, [team_id]))
             if missing:
                 raise Invalid.field("depends_on", f"unknown job ids {missing}")
         now = datetime.now(UTC)
@@ -170,7 +170,7 @@ class JobControl:
             raise NotFound(f"job {job_id} not found")
         if job.status not in JOB_ACTIONS["edit_dependencies"]:
             raise Conflict(f"job {job_id} is {job.status}; its dependencies can change only while it waits")
-        missing = sorted(set(depends_on) - await jobs_store.existing_ids(conn, depends_on, job.team_id))
+        missing = sorted(set(depends_on) - await jobs_store.existing_ids(conn, depends_on, [job.team_id]))
         if missing:
             raise Invalid.field("depends_on", f"unknown job ids {missing}")
         if await jobs_store.would_cycle(conn, job_id, depends_on):
@@ -291,7 +291,7 @@ class JobControl:
             ids = list(dict.fromkeys(body.ids))
             if teams is not None:
                 async with self.pool.acquire() as conn:
-                    hidden = set(ids) - await jobs_store.visible_ids(conn, ids, teams)
+                    hidden = set(ids) - await jobs_store.existing_ids(conn, ids, teams)
         else:
             assert body.filter is not None
             async with self.pool.acquire() as conn:

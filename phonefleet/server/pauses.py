@@ -152,7 +152,7 @@ class Pauses:
         team = None
         if notice.agent_id is not None:
             async with self.pool.acquire() as conn:
-                team = (await owners.agent_teams(conn, [notice.agent_id])).get(notice.agent_id)
+                team = await owners.team_of(conn, "agent", notice.agent_id)
         await self.realtime.broadcast(ev.PAUSE_CHANGED, notice.model_dump(mode="json"),
                                       to=of_team(team) if team is not None else [ADMINS])
         self.distributor.request_fill()

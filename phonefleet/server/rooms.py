@@ -68,12 +68,4 @@ class Rooms:
         if not ids:
             return {}
         async with self.pool.acquire() as conn:
-            return await owners.device_teams(conn, ids)
-
-    async def agent_team(self, agent_id: int) -> int | None:
-        async with self.pool.acquire() as conn:
-            return (await owners.agent_teams(conn, [agent_id])).get(agent_id)
-
-    async def schedule_team(self, schedule_id: int) -> int | None:
-        async with self.pool.acquire() as conn:
-            return (await owners.schedule_teams(conn, [schedule_id])).get(schedule_id)
+            return await owners.teams_of(conn, "device", ids)

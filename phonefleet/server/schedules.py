@@ -112,7 +112,7 @@ class Schedules:
         team = deleted_of
         if team is None:
             async with self.pool.acquire() as conn:
-                team = (await owners.schedule_teams(conn, [schedule_id])).get(schedule_id)
+                team = await owners.team_of(conn, "schedule", schedule_id)
         if team is not None:
             await self.realtime.broadcast(ev.SCHEDULE_CHANGED, ev.ScheduleChanged(
                 schedule_id=schedule_id, deleted=deleted_of is not None).model_dump(), to=of_team(team))

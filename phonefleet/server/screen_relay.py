@@ -31,6 +31,7 @@ from phonefleet.server.distributor import Distributor
 from phonefleet.server.errors import Invalid, NotFound, ServiceError
 from phonefleet.server.presence import Presence
 from phonefleet.server.realtime import Realtime
+from phonefleet.server.scope import check_visible
 from phonefleet.server.screen_control import ScreenControl, require_control
 from phonefleet.server.store import devices as devices_store
 from phonefleet.server.store import owners
@@ -136,11 +137,12 @@ class ScreenRelay:
 
     async def device(self, device_id: int, *, seen_by: Principal | None = None) -> DeviceRecord:
         """The phone; a 404 when there is none, or when ``seen_by`` may not see its team (the very answer of an
-        unknown id, so another team's phones cannot be told from none)."""
+        unknown id, as REST gives: ``scope.check_visible``)."""
+        if seen_by is not None:
+            await check_visible(self.pool, seen_by, "device", device_id)
         async with self.pool.acquire() as conn:
             device = await devices_store.get(conn, device_id)
-            team = (await owners.device_teams(conn, [device_id])).get(device_id) if seen_by is not None else None
-        if device is None or (seen_by is not None and (team is None or not seen_by.sees(team))):
+        if device is None:
             raise NotFound(f"device {device_id} not found")
         return device
 
@@ -332,7 +334,7 @@ class ScreenRelay:
         if not phones:
             return 0
         async with self.pool.acquire() as conn:
-            teams = await owners.device_teams(conn, phones)
+            teams = await owners.teams_of(conn, "device", phones)
 
         def unseen(sid: str, device_id: int) -> bool:
             principal = self.presence.dashboard_principal(sid)

@@ -180,10 +180,8 @@ class Teams:
         async with self.pool.acquire() as conn:
             return [team_model(r) for r in await teams_store.list_all(conn, principal.teams)]
 
-    async def get(self, principal: Principal, team_id: int) -> Team:
-        """One team, answered as missing (404) when the principal does not see it."""
-        if not principal.sees(team_id):
-            raise NotFound(f"team {team_id} not found")
+    async def get(self, team_id: int) -> Team:
+        """One team (whether the caller sees it, the route's ``owns`` checked first)."""
         async with self.pool.acquire() as conn:
             return team_model(await _team(conn, team_id))
 

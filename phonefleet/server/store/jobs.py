@@ -127,10 +127,11 @@ async def get_many(conn: Conn, job_ids: Sequence[int]) -> list[JobRecord]:
                             list(job_ids), record_class=JobRecord)
 
 
-async def existing_ids(conn: Conn, job_ids: Sequence[int], team_id: int | None = None) -> set[int]:
-    """Those of ``job_ids`` that exist (in ``team_id``, when given: a job depends only on jobs of its team)."""
-    rows = await conn.fetch("SELECT id FROM jobs WHERE id = ANY($1::bigint[]) AND ($2::bigint IS NULL OR team_id = $2)",
-                            list(job_ids), team_id)
+async def existing_ids(conn: Conn, job_ids: Sequence[int], teams: Sequence[int] | None = None) -> set[int]:
+    """Those of ``job_ids`` that exist (in ``teams``, when given: a job depends only on jobs of its team, a person
+    acts only on their teams' jobs)."""
+    rows = await conn.fetch("SELECT id FROM jobs WHERE id = ANY($1::bigint[]) AND ($2::bigint[] IS NULL OR "
+                            "team_id = ANY($2))", list(job_ids), teams_arg(teams))
     return {r["id"] for r in rows}
 
 
@@ -351,13 +352,6 @@ async def ids_matching(conn: Conn, *, statuses: Sequence[str] | None, search: st
         list(statuses) if statuses else None, contains_pattern(search), schedule_id, limit, teams_arg(teams),
     )
     return [r["id"] for r in rows]
-
-
-async def visible_ids(conn: Conn, job_ids: Sequence[int], teams: Sequence[int] | None) -> set[int]:
-    """Those of ``job_ids`` that exist in ``teams`` (None: in any team)."""
-    rows = await conn.fetch("SELECT id FROM jobs WHERE id = ANY($1::bigint[]) AND ($2::bigint[] IS NULL OR "
-                            "team_id = ANY($2))", list(job_ids), teams_arg(teams))
-    return {r["id"] for r in rows}
 
 
 JOB_FILTERS_MATCH = """

@@ -34,18 +34,6 @@ async def team_of(conn: Conn, kind: TeamKind, object_id: int) -> int | None:
     return (await teams_of(conn, kind, [object_id])).get(object_id)
 
 
-async def agent_teams(conn: Conn, agent_ids: Sequence[int]) -> dict[int, int]:
-    return await teams_of(conn, "agent", agent_ids)
-
-
-async def device_teams(conn: Conn, device_ids: Sequence[int]) -> dict[int, int]:
-    return await teams_of(conn, "device", device_ids)
-
-
-async def schedule_teams(conn: Conn, schedule_ids: Sequence[int]) -> dict[int, int]:
-    return await teams_of(conn, "schedule", schedule_ids)
-
-
 async def people_teams(conn: Conn, person_ids: Sequence[int]) -> dict[int, frozenset[int]]:
     """person id -> the teams they belong to now (a person of no team maps to an empty set)."""
     rows = await conn.fetch(
