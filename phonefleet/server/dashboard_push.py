@@ -140,15 +140,22 @@ class DashboardPush:
         takes its phones along)."""
         await self.emit(ev.DASHBOARD_DEVICE_UPDATE, ev.DeviceUpdateBroadcast(devices=devices).model_dump(mode="json"),
                         to=[ADMINS])
+        if not self._team_views():
+            return
         teams = await self.rooms.device_teams(d.id for d in devices)
         for team, mine in _by_team(devices, teams).items():
             await self.emit(ev.DASHBOARD_DEVICE_UPDATE, ev.DeviceUpdateBroadcast(devices=mine).model_dump(mode="json"),
                             to=[team_room(team)])
 
+    def _team_views(self) -> set[int]:
+        """The teams with a dashboard of a person on this node (admins' dashboards hear everything in their own
+        room): without any, no phone's team need be looked up."""
+        return {t for _, p in self.presence.dashboard_sessions() if not p.sees_all for t in p.team_ids}
+
     async def _emit_fleet_stats(self) -> None:
         """The whole fleet's figures to the admins, each team's own to the teams with a dashboard on this node."""
         await self.emit(ev.FLEET_STATS, (await self.queries.fleet_stats()).model_dump(mode="json"), to=[ADMINS])
-        teams = sorted({t for _, p in self.presence.dashboard_sessions() if not p.sees_all for t in p.team_ids})
+        teams = sorted(self._team_views())
         if not teams:
             return
         async with self.queries.pool.acquire() as conn:
@@ -165,7 +172,7 @@ class DashboardPush:
             self._event_cursor = await self.queries.newest_device_event_id()
             return
         events = await self.queries.device_events_after(self._event_cursor, limit=500)
-        teams = await self.rooms.device_teams(e.device_id for e in events)
+        teams = await self.rooms.device_teams(e.device_id for e in events) if self._team_views() else {}
         for event in events:
             team = teams.get(event.device_id)
             await self.emit(health.DEVICE_EVENT, event.model_dump(mode="json"),
