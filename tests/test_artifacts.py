@@ -14,6 +14,7 @@ import pytest
 
 from phonefleet.protocol import artifacts as pa
 from phonefleet.server.duties.artifact_retention import ArtifactRetention
+from phonefleet.server.store import artifacts as artifacts_store
 from phonefleet.sim.agent import SimAgent
 from tests.conftest import ADMIN, RunningServer, eventually, open_url_job
 
@@ -112,6 +113,31 @@ async def test_an_upload_before_its_result_is_recorded_and_the_result_keeps_it(s
     await agent.finish([aid], artifacts=[info("early.log", b"log\n", kind="logcat")])
     rows = await listing(server, aid)
     assert rows["early.log"]["status"] == "stored" and await pending(server) == 0
+
+
+async def test_an_upload_racing_its_runs_result_waits_for_it_and_never_deadlocks(server: RunningServer) -> None:
+    """A batch holds the run's row (a progress report locks it ``FOR UPDATE``) and then records the run's files as
+    expected, while the file's upload comes in: the upload waits for the batch (it takes the run's row before the
+    file's key), so neither is chosen as a deadlock's victim."""
+    agent, aid = await _run(server)
+    pool = server.services.pool
+    async with pool.acquire() as batch, pool.acquire() as watcher:
+
+        async def upload_waits() -> bool:  # another connection: a transaction sees pg_stat_activity as it first was
+            return bool(await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE '%INSERT INTO artifacts%'"))
+
+        async with batch.transaction():
+            await batch.execute("SELECT 1 FROM assignments WHERE id = $1 FOR UPDATE", aid)
+            racing = asyncio.ensure_future(upload(server, agent, aid, "run.log", b"log\n", kind="logcat"))
+            await eventually(upload_waits)
+            expected = {**info("run.log", b"log\n", kind="logcat"), "taken_at": None}
+            await artifacts_store.record_expected(batch, [{"assignment_id": aid, "agent_id": None,
+                                                           "artifacts": [expected]}])
+        status, body = await asyncio.wait_for(racing, 10)
+    assert status == 201 and body["status"] == "stored", body
+    assert (await listing(server, aid))["run.log"]["status"] == "stored"
 
 
 async def test_an_older_agents_upload_without_headers_is_kept(server: RunningServer) -> None:

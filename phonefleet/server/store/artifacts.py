@@ -68,12 +68,18 @@ async def get(conn: Conn, assignment_id: int, name: str) -> ArtifactRecord | Non
 async def mark_stored(conn: Conn, assignment_id: int, name: str, *, kind: str, size: int, sha256: str,
                       step_index: int | None, taken_at: datetime | None) -> ArtifactRecord | None:
     """Its verified bytes are in place: the row (made now if the result has not landed yet) says ``stored``.
-    A deleted row stays deleted. Returns the row as it now stands."""
+    A deleted row stays deleted. Returns the row as it now stands.
+
+    The run's row is locked (``FOR KEY SHARE``, as the foreign key's check would) before the artifact's key is
+    taken, the order in which a result's transaction takes them: the key first and the check after deadlocked
+    with a batch that held the run's row (a progress report's ``FOR UPDATE``) and then recorded the same file as
+    expected."""
     await conn.execute(
         """
         INSERT INTO artifacts (assignment_id, device_id, name, kind, bytes, sha256, step_index, taken_at, status,
                                stored_at)
         SELECT a.id, a.device_id, $2, $3, $4, $5, $6, $7, 'stored', now() FROM assignments a WHERE a.id = $1
+        FOR KEY SHARE OF a  -- the run's row before the artifact's key: see below
         ON CONFLICT (assignment_id, name) DO UPDATE SET status = 'stored', stored_at = now()
         WHERE artifacts.status = ANY($8::text[])
         """,
@@ -98,6 +104,7 @@ async def mark_lost(conn: Conn, assignment_id: int, name: str, reason: str, desc
             INSERT INTO artifacts (assignment_id, device_id, name, kind, bytes, sha256, step_index, taken_at, status,
                                    deleted_at, deleted_reason)
             SELECT a.id, a.device_id, $2, $3, $4, $5, $6, $7, 'deleted', now(), $8 FROM assignments a WHERE a.id = $1
+            FOR KEY SHARE OF a  -- the run's row before the artifact's key, as mark_stored
             ON CONFLICT (assignment_id, name) DO UPDATE SET status = 'deleted', deleted_at = now(),
                                                             deleted_reason = excluded.deleted_reason
             WHERE artifacts.status = ANY($9::text[])
