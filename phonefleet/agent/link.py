@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -45,6 +46,10 @@ ModeWatcher = Callable[[Mode], Awaitable[None]]
 MERGEABLE = {ev.ASSIGNMENT_STARTED: "items", ev.ASSIGNMENT_PROGRESS: "items", ev.ASSIGNMENT_FINISHED: "results"}
 """Consecutive events of these kinds travel as one message (their lists are joined)."""
 UPLOAD_FLOOR_BYTES_PER_SEC = 256 * 1024
+"""An upload gets ``http_timeout_sec`` plus one second per this many bytes: slow links pass, dead ones do not."""
+UPLOADS_AT_ONCE = 4
+"""Files sent at once. Uploads run beside the events, never in their way: sent one after another between event
+windows, 500 phones' logcat files held their runs' results back 2 s at the end of every job."""
 POLL_WINDOW = 500
 """Outbox rows read per chunk when polling (a POST of at most 50 events)."""
 MEMORY_ID = 0
@@ -58,7 +63,6 @@ BATCH_EVIDENCE_BYTES = 256 * 1024
 message stays far below the server's 1 MiB body limit whatever the runs printed."""
 POST_EVIDENCE_BYTES = 512 * 1024
 """One polling POST carries batches up to about this much step output."""
-"""An upload gets ``http_timeout_sec`` plus one second per this many bytes: slow links pass, dead ones do not."""
 UPLOAD_BACKOFF_MAX_SEC = 30.0
 """A file whose upload failed waits 1 s, 2 s, 4 s ... up to this before the next try (jittered)."""
 UPLOAD_MISMATCH_TRIES = 5
@@ -303,6 +307,9 @@ class ServerLink:
         self._session: aiohttp.ClientSession | None = None
         self._socket: _Socket | None = None
         self._pending = asyncio.Event()
+        self._files = asyncio.Event()
+        """Set when the outbox may hold new files, or an upload ended."""
+        self._uploader: asyncio.Task[None] | None = None
         self._progress: dict[int, ev.ProgressItem] = {}
         """Each run's latest progress, not yet sent: memory only (see ``progress``)."""
         self._run_task: asyncio.Task[None] | None = None
@@ -402,10 +409,11 @@ class ServerLink:
     async def start(self) -> None:
         self._session = self._new_http()
         self._run_task = asyncio.create_task(self._run(), name="link")
+        self._uploader = asyncio.create_task(self._upload_loop(), name="link-uploads")
 
     async def stop(self) -> None:
         self.mode = "stopped"
-        tasks = [t for t in (self._run_task, self._poller) if t is not None]
+        tasks = [t for t in (self._run_task, self._poller, self._uploader) if t is not None]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -424,6 +432,7 @@ class ServerLink:
     def notify(self) -> None:
         """New events are in the outbox."""
         self._pending.set()
+        self._files.set()
 
     def progress(self, report: ev.AssignmentProgress) -> None:
         """A run's progress: kept in memory, the latest per run, and sent with the next outbox window. Progress is
@@ -585,9 +594,8 @@ class ServerLink:
             if self._hello_needed:
                 await self._hello_socket(sock)
             self._pending.clear()  # before reading, so an event put meanwhile still wakes us
-            peeked = self.outbox.peek(SEND_WINDOW)
-            events, progress = self._with_progress([i for i in peeked if i.event != ev.ARTIFACT_UPLOAD],
-                                                   full=len(peeked) >= SEND_WINDOW)
+            peeked = self.outbox.peek(SEND_WINDOW, besides=ev.ARTIFACT_UPLOAD)
+            events, progress = self._with_progress(peeked, full=len(peeked) >= SEND_WINDOW)
             sent = False
             try:
                 for event, data, ids in batch(events):  # results first: the server learns what files to expect
@@ -598,12 +606,8 @@ class ServerLink:
             finally:
                 if not sent:
                     self._restore_progress(progress)
-            await self._upload_artifacts(peeked)
             if not events:
-                if self.outbox.peek(1):  # only files the server could not take yet
-                    await asyncio.sleep(1.0)
-                else:
-                    await self._pending.wait()
+                await self._pending.wait()
 
     def _settle(self, event: str, data: dict[str, Any], ack: ev.Ack, ids: list[int]) -> bool:
         """Acked events leave the outbox; so do events the server rejects as invalid (they never will pass).
@@ -681,21 +685,60 @@ class ServerLink:
                     return data
         raise AssertionError("unreachable")
 
-    async def _upload_artifacts(self, items: list[OutboxItem]) -> None:
-        """Send the files among these outbox items over HTTP. A file leaves the outbox
-        once the server stored its verified bytes (then the local copy goes too), or when it can never arrive
-        (its local copy is gone or changed: the server is told); one that failed waits a growing while."""
-        now = time.monotonic()
-        for item in items:
-            if item.event != ev.ARTIFACT_UPLOAD or self._upload_backoff.get(item.id, (0, 0.0))[1] > now:
-                continue
-            if await self._upload_one(item):
-                self._upload_backoff.pop(item.id, None)
-                self.outbox.ack([item.id])
-            else:
-                failures = self._upload_backoff.get(item.id, (0, 0.0))[0] + 1
-                delay = min(UPLOAD_BACKOFF_MAX_SEC, 0.5 * 2 ** failures) * random.uniform(0.5, 1.0)
-                self._upload_backoff[item.id] = (failures, time.monotonic() + delay)
+    # ------------------------------------------------------------------ files
+
+    async def _upload_loop(self) -> None:
+        """Send the outbox's files over HTTP, in socket and polling mode alike, in the order they came and at
+        most ``UPLOADS_AT_ONCE`` at a time, beside the events (the server keeps an upload that comes before its
+        run's result). The outbox is read once per new file: the files not yet settled are kept here, each with
+        when it may be tried (a failed one waits a growing while, and the others go on meanwhile)."""
+        waiting: dict[int, OutboxItem] = {}
+        seen = 0  # the newest outbox id read
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._files.clear()  # before reading, so a file put meanwhile still wakes us
+                for item in self.outbox.peek(SEND_WINDOW, only=ev.ARTIFACT_UPLOAD, after=seen):
+                    waiting[item.id] = item
+                    seen = item.id
+                now, wake_at = time.monotonic(), math.inf
+                for item in list(waiting.values()):
+                    if len(running) >= UPLOADS_AT_ONCE:
+                        break
+                    retry_at = self._upload_backoff.get(item.id, (0, 0.0))[1]
+                    if retry_at > now:
+                        wake_at = min(wake_at, retry_at)
+                        continue
+                    del waiting[item.id]
+                    task = asyncio.create_task(self._upload_item(item, waiting), name=f"upload-{item.id}")
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._files.wait(), None if wake_at == math.inf else wake_at - now)
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running)
+
+    async def _upload_item(self, item: OutboxItem, waiting: dict[int, OutboxItem]) -> None:
+        """One file: it leaves the outbox once the server stored its verified bytes (then the local copy goes too),
+        or when it can never arrive (its local copy is gone or changed: the server is told); otherwise it goes back
+        to ``waiting`` with a growing delay."""
+        try:
+            settled = await self._upload_one(item)
+        except Exception:  # a bug here must not stop every later file
+            log.exception("artifact upload failed", extra={"outbox_id": item.id})
+            settled = False
+        if settled:
+            self._upload_backoff.pop(item.id, None)
+            self.outbox.ack([item.id])
+        else:
+            failures = self._upload_backoff.get(item.id, (0, 0.0))[0] + 1
+            delay = min(UPLOAD_BACKOFF_MAX_SEC, 0.5 * 2 ** failures) * random.uniform(0.5, 1.0)
+            self._upload_backoff[item.id] = (failures, time.monotonic() + delay)
+            waiting[item.id] = item
+        self._files.set()
 
     async def _upload_one(self, item: OutboxItem) -> bool:
         """One file's upload; True when it is settled (stored, or never to be), False to try again later."""
@@ -799,9 +842,8 @@ class ServerLink:
             self._hello_needed = False
         for start in range(0, 10):  # flush the outbox in bounded chunks
             del start
-            peeked = self.outbox.peek(POLL_WINDOW)
-            events, progress = self._with_progress([i for i in peeked if i.event != ev.ARTIFACT_UPLOAD],
-                                                   full=len(peeked) >= POLL_WINDOW)
+            peeked = self.outbox.peek(POLL_WINDOW, besides=ev.ARTIFACT_UPLOAD)
+            events, progress = self._with_progress(peeked, full=len(peeked) >= POLL_WINDOW)
             groups = batch(events)
             posting = _within_post_budget(groups[:50])
             try:
@@ -810,7 +852,6 @@ class ServerLink:
             finally:
                 if not any(MEMORY_ID in ids for _, _, ids in posting):  # not sent, or left for the next chunk
                     self._restore_progress(progress)
-            await self._upload_artifacts(peeked)
             if not groups:
                 break
         since = time.monotonic()

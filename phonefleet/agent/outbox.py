@@ -102,10 +102,15 @@ class Outbox:
                 if durable:
                     self._db.execute("PRAGMA synchronous=NORMAL")
 
-    def peek(self, limit: int = 500) -> list[OutboxItem]:
+    def peek(self, limit: int = 500, *, only: str | None = None, besides: str | None = None,
+             after: int = 0) -> list[OutboxItem]:
+        """The oldest items (after id ``after``): all of them, ``only`` those of one event, or all ``besides`` one."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, event, data, created_at FROM outbox ORDER BY id LIMIT ?", (limit,)
+                "SELECT id, event, data, created_at FROM outbox WHERE id > :after"
+                " AND (:only IS NULL OR event = :only) AND (:besides IS NULL OR event <> :besides)"
+                " ORDER BY id LIMIT :limit",
+                {"after": after, "only": only, "besides": besides, "limit": limit},
             ).fetchall()
         return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
