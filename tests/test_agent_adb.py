@@ -122,3 +122,15 @@ async def test_connections_to_the_adb_server_are_bounded(fleet_factory: FleetFac
     assert await asyncio.wait_for(tasks[2], 10) == (0, "")
     tasks[1].cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_refusal_by_the_adb_server_is_an_adb_error_with_its_reason(
+        fleet_factory: FleetFactory, adb_server: int) -> None:
+    fleet = await fleet_factory(1)
+    host = AdbHost("127.0.0.1", adb_server)
+    with pytest.raises(AdbHostError, match="not found"):
+        await host.run("NO-SUCH-PHONE", "true")
+    serial = fleet.phones[0].adb_serial
+    with pytest.raises(AdbHostError, match="more than 100 bytes of output"):
+        await host.run(serial, "screencap -p", limit=100)
+    assert await host.run(serial, "echo ok; exit 3") == (3, b"ok\n")  # the connection bound is given back

@@ -125,14 +125,26 @@ class StepContext:
     def add_artifact(self, name: str, data: bytes, kind: str) -> dict[str, Any]:
         """Keep a file of this run: written under ``artifacts_dir`` and described by what proves it arrived
         intact (its size and sha256, taken here, where the bytes were made), its step and when it was taken.
-        The runner queues each one through the outbox when the run ends."""
+        The runner queues each one through the outbox when the run ends. The file is written on the calling
+        thread (a step of a plugin may call this); the built-in steps use ``save_artifact``."""
+        self._check_artifact(name, kind)
+        return self._record_artifact(name, kind, _write_artifact(self.artifacts_dir / name, data))
+
+    async def save_artifact(self, name: str, data: bytes, kind: str) -> dict[str, Any]:
+        """``add_artifact`` with the file written and hashed in a thread: making a file took 0.4 ms of the event
+        loop on ext4, and at 500 phones, where every run ends with its logcat, that was a tenth of the loop."""
+        self._check_artifact(name, kind)
+        return self._record_artifact(name, kind, await asyncio.to_thread(_write_artifact, self.artifacts_dir / name,
+                                                                         data))
+
+    def _check_artifact(self, name: str, kind: str) -> None:
         if kind not in ArtifactKind.__members__ or not re.match(NAME_PATTERN, name):
             raise StepError(f"artifact {name!r} of kind {kind!r}: a kind is one of {', '.join(ArtifactKind)}; a "
                             "name is letters, digits, '.', '_' and '-'", code="bad_artifact", retryable=False)
-        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        path = self.artifacts_dir / name
-        path.write_bytes(data)
-        artifact = {"kind": kind, "file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+
+    def _record_artifact(self, name: str, kind: str, written: tuple[int, str]) -> dict[str, Any]:
+        size, sha256 = written
+        artifact = {"kind": kind, "file": name, "bytes": size, "sha256": sha256,
                     "step_index": self.step_index, "taken_at": datetime.now(UTC).isoformat()}
         self.artifacts.append(artifact)
         return artifact
@@ -147,6 +159,13 @@ class StepContext:
             except (KeyError, TypeError, ValidationError):  # a step that wrote the list itself: its file stays here
                 log.warning("artifact not described; it is not uploaded", extra={"artifact": repr(a)[:200]})
         return infos
+
+
+def _write_artifact(path: Path, data: bytes) -> tuple[int, str]:
+    """Write a run's file; its size and sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return len(data), hashlib.sha256(data).hexdigest()
 
 
 def left_behind(artifacts_dir: Path, assignment_id: int) -> list[ArtifactInfo]:
@@ -385,7 +404,7 @@ async def screenshot_step(ctx: StepContext, step: ScreenshotStep) -> dict[str, A
     png = await ctx.phone.shell_bytes("screencap -p", timeout=30)
     if not png.startswith(b"\x89PNG"):
         raise StepError("screencap did not return a PNG", code="screenshot_failed")
-    return ctx.add_artifact(f"{ctx.assignment_id}-{len(ctx.artifacts) + 1}.png", png, "screenshot")
+    return await ctx.save_artifact(f"{ctx.assignment_id}-{len(ctx.artifacts) + 1}.png", png, "screenshot")
 
 
 async def shell_step(ctx: StepContext, step: ShellStep) -> dict[str, Any]:

@@ -6,6 +6,7 @@ starts and, at its end, captures ``logcat -d -v threadtime -T <start>``: bounded
 ``LOGCAT_MAX_BYTES``, gzip-compressed, kept as the run's ``logcat`` artifact, with its crashes and ANRs.
 """
 
+import asyncio
 import gzip
 import logging
 import re
@@ -94,6 +95,9 @@ class StepLog:
 
 
 EPOCH = re.compile(r"^\s*(\d{6,12})(?:\.(\d+))?")
+COMPRESS_IN_THREAD_FROM = 64 * 1024
+"""A logcat this large is compressed in a thread (a few milliseconds per 100 KB); a smaller one costs less than
+the hop."""
 
 
 class LogcatSpan:
@@ -143,5 +147,7 @@ class LogcatSpan:
         text = raw.decode(errors="replace")
         crashes = find_crashes(text.splitlines())
         ctx.step_index = None
-        ctx.add_artifact(logcat_artifact_name(ctx.assignment_id), gzip.compress(raw, compresslevel=6), LOGCAT_KIND)
+        packed = (gzip.compress(raw, compresslevel=6) if len(raw) < COMPRESS_IN_THREAD_FROM
+                  else await asyncio.to_thread(gzip.compress, raw, 6))
+        await ctx.save_artifact(logcat_artifact_name(ctx.assignment_id), packed, LOGCAT_KIND)
         return crashes
