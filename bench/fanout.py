@@ -18,6 +18,7 @@ from bench.floor import db_floor, sio_floor
 from bench.harness import (
     LAB_PLAN,
     PLAN,
+    BackgroundLoad,
     Fleet,
     Operator,
     Summary,
@@ -51,7 +52,7 @@ class Size:
 
 
 async def measure(root: str, size: Size, warmup: int, breakdown: Breakdown | None, what_if: frozenset[str], *,
-                  plan: list[dict[str, Any]]) -> None:
+                  plan: list[dict[str, Any]], load: BackgroundLoad | None = None) -> None:
     async with scratch_database(root) as dsn, \
             running_server(dsn, breakdown=breakdown is not None, what_if=what_if) as server, session() as http:
         fleet = await Fleet.start(server.url, dsn, size.agents, size.phones_each)
@@ -65,6 +66,8 @@ async def measure(root: str, size: Size, warmup: int, breakdown: Breakdown | Non
                 fleet.forget()
                 if breakdown is not None:
                     await op.spans()
+                if load is not None:
+                    load.sample()
                 t0 = time.perf_counter()
                 job = await op.create_job(f"fanout {run}", plan)
                 t_resp = time.perf_counter()
@@ -95,6 +98,8 @@ async def measure(root: str, size: Size, warmup: int, breakdown: Breakdown | Non
     print(f"floor: socket.io emit same size   {Summary.of(floor_sio).ms()}")
     print(f"floor: INSERT + emit              {floor.ms()}")
     print(f"ratio to floor: p50 {got.p50 / floor.p50:.1f}x, p99 {got.p99 / floor.p99:.1f}x")
+    if load is not None:
+        print(f"background load during the runs: {load.describe()}")
     print(f"goal p99 <= {size.goal_sec * 1e3:.0f} ms: {verdict(got.p99, size.goal_sec)} "
           f"(p99 {got.p99 * 1e3:.1f} ms)")
     if breakdown is not None:
@@ -110,12 +115,13 @@ async def main_async(args: argparse.Namespace) -> None:
         sizes = [Size(10, 100, args.runs_1k, 0.1),
                  Size(args.agents_10k, 10_000 // args.agents_10k, args.runs_10k, 1.0 if args.agents_10k == 20 else 0.4)]
     what_if = what_if_of(args)
-    with postgres_root() as root:
+    with postgres_root() as root, BackgroundLoad(args.background_load) as load:
         async with scratch_database(root) as dsn:
             print(f"database: {await database_facts(dsn)}")
         for size in (s for s in sizes if s.runs > 0):  # --runs-1k 0: only the 10,000
             await measure(root, size, args.warmup, Breakdown() if args.breakdown else None, what_if,
-                          plan=LAB_PLAN if args.plan == "lab" else PLAN)
+                          plan=LAB_PLAN if args.plan == "lab" else PLAN,
+                          load=load if args.background_load else None)
 
 
 def main() -> None:
@@ -130,6 +136,9 @@ def main() -> None:
     parser.add_argument("--agents-10k", type=int, default=20, choices=(20, 100, 500),
                         help="agent connections the 10,000 phones are spread over (issue 14 part 7: 500; its "
                              "goal p99 <= 400 ms)")
+    parser.add_argument("--background-load", type=int, default=0, metavar="N",
+                        help="N processes spinning at normal priority for the whole run (issue 14 part 5: the "
+                             "fan-out's tail with the machine at load 2; the load reached is printed)")
     add_server_options(parser)
     args = parser.parse_args()
     print_header(MODULE, "fan-out: POST /api/jobs until every job:assign has arrived")

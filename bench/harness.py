@@ -117,6 +117,50 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                                                                                       for k, v in WHAT_IF.items()))
 
 
+def _spin(deadline: float) -> None:
+    while time.monotonic() < deadline:
+        pass
+
+
+class BackgroundLoad:
+    """``spinners`` processes that keep a core each busy at normal priority (the machine as loaded by others), and
+    the load the runs saw: the 1-minute load average, and runnable tasks sampled now and then (``sample``)."""
+
+    def __init__(self, spinners: int, limit_sec: float = 1800) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.spinners = spinners
+        self._procs = [ctx.Process(target=_spin, args=(time.monotonic() + limit_sec,), daemon=True,
+                                   name="background-load") for _ in range(spinners)]
+        self._runnable: list[int] = []
+
+    def __enter__(self) -> "BackgroundLoad":
+        for proc in self._procs:
+            proc.start()
+        if self.spinners:  # the 1-minute average takes a minute or so to show them
+            deadline = time.monotonic() + 150
+            while os.getloadavg()[0] < self.spinners - 0.05 and time.monotonic() < deadline:
+                time.sleep(1)
+            print(f"background load: {self.spinners} spinning process(es); load average "
+                  f"{os.getloadavg()[0]:.2f} before the benchmark starts", flush=True)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for proc in self._procs:
+            proc.kill()
+            proc.join(5)
+
+    def sample(self) -> None:
+        """Runnable tasks now (/proc/loadavg's fourth field), minus this sample's own reader."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            self._runnable.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]) - 1)
+
+    def describe(self) -> str:
+        runnable = f", runnable tasks p50 {statistics.median(self._runnable):.0f} (max {max(self._runnable)}, " \
+                   f"{len(self._runnable)} samples)" if self._runnable else ""
+        return (f"{self.spinners} spinning process(es) beside the benchmark; load average now "
+                f"{os.getloadavg()[0]:.2f}{runnable}")
+
+
 def what_if_of(args: argparse.Namespace) -> frozenset[str]:
     chosen = frozenset(x.strip() for x in str(args.what_if).split(",") if x.strip())
     unknown = chosen - set(WHAT_IF)

@@ -1,6 +1,8 @@
 """The floor: bare loops against the same phones and adb server, from this process, one command in flight per
 phone like the agent. The floor proper is a bare asyncio client of the adb server's smart-socket protocol
-(``host:transport:SERIAL`` then ``shell:`` or ``shell,v2:``) with at most 50 and 200 commands in flight; beside it
+(``host:transport:SERIAL`` then ``shell:`` or ``shell,v2:``) with at most 50 and 200 commands in flight, in two
+forms (asyncio streams, and a protocol parsing bytes as they arrive, as the agent's client does), the best of
+them the floor; beside it
 adbutils from a pool of the old agent's size (what the agent ran before issue 14), the VIEW intent to every
 phone at once, and one call's latency."""
 
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 import adbutils
 
-from bench.adb.lean import bare_shell, lean_shell
+from bench.adb.lean import bare_protocol_shell, bare_shell, lean_shell
 from bench.adb.phones import Phones
 from bench.adb.whatif import patched
 from bench.adb.workload import AGENT_POOL, TAP, VIEW, VIEW_COMMAND, Size
@@ -59,18 +61,24 @@ BARE_COMMANDS = 3000
 """The bare loops run at least this many commands (a loop of a second or more at the floor's rate)."""
 
 
-def bare_label(in_flight: int, v2: bool) -> str:
-    return f"bare asyncio {'shell,v2' if v2 else 'shell'}, {in_flight} in flight"
+CLIENTS = {"asyncio": bare_shell, "asyncio protocol": bare_protocol_shell}
+"""The bare clients: asyncio streams, and a protocol parsing bytes as they arrive (as the agent's client does)."""
 
 
-async def bare_loop(port: int, serials: Sequence[str], per_phone: int, in_flight: int, v2: bool) -> float:
-    """``command_loop`` without threads: the bare client on the event loop, at most ``in_flight`` at once."""
+def bare_label(in_flight: int, v2: bool, client: str = "asyncio") -> str:
+    return f"bare {client} {'shell,v2' if v2 else 'shell'}, {in_flight} in flight"
+
+
+async def bare_loop(port: int, serials: Sequence[str], per_phone: int, in_flight: int, v2: bool, *,
+                    client: str = "asyncio") -> float:
+    """``command_loop`` without threads: a bare client on the event loop, at most ``in_flight`` at once."""
     gate = asyncio.Semaphore(in_flight)
+    shell = CLIENTS[client]
 
     async def one(serial: str) -> None:
         for _ in range(per_phone):
             async with gate:
-                code, out = await bare_shell(port, serial, TAP, v2=v2)
+                code, out = await shell(port, serial, TAP, v2=v2)
             if code not in (0, None):
                 raise RuntimeError(f"{serial}: {TAP} exited {code}: {out!r}")
 
@@ -79,14 +87,15 @@ async def bare_loop(port: int, serials: Sequence[str], per_phone: int, in_flight
     return time.perf_counter() - t0
 
 
-async def bare_view_all(port: int, phones: Phones, in_flight: int) -> float:
-    """The VIEW intent to every phone at once from the bare client, at most ``in_flight`` at once; seconds until
+async def bare_view_all(port: int, phones: Phones, in_flight: int, client: str = "asyncio") -> float:
+    """The VIEW intent to every phone at once from a bare client, at most ``in_flight`` at once; seconds until
     the last phone logged it."""
     gate = asyncio.Semaphore(in_flight)
+    shell = CLIENTS[client]
 
     async def one(serial: str) -> None:
         async with gate:
-            await bare_shell(port, serial, VIEW_COMMAND, v2=False)
+            await shell(port, serial, VIEW_COMMAND, v2=False)
 
     marks = await phones.marks()
     t0 = time.time()
@@ -144,13 +153,14 @@ async def measure_floor(port: int, phones: Phones, size: Size) -> Floor:
     lean = lean_call(port)
     rates: dict[str, float] = {}
     bare_per_phone = max(size.floor_per_phone, -(-BARE_COMMANDS // len(serials)))
-    for in_flight in BARE_IN_FLIGHT:
-        for v2 in (False, True):
-            marks = await phones.marks()
-            seconds = await bare_loop(port, serials, bare_per_phone, in_flight, v2)
-            done = sum(n for n, _, _ in await phones.scan(marks, TAP))
-            assert done == len(serials) * bare_per_phone, (in_flight, v2, done)
-            rates[bare_label(in_flight, v2)] = done / seconds
+    for client in CLIENTS:
+        for in_flight in BARE_IN_FLIGHT:
+            for v2 in (False, True):
+                marks = await phones.marks()
+                seconds = await bare_loop(port, serials, bare_per_phone, in_flight, v2, client=client)
+                done = sum(n for n, _, _ in await phones.scan(marks, TAP))
+                assert done == len(serials) * bare_per_phone, (client, in_flight, v2, done)
+                rates[bare_label(in_flight, v2, client)] = done / seconds
     label = f"adbutils shell2, {AGENT_POOL} threads (the agent before issue 14)"
     marks = await phones.marks()
     seconds = await command_loop(plain, serials, size.floor_per_phone, AGENT_POOL)
@@ -158,9 +168,10 @@ async def measure_floor(port: int, phones: Phones, size: Size) -> Floor:
     assert done == len(serials) * size.floor_per_phone, (label, done)
     rates[label] = done / seconds
     views: dict[str, Summary] = {}
-    for in_flight in BARE_IN_FLIGHT:
-        views[f"bare asyncio shell, {in_flight} in flight"] = Summary.of(
-            [await bare_view_all(port, phones, in_flight) for _ in range(size.fanouts)])
+    for client in CLIENTS:
+        for in_flight in BARE_IN_FLIGHT:
+            views[bare_label(in_flight, False, client)] = Summary.of(
+                [await bare_view_all(port, phones, in_flight, client) for _ in range(size.fanouts)])
     views[f"adbutils, {AGENT_POOL} threads"] = Summary.of(
         [await view_all(plain, phones, AGENT_POOL) for _ in range(size.fanouts)])
     latency: dict[str, Summary] = {}

@@ -93,3 +93,73 @@ async def bare_shell(port: int, serial: str, cmd: str, *, v2: bool) -> tuple[int
                 out += data
     finally:
         writer.close()
+
+
+class _BareProtocol(asyncio.Protocol):
+    """``bare_shell`` as a protocol parsing bytes as they arrive (what the agent's ``AdbHost.run`` does), so the
+    floor is never a client slower than the agent's: ``host:transport:S``, its OKAY, the service, its OKAY, then
+    ``shell:`` read to the end or ``shell,v2:`` to its exit packet."""
+
+    def __init__(self, serial: str, cmd: str, v2: bool, done: "asyncio.Future[tuple[int | None, bytes]]") -> None:
+        self.second = _frame(f"shell,v2:{cmd}" if v2 else f"shell:{cmd}")
+        self.first = _frame(f"host:transport:{serial}")
+        self.v2, self.done, self.buffer, self.out, self.okays = v2, done, bytearray(), bytearray(), 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(self.first)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while self.okays < 2 and len(self.buffer) >= 4:
+            if self.buffer[:4] != b"OKAY":
+                self._end(error=adbutils.AdbError(f"refused: {bytes(self.buffer)!r}"))
+                return
+            del self.buffer[:4]
+            self.okays += 1
+            if self.okays == 1 and self.transport is not None:
+                self.transport.write(self.second)
+        if self.okays < 2 or not self.v2:
+            return
+        while len(self.buffer) >= 5:
+            kind, length = struct.unpack_from("<BI", self.buffer)
+            if len(self.buffer) < 5 + length:
+                return
+            if kind == 3:
+                self._end(result=(self.buffer[5], bytes(self.out)))
+                return
+            if kind in (1, 2):
+                self.out += self.buffer[5:5 + length]
+            del self.buffer[:5 + length]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.okays == 2 and not self.v2:
+            self._end(result=(None, bytes(self.buffer)))
+        self._end(error=adbutils.AdbError("the adb server hung up"))
+
+    def _end(self, *, result: tuple[int | None, bytes] | None = None, error: Exception | None = None) -> None:
+        if not self.done.done():
+            if result is not None:
+                self.done.set_result(result)
+            else:
+                self.done.set_exception(error or adbutils.AdbError("ended"))
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _frame(text: str) -> bytes:
+    encoded = text.encode()
+    return b"%04x" % len(encoded) + encoded
+
+
+async def bare_protocol_shell(port: int, serial: str, cmd: str, *, v2: bool) -> tuple[int | None, bytes]:
+    """``bare_shell`` through ``_BareProtocol``."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[tuple[int | None, bytes]] = loop.create_future()
+    transport, _ = await loop.create_connection(lambda: _BareProtocol(serial, cmd, v2, done), LOOPBACK, port)
+    try:
+        return await done
+    finally:
+        transport.close()
