@@ -25,6 +25,22 @@ def adb_server() -> Iterator[int]:
     subprocess.run([adb, "-P", str(port), "kill-server"], check=False, capture_output=True, timeout=60)
 
 
+@pytest.fixture(autouse=True)
+def forget_dead_phones(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on the session's adb server: phones it left offline (virtual phones that died with an agent
+    process the test killed, which adb keeps listing and dialling) are disconnected, so a later test sees only
+    its own phones (``agent.devices()`` counted them)."""
+    yield
+    if "adb_server" not in request.fixturenames:
+        return
+    adb, port = str(adbutils.adb_path()), str(request.getfixturevalue("adb_server"))
+    listed = subprocess.run([adb, "-P", port, "devices"], capture_output=True, text=True, timeout=60, check=False)
+    for line in listed.stdout.splitlines()[1:]:
+        serial, _, state = line.partition("\t")
+        if state.strip() == "offline":
+            subprocess.run([adb, "-P", port, "disconnect", serial], capture_output=True, timeout=60, check=False)
+
+
 AgentFactory = Callable[..., Awaitable[Agent]]
 
 

@@ -35,6 +35,8 @@ async def test_paging_through_a_runs_screenshots(server: RunningServer, agent_fa
 
     rows = await eventually(stored, timeout=30)
     assert rows is not None
+    by_id = sorted(rows, key=lambda r: int(r["id"]))  # the rows come in the order the run took them, whatever
+    assert [r["step_index"] for r in by_id] == sorted(r["step_index"] for r in rows), rows  # order uploads end in
     aid, device_id = rows[0]["assignment_id"], rows[0]["device_id"]
     async with server.services.pool.acquire() as conn:  # one still on its way, one retention took
         await conn.execute(

@@ -192,10 +192,11 @@ async def test_reports_whose_acks_were_lost_are_replayed_and_recorded_once(
     agent, modes = await agent_through(proxy, server, agent_factory, stall_probe_sec=1.0, stall_sec=8.0,
                                        probe_sec=3600)
     url = "https://example.com/lost-acks"
-    # Long enough that a loaded machine still stalls the link before the runs end (with 1 s, the ends
-    # were sometimes sent and acked before the stall, leaving nothing unacked to replay).
+    # Long enough that a loaded machine still stalls the link before the runs end (with 1 s, and once in a full
+    # suite with 4 s, the ends were sent and acked before the stall, leaving nothing unacked to replay), and short
+    # enough that they end before the stall watch (8 s) switches to polling, whose new connection gets acks.
     job = await server.ok("POST", "/api/jobs", open_url_job(
-        plan=[{"type": "open_url", "url": url, "duration_sec": 4}]))
+        plan=[{"type": "open_url", "url": url, "duration_sec": 7}]))
     await eventually(lambda: _all_running(server, job["id"]), timeout=20)
     await eventually(lambda: _outbox_empty(agent), timeout=20)
 

@@ -14,7 +14,7 @@ from bench.adb.cpu import CpuMeter
 from bench.adb.phones import Phones
 from bench.adb.spy import Spy, summarize_profile
 from bench.adb.workload import POLL_SEC, TAP, URL, VIEW, Size
-from bench.harness import Operator, Watcher, session
+from bench.harness import Operator, Watcher, session, wait_until
 from phonefleet import gc_policy
 from phonefleet.agent.agent import Agent
 from phonefleet.agent.config import AgentSettings
@@ -140,8 +140,18 @@ async def throughput(d: Driver, *, profile: bool, meter: CpuMeter) -> None:
         d.out.profile = [f"py-spy samples in {spy.path}", *summarize_profile(spy.path, spy.wall, in_jobs)]
 
 
+async def settled(agent: Agent) -> None:
+    """Until the agent's outbox is empty: the last run's results sent and its files (a logcat per run) uploaded,
+    so a fan-out starts on a quiet agent, as the floor's loops do."""
+    async def empty() -> bool:
+        return len(agent.outbox) == 0
+
+    await wait_until(empty, timeout=120, interval=0.01, what="the agent's outbox empty")
+
+
 async def fanout(d: Driver, i: int) -> None:
     """One open_url to every phone: POST until the last phone logged its VIEW intent."""
+    await settled(d.agent)
     marks = await d.phones.marks()
     d.assigned.clear()
     waiting = asyncio.create_task(d.phones.wait_all(marks, VIEW, 60 + d.n / 10))

@@ -620,6 +620,7 @@ class ServerLink:
             if not ack.ok:
                 log.warning("server rejected an event", extra={"event": event, "error": error})
             self.outbox.ack([i for i in ids if i != MEMORY_ID])
+            self._files.set()  # files queued behind these events may go now
             return False
         return True
 
@@ -689,9 +690,11 @@ class ServerLink:
 
     async def _upload_loop(self) -> None:
         """Send the outbox's files over HTTP, in socket and polling mode alike, in the order they came and at
-        most ``UPLOADS_AT_ONCE`` at a time, beside the events (the server keeps an upload that comes before its
-        run's result). The outbox is read once per new file: the files not yet settled are kept here, each with
-        when it may be tried (a failed one waits a growing while, and the others go on meanwhile)."""
+        most ``UPLOADS_AT_ONCE`` at a time, beside the events. A file goes once every event queued before it has
+        left the outbox: its run's result, which tells the server what files to expect, so their rows are made in
+        the order the run made them (a phone's gallery pages by id), not in the order concurrent uploads finish.
+        The outbox is read once per new file: the files not yet settled are kept here, each with when it may be
+        tried (a failed one waits a growing while, and the others go on meanwhile)."""
         waiting: dict[int, OutboxItem] = {}
         seen = 0  # the newest outbox id read
         running: set[asyncio.Task[None]] = set()
@@ -702,9 +705,13 @@ class ServerLink:
                     waiting[item.id] = item
                     seen = item.id
                 now, wake_at = time.monotonic(), math.inf
+                unsent = self.outbox.peek(1, besides=ev.ARTIFACT_UPLOAD)
+                results_up_to = unsent[0].id if unsent else math.inf  # events before this id have been sent
                 for item in list(waiting.values()):
                     if len(running) >= UPLOADS_AT_ONCE:
                         break
+                    if item.id > results_up_to:
+                        continue
                     retry_at = self._upload_backoff.get(item.id, (0, 0.0))[1]
                     if retry_at > now:
                         wake_at = min(wake_at, retry_at)
