@@ -10,6 +10,11 @@ import adbutils
 from bench.harness import LOOPBACK
 
 
+def _frame(text: str) -> bytes:
+    encoded = text.encode()
+    return b"%04x" % len(encoded) + encoded
+
+
 def _exactly(sock: socket.socket, size: int) -> bytes:
     data = bytearray()
     while len(data) < size:
@@ -21,8 +26,7 @@ def _exactly(sock: socket.socket, size: int) -> bytes:
 
 
 def _request(sock: socket.socket, text: str) -> None:
-    encoded = text.encode()
-    sock.sendall(b"%04x" % len(encoded) + encoded)
+    sock.sendall(_frame(text))
     status = _exactly(sock, 4)
     if status != b"OKAY":
         length = int(_exactly(sock, 4), 16) if status == b"FAIL" else 0
@@ -47,8 +51,7 @@ def lean_shell(port: int, serial: str, cmd: str, timeout: float | None = 60) -> 
 
 
 async def _arequest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, text: str) -> None:
-    encoded = text.encode()
-    writer.write(b"%04x" % len(encoded) + encoded)
+    writer.write(_frame(text))
     status = await reader.readexactly(4)
     if status != b"OKAY":
         length = int(await reader.readexactly(4), 16) if status == b"FAIL" else 0
@@ -135,9 +138,10 @@ class _BareProtocol(asyncio.Protocol):
             del self.buffer[:5 + length]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.okays == 2 and not self.v2:
+        if self.okays == 2 and not self.v2:  # the legacy shell's output ends with its connection
             self._end(result=(None, bytes(self.buffer)))
-        self._end(error=adbutils.AdbError("the adb server hung up"))
+        else:
+            self._end(error=adbutils.AdbError("the adb server hung up"))
 
     def _end(self, *, result: tuple[int | None, bytes] | None = None, error: Exception | None = None) -> None:
         if not self.done.done():
@@ -148,10 +152,6 @@ class _BareProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-
-def _frame(text: str) -> bytes:
-    encoded = text.encode()
-    return b"%04x" % len(encoded) + encoded
 
 
 async def bare_protocol_shell(port: int, serial: str, cmd: str, *, v2: bool) -> tuple[int | None, bytes]:

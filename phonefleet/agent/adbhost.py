@@ -235,8 +235,7 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 
 
 async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: str) -> None:
-    encoded = request.encode()
-    writer.write(f"{len(encoded):04x}".encode() + encoded)
+    writer.write(_frame(request))
     await writer.drain()
     try:
         status = await reader.readexactly(4)

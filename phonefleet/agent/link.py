@@ -705,8 +705,8 @@ class ServerLink:
                     waiting[item.id] = item
                     seen = item.id
                 now, wake_at = time.monotonic(), math.inf
-                unsent = self.outbox.peek(1, besides=ev.ARTIFACT_UPLOAD)
-                results_up_to = unsent[0].id if unsent else math.inf  # events before this id have been sent
+                unsent = self.outbox.oldest_id(besides=ev.ARTIFACT_UPLOAD)
+                results_up_to = math.inf if unsent is None else unsent  # events before this id have been sent
                 for item in list(waiting.values()):
                     if len(running) >= UPLOADS_AT_ONCE:
                         break

@@ -114,6 +114,12 @@ class Outbox:
             ).fetchall()
         return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
 
+    def oldest_id(self, *, besides: str) -> int | None:
+        """The id of the oldest item that is not a ``besides`` event (None: there is none), its data left unread."""
+        with self._lock:
+            row = self._db.execute("SELECT min(id) FROM outbox WHERE event <> ?", (besides,)).fetchone()
+        return None if row[0] is None else int(row[0])
+
     def ack(self, ids: list[int]) -> None:
         if not ids:
             return
